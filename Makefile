@@ -1,0 +1,48 @@
+# avoviirscollector: the two commands.
+#   make run    the whole suite in the foreground (supervisord), state under ./var; Ctrl-C stops everything
+#   make test   lint and the full test suite (in a loopback-only network namespace)
+# Everything they need is installed into ./.venv from setup.py (the one place where versions are pinned).
+
+PYTHON ?= $(shell scripts/find-python)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+LEGACY_VENV := .venv-legacy
+LEGACY_STAMP := $(LEGACY_VENV)/.installed
+VIIRS_BASE ?= $(CURDIR)/var
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench clean
+
+$(STAMP): setup.py pyproject.toml
+	@test -n "$(PYTHON)" || { echo "make: no Python 3.12+ found" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# posttroll 1.5, the version the workers in the field run, needs Python < 3.12: a second small venv lets the tests
+# decode our messages with it. Skipped (and the tests that need it say so) when no such Python is installed.
+$(LEGACY_STAMP): $(STAMP)
+	@legacy=$$(scripts/find-legacy-python); \
+	if [ -z "$$legacy" ]; then echo "make: no Python 3.8-3.11 here; posttroll 1.5 decoding tests will be skipped"; \
+	else \
+	  pins=$$($(BIN)/python -c "import importlib.metadata as m; print(' '.join(r.split(';')[0].strip() for r in m.requires('avoviirscollector') if 'legacy-client' in r))"); \
+	  $$legacy -m venv $(LEGACY_VENV) && $(LEGACY_VENV)/bin/python -m pip install --quiet $$pins; \
+	fi
+	touch $@
+
+run: $(STAMP)
+	VIIRS_BASE="$(VIIRS_BASE)" $(BIN)/avoviirscollector supervise -c supervisord.conf
+
+lint: $(STAMP)
+	$(BIN)/ruff check avoviirscollector tests bench
+
+test: $(STAMP) $(LEGACY_STAMP) lint
+	scripts/loopback-netns $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; scripts/loopback-netns $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(LEGACY_VENV) var build *.egg-info

@@ -1,0 +1,160 @@
+"""Every setting of the suite, read once from the environment into one frozen object.
+
+Programs call :func:`settings_or_exit` once in ``main()``; nothing reads ``os.environ`` anywhere else. A bad value
+stops the program at start with one line on stderr naming the variable and what it accepts, and exit status 2.
+
+| variable | default | accepts |
+|---|---|---|
+| VIIRS_BASE | /viirs | an absolute path, or a relative one (made absolute at start) |
+| VIIRS_RETENTION | unset (keep everything) | whole number of days >= 0 |
+| NUM_GINA_CONNECTIONS | 4 | whole number 1..16 |
+| GINA_BACKFILL_DAYS | 2 | whole number 0..30 |
+| VIIRS_FACILITY | gilmore | gilmore, uafgina |
+| MAILHOST, LOG_SENDER, LOG_RECIPIENT | unset | mail of ERROR records when all three are set |
+| GINA_URL | http://nrt-status.gina.alaska.edu | an http:// or https:// URL |
+| MIRROR_GINA_CONFIG | the package's etc/mirror_gina.yaml | path of a YAML queue file |
+| TASK_PORT, UPDATE_PORT, PUBLISH_PORT | 19091, 19191, 29092 | TCP port 1..65535, all different |
+| TLE_URL | celestrak's weather set | an http:// or https:// URL |
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+FACILITIES = ("gilmore", "uafgina")
+DEFAULT_GINA_URL = "http://nrt-status.gina.alaska.edu"
+DEFAULT_TLE_URL = "https://celestrak.org/NORAD/elements/gp.php?GROUP=weather&FORMAT=tle"
+PACKAGE_ETC = Path(__file__).resolve().parent / "etc"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the suite does not accept; the message is the one line shown to the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The suite's settings (SPEC section 3). Build with :func:`load_settings`."""
+
+    viirs_base: Path = Path("/viirs")
+    retention_days: int | None = None
+    num_gina_connections: int = 4
+    gina_backfill_days: int = 2
+    facility: str = "gilmore"
+    mailhost: str | None = None
+    log_sender: str | None = None
+    log_recipient: str | None = None
+    gina_url: str = DEFAULT_GINA_URL
+    mirror_gina_config: Path = PACKAGE_ETC / "mirror_gina.yaml"
+    task_port: int = 19091
+    update_port: int = 19191
+    publish_port: int = 29092
+    tle_url: str = DEFAULT_TLE_URL
+
+    @property
+    def sdr_dir(self) -> Path:
+        """Placed, verified granule files: the only directory trollstalker watches."""
+        return self.viirs_base / "sdr"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Partial downloads; same filesystem as ``sdr/`` so placement is one rename."""
+        return self.viirs_base / "tmp"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.viirs_base / "log"
+
+    @property
+    def elements_dir(self) -> Path:
+        """TLE files."""
+        return self.viirs_base / "elements"
+
+    @property
+    def state_dir(self) -> Path:
+        """What must survive a restart: task queue, download journal."""
+        return self.viirs_base / "state"
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.mailhost and self.log_sender and self.log_recipient)
+
+    def make_dirs(self) -> None:
+        """Create the directories of SPEC section 2 (readable by the operator)."""
+        for path in (self.sdr_dir, self.tmp_dir, self.log_dir, self.elements_dir, self.state_dir):
+            path.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    accepted = f"a whole number from {low} to {high}" if high is not None else f"a whole number >= {low}"
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not valid: expected {accepted}") from None
+    if value < low or (high is not None and value > high):
+        raise SettingsError(f"{name}={raw!r} is out of range: expected {accepted}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}={raw!r} is not valid: expected an http:// or https:// URL with a host")
+    return raw.rstrip("/")
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    return raw or None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse the environment strictly; raise :class:`SettingsError` on the first bad value."""
+    env = os.environ if env is None else env
+    base_raw = env.get("VIIRS_BASE", "").strip() or "/viirs"
+    facility = env.get("VIIRS_FACILITY", "").strip() or "gilmore"
+    if facility not in FACILITIES:
+        raise SettingsError(f"VIIRS_FACILITY={facility!r} is not valid: expected one of {', '.join(FACILITIES)}")
+    config_raw = env.get("MIRROR_GINA_CONFIG", "").strip()
+    mirror_config = Path(config_raw).absolute() if config_raw else PACKAGE_ETC / "mirror_gina.yaml"
+    ports = {}
+    for name, default in (("TASK_PORT", 19091), ("UPDATE_PORT", 19191), ("PUBLISH_PORT", 29092)):
+        ports[name] = _int(env, name, default, 1, 65535)
+    if len(set(ports.values())) != len(ports):
+        shown = ", ".join(f"{k}={v}" for k, v in ports.items())
+        raise SettingsError(f"TASK_PORT, UPDATE_PORT and PUBLISH_PORT must differ: got {shown}")
+    return Settings(
+        viirs_base=Path(base_raw).absolute(),
+        retention_days=_int(env, "VIIRS_RETENTION", None, 0, None),
+        num_gina_connections=_int(env, "NUM_GINA_CONNECTIONS", 4, 1, 16),
+        gina_backfill_days=_int(env, "GINA_BACKFILL_DAYS", 2, 0, 30),
+        facility=facility,
+        mailhost=_optional(env, "MAILHOST"),
+        log_sender=_optional(env, "LOG_SENDER"),
+        log_recipient=_optional(env, "LOG_RECIPIENT"),
+        gina_url=_url(env, "GINA_URL", DEFAULT_GINA_URL),
+        mirror_gina_config=mirror_config,
+        task_port=ports["TASK_PORT"],
+        update_port=ports["UPDATE_PORT"],
+        publish_port=ports["PUBLISH_PORT"],
+        tle_url=_url(env, "TLE_URL", DEFAULT_TLE_URL),
+    )
+
+
+def settings_or_exit(program: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the settings, or print one line naming the bad variable and exit with status 2."""
+    try:
+        return load_settings(env)
+    except SettingsError as err:
+        print(f"{program}: bad setting: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

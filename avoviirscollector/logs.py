@@ -1,0 +1,35 @@
+"""Logging set-up shared by every program of the suite.
+
+Each program logs one line per record to stdout, UTC timestamps, ``<time> <program> <LEVEL> <message>``.
+supervisord writes that stream to ``$VIIRS_BASE/log/<program>.log`` and forwards it to the container's stdout, so
+programs never open log files themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+DATEFMT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+
+def setup_logging(program: str, verbose: bool = False) -> logging.Logger:
+    """Send every record to stdout (line-buffered) and return the program's logger."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(UTCFormatter(FORMAT, DATEFMT))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
+    return logging.getLogger(program)

@@ -1,0 +1,134 @@
+"""VIIRS SDR file names: parse, validate, platform aliases and fetch ordering. Pure: no files, no sockets.
+
+A VIIRS SDR granule file is named like
+``SVM16_npp_d20190422_t1828348_e1829590_b38780_c20190422183926285541_cspp_dev.h5``:
+segment (band or geolocation type), platform short name, start date and time (tenths of a second), end time,
+orbit number, creation time (microseconds), and the producing system. The same layout is written as a trollsift
+pattern in ``etc/trollstalker.ini`` and ``etc/segment_gatherer.ini``; :data:`TROLLSIFT_PATTERN` is that pattern and
+a test keeps the three in step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+#: file-name platform -> (platform_name in messages, satellite name in GINA's API)
+PLATFORMS: dict[str, tuple[str, str]] = {
+    "npp": ("Suomi-NPP", "snpp"),
+    "j01": ("NOAA-20", "noaa20"),
+    "j02": ("NOAA-21", "noaa21"),
+}
+SATELLITE_TO_SHORT = {sat: short for short, (_, sat) in PLATFORMS.items()}
+
+#: product -> the segments (file types) one granule of it needs (SPEC section 1)
+PRODUCTS: dict[str, tuple[str, ...]] = {
+    "tir": ("GITCO", "SVI05"),
+    "mir": ("GITCO", "SVI04"),
+    "btd": ("GMTCO", "SVM15", "SVM16"),
+    "vis": ("GMTCO", "GITCO", "SVM03", "SVM04", "SVM05", "SVI01"),
+    "dnb": ("GDNBO", "SVDNB"),
+}
+
+GEOLOCATION_SEGMENTS = ("GMTCO", "GITCO", "GDNBO", "GIMGO", "GMODO")
+
+TROLLSIFT_PATTERN = (
+    "{segment}_{platform_name}_d{start_time:%Y%m%d_t%H%M%S%f}_e{end_time:%H%M%S%f}"
+    "_b{orbit_number:5d}_c{proctime:%Y%m%d%H%M%S%f}_{source}.h5"
+)
+
+NAME_RE = re.compile(
+    r"^(?P<segment>[A-Z][A-Z0-9]{4})_(?P<platform>npp|j01|j02)"
+    r"_d(?P<date>\d{8})_t(?P<start>\d{7})_e(?P<end>\d{7})_b(?P<orbit>\d{5,6})"
+    r"_c(?P<created>\d{20})_(?P<source>[a-z0-9]+(?:_[a-z0-9]+)*)\.h5$"
+)
+
+
+class NotASdrName(ValueError):
+    """The string is not a VIIRS SDR granule file name."""
+
+
+@dataclass(frozen=True, order=True)
+class SdrName:
+    """A parsed VIIRS SDR file name. Datetimes are naive UTC."""
+
+    name: str
+    segment: str
+    platform: str
+    start_time: dt.datetime
+    end_time: dt.datetime
+    orbit_number: int
+    proctime: dt.datetime
+    source: str
+
+    @property
+    def platform_name(self) -> str:
+        return PLATFORMS[self.platform][0]
+
+    @property
+    def is_geolocation(self) -> bool:
+        return self.segment.startswith("G")
+
+    @property
+    def granule_key(self) -> tuple[str, int, dt.datetime]:
+        """Files of one granule share platform, orbit and start time."""
+        return (self.platform, self.orbit_number, self.start_time)
+
+    def fetch_key(self) -> tuple:
+        """Sort key for fetching: newest orbit first, then newest granule, geolocation before bands."""
+        return (-self.orbit_number, -self.start_time.timestamp(), 0 if self.is_geolocation else 1, self.segment)
+
+
+def _hms_tenths(digits: str) -> dt.time:
+    return dt.time(int(digits[0:2]), int(digits[2:4]), int(digits[4:6]), int(digits[6]) * 100000)
+
+
+def parse_name(name: str) -> SdrName:
+    """Parse a VIIRS SDR file name (a basename, no directories); raise :class:`NotASdrName` otherwise."""
+    match = NAME_RE.match(name)
+    if match is None:
+        raise NotASdrName(f"not a VIIRS SDR granule name: {name!r}")
+    try:
+        day = dt.datetime.strptime(match["date"], "%Y%m%d").date()
+        start = dt.datetime.combine(day, _hms_tenths(match["start"]))
+        end = dt.datetime.combine(day, _hms_tenths(match["end"]))
+        if end < start:  # the granule crosses midnight
+            end += dt.timedelta(days=1)
+        created = dt.datetime.strptime(match["created"], "%Y%m%d%H%M%S%f")
+    except ValueError as err:
+        raise NotASdrName(f"not a VIIRS SDR granule name: {name!r} ({err})") from None
+    return SdrName(
+        name=name,
+        segment=match["segment"],
+        platform=match["platform"],
+        start_time=start,
+        end_time=end,
+        orbit_number=int(match["orbit"]),
+        proctime=created,
+        source=match["source"],
+    )
+
+
+def is_sdr_name(name: str) -> bool:
+    try:
+        parse_name(name)
+    except NotASdrName:
+        return False
+    return True
+
+
+def format_name(
+    segment: str, platform: str, start: dt.datetime, end: dt.datetime, orbit: int, created: dt.datetime,
+    source: str = "cspp_dev",
+) -> str:
+    """Build a file name in the layout :func:`parse_name` reads (used by the GINA double and tests)."""
+    return (
+        f"{segment}_{platform}_d{start:%Y%m%d}_t{start:%H%M%S}{start.microsecond // 100000}"
+        f"_e{end:%H%M%S}{end.microsecond // 100000}_b{orbit:05d}_c{created:%Y%m%d%H%M%S%f}_{source}.h5"
+    )
+
+
+def products_of(segment: str) -> list[str]:
+    """The products that need this segment."""
+    return [product for product, segments in PRODUCTS.items() if segment in segments]
