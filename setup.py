@@ -41,6 +41,9 @@ CONSOLE_SCRIPTS = [
     "msg_publisher = avoviirscollector.msg_publisher:main",
     "avo_cron = avoviirscollector.cron:main",
     "avo_log_forwarder = avoviirscollector.log_forwarder:main",
+    "cleanup = avoviirscollector.cleanup:main",
+    "tle_refresh = avoviirscollector.tle:main",
+    "avo_status = avoviirscollector.status:main",
 ]
 
 setup(
