@@ -26,10 +26,11 @@ ENV VIIRS_BASE=/viirs \
     LANG=C.UTF-8 \
     TZ=UTC
 
-RUN groupadd --gid 2001 viirs \
- && useradd --uid 2001 --gid 2001 --no-create-home --home-dir /viirs --shell /usr/sbin/nologin viirs \
- && mkdir -p /viirs /app \
- && chown 2001:2001 /viirs
+# User 2001 (as the observatory's hosts run it), written directly: slim bases need not ship useradd.
+RUN grep -q '^viirs:' /etc/group || echo 'viirs:x:2001:' >> /etc/group; \
+    grep -q '^viirs:' /etc/passwd || echo 'viirs:x:2001:2001:avoviirscollector:/viirs:/usr/sbin/nologin' >> /etc/passwd; \
+    mkdir -p /viirs /app; \
+    chown 2001:2001 /viirs
 
 RUN set -eu; \
     if [ "$SUPERCRONIC" = skip ]; then \
