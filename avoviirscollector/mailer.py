@@ -6,7 +6,7 @@ Used by mirror_gina and task_broker: ``attach_mail_handler(logging.getLogger(), 
 How the batching works
     ``emit()`` only appends the formatted record to a bounded in-memory list (never a socket, never a file).
     A background thread, once a second, moves those records into the program's spool file
-    ``$VIIRS_BASE/state/mail/<program>.json`` (under an flock, so that the every-minute runs of mirror_gina share
+    ``$VIIRS_BASE/state/mail-<program>.json`` (under an flock, so that the every-minute runs of mirror_gina share
     one batch) and, when the previous mail of that program went out at least ``interval`` seconds ago (default
     600), sends one mail with the spooled records: the first ``MAX_LINES`` in full and a count of the ones
     suppressed. So the first error of a quiet period is mailed within a second or two, and an outage gives at
@@ -121,7 +121,7 @@ class BatchingMailHandler(logging.Handler):
         self.sender = sender
         self.recipients = [r.strip() for r in recipient.split(",") if r.strip()]
         self.interval = interval
-        self.spool = Spool(spool_dir / f"{program}.json")
+        self.spool = Spool(spool_dir / f"mail-{program}.json")
         self.hostname = socket.gethostname()
         self._pending: list[str] = []
         self._dropped = 0
@@ -214,8 +214,18 @@ def attach_mail_handler(logger: logging.Logger, settings: Settings, program: str
     if not settings.mail_enabled:
         return None
     handler = BatchingMailHandler(program, settings.mailhost, settings.log_sender, settings.log_recipient,
-                                  settings.state_dir / "mail", interval=interval)
+                                  settings.state_dir, interval=interval)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"))
     handler.formatter.converter = time.gmtime
     logger.addHandler(handler)
     return handler
+
+
+MAILED_PROGRAMS = ("mirror_gina", "task_broker")  # SPEC section 3: whose ERROR records are mailed
+
+
+def install_mail_handler(settings: Settings, program: str) -> BatchingMailHandler | None:
+    """For ``logs.setup_logging``: batched error mail on the root logger, for the programs of SPEC section 3 only."""
+    if program not in MAILED_PROGRAMS:
+        return None
+    return attach_mail_handler(logging.getLogger(), settings, program)

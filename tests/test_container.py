@@ -124,6 +124,11 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
     assert {"nameserver", "trollstalker", "msg_publisher", "cron"} <= names
     assert sum(1 for name in names if "segment_gatherer" in name) == 5
 
+    # the status command in its text form, as an operator runs it
+    text = podman("exec", cid, "avo_status", "--wait", "1.5", check=False)
+    assert text.returncode == 0 and "HEALTHY" in text.stdout, text.stdout + text.stderr
+    assert "segment_gatherer-tir" in text.stdout and "disk:" in text.stdout
+
     # every process of the container runs as user 2001, supervisord among them
     procs = podman("exec", cid, "python3", "-c",
                    "import os, json; out = []\n"

@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from avoviirscollector.config import Settings
-from avoviirscollector.mailer import MAX_LINES, attach_mail_handler, parse_mailhost
+from avoviirscollector.mailer import MAX_LINES, attach_mail_handler, install_mail_handler, parse_mailhost
 
 
 def free_port() -> int:
@@ -187,6 +187,17 @@ def test_nothing_happens_unless_all_three_settings_are_given(tmp_path):
         assert attach_mail_handler(logger, settings, "mirror_gina") is None
     assert logger.handlers == []
     assert not (tmp_path / "state").exists()
+
+
+def test_only_mirror_gina_and_task_broker_mail(tmp_path):
+    settings = settings_for(tmp_path, "127.0.0.1:9")
+    assert install_mail_handler(settings, "cleanup") is None
+    handler = install_mail_handler(settings, "task_broker")
+    try:
+        assert handler in logging.getLogger().handlers and handler.level == logging.ERROR
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def test_parse_mailhost():
