@@ -183,7 +183,7 @@ def render_text(report: Report) -> str:
     if report.supervisor_error:
         out.append(f"  supervisord does not answer: {report.supervisor_error}")
     for prog in report.programs:
-        out.append(f"  {prog['name']:28s} {prog['state']:9s} {prog.get('description', '')}")
+        out.append(f"  {prog['name']:32s} {prog['state']:9s} {prog.get('description', '')}")
     out.append("")
     if report.queue is not None:
         waiting = ", ".join(report.queue["products waiting"]) or "none"

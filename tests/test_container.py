@@ -206,3 +206,57 @@ def test_compose_config_validates():
     rendered = yaml.safe_load(out.stdout)
     environment = rendered["services"]["viirscollector"]["environment"]
     assert environment["VIIRS_RETENTION"] == "7" and environment["MAILHOST"] == "smtp.example.org"
+
+
+@needs_podman
+def test_compose_up_through_podmans_docker_api(image, tmp_path):
+    """``docker-compose up`` of the repo's file (image swapped for the local build) through podman's Docker API.
+
+    Bridge networking (the file's port mappings) creates interfaces and iptables rules: allowed only inside the
+    tests' private network namespace, which takes them away when it ends.
+    """
+    import zmq
+    from posttroll.message import Message
+
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    if [name for _, name in socket.if_nameindex()] != ["lo"]:
+        pytest.skip("bridge networking is tried only inside a loopback-only network namespace (scripts/loopback-netns)")
+    sock = tmp_path / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], env=podman_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    override = tmp_path / "local-image.yml"
+    override.write_text(f"services:\n  viirscollector:\n    image: {image}\n")
+    project = f"avotest{os.getpid()}"
+    compose = [tool, "-p", project, "-f", str(REPO / "docker-compose.yml"), "-f", str(override)]
+    env = dict(podman_env(), DOCKER_HOST=f"unix://{sock}")
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        up = subprocess.run([*compose, "up", "-d", "--no-build"], env=env, capture_output=True, text=True,
+                            timeout=120)
+        assert up.returncode == 0, up.stdout + up.stderr
+        cid = podman("ps", "-q", "--filter", f"name={project}").stdout.split()[0]
+        report = wait_all_running(cid)
+        assert len(report["programs"]) >= 9
+        inspect = json.loads(podman("inspect", cid).stdout)[0]
+        assert inspect["Config"]["User"] == "2001" and inspect["HostConfig"]["RestartPolicy"]["Name"] == "always"
+        assert inspect["HostConfig"]["LogConfig"]["Type"] in ("json-file", "k8s-file")
+
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt_string(zmq.SUBSCRIBE, "pytroll://AVO/viirs/sdr")
+        sub.connect("tcp://127.0.0.1:29092")  # the port mapping of docker-compose.yml
+        try:
+            time.sleep(0.5)
+            podman("exec", cid, "sh", "-c", f"echo x > /viirs/tmp/{SDR_NAME} && mv /viirs/tmp/{SDR_NAME} /viirs/sdr/")
+            assert sub.poll(15_000), "nothing on the mapped publish port within 15 s"
+            assert Message.decode(sub.recv_string()).data["uid"] == SDR_NAME
+        finally:
+            sub.close()
+    finally:
+        subprocess.run([*compose, "down", "-v", "-t", "30"], env=env, capture_output=True, timeout=120)
+        service.terminate()
+        service.wait(timeout=10)
