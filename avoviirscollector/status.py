@@ -2,9 +2,9 @@
 
 What it shows
     - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``)
-    - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, products waiting)
-    - last files placed: the tail of the download journal ``$VIIRS_BASE/state/journal.jsonl`` with rates, and the
-      count and volume of the last hour
+    - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product)
+    - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
+      or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
     - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free) and the size of each top-level folder
       (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
@@ -41,6 +41,7 @@ from avoviirscollector.config import Settings, settings_or_exit
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
+JOURNALS = ("mirror_gina.journal", "journal.jsonl")  # download journals in state/, read in this order
 ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
 TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
 
@@ -105,8 +106,11 @@ def parse_queue_status(frames: list[bytes]) -> dict | None:
                 data = None
         if isinstance(data, dict) and isinstance(data.get("queue length"), int):
             waiting = data.get("products waiting", [])
+            by_product = data.get("tasks by product", {})
             return {"queue length": data["queue length"],
-                    "products waiting": [str(p) for p in waiting] if isinstance(waiting, list) else []}
+                    "products waiting": [str(p) for p in waiting] if isinstance(waiting, list) else [],
+                    "tasks by product": {str(k): v for k, v in by_product.items() if isinstance(v, int)}
+                    if isinstance(by_product, dict) else {}}
     return None
 
 
@@ -127,7 +131,8 @@ def _epoch(value) -> float | None:
 def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
     """The last ``count`` placed files (name, bytes, seconds, MB/s, placed_at) and the last hour's totals.
 
-    Tolerant: lines that are not JSON objects, or lack fields, are skipped or shown with what they have.
+    Tolerant: lines that are not JSON objects, or lack fields, are skipped or shown with what they have. The time
+    placed is ``placed_at`` or ``time`` (ISO 8601 or epoch seconds).
     """
     entries = []
     for line in lines:
@@ -142,8 +147,9 @@ def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict],
         rate = None
         if isinstance(size, (int, float)) and isinstance(seconds, (int, float)) and seconds > 0:
             rate = round(size / seconds / 1e6, 2)
+        placed_at = item.get("placed_at", item.get("time"))
         entries.append({"name": str(item["name"]), "bytes": size, "seconds": seconds, "mb_per_s": rate,
-                        "placed_at": item.get("placed_at"), "_epoch": _epoch(item.get("placed_at"))})
+                        "placed_at": placed_at, "_epoch": _epoch(placed_at)})
     hour = [e for e in entries if e["_epoch"] is not None and now - e["_epoch"] <= 3600]
     total = sum(e["bytes"] for e in hour if isinstance(e["bytes"], (int, float)))
     busy = sum(e["seconds"] for e in hour if isinstance(e["seconds"], (int, float)))
@@ -186,8 +192,9 @@ def render_text(report: Report) -> str:
         out.append(f"  {prog['name']:32s} {prog['state']:9s} {prog.get('description', '')}")
     out.append("")
     if report.queue is not None:
-        waiting = ", ".join(report.queue["products waiting"]) or "none"
-        out.append(f"queue: {report.queue['queue length']} tasks waiting; products waiting: {waiting}")
+        counts = report.queue.get("tasks by product") or {}
+        waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in report.queue["products waiting"])
+        out.append(f"queue: {report.queue['queue length']} tasks waiting; by product: {waiting or 'none'}")
     else:
         out.append(f"queue: unknown ({report.queue_error})")
     out.append("")
@@ -368,11 +375,13 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
             report.queue_error = f"no status message on port {settings.update_port} within {wait:g} s"
     except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
         report.queue_error = f"{type(err).__name__}: {err}"
-    journal = settings.state_dir / "journal.jsonl"
-    try:
-        report.last_files, report.last_hour = parse_journal(tail_lines(journal, 4 * TAIL_BYTES), now, lines)
-    except OSError:
-        report.last_files, report.last_hour = [], {"files": 0, "bytes": 0, "mb_per_s": None}
+    journal_lines: list[str] = []
+    for name in JOURNALS:
+        try:
+            journal_lines += tail_lines(settings.state_dir / name, 4 * TAIL_BYTES)
+        except OSError:
+            continue
+    report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
     report.problems = find_problems(report)

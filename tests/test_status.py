@@ -32,11 +32,15 @@ def iso(seconds_ago: float) -> str:
 
 
 def test_queue_status_from_json_or_posttroll():
-    plain = json.dumps({"queue length": 3, "products waiting": ["tir", "dnb"], "extra": 1}).encode()
-    assert parse_queue_status([plain]) == {"queue length": 3, "products waiting": ["tir", "dnb"]}
-    assert parse_queue_status([b"status", plain]) == {"queue length": 3, "products waiting": ["tir", "dnb"]}
+    expected = {"queue length": 3, "products waiting": ["dnb", "tir"], "tasks by product": {"tir": 2, "dnb": 1}}
+    plain = json.dumps(expected).encode()
+    assert parse_queue_status([plain]) == expected
+    assert parse_queue_status([b"status", plain]) == expected
     wrapped = encode_legacy(new_message("/AVO/viirs/queue", "info", {"queue length": 0, "products waiting": []}))
-    assert parse_queue_status([wrapped.encode()]) == {"queue length": 0, "products waiting": []}
+    assert parse_queue_status([wrapped.encode()]) == {"queue length": 0, "products waiting": [],
+                                                      "tasks by product": {}}
+    report = Report(time="t", viirs_base="/viirs", queue=expected)
+    assert "queue: 3 tasks waiting; by product: dnb 1, tir 2" in render_text(report)
     for junk in (b"", b"\xff\xfe", b"[1, 2]", b'{"queue length": "3"}', b"pytroll://broken"):
         assert parse_queue_status([junk]) is None
 
@@ -48,7 +52,8 @@ def test_journal_is_read_tolerantly_with_rates_and_the_last_hour():
         "not json at all",
         json.dumps(["a", "list"]),
         json.dumps({"bytes": 1}),  # no name: skipped
-        json.dumps({"name": "SVM16_a.h5", "bytes": 20_000_000, "seconds": 4.0, "placed_at": iso(600)}),
+        json.dumps({"time": iso(600), "name": "SVM16_a.h5", "bytes": 20_000_000, "md5": "0", "seconds": 4.0,
+                    "connections": 4}),  # mirror_gina's journal line
         json.dumps({"name": "SVM15_b.h5", "bytes": 10_000_000, "seconds": 0, "placed_at": NOW - 60}),
         '{"name": "cut',
         json.dumps({"name": "SVI05_c.h5", "placed_at": "yesterday-ish"}),
@@ -146,9 +151,9 @@ def status(base: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_status_of_a_supervised_tree_in_both_forms(supervised):
     base, conf, proc = supervised
-    (base / "state" / "journal.jsonl").write_text(
-        json.dumps({"name": "SVM16_npp_d20261123_t1000000_e1001000_b12345_c1_cspp_dev.h5", "bytes": 30_000_000,
-                    "seconds": 3.0, "md5": "ab", "placed_at": iso(30)}) + "\n" + "garbage\n")
+    (base / "state" / "mirror_gina.journal").write_text(
+        json.dumps({"time": iso(30), "name": "SVM16_npp_d20261123_t1000000_e1001000_b12345_c1_cspp_dev.h5",
+                    "bytes": 30_000_000, "md5": "ab", "seconds": 3.0, "connections": 4}) + "\n" + "garbage\n")
     (base / "log" / "mirror_gina.log").write_text(
         f"{iso(50)} mirror_gina INFO fine\n{iso(40)} mirror_gina ERROR GINA listing failed: HTTP 503\n")
     (base / "sdr" / "f.h5").write_bytes(b"x" * 8192)

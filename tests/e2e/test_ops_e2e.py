@@ -26,11 +26,11 @@ def test_status_of_the_running_suite_in_both_forms(suite):
         suite.wait_flowing(sub)
     finally:
         sub.close()
-    journal = suite.settings.state_dir / "journal.jsonl"
-    with open(journal, "a") as out:  # what mirror_gina appends for each file it places
-        out.write(json.dumps({"name": "SVM16_npp_d20261123_t1000000_e1001255_b12345_c1_cspp_dev.h5",
-                              "bytes": 40_000_000, "seconds": 4.0, "md5": "0" * 32,
-                              "placed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+    journal = suite.settings.state_dir / "mirror_gina.journal"
+    with open(journal, "a") as out:  # the line mirror_gina appends for each file it places
+        out.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                              "name": "SVM16_npp_d20261123_t1000000_e1001255_b12345_c1_cspp_dev.h5",
+                              "bytes": 40_000_000, "md5": "0" * 32, "seconds": 4.0, "connections": 4}) + "\n")
     programs = suite.programs()
 
     text = run(suite, "avoviirscollector", "status", "--wait", "1.5")
