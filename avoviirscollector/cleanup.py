@@ -20,6 +20,8 @@ What it never does
       untouched for an hour (``TMP_GRACE``) before they go, so a download that pauses a few seconds is safe.
     - Remove ``$VIIRS_BASE`` itself or its top-level folders (trollstalker watches sdr/), nor a folder modified
       in the last hour (a download may be about to use it).
+    Everything else ages out, including ``elements/tle.txt`` if tle_refresh has not replaced it for longer than
+    the retention (it is then too old to be of use), and files an operator left directly in ``state/`` are kept.
 
 Settings (environment, see config.py): ``VIIRS_BASE``, ``VIIRS_RETENTION`` (whole days >= 0; anything else stops
 the program at start with one line naming the variable, exit 2).
