@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_tle import Celestrak
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "container-image"
 TOOLS = ("podman", "buildah", "runc", "debootstrap")
@@ -170,6 +172,17 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
         assert msg.data["uid"] == SDR_NAME and msg.data["uri"] == f"/viirs/sdr/{SDR_NAME}"
     finally:
         sub.close()
+
+    # the cron jobs run in the image: cleanup (dry run) and the TLE refresh from a local server
+    dry = podman("exec", cid, "cleanup", "--dry-run", check=False)
+    assert dry.returncode == 0 and "dry run: would remove 0 files" in dry.stdout, dry.stdout + dry.stderr
+    celestrak = Celestrak()
+    try:
+        tle = podman("exec", "-e", f"TLE_URL={celestrak.url}", cid, "tle_refresh", check=False)
+    finally:
+        celestrak.close()
+    assert tle.returncode == 0 and "TLEs updated" in tle.stdout, tle.stdout + tle.stderr
+    assert (container["viirs"] / "elements" / "tle.txt").read_bytes() == celestrak.body
 
     # the log files in the volume are readable by the operator, and SIGTERM (podman stop) drains and exits 0
     assert (container["viirs"] / "log" / "trollstalker.log").stat().st_mode & 0o044 == 0o044
