@@ -196,7 +196,7 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
 def test_compose_file_has_the_spec_settings_ports_and_volume():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     service = compose["services"]["viirscollector"]
-    assert service["user"] == "2001" and service["restart"] == "always"
+    assert service["user"] == "2001:2001" and service["restart"] == "always"
     assert sorted(p.split()[0] for p in service["ports"]) == ["19091:19091", "19191:19191", "29092:29092"]
     assert service["volumes"] == [{"type": "volume", "source": "viirs", "target": "/viirs"}]
     assert "viirs" in compose["volumes"]
@@ -255,7 +255,7 @@ def test_compose_up_through_podmans_docker_api(image, tmp_path):
         report = wait_all_running(cid)
         assert len(report["programs"]) >= 9
         inspect = json.loads(podman("inspect", cid).stdout)[0]
-        assert inspect["Config"]["User"] == "2001" and inspect["HostConfig"]["RestartPolicy"]["Name"] == "always"
+        assert inspect["Config"]["User"] == "2001:2001" and inspect["HostConfig"]["RestartPolicy"]["Name"] == "always"
         assert inspect["HostConfig"]["LogConfig"]["Type"] in ("json-file", "k8s-file")
 
         sub = zmq.Context.instance().socket(zmq.SUB)
