@@ -257,7 +257,8 @@ def run_cleanup(settings: Settings, dry_run: bool = False, now: float | None = N
     if settings.retention_days is None:
         LOG.info("VIIRS_RETENTION is not set: keeping everything under %s, nothing removed", settings.viirs_base)
         return 0
-    base = settings.viirs_base
+    # /proc shows open files by their real path: compare with the real path of the base (which may be a link)
+    base = settings.viirs_base.resolve()
     if not base.is_dir():
         LOG.error("%s is not a folder: nothing to clean", base)
         return 1
