@@ -39,6 +39,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from avoviirscollector.config import Settings
+from avoviirscollector.logs import DATEFMT, FORMAT, UTCFormatter
 
 DEFAULT_INTERVAL = 600.0
 MAX_LINES = 50  # records shown in one mail; the rest are counted as suppressed
@@ -215,8 +216,7 @@ def attach_mail_handler(logger: logging.Logger, settings: Settings, program: str
         return None
     handler = BatchingMailHandler(program, settings.mailhost, settings.log_sender, settings.log_recipient,
                                   settings.state_dir, interval=interval)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"))
-    handler.formatter.converter = time.gmtime
+    handler.setFormatter(UTCFormatter(FORMAT, DATEFMT))
     logger.addHandler(handler)
     return handler
 
