@@ -13,6 +13,7 @@ and faults that can be switched on and off while it runs:
 | short_body | Content-Length promises the whole range, half of it is sent, then the connection closes |
 | wrong_md5 | every ``md5sum`` in the listing is wrong |
 | slow_first_byte | the response starts after ``slow_seconds`` |
+| slow_body | the response body is sent at ``slow_rate`` bytes/s (one slow connection among fast ones) |
 | html | ``products.json`` answers an HTML error page |
 | bad_json | ``products.json`` answers truncated JSON |
 
@@ -50,7 +51,8 @@ from avoviirscollector.viirs import PLATFORMS, PRODUCTS, SATELLITE_TO_SHORT, for
 
 log = logging.getLogger("gina_double")
 
-FAULTS = ("drop", "error5xx", "ignore_ranges", "short_body", "wrong_md5", "slow_first_byte", "html", "bad_json")
+FAULTS = ("drop", "error5xx", "ignore_ranges", "short_body", "wrong_md5", "slow_first_byte", "slow_body", "html",
+          "bad_json")
 ALL_SEGMENTS = tuple(sorted({seg for segs in PRODUCTS.values() for seg in segs}))
 #: approximate sizes of real files, in MB (a scale factor shrinks them)
 REAL_SIZES_MB = {"GITCO": 60, "GMTCO": 16, "GDNBO": 8, "SVDNB": 4}
@@ -109,12 +111,13 @@ class GinaDouble:
     """The double. ``start()`` serves on ``url`` from a thread; ``stop()`` closes every connection."""
 
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, rate: float | None = None,
-                 slow_seconds: float = 2.0) -> None:
+                 slow_seconds: float = 2.0, slow_rate: float = 50e3) -> None:
         self.root = Path(root)
         self.files_dir = self.root / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.rate = rate
         self.slow_seconds = slow_seconds
+        self.slow_rate = slow_rate
         self._lock = threading.Lock()
         self._files: dict[str, Served] = {}
         self._extra_records: list[dict] = []
@@ -122,6 +125,7 @@ class GinaDouble:
         self.listing_requests: list[dict[str, list[str]]] = []
         self.file_requests: list[tuple[str, str | None, int]] = []  # (name, Range header, status)
         self._connections: set[socket.socket] = set()
+        self.connections_accepted = 0
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -303,6 +307,7 @@ def _make_handler(double: GinaDouble):
             super().setup()
             with double._lock:
                 double._connections.add(self.connection)
+                double.connections_accepted += 1
 
         def finish(self):
             try:
@@ -383,8 +388,9 @@ def _make_handler(double: GinaDouble):
             short = not drop and double._fault("short_body")
             if drop or short:
                 send_end = start + (end - start) // 2
+            rate = double.slow_rate if double._fault("slow_body") else double.rate
             with open(served.path, "rb") as fh:
-                self._send(fh, start, send_end)
+                self._send(fh, start, send_end, rate)
             if drop:  # abortive close: the client sees a connection reset mid-piece
                 self.close_connection = True
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -396,9 +402,8 @@ def _make_handler(double: GinaDouble):
                 except OSError:
                     pass
 
-        def _send(self, fh, start: int, end: int) -> None:
+        def _send(self, fh, start: int, end: int, rate: float | None) -> None:
             sock = self.connection
-            rate = double.rate
             t0 = time.monotonic()
             sent = 0
             pos = start

@@ -92,7 +92,8 @@ class MirrorRun:
     """One run of mirror_gina over ``queues``. ``run()`` returns the exit status; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: Settings, queues: list[Queue], log: logging.Logger, *, stall_seconds: int = 30,
-                 connect_timeout: float = 10.0, show_progress: bool = False, session=None) -> None:
+                 connect_timeout: float = 10.0, show_progress: bool = False, session=None,
+                 downloader_options: dict | None = None) -> None:
         self.settings = settings
         self.queues = queues
         self.log = log
@@ -100,6 +101,7 @@ class MirrorRun:
         self.connect_timeout = connect_timeout
         self.show_progress = show_progress
         self.session = session
+        self.downloader_options = downloader_options or {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.placed: list[str] = []
@@ -173,7 +175,8 @@ class MirrorRun:
         journal = Journal(s.state_dir)
         progress = _Progress(len(jobs)) if self.show_progress else None
         downloader = Downloader(s.tmp_dir, connections, connect_timeout=self.connect_timeout,
-                                low_speed_time=self.stall_seconds, progress=progress.active if progress else None)
+                                low_speed_time=self.stall_seconds, progress=progress.active if progress else None,
+                                **self.downloader_options)
         placer = ThreadPoolExecutor(1, thread_name_prefix="place")
 
         def place(outcome: Outcome) -> None:

@@ -381,9 +381,11 @@ class Downloader:
     # -- completion --------------------------------------------------------------------------------------
     def _ended(self, slot: _Slot, curl_errno: int, message: str, outcomes: list[Outcome]) -> None:
         tr = slot.transfer
+        if tr is None:  # already aborted (its file failed or finished earlier in this batch)
+            return
         self._multi.remove_handle(slot.curl)
         slot.transfer = None
-        if tr is None or tr.void:
+        if tr.void:
             return
         active = tr.file
         plan = active.plan
