@@ -126,7 +126,7 @@ class GinaDouble:
         self.file_requests: list[tuple[str, str | None, int]] = []  # (name, Range header, status)
         self._connections: set[socket.socket] = set()
         self.connections_accepted = 0
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = _Server((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -277,6 +277,14 @@ class GinaDouble:
         with self._lock:
             records += self._extra_records
         return records
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """Clients that hang up mid-response are normal here (the mirror cuts transfers): no traceback."""
+        log.debug("connection from %s ended abruptly", client_address, exc_info=True)
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None | str:
