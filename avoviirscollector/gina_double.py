@@ -24,6 +24,7 @@ Standalone (``make run`` with ``GINA_URL=http://127.0.0.1:PORT``)::
 
     gina_double --port 8080 --dir /tmp/gina --granules 4 --every 60 --rate 4MB --fault drop
 
+Files already in ``DIR/files`` (an earlier run, or made by a script) are served too.
 ``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, named
 with the current time, so the whole suite can be watched working without internet. SIGTERM or Ctrl-C stops it.
 """
@@ -47,7 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from avoviirscollector.viirs import PLATFORMS, PRODUCTS, SATELLITE_TO_SHORT, format_name, parse_name
+from avoviirscollector.viirs import PLATFORMS, PRODUCTS, SATELLITE_TO_SHORT, format_name, is_sdr_name, parse_name
 
 log = logging.getLogger("gina_double")
 
@@ -81,11 +82,15 @@ def make_sdr_file(path: Path, segment: str, size: int, seed: int = 0) -> None:
     payload = max(0, size - 8192)
     rng = np.random.default_rng(seed)
     tmp = path.with_name(path.name + ".writing")
+    step = 4 << 20
     with h5py.File(tmp, "w") as h5:
         h5.attrs["Platform_Short_Name"] = np.bytes_(path.name.split("_")[1].upper())
         group = h5.create_group(data_group)
         name = "Latitude" if segment.startswith("G") else "Radiance"
-        group.create_dataset(name, data=np.frombuffer(rng.bytes(payload), dtype=np.uint8))
+        dataset = group.create_dataset(name, shape=(payload,), dtype=np.uint8)
+        for pos in range(0, payload, step):  # in slices: memory stays small whatever the size
+            n = min(step, payload - pos)
+            dataset[pos:pos + n] = np.frombuffer(rng.bytes(n), dtype=np.uint8)
         h5.create_group(product_group).attrs["Instrument_Short_Name"] = np.bytes_("VIIRS")
     os.replace(tmp, path)
 
@@ -467,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
             start = now - dt.timedelta(seconds=GRANULE_SECONDS * (back + 1))
             double.add_granule(SATELLITE_TO_SHORT[sat], orbit[sat], start, scale=args.scale)
 
+    for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
+        if is_sdr_name(path.name):
+            double.add_existing(path)
     for back in range(args.granules - 1, -1, -1):
         add_now(back)
     double.start()
