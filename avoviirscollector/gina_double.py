@@ -416,25 +416,29 @@ def _make_handler(double: GinaDouble):
                     pass
 
         def _send(self, fh, start: int, end: int, rate: float | None) -> None:
+            """sendfile in steps; with a rate, each step waits for its turn on this connection's clock, which
+            runs on across the responses of a keep-alive connection (a link cap: no idle gap, no burst)."""
             sock = self.connection
-            t0 = time.monotonic()
-            sent = 0
             pos = start
             step = 1 << 20 if not rate else max(16384, min(1 << 18, int(rate / 50)))
             while pos < end:
+                n = min(step, end - pos)
+                if rate:
+                    now = time.monotonic()
+                    # a late wake-up of this thread (up to 50 ms) is made up; idle time is not (no burst)
+                    clock = getattr(self, "_clock", 0.0)
+                    turn = clock if clock >= now - 0.05 else now
+                    if turn > now:
+                        time.sleep(turn - now)
+                    self._clock = turn + n / rate
                 try:
-                    n = os.sendfile(sock.fileno(), fh.fileno(), pos, min(step, end - pos))
+                    n = os.sendfile(sock.fileno(), fh.fileno(), pos, n)
                 except (BrokenPipeError, ConnectionResetError, OSError):
                     self.close_connection = True
                     return
                 if n == 0:
                     return
                 pos += n
-                sent += n
-                if rate:
-                    ahead = t0 + sent / rate - time.monotonic()
-                    if ahead > 0:
-                        time.sleep(ahead)
 
     return Handler
 

@@ -166,10 +166,13 @@ class MirrorRun:
         jobs, counts = plan_jobs(records, queues, have)
         listed = sum(c[0] for c in counts.values())
         if not jobs:
-            status = "listing failed" if self.listing_failed else "nothing new"
-            self.log.info("%s: %d wanted files listed for %d queue(s), all already in %s", status, listed,
+            if self.listing_failed:
+                self.log.info("nothing fetched: %d wanted files listed for %d queue(s) and already in %s; "
+                              "a listing failed (see above)", listed, len(queues), s.sdr_dir)
+                return 1
+            self.log.info("nothing new: %d wanted files listed for %d queue(s), all already in %s", listed,
                           len(queues), s.sdr_dir)
-            return 1 if self.listing_failed else 0
+            return 0
         connections = max(q.connections for q in queues)
         self.log.info("%d of %d wanted files to fetch with %d connections per file", len(jobs), listed, connections)
         journal = Journal(s.state_dir)

@@ -186,6 +186,9 @@ class _Slot:
         self.curl = pycurl.Curl()
         self.transfer: _Transfer | None = None
         self.downloader = downloader
+        self.requests = 0
+        self.busy_seconds = 0.0
+        self.busy_since = 0.0
         c = self.curl
         c.setopt(pycurl.WRITEFUNCTION, self._on_body)
         c.setopt(pycurl.HEADERFUNCTION, self._on_header)
@@ -275,6 +278,7 @@ class Downloader:
         self._multi = pycurl.CurlMulti()
         self._slots = [_Slot(i, self) for i in range(connections)]
         self._active: list[_Active] = []
+        self._fresh = False
 
     @property
     def bytes_received(self) -> int:
@@ -326,11 +330,16 @@ class Downloader:
     # -- scheduling --------------------------------------------------------------------------------------
     def _start(self, slot: _Slot, active: _Active, req: Request) -> None:
         tr = _Transfer(active, req.start, req.end, req.start)
+        if slot.transfer is None:
+            slot.busy_since = time.monotonic()
         slot.transfer = tr
+        slot.requests += 1
         c = slot.curl
         c.setopt(pycurl.URL, active.job.url)
         c.setopt(pycurl.RANGE, f"{req.start}-{req.end - 1}")
         self._multi.add_handle(c)
+        self._fresh = True
+        log.debug("connection %d: %s bytes %d-%d", slot.index, active.job.name, req.start, req.end - 1)
 
     def _assign(self, slot: _Slot, pending: Iterator[FileJob], outcomes: list[Outcome]) -> bool:
         now = time.monotonic()
@@ -347,6 +356,7 @@ class Downloader:
             if active.plan.largest_remaining() >= self.steal_big:
                 req = active.plan.steal(slot.index, self.steal_big)
                 if req:
+                    log.debug("connection %d steals from a slower one", slot.index)
                     self._start(slot, active, req)
                     return True
         while len(self._active) < self.connections + 1:  # the next file
@@ -374,6 +384,7 @@ class Downloader:
         for active in ready:  # anything left to share
             req = active.plan.steal(slot.index, 2 * self.min_piece)
             if req:
+                log.debug("connection %d steals the end of a piece", slot.index)
                 self._start(slot, active, req)
                 return True
         return False
@@ -385,6 +396,7 @@ class Downloader:
             return
         self._multi.remove_handle(slot.curl)
         slot.transfer = None
+        slot.busy_seconds += time.monotonic() - slot.busy_since
         if tr.void:
             return
         active = tr.file
@@ -443,6 +455,7 @@ class Downloader:
             if slot.transfer is not None and slot.transfer.file is active:
                 self._multi.remove_handle(slot.curl)
                 slot.transfer = None
+                slot.busy_seconds += time.monotonic() - slot.busy_since
 
     def _finish_file(self, active: _Active, outcomes: list[Outcome]) -> None:
         self._active.remove(active)
@@ -492,7 +505,7 @@ class Downloader:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         pending = iter(jobs)
         outcomes: list[Outcome] = []
-        last_save = time.monotonic()
+        started = last_save = time.monotonic()
         try:
             while True:
                 for slot in self._slots:
@@ -507,7 +520,12 @@ class Downloader:
                 if stop is not None and stop.is_set():
                     break
                 if busy:
-                    self._multi.select(0.2)
+                    if not self._fresh:  # a request just added is sent at once, without waiting for others
+                        timeout = self._multi.timeout()
+                        wait = 0.2 if timeout < 0 else min(0.2, timeout / 1000)
+                        if wait > 0:
+                            self._multi.select(wait)
+                    self._fresh = False
                     while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
                         pass
                     while True:
@@ -543,6 +561,10 @@ class Downloader:
             self._active.clear()
             for outcome in outcomes:
                 on_outcome(outcome)
+            elapsed = time.monotonic() - started
+            for slot in self._slots:
+                log.debug("connection %d: %d requests, busy %.2f s of %.2f s", slot.index, slot.requests,
+                          slot.busy_seconds, elapsed)
 
     def _slot_of(self, handle: pycurl.Curl) -> _Slot:
         for slot in self._slots:
