@@ -226,6 +226,7 @@ def aria2(double: Double, workdir: Path, listing: list[dict]):
     bad = [r for r in listing if sums.get(r["url"].rsplit("/", 1)[1]) != r["md5sum"]]
     if bad:
         print(f"   ! aria2c: {len(bad)} files with a wrong md5")
+    print(f"   aria2c alone {wall:.2f} s, then md5sum of its files {md5_wall:.2f} s (both count in its total)")
     return wall + md5_wall, cpu + md5_cpu, rss, status, times
 
 
