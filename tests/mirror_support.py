@@ -68,8 +68,8 @@ def run_mirror(settings, queue_names=None, stall_seconds: int = 2, **options) ->
 
 
 class SdrWatch:
-    """Polls ``sdr/`` while downloads run: every file must be, the moment it is first seen, one of ``expected``
-    (name -> md5) and whole. Anything else is recorded in ``violations``."""
+    """Polls ``sdr/`` while downloads run: every new file must be, the moment it is first seen, one of ``expected``
+    (name -> md5) and whole. Anything else is recorded in ``violations``. Files already there are ignored."""
 
     def __init__(self, sdr: Path, expected: dict[str, str]) -> None:
         self.sdr = sdr
@@ -82,6 +82,8 @@ class SdrWatch:
 
     def __enter__(self) -> SdrWatch:
         self.sdr.mkdir(parents=True, exist_ok=True)
+        for name in os.listdir(self.sdr):  # there before: not this watch's business
+            self.seen[name] = 0
         self._thread.start()
         return self
 
