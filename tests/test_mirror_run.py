@@ -189,3 +189,17 @@ def test_journal_lines_are_complete_json(tmp_path, double):
         record = json.loads(line)
         assert set(record) == {"time", "name", "bytes", "md5", "seconds", "connections"}
         assert record["bytes"] == sizes[record["name"]]
+
+
+def test_stalled_connection_is_dropped_and_its_piece_retried(tmp_path):
+    with GinaDouble(tmp_path / "gina", slow_rate=300) as double:
+        (item,) = double.add_granule("npp", 70000, START, segments=("SVM16",), sizes={"SVM16": 300_000})
+        settings = settings_for(tmp_path / "viirs", double)
+        double.set_fault("slow_body", 1)  # one response trickles at 300 B/s, below the 1 kB/s floor
+        t0 = time.monotonic()
+        status, log = run_mirror(settings, ["snpp-moderate"], stall_seconds=1)
+        elapsed = time.monotonic() - t0
+    assert status == 0
+    assert log.having("failed (stalled (below 1024 B/s for 1 s)); retrying from byte")
+    assert elapsed < 15  # curl's speed check averages over a few seconds before it calls the transfer stalled
+    assert (settings.sdr_dir / item.name).read_bytes() == item.path.read_bytes()

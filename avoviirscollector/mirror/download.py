@@ -508,6 +508,9 @@ class Downloader:
         started = last_save = time.monotonic()
         try:
             while True:
+                for active in list(self._active):  # complete, but its last transfer ended in an error
+                    if active.plan.complete and not self._busy_on(active):
+                        self._finish_file(active, outcomes)
                 for slot in self._slots:
                     if slot.transfer is None:
                         self._assign(slot, pending, outcomes)
