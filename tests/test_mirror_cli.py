@@ -162,3 +162,17 @@ def test_cron_output_is_plain_lines(tmp_path, double):
     lines = out.splitlines()
     assert all(" mirror_gina " in line for line in lines)
     assert lines[-1].split(" INFO ")[1].startswith("done: placed 1 files")
+
+
+def test_progress_bar_on_a_terminal(tmp_path, double):
+    if not shutil.which("script"):
+        pytest.skip("script(1) is not installed: no pseudo-terminal to run mirror_gina on")
+    double.add_granule("npp", 70000, START, segments=("GITCO", "SVM16"), sizes={"GITCO": 400_000, "SVM16": 100_000})
+    out = tmp_path / "typescript"
+    command = "stty cols 120 rows 40; " + " ".join(MIRROR) + " --queue snpp-moderate --queue snpp-imagery"
+    proc = subprocess.run(["script", "-qec", command, str(out)], env=_env(tmp_path / "viirs", double),
+                          stdout=subprocess.DEVNULL, timeout=60)
+    text = out.read_text(errors="replace")
+    assert proc.returncode == 0, text
+    assert "2/2 [" in text and "file/s" in text  # tqdm's bar
+    assert "done: placed 2 files" in text

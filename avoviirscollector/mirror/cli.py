@@ -20,6 +20,7 @@ files for resume, finish placing what is complete, print the summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import fcntl
 import logging
@@ -226,8 +227,16 @@ class MirrorRun:
                 with self._lock:
                     self.failed.append(outcome.job.name)
 
+        if progress:  # log lines go above the bar instead of through it
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            redirect = logging_redirect_tqdm()
+        else:
+            redirect = contextlib.nullcontext()
         try:
-            downloader.run(jobs, on_outcome, self._stop)
+            with redirect:
+                downloader.run(jobs, on_outcome, self._stop)
+                placer.shutdown(wait=True)
         finally:
             placer.shutdown(wait=True)
             downloader.close()
