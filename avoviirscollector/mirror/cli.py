@@ -144,6 +144,8 @@ class MirrorRun:
             groups.setdefault(queue.listing_key, []).append(queue)
         records = []
         for key, members in groups.items():
+            if self._stop.is_set():
+                break
             names = ", ".join(q.name for q in members)
             try:
                 good, problems = fetch_listing(session, self.settings.gina_url, key, today,
@@ -163,6 +165,9 @@ class MirrorRun:
         s = self.settings
         started = time.monotonic()
         records = self._listings(queues)
+        if self._stop.is_set():
+            self.log.info("stopped before any download")
+            return 1
         have = set(os.listdir(s.sdr_dir))
         jobs, counts = plan_jobs(records, queues, have)
         listed = sum(c[0] for c in counts.values())
