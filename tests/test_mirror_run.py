@@ -114,7 +114,9 @@ def test_failed_piece_resumes_from_where_it_stopped(tmp_path, double):
     status, log = run_mirror(settings, ["snpp-imagery"])
     assert status == 0
     retries = log.having("retrying from byte")
-    assert len(retries) == 2
+    # two responses are dropped; a dropped piece may also be taken over by an idle connection before the reset
+    # is seen, and then there is nothing to retry
+    assert 1 <= len(retries) <= 2
     # the retry of a dropped piece asks for the bytes after those it already has, not the whole piece again
     ranges = [r for n, r, s in double.file_requests]
     for line in retries:
