@@ -469,18 +469,22 @@ def main(argv: list[str] | None = None) -> int:
     for fault in args.fault:
         double.set_fault(fault)
     orbit = {sat: 60000 + 1000 * i for i, sat in enumerate(sats)}
+    step = dt.timedelta(seconds=GRANULE_SECONDS)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    next_start = now - step * args.granules
 
-    def add_now(back: int) -> None:
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    def add_granule() -> None:
+        """The next granule of each satellite: it starts where the previous one ended."""
+        nonlocal next_start
         for sat in sats:
-            start = now - dt.timedelta(seconds=GRANULE_SECONDS * (back + 1))
-            double.add_granule(SATELLITE_TO_SHORT[sat], orbit[sat], start, scale=args.scale)
+            double.add_granule(SATELLITE_TO_SHORT[sat], orbit[sat], next_start, scale=args.scale)
+        next_start += step
 
     for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
         if is_sdr_name(path.name):
             double.add_existing(path)
-    for back in range(args.granules - 1, -1, -1):
-        add_now(back)
+    for _ in range(args.granules):
+        add_granule()
     double.start()
     logger.info("serving %d files on %s/products.json (rate %s, faults %s)", len(double.served()), double.url,
                 args.rate or "uncapped", ",".join(args.fault) or "none")
@@ -489,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.5):
             if args.every and time.monotonic() >= next_add:
                 next_add += args.every
-                add_now(0)
+                add_granule()
                 logger.info("new granule listed; %d files served", len(double.served()))
     finally:
         double.stop()
