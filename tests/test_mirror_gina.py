@@ -101,8 +101,9 @@ def test_plan_orders_newest_orbit_first_and_geolocation_before_bands():
     have = {name("SVM15", 70000, T0)}
     jobs, counts = plan_jobs(records, queues, have)
     got = [(j.name[:5], j.name.split("_")[5]) for j in jobs]
-    assert got == [("GITCO", "b70001"), ("GMTCO", "b70001"), ("SVI05", "b70001"), ("SVM15", "b70001"),
-                   ("SVM16", "b70001"), ("GITCO", "b70000"), ("GMTCO", "b70000"), ("SVI05", "b70000"),
-                   ("SVM16", "b70000"), ("SVM16", "b70000")]
-    assert jobs[-1].name.split("_")[1] == "j01"  # noaa20's queue; same orbit number and time as npp's here
+    # geolocation first, then the bands that complete btd, then tir's
+    assert got == [("GMTCO", "b70001"), ("GITCO", "b70001"), ("SVM15", "b70001"), ("SVM16", "b70001"),
+                   ("SVI05", "b70001"), ("GMTCO", "b70000"), ("GITCO", "b70000"), ("SVM16", "b70000"),
+                   ("SVM16", "b70000"), ("SVI05", "b70000")]
+    assert [j.name.split("_")[1] for j in jobs[-3:-1]] == ["j01", "npp"]  # same orbit and time: by platform
     assert counts == {"m": (6, 1), "i": (4, 0), "j": (1, 0)}

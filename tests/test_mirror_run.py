@@ -69,8 +69,8 @@ def test_fetch_order_newest_orbit_first_geolocation_first(tmp_path, double):
     for name, _range, _status in double.file_requests:
         if name not in first_requests:
             first_requests.append(name)
-    assert [n.split("_")[0] + n.split("_")[5] for n in first_requests[:3]] == ["GITCOb70001", "GMTCOb70001",
-                                                                                "SVI05b70001"]
+    assert [n.split("_")[0] + n.split("_")[5] for n in first_requests[:3]] == ["GMTCOb70001", "GITCOb70001",
+                                                                                "SVM15b70001"]
     assert all("b70001" in n for n in first_requests[:5])
 
 

@@ -205,8 +205,21 @@ def fetch_listing(session, gina_url: str, key: tuple[str, str, str, str, int], t
     return parse_records(items, gina_url)
 
 
+#: order inside a granule: geolocation first (as in SPEC section 4), then the bands in the order that completes
+#: products soonest: btd (SVM15, SVM16), tir (SVI05), mir (SVI04), vis (SVM03-05, SVI01), dnb (SVDNB)
+SEGMENT_ORDER = ("GMTCO", "GITCO", "GDNBO", "SVM15", "SVM16", "SVI05", "SVI04", "SVM03", "SVM04", "SVM05",
+                 "SVI01", "SVDNB")
+
+
+def fetch_key(sdr: SdrName) -> tuple:
+    """Newest orbit first, newest granule first; inside a granule geolocation first, then bands by product."""
+    rank = SEGMENT_ORDER.index(sdr.segment) if sdr.segment in SEGMENT_ORDER else len(SEGMENT_ORDER)
+    return (-sdr.orbit_number, -sdr.start_time.timestamp(), 0 if sdr.is_geolocation else 1, rank, sdr.segment,
+            sdr.platform)
+
+
 def plan_jobs(records: Iterable[Record], queues: list[Queue], have: set[str]) -> tuple[list[FileJob], dict]:
-    """Files wanted by some queue and not in ``sdr/``, in fetch order (newest orbit, geolocation first). Pure.
+    """Files wanted by some queue and not in ``sdr/``, in :func:`fetch_key` order. Pure.
 
     Returns the jobs and per-queue counts ``{queue: (wanted, already_have)}``.
     """
@@ -222,5 +235,5 @@ def plan_jobs(records: Iterable[Record], queues: list[Queue], have: set[str]) ->
                 counts[queue.name][1] += 1
             else:
                 chosen.setdefault(rec.name, rec)
-    ordered = sorted(chosen.values(), key=lambda r: r.sdr.fetch_key())
+    ordered = sorted(chosen.values(), key=lambda r: fetch_key(r.sdr))
     return [FileJob(r.name, r.url, r.md5) for r in ordered], {k: tuple(v) for k, v in counts.items()}
