@@ -36,7 +36,7 @@ from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.mirror.download import Downloader, Outcome
 from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError, fetch_listing, load_queues, plan_jobs
-from avoviirscollector.mirror.place import Journal, PlacementError, place_file
+from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 
 PROGRAM = "mirror_gina"
 MAX_PROBLEM_LINES = 10
@@ -192,6 +192,11 @@ class MirrorRun:
             name = outcome.job.name
             try:
                 place_file(outcome.path, s.sdr_dir, name)
+            except AlreadyPlaced:
+                self.log.info("skipped %s: another run placed it meanwhile; this copy is removed", name)
+                with self._lock:
+                    self.skipped.append(name)
+                return
             except PlacementError as err:
                 self.log.error("FAILED %s: %s; temp removed; the next run tries again", name, err)
                 with self._lock:

@@ -24,6 +24,10 @@ class PlacementError(Exception):
     """The file cannot be placed; the message says why."""
 
 
+class AlreadyPlaced(PlacementError):
+    """``sdr/`` has the file already (another run placed it meanwhile); it is never replaced."""
+
+
 def check_hdf5(path: Path) -> None:
     """Raise :class:`PlacementError` unless ``path`` is an HDF5 file h5py can open with at least one group."""
     import h5py
@@ -61,7 +65,7 @@ def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
         finally:
             os.close(fd)
         if target.exists():
-            raise PlacementError("already in sdr/")
+            raise AlreadyPlaced("already in sdr/")
         os.replace(temp, target)
     except BaseException:
         try:
