@@ -1,8 +1,11 @@
 """Queue file, listing validation and fetch planning (pure parts of mirror_gina)."""
 
 import datetime as dt
+import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from avoviirscollector.config import PACKAGE_ETC, load_settings
 from avoviirscollector.mirror.gina import (
@@ -107,3 +110,19 @@ def test_plan_orders_newest_orbit_first_and_geolocation_before_bands():
                    ("SVM16", "b70000"), ("SVI05", "b70000")]
     assert [j.name.split("_")[1] for j in jobs[-3:-1]] == ["j01", "npp"]  # same orbit and time: by platform
     assert counts == {"m": (6, 1), "i": (4, 0), "j": (1, 0)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.one_of(
+    st.text(max_size=200),
+    st.builds(lambda prefix, n: prefix + n, st.sampled_from(["", "/", "../", "http://h/a/", "http://h/a/../../",
+                                                            "file:///", "//other/", "http://h/%2e%2e/"]),
+              st.sampled_from([name("SVM16"), name("GITCO") + "/..", "..", ".", "x.h5", "/" + name("SVM15")])),
+))
+def test_no_listing_record_can_name_a_path_outside_sdr(url):
+    records, problems = parse_records([{"url": url, "md5sum": MD5}], BASE)
+    assert len(records) + len(problems) == 1
+    for rec in records:
+        assert "/" not in rec.name and "\\" not in rec.name and not rec.name.startswith(".")
+        assert os.path.dirname(os.path.normpath(os.path.join("/viirs/sdr", rec.name))) == "/viirs/sdr"
+        assert rec.url.startswith(("http://", "https://"))

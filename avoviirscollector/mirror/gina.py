@@ -9,7 +9,8 @@ The queue file (``MIRROR_GINA_CONFIG``, default ``etc/mirror_gina.yaml`` in the 
         # optional: sensor (viirs), level (level1), facility, connections, backfill_days, disabled (false)
 
 A queue key wins; otherwise ``facility``, ``connections`` and ``backfill_days`` come from the settings
-(``VIIRS_FACILITY``, ``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, or their defaults).
+(``VIIRS_FACILITY``, ``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, or their defaults). One run fetches the
+files of all its queues over one set of connections: the largest ``connections`` of those queues.
 
 Nothing in a listing is trusted: a record needs string ``url`` and ``md5sum`` (32 hex digits); the URL must be
 http(s); the local name is the URL path's basename and must be a VIIRS SDR granule name, so no listing can make
