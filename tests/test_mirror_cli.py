@@ -176,3 +176,25 @@ def test_progress_bar_on_a_terminal(tmp_path, double):
     assert proc.returncode == 0, text
     assert "2/2 [" in text and "file/s" in text  # tqdm's bar
     assert "done: placed 2 files" in text
+
+
+def test_two_queues_wanting_one_file_in_overlapping_runs_fetch_it_once(tmp_path, double):
+    (item,) = double.add_granule("npp", 70000, START, segments=("GITCO",), sizes={"GITCO": 1_500_000})
+    queues = tmp_path / "queues.yaml"
+    queues.write_text("queues:\n"
+                      "  - {name: geo-a, satellite: snpp, match: '^GITCO_'}\n"
+                      "  - {name: geo-b, satellite: snpp, match: '^G'}\n")
+    double.rate = 150e3  # about 2.5 s for the file over 4 connections
+    base = tmp_path / "viirs"
+    env = _env(base, double, MIRROR_GINA_CONFIG=queues)
+    first = Proc(["--queue", "geo-a"], env)
+    try:
+        assert _wait(lambda: (base / "tmp" / (item.name + ".part")).exists())
+        status_b, out_b = Proc(["--queue", "geo-b"], env).finish()
+        status_a, out_a = first.finish()
+    finally:
+        first.finish(5)
+    assert (status_a, status_b) == (0, 0), out_a + out_b
+    assert f"skipped {item.name}: another run is fetching it" in out_b
+    assert f"placed {item.name}" in out_a
+    assert (base / "sdr" / item.name).read_bytes() == item.path.read_bytes()

@@ -205,3 +205,23 @@ def test_stalled_connection_is_dropped_and_its_piece_retried(tmp_path):
     assert log.having("failed (stalled (below 1024 B/s for 1 s)); retrying from byte")
     assert elapsed < 15  # curl's speed check averages over a few seconds before it calls the transfer stalled
     assert (settings.sdr_dir / item.name).read_bytes() == item.path.read_bytes()
+
+
+def test_listing_http_error_and_refused_connection_are_one_line_each(tmp_path, double):
+    import socket
+
+    add_pass(double, granules=1, segments=("SVM16",))
+    settings = settings_for(tmp_path / "viirs", double, GINA_URL=double.url + "/no/such/place")
+    status, log = run_mirror(settings, ["snpp-moderate"])
+    assert status == 1
+    (line,) = log.having("listing for snpp")
+    assert "HTTP 404 from " in line and line.endswith("the next run tries again")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    settings = settings_for(tmp_path / "viirs", double, GINA_URL=f"http://127.0.0.1:{closed}")
+    status, log = run_mirror(settings, ["snpp-moderate"])
+    assert status == 1
+    (line,) = log.having("listing for snpp")
+    assert "ConnectionError" in line
+    assert os.listdir(settings.sdr_dir) == []
