@@ -225,3 +225,15 @@ def test_listing_http_error_and_refused_connection_are_one_line_each(tmp_path, d
     (line,) = log.having("listing for snpp")
     assert "ConnectionError" in line
     assert os.listdir(settings.sdr_dir) == []
+
+
+def test_md5_is_ready_as_the_last_byte_arrives(tmp_path):
+    with GinaDouble(tmp_path / "gina", rate=400e3) as double:
+        (item,) = double.add_granule("npp", 70000, START, segments=("GITCO",), sizes={"GITCO": 1_600_000})
+        settings = settings_for(tmp_path / "viirs", double)
+        status, log = run_mirror(settings, ["snpp-imagery"])
+    assert status == 0
+    (line,) = log.starting("placed ")
+    assert "connections=4" in line  # pieces arrived out of order over four connections
+    assert float(line.split("md5_after_last_byte=")[1].split("s")[0]) < 0.2
+    assert (settings.sdr_dir / item.name).read_bytes() == item.path.read_bytes()

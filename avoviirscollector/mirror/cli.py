@@ -210,8 +210,9 @@ class MirrorRun:
                 return
             mbps = outcome.size / 1e6 / outcome.seconds if outcome.seconds > 0 else 0.0
             resumed = f" resumed from byte {outcome.resumed_from}" if outcome.resumed_from else ""
-            self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d%s", name, outcome.size,
-                          outcome.seconds, mbps, outcome.connections, resumed)
+            self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d md5_after_last_byte=%.3fs%s",
+                          name, outcome.size, outcome.seconds, mbps, outcome.connections, outcome.verify_seconds,
+                          resumed)
             try:
                 journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections)
             except OSError as err:

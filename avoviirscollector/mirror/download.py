@@ -43,6 +43,7 @@ log = logging.getLogger("mirror_gina")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
 PART_SUFFIX = ".part"
+CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
 
 
@@ -67,6 +68,7 @@ class Outcome:
     connections: int = 0
     md5: str = ""
     resumed_from: int = 0
+    verify_seconds: float = 0.0  # from the last byte received to the md5 being known
 
 
 class _Fatal(Exception):
@@ -97,6 +99,7 @@ class _Active:
         self.no_progress = 0
         self.not_before = 0.0
         self.dirty = False
+        self.last_byte = self.started
         self.announced_stream = False
         self.ranges_ok = True
 
@@ -117,9 +120,12 @@ class _Active:
         self.resumed_from = self.plan.done.covered()
         self.catch_up()
 
-    def catch_up(self) -> None:
-        """Hash what is contiguous from byte 0 and not hashed yet (read back from the page cache)."""
+    def catch_up(self, limit: int | None = None) -> None:
+        """Hash what is contiguous from byte 0 and not hashed yet (read back from the page cache), at most
+        ``limit`` bytes now: called after every write, so the md5 follows the prefix as it grows."""
         end = self.plan.done.prefix_end()
+        if limit is not None:
+            end = min(end, self.hashed + limit)
         while self.hashed < end:
             chunk = os.pread(self.fd, min(4 * MiB, end - self.hashed), self.hashed)
             if not chunk:
@@ -135,6 +141,7 @@ class _Active:
             self.md5.update(data)
             self.hashed += len(data)
         self.dirty = True
+        self.last_byte = time.monotonic()
 
     def restart_hash(self) -> None:
         self.md5 = hashlib.md5()
@@ -233,6 +240,7 @@ class _Slot:
             if keep:
                 active.write(tr.pos, memoryview(data)[:keep])
                 plan.wrote(self.index, keep)
+                active.catch_up(CATCH_UP_STEP)
                 tr.pos += keep
                 active.slots_used.add(self.index)
                 self.downloader._bytes += keep
@@ -470,6 +478,7 @@ class Downloader:
             return
         digest = active.md5.hexdigest()
         total = active.plan.total or 0
+        verify = max(0.0, time.monotonic() - active.last_byte)
         if digest != active.job.md5.lower():
             active.discard()
             outcomes.append(Outcome(active.job, False, reason=f"md5 mismatch (got {digest}, listed {active.job.md5})",
@@ -482,7 +491,8 @@ class Downloader:
         except FileNotFoundError:
             pass
         outcomes.append(Outcome(active.job, True, path=active.part, size=total, seconds=seconds,
-                                connections=len(active.slots_used), md5=digest, resumed_from=active.resumed_from))
+                                connections=len(active.slots_used), md5=digest, resumed_from=active.resumed_from,
+                                verify_seconds=verify))
 
     def _fail_file(self, active: _Active, reason: str, outcomes: list[Outcome], fatal: bool) -> None:
         self._active.remove(active)
