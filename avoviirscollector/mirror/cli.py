@@ -9,7 +9,8 @@ into ``tmp/``, md5-verified while they stream, checked as HDF5, and renamed into
 placed file gets a line in the log and one in ``state/mirror_gina.journal``.
 
 Settings (environment, SPEC section 3): ``VIIRS_BASE``, ``GINA_URL``, ``MIRROR_GINA_CONFIG``,
-``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, ``VIIRS_FACILITY``.
+``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, ``VIIRS_FACILITY``; with ``MAILHOST``, ``LOG_SENDER`` and
+``LOG_RECIPIENT`` all set, ERROR lines (failed files, failed listings) are mailed in batches.
 
 Output: one line per placed or failed file, a summary line; a progress bar only when stdout is a terminal.
 Exit status: 0 when nothing failed (also when every queue was busy), 1 when a listing or a file failed or the run
@@ -273,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (10)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    log = setup_logging(PROGRAM, args.verbose)
     settings = settings_or_exit(PROGRAM)
+    log = setup_logging(PROGRAM, args.verbose, settings)  # ERROR lines are mailed when MAILHOST etc. are set
     try:
         queues = load_queues(settings.mirror_gina_config, settings)
     except QueueConfigError as err:
