@@ -5,6 +5,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from avoviirscollector.gina_double import GinaDouble
 from tests.mirror_support import START
+from tests.test_mailer import Inbox
 
 MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli"]
 
@@ -198,3 +200,33 @@ def test_two_queues_wanting_one_file_in_overlapping_runs_fetch_it_once(tmp_path,
     assert f"skipped {item.name}: another run is fetching it" in out_b
     assert f"placed {item.name}" in out_a
     assert (base / "sdr" / item.name).read_bytes() == item.path.read_bytes()
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on 127.0.0.1 (aiosmtpd), always stopped."""
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        inbox.port = s.getsockname()[1]
+    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+def test_failures_are_mailed_in_one_batch(tmp_path, double, smtp):
+    double.add_granule("npp", 70000, START, segments=("SVM15", "SVM16"), sizes={"SVM15": 50_000, "SVM16": 50_000})
+    double.set_fault("wrong_md5")
+    env = _env(tmp_path / "viirs", double, MAILHOST=f"127.0.0.1:{smtp.port}", LOG_SENDER="viirs@example.org",
+               LOG_RECIPIENT="ops@example.org")
+    status, out = Proc(["--queue", "snpp-moderate"], env).finish()
+    assert status == 1
+    mails = smtp.wait_for(1, timeout=10)
+    assert len(mails) == 1
+    text = mails[0][2].get_content()
+    assert text.count("md5 mismatch") == 2 and "mirror_gina" in text
