@@ -196,7 +196,7 @@ def ours(double: Double, base: Path, queues: list[str], watch_names: list[str] |
     return wall, cpu, rss, status, watch.times
 
 
-def aria2(double: Double, workdir: Path, listing: list[dict]):
+def aria2(double: Double, workdir: Path, listing: list[dict], label: str):
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "out").mkdir(parents=True)
     lines = []
@@ -226,7 +226,7 @@ def aria2(double: Double, workdir: Path, listing: list[dict]):
     bad = [r for r in listing if sums.get(r["url"].rsplit("/", 1)[1]) != r["md5sum"]]
     if bad:
         print(f"   ! aria2c: {len(bad)} files with a wrong md5")
-    print(f"   aria2c alone {wall:.2f} s, then md5sum of its files {md5_wall:.2f} s (both count in its total)")
+    print(f"   {label}: aria2c alone {wall:.2f} s, then md5sum of its files {md5_wall:.2f} s (both count in its total)")
     return wall + md5_wall, cpu + md5_cpu, rss, status, times
 
 
@@ -258,14 +258,14 @@ def main() -> int:
         results["ours"] = dict(total=wall, first=first_granule_time(times, pass_names),
                                cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0 and len(times) == len(pass_names))
         if have_aria2:
-            wall, cpu, _rss, status, times = aria2(capped, work / "aria2", listing)
+            wall, cpu, _rss, status, times = aria2(capped, work / "aria2", listing, "capped")
             results["aria2c"] = dict(total=wall, first=first_granule_time(times, pass_names),
                                      cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0)
 
         wall, *_ = ours(uncapped, work / "ours", queues)
         results["ours"]["uncapped"] = pass_bytes / MB / wall
         if have_aria2:
-            wall, *_ = aria2(uncapped, work / "aria2", uncapped.listing("snpp"))
+            wall, *_ = aria2(uncapped, work / "aria2", uncapped.listing("snpp"), "uncapped")
             results["aria2c"]["uncapped"] = pass_bytes / MB / wall
 
         _wall, _cpu, rss, status, _ = ours(uncapped, work / "ours", ["noaa20-imagery"])
