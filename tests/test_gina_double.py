@@ -18,12 +18,8 @@ START = dt.datetime(2026, 11, 23, 10, 0, 0)
 
 @pytest.fixture
 def double(tmp_path):
-    d = GinaDouble(tmp_path / "gina")
-    d.start()
-    try:
+    with GinaDouble(tmp_path / "gina") as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture

@@ -21,12 +21,8 @@ MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli"]
 
 @pytest.fixture
 def double(tmp_path):
-    d = GinaDouble(tmp_path / "gina")
-    d.start()
-    try:
+    with GinaDouble(tmp_path / "gina") as d:
         yield d
-    finally:
-        d.stop()
 
 
 def _env(base, double, **extra):

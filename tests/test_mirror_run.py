@@ -15,12 +15,8 @@ IMAGERY_MODERATE = ["snpp-moderate", "snpp-imagery"]
 
 @pytest.fixture
 def double(tmp_path):
-    d = GinaDouble(tmp_path / "gina", slow_seconds=1.5)
-    d.start()
-    try:
+    with GinaDouble(tmp_path / "gina", slow_seconds=1.5) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def _served(double):

@@ -31,12 +31,8 @@ QUEUES = ["--queue", "snpp-moderate", "--queue", "snpp-imagery", "--queue", "snp
 
 @pytest.fixture
 def double(tmp_path):
-    d = GinaDouble(tmp_path / "gina", slow_seconds=3.0)
-    d.start()
-    try:
+    with GinaDouble(tmp_path / "gina", slow_seconds=3.0) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
