@@ -41,6 +41,7 @@ CONSOLE_SCRIPTS = [
     "msg_publisher = avoviirscollector.msg_publisher:main",
     "avo_cron = avoviirscollector.cron:main",
     "avo_log_forwarder = avoviirscollector.log_forwarder:main",
+    "task_broker = avoviirscollector.broker.server:main",
 ]
 
 setup(
