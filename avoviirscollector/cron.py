@@ -1,0 +1,231 @@
+"""avo_cron: run the repo's ``crontab`` with supercronic when it is installed, with this runner otherwise.
+
+What it does
+    ``avo_cron CRONTAB`` execs ``supercronic CRONTAB`` when supercronic is on PATH (the image ships it).
+    Elsewhere (``make run`` on a plain Linux host) it runs the same file itself, so the same schedule drives the
+    same jobs: at each second boundary every due line's command is started with ``/bin/sh -c``, with this
+    process's environment (jobs read their settings from the environment, not from the crontab). A line whose
+    previous run is still going is not started again (logged), as supercronic does by default. Job output goes
+    to this program's stdout, which supervisord logs.
+
+Crontab syntax (the subset supercronic and cron share)
+    5 fields ``minute hour day-of-month month day-of-week`` or 7 fields ``second minute hour dom month dow year``;
+    ``*``, ``*/n``, ``a-b``, ``a-b/n``, lists ``a,b``; ``@hourly``, ``@daily``, ``@midnight``, ``@weekly``,
+    ``@monthly``, ``@yearly``. Day-of-week 0 or 7 is Sunday. When both day fields are restricted, either matching
+    is enough (classic cron). Blank lines and ``#`` comments are ignored; ``KEY=VALUE`` lines are refused (settings
+    come from the environment).
+
+Options
+    ``--runner builtin`` forces this runner even where supercronic is installed. ``--check`` parses and exits.
+
+Signals
+    SIGTERM, SIGINT: start nothing new, pass SIGTERM to running jobs, wait up to 30 s for them, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from avoviirscollector.logs import setup_logging
+
+LOG = logging.getLogger("cron")
+
+SHORTCUTS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# (name, low, high) of the 7-field form
+FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
+          ("day-of-week", 0, 7), ("year", 1970, 2199))
+ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
+
+
+class CrontabError(ValueError):
+    """A crontab line cannot be parsed; the message names the line."""
+
+
+def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"(\*|\d+(?:-\d+)?)(?:/(\d+))?", part)
+        if match is None:
+            raise CrontabError(f"bad {name} field {text!r}")
+        span, step = match.group(1), int(match.group(2) or 1)
+        if span == "*":
+            first, last = low, high
+        elif "-" in span:
+            first, last = (int(x) for x in span.split("-"))
+        else:
+            first = last = int(span)
+            if match.group(2):
+                last = high
+        if step < 1 or first < low or last > high or first > last:
+            raise CrontabError(f"{name} field {text!r} outside {low}-{high}")
+        values.update(range(first, last + 1, step))
+    if name == "day-of-week" and 7 in values:
+        values.discard(7)
+        values.add(0)
+    return frozenset(values)
+
+
+@dataclass(frozen=True)
+class CronLine:
+    """One schedule line: the sets of matching values per field, and the command."""
+
+    seconds: frozenset[int]
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]
+    years: frozenset[int]
+    day_restricted: bool
+    weekday_restricted: bool
+    command: str
+    text: str
+
+    @classmethod
+    def parse(cls, line: str) -> CronLine:
+        text = line.strip()
+        words = text.split()
+        if words and words[0] in SHORTCUTS:
+            schedule, used = SHORTCUTS[words[0]].split(), 1
+        elif len(words) >= 8 and all(re.fullmatch(r"[\d*,/-]+", w) for w in words[:7]):
+            schedule, used = words[:7], 7
+        else:
+            schedule, used = words[:5], 5
+        if len(words) <= used:
+            raise CrontabError(f"no command in crontab line {text!r}")
+        fields = schedule if len(schedule) == 7 else ["0", *schedule, "*"]
+        sets = [_parse_field(f, name, low, high) for f, (name, low, high) in zip(fields, FIELDS, strict=True)]
+        command_text = text.split(None, used)[-1]
+        return cls(*sets, day_restricted=fields[3] != "*", weekday_restricted=fields[5] != "*",
+                   command=command_text, text=text)
+
+    def is_due(self, when: dt.datetime) -> bool:
+        """True when this line fires at ``when`` (its second, in the crontab's time zone: UTC here)."""
+        if when.second not in self.seconds or when.minute not in self.minutes or when.hour not in self.hours:
+            return False
+        if when.month not in self.months or when.year not in self.years:
+            return False
+        day_ok = when.day in self.days
+        weekday_ok = (when.isoweekday() % 7) in self.weekdays
+        if self.day_restricted and self.weekday_restricted:
+            return day_ok or weekday_ok
+        return day_ok and weekday_ok
+
+
+def parse_crontab(text: str) -> list[CronLine]:
+    """Every schedule line of a crontab file; raise :class:`CrontabError` naming the first bad line."""
+    lines = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if ENV_LINE.match(stripped):
+            raise CrontabError(f"line {number}: KEY=VALUE lines are not used; settings come from the environment")
+        try:
+            lines.append(CronLine.parse(stripped))
+        except CrontabError as err:
+            raise CrontabError(f"line {number}: {err}") from None
+    return lines
+
+
+class CronRunner:
+    """Start due lines every second; never two runs of one line at once."""
+
+    def __init__(self, lines: list[CronLine], clock=lambda: dt.datetime.now(dt.UTC)):
+        self.lines = lines
+        self._clock = clock
+        self._stop = threading.Event()
+        self._running: dict[int, subprocess.Popen] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _reap(self) -> None:
+        for index, proc in list(self._running.items()):
+            code = proc.poll()
+            if code is not None:
+                del self._running[index]
+                level = logging.INFO if code == 0 else logging.WARNING
+                LOG.log(level, "job finished with exit status %d: %s", code, self.lines[index].command)
+
+    def _start_due(self, when: dt.datetime) -> None:
+        for index, line in enumerate(self.lines):
+            if not line.is_due(when):
+                continue
+            if index in self._running:
+                LOG.warning("not starting %r: its previous run (pid %d) is still going",
+                            line.command, self._running[index].pid)
+                continue
+            LOG.info("starting job: %s", line.command)
+            self._running[index] = subprocess.Popen(["/bin/sh", "-c", line.command])
+
+    def run(self) -> None:
+        LOG.info("running %d crontab line(s) with the built-in runner", len(self.lines))
+        last = self._clock().replace(microsecond=0)
+        try:
+            while not self._stop.is_set():
+                now = self._clock()
+                second = now.replace(microsecond=0)
+                while last < second:  # catch up every second boundary crossed, none twice
+                    last += dt.timedelta(seconds=1)
+                    self._start_due(last)
+                self._reap()
+                self._stop.wait(max(0.05, 1.0 - (self._clock().microsecond / 1e6)))
+        finally:
+            for proc in self._running.values():
+                proc.terminate()
+            deadline = time.monotonic() + 30
+            for proc in self._running.values():
+                try:
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            self._reap()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avo_cron", description=__doc__.split("\n\n")[0])
+    parser.add_argument("crontab", type=Path)
+    parser.add_argument("--runner", choices=("auto", "builtin"), default="auto")
+    parser.add_argument("--check", action="store_true", help="parse the crontab and exit")
+    args = parser.parse_args(argv)
+    setup_logging("cron")
+    try:
+        lines = parse_crontab(args.crontab.read_text())
+    except (OSError, CrontabError) as err:
+        print(f"avo_cron: {args.crontab}: {err}", flush=True)
+        return 2
+    if args.check:
+        return 0
+    supercronic = shutil.which("supercronic")
+    if supercronic and args.runner == "auto":
+        LOG.info("handing %s to %s", args.crontab, supercronic)
+        os.execv(supercronic, [supercronic, str(args.crontab)])
+    runner = CronRunner(lines)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runner.stop())
+    runner.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

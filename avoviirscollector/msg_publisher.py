@@ -1,0 +1,133 @@
+"""msg_publisher: republish every message of the internal posttroll bus on one public ZeroMQ PUB port.
+
+What it does
+    Follows every publisher registered with the local posttroll nameserver (trollstalker, the segment_gatherers,
+    and any that start or restart later) and republishes each message on PUB ``tcp://*:PUBLISH_PORT``, encoded so
+    that both today's posttroll and posttroll 1.5 (the workers' version) decode it: version v1.01, header and data
+    datetimes naive UTC. posttroll's own plumbing (nameserver address announcements, subject ``/address...``) is
+    not republished. A slow or dead subscriber never blocks it: sends never wait (ZeroMQ drops for a subscriber
+    whose queue is full, and the drop is counted in the log). TCP keepalive is on, so half-open connections of
+    vanished dashboards are reaped.
+
+Settings (environment, see config.py)
+    PUBLISH_PORT (default 29092). posttroll's own POSTTROLL_* variables choose the nameserver ports.
+
+Signals
+    SIGTERM, SIGINT: stop within a second, close the sockets, exit 0.
+
+Logs
+    One line at start, one summary line a minute while messages flow (forwarded / dropped), one per error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq
+from posttroll.message import MessageError
+
+from avoviirscollector import bus
+from avoviirscollector.config import settings_or_exit
+from avoviirscollector.logs import setup_logging
+
+LOG = logging.getLogger("msg_publisher")
+PLUMBING_SUBJECTS = ("/address",)
+SUMMARY_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    port: int
+    bind_host: str = "*"
+    high_water_mark: int = 10000
+
+
+def configure_keepalive(sock: zmq.Socket) -> None:
+    """TCP keepalive on every connection of ``sock``: idle 60 s, probe every 10 s, give up after 6."""
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 6)
+
+
+class MsgPublisher:
+    """Forward the internal bus to a public PUB socket until :meth:`stop` is called."""
+
+    def __init__(self, config: PublisherConfig, follow=bus.follow, context: zmq.Context | None = None):
+        self.config = config
+        self._follow = follow
+        self._context = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self.forwarded = 0
+        self.dropped = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _open_pub(self) -> zmq.Socket:
+        pub = self._context.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, self.config.high_water_mark)
+        configure_keepalive(pub)
+        pub.bind(f"tcp://{self.config.bind_host}:{self.config.port}")
+        return pub
+
+    def forward(self, pub: zmq.Socket, msg) -> None:
+        """Republish one message (legacy encoding); never blocks."""
+        if msg.subject.startswith(PLUMBING_SUBJECTS):
+            return
+        raw = bus.encode_legacy(msg)
+        try:
+            pub.send_string(raw, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return
+        self.forwarded += 1
+        LOG.debug("forwarded %s", raw[:200])
+
+    def run(self) -> None:
+        pub = self._open_pub()
+        LOG.info("publishing the internal bus on tcp://%s:%d", self.config.bind_host, self.config.port)
+        last_summary, last_count = time.monotonic(), (0, 0)
+        try:
+            with self._follow([""]) as sub:
+                while not self._stop.is_set():
+                    try:
+                        for msg in sub.recv(timeout=1):
+                            if msg is not None:
+                                self.forward(pub, msg)
+                            now = time.monotonic()
+                            if now - last_summary >= SUMMARY_EVERY_S:
+                                if (self.forwarded, self.dropped) != last_count:
+                                    LOG.info("forwarded %d messages, dropped %d (totals since start)",
+                                             self.forwarded, self.dropped)
+                                last_summary, last_count = now, (self.forwarded, self.dropped)
+                            if self._stop.is_set():
+                                break
+                    except MessageError as err:
+                        LOG.error("undecodable message on the internal bus skipped: %s", err)
+        finally:
+            pub.close(linger=0)
+            LOG.info("stopped after forwarding %d messages (%d dropped)", self.forwarded, self.dropped)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="msg_publisher", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every forwarded message")
+    args = parser.parse_args(argv)
+    settings = settings_or_exit("msg_publisher")
+    setup_logging("msg_publisher", args.verbose)
+    publisher = MsgPublisher(PublisherConfig(port=settings.publish_port))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: publisher.stop())
+    publisher.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

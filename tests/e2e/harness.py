@@ -1,0 +1,204 @@
+"""The supervised suite for end-to-end tests and benchmarks: real supervisord with the repo's supervisord.conf.
+
+:class:`Suite` starts ``avoviirscollector supervise`` in a temp ``VIIRS_BASE`` with free ports (the suite's three
+and posttroll's nameserver ports), waits until every program is RUNNING, and always stops everything. It must run
+inside a loopback-only network namespace (``scripts/loopback-netns``, which ``make test`` uses): posttroll
+publishers advertise the default route's address otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+from posttroll.message import Message
+
+from avoviirscollector.config import Settings, load_settings
+from avoviirscollector.viirs import format_name
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CONF = REPO / "supervisord.conf"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now."""
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
+
+
+def only_loopback() -> bool:
+    """True inside a network namespace whose only interface is lo."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+class Sub:
+    """A plain ZeroMQ SUB on the suite's publish port, like the README's example subscriber."""
+
+    def __init__(self, port: int, prefix: str = "pytroll://", context: zmq.Context | None = None):
+        self.context = context or zmq.Context.instance()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def recv_raw(self, timeout: float) -> str | None:
+        if self.sock.poll(int(timeout * 1000)):
+            return self.sock.recv().decode("utf-8")
+        return None
+
+    def recv(self, timeout: float) -> Message | None:
+        raw = self.recv_raw(timeout)
+        return None if raw is None else Message.decode(raw)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class Suite:
+    """One supervised suite in ``tmp_path/viirs``; see the module docstring."""
+
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None):
+        if not only_loopback():
+            raise RuntimeError("the suite must run in a loopback-only network namespace: use scripts/loopback-netns")
+        self.base = tmp_path / "viirs"
+        task, update, publish, ns, bcast, addr, dead = free_ports(7)
+        self.env = dict(os.environ)
+        self.env.update(
+            VIIRS_BASE=str(self.base),
+            TASK_PORT=str(task),
+            UPDATE_PORT=str(update),
+            PUBLISH_PORT=str(publish),
+            POSTTROLL_NAMESERVER_PORT=str(ns),
+            POSTTROLL_BROADCAST_PORT=str(bcast),
+            POSTTROLL_ADDRESS_PUBLISH_PORT=str(addr),
+            # cron jobs must never reach out: by default GINA and the TLE source are a closed local port
+            GINA_URL=f"http://127.0.0.1:{dead}",
+            TLE_URL=f"http://127.0.0.1:{dead}/weather.txt",
+        )
+        self.env.update(extra_env or {})
+        self.settings: Settings = load_settings(self.env)
+        self.output = tmp_path / "supervisord.out"
+        self.proc: subprocess.Popen | None = None
+        self._probe = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def start(self, timeout: float = 30) -> None:
+        with open(self.output, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "avoviirscollector"), "supervise", "-c", str(CONF)],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+            )
+        self.wait_running(timeout)
+
+    def programs(self) -> dict[str, tuple[str, int | None]]:
+        """{name: (state, pid)} as supervisorctl reports them (group prefixes removed)."""
+        out = self.supervisorctl("status", check=False)
+        states = {}
+        for line in out.splitlines():
+            words = line.split()
+            if len(words) < 2:
+                continue
+            name = words[0].split(":")[-1]
+            pid = int(words[3].rstrip(",")) if len(words) > 3 and words[2] == "pid" else None
+            states[name] = (words[1], pid)
+        return states
+
+    def wait_running(self, timeout: float = 30, since: dict[str, int | None] | None = None) -> dict:
+        """Wait until every program is RUNNING (and, given ``since``, has a pid other than the one there)."""
+        deadline = time.monotonic() + timeout
+        states: dict = {}
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"supervisord exited ({self.proc.returncode}): {self.output.read_text()[-2000:]}")
+            states = self.programs()
+            if states and all(state == "RUNNING" for state, _ in states.values()):
+                if since is None or all(states[n][1] != pid for n, pid in since.items()):
+                    return states
+            time.sleep(0.2)
+        raise TimeoutError(f"programs not all RUNNING after {timeout} s: {states}")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None:
+            return
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> Suite:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    def supervisorctl(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(CONF), *args],
+            env=self.env, capture_output=True, text=True, timeout=30,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"supervisorctl {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def pid(self, program: str) -> int:
+        state, pid = self.programs()[program]
+        if pid is None:
+            raise RuntimeError(f"{program} is {state}")
+        return pid
+
+    def place(self, name: str, data: bytes = b"not hdf5, the daemons only look at names") -> Path:
+        """Write ``name`` into tmp/ and rename it into sdr/, as mirror_gina does."""
+        tmp = self.settings.tmp_dir / name
+        tmp.write_bytes(data)
+        final = self.settings.sdr_dir / name
+        os.replace(tmp, final)
+        return final
+
+    def subscriber(self, prefix: str = "pytroll://") -> Sub:
+        return Sub(self.settings.publish_port, prefix)
+
+    def wait_flowing(self, sub: Sub, timeout: float = 30) -> None:
+        """Place probe files until one comes out on the publish port: the whole chain is connected.
+
+        Probes use a segment no product wants (SVM01) on an orbit of their own, so they never complete a granule.
+        Messages received meanwhile are discarded.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._probe += 1
+            start = dt.datetime(2001, 1, 1) + dt.timedelta(minutes=self._probe)
+            name = format_name("SVM01", "npp", start, start, 99000 + self._probe, start)
+            self.place(name)
+            until = time.monotonic() + 2
+            while time.monotonic() < until:
+                raw = sub.recv_raw(0.2)
+                if raw is not None and name in raw:
+                    return
+        raise TimeoutError("no message came through the suite")

@@ -1,0 +1,78 @@
+"""Settings: defaults, strict parsing, and the one-line error with exit status 2 for each bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from avoviirscollector.config import PACKAGE_ETC, SettingsError, load_settings
+
+BIN = Path(sys.executable).parent
+
+
+def test_defaults():
+    s = load_settings({})
+    assert s.viirs_base == Path("/viirs") and s.sdr_dir == Path("/viirs/sdr") and s.tmp_dir == Path("/viirs/tmp")
+    assert (s.task_port, s.update_port, s.publish_port) == (19091, 19191, 29092)
+    assert s.num_gina_connections == 4 and s.gina_backfill_days == 2 and s.facility == "gilmore"
+    assert s.retention_days is None and not s.mail_enabled
+    assert s.gina_url == "http://nrt-status.gina.alaska.edu"
+    assert s.mirror_gina_config == PACKAGE_ETC / "mirror_gina.yaml"
+
+
+def test_values_are_read():
+    s = load_settings({"VIIRS_BASE": "/data/v", "VIIRS_RETENTION": "0", "NUM_GINA_CONNECTIONS": "8",
+                       "GINA_BACKFILL_DAYS": "1", "VIIRS_FACILITY": "uafgina", "MAILHOST": "mail",
+                       "LOG_SENDER": "a@b", "LOG_RECIPIENT": "c@d", "GINA_URL": "http://127.0.0.1:8080/",
+                       "TASK_PORT": "1", "UPDATE_PORT": "2", "PUBLISH_PORT": "65535"})
+    assert s.retention_days == 0 and s.num_gina_connections == 8 and s.facility == "uafgina"
+    assert s.mail_enabled and s.gina_url == "http://127.0.0.1:8080"
+    assert (s.task_port, s.update_port, s.publish_port) == (1, 2, 65535)
+
+
+def test_settings_are_frozen():
+    s = load_settings({})
+    with pytest.raises(AttributeError):
+        s.task_port = 1  # type: ignore[misc]
+
+
+BAD = [
+    ("TASK_PORT", "abc", "TASK_PORT='abc' is not valid: expected a whole number from 1 to 65535"),
+    ("UPDATE_PORT", "70000", "UPDATE_PORT='70000' is out of range: expected a whole number from 1 to 65535"),
+    ("PUBLISH_PORT", "0", "PUBLISH_PORT='0' is out of range"),
+    ("VIIRS_FACILITY", "fairbanks", "VIIRS_FACILITY='fairbanks' is not valid: expected one of gilmore, uafgina"),
+    ("VIIRS_RETENTION", "-1", "VIIRS_RETENTION='-1' is out of range: expected a whole number >= 0"),
+    ("VIIRS_RETENTION", "seven", "VIIRS_RETENTION='seven' is not valid"),
+    ("NUM_GINA_CONNECTIONS", "0", "NUM_GINA_CONNECTIONS='0' is out of range: expected a whole number from 1 to 16"),
+    ("NUM_GINA_CONNECTIONS", "2.5", "NUM_GINA_CONNECTIONS='2.5' is not valid"),
+    ("GINA_BACKFILL_DAYS", "-2", "GINA_BACKFILL_DAYS='-2' is out of range"),
+    ("GINA_URL", "ftp://example.org", "GINA_URL='ftp://example.org' is not valid: expected an http:// or https://"),
+    ("TLE_URL", "not a url", "TLE_URL='not a url' is not valid"),
+]
+
+
+@pytest.mark.parametrize("name,value,message", BAD)
+def test_bad_value_is_named(name, value, message):
+    with pytest.raises(SettingsError) as err:
+        load_settings({name: value})
+    assert message in str(err.value)
+
+
+def test_ports_must_differ():
+    with pytest.raises(SettingsError, match="must differ"):
+        load_settings({"TASK_PORT": "29092"})
+
+
+@pytest.mark.parametrize("program", ["msg_publisher", "avoviirscollector supervise"])
+@pytest.mark.parametrize("name,value,message", BAD[:5])
+def test_program_stops_with_one_line_and_status_2(program, name, value, message, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "VIIRS_BASE": str(tmp_path), name: value}
+    command = [str(BIN / program.split()[0]), *program.split()[1:]]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr

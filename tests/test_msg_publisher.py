@@ -1,0 +1,120 @@
+"""msg_publisher as a real process with a real posttroll nameserver: follows publishers that start later,
+republishes in the legacy encoding, is not held up by a subscriber that never reads, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import posttroll
+import pytest
+import zmq
+from posttroll.message import Message
+from posttroll.publisher import Publish
+
+from tests.e2e.harness import Sub, free_ports, only_loopback
+from tests.legacy import legacy_rule_violations
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def stack(tmp_path):
+    if not only_loopback():
+        pytest.fail("run with scripts/loopback-netns")
+    publish, ns, bcast, addr = free_ports(4)
+    env = {**os.environ, "VIIRS_BASE": str(tmp_path), "PUBLISH_PORT": str(publish),
+           "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
+           "POSTTROLL_ADDRESS_PUBLISH_PORT": str(addr)}
+    procs = []
+    # this process's own posttroll publishers (the test's) must use the same nameserver ports
+    with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=addr):
+        yield from _run(env, procs, tmp_path, publish)
+
+
+def _run(env, procs, tmp_path, publish):
+    try:
+        procs.append(subprocess.Popen([str(BIN / "nameserver"), "--no-multicast"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.5)
+        log = open(tmp_path / "msg_publisher.log", "w")
+        procs.append(subprocess.Popen([str(BIN / "msg_publisher")], env=env, stdout=log, stderr=subprocess.STDOUT))
+        yield publish, procs[-1], tmp_path / "msg_publisher.log"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def send_until_received(pub, sub, make, timeout=15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = make()
+        pub.send(msg.encode())
+        until = time.monotonic() + 0.3
+        while time.monotonic() < until:
+            raw = sub.recv_raw(0.05)
+            if raw is not None:
+                return raw
+    raise TimeoutError("nothing came through msg_publisher")
+
+
+def test_follows_a_later_publisher_and_converts(stack):
+    port, proc, _ = stack
+    sub = Sub(port, "pytroll://AVO/viirs/sdr")
+    try:
+        time.sleep(1)  # the publisher starts well after msg_publisher
+        ak = dt.timezone(dt.timedelta(hours=-9))
+        with Publish("trollstalker_test", nameservers=["localhost"]) as pub:
+            raw = send_until_received(pub, sub, lambda: Message(
+                "/AVO/viirs/sdr", "file", {"uid": "x.h5", "start_time": dt.datetime(2026, 1, 1, 1, tzinfo=ak)}))
+    finally:
+        sub.close()
+    assert legacy_rule_violations(raw) == []
+    assert Message.decode(raw).data["start_time"] == dt.datetime(2026, 1, 1, 10)
+
+
+def test_a_subscriber_that_never_reads_does_not_block(stack):
+    port, proc, _ = stack
+    ctx = zmq.Context.instance()
+    stuck = ctx.socket(zmq.SUB)
+    stuck.setsockopt(zmq.RCVHWM, 10)
+    stuck.setsockopt(zmq.RCVBUF, 4096)
+    stuck.setsockopt_string(zmq.SUBSCRIBE, "")
+    stuck.connect(f"tcp://127.0.0.1:{port}")
+    fast = Sub(port, "pytroll://AVO")
+    try:
+        with Publish("trollstalker_test", nameservers=["localhost"]) as pub:
+            send_until_received(pub, fast, lambda: Message("/AVO/warmup", "file", {"uid": "w"}))
+            big = "x" * 20000
+            sent = 3000  # ~60 MB in all: far more than the stuck subscriber's buffers
+            got: set[str] = set()
+            for batch in range(0, sent, 100):  # batches, so the test's own publisher never hits its HWM
+                for i in range(batch, batch + 100):
+                    pub.send(Message("/AVO/viirs/sdr", "file", {"uid": f"{i}", "pad": big}).encode())
+                deadline = time.monotonic() + 10
+                while len(got) < batch + 100 and time.monotonic() < deadline:
+                    raw = fast.recv_raw(0.5)
+                    if raw is not None and '"pad"' in raw:
+                        got.add(Message.decode(raw).data["uid"])
+    finally:
+        fast.close()
+        stuck.close(linger=0)
+    assert proc.poll() is None
+    # the reading subscriber got everything although the other one read nothing
+    assert got == {str(i) for i in range(sent)}
+
+
+def test_sigterm_stops_it_within_two_seconds(stack):
+    port, proc, log = stack
+    time.sleep(1)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    assert time.monotonic() - start < 2
+    assert "stopped after forwarding" in log.read_text()

@@ -1,0 +1,89 @@
+"""VIIRS SDR names and the pytroll configuration that must agree with them."""
+
+from __future__ import annotations
+
+import configparser
+import datetime as dt
+
+import pytest
+import trollsift
+
+from avoviirscollector.config import PACKAGE_ETC
+from avoviirscollector.viirs import (
+    PRODUCTS,
+    TROLLSIFT_PATTERN,
+    NotASdrName,
+    format_name,
+    is_sdr_name,
+    parse_name,
+    products_of,
+)
+
+EXAMPLE = "SVM16_npp_d20190422_t1828348_e1829590_b38780_c20190422183926285541_cspp_dev.h5"
+
+
+def test_parse_the_original_example():
+    n = parse_name(EXAMPLE)
+    assert (n.segment, n.platform, n.platform_name, n.orbit_number, n.source) == (
+        "SVM16", "npp", "Suomi-NPP", 38780, "cspp_dev")
+    assert n.start_time == dt.datetime(2019, 4, 22, 18, 28, 34, 800000)
+    assert n.end_time == dt.datetime(2019, 4, 22, 18, 29, 59)
+    assert n.proctime == dt.datetime(2019, 4, 22, 18, 39, 26, 285541)
+
+
+def test_granule_crossing_midnight():
+    n = parse_name("GITCO_j01_d20260101_t2359300_e0000550_b12345_c20260102000500000000_cspp_dev.h5")
+    assert n.end_time == dt.datetime(2026, 1, 2, 0, 0, 55)
+
+
+def test_format_round_trips():
+    start = dt.datetime(2026, 11, 23, 1, 2, 3, 400000)
+    name = format_name("GDNBO", "j02", start, start + dt.timedelta(seconds=85), 5, start)
+    assert parse_name(name).start_time == start and parse_name(name).orbit_number == 5
+
+
+@pytest.mark.parametrize("name", [
+    "leapsec.dat", "", "../SVM16_npp_d20190422_t1828348_e1829590_b38780_c20190422183926285541_cspp_dev.h5",
+    "/abs/" + EXAMPLE, EXAMPLE + ".part", EXAMPLE.replace("npp", "xyz"), EXAMPLE.replace("d20190422", "d20191322"),
+    EXAMPLE.replace("SVM16", "svm16"), EXAMPLE.replace("_cspp_dev", ""), "SVM16_npp.h5",
+])
+def test_not_sdr_names(name):
+    assert not is_sdr_name(name)
+    with pytest.raises(NotASdrName):
+        parse_name(name)
+
+
+def test_fetch_order_newest_orbit_first_geolocation_first():
+    start = dt.datetime(2026, 11, 23, 10, 0)
+    names = [format_name(seg, "npp", start + dt.timedelta(minutes=orbit), start, orbit, start)
+             for orbit in (1, 2) for seg in ("SVM15", "GMTCO", "SVI05", "GITCO")]
+    ordered = [(parse_name(n).orbit_number, parse_name(n).segment) for n in
+               sorted(names, key=lambda n: parse_name(n).fetch_key())]
+    assert ordered == [(2, "GITCO"), (2, "GMTCO"), (2, "SVI05"), (2, "SVM15"),
+                       (1, "GITCO"), (1, "GMTCO"), (1, "SVI05"), (1, "SVM15")]
+
+
+def test_products_of():
+    assert products_of("GITCO") == ["tir", "mir", "vis"] and products_of("SVM01") == []
+
+
+def test_trollstalker_ini_uses_the_pattern():
+    ini = configparser.RawConfigParser()
+    ini.read(PACKAGE_ETC / "trollstalker.ini")
+    assert ini["viirs"]["filepattern"] == TROLLSIFT_PATTERN
+    assert ini["viirs"]["nameservers"] == "localhost"
+    assert trollsift.parse(TROLLSIFT_PATTERN, EXAMPLE)["start_time"] == parse_name(EXAMPLE).start_time
+
+
+def test_segment_gatherer_ini_matches_products():
+    ini = configparser.RawConfigParser()
+    ini.read(PACKAGE_ETC / "segment_gatherer.ini")
+    assert sorted(ini.sections()) == sorted(PRODUCTS)
+    for product, segments in PRODUCTS.items():
+        section = ini[product]
+        # the gatherer compares names rebuilt from parsed fields: the platform field must not be the aliased one
+        assert section["pattern"] == TROLLSIFT_PATTERN.replace("{platform_name}", "{platform_shortname}")
+        for key in ("critical_files", "wanted_files", "all_files"):
+            assert sorted(section[key].split(",")) == sorted(":" + s for s in segments)
+        assert section["publish_topic"] == f"/AVO/viirs/granule/{product}"
+        assert section["nameservers"] == "localhost" and section["time_name"] == "start_time"
