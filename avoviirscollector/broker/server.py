@@ -173,6 +173,9 @@ class Ingest(threading.Thread):
                             break
                         if msg is not None:
                             self.handle(msg)
+            except TimeoutError as err:
+                log.warning("no answer from the posttroll nameserver on localhost (%s); retrying", err)
+                self.stopping.wait(1)
             except Exception:  # noqa: BLE001 - keep following whatever the bus does
                 log.exception("bus subscription failed; retrying in 1 s")
                 self.stopping.wait(1)
