@@ -13,6 +13,7 @@ from pyorbital.orbital import Orbital
 from avoviirscollector.broker.direction import (
     MAX_TLE_AGE,
     DirectionFinder,
+    DirectionHelper,
     ElementStore,
     direction_from_geolocation,
     parse_tle_text,
@@ -151,3 +152,26 @@ def test_element_store_rereads_a_changed_directory(tmp_path):
     shutil.copy(TLE_FILE, tmp_path / "weather.txt")
     now[0] += 11
     assert store.best(37849, TLE_EPOCH).source == "weather.txt"
+
+
+def test_helper_process_answers_and_comes_back_after_being_killed_or_too_slow(elements):
+    helper = DirectionHelper(elements)
+    try:
+        up = helper.find("NOAA-21", ASCENDING_TIME, [])
+        assert (up.value, up.method) == ("ascending", "tle")
+        first = helper.proc.pid
+        helper.proc.kill()
+        helper.proc.wait()
+        down = helper.find("NOAA-21", DESCENDING_TIME, [])
+        assert (down.value, down.method) == ("descending", "tle")
+        assert helper.proc.pid != first
+        helper.timeout = 0.001  # a fresh helper cannot answer that fast (it has to start python first)
+        helper.close()
+        slow = helper.find("NOAA-21", DESCENDING_TIME, [])
+        assert (slow.value, slow.method) == ("unknown", "none") and "no answer in" in slow.detail
+        assert helper.proc is None
+        helper.timeout = 30
+        assert helper.find("NOAA-21", DESCENDING_TIME, []).method == "tle"
+    finally:
+        helper.close()
+    assert helper.proc is None

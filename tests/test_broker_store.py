@@ -93,10 +93,50 @@ def test_needs_compaction_after_many_takes(tmp_path):
     store = JournalStore(tmp_path)
     store.compact([record(i) for i in range(1, 11)], next_id=11)
     assert not store.needs_compaction()
-    for i in range(11, 1200):
+    for i in range(11, 5100):
         store.put(record(i), new=True, sync=False)
         store.take(i, sync=False)
     assert store.needs_compaction()
-    store.compact([record(i) for i in range(1, 11)], next_id=1200)
+    store.compact([record(i) for i in range(1, 11)], next_id=5100)
     assert not store.needs_compaction()
     store.close()
+
+
+def test_stepwise_compaction_keeps_every_operation_made_meanwhile(tmp_path):
+    store = JournalStore(tmp_path)
+    store.compact([record(i) for i in range(1, 2001)], next_id=2001)
+    for i in range(1, 1001):
+        store.take(i, sync=False)
+    snapshot = [record(i) for i in range(1001, 2001)]
+    store.start_compaction(snapshot, to_record=lambda r: r, next_id=2001)
+    assert store.compacting
+    steps = 0
+    done = False
+    while not done:
+        steps += 1
+        if steps == 2:  # operations while the new file is being written
+            store.put(record(2001), new=True)
+            store.take(1001)
+            store.put(record(1500, orbit=9), new=False)
+        done = store.compaction_step(budget=0.0005)
+    assert steps > 3 and not store.compacting
+    store.put(record(2002), new=True)  # appends go to the new file
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL_NAME]
+    assert (tmp_path / JOURNAL_NAME).stat().st_size < 2000 * 60
+    records, next_id = JournalStore(tmp_path).load()
+    expected = [record(i, orbit=9 if i == 1500 else 1) for i in range(1002, 2001)] + [record(2001), record(2002)]
+    assert records == expected and next_id == 2003
+
+
+def test_an_interrupted_compaction_leaves_the_old_journal_whole(tmp_path):
+    store = JournalStore(tmp_path)
+    store.compact([record(1), record(2)], next_id=3)
+    store.take(1)
+    store.start_compaction([record(2)], to_record=lambda r: r, next_id=3)
+    store.put(record(3), new=True)
+    # the process dies here: nothing renamed, the old journal has every operation
+    assert JournalStore(tmp_path).load() == ([record(2), record(3)], 4)
+    store.abort_compaction()
+    store.close()
+    assert not (tmp_path / (JOURNAL_NAME + ".tmp")).exists()

@@ -17,6 +17,7 @@ and the broker logs that.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -236,3 +237,100 @@ class DirectionFinder:
         if not any("Latitude" in r or "local" in r or ".h5" in r for r in reasons):
             reasons.append("no geolocation file in the dataset")
         return Direction("unknown", "none", "; ".join(reasons))
+
+
+# -- the helper process ------------------------------------------------------------------------------------------
+# pyorbital pulls in numpy and scipy (about 50 MB) and h5py reads files written by others: both live in a helper
+# process, so the queue-holding broker stays small and an HDF5 crash can never take the queue down with it.
+
+def serve(elements_dir: Path, requests, replies) -> None:
+    """The helper's loop: one JSON request per line in, one JSON answer per line out, until end of input."""
+    finder = DirectionFinder(elements_dir)
+    for line in requests:
+        try:
+            request = json.loads(line)
+            when = dt.datetime.fromisoformat(request["start_time"])
+            found = finder.find(request["platform_name"], when, request.get("dataset", []))
+        except Exception as err:  # noqa: BLE001 - a bad request still gets an answer
+            found = Direction("unknown", "none", f"error: {err}")
+        replies.write(json.dumps({"value": found.value, "method": found.method, "detail": found.detail}) + "\n")
+        replies.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m avoviirscollector.broker.direction ELEMENTS_DIR``: the helper task_broker starts."""
+    import signal
+    import sys
+
+    from avoviirscollector.logs import setup_logging
+
+    args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when the helper ends (end of input)
+    replies = sys.stdout
+    sys.stdout = sys.stderr  # log lines go to stderr, the answers alone to stdout
+    setup_logging("task_broker.direction")
+    serve(Path(args[0]), sys.stdin, replies)
+    return 0
+
+
+class DirectionHelper:
+    """The broker's side of the helper: same ``find`` as :class:`DirectionFinder`, answered by a child process.
+
+    The child is started on first use and again after it failed; an answer that takes longer than ``timeout``
+    seconds, or a dead child, gives direction ``unknown`` (the granule is still queued)."""
+
+    def __init__(self, elements_dir: Path, timeout: float = 30.0) -> None:
+        self.elements_dir = Path(elements_dir)
+        self.timeout = timeout
+        self.proc = None
+
+    def _start(self):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "avoviirscollector.broker.direction", str(self.elements_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        return self.proc
+
+    def find(self, platform_name: str, start_time: dt.datetime, dataset: list[dict]) -> Direction:
+        import select
+
+        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+        request = {"platform_name": platform_name, "start_time": start_time.isoformat(),
+                   "dataset": [{"uri": str(i.get("uri", "")), "uid": str(i.get("uid", ""))} for i in dataset]}
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
+            line = proc.stdout.readline() if ready else ""
+            if not line:
+                raise OSError("no answer" if ready else f"no answer in {self.timeout} s")
+            answer = json.loads(line)
+            return Direction(answer["value"], answer["method"], answer["detail"])
+        except (OSError, ValueError, KeyError) as err:
+            log.error("direction helper failed (%s): restarting it for the next granule", err)
+            self.close()
+            return Direction("unknown", "none", f"direction helper failed: {err}")
+
+    def close(self) -> None:
+        import subprocess
+
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -53,7 +53,7 @@ def _utc(value: Any, key: str) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-@dataclass
+@dataclass(slots=True)
 class Granule:
     """A granule message as the queue needs it; build with :func:`parse_granule`."""
 
@@ -96,7 +96,7 @@ def parse_granule(subject: str, atype: str, sender: str, time: dt.datetime, data
     return Granule(subject, atype, sender, _utc(time, "time"), copied, platform, orbit, start, end)
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """A queued task. ``data`` is the message data handed to the worker (with aware UTC datetimes)."""
 

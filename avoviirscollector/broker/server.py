@@ -5,7 +5,9 @@ What it does (SPEC section 6):
 - follows every publisher of ``/AVO/viirs/granule/<product>`` on the internal posttroll bus (segment_gatherer's
   ``dataset`` messages), including publishers that start or restart later;
 - decides each granule's pass direction (TLE in ``$VIIRS_BASE/elements``, else the granule's geolocation file;
-  the log line says which) and queues it as a task, merging it into a queued task of the same identity (subject,
+  the log line says which; the work is done by a helper child process, ``python -m
+  avoviirscollector.broker.direction``, so that pyorbital/scipy and h5py never weigh on or crash the process
+  that holds the queue) and queues it as a task, merging it into a queued task of the same identity (subject,
   platform, orbit, direction) whose start is within 30 minutes;
 - answers requests on ``TASK_PORT`` (default 19091), a ZeroMQ ROUTER that speaks to any number of REQ workers:
   request ``{"desired products": ["tir", ...], "just testing": false}``, reply the oldest task of a desired
@@ -22,9 +24,11 @@ to a worker. That moment comes only after its journal record has been written an
 main loop writes and syncs a batch of arrived granules before it answers any further request or publishes any
 status. So a SIGKILL at any moment loses no acknowledged task. A granule message that had been received but not
 yet written when the process died is lost: it was never acknowledged (posttroll PUB/SUB has no replay; the
-gatherer does not resend it). A hand-out is written (and fsync'd) to the journal before the reply is sent: a
-kill between the two loses that one hand-out rather than handing the task out twice. A reply that cannot be
-delivered because the worker has gone puts the task back in its place.
+gatherer does not resend it). A hand-out is written to the journal (one ``write``, which outlives a kill of the
+process) before the reply is sent, and fsync'd within a second: a kill between the write and the send loses
+that one hand-out rather than handing the task out twice; after a power cut (not a mere kill) a task handed out
+in the last second before it can be handed out once more. A reply that cannot be delivered because the worker
+has gone puts the task back in its place.
 
 Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_PORT``; the posttroll nameserver
 is ``localhost``.
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 import zmq
 from posttroll.message import Message
 
-from avoviirscollector.broker.direction import Direction, DirectionFinder
+from avoviirscollector.broker.direction import Direction, DirectionHelper
 from avoviirscollector.broker.queue import (
     Granule,
     NotAGranule,
@@ -156,7 +160,7 @@ class RateLimitedWarning:
 class Ingest(threading.Thread):
     """Follows the granule topic, checks each message and decides its direction; hands results to the broker."""
 
-    def __init__(self, finder: DirectionFinder, out: stdqueue.SimpleQueue, follow_bus=follow) -> None:
+    def __init__(self, finder: DirectionHelper, out: stdqueue.SimpleQueue, follow_bus=follow) -> None:
         super().__init__(name="ingest", daemon=True)
         self.finder = finder
         self.out = out
@@ -164,6 +168,12 @@ class Ingest(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._follow()
+        finally:
+            self.finder.close()
+
+    def _follow(self) -> None:
         while not self.stopping.is_set():
             try:
                 with self.follow_bus([TOPIC]) as sub:
@@ -201,9 +211,11 @@ class TaskBroker:
         self.store = JournalStore(settings.state_dir)
         self.queue = TaskQueue()
         self.incoming: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
-        self.ingest = Ingest(DirectionFinder(settings.elements_dir), self.incoming, follow_bus)
+        self.ingest = Ingest(DirectionHelper(settings.elements_dir), self.incoming, follow_bus)
         self._stop = threading.Event()
         self._bad = RateLimitedWarning(log, "bad requests")
+        self._encoded: dict[int, bytes] = {}  # task id -> its reply, made when queued or merged (or first asked for)
+        self._unsynced = False
         self.served = 0
 
     def stop(self) -> None:
@@ -213,14 +225,9 @@ class TaskBroker:
     # -- state -------------------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        records, next_id = self.store.load()
-        tasks = []
-        for record in records:
-            try:
-                tasks.append(task_from_record(record))
-            except (ValueError, KeyError, TypeError, NotAGranule) as err:
-                log.error("state: dropped a malformed task record %r: %s", str(record)[:200], err)
+        tasks, next_id = self.store.load(decode=task_from_record)
         self.queue = TaskQueue(tasks, next_id=next_id)
+        self._encoded = {task.id: encode_task(task) for task in self.queue}  # hand-outs only send bytes
         self._compact()
         log.info("state: %d tasks queued from %s %s", len(self.queue), self.store.path, self.queue.products_waiting())
 
@@ -250,6 +257,7 @@ class TaskBroker:
 
     def _offer(self, granule: Granule, direction: Direction) -> None:
         task, merged = self.queue.offer(granule, direction.value)
+        self._encoded[task.id] = encode_task(task)
         self._write(lambda: self.store.put(task_to_record(task), new=not merged, sync=False), task.describe())
         log.info("%s %s, pass direction %s", "merged into" if merged else "queued", task.describe(),
                  direction.describe())
@@ -267,10 +275,20 @@ class TaskBroker:
         task = self.queue.take(request.desired_products, request.just_testing)
         if task is None:
             return b"", None
+        reply = self._encode(task)
         if request.just_testing:
-            return encode_task(task), None
-        self._write(lambda: self.store.take(task.id), f"hand-out of task {task.id}")
-        return encode_task(task), task
+            return reply, None
+        self._encoded.pop(task.id, None)
+        # written (it survives a kill of this process) before the reply goes out; fsync'd at the next tick
+        self._write(lambda: self.store.take(task.id, sync=False), f"hand-out of task {task.id}")
+        self._unsynced = True
+        return reply, task
+
+    def _encode(self, task: Task) -> bytes:
+        reply = self._encoded.get(task.id)
+        if reply is None:
+            reply = self._encoded[task.id] = encode_task(task)
+        return reply
 
     def _serve(self, router: zmq.Socket, limit: int = 1000) -> int:
         """Answer the requests waiting on the socket (up to ``limit``), each exactly once."""
@@ -333,13 +351,18 @@ class TaskBroker:
                     self._tick(status)
                     next_status = max(next_status + STATUS_INTERVAL, now)
                     continue
-                wait = min(POLL_SECONDS, next_status - now)
-                if poller.poll(max(1, int(wait * 1000))):
+                if self.store.compacting:  # a compaction advances in small steps between requests
+                    self._write(lambda: self.store.compaction_step(0.001), "compacted state")
+                    wait = 0.0
+                else:
+                    wait = min(POLL_SECONDS, next_status - now)
+                if poller.poll(int(wait * 1000) + (wait > 0)):
                     self._queue_incoming()
                     self._serve(router)
             self._shutdown(router)
             return 0
         finally:
+            self.store.abort_compaction()
             self.store.close()
             router.close()
             status.close()
@@ -350,8 +373,12 @@ class TaskBroker:
             status.send_json(self.queue.status(), zmq.NOBLOCK)
         except zmq.ZMQError as err:
             log.warning("status not published: %s", err)
-        if self.store.needs_compaction():
-            self._write(self._compact, "compacted state")
+        if self._unsynced:
+            self._unsynced = False
+            self._write(self.store.sync, "hand-outs")
+        if self.store.needs_compaction() and not self.store.compacting:
+            self._write(lambda: self.store.start_compaction(list(self.queue), task_to_record, self.queue.next_id),
+                        "compacted state")
 
     def _shutdown(self, router: zmq.Socket) -> None:
         log.info("stopping: no more bus messages; answering the requests received")
