@@ -22,7 +22,7 @@ import zmq
 from posttroll.message import Message
 
 from avoviirscollector.config import Settings, load_settings
-from avoviirscollector.viirs import format_name
+from avoviirscollector.viirs import PRODUCTS, format_name
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -184,21 +184,28 @@ class Suite:
     def subscriber(self, prefix: str = "pytroll://") -> Sub:
         return Sub(self.settings.publish_port, prefix)
 
-    def wait_flowing(self, sub: Sub, timeout: float = 30) -> None:
-        """Place probe files until one comes out on the publish port: the whole chain is connected.
+    def wait_flowing(self, sub: Sub, timeout: float = 60) -> None:
+        """Place probe granules until every product's `dataset` has come out on the publish port.
 
-        Probes use a segment no product wants (SVM01) on an orbit of their own, so they never complete a granule.
-        Messages received meanwhile are discarded.
+        PUB/SUB connections are made in the background after each program starts, so a file placed too early is
+        missed by a gatherer that is not connected yet. Once each gatherer has published a granule assembled from
+        trollstalker's messages, and that message reached the public port, the whole chain is connected. Probe
+        granules use orbits 99001 and up and a day of their own (2001-01-01); messages received meanwhile are
+        discarded.
         """
+        missing = set(PRODUCTS)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while missing and time.monotonic() < deadline:
             self._probe += 1
-            start = dt.datetime(2001, 1, 1) + dt.timedelta(minutes=self._probe)
-            name = format_name("SVM01", "npp", start, start, 99000 + self._probe, start)
-            self.place(name)
-            until = time.monotonic() + 2
-            while time.monotonic() < until:
+            start = dt.datetime(2001, 1, 1) + dt.timedelta(minutes=2 * self._probe)
+            segments = sorted({segment for product in missing for segment in PRODUCTS[product]})
+            for segment in segments:
+                self.place(format_name(segment, "npp", start, start + dt.timedelta(seconds=85),
+                                       99000 + self._probe, start))
+            until = time.monotonic() + 3
+            while missing and time.monotonic() < until:
                 raw = sub.recv_raw(0.2)
-                if raw is not None and name in raw:
-                    return
-        raise TimeoutError("no message came through the suite")
+                if raw is not None and " dataset " in raw[:80]:
+                    missing.discard(raw.split(" ", 1)[0].rsplit("/", 1)[-1])
+        if missing:
+            raise TimeoutError(f"no dataset message came through the suite for {sorted(missing)}")

@@ -27,21 +27,26 @@ def granule_names(platform: str, orbit: int, start: dt.datetime) -> list[str]:
     return [format_name(segment, platform, start, end, orbit, created) for segment in ALL_SEGMENTS]
 
 
-def collect(sub, until, want_files: set[str], want_datasets: int, timeout: float = 30) -> list[str]:
-    """Raw messages from ``sub`` until every wanted file was seen and ``want_datasets`` dataset messages came,
-    then 1.5 s more to catch duplicates."""
+def collect(sub, want_files: set[str], want_datasets: set[tuple[str, int]], timeout: float = 30) -> list[str]:
+    """Raw messages from ``sub`` until every wanted file and every wanted (product, orbit) dataset was seen, then
+    1.5 s more to catch duplicates."""
     raws: list[str] = []
     deadline = time.monotonic() + timeout
     settle_until = None
+    seen_files: set[str] = set()
+    seen_sets: set[tuple[str, int]] = set()
     while time.monotonic() < (settle_until or deadline):
         raw = sub.recv_raw(0.1)
-        if raw is not None:
-            raws.append(raw)
-        if settle_until is None:
-            seen = {Message.decode(r).data.get("uid") for r in raws if " file " in r[:80]}
-            datasets = sum(1 for r in raws if " dataset " in r[:80])
-            if want_files <= seen and datasets >= want_datasets:
-                settle_until = time.monotonic() + 1.5
+        if raw is None:
+            continue
+        raws.append(raw)
+        msg = Message.decode(raw)
+        if msg.type == "file":
+            seen_files.add(msg.data["uid"])
+        elif msg.type == "dataset":
+            seen_sets.add((msg.subject.rsplit("/", 1)[-1], msg.data["orbit_number"]))
+        if settle_until is None and want_files <= seen_files and want_datasets <= seen_sets:
+            settle_until = time.monotonic() + 1.5
     return raws
 
 
@@ -54,12 +59,13 @@ def test_files_and_granules_of_every_platform_and_product(suite):
             start = dt.datetime(2026, 11, 23, 10, 0, 0) + dt.timedelta(minutes=10 * index, microseconds=800000)
             for name in granule_names(platform, 40000 + index, start):
                 placed[name] = suite.place(name)
-        raws = collect(sub, None, set(placed), want_datasets=len(PRODUCTS) * len(PLATFORMS))
+        orbits = [40000 + index for index in range(len(PLATFORMS))]
+        raws = collect(sub, set(placed), {(p, orbit) for p in PRODUCTS for orbit in orbits})
     finally:
         sub.close()
 
     files = [Message.decode(r) for r in raws if Message.decode(r).type == "file"]
-    datasets = [Message.decode(r) for r in raws if Message.decode(r).type == "dataset"]
+    datasets = [m for m in (Message.decode(r) for r in raws) if m.type == "dataset" and m.data["orbit_number"] < 99000]
     # exactly one file message per placed file (probe files of wait_flowing excluded)
     counts = Counter(m.data["uid"] for m in files if m.data["uid"] in placed)
     assert counts == Counter({name: 1 for name in placed})
@@ -122,13 +128,13 @@ def test_killed_programs_are_restarted_and_files_flow_again(suite):
         names = [n for n in granule_names("j01", 41000, start) if parse_name(n).segment in PRODUCTS["btd"]]
         for name in names:
             suite.place(name)
-        raws = collect(sub, None, set(names), want_datasets=1)
+        raws = collect(sub, set(names), {("btd", 41000)})
     finally:
         sub.close()
     msgs = [Message.decode(r) for r in raws]
     assert Counter(m.data["uid"] for m in msgs if m.type == "file" and m.data["uid"] in names) == {n: 1 for n in names}
-    btd = [m for m in msgs if m.type == "dataset" and m.subject == "/AVO/viirs/granule/btd"]
-    assert len(btd) == 1 and btd[0].data["orbit_number"] == 41000
+    btd = [m for m in msgs if m.type == "dataset" and m.data["orbit_number"] == 41000]
+    assert len(btd) == 1 and btd[0].subject == "/AVO/viirs/granule/btd"
     log = (suite.base / "log" / "supervisord.log").read_text()
     for name in victims:
         assert f"exited: {name} (terminated by SIGKILL" in log
