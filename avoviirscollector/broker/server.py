@@ -250,13 +250,17 @@ class TaskBroker:
                 granule, direction = self.incoming.get_nowait()
             except stdqueue.Empty:
                 break
-            self._offer(granule, direction)
+            try:
+                self._offer(granule, direction)
+            except Exception:  # noqa: BLE001 - one odd message must not stop the broker
+                log.exception("could not queue %s orbit %s", granule.subject, granule.orbit_number)
             wrote = True
         if wrote:
             self._write(self.store.sync, "queued tasks")
 
     def _offer(self, granule: Granule, direction: Direction) -> None:
         task, merged = self.queue.offer(granule, direction.value)
+        self._encoded.pop(task.id, None)
         self._encoded[task.id] = encode_task(task)
         self._write(lambda: self.store.put(task_to_record(task), new=not merged, sync=False), task.describe())
         log.info("%s %s, pass direction %s", "merged into" if merged else "queued", task.describe(),
@@ -272,12 +276,19 @@ class TaskBroker:
         except BadRequest as err:
             self._bad.warn("bad request answered with an error: %s", err)
             return error_reply(str(err)), None
-        task = self.queue.take(request.desired_products, request.just_testing)
+        task = self.queue.peek(request.desired_products)
         if task is None:
             return b"", None
-        reply = self._encode(task)
+        try:
+            reply = self._encode(task)
+        except Exception:  # noqa: BLE001 - a task that cannot be encoded must not block its product for ever
+            log.exception("dropped %s: it cannot be encoded", task.describe())
+            self.queue.take(request.desired_products)
+            self._write(lambda: self.store.take(task.id), f"drop of task {task.id}")
+            return error_reply(f"task {task.id} could not be encoded; ask again"), None
         if request.just_testing:
             return reply, None
+        self.queue.take(request.desired_products)
         self._encoded.pop(task.id, None)
         # written (it survives a kill of this process) before the reply goes out; fsync'd at the next tick
         self._write(lambda: self.store.take(task.id, sync=False), f"hand-out of task {task.id}")
