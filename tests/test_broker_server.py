@@ -312,3 +312,21 @@ def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_
     assert everything == sorted(everything), "tasks came out of queue order"
     assert len(everything) >= acknowledged > 100
     assert broker.starts == 4
+
+
+def test_a_foreign_state_file_is_moved_aside_and_the_broker_serves(tmp_path, nameserver):
+    broker = Broker(tmp_path / "viirs")
+    state = broker.base / "state"
+    state.mkdir(parents=True)
+    (state / "task_queue.journal").write_bytes(b"\x00\x01 not a journal at all\n")
+    try:
+        broker.start()
+        assert broker.wait_status()["queue length"] == 0
+        assert ask(broker, ["tir"]) == b""
+        assert len(list(state.glob("task_queue.journal.foreign-*"))) == 1
+        assert "is not a task queue journal: moved aside" in broker.log_text()
+        broker.signal(signal.SIGTERM)
+        assert broker.wait(5) == 0
+    finally:
+        broker.stop()
+    assert broker.starts == 1
