@@ -304,7 +304,7 @@ class TaskBroker:
     def _serve(self, router: zmq.Socket, limit: int = 1000) -> int:
         """Answer the requests waiting on the socket (up to ``limit``), each exactly once."""
         served = 0
-        while served < limit:
+        while served < limit and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
