@@ -22,6 +22,7 @@ where it was.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,15 @@ def _utc(value: Any, key: str) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
+
+
+def _intern(value: Any) -> Any:
+    """One shared copy of short strings that every task repeats (keys, platform, source), to keep memory small."""
+    if isinstance(value, str) and len(value) <= 40:
+        return sys.intern(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [_intern(item) for item in value]
+    return value
 
 
 @dataclass(slots=True)
@@ -90,9 +100,9 @@ def parse_granule(subject: str, atype: str, sender: str, time: dt.datetime, data
         raise NotAGranule("dataset is not a list of objects")
     start = _utc(data["start_time"], "start_time")
     end = _utc(data["end_time"], "end_time")
-    copied = dict(data)
+    copied = {_intern(key): _intern(value) for key, value in data.items()}
     copied["start_time"], copied["end_time"] = start, end
-    copied["dataset"] = [dict(item) for item in dataset]
+    copied["dataset"] = [{_intern(key): value for key, value in item.items()} for item in dataset]
     return Granule(subject, atype, sender, _utc(time, "time"), copied, platform, orbit, start, end)
 
 

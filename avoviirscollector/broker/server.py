@@ -14,7 +14,10 @@ What it does (SPEC section 6):
   product as a posttroll message (v1.01, naive UTC datetimes, data key ``pass_direction`` added), removed from the
   queue unless "just testing", or empty bytes when nothing matches. **Every request gets exactly one reply**:
   anything malformed (not JSON, not an object, a missing or mistyped key, an empty product list, more than
-  64 KiB) is answered with ``{"error": "..."}``. Replies never wait for another worker;
+  64 KiB) is answered with ``{"error": "..."}``. Replies never wait for another worker. (Only a single frame over
+  256 MiB is refused by ZeroMQ itself, which drops that connection; no worker sends such a thing. And a worker
+  whose request was in flight when the broker process died gets no reply from the next one: a REQ socket does not
+  resend, so a worker with no timeout must be restarted then);
 - publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}}`` as JSON on
   ``UPDATE_PORT`` (default 19191) once a second, always.
 

@@ -3,8 +3,9 @@
 File format: one JSON object per line. The first line is the header
 ``{"format": "avoviirscollector-task-queue", "version": 1, "next_id": N}``; then ``{"op": "put", "task": {...}}``
 (a new or merged task, the full record) and ``{"op": "take", "id": N}`` (a task handed out). Replaying the lines
-gives the queue. Every line is written with one ``os.write`` on an ``O_APPEND`` descriptor and ``fsync``'d before
-the caller goes on.
+gives the queue. Every line is written with one ``os.write`` on an ``O_APPEND`` descriptor (so it outlives a kill
+of the process at once); the caller decides when to ``fsync`` (the broker: queued tasks before they become
+visible, hand-outs within a second).
 
 Compaction writes the live tasks to ``task_queue.journal.tmp``, ``fsync``s it, renames it over the journal and
 ``fsync``s the directory: at any moment the journal on disk is either the old complete one or the new complete
@@ -19,6 +20,7 @@ Reading is forgiving but loud:
   with a WARNING;
 - a damaged line elsewhere is skipped with an ERROR and a copy of the file is kept as
   ``task_queue.journal.damaged-<UTC time>``;
+- an empty file is a WARNING and an empty queue;
 - a file that is not a task-queue journal at all (no or foreign header, not text) is moved aside as
   ``task_queue.journal.foreign-<UTC time>`` with an ERROR and the queue starts empty. The broker never refuses to
   start because of its state file, so supervisord never sees a crash loop.
