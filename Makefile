@@ -12,7 +12,7 @@ LEGACY_STAMP := $(LEGACY_VENV)/.installed
 VIIRS_BASE ?= $(CURDIR)/var
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean container-image
 
 $(STAMP): setup.py pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python 3.12+ found" >&2; exit 1; }
@@ -38,7 +38,15 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check avoviirscollector tests bench
 
-test: $(STAMP) $(LEGACY_STAMP) lint
+# The container test needs podman, buildah, runc, debootstrap (and docker-compose for the compose checks): installed
+# with apt-get and the image built (cached) here, before the tests enter their network namespace.
+# AVO_CONTAINER_TEST=0 skips installing, building and the test.
+container-image: $(STAMP)
+	@if [ "$${AVO_CONTAINER_TEST:-1}" != 0 ]; then \
+	  scripts/container-image tools >/dev/null && scripts/container-image build >/dev/null \
+	  || echo "make: WARNING: the container image could not be built; the container test will skip and say why"; fi
+
+test: $(STAMP) $(LEGACY_STAMP) lint container-image
 	scripts/loopback-netns $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

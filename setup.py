@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "numpy==2.5.5",
     "pyorbital==1.14.0",
     "requests==2.34.2",
+    "tqdm==4.70.1",
 ]
 
 TEST_REQUIRES = [
@@ -41,6 +42,11 @@ CONSOLE_SCRIPTS = [
     "msg_publisher = avoviirscollector.msg_publisher:main",
     "avo_cron = avoviirscollector.cron:main",
     "avo_log_forwarder = avoviirscollector.log_forwarder:main",
+    "mirror_gina = avoviirscollector.mirror.cli:main",
+    "gina_double = avoviirscollector.gina_double:main",
+    "cleanup = avoviirscollector.cleanup:main",
+    "tle_refresh = avoviirscollector.tle:main",
+    "avo_status = avoviirscollector.status:main",
     "task_broker = avoviirscollector.broker.server:main",
 ]
 

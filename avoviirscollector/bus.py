@@ -9,11 +9,16 @@ converts every datetime to naive UTC and writes ``v1.01``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import queue
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from posttroll.message import Message
 
 LEGACY_VERSION = "v1.01"
+LOG = logging.getLogger("bus")
 
 
 def naive_utc(value: dt.datetime) -> dt.datetime:
@@ -54,12 +59,70 @@ def new_message(subject: str, atype: str, data: Any) -> Message:
     return msg
 
 
-def follow(topics: list[str], nameserver: str = "localhost"):
+class Follower:
     """Subscribe to every publisher on the internal bus, including ones that start or restart later.
 
-    Returns the posttroll subscriber context; iterate ``sub.recv(timeout=1)`` (it yields ``None`` once a second
-    when nothing arrives, so loops can check their stop flag).
+    posttroll's subscriber asks the nameserver once, then relies on the nameserver's address announcements. An
+    announcement made while the subscriber's own connection to the announcer is still being set up is lost, and
+    the publisher with it, until a restart. So a background thread also asks the nameserver for every publisher
+    every ``refresh`` seconds, and :meth:`recv` adds any that were missed (logged as a warning).
     """
-    from posttroll.subscriber import Subscribe
 
-    return Subscribe(services="", topics=topics, addr_listener=True, nameserver=nameserver)
+    def __init__(self, topics: list[str], nameserver: str = "localhost", refresh: float = 10.0):
+        self.topics = topics
+        self.nameserver = nameserver
+        self.refresh = refresh
+        self._found: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._context = None
+        self._sub = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Follower:
+        from posttroll.subscriber import Subscribe
+
+        self._context = Subscribe(services="", topics=self.topics, addr_listener=True, nameserver=self.nameserver)
+        self._sub = self._context.__enter__()
+        self._thread = threading.Thread(target=self._ask_nameserver, name="bus-refresh", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._context.__exit__(*exc)
+
+    def _ask_nameserver(self) -> None:
+        from posttroll.ns import get_pub_address
+
+        while not self._stop.wait(self.refresh):
+            try:
+                for address in get_pub_address("", timeout=2, nameserver=self.nameserver):
+                    self._found.put(address)
+            except Exception as err:  # nameserver down or restarting: the next round tries again
+                LOG.debug("nameserver lookup failed: %s", err)
+
+    def _add_found(self) -> None:
+        known = {a.get("URI") for a in self._sub.addresses}
+        while True:
+            try:
+                address = self._found.get_nowait()
+            except queue.Empty:
+                return
+            uri = address.get("URI") if isinstance(address, dict) else None
+            if uri and uri not in known:
+                LOG.warning("subscribing to %s (%s), which the address announcements missed", uri,
+                            ",".join(address.get("service", [])))
+                self._sub.add(address)
+
+    def recv(self, timeout: float = 1) -> Iterator[Message | None]:
+        """Messages as they come; ``None`` once per ``timeout`` seconds of silence (so loops can check a flag)."""
+        for msg in self._sub.recv(timeout=timeout):
+            self._add_found()
+            yield msg
+
+
+def follow(topics: list[str], nameserver: str = "localhost") -> Follower:
+    """A :class:`Follower` of ``topics`` (use it as a context manager, then iterate ``recv(timeout=1)``)."""
+    return Follower(topics, nameserver)

@@ -2,7 +2,8 @@
 
 Each program logs one line per record to stdout, UTC timestamps, ``<time> <program> <LEVEL> <message>``.
 supervisord writes that stream to ``$VIIRS_BASE/log/<program>.log`` and forwards it to the container's stdout, so
-programs never open log files themselves.
+programs never open log files themselves. Given the settings, ERROR records of mirror_gina and task_broker are also
+mailed, batched, when MAILHOST, LOG_SENDER and LOG_RECIPIENT are all set (see mailer.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from avoviirscollector.config import Settings
 
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 DATEFMT = "%Y-%m-%dT%H:%M:%SZ"
@@ -19,8 +24,8 @@ class UTCFormatter(logging.Formatter):
     converter = time.gmtime
 
 
-def setup_logging(program: str, verbose: bool = False) -> logging.Logger:
-    """Send every record to stdout (line-buffered) and return the program's logger."""
+def setup_logging(program: str, verbose: bool = False, settings: Settings | None = None) -> logging.Logger:
+    """Send every record to stdout (line-buffered), mail errors where configured, return the program's logger."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -32,4 +37,8 @@ def setup_logging(program: str, verbose: bool = False) -> logging.Logger:
         sys.stdout.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
+    if settings is not None:
+        from avoviirscollector.mailer import install_mail_handler
+
+        install_mail_handler(settings, program)
     return logging.getLogger(program)

@@ -33,7 +33,8 @@ that one hand-out rather than handing the task out twice; after a power cut (not
 in the last second before it can be handed out once more. A reply that cannot be delivered because the worker
 has gone puts the task back in its place.
 
-Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_PORT``; the posttroll nameserver
+Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_PORT``; ``MAILHOST``,
+``LOG_SENDER``, ``LOG_RECIPIENT`` (ERROR lines mailed, batched, when all three are set); the posttroll nameserver
 is ``localhost``.
 
 Signals: SIGTERM or SIGINT stop taking bus messages, queue (and write) those already received, answer every
@@ -410,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    setup_logging(PROGRAM, verbose=args.verbose)
     settings = settings_or_exit(PROGRAM)
+    setup_logging(PROGRAM, args.verbose, settings)  # ERROR lines are mailed when MAILHOST etc. are set
     broker = TaskBroker(settings)
 
     def on_signal(signum, frame):  # noqa: ARG001

@@ -27,7 +27,7 @@ def granule_names(platform: str, orbit: int, start: dt.datetime) -> list[str]:
     return [format_name(segment, platform, start, end, orbit, created) for segment in ALL_SEGMENTS]
 
 
-def collect(sub, want_files: set[str], want_datasets: set[tuple[str, int]], timeout: float = 30) -> list[str]:
+def collect(sub, want_files: set[str], want_datasets: set[tuple[str, int]], timeout: float = 60) -> list[str]:
     """Raw messages from ``sub`` until every wanted file and every wanted (product, orbit) dataset was seen, then
     1.5 s more to catch duplicates."""
     raws: list[str] = []
@@ -48,6 +48,13 @@ def collect(sub, want_files: set[str], want_datasets: set[tuple[str, int]], time
         if settle_until is None and want_files <= seen_files and want_datasets <= seen_sets:
             settle_until = time.monotonic() + 1.5
     return raws
+
+
+def gatherer_logs(suite, missing) -> str:
+    """The end of each concerned gatherer's log, to say why a dataset did not come."""
+    products = sorted({subject.rsplit("/", 1)[-1] for subject, _, _ in missing})
+    return "\n".join(f"--- segment_gatherer-{p}.log:\n" + "\n".join(
+        (suite.base / "log" / f"segment_gatherer-{p}.log").read_text().splitlines()[-15:]) for p in products)
 
 
 def test_files_and_granules_of_every_platform_and_product(suite):
@@ -88,6 +95,8 @@ def test_files_and_granules_of_every_platform_and_product(suite):
     by_key = Counter((m.subject, m.data["platform_name"], m.data["orbit_number"]) for m in datasets)
     expected = {(f"/AVO/viirs/granule/{p}", PLATFORMS[s][0], 40000 + i)
                 for p in PRODUCTS for i, s in enumerate(PLATFORMS)}
+    missing = expected - set(by_key)
+    assert not missing, f"missing datasets {sorted(missing)}; " + gatherer_logs(suite, missing)
     assert set(by_key) == expected and set(by_key.values()) == {1}
     for msg in datasets:
         product = msg.subject.rsplit("/", 1)[-1]
@@ -146,5 +155,10 @@ def test_logs_are_readable_and_forwarded(suite):
                            *(f"segment_gatherer-{p}" for p in PRODUCTS)}
     for path in (suite.base / "log").iterdir():
         assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not readable by the operator"
-    out = suite.output.read_text()
+    deadline = time.monotonic() + 15  # the forwarder passes lines on as supervisord hands them over
+    while time.monotonic() < deadline:
+        out = suite.output.read_text()
+        if "msg_publisher | " in out and "nameserver | " in out:
+            break
+        time.sleep(0.2)
     assert "msg_publisher | " in out and "nameserver | " in out

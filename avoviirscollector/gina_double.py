@@ -1,0 +1,505 @@
+"""gina_double: a local stand-in for GINA NRT, for tests and offline demos (SPEC section 9).
+
+It serves ``/products.json`` (the query of SPEC section 4: satellites, start and end date) for generated passes of
+small but real HDF5 files (h5py) with VIIRS SDR names and groups, and the files themselves under ``/files/`` with
+true HTTP range semantics (206 with Content-Range, 416, keep-alive), an optional per-connection bandwidth cap,
+and faults that can be switched on and off while it runs:
+
+| fault | effect |
+|---|---|
+| drop | the connection is closed after half of the requested bytes |
+| error5xx | 503 to range requests that do not start at byte 0 |
+| ignore_ranges | 200 with the whole file to every request, no ``Accept-Ranges`` |
+| short_body | Content-Length promises the whole range, half of it is sent, then the connection closes |
+| wrong_md5 | every ``md5sum`` in the listing is wrong |
+| slow_first_byte | the response starts after ``slow_seconds`` |
+| slow_body | the response body is sent at ``slow_rate`` bytes/s (one slow connection among fast ones) |
+| html | ``products.json`` answers an HTML error page |
+| bad_json | ``products.json`` answers truncated JSON |
+
+A fault is on for a number of occurrences (``set_fault(name, count)``) or until cleared (``count=None``).
+The listing is in name order (all of one file type, then the next), not in fetch order.
+
+Standalone (``make run`` with ``GINA_URL=http://127.0.0.1:PORT``)::
+
+    gina_double --port 8080 --dir /tmp/gina --granules 4 --every 60 --rate 4MB --fault drop
+
+Files already in ``DIR/files`` (an earlier run, or made by a script) are served too.
+``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, named
+with the current time, so the whole suite can be watched working without internet. SIGTERM or Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from avoviirscollector.viirs import PLATFORMS, PRODUCTS, SATELLITE_TO_SHORT, format_name, is_sdr_name, parse_name
+
+log = logging.getLogger("gina_double")
+
+FAULTS = ("drop", "error5xx", "ignore_ranges", "short_body", "wrong_md5", "slow_first_byte", "slow_body", "html",
+          "bad_json")
+ALL_SEGMENTS = tuple(sorted({seg for segs in PRODUCTS.values() for seg in segs}))
+#: approximate sizes of real files, in MB (a scale factor shrinks them)
+REAL_SIZES_MB = {"GITCO": 60, "GMTCO": 16, "GDNBO": 8, "SVDNB": 4}
+_BAND_GROUP = re.compile(r"^SV([MI])(\d\d)$")
+GRANULE_SECONDS = 85.4
+
+
+def _groups(segment: str) -> tuple[str, str]:
+    """HDF5 group names of a segment, as in CSPP/IDPS SDR files."""
+    geo = {"GITCO": "VIIRS-IMG-GEO-TC", "GMTCO": "VIIRS-MOD-GEO-TC", "GDNBO": "VIIRS-DNB-GEO"}
+    if segment in geo:
+        return f"All_Data/{geo[segment]}_All", f"Data_Products/{geo[segment]}"
+    if segment == "SVDNB":
+        return "All_Data/VIIRS-DNB-SDR_All", "Data_Products/VIIRS-DNB-SDR"
+    match = _BAND_GROUP.match(segment)
+    band = f"{match[1]}{int(match[2])}" if match else segment
+    return f"All_Data/VIIRS-{band}-SDR_All", f"Data_Products/VIIRS-{band}-SDR"
+
+
+def make_sdr_file(path: Path, segment: str, size: int, seed: int = 0) -> None:
+    """Write a real HDF5 file of about ``size`` bytes with the groups of a VIIRS SDR file of ``segment``."""
+    import h5py
+    import numpy as np
+
+    data_group, product_group = _groups(segment)
+    payload = max(0, size - 8192)
+    rng = np.random.default_rng(seed)
+    tmp = path.with_name(path.name + ".writing")
+    step = 4 << 20
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["Platform_Short_Name"] = np.bytes_(path.name.split("_")[1].upper())
+        group = h5.create_group(data_group)
+        name = "Latitude" if segment.startswith("G") else "Radiance"
+        dataset = group.create_dataset(name, shape=(payload,), dtype=np.uint8)
+        for pos in range(0, payload, step):  # in slices: memory stays small whatever the size
+            n = min(step, payload - pos)
+            dataset[pos:pos + n] = np.frombuffer(rng.bytes(n), dtype=np.uint8)
+        h5.create_group(product_group).attrs["Instrument_Short_Name"] = np.bytes_("VIIRS")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Served:
+    name: str
+    path: Path
+    size: int
+    md5: str
+    listed_at: float
+
+
+def parse_rate(text: str) -> float:
+    """'4MB' -> 4e6 bytes/s, '512k' -> 512e3, '1000' -> 1000."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([kKmMgG]?)[bB]?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 4MB, 512k)")
+    return float(match[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match[2].lower()]
+
+
+class GinaDouble:
+    """The double. ``start()`` serves on ``url`` from a thread; ``stop()`` closes every connection."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, rate: float | None = None,
+                 slow_seconds: float = 2.0, slow_rate: float = 50e3) -> None:
+        self.root = Path(root)
+        self.files_dir = self.root / "files"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.rate = rate
+        self.slow_seconds = slow_seconds
+        self.slow_rate = slow_rate
+        self._lock = threading.Lock()
+        self._files: dict[str, Served] = {}
+        self._extra_records: list[dict] = []
+        self._faults: dict[str, int | None] = {}
+        self.listing_requests: list[dict[str, list[str]]] = []
+        self.file_requests: list[tuple[str, str | None, int]] = []  # (name, Range header, status)
+        self._connections: set[socket.socket] = set()
+        self.connections_accepted = 0
+        self._server = _Server((host, port), _make_handler(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- control -----------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> GinaDouble:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="gina-double", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        with self._lock:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._server.server_close()
+
+    def __enter__(self) -> GinaDouble:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def set_fault(self, name: str, count: int | None = None) -> None:
+        """Switch a fault on for ``count`` occurrences (None: until cleared)."""
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}; faults: {', '.join(FAULTS)}")
+        with self._lock:
+            self._faults[name] = count
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _fault(self, name: str) -> bool:
+        """True when the fault applies now (and count one occurrence)."""
+        with self._lock:
+            if name not in self._faults:
+                return False
+            left = self._faults[name]
+            if left is None:
+                return True
+            if left <= 1:
+                del self._faults[name]
+            else:
+                self._faults[name] = left - 1
+            return True
+
+    def fault_on(self, name: str) -> bool:
+        with self._lock:
+            return name in self._faults
+
+    # -- content -----------------------------------------------------------------------------------------
+    def add_file(self, name: str, size: int, segment: str | None = None, seed: int | None = None) -> Served:
+        """Generate a real HDF5 file named ``name`` of about ``size`` bytes and list it."""
+        path = self.files_dir / name
+        segment = segment or name.split("_", 1)[0]
+        if seed is None:
+            seed = int(hashlib.md5(name.encode()).hexdigest()[:8], 16)
+        make_sdr_file(path, segment, size, seed)
+        return self.add_existing(path)
+
+    def add_existing(self, path: Path) -> Served:
+        """List an existing file (its name is its basename)."""
+        md5 = hashlib.md5()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                md5.update(chunk)
+        served = Served(path.name, path, path.stat().st_size, md5.hexdigest(), time.time())
+        with self._lock:
+            self._files[path.name] = served
+        return served
+
+    def add_granule(self, platform: str, orbit: int, start: dt.datetime, segments=ALL_SEGMENTS,
+                    scale: float = 0.01, sizes: dict[str, int] | None = None,
+                    created: dt.datetime | None = None) -> list[Served]:
+        """One granule (85.4 s) of ``segments``; sizes are ``sizes[segment]`` or the real sizes times ``scale``."""
+        end = start + dt.timedelta(seconds=GRANULE_SECONDS)
+        created = created or start + dt.timedelta(minutes=10)
+        out = []
+        for segment in segments:
+            name = format_name(segment, platform, start, end, orbit, created)
+            if sizes and segment in sizes:
+                size = sizes[segment]
+            else:
+                size = int(REAL_SIZES_MB.get(segment, 6) * 1e6 * scale)
+            out.append(self.add_file(name, size, segment))
+        return out
+
+    def add_pass(self, platform: str, orbit: int, start: dt.datetime, granules: int = 3, **kwargs) -> list[Served]:
+        """``granules`` consecutive granules of one orbit."""
+        out = []
+        for i in range(granules):
+            out += self.add_granule(platform, orbit, start + dt.timedelta(seconds=GRANULE_SECONDS * i), **kwargs)
+        return out
+
+    def add_record(self, record: dict) -> None:
+        """List a raw record as it is (hostile listings)."""
+        with self._lock:
+            self._extra_records.append(record)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._files.pop(name, None)
+
+    def served(self) -> list[Served]:
+        with self._lock:
+            return sorted(self._files.values(), key=lambda s: s.name)
+
+    def listing(self, query: dict[str, list[str]]) -> list[dict]:
+        """The records ``products.json`` answers for ``query``."""
+        sats = query.get("satellites[]", [])
+        shorts = {SATELLITE_TO_SHORT.get(s) for s in sats}
+        try:
+            first = dt.date.fromisoformat(query["start_date"][0])
+            last = dt.date.fromisoformat(query["end_date"][0])
+        except (KeyError, ValueError):
+            first, last = dt.date.min, dt.date.max
+        wrong = self.fault_on("wrong_md5")
+        records = []
+        for served in self.served():
+            parsed = parse_name(served.name)
+            if sats and parsed.platform not in shorts:
+                continue
+            if not first <= parsed.start_time.date() <= last:
+                continue
+            md5 = hashlib.md5(served.md5.encode()).hexdigest() if wrong else served.md5
+            records.append({
+                "url": f"{self.url}/files/{served.name}",
+                "md5sum": md5,
+                "satellite": PLATFORMS[parsed.platform][1],
+                "sensor": "viirs",
+                "processing_level": "level1",
+                "size": served.size,
+            })
+        with self._lock:
+            records += self._extra_records
+        return records
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """Clients that hang up mid-response are normal here (the mirror cuts transfers): no traceback."""
+        log.debug("connection from %s ended abruptly", client_address, exc_info=True)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None | str:
+    """``bytes=a-b`` -> (a, b+1); None when absent or not a single byte range; 'unsatisfiable' when out of range."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header or "")
+    if not match or (not match[1] and not match[2]):
+        return None
+    if match[1]:
+        start = int(match[1])
+        end = int(match[2]) + 1 if match[2] else size
+    else:
+        start, end = max(0, size - int(match[2])), size
+    end = min(end, size)
+    if start >= size or end <= start:
+        return "unsatisfiable"
+    return start, end
+
+
+def _make_handler(double: GinaDouble):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "gina-double/1"
+
+        def log_message(self, fmt, *args):  # quiet: tests and demos read the mirror's log, not ours
+            log.debug("%s " + fmt, self.address_string(), *args)
+
+        def setup(self):
+            super().setup()
+            with double._lock:
+                double._connections.add(self.connection)
+                double.connections_accepted += 1
+
+        def finish(self):
+            try:
+                super().finish()
+            except (OSError, ValueError):
+                pass
+            finally:
+                with double._lock:
+                    double._connections.discard(self.connection)
+
+        def do_GET(self):
+            parts = urlsplit(self.path)
+            if double._fault("slow_first_byte"):
+                time.sleep(double.slow_seconds)
+            if parts.path == "/products.json":
+                self._listing(parse_qs(parts.query))
+            elif parts.path.startswith("/files/"):
+                self._file(parts.path[len("/files/"):])
+            else:
+                self._plain(404, "not found\n")
+
+        def _plain(self, status: int, text: str, ctype: str = "text/plain", extra: dict | None = None):
+            body = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _listing(self, query):
+            double.listing_requests.append(query)
+            if double._fault("html"):
+                self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
+                return
+            body = json.dumps(double.listing(query))
+            if double._fault("bad_json"):
+                body = body[: max(1, len(body) // 2)]
+            self._plain(200, body, "application/json")
+
+        def _file(self, name):
+            with double._lock:
+                served = double._files.get(name)
+            if served is None:
+                self._plain(404, "no such file\n")
+                return
+            size = served.size
+            header = self.headers.get("Range")
+            wanted = _parse_range(header, size) if header else None
+            if header and double._fault("ignore_ranges"):
+                wanted = None
+                accept = False
+            else:
+                accept = True
+            if wanted == "unsatisfiable":
+                double.file_requests.append((name, header, 416))
+                self._plain(416, "", extra={"Content-Range": f"bytes */{size}"})
+                return
+            if wanted is not None and wanted[0] > 0 and double._fault("error5xx"):
+                double.file_requests.append((name, header, 503))
+                self._plain(503, "try later\n")
+                return
+            start, end = wanted if wanted else (0, size)
+            status = 206 if wanted else 200
+            double.file_requests.append((name, header, status))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-hdf5")
+            self.send_header("Content-Length", str(end - start))
+            if accept:
+                self.send_header("Accept-Ranges", "bytes")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.end_headers()
+            self.wfile.flush()
+            send_end = end
+            drop = double._fault("drop")
+            short = not drop and double._fault("short_body")
+            if drop or short:
+                send_end = start + (end - start) // 2
+            rate = double.slow_rate if double._fault("slow_body") else double.rate
+            with open(served.path, "rb") as fh:
+                self._send(fh, start, send_end, rate)
+            if drop:  # abortive close: the client sees a connection reset mid-piece
+                self.close_connection = True
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+            elif short:  # orderly close before Content-Length bytes were sent
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def _send(self, fh, start: int, end: int, rate: float | None) -> None:
+            """sendfile in steps; with a rate, each step waits for its turn on this connection's clock, which
+            runs on across the responses of a keep-alive connection (a link cap: no idle gap, no burst)."""
+            sock = self.connection
+            pos = start
+            step = 1 << 20 if not rate else max(16384, min(1 << 18, int(rate / 50)))
+            while pos < end:
+                n = min(step, end - pos)
+                if rate:
+                    now = time.monotonic()
+                    # a late wake-up of this thread (up to 50 ms) is made up; idle time is not (no burst)
+                    clock = getattr(self, "_clock", 0.0)
+                    turn = clock if clock >= now - 0.05 else now
+                    if turn > now:
+                        time.sleep(turn - now)
+                    self._clock = turn + n / rate
+                try:
+                    n = os.sendfile(sock.fileno(), fh.fileno(), pos, n)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    self.close_connection = True
+                    return
+                if n == 0:
+                    return
+                pos += n
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gina_double", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--dir", type=Path, default=Path("gina-double"), help="where the generated files live")
+    parser.add_argument("--satellites", default="snpp,noaa20,noaa21")
+    parser.add_argument("--granules", type=int, default=2, help="granules per satellite generated at start")
+    parser.add_argument("--every", type=float, default=0, help="add one new granule per satellite every N s")
+    parser.add_argument("--scale", type=float, default=0.01, help="file size as a fraction of the real size")
+    parser.add_argument("--rate", type=parse_rate, default=None, help="per-connection cap, e.g. 4MB")
+    parser.add_argument("--fault", action="append", default=[], choices=FAULTS)
+    args = parser.parse_args(argv)
+    from avoviirscollector.logs import setup_logging
+
+    logger = setup_logging("gina_double")
+    sats = [s.strip() for s in args.satellites.split(",") if s.strip()]
+    for sat in sats:
+        if sat not in SATELLITE_TO_SHORT:
+            parser.error(f"unknown satellite {sat!r}; known: {', '.join(SATELLITE_TO_SHORT)}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    double = GinaDouble(args.dir, args.host, args.port, rate=args.rate)
+    for fault in args.fault:
+        double.set_fault(fault)
+    orbit = {sat: 60000 + 1000 * i for i, sat in enumerate(sats)}
+    step = dt.timedelta(seconds=GRANULE_SECONDS)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    next_start = now - step * args.granules
+
+    def add_granule() -> None:
+        """The next granule of each satellite: it starts where the previous one ended."""
+        nonlocal next_start
+        for sat in sats:
+            double.add_granule(SATELLITE_TO_SHORT[sat], orbit[sat], next_start, scale=args.scale)
+        next_start += step
+
+    for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
+        if is_sdr_name(path.name):
+            double.add_existing(path)
+    for _ in range(args.granules):
+        add_granule()
+    double.start()
+    logger.info("serving %d files on %s/products.json (rate %s, faults %s)", len(double.served()), double.url,
+                args.rate or "uncapped", ",".join(args.fault) or "none")
+    try:
+        next_add = time.monotonic() + args.every
+        while not stop.wait(0.5):
+            if args.every and time.monotonic() >= next_add:
+                next_add += args.every
+                add_granule()
+                logger.info("new granule listed; %d files served", len(double.served()))
+    finally:
+        double.stop()
+        logger.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,587 @@
+"""Parallel segmented HTTP downloads with pycurl's CurlMulti: the transfer engine of mirror_gina.
+
+:class:`Downloader` keeps ``connections`` curl handles (each keeps its connection alive across files) and moves
+files from a priority-ordered iterator into ``tmp/``. For each file:
+
+- the first request is a small probe ``[0, probe)``; its ``Content-Range`` tells the size, the rest is split
+  evenly over the idle connections (:class:`~avoviirscollector.mirror.pieces.PiecePlan`); an idle connection
+  takes the lowest free piece, else the second half of the largest remainder of a busy one (work stealing), else
+  starts the next file;
+- every response is checked before a byte is written: 206 with a ``Content-Range`` matching the request, or 200,
+  which switches the file to one stream from byte 0 (everything received so far for it is void);
+- bytes are written at their offset (``os.pwrite``) and the md5 runs over the contiguous prefix as it grows, so
+  it is ready moments after the last byte; memory stays bounded whatever the size;
+- a piece that fails or stalls (below ``low_speed_limit`` bytes/s for ``low_speed_time`` s) is retried from the
+  byte where it stopped, after a backoff that doubles while no progress is made;
+- the received ranges are saved next to the partial file (``<name>.part.json``, atomically, about once a second
+  and on every stop), so a later run resumes where this one stopped when the server supports ranges.
+
+The caller gets one :class:`Outcome` per file: complete and md5-verified (the temp path is handed over for
+placement) or failed (reason, and whether the partial file was kept for resume or removed).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pycurl
+
+from avoviirscollector.mirror.pieces import MiB, PiecePlan, Request
+
+log = logging.getLogger("mirror_gina")
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
+PART_SUFFIX = ".part"
+CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
+STATE_SUFFIX = ".part.json"
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One file to fetch: its local name (already validated), URL and expected md5."""
+
+    name: str
+    url: str
+    md5: str
+
+
+@dataclass
+class Outcome:
+    job: FileJob
+    ok: bool
+    path: Path | None = None  # the complete, md5-verified temp file (ok only)
+    reason: str = ""
+    next_step: str = ""
+    size: int = 0
+    seconds: float = 0.0
+    connections: int = 0
+    md5: str = ""
+    resumed_from: int = 0
+    verify_seconds: float = 0.0  # from the last byte received to the md5 being known
+
+
+class _Fatal(Exception):
+    """A failure that no retry in this run can fix."""
+
+
+class _Active:
+    """A file being fetched."""
+
+    def __init__(self, job: FileJob, tmp_dir: Path, connections: int, probe: int, min_piece: int) -> None:
+        self.job = job
+        self.part = tmp_dir / (job.name + PART_SUFFIX)
+        self.state_path = tmp_dir / (job.name + STATE_SUFFIX)
+        self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise
+        self.plan = PiecePlan(connections, probe_size=probe, min_piece=min_piece)
+        self.md5 = hashlib.md5()
+        self.hashed = 0
+        self.resumed_from = 0
+        self._resume()
+        self.started = time.monotonic()
+        self.slots_used: set[int] = set()
+        self.attempts = 0
+        self.no_progress = 0
+        self.not_before = 0.0
+        self.dirty = False
+        self.last_byte = self.started
+        self.announced_stream = False
+        self.ranges_ok = True
+
+    def _resume(self) -> None:
+        try:
+            state = json.loads(self.state_path.read_text())
+            total = int(state["total"])
+            done = [(int(s), int(e)) for s, e in state["done"]]
+            same = state.get("md5") == self.job.md5 and state.get("url") == self.job.url
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        size = os.fstat(self.fd).st_size
+        if not same or any(e > total or s < 0 for s, e in done) or size > total:
+            os.ftruncate(self.fd, 0)
+            return
+        self.plan = PiecePlan(self.plan.connections, total=total, done=done, probe_size=self.plan.probe_size,
+                              min_piece=self.plan.min_piece)
+        self.resumed_from = self.plan.done.covered()
+        self.catch_up()
+
+    def catch_up(self, limit: int | None = None) -> None:
+        """Hash what is contiguous from byte 0 and not hashed yet (read back from the page cache), at most
+        ``limit`` bytes now: called after every write, so the md5 follows the prefix as it grows."""
+        end = self.plan.done.prefix_end()
+        if limit is not None:
+            end = min(end, self.hashed + limit)
+        while self.hashed < end:
+            chunk = os.pread(self.fd, min(4 * MiB, end - self.hashed), self.hashed)
+            if not chunk:
+                raise OSError(errno.EIO, f"{self.part}: short read while hashing")
+            self.md5.update(chunk)
+            self.hashed += len(chunk)
+
+    def write(self, offset: int, data: memoryview) -> None:
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self.fd, data[written:], offset + written)
+        if offset == self.hashed:
+            self.md5.update(data)
+            self.hashed += len(data)
+        self.dirty = True
+        self.last_byte = time.monotonic()
+
+    def restart_hash(self) -> None:
+        self.md5 = hashlib.md5()
+        self.hashed = 0
+
+    def save_state(self) -> None:
+        """Record the received ranges for a later resume (atomic replace; only bytes already written)."""
+        if self.plan.total is None or self.plan.single_stream:
+            return
+        tmp = self.state_path.with_name(self.state_path.name + ".new")
+        state = {"url": self.job.url, "md5": self.job.md5, "total": self.plan.total,
+                 "done": self.plan.done.intervals()}
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+        self.dirty = False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        for path in (self.part, self.state_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+@dataclass
+class _Transfer:
+    file: _Active
+    start: int
+    request_end: int
+    pos: int
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    checked: bool = False
+    error: str = ""
+    fatal: bool = False
+    cut: bool = False
+    void: bool = False
+
+
+class _Slot:
+    def __init__(self, index: int, downloader: Downloader) -> None:
+        self.index = index
+        self.curl = pycurl.Curl()
+        self.transfer: _Transfer | None = None
+        self.downloader = downloader
+        self.requests = 0
+        self.busy_seconds = 0.0
+        self.busy_since = 0.0
+        c = self.curl
+        c.setopt(pycurl.WRITEFUNCTION, self._on_body)
+        c.setopt(pycurl.HEADERFUNCTION, self._on_header)
+        c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.FOLLOWLOCATION, 1)
+        c.setopt(pycurl.MAXREDIRS, 3)
+        c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        c.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        c.setopt(pycurl.CONNECTTIMEOUT, downloader.connect_timeout)
+        c.setopt(pycurl.LOW_SPEED_LIMIT, downloader.low_speed_limit)
+        c.setopt(pycurl.LOW_SPEED_TIME, downloader.low_speed_time)
+        c.setopt(pycurl.BUFFERSIZE, 256 * 1024)
+        c.setopt(pycurl.USERAGENT, "avoviirscollector-mirror_gina/3")
+
+    def _on_header(self, line: bytes) -> None:
+        tr = self.transfer
+        if tr is None:
+            return
+        text = line.decode("latin-1").strip()
+        if text.upper().startswith("HTTP/"):
+            parts = text.split()
+            tr.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            tr.headers = {}
+        elif ":" in text:
+            key, value = text.split(":", 1)
+            tr.headers[key.strip().lower()] = value.strip()
+
+    def _on_body(self, data: bytes) -> int:
+        tr = self.transfer
+        if tr is None or tr.void:
+            return 0
+        active = tr.file
+        plan = active.plan
+        try:
+            if not tr.checked:
+                self.downloader._check_response(self, tr)
+                tr.checked = True
+            if self.index not in plan.owned:  # the file switched to one stream on another connection
+                tr.void = True
+                return 0
+            keep = plan.accept(self.index, tr.pos, len(data))
+            if keep:
+                active.write(tr.pos, memoryview(data)[:keep])
+                plan.wrote(self.index, keep)
+                active.catch_up(CATCH_UP_STEP)
+                tr.pos += keep
+                active.slots_used.add(self.index)
+                self.downloader._bytes += keep
+            if keep < len(data):
+                tr.cut = True  # another connection took over the rest of this range
+                return 0
+            return None  # everything consumed
+        except _Fatal as err:
+            tr.error, tr.fatal = str(err), True
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                tr.error, tr.fatal = "disk full", True
+            else:
+                tr.error, tr.fatal = f"cannot write {active.part.name}: {err.strerror}", True
+        except ValueError as err:
+            tr.error = str(err)
+        return 0
+
+
+class Downloader:
+    """Fetch files into ``tmp_dir`` over ``connections`` reusable connections. See the module docstring."""
+
+    def __init__(
+        self, tmp_dir: Path, connections: int = 4, *, connect_timeout: float = 10, low_speed_limit: int = 1024,
+        low_speed_time: int = 30, max_attempts: int = 30, max_no_progress: int = 4, backoff: float = 0.5,
+        backoff_max: float = 8.0, probe_size: int = MiB, min_piece: int = 256 * 1024, steal_big: int = 4 * MiB,
+        progress: Callable[[list[tuple[str, int, int | None]]], None] | None = None,
+    ) -> None:
+        self.tmp_dir = Path(tmp_dir)
+        self.connections = connections
+        self.connect_timeout = int(connect_timeout)
+        self.low_speed_limit = low_speed_limit
+        self.low_speed_time = int(low_speed_time)
+        self.max_attempts = max_attempts
+        self.max_no_progress = max_no_progress
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.probe_size = probe_size
+        self.min_piece = min_piece
+        self.steal_big = steal_big
+        self.progress = progress
+        self._bytes = 0
+        self._multi = pycurl.CurlMulti()
+        self._slots = [_Slot(i, self) for i in range(connections)]
+        self._active: list[_Active] = []
+        self._fresh = False
+
+    @property
+    def bytes_received(self) -> int:
+        return self._bytes
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.curl.close()
+        self._multi.close()
+
+    # -- responses ---------------------------------------------------------------------------------------
+    def _check_response(self, slot: _Slot, tr: _Transfer) -> None:
+        """Called before the first body byte of a response is kept: is it the range we asked for?"""
+        plan = tr.file.plan
+        if tr.status == 206:
+            match = _CONTENT_RANGE.search(tr.headers.get("content-range", ""))
+            if not match:
+                raise ValueError("206 without a valid Content-Range")
+            first, last, total = int(match[1]), int(match[2]), int(match[3])
+            if plan.total is None:
+                plan.set_total(total)
+            elif total != plan.total:
+                raise _Fatal(f"size changed on the server ({plan.total} -> {total} bytes)")
+            want_end = min(tr.request_end, total)
+            if first != tr.start or last + 1 != want_end:
+                raise ValueError(f"asked for bytes {tr.start}-{want_end - 1}, got {first}-{last}")
+            tr.request_end = want_end
+            return
+        if tr.status == 200:
+            length = tr.headers.get("content-length", "")
+            if not length.isdigit():
+                raise _Fatal("200 without Content-Length to a range request")
+            total = int(length)
+            if plan.total is not None and total != plan.total:
+                raise _Fatal(f"size changed on the server ({plan.total} -> {total} bytes)")
+            if not tr.file.announced_stream:
+                log.info("%s: the server ignored the range request (HTTP 200): fetching it as one stream",
+                         tr.file.job.name)
+                tr.file.announced_stream = True
+            tr.file.ranges_ok = False
+            plan.to_single_stream(slot.index, total)
+            tr.file.restart_hash()
+            tr.start, tr.pos, tr.request_end = 0, 0, total
+            return
+        if 400 <= tr.status < 500 and tr.status not in (408, 429):
+            raise _Fatal(f"HTTP {tr.status}")
+        raise ValueError(f"HTTP {tr.status}")
+
+    # -- scheduling --------------------------------------------------------------------------------------
+    def _start(self, slot: _Slot, active: _Active, req: Request) -> None:
+        tr = _Transfer(active, req.start, req.end, req.start)
+        if slot.transfer is None:
+            slot.busy_since = time.monotonic()
+        slot.transfer = tr
+        slot.requests += 1
+        c = slot.curl
+        c.setopt(pycurl.URL, active.job.url)
+        c.setopt(pycurl.RANGE, f"{req.start}-{req.end - 1}")
+        self._multi.add_handle(c)
+        self._fresh = True
+        log.debug("connection %d: %s bytes %d-%d", slot.index, active.job.name, req.start, req.end - 1)
+
+    def _assign(self, slot: _Slot, pending: Iterator[FileJob], outcomes: list[Outcome]) -> bool:
+        now = time.monotonic()
+        ready = [a for a in self._active if a.not_before <= now]
+        for active in ready:  # a free piece of a file already started
+            if active.plan.needs_probe:
+                self._start(slot, active, active.plan.probe(slot.index))
+                return True
+            req = active.plan.take(slot.index)
+            if req:
+                self._start(slot, active, req)
+                return True
+        for active in ready:  # a connection far behind: take half of what it has left
+            if active.plan.largest_remaining() >= self.steal_big:
+                req = active.plan.steal(slot.index, self.steal_big)
+                if req:
+                    log.debug("connection %d steals from a slower one", slot.index)
+                    self._start(slot, active, req)
+                    return True
+        while len(self._active) < self.connections + 1:  # the next file
+            job = next(pending, None)
+            if job is None:
+                break
+            try:
+                active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece)
+            except BlockingIOError:
+                outcomes.append(Outcome(job, False, reason="another run is fetching it", next_step="skipped"))
+                continue
+            except OSError as err:
+                reason = "disk full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror
+                outcomes.append(Outcome(job, False, reason=f"cannot open its temp file: {reason}",
+                                        next_step="the next run tries again"))
+                continue
+            self._active.append(active)
+            if active.plan.complete:  # resumed, and nothing was missing
+                self._finish_file(active, outcomes)
+                continue
+            req = active.plan.probe(slot.index) if active.plan.needs_probe else active.plan.take(slot.index)
+            if req:
+                self._start(slot, active, req)
+                return True
+        for active in ready:  # anything left to share
+            req = active.plan.steal(slot.index, 2 * self.min_piece)
+            if req:
+                log.debug("connection %d steals the end of a piece", slot.index)
+                self._start(slot, active, req)
+                return True
+        return False
+
+    # -- completion --------------------------------------------------------------------------------------
+    def _ended(self, slot: _Slot, curl_errno: int, message: str, outcomes: list[Outcome]) -> None:
+        tr = slot.transfer
+        if tr is None:  # already aborted (its file failed or finished earlier in this batch)
+            return
+        self._multi.remove_handle(slot.curl)
+        slot.transfer = None
+        slot.busy_seconds += time.monotonic() - slot.busy_since
+        if tr.void:
+            return
+        active = tr.file
+        plan = active.plan
+        if active not in self._active:
+            return
+        if curl_errno == 0 and not tr.checked:
+            tr.status = slot.curl.getinfo(pycurl.RESPONSE_CODE)
+            try:
+                self._check_response(slot, tr)
+                tr.checked = True
+                if tr.request_end > tr.start:
+                    tr.error = "empty response"
+            except _Fatal as err:
+                tr.error, tr.fatal = str(err), True
+            except ValueError as err:
+                tr.error = str(err)
+        if not tr.error and (tr.cut or (curl_errno == 0 and tr.pos >= tr.request_end)):
+            active.no_progress = 0
+            follow = plan.finished(slot.index)
+            if follow:
+                self._start(slot, active, follow)
+            elif plan.complete and not self._busy_on(active):
+                self._finish_file(active, outcomes)
+            return
+        # a failure of this piece
+        if not tr.error:
+            tr.error = self._describe(curl_errno, message, tr)
+        progressed = tr.pos > tr.start
+        plan.release(slot.index)
+        active.attempts += 1
+        active.no_progress = 0 if progressed else active.no_progress + 1
+        if tr.fatal or active.no_progress >= self.max_no_progress or active.attempts >= self.max_attempts:
+            self._fail_file(active, tr.error, outcomes, fatal=tr.fatal)
+            return
+        delay = min(self.backoff_max, self.backoff * 2 ** max(0, active.no_progress - 1))
+        active.not_before = time.monotonic() + delay
+        log.info("%s: bytes %d-%d failed (%s); retrying from byte %d in %.1f s", active.job.name, tr.start,
+                 tr.request_end - 1, tr.error, tr.pos, delay)
+
+    def _describe(self, curl_errno: int, message: str, tr: _Transfer) -> str:
+        if curl_errno == pycurl.E_OPERATION_TIMEDOUT:
+            return f"stalled (below {self.low_speed_limit} B/s for {self.low_speed_time} s)"
+        if curl_errno == pycurl.E_PARTIAL_FILE:
+            return f"short body ({tr.pos - tr.start} of {tr.request_end - tr.start} bytes)"
+        if curl_errno == 0:
+            return f"response ended at byte {tr.pos} of {tr.request_end}"
+        return f"{message or 'curl error'} (curl {curl_errno})"
+
+    def _busy_on(self, active: _Active) -> bool:
+        return any(s.transfer is not None and s.transfer.file is active and not s.transfer.void
+                   for s in self._slots)
+
+    def _abort_file_transfers(self, active: _Active) -> None:
+        for slot in self._slots:
+            if slot.transfer is not None and slot.transfer.file is active:
+                self._multi.remove_handle(slot.curl)
+                slot.transfer = None
+                slot.busy_seconds += time.monotonic() - slot.busy_since
+
+    def _finish_file(self, active: _Active, outcomes: list[Outcome]) -> None:
+        self._active.remove(active)
+        self._abort_file_transfers(active)
+        seconds = time.monotonic() - active.started
+        try:
+            active.catch_up()
+        except OSError as err:
+            active.discard()
+            outcomes.append(Outcome(active.job, False, reason=f"cannot read back: {err}",
+                                    next_step="temp removed; the next run downloads it again"))
+            return
+        digest = active.md5.hexdigest()
+        total = active.plan.total or 0
+        verify = max(0.0, time.monotonic() - active.last_byte)
+        if digest != active.job.md5.lower():
+            active.discard()
+            outcomes.append(Outcome(active.job, False, reason=f"md5 mismatch (got {digest}, listed {active.job.md5})",
+                                    next_step="temp removed; the next run downloads it again", size=total,
+                                    seconds=seconds))
+            return
+        active.close()
+        try:
+            active.state_path.unlink()
+        except FileNotFoundError:
+            pass
+        outcomes.append(Outcome(active.job, True, path=active.part, size=total, seconds=seconds,
+                                connections=len(active.slots_used), md5=digest, resumed_from=active.resumed_from,
+                                verify_seconds=verify))
+
+    def _fail_file(self, active: _Active, reason: str, outcomes: list[Outcome], fatal: bool) -> None:
+        self._active.remove(active)
+        self._abort_file_transfers(active)
+        keep = not fatal and active.ranges_ok and active.plan.total is not None and active.plan.done.covered() > 0
+        if keep:
+            active.save_state()
+            active.close()
+            step = f"partial file kept ({active.plan.done.covered()} bytes); the next run resumes it"
+        else:
+            active.discard()
+            step = "temp removed; the next run tries again"
+        outcomes.append(Outcome(active.job, False, reason=reason, next_step=step, size=active.plan.total or 0,
+                                seconds=time.monotonic() - active.started))
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def run(self, jobs: Iterable[FileJob], on_outcome: Callable[[Outcome], None],
+            stop: threading.Event | None = None) -> None:
+        """Fetch ``jobs`` in order (a few at once); call ``on_outcome`` for each as soon as it is decided."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        pending = iter(jobs)
+        outcomes: list[Outcome] = []
+        started = last_save = time.monotonic()
+        try:
+            while True:
+                for active in list(self._active):  # complete, but its last transfer ended in an error
+                    if active.plan.complete and not self._busy_on(active):
+                        self._finish_file(active, outcomes)
+                for slot in self._slots:
+                    if slot.transfer is None:
+                        self._assign(slot, pending, outcomes)
+                for outcome in outcomes:
+                    on_outcome(outcome)
+                outcomes.clear()
+                busy = any(s.transfer is not None for s in self._slots)
+                if not busy and not self._active:
+                    return  # every idle slot looked for work: nothing is left
+                if stop is not None and stop.is_set():
+                    break
+                if busy:
+                    if not self._fresh:  # a request just added is sent at once, without waiting for others
+                        timeout = self._multi.timeout()
+                        wait = 0.2 if timeout < 0 else min(0.2, timeout / 1000)
+                        if wait > 0:
+                            self._multi.select(wait)
+                    self._fresh = False
+                    while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                        pass
+                    while True:
+                        queued, ok_list, err_list = self._multi.info_read()
+                        for handle in ok_list:
+                            self._ended(self._slot_of(handle), 0, "", outcomes)
+                        for handle, code, message in err_list:
+                            self._ended(self._slot_of(handle), code, message, outcomes)
+                        if not queued:
+                            break
+                else:  # every active file waits for its backoff
+                    time.sleep(min(0.2, max(0.0, min(a.not_before for a in self._active) - time.monotonic())))
+                now = time.monotonic()
+                if now - last_save >= 1.0:
+                    last_save = now
+                    for active in self._active:
+                        if active.dirty:
+                            active.save_state()
+                    if self.progress:
+                        self.progress([(a.job.name, a.plan.done.covered(), a.plan.total) for a in self._active])
+        finally:
+            for active in list(self._active):
+                self._abort_file_transfers(active)
+                if active.plan.total is not None and active.ranges_ok and active.plan.done.covered():
+                    active.save_state()
+                    active.close()
+                    outcomes.append(Outcome(active.job, False, reason="interrupted",
+                                            next_step="partial file kept; the next run resumes it"))
+                else:
+                    active.discard()
+                    outcomes.append(Outcome(active.job, False, reason="interrupted",
+                                            next_step="temp removed; the next run tries again"))
+            self._active.clear()
+            for outcome in outcomes:
+                on_outcome(outcome)
+            elapsed = time.monotonic() - started
+            for slot in self._slots:
+                log.debug("connection %d: %d requests, busy %.2f s of %.2f s", slot.index, slot.requests,
+                          slot.busy_seconds, elapsed)
+
+    def _slot_of(self, handle: pycurl.Curl) -> _Slot:
+        for slot in self._slots:
+            if slot.curl is handle:
+                return slot
+        raise LookupError("unknown curl handle")
+

@@ -1,0 +1,240 @@
+"""GINA NRT: the queue file (YAML) and the ``products.json`` listing.
+
+The queue file (``MIRROR_GINA_CONFIG``, default ``etc/mirror_gina.yaml`` in the package)::
+
+    queues:
+      - name: snpp-moderate        # unique; also names the lock file
+        satellite: snpp            # snpp, noaa20 or noaa21
+        match: '^(GMTCO|SVM(03|04|05|15|16))_'   # regex on the file name
+        # optional: sensor (viirs), level (level1), facility, connections, backfill_days, disabled (false)
+
+A queue key wins; otherwise ``facility``, ``connections`` and ``backfill_days`` come from the settings
+(``VIIRS_FACILITY``, ``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, or their defaults). One run fetches the
+files of all its queues over one set of connections: the largest ``connections`` of those queues.
+
+Nothing in a listing is trusted: a record needs string ``url`` and ``md5sum`` (32 hex digits); the URL must be
+http(s); the local name is the URL path's basename and must be a VIIRS SDR granule name, so no listing can make
+a path outside ``sdr/`` or ``tmp/``. Bad records are skipped with a log line, never a crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import yaml
+
+from avoviirscollector.config import FACILITIES, Settings
+from avoviirscollector.mirror.download import FileJob
+from avoviirscollector.viirs import SATELLITE_TO_SHORT, NotASdrName, SdrName, parse_name
+
+log = logging.getLogger("mirror_gina")
+
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_QUEUE_KEYS = {"name", "satellite", "sensor", "level", "facility", "match", "connections", "backfill_days",
+               "disabled"}
+
+
+class QueueConfigError(ValueError):
+    """The queue file is unusable; the message names the file and the problem."""
+
+
+class ListingError(Exception):
+    """The listing could not be had; the message says why."""
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    satellite: str
+    match: str
+    sensor: str = "viirs"
+    level: str = "level1"
+    facility: str = "gilmore"
+    connections: int = 4
+    backfill_days: int = 2
+    disabled: bool = False
+
+    @property
+    def listing_key(self) -> tuple[str, str, str, str, int]:
+        """Queues with the same key share one listing request."""
+        return (self.satellite, self.sensor, self.level, self.facility, self.backfill_days)
+
+    def wants(self, name: str) -> bool:
+        return re.search(self.match, name) is not None
+
+
+def load_queues(path: Path, settings: Settings) -> list[Queue]:
+    """Read and validate the queue file."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise QueueConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise QueueConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    items = doc.get("queues") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise QueueConfigError(f"{path}: expected a top-level 'queues:' list")
+    queues: list[Queue] = []
+    for i, item in enumerate(items):
+        where = f"{path}: queue #{i + 1}"
+        if not isinstance(item, dict):
+            raise QueueConfigError(f"{where}: expected a mapping")
+        unknown = set(item) - _QUEUE_KEYS
+        if unknown:
+            raise QueueConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        name = str(item.get("name", ""))
+        if not _QUEUE_NAME.match(name):
+            raise QueueConfigError(f"{where}: 'name' must be letters, digits, '-', '_' or '.' (got {name!r})")
+        where = f"{path}: queue {name}"
+        sat = item.get("satellite")
+        if sat not in SATELLITE_TO_SHORT:
+            raise QueueConfigError(f"{where}: satellite must be one of {', '.join(SATELLITE_TO_SHORT)}")
+        match = item.get("match")
+        try:
+            re.compile(match)
+        except (re.error, TypeError):
+            raise QueueConfigError(f"{where}: 'match' must be a regular expression") from None
+        facility = item.get("facility", settings.facility)
+        if facility not in FACILITIES:
+            raise QueueConfigError(f"{where}: facility must be one of {', '.join(FACILITIES)}")
+        conns = item.get("connections", settings.num_gina_connections)
+        days = item.get("backfill_days", settings.gina_backfill_days)
+        if not isinstance(conns, int) or not 1 <= conns <= 16:
+            raise QueueConfigError(f"{where}: connections must be a whole number 1..16")
+        if not isinstance(days, int) or not 0 <= days <= 30:
+            raise QueueConfigError(f"{where}: backfill_days must be a whole number 0..30")
+        disabled = item.get("disabled", False)
+        if not isinstance(disabled, bool):
+            raise QueueConfigError(f"{where}: disabled must be true or false")
+        queues.append(Queue(name, sat, match, str(item.get("sensor", "viirs")), str(item.get("level", "level1")),
+                            facility, conns, days, disabled))
+    names = [q.name for q in queues]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise QueueConfigError(f"{path}: queue names must be unique (repeated: {', '.join(dupes)})")
+    return queues
+
+
+def listing_params(key: tuple[str, str, str, str, int], today: dt.date) -> list[tuple[str, str]]:
+    """The query of SPEC section 4: end = tomorrow (UTC), start = end - backfill days."""
+    satellite, sensor, level, facility, days = key
+    end = today + dt.timedelta(days=1)
+    start = end - dt.timedelta(days=days)
+    return [("start_date", start.isoformat()), ("end_date", end.isoformat()), ("sensors[]", sensor),
+            ("processing_levels[]", level), ("facilities[]", facility), ("satellites[]", satellite)]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A listed file that passed every check."""
+
+    name: str
+    url: str
+    md5: str
+    sdr: SdrName
+
+
+def parse_records(items: object, base_url: str) -> tuple[list[Record], list[str]]:
+    """Validate listing records. Returns the good ones and one problem string per skipped record. Pure."""
+    if not isinstance(items, list):
+        return [], [f"listing is a {type(items).__name__}, not a JSON array"]
+    good: dict[str, Record] = {}
+    problems: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            problems.append(f"record is not an object: {str(item)[:80]!r}")
+            continue
+        url, md5 = item.get("url"), item.get("md5sum")
+        if not isinstance(url, str) or not isinstance(md5, str):
+            problems.append(f"record without url/md5sum: {str(item)[:120]}")
+            continue
+        if not _MD5.match(md5):
+            problems.append(f"record with a bad md5sum {md5[:40]!r}: {url[:120]}")
+            continue
+        full = urljoin(base_url + "/", url)
+        parts = urlsplit(full)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"record with a non-http URL: {url[:120]!r}")
+            continue
+        name = posixpath.basename(parts.path)
+        try:
+            sdr = parse_name(name)
+        except NotASdrName:
+            problems.append(f"not a VIIRS SDR granule name: {url[:120]!r}")
+            continue
+        good.setdefault(name, Record(name, full, md5.lower(), sdr))
+    return list(good.values()), problems
+
+
+def fetch_listing(session, gina_url: str, key: tuple[str, str, str, str, int], today: dt.date,
+                  timeout: tuple[float, float] = (10.0, 60.0)) -> tuple[list[Record], list[str]]:
+    """GET products.json for ``key``. Raises :class:`ListingError` on HTTP errors, timeouts, non-JSON."""
+    import requests
+
+    url = f"{gina_url}/products.json"
+    try:
+        with session.get(url, params=listing_params(key, today), timeout=timeout, stream=True) as resp:
+            if resp.status_code != 200:
+                raise ListingError(f"HTTP {resp.status_code} from {url}")
+            body = bytearray()
+            deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout[1])
+            for chunk in resp.iter_content(1 << 16):
+                body += chunk
+                if len(body) > MAX_LISTING_BYTES:
+                    raise ListingError(f"listing larger than {MAX_LISTING_BYTES // (1 << 20)} MB from {url}")
+                if dt.datetime.now(dt.UTC) > deadline:
+                    raise ListingError(f"listing took longer than {timeout[1]:.0f} s from {url}")
+            ctype = resp.headers.get("Content-Type", "")
+    except requests.RequestException as err:
+        raise ListingError(f"cannot get {url}: {type(err).__name__}: {str(err)[:200]}") from None
+    try:
+        items = json.loads(body)
+    except ValueError:
+        head = bytes(body[:60]).decode("utf-8", "replace").replace("\n", " ")
+        raise ListingError(f"listing from {url} is not JSON (Content-Type {ctype or 'none'}, starts {head!r})") \
+            from None
+    return parse_records(items, gina_url)
+
+
+#: order inside a granule: geolocation first (as in SPEC section 4), then the bands in the order that completes
+#: products soonest: btd (SVM15, SVM16), tir (SVI05), mir (SVI04), vis (SVM03-05, SVI01), dnb (SVDNB)
+SEGMENT_ORDER = ("GMTCO", "GITCO", "GDNBO", "SVM15", "SVM16", "SVI05", "SVI04", "SVM03", "SVM04", "SVM05",
+                 "SVI01", "SVDNB")
+
+
+def fetch_key(sdr: SdrName) -> tuple:
+    """Newest orbit first, newest granule first; inside a granule geolocation first, then bands by product."""
+    rank = SEGMENT_ORDER.index(sdr.segment) if sdr.segment in SEGMENT_ORDER else len(SEGMENT_ORDER)
+    return (-sdr.orbit_number, -sdr.start_time.timestamp(), 0 if sdr.is_geolocation else 1, rank, sdr.segment,
+            sdr.platform)
+
+
+def plan_jobs(records: Iterable[Record], queues: list[Queue], have: set[str]) -> tuple[list[FileJob], dict]:
+    """Files wanted by some queue and not in ``sdr/``, in :func:`fetch_key` order. Pure.
+
+    Returns the jobs and per-queue counts ``{queue: (wanted, already_have)}``.
+    """
+    chosen: dict[str, Record] = {}
+    counts = {q.name: [0, 0] for q in queues}
+    for rec in records:
+        short = rec.sdr.platform
+        for queue in queues:
+            if SATELLITE_TO_SHORT[queue.satellite] != short or not queue.wants(rec.name):
+                continue
+            counts[queue.name][0] += 1
+            if rec.name in have:
+                counts[queue.name][1] += 1
+            else:
+                chosen.setdefault(rec.name, rec)
+    ordered = sorted(chosen.values(), key=lambda r: fetch_key(r.sdr))
+    return [FileJob(r.name, r.url, r.md5) for r in ordered], {k: tuple(v) for k, v in counts.items()}

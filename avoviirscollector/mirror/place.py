@@ -1,0 +1,121 @@
+"""Placement of a downloaded file: HDF5 check, one ``os.replace`` from ``tmp/`` into ``sdr/``, and the journal.
+
+trollstalker announces every file that is closed after writing or renamed into ``sdr/``, so nothing is ever
+written there: a file appears in ``sdr/`` only through the single rename done here, after its md5 (checked while
+downloading) and its HDF5 structure are known to be good.
+
+The download journal, ``state/mirror_gina.journal``, gets one JSON line per placed file (``time``, ``name``,
+``bytes``, ``md5``, ``seconds``, ``connections``), appended with one ``write`` and ``fsync``: a kill at any moment
+leaves at most one torn last line, which :func:`read_journal` skips and the next append isolates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+JOURNAL_NAME = "mirror_gina.journal"
+
+
+class PlacementError(Exception):
+    """The file cannot be placed; the message says why."""
+
+
+class AlreadyPlaced(PlacementError):
+    """``sdr/`` has the file already (another run placed it meanwhile); it is never replaced."""
+
+
+def check_hdf5(path: Path) -> None:
+    """Raise :class:`PlacementError` unless ``path`` is an HDF5 file h5py can open with at least one group."""
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            raise PlacementError("not an HDF5 file")
+        with h5py.File(path, "r") as h5:
+            if not list(h5.keys()):
+                raise PlacementError("HDF5 file without any group")
+    except PlacementError:
+        raise
+    except Exception as err:  # h5py raises OSError/KeyError/RuntimeError variants on damaged files
+        raise PlacementError(f"unreadable HDF5 ({err})") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
+    """Check ``temp`` and rename it to ``sdr_dir/name`` (one ``os.replace``). The temp is removed on failure."""
+    target = sdr_dir / name
+    if os.sep in name or name in ("", ".", ".."):
+        raise PlacementError(f"refusing local name {name!r}")
+    try:
+        check_hdf5(temp)
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if target.exists():
+            raise AlreadyPlaced("already in sdr/")
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            temp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(sdr_dir)
+    return target
+
+
+class Journal:
+    """Append-only JSON-lines record of placed files in ``state/``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / JOURNAL_NAME
+
+    def append(self, name: str, size: int, md5: str, seconds: float, connections: int) -> dict:
+        record = {
+            "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "name": name,
+            "bytes": size,
+            "md5": md5,
+            "seconds": round(seconds, 3),
+            "connections": connections,
+        }
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size_now = os.fstat(fd).st_size
+            if size_now and os.pread(fd, 1, size_now - 1) != b"\n":
+                line = "\n" + line  # a torn last line from a killed run stays on a line of its own
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return record
+
+
+def read_journal(path: Path) -> Iterator[dict]:
+    """The journal's records, oldest first, streaming; torn or foreign lines are skipped."""
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "name" in record:
+                yield record

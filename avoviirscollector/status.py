@@ -1,0 +1,411 @@
+"""avo_status (also ``avoviirscollector status``): how the suite stands, at a glance; the image's HEALTHCHECK.
+
+What it shows
+    - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``)
+    - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product)
+    - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
+      or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
+    - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
+    - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free) and the size of each top-level folder
+      (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
+
+Readable in a terminal by default; ``--json`` prints one JSON object for scripts (same content).
+``--quick`` skips the folder walk (the HEALTHCHECK uses it: it runs every minute).
+
+Exit status: 0 healthy; 1 unhealthy, with the reasons listed: supervisord does not answer, a program is not
+RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), or the
+filesystem is 98% full or more; 2 a bad setting.
+Settings (environment, see config.py): ``VIIRS_BASE``, ``UPDATE_PORT``. Reads files and sockets only; changes
+nothing. Signals: none handled (it runs for a few seconds at most).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import sys
+import time
+import xmlrpc.client
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from avoviirscollector.config import Settings, settings_or_exit
+
+PROGRAM = "avo_status"
+FULL_PERCENT = 98.0
+TAIL_BYTES = 256 * 1024
+JOURNALS = ("mirror_gina.journal", "journal.jsonl")  # download journals in state/, read in this order
+ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
+TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
+
+
+# ----------------------------------------------------------------------------------------------- pure parts
+@dataclass
+class Report:
+    time: str
+    viirs_base: str
+    programs: list[dict] = field(default_factory=list)
+    supervisor_error: str | None = None
+    queue: dict | None = None
+    queue_error: str | None = None
+    last_files: list[dict] = field(default_factory=list)
+    last_hour: dict = field(default_factory=dict)
+    last_errors: list[dict] = field(default_factory=list)
+    disk: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+def find_problems(report: Report) -> list[str]:
+    """Why the suite is unhealthy (empty when it is healthy)."""
+    problems = []
+    if report.supervisor_error:
+        problems.append(f"supervisord: {report.supervisor_error}")
+    for prog in report.programs:
+        if prog["state"] != "RUNNING":
+            problems.append(f"{prog['name']} is {prog['state']}" + (f" ({prog['description']})"
+                                                                   if prog.get("description") else ""))
+    broker_configured = any(p["name"] == "task_broker" for p in report.programs)
+    if broker_configured and report.queue is None:
+        problems.append(f"task_broker status not heard: {report.queue_error}")
+    percent = report.disk.get("percent_used")
+    if percent is not None and percent >= FULL_PERCENT:
+        problems.append(f"filesystem of {report.viirs_base} is {percent:.0f}% full")
+    return problems
+
+
+def parse_queue_status(frames: list[bytes]) -> dict | None:
+    """task_broker's status from one ZeroMQ message: JSON or a posttroll message whose data holds the keys."""
+    for frame in reversed(frames):
+        try:
+            text = frame.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            continue
+        data = None
+        if text.startswith("pytroll://"):
+            try:
+                from posttroll.message import Message
+
+                data = Message.decode(text).data
+            except Exception:  # noqa: BLE001 (anything undecodable is simply not a status)
+                data = None
+        else:
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = None
+        if isinstance(data, dict) and isinstance(data.get("queue length"), int):
+            waiting = data.get("products waiting", [])
+            by_product = data.get("tasks by product", {})
+            return {"queue length": data["queue length"],
+                    "products waiting": [str(p) for p in waiting] if isinstance(waiting, list) else [],
+                    "tasks by product": {str(k): v for k, v in by_product.items() if isinstance(v, int)}
+                    if isinstance(by_product, dict) else {}}
+    return None
+
+
+def _epoch(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.timestamp()
+    return None
+
+
+def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
+    """The last ``count`` placed files (name, bytes, seconds, MB/s, placed_at) and the last hour's totals.
+
+    Tolerant: lines that are not JSON objects, or lack fields, are skipped or shown with what they have. The time
+    placed is ``placed_at`` or ``time`` (ISO 8601 or epoch seconds).
+    """
+    entries = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(item, dict) or "name" not in item:
+            continue
+        size = item.get("bytes")
+        seconds = item.get("seconds")
+        rate = None
+        if isinstance(size, (int, float)) and isinstance(seconds, (int, float)) and seconds > 0:
+            rate = round(size / seconds / 1e6, 2)
+        placed_at = item.get("placed_at", item.get("time"))
+        entries.append({"name": str(item["name"]), "bytes": size, "seconds": seconds, "mb_per_s": rate,
+                        "placed_at": placed_at, "_epoch": _epoch(placed_at)})
+    hour = [e for e in entries if e["_epoch"] is not None and now - e["_epoch"] <= 3600]
+    total = sum(e["bytes"] for e in hour if isinstance(e["bytes"], (int, float)))
+    busy = sum(e["seconds"] for e in hour if isinstance(e["seconds"], (int, float)))
+    last_hour = {"files": len(hour), "bytes": total,
+                 "mb_per_s": round(total / busy / 1e6, 2) if busy > 0 else None}
+    for e in entries:
+        del e["_epoch"]
+    return entries[-count:][::-1], last_hour
+
+
+def parse_error_lines(source: str, lines: list[str]) -> list[dict]:
+    """ERROR / CRITICAL lines of one log, each with a sortable time key (``""`` when the line has none)."""
+    found = []
+    for line in lines:
+        if ERROR_RE.search(line):
+            match = TIME_RE.search(line[:64])
+            key = f"{match.group(1)}T{match.group(2)}" if match else ""
+            found.append({"log": source, "time": key, "line": line.rstrip()[:500]})
+    return found
+
+
+def human_bytes(count: float | None) -> str:
+    if not isinstance(count, (int, float)):
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return "?"  # not reached
+
+
+def render_text(report: Report) -> str:
+    out = [f"avoviirscollector at {report.time}   VIIRS_BASE={report.viirs_base}   "
+           + ("HEALTHY" if report.healthy else "UNHEALTHY")]
+    out.append("")
+    out.append("programs (supervisord)")
+    if report.supervisor_error:
+        out.append(f"  supervisord does not answer: {report.supervisor_error}")
+    for prog in report.programs:
+        out.append(f"  {prog['name']:32s} {prog['state']:9s} {prog.get('description', '')}")
+    out.append("")
+    if report.queue is not None:
+        counts = report.queue.get("tasks by product") or {}
+        waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in report.queue["products waiting"])
+        out.append(f"queue: {report.queue['queue length']} tasks waiting; by product: {waiting or 'none'}")
+    else:
+        out.append(f"queue: unknown ({report.queue_error})")
+    out.append("")
+    hour = report.last_hour
+    out.append(f"last files placed (last hour: {hour.get('files', 0)} files, {human_bytes(hour.get('bytes', 0))}"
+               + (f", {hour['mb_per_s']} MB/s while downloading" if hour.get("mb_per_s") else "") + ")")
+    if not report.last_files:
+        out.append("  none in the journal")
+    for item in report.last_files:
+        rate = f"{item['mb_per_s']:.2f} MB/s" if item["mb_per_s"] is not None else "? MB/s"
+        seconds = f"{item['seconds']:.1f} s" if isinstance(item["seconds"], (int, float)) else "? s"
+        out.append(f"  {item.get('placed_at') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
+                   f"{seconds} = {rate}")
+    out.append("")
+    out.append("last errors (log/*.log)")
+    if not report.last_errors:
+        out.append("  none")
+    for err in report.last_errors:
+        out.append(f"  {err['log']}: {err['line']}")
+    out.append("")
+    disk = report.disk
+    if "total" in disk:
+        out.append(f"disk: {human_bytes(disk['used'])} used of {human_bytes(disk['total'])} "
+                   f"({disk['percent_used']:.0f}%), {human_bytes(disk['free'])} free")
+    if disk.get("folders"):
+        sizes = ", ".join(f"{name} {human_bytes(v['bytes'])} ({v['files']} files)"
+                          for name, v in disk["folders"].items())
+        out.append(f"  {sizes}" + ("" if disk.get("complete", True) else "  (partial: walk stopped at time limit)"))
+    if report.problems:
+        out.append("")
+        out.append("problems")
+        out.extend(f"  {p}" for p in report.problems)
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- I/O wrappers
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self.unix_path = path
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        return _UnixHTTPConnection(self.unix_path, self.timeout)
+
+
+def supervisor_programs(sock_path: Path, timeout: float = 3.0) -> list[dict]:
+    """Every process supervisord manages, as {name, group, state, description, pid}; raises OSError and such."""
+    proxy = xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_UnixTransport(str(sock_path), timeout))
+    infos = proxy.supervisor.getAllProcessInfo()
+    programs = []
+    for info in infos:
+        name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
+        programs.append({"name": name, "group": info["group"], "state": info["statename"],
+                         "description": info.get("description", ""), "pid": info.get("pid", 0)})
+    return programs
+
+
+def broker_status(port: int, wait: float) -> dict | None:
+    """The first status message task_broker publishes on ``port`` within ``wait`` seconds, or None."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            if not sub.poll(int(left * 1000) + 1):
+                break
+            status = parse_queue_status(sub.recv_multipart())
+            if status is not None:
+                return status
+        return None
+    finally:
+        sub.close()
+
+
+def tail_lines(path: Path, max_bytes: int = TAIL_BYTES) -> list[str]:
+    """The complete lines in the last ``max_bytes`` of a file (never the whole of a big file)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        start = max(0, size - max_bytes)
+        handle.seek(start)
+        data = handle.read(max_bytes)
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[1:] if start > 0 and lines else lines
+
+
+def last_errors(log_dir: Path, count: int) -> list[dict]:
+    found = []
+    try:
+        logs = sorted(p for p in log_dir.glob("*.log") if p.is_file())
+    except OSError:
+        return []
+    for path in logs:
+        try:
+            found += parse_error_lines(path.stem, tail_lines(path))
+        except OSError:
+            continue
+    found.sort(key=lambda e: e["time"])
+    return found[-count:][::-1]
+
+
+def disk_use(base: Path, budget: float | None) -> dict:
+    """Filesystem figures for ``base``, and (unless ``budget`` is None) the size of each top-level folder."""
+    result: dict = {}
+    try:
+        usage = shutil.disk_usage(base)
+    except OSError as err:
+        return {"error": str(err)}
+    result.update(total=usage.total, used=usage.used, free=usage.free,
+                  percent_used=round(100.0 * usage.used / usage.total, 1) if usage.total else 0.0)
+    if budget is None:
+        return result
+    deadline = time.monotonic() + budget
+    folders: dict = {}
+    complete = True
+    try:
+        with os.scandir(base) as entries:
+            tops = sorted((e for e in entries if e.is_dir(follow_symlinks=False)), key=lambda e: e.name)
+    except OSError:
+        tops = []
+    for top in tops:
+        total = files = 0
+        stack = [top.path]
+        while stack and complete:
+            try:
+                with os.scandir(stack.pop()) as entries:
+                    for entry in entries:
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if stat.S_ISDIR(st.st_mode):
+                            stack.append(entry.path)
+                        elif stat.S_ISREG(st.st_mode):
+                            total += st.st_blocks * 512
+                            files += 1
+            except OSError:
+                continue
+            if time.monotonic() > deadline:
+                complete = False
+        folders[top.name] = {"bytes": total, "files": files}
+    result.update(folders=folders, complete=complete)
+    return result
+
+
+def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: float | None = 3.0) -> Report:
+    now = time.time()
+    report = Report(time=dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    viirs_base=str(settings.viirs_base))
+    try:
+        report.programs = supervisor_programs(settings.viirs_base / "run" / "supervisor.sock")
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException) as err:
+        report.supervisor_error = f"{type(err).__name__}: {err}"
+    try:
+        report.queue = broker_status(settings.update_port, wait)
+        if report.queue is None:
+            report.queue_error = f"no status message on port {settings.update_port} within {wait:g} s"
+    except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
+        report.queue_error = f"{type(err).__name__}: {err}"
+    journal_lines: list[str] = []
+    for name in JOURNALS:
+        try:
+            journal_lines += tail_lines(settings.state_dir / name, 4 * TAIL_BYTES)
+        except OSError:
+            continue
+    report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
+    report.last_errors = last_errors(settings.log_dir, lines)
+    report.disk = disk_use(settings.viirs_base, du_seconds)
+    report.problems = find_problems(report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="How the VIIRS collection suite stands.")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.add_argument("--quick", action="store_true", help="skip the folder sizes (for the HEALTHCHECK)")
+    parser.add_argument("--lines", type=int, default=10, help="files and errors shown (default 10)")
+    parser.add_argument("--wait", type=float, default=3.0, help="seconds to wait for task_broker (default 3)")
+    parser.add_argument("--du-seconds", type=float, default=3.0, help="time limit of the folder walk (default 3)")
+    args = parser.parse_args(argv)
+    settings = settings_or_exit(PROGRAM)
+    report = collect(settings, lines=args.lines, wait=args.wait, du_seconds=None if args.quick else args.du_seconds)
+    if args.json:
+        out = asdict(report)
+        out["healthy"] = report.healthy
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        sys.stdout.write(render_text(report))
+    return 0 if report.healthy else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

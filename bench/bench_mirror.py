@@ -1,0 +1,325 @@
+"""Benchmark: mirror_gina against aria2c on one scaled-down pass served by the GINA double.
+
+The pass: GRANULES granules of one orbit, per granule a GITCO of 60 MB, a GMTCO of 16 MB, SVM03/04/05/15/16 of
+4 MB and SVI01/04/05 of 10 MB (real HDF5 files). The double runs as its own process with a per-connection cap
+(CAP, default 4 MB/s) and a second one uncapped. Measured in the same run, ours (4 connections, the queues
+snpp-moderate and snpp-imagery) beside ``aria2c -x4 -s4 -k1M -j1`` over the listing in the double's own order
+(name order) followed by ``md5sum`` of what it fetched:
+
+- total time for the pass against the cap-sum floor (bytes / (4 x CAP));
+- time until the first complete product granule is in place (btd of the newest granule: GMTCO, SVM15, SVM16);
+- CPU seconds per GB (ours: md5 included; aria2c: aria2c plus md5sum);
+- our peak RSS fetching one 300 MB file;
+- uncapped throughput;
+- one run's delay from a new file in the listing to its placement in sdr/ (cron adds 0-60 s before the run).
+
+Run: ``scripts/loopback-netns .venv/bin/python bench/bench_mirror.py`` (or ``make bench``). Needs aria2c
+(``apt-get install -y aria2``) for the comparison; without it only our figures are printed, and it says so.
+Environment: BENCH_GRANULES (3), BENCH_CAP_MBPS (4), BENCH_BIG_MB (300), BENCH_DIR (a temp dir).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from avoviirscollector.gina_double import GRANULE_SECONDS, make_sdr_file  # noqa: E402
+from avoviirscollector.viirs import PRODUCTS, format_name, parse_name  # noqa: E402
+
+MB = 1_000_000
+SIZES = {"GITCO": 60 * MB, "GMTCO": 16 * MB, "SVM03": 4 * MB, "SVM04": 4 * MB, "SVM05": 4 * MB, "SVM15": 4 * MB,
+         "SVM16": 4 * MB, "SVI01": 10 * MB, "SVI04": 10 * MB, "SVI05": 10 * MB}
+GRANULES = int(os.environ.get("BENCH_GRANULES", "3"))
+CAP = float(os.environ.get("BENCH_CAP_MBPS", "4")) * MB
+BIG = int(os.environ.get("BENCH_BIG_MB", "300")) * MB
+CONNECTIONS = 4
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_pass(files: Path) -> list[str]:
+    start0 = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0) - dt.timedelta(hours=1)
+    names = []
+    for g in range(GRANULES):
+        start = start0 + dt.timedelta(seconds=GRANULE_SECONDS * g)
+        end = start + dt.timedelta(seconds=GRANULE_SECONDS)
+        for seg, size in SIZES.items():
+            name = format_name(seg, "npp", start, end, 71000, start + dt.timedelta(minutes=10))
+            make_sdr_file(files / name, seg, size, seed=len(names))
+            names.append(name)
+    big = format_name("GITCO", "j01", start0, start0 + dt.timedelta(seconds=GRANULE_SECONDS), 30000, start0)
+    make_sdr_file(files / big, "GITCO", BIG, seed=999)
+    return names + [big]
+
+
+class Double:
+    def __init__(self, root: Path, rate: float | None) -> None:
+        self.port = free_port()
+        args = [str(BIN / "gina_double"), "--port", str(self.port), "--dir", str(root), "--granules", "0"]
+        if rate:
+            args += ["--rate", str(rate)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url + "/products.json", timeout=1)
+                return
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.1)
+        raise RuntimeError("the GINA double did not start")
+
+    def listing(self, satellite: str) -> list[dict]:
+        today = dt.datetime.now(dt.UTC).date()
+        params = {"start_date": str(today - dt.timedelta(days=1)), "end_date": str(today + dt.timedelta(days=1)),
+                  "satellites[]": satellite}
+        return requests.get(self.url + "/products.json", params=params, timeout=10).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Appearances:
+    """Polls a directory every 5 ms and notes when each wanted file is complete."""
+
+    def __init__(self, directory: Path, done_when) -> None:
+        self.directory = directory
+        self.done_when = done_when
+        self.times: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for name in os.listdir(self.directory):
+                    if name not in self.times and self.done_when(name):
+                        self.times[name] = time.monotonic() - self.t0
+            except FileNotFoundError:
+                pass
+            self._stop.wait(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_child(args: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float, int, int]:
+    """Run a command; returns (wall s, cpu s, peak RSS kB, exit status).
+
+    The peak RSS is the child's own VmHWM, sampled every 5 ms: ``ru_maxrss`` would include the pages of this
+    (bigger) process that the child had before its exec.
+    """
+    t0 = time.monotonic()
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _vm_hwm_kb(proc.pid))
+            done.wait(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    sampler.join()
+    wall = time.monotonic() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode:
+        print(f"   ! {Path(args[0]).name} exited {proc.returncode}: {err.strip()[-300:]}")
+    return wall, usage.ru_utime + usage.ru_stime, peak[0], proc.returncode
+
+
+def first_granule_time(times: dict[str, float], names: list[str], product: str = "btd") -> float | None:
+    """When every file of ``product`` for the newest granule was complete."""
+    newest = max(parse_name(n).start_time for n in names if parse_name(n).platform == "npp")
+    wanted = [n for n in names if parse_name(n).start_time == newest and parse_name(n).segment in PRODUCTS[product]]
+    if not all(n in times for n in wanted):
+        return None
+    return max(times[n] for n in wanted)
+
+
+def ours(double: Double, base: Path, queues: list[str], watch_names: list[str] | None = None):
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "sdr").mkdir(parents=True)
+    env = dict(os.environ, VIIRS_BASE=str(base), GINA_URL=double.url, NUM_GINA_CONNECTIONS=str(CONNECTIONS))
+    args = [str(BIN / "mirror_gina")]
+    for queue in queues:
+        args += ["--queue", queue]
+    watch = Appearances(base / "sdr", lambda name: True)
+    watch.start(time.monotonic())
+    wall, cpu, rss, status = run_child(args, env)
+    watch.stop()
+    return wall, cpu, rss, status, watch.times
+
+
+def aria2(double: Double, workdir: Path, listing: list[dict], label: str):
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "out").mkdir(parents=True)
+    lines = []
+    for record in listing:
+        lines += [record["url"], f"  out={record['url'].rsplit('/', 1)[1]}"]
+    (workdir / "input.txt").write_text("\n".join(lines) + "\n")
+    hook = workdir / "done.sh"
+    hook.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $3" >> {workdir}/done.log\n')
+    hook.chmod(0o755)
+    t_start = time.time()
+    wall, cpu, rss, status = run_child(
+        ["aria2c", "-x4", "-s4", "-k1M", "-j1", "--file-allocation=none", "--console-log-level=warn",
+         "--summary-interval=0", "--show-console-readout=false", "--auto-file-renaming=false",
+         f"--on-download-complete={hook}", "-d", str(workdir / "out"), "-i", str(workdir / "input.txt")])
+    time.sleep(0.3)  # the last hooks run asynchronously
+    times = {}
+    for line in (workdir / "done.log").read_text().splitlines():
+        stamp, path = line.split(" ", 1)
+        times[Path(path).name] = float(stamp) - t_start
+    files = sorted(str(p) for p in (workdir / "out").iterdir() if p.suffix == ".h5")
+    md5_wall, md5_cpu, _, _ = run_child(["md5sum", *files])
+    sums = {}
+    out = subprocess.run(["md5sum", *files], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        digest, path = line.split(None, 1)
+        sums[Path(path).name] = digest
+    bad = [r for r in listing if sums.get(r["url"].rsplit("/", 1)[1]) != r["md5sum"]]
+    if bad:
+        print(f"   ! aria2c: {len(bad)} files with a wrong md5")
+    print(f"   {label}: aria2c alone {wall:.2f} s, then md5sum of its files {md5_wall:.2f} s (both count in its total)")
+    return wall + md5_wall, cpu + md5_cpu, rss, status, times
+
+
+def main() -> int:
+    have_aria2 = shutil.which("aria2c") is not None
+    work = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="bench_mirror."))
+    files = work / "gina" / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    print(f"== bench_mirror: {GRANULES} granules, cap {CAP / MB:g} MB/s per connection, {CONNECTIONS} connections,"
+          f" work dir {work}")
+    if not have_aria2:
+        print("!! aria2c is NOT installed: only our figures are measured (apt-get install -y aria2 to compare)")
+    t0 = time.monotonic()
+    names = make_pass(files)
+    pass_names = names[:-1]
+    pass_bytes = sum((files / n).stat().st_size for n in pass_names)
+    print(f"   generated {len(names)} files ({pass_bytes / MB:.0f} MB pass + {BIG / MB:.0f} MB file) in "
+          f"{time.monotonic() - t0:.1f} s")
+    capped = Double(work / "gina", CAP)
+    uncapped = Double(work / "gina", None)
+    queues = ["snpp-moderate", "snpp-imagery"]
+    results = {}
+    try:
+        floor = pass_bytes / (CONNECTIONS * CAP)
+        listing = capped.listing("snpp")
+        assert len(listing) == len(pass_names), (len(listing), len(pass_names))
+
+        wall, cpu, _rss, status, times = ours(capped, work / "ours", queues)
+        results["ours"] = dict(total=wall, first=first_granule_time(times, pass_names),
+                               cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0 and len(times) == len(pass_names))
+        if have_aria2:
+            wall, cpu, _rss, status, times = aria2(capped, work / "aria2", listing, "capped")
+            results["aria2c"] = dict(total=wall, first=first_granule_time(times, pass_names),
+                                     cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0)
+
+        wall, *_ = ours(uncapped, work / "ours", queues)
+        results["ours"]["uncapped"] = pass_bytes / MB / wall
+        if have_aria2:
+            wall, *_ = aria2(uncapped, work / "aria2", uncapped.listing("snpp"), "uncapped")
+            results["aria2c"]["uncapped"] = pass_bytes / MB / wall
+
+        _wall, _cpu, rss, status, _ = ours(uncapped, work / "ours", ["noaa20-imagery"])
+        results["ours"]["rss_mb"] = rss / 1024
+
+        # one run that finds one new file: from the start of the run (listing included) to the file in sdr/
+        newest_start = max(parse_name(n).start_time for n in pass_names)
+        newest = next(n for n in pass_names if parse_name(n).start_time == newest_start and n.startswith("SVM16"))
+        base = work / "ours"
+        shutil.rmtree(base, ignore_errors=True)
+        (base / "sdr").mkdir(parents=True)
+        for name in pass_names:
+            if name != newest:
+                os.link(files / name, base / "sdr" / name)
+        env = dict(os.environ, VIIRS_BASE=str(base), GINA_URL=capped.url)
+        watch = Appearances(base / "sdr", lambda n: n == newest)
+        start = time.monotonic()
+        watch.start(start)
+        run_child([str(BIN / "mirror_gina"), "--queue", "snpp-moderate"], env)
+        watch.stop()
+        results["ours"]["one_file"] = watch.times.get(newest)
+        results["ours"]["one_file_name"] = newest.split("_")[0]
+    finally:
+        capped.stop()
+        uncapped.stop()
+
+    o, a = results["ours"], results.get("aria2c")
+
+    def ratio(x, y):
+        return f"{x / y:.2f}x" if x and y else "n/a"
+
+    print(f"   pass: {len(pass_names)} files, {pass_bytes / MB:.0f} MB; cap-sum floor {floor:.2f} s")
+    print(f"{'':34}{'ours':>12}{'aria2c':>12}   ratio ours/aria2c   goal")
+    fmt = "{:34}{:>12}{:>12}   {:<19} {}"
+    print(fmt.format("total time for the pass (s)", f"{o['total']:.2f}", f"{a['total']:.2f}" if a else "-",
+                     ratio(o["total"], a and a["total"]), "<= 1.00x, floor/ours >= 0.97"))
+    print(fmt.format("  floor / total", f"{floor / o['total']:.3f}", f"{floor / a['total']:.3f}" if a else "-", "", ""))
+    print(fmt.format("first complete btd granule (s)", f"{o['first']:.2f}" if o["first"] else "never",
+                     f"{a['first']:.2f}" if a and a["first"] else "-", ratio(o["first"], a and a["first"]),
+                     "<= 0.50x"))
+    print(fmt.format("CPU s per GB", f"{o['cpu_gb']:.2f}", f"{a['cpu_gb']:.2f}" if a else "-",
+                     ratio(o["cpu_gb"], a and a["cpu_gb"]), "<= 2.00x (aria2c + md5sum)"))
+    print(fmt.format(f"peak RSS, one {BIG / MB:.0f} MB file (MB)", f"{o['rss_mb']:.1f}", "-", "", "<= 80 MB"))
+    print(fmt.format("uncapped throughput (MB/s)", f"{o['uncapped']:.0f}", f"{a['uncapped']:.0f}" if a else "-",
+                     ratio(o["uncapped"], a and a["uncapped"]), ">= 0.80x"))
+    one = o.get("one_file")
+    print(fmt.format(f"one new {o['one_file_name']} listed -> in sdr/ (s)", f"{one:.2f}" if one else "never", "-",
+                     "", "+ 0-60 s cron wait (mean 30 s)"))
+    print("   all files placed by ours:", o["ok"], "| aria2c exit ok:", a["ok"] if a else "-")
+    print(json.dumps({"results": results, "floor": floor, "bytes": pass_bytes}, default=str))
+    if not os.environ.get("BENCH_DIR"):
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Operations against the running supervised suite: the status command in both forms, cleanup beside live programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.harness import BIN
+
+pytestmark = pytest.mark.e2e
+
+
+def run(suite, *cmd: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=dict(suite.env, **env), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_status_of_the_running_suite_in_both_forms(suite):
+    sub = suite.subscriber()
+    try:
+        suite.wait_flowing(sub)
+    finally:
+        sub.close()
+    journal = suite.settings.state_dir / "mirror_gina.journal"
+    with open(journal, "a") as out:  # the line mirror_gina appends for each file it places
+        out.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                              "name": "SVM16_npp_d20261123_t1000000_e1001255_b12345_c1_cspp_dev.h5",
+                              "bytes": 40_000_000, "md5": "0" * 32, "seconds": 4.0, "connections": 4}) + "\n")
+    programs = suite.programs()
+
+    text = run(suite, "avoviirscollector", "status", "--wait", "1.5")
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "HEALTHY" in text.stdout
+    for name in programs:
+        line = next(line for line in text.stdout.splitlines() if name in line)
+        assert "RUNNING" in line
+    assert "10.00 MB/s" in text.stdout
+
+    as_json = run(suite, "avo_status", "--json", "--wait", "1.5")
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["healthy"] is True and report["problems"] == []
+    assert {p["name"].split(":")[-1]: p["state"] for p in report["programs"]} == {
+        name: state for name, (state, _) in programs.items()}
+    assert report["disk"]["folders"]["sdr"]["files"] >= 1
+    assert report["last_files"][0]["mb_per_s"] == 10.0
+
+    suite.supervisorctl("stop", "msg_publisher")
+    down = run(suite, "avo_status", "--json", "--quick", "--wait", "0.5")
+    assert down.returncode == 1
+    assert any(p.startswith("msg_publisher is STOPPED") for p in json.loads(down.stdout)["problems"])
+
+
+def test_cleanup_beside_the_running_suite_spares_what_is_in_use(suite):
+    old = time.time() - 30 * 86400
+    placed = suite.place("SVM16_npp_d20010101_t0000000_e0001255_b00001_c20010101001500000000_cspp_dev.h5")
+    logs = sorted(suite.settings.log_dir.glob("*.log"))
+    assert logs
+    for path in [placed, *logs, suite.settings.viirs_base / "run" / "supervisord.pid"]:
+        os.utime(path, (old, old))
+    result = run(suite, "cleanup", VIIRS_RETENTION="1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not placed.exists()
+    assert all(path.exists() for path in logs), "a log supervisord writes was removed"
+    assert (suite.settings.viirs_base / "run" / "supervisor.sock").exists()
+    assert (suite.settings.viirs_base / "run" / "supervisord.pid").exists()
+    assert "removed 1 files" in result.stdout
+    # logs written since they were aged count as kept; the others are spared because supervisord has them open
+    assert int(re.search(r"(\d+) in use", result.stdout).group(1)) >= 1
+    suite.wait_running(timeout=5)  # the suite did not notice

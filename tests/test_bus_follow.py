@@ -1,0 +1,63 @@
+"""bus.Follower with a real nameserver: a publisher whose address announcement was missed is still found."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import posttroll
+import pytest
+from posttroll.message import Message
+from posttroll.publisher import Publish
+
+from avoviirscollector.bus import Follower
+from tests.e2e.harness import free_ports, only_loopback
+
+BIN = Path(sys.executable).parent
+
+
+def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver(caplog):
+    if not only_loopback():
+        pytest.fail("run with scripts/loopback-netns")
+    ns, bcast, addr, deaf = free_ports(4)
+    env = {**os.environ, "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
+           "POSTTROLL_ADDRESS_PUBLISH_PORT": str(addr)}
+    server = subprocess.Popen([str(BIN / "nameserver"), "--no-multicast"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    received: list[Message] = []
+    stop = threading.Event()
+    try:
+        time.sleep(0.5)
+        # the follower listens for announcements on a port where nobody announces: it hears none of them
+        with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=deaf):
+            follower = Follower(["/test"], refresh=0.5)
+            with caplog.at_level(logging.WARNING, logger="bus"), follower:
+
+                def consume():
+                    for msg in follower.recv(timeout=0.2):
+                        if msg is not None:
+                            received.append(msg)
+                        if stop.is_set():
+                            return
+
+                reader = threading.Thread(target=consume)
+                reader.start()
+                try:
+                    with Publish("late_publisher", nameservers=["localhost"]) as pub:
+                        deadline = time.monotonic() + 15
+                        while not received and time.monotonic() < deadline:
+                            pub.send(Message("/test/x", "info", {"n": 1}).encode())
+                            time.sleep(0.2)
+                finally:
+                    stop.set()
+                    reader.join(timeout=5)
+    finally:
+        server.kill()
+        server.wait()
+    assert received and received[0].subject == "/test/x"
+    assert any("which the address announcements missed" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,128 @@
+"""Queue file, listing validation and fetch planning (pure parts of mirror_gina)."""
+
+import datetime as dt
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from avoviirscollector.config import PACKAGE_ETC, load_settings
+from avoviirscollector.mirror.gina import (
+    Queue,
+    QueueConfigError,
+    listing_params,
+    load_queues,
+    parse_records,
+    plan_jobs,
+)
+from avoviirscollector.viirs import PRODUCTS, format_name
+
+T0 = dt.datetime(2026, 11, 23, 10, 0, 0)
+MD5 = "0123456789abcdef0123456789abcdef"
+BASE = "http://gina.example"
+
+
+def name(segment, orbit=70000, start=T0, platform="npp"):
+    return format_name(segment, platform, start, start + dt.timedelta(seconds=85), orbit, start)
+
+
+def test_default_queue_file_covers_every_product_segment_for_each_satellite():
+    settings = load_settings({"NUM_GINA_CONNECTIONS": "6", "GINA_BACKFILL_DAYS": "1", "VIIRS_FACILITY": "uafgina"})
+    queues = load_queues(PACKAGE_ETC / "mirror_gina.yaml", settings)
+    assert {q.satellite for q in queues} == {"snpp", "noaa20", "noaa21"}
+    assert all((q.connections, q.backfill_days, q.facility) == (6, 1, "uafgina") for q in queues)
+    needed = {seg for segs in PRODUCTS.values() for seg in segs}
+    for sat in ("snpp", "noaa20", "noaa21"):
+        mine = [q for q in queues if q.satellite == sat]
+        assert {seg for seg in needed if any(q.wants(name(seg)) for q in mine)} == needed
+        assert not any(q.wants(name("SVM01")) for q in mine)  # bands no product needs are not fetched
+    assert len({q.listing_key for q in queues}) == 3  # one listing request per satellite
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("queues: []", "expected a top-level 'queues:' list"),
+    ("queues:\n  - name: a\n    satellite: snpp\n    match: '('", "'match' must be a regular expression"),
+    ("queues:\n  - name: ../a\n    satellite: snpp\n    match: x", "'name' must be"),
+    ("queues:\n  - {name: a, satellite: snpp, match: x, connections: 99}", "connections must be"),
+    ("queues:\n  - {name: a, satellite: snpp, match: x, colour: red}", "unknown key(s) colour"),
+    ("queues:\n  - {name: a, satellite: snpp, match: x}\n  - {name: a, satellite: snpp, match: y}", "unique"),
+    ("queues: [", "not valid YAML"),
+])
+def test_bad_queue_files_are_refused_with_a_reason(tmp_path, text, complaint):
+    path = tmp_path / "q.yaml"
+    path.write_text(text)
+    with pytest.raises(QueueConfigError, match=None) as err:
+        load_queues(path, load_settings({}))
+    assert complaint in str(err.value)
+
+
+def test_queue_keys_win_over_settings(tmp_path):
+    path = tmp_path / "q.yaml"
+    path.write_text("queues:\n  - {name: a, satellite: noaa21, match: x, connections: 2, backfill_days: 0,"
+                    " facility: uafgina, disabled: true}\n")
+    (queue,) = load_queues(path, load_settings({"NUM_GINA_CONNECTIONS": "8"}))
+    assert (queue.connections, queue.backfill_days, queue.facility, queue.disabled) == (2, 0, "uafgina", True)
+
+
+def test_listing_query_is_the_one_of_the_spec():
+    params = dict(listing_params(("noaa20", "viirs", "level1", "gilmore", 2), dt.date(2026, 11, 23)))
+    assert params == {"start_date": "2026-11-22", "end_date": "2026-11-24", "sensors[]": "viirs",
+                      "processing_levels[]": "level1", "facilities[]": "gilmore", "satellites[]": "noaa20"}
+
+
+def test_parse_records_keeps_only_safe_viirs_names():
+    good = name("SVM16")
+    items = [
+        {"url": f"{BASE}/a/{good}", "md5sum": MD5.upper(), "size": 3},
+        {"url": f"{BASE}/a/{good}", "md5sum": MD5},  # duplicate
+        {"url": f"/relative/{name('SVM15')}", "md5sum": MD5},
+        {"url": f"{BASE}/../x.h5", "md5sum": MD5},
+        {"url": f"{BASE}/a/{good}%2F..%2Fx", "md5sum": MD5},
+        {"url": f"ftp://h/{name('SVM05')}", "md5sum": MD5},
+        {"url": f"{BASE}/leapsec.dat", "md5sum": MD5},
+        {"url": f"{BASE}/{good}", "md5sum": "zz"},
+        {"url": f"{BASE}/{good}"},
+        ["not", "a", "dict"],
+    ]
+    records, problems = parse_records(items, BASE)
+    assert [(r.name, r.url, r.md5) for r in records] == [
+        (good, f"{BASE}/a/{good}", MD5),
+        (name("SVM15"), f"{BASE}/relative/{name('SVM15')}", MD5),
+    ]
+    assert len(problems) == 7
+    assert parse_records({"error": "nope"}, BASE) == ([], ["listing is a dict, not a JSON array"])
+
+
+def test_plan_orders_newest_orbit_first_and_geolocation_before_bands():
+    queues = [Queue("m", "snpp", r"^(GMTCO|SVM1[56])_"), Queue("i", "snpp", r"^(GITCO|SVI05)_"),
+              Queue("j", "noaa20", r"^SVM16_")]
+    names = [name(seg, orbit, start) for orbit, start in ((70000, T0), (70001, T0 + dt.timedelta(minutes=100)))
+             for seg in ("SVM16", "SVI05", "GMTCO", "SVM15", "GITCO", "SVM01")]
+    names.append(name("SVM16", platform="j01"))
+    records, _ = parse_records([{"url": f"{BASE}/{n}", "md5sum": MD5} for n in names], BASE)
+    have = {name("SVM15", 70000, T0)}
+    jobs, counts = plan_jobs(records, queues, have)
+    got = [(j.name[:5], j.name.split("_")[5]) for j in jobs]
+    # geolocation first, then the bands that complete btd, then tir's
+    assert got == [("GMTCO", "b70001"), ("GITCO", "b70001"), ("SVM15", "b70001"), ("SVM16", "b70001"),
+                   ("SVI05", "b70001"), ("GMTCO", "b70000"), ("GITCO", "b70000"), ("SVM16", "b70000"),
+                   ("SVM16", "b70000"), ("SVI05", "b70000")]
+    assert [j.name.split("_")[1] for j in jobs[-3:-1]] == ["j01", "npp"]  # same orbit and time: by platform
+    assert counts == {"m": (6, 1), "i": (4, 0), "j": (1, 0)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.one_of(
+    st.text(max_size=200),
+    st.builds(lambda prefix, n: prefix + n, st.sampled_from(["", "/", "../", "http://h/a/", "http://h/a/../../",
+                                                            "file:///", "//other/", "http://h/%2e%2e/"]),
+              st.sampled_from([name("SVM16"), name("GITCO") + "/..", "..", ".", "x.h5", "/" + name("SVM15")])),
+))
+def test_no_listing_record_can_name_a_path_outside_sdr(url):
+    records, problems = parse_records([{"url": url, "md5sum": MD5}], BASE)
+    assert len(records) + len(problems) == 1
+    for rec in records:
+        assert "/" not in rec.name and "\\" not in rec.name and not rec.name.startswith(".")
+        assert os.path.dirname(os.path.normpath(os.path.join("/viirs/sdr", rec.name))) == "/viirs/sdr"
+        assert rec.url.startswith(("http://", "https://"))
