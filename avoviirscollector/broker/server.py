@@ -182,7 +182,7 @@ class Ingest(threading.Thread):
             try:
                 with self.follow_bus([TOPIC]) as sub:
                     log.info("following %s on the bus", TOPIC)
-                    for msg in sub.recv(timeout=1):
+                    for msg in sub.recv(timeout=0.25):  # wakes 4 times a second to see the stop flag
                         if self.stopping.is_set():
                             break
                         if msg is not None:
