@@ -47,6 +47,7 @@ CONSOLE_SCRIPTS = [
     "cleanup = avoviirscollector.cleanup:main",
     "tle_refresh = avoviirscollector.tle:main",
     "avo_status = avoviirscollector.status:main",
+    "task_broker = avoviirscollector.broker.server:main",
 ]
 
 setup(

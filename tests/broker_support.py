@@ -1,0 +1,250 @@
+"""Helpers for the task_broker tests: the real broker and nameserver as processes, granule messages, and a worker
+loop written like the deployed viirsprocessor one. Nothing here is a double: every process and socket is real."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+BIN = Path(sys.executable).parent
+DATA = Path(__file__).parent / "data"
+TLE_FILE = DATA / "weather.txt"
+#: the test TLE set's epoch: every satellite is at its ascending node then
+TLE_EPOCH = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
+#: 10 minutes after the ascending node: going north; 60 minutes after (argument of latitude ~213 deg): going south
+ASCENDING_TIME = TLE_EPOCH + dt.timedelta(minutes=10)
+DESCENDING_TIME = TLE_EPOCH + dt.timedelta(minutes=60)
+SHORT = {"Suomi-NPP": "npp", "NOAA-20": "j01", "NOAA-21": "j02"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port} after {timeout} s")
+
+
+def granule_files(product: str, platform_name: str, orbit: int, start: dt.datetime, base: Path) -> list[dict]:
+    from avoviirscollector.viirs import PRODUCTS, format_name
+
+    short = SHORT[platform_name]
+    naive = start.astimezone(dt.UTC).replace(tzinfo=None)
+    end = naive + dt.timedelta(seconds=85.4)
+    created = naive + dt.timedelta(minutes=10)
+    names = [format_name(seg, short, naive, end, orbit, created) for seg in PRODUCTS[product]]
+    return [{"uri": str(base / "sdr" / name), "uid": name} for name in names]
+
+
+def granule_data(product: str, platform_name: str, orbit: int, start: dt.datetime, base: Path) -> dict:
+    """Data like segment_gatherer 0.22's dataset message (aware UTC datetimes)."""
+    end = start + dt.timedelta(seconds=85.4)
+    return {
+        "platform_shortname": SHORT[platform_name], "start_time": start, "end_time": end, "orbit_number": orbit,
+        "proctime": start + dt.timedelta(minutes=10), "source": "cspp_dev", "platform_name": platform_name,
+        "orig_platform_name": SHORT[platform_name], "sensor": ["viirs"],
+        "dataset": granule_files(product, platform_name, orbit, start, base),
+    }
+
+
+class Nameserver:
+    """posttroll's nameserver without multicast, as a process."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen([str(BIN / "nameserver"), "--no-multicast"], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for_port(5557)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Broker:
+    """The task_broker console script as a process, with its own VIIRS_BASE and ports."""
+
+    def __init__(self, base: Path, task_port: int | None = None, update_port: int | None = None,
+                 tle: bool = True) -> None:
+        self.base = base
+        self.task_port = task_port or free_port()
+        self.update_port = update_port or free_port()
+        (base / "elements").mkdir(parents=True, exist_ok=True)
+        (base / "log").mkdir(parents=True, exist_ok=True)
+        if tle:
+            shutil.copy(TLE_FILE, base / "elements" / "weather.txt")
+        self.env = dict(os.environ, VIIRS_BASE=str(base), TASK_PORT=str(self.task_port),
+                        UPDATE_PORT=str(self.update_port), PUBLISH_PORT=str(free_port()))
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "log" / "task_broker.log"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.starts += 1
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([str(BIN / "task_broker")], env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        self.wait_status(timeout)
+
+    def wait_status(self, timeout: float = 15.0) -> dict:
+        """The next status message (proves the broker is up and publishing)."""
+        with Status(self.update_port) as status:
+            got = status.next(timeout)
+        if got is None:
+            raise AssertionError(f"no status from the broker in {timeout} s; log:\n{self.log_text()[-3000:]}")
+        return got
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Status:
+    """A SUB socket on the broker's status stream."""
+
+    def __init__(self, port: int) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def __enter__(self) -> Status:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def next(self, timeout: float) -> dict | None:
+        if self.sock.poll(int(timeout * 1000)):
+            return json.loads(self.sock.recv())
+        return None
+
+    def wait_for(self, predicate, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            got = self.next(max(0.01, deadline - time.monotonic()))
+            if got is not None:
+                last = got
+                if predicate(got):
+                    return got
+        raise AssertionError(f"status never matched in {timeout} s; last {last}")
+
+    def close(self) -> None:
+        self.sock.close()
+        self.context.term()
+
+
+def request(port: int, body: bytes, timeout: float = 10.0) -> bytes:
+    """One REQ round trip."""
+    context = zmq.Context()
+    sock = context.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock.send(body)
+        if not sock.poll(int(timeout * 1000)):
+            raise AssertionError(f"no reply in {timeout} s to {body[:80]!r}")
+        return sock.recv()
+    finally:
+        sock.close()
+        context.term()
+
+
+class DeployedWorker(threading.Thread):
+    """A worker loop written like the deployed viirsprocessor: SUB to the status stream, ask only while
+    ``queue length > 0``, blocking REQ on the task port, empty reply = no job.
+
+    The deployed loop blocks forever on its REQ; here a reply taking longer than ``hang_after`` seconds is recorded
+    as a hang (and ends the loop) so a failing test reports it instead of hanging the suite."""
+
+    def __init__(self, task_port: int, update_port: int, products: list[str], hang_after: float = 20.0) -> None:
+        super().__init__(daemon=True)
+        self.task_port, self.update_port, self.products = task_port, update_port, products
+        self.hang_after = hang_after
+        self.received: list[bytes] = []
+        self.empty = 0
+        self.hung = False
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        context = zmq.Context()
+        updates = context.socket(zmq.SUB)
+        updates.setsockopt(zmq.SUBSCRIBE, b"")
+        updates.connect(f"tcp://127.0.0.1:{self.update_port}")
+        client = context.socket(zmq.REQ)
+        client.connect(f"tcp://127.0.0.1:{self.task_port}")
+        request_body = json.dumps({"desired products": self.products, "just testing": False}).encode()
+        task_waiting = False
+        try:
+            while not self.stopping.is_set():
+                # the deployed worker's updater thread: the latest status decides whether a task is waiting
+                while updates.poll(0):
+                    task_waiting = json.loads(updates.recv())["queue length"] > 0
+                if not task_waiting:
+                    time.sleep(0.1)
+                    continue
+                client.send(request_body)
+                if not client.poll(int(self.hang_after * 1000)):
+                    self.hung = True
+                    return
+                reply = client.recv()
+                if reply:
+                    self.received.append(reply)
+                else:
+                    self.empty += 1
+                    time.sleep(0.1)
+        finally:
+            updates.close(linger=0)
+            client.close(linger=0)
+            context.term()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)

@@ -1,0 +1,332 @@
+"""task_broker as a process: a real posttroll nameserver, real publishers sending segment_gatherer-like dataset
+messages, the broker's console script with its own VIIRS_BASE and ports, and workers on real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+
+import pytest
+import zmq
+from posttroll.message import Message
+from posttroll.publisher import Publish
+
+from avoviirscollector.broker.server import MAX_REQUEST_BYTES, parse_request, split_envelope
+from tests.broker_support import (
+    ASCENDING_TIME,
+    DESCENDING_TIME,
+    Broker,
+    DeployedWorker,
+    Nameserver,
+    Status,
+    granule_data,
+    request,
+)
+from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
+
+GRANULE = "/AVO/viirs/granule/"
+
+
+@pytest.fixture(scope="module")
+def nameserver(tmp_path_factory):
+    ns = Nameserver(tmp_path_factory.mktemp("nameserver") / "nameserver.log")
+    try:
+        yield ns
+    finally:
+        ns.stop()
+
+
+@pytest.fixture
+def broker(tmp_path, nameserver):
+    b = Broker(tmp_path / "viirs")
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def publisher(nameserver):
+    with Publish("segment_gatherer_test", nameservers=["localhost"]) as pub:
+        yield pub
+
+
+def send(pub, product: str, data: dict) -> None:
+    pub.send(Message(GRANULE + product, "dataset", data).encode())
+
+
+def send_until_visible(pub, broker: Broker, product: str, data: dict, length: int, timeout: float = 20) -> None:
+    """Resend one granule (resending merges: it is idempotent) until the status shows ``length`` tasks.
+
+    Covers the moment the broker's subscriber needs to learn the new publisher's address from the nameserver."""
+    with Status(broker.update_port) as status:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            send(pub, product, data)
+            got = status.next(0.3)
+            if got is not None and got["queue length"] >= length:
+                return
+    raise AssertionError(f"granule never queued; broker log:\n{broker.log_text()[-3000:]}")
+
+
+def ask(broker: Broker, products: list[str], just_testing: bool = False) -> bytes:
+    return request(broker.task_port, json.dumps({"desired products": products, "just testing": just_testing}).encode())
+
+
+# -- pure request handling -------------------------------------------------------------------------------------
+
+GOOD = [
+    (b'{"desired products": ["tir"]}', (("tir",), False)),
+    (b'{"desired products": ["tir", "mir"], "just testing": true}', (("tir", "mir"), True)),
+    (b'{"desired products": ["x"], "just testing": false, "extra": 1}', (("x",), False)),
+]
+BAD = [
+    (b"", "not JSON"), (b"gimme something to do", "not JSON"), (b"\xff\xfe", "not JSON"),
+    (b"[1, 2]", "not a JSON object"), (b'"tir"', "not a JSON object"), (b"null", "not a JSON object"),
+    (b"{}", 'no "desired products"'), (b'{"desired products": "tir"}', "not a list"),
+    (b'{"desired products": []}', "empty"), (b'{"desired products": [1]}', "product names"),
+    (b'{"desired products": [""]}', "product names"), (b'{"desired products": [null]}', "product names"),
+    (b'{"desired products": ["tir"], "just testing": "yes"}', '"just testing"'),
+    (b'{"desired products": ["tir"], "just testing": 1}', '"just testing"'),
+    (b'{"desired products": ["tir"], "pad": "' + b"x" * MAX_REQUEST_BYTES + b'"}', "limit"),
+    (b"[" * 100000 + b"]" * 100000, "limit"),
+    (b"[" * 5000 + b"]" * 5000, "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("payload,expected", GOOD)
+def test_parse_request_accepts_the_original_schema(payload, expected):
+    got = parse_request(payload)
+    assert (got.desired_products, got.just_testing) == expected
+
+
+@pytest.mark.parametrize("payload,reason", BAD, ids=[repr(p[:30]) for p, _ in BAD])
+def test_parse_request_refuses_with_a_reason(payload, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_request(payload)
+
+
+def test_split_envelope():
+    assert split_envelope([b"id", b"", b"body"]) == ([b"id", b""], [b"body"])
+    assert split_envelope([b"id", b"body"]) == ([b"id"], [b"body"])
+    assert split_envelope([b"id", b"", b"a", b"b"]) == ([b"id", b""], [b"a", b"b"])
+
+
+# -- the daemon ----------------------------------------------------------------------------------------------
+
+def test_granules_become_tasks_a_deployed_worker_receives_exactly_once(tmp_path, broker, publisher):
+    base = broker.base
+    # several products, three platforms, both pass directions; two granules of one pass must merge
+    plan = []
+    for index, (platform, product) in enumerate([("Suomi-NPP", "tir"), ("NOAA-20", "mir"), ("NOAA-21", "btd"),
+                                                  ("Suomi-NPP", "vis"), ("NOAA-20", "dnb")]):
+        for when in (ASCENDING_TIME, DESCENDING_TIME):
+            plan.append((product, granule_data(product, platform, 60000 + index, when, base)))
+    follow_up = granule_data("tir", "Suomi-NPP", 60000, ASCENDING_TIME + dt.timedelta(seconds=85.4), base)
+    send_until_visible(publisher, broker, plan[0][0], plan[0][1], 1)
+    for product, data in plan[1:]:
+        send(publisher, product, data)
+    send(publisher, "tir", follow_up)
+    with Status(broker.update_port) as status:
+        got = status.wait_for(lambda s: s["queue length"] == len(plan), 10)
+    assert got["products waiting"] == ["btd", "dnb", "mir", "tir", "vis"]
+    assert got["tasks by product"] == {"btd": 2, "dnb": 2, "mir": 2, "tir": 2, "vis": 2}
+
+    workers = [DeployedWorker(broker.task_port, broker.update_port, products)
+               for products in (["tir", "mir"], ["btd", "vis", "dnb"], ["tir", "btd"])]
+    for worker in workers:
+        worker.start()
+    try:
+        with Status(broker.update_port) as status:
+            status.wait_for(lambda s: s["queue length"] == 0, 20)
+        time.sleep(1.5)  # workers keep asking on stale statuses: late duplicates would show up now
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert not any(worker.hung for worker in workers)
+    raws = [raw for worker in workers for raw in worker.received]
+    messages = [Message.decode(raw) for raw in raws]
+    keys = Counter((m.subject, m.data["orbit_number"], m.data["pass_direction"]) for m in messages)
+    assert keys == Counter({(GRANULE + product, data["orbit_number"], direction): 1
+                            for (product, data), direction in zip(plan, ["ascending", "descending"] * 5,
+                                                                  strict=True)})
+    for worker in workers:
+        wanted = set(worker.products)
+        assert all(Message.decode(raw).subject.rsplit("/", 1)[-1] in wanted for raw in worker.received)
+    merged = next(m for m in messages if m.subject.endswith("tir") and m.data["pass_direction"] == "ascending")
+    assert len(merged.data["dataset"]) == 4
+    assert merged.data["start_time"] == ASCENDING_TIME.replace(tzinfo=None)
+    assert merged.data["end_time"] == (ASCENDING_TIME + dt.timedelta(seconds=2 * 85.4)).replace(tzinfo=None)
+    for raw in raws:
+        assert legacy_rule_violations(raw.decode()) == []
+    if legacy_available():
+        decoded = legacy_decode([raw.decode() for raw in raws])
+        assert len(decoded["messages"]) == len(raws)
+        assert decoded["posttroll"].startswith("1.5")
+    log = broker.log_text()
+    assert "pass direction ascending from tle" in log and "pass direction descending from tle" in log
+
+
+def test_just_testing_leaves_the_task_and_empty_reply_when_nothing_matches(broker, publisher):
+    data = granule_data("mir", "NOAA-21", 61000, DESCENDING_TIME, broker.base)
+    send_until_visible(publisher, broker, "mir", data, 1)
+    assert ask(broker, ["tir"]) == b""
+    peeked = Message.decode(ask(broker, ["mir"], just_testing=True))
+    assert peeked.data["orbit_number"] == 61000 and peeked.data["pass_direction"] == "descending"
+    taken = Message.decode(ask(broker, ["vis", "mir"]))
+    assert taken.data == peeked.data
+    assert ask(broker, ["mir"]) == b""
+
+
+def test_every_bad_request_gets_one_error_reply_and_serving_goes_on(broker, publisher):
+    data = granule_data("tir", "NOAA-20", 62000, ASCENDING_TIME, broker.base)
+    send_until_visible(publisher, broker, "tir", data, 1)
+    for payload, reason in BAD:
+        reply = json.loads(request(broker.task_port, payload))
+        assert reason in reply["error"]
+    # a request of two frames, and a DEALER that leaves out REQ's empty delimiter: still one reply each
+    context = zmq.Context()
+    try:
+        req = context.socket(zmq.REQ)
+        req.connect(f"tcp://127.0.0.1:{broker.task_port}")
+        req.send_multipart([b'{"desired products": ["tir"]}', b"more"])
+        assert req.poll(5000)
+        assert "one frame" in json.loads(req.recv())["error"]
+        dealer = context.socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{broker.task_port}")
+        dealer.send(b"no delimiter")
+        assert dealer.poll(5000)
+        assert "not JSON" in json.loads(dealer.recv())["error"]
+        assert not dealer.poll(300)  # exactly one
+        req.close(linger=0)
+        dealer.close(linger=0)
+    finally:
+        context.term()
+    assert Message.decode(ask(broker, ["tir"])).data["orbit_number"] == 62000
+
+
+def test_a_slow_or_stuck_client_never_delays_another_reply(broker, publisher):
+    data = granule_data("tir", "Suomi-NPP", 63000, ASCENDING_TIME, broker.base)
+    send_until_visible(publisher, broker, "tir", data, 1)
+    context = zmq.Context()
+    raw = socket.create_connection(("127.0.0.1", broker.task_port))
+    try:
+        raw.sendall(b"\xff\x00\x00\x00")  # a ZeroMQ greeting cut short, then silence
+        stuck = context.socket(zmq.REQ)  # asks, never reads its reply
+        stuck.connect(f"tcp://127.0.0.1:{broker.task_port}")
+        stuck.send(b'{"desired products": ["vis"]}')
+        flood = context.socket(zmq.DEALER)  # many requests, never reads
+        flood.connect(f"tcp://127.0.0.1:{broker.task_port}")
+        for _ in range(2000):
+            flood.send_multipart([b"", b'{"desired products": ["vis"], "just testing": true}'])
+        started = time.monotonic()
+        reply = ask(broker, ["tir"])
+        elapsed = time.monotonic() - started
+        assert Message.decode(reply).data["orbit_number"] == 63000
+        assert elapsed < 1.0, elapsed
+        stuck.close(linger=0)
+        flood.close(linger=0)
+    finally:
+        raw.close()
+        context.term()
+
+
+def test_status_is_published_every_second_even_when_nothing_changes(broker):
+    with Status(broker.update_port) as status:
+        status.next(5)
+        stamps = []
+        for _ in range(3):
+            assert status.next(2.5) == {"queue length": 0, "products waiting": [], "tasks by product": {}}
+            stamps.append(time.monotonic())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert all(0.7 < gap < 1.5 for gap in gaps), gaps
+
+
+def test_sigterm_exits_zero_quickly_with_the_state_written(broker, publisher):
+    for index in range(3):
+        data = granule_data("btd", "NOAA-21", 64000 + index, ASCENDING_TIME, broker.base)
+        send_until_visible(publisher, broker, "btd", data, index + 1)
+    started = time.monotonic()
+    broker.signal(signal.SIGTERM)
+    assert broker.wait(5) == 0
+    assert time.monotonic() - started < 2.0
+    assert "stopped: 3 tasks queued" in broker.log_text()
+    broker.start()
+    assert broker.wait_status()["queue length"] == 3
+    orbits = [Message.decode(ask(broker, ["btd"])).data["orbit_number"] for _ in range(3)]
+    assert orbits == [64000, 64001, 64002]
+
+
+def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_out_nothing_twice(
+        broker, publisher):
+    """Orbits 1, 2, 3, ... arrive in order while a worker takes tasks; the broker is SIGKILLed at a random moment
+    and restarted, three times. Acknowledged = seen in the status stream (handed out + queue length). After each
+    restart the queue still holds every acknowledged task not handed out; at the end nothing was handed out twice
+    and the hand-outs came in queue order."""
+    base = broker.base
+    send_until_visible(publisher, broker, "vis", granule_data("vis", "NOAA-20", 1, ASCENDING_TIME, base), 1)
+    orbit = [1]
+    handed: list[int] = []
+    acknowledged = 1
+    rng = random.Random(4)
+
+    def feed(stop: threading.Event) -> None:
+        while not stop.is_set():
+            orbit[0] += 1
+            send(publisher, "vis", granule_data("vis", "NOAA-20", orbit[0], ASCENDING_TIME, base))
+            time.sleep(0.004)
+
+    with Status(broker.update_port) as status:  # ZeroMQ reconnects it to each new broker process
+        for _ in range(3):
+            stop = threading.Event()
+            feeder = threading.Thread(target=feed, args=(stop,), daemon=True)
+            feeder.start()
+            try:
+                until = time.monotonic() + rng.uniform(1.2, 2.5)
+                while time.monotonic() < until:
+                    before = len(handed)
+                    reply = request(broker.task_port, b'{"desired products": ["vis"]}', timeout=5)
+                    if reply:
+                        handed.append(Message.decode(reply).data["orbit_number"])
+                    while (got := status.next(0.01)) is not None:  # the worker is slower than the feed
+                        acknowledged = max(acknowledged, got["queue length"] + before)
+                broker.signal(signal.SIGKILL)
+                broker.wait(5)
+            finally:
+                stop.set()
+                feeder.join(5)
+            broker.start()
+            assert broker.wait_status()["queue length"] + len(handed) >= acknowledged
+    queued = []
+    while reply := ask(broker, ["vis"]):
+        queued.append(Message.decode(reply).data["orbit_number"])
+    everything = handed + queued
+    assert len(everything) == len(set(everything)), "a task was handed out twice"
+    assert everything == sorted(everything), "tasks came out of queue order"
+    assert len(everything) >= acknowledged > 100
+    assert broker.starts == 4
+
+
+def test_a_foreign_state_file_is_moved_aside_and_the_broker_serves(tmp_path, nameserver):
+    broker = Broker(tmp_path / "viirs")
+    state = broker.base / "state"
+    state.mkdir(parents=True)
+    (state / "task_queue.journal").write_bytes(b"\x00\x01 not a journal at all\n")
+    try:
+        broker.start()
+        assert broker.wait_status()["queue length"] == 0
+        assert ask(broker, ["tir"]) == b""
+        assert len(list(state.glob("task_queue.journal.foreign-*"))) == 1
+        assert "is not a task queue journal: moved aside" in broker.log_text()
+        broker.signal(signal.SIGTERM)
+        assert broker.wait(5) == 0
+    finally:
+        broker.stop()
+    assert broker.starts == 1
