@@ -87,3 +87,4 @@ def test_segment_gatherer_ini_matches_products():
             assert sorted(section[key].split(",")) == sorted(":" + s for s in segments)
         assert section["publish_topic"] == f"/AVO/viirs/granule/{product}"
         assert section["nameservers"] == "localhost" and section["time_name"] == "start_time"
+        assert section["time_tolerance"] == "0"

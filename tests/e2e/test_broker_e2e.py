@@ -18,7 +18,6 @@ from posttroll.message import Message
 
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS, format_name
 from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME, TLE_FILE, DeployedWorker, Status, request
-from tests.e2e import harness
 from tests.e2e.harness import Suite, only_loopback
 from tests.legacy import legacy_rule_violations
 
@@ -27,35 +26,13 @@ pytestmark = pytest.mark.e2e
 #: segment_gatherer keys its slots by start time alone: granules of one test get start times of their own
 MINUTE = dt.timedelta(minutes=1)
 ALL_SEGMENTS = sorted({segment for segments in PRODUCTS.values() for segment in segments})
-#: the [program:task_broker] section the suite runs the broker with (supervisord.conf carries it once merged)
-PROGRAM_SECTION = """
-; task_broker: queues every granule as a product task; REP on $TASK_PORT (19091), status PUB on $UPDATE_PORT
-; (19191); the queue is kept in $VIIRS_BASE/state. SIGTERM: answers what it has received, writes the queue, exits 0.
-[program:task_broker]
-command=%(ENV_AVO_BIN)s/task_broker
-priority=40
-startsecs=2
-stopsignal=TERM
-stopwaitsecs=10
-autorestart=true
-startretries=20
-redirect_stderr=true
-stdout_logfile=%(ENV_VIIRS_BASE)s/log/%(program_name)s.log
-stdout_logfile_maxbytes=20MB
-stdout_events_enabled=true
-"""
 
 
 @pytest.fixture
-def broker_suite(tmp_path, monkeypatch):
-    """The supervised suite with task_broker and the test TLE set in elements/."""
+def broker_suite(tmp_path):
+    """The supervised suite with the test TLE set in elements/."""
     if not only_loopback():
         pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
-    text = harness.CONF.read_text()
-    if "[program:task_broker]" not in text:
-        conf = tmp_path / "supervisord.conf"
-        conf.write_text(text.replace("%(here)s", str(harness.CONF.parent)) + PROGRAM_SECTION)
-        monkeypatch.setattr(harness, "CONF", conf)
     suite = Suite(tmp_path)
     (suite.base / "elements").mkdir(parents=True)
     shutil.copy(TLE_FILE, suite.base / "elements" / "weather.txt")

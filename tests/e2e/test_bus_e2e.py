@@ -62,9 +62,13 @@ def test_files_and_granules_of_every_platform_and_product(suite):
     try:
         suite.wait_flowing(sub)
         placed = {}
-        for index, platform in enumerate(PLATFORMS):
-            start = dt.datetime(2026, 11, 23, 10, 0, 0) + dt.timedelta(minutes=10 * index, microseconds=800000)
-            for name in granule_names(platform, 40000 + index, start):
+        # the three platforms' granules start 10 s apart and their files arrive interleaved: each gatherer must
+        # still assemble one granule per platform
+        granules = [granule_names(platform, 40000 + index,
+                                  dt.datetime(2026, 11, 23, 10, 0, 0, 800000) + dt.timedelta(seconds=10 * index))
+                    for index, platform in enumerate(PLATFORMS)]
+        for names in zip(*granules, strict=True):
+            for name in names:
                 placed[name] = suite.place(name)
         orbits = [40000 + index for index in range(len(PLATFORMS))]
         raws = collect(sub, set(placed), {(p, orbit) for p in PRODUCTS for orbit in orbits})
@@ -151,7 +155,7 @@ def test_killed_programs_are_restarted_and_files_flow_again(suite):
 
 def test_logs_are_readable_and_forwarded(suite):
     states = suite.programs()
-    assert set(states) == {"nameserver", "trollstalker", "msg_publisher", "cron", "log_forwarder",
+    assert set(states) == {"nameserver", "trollstalker", "msg_publisher", "task_broker", "cron", "log_forwarder",
                            *(f"segment_gatherer-{p}" for p in PRODUCTS)}
     for path in (suite.base / "log").iterdir():
         assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not readable by the operator"
