@@ -24,7 +24,7 @@ $(STAMP): setup.py pyproject.toml
 # posttroll 1.5, the version the workers in the field run, needs Python < 3.12: a second small venv lets the tests
 # decode our messages with it. Skipped (and the tests that need it say so) when no such Python is installed.
 $(LEGACY_STAMP): $(STAMP)
-	@legacy=$$(scripts/find-legacy-python); \
+	@mkdir -p $(LEGACY_VENV); legacy=$$(scripts/find-legacy-python); \
 	if [ -z "$$legacy" ]; then echo "make: no Python 3.8-3.11 here; posttroll 1.5 decoding tests will be skipped"; \
 	else \
 	  pins=$$($(BIN)/python -c "import importlib.metadata as m; print(' '.join(r.split(';')[0].strip() for r in m.requires('avoviirscollector') if 'legacy-client' in r))"); \

@@ -68,16 +68,7 @@ class SdrName:
 
     @property
     def is_geolocation(self) -> bool:
-        return self.segment.startswith("G")
-
-    @property
-    def granule_key(self) -> tuple[str, int, dt.datetime]:
-        """Files of one granule share platform, orbit and start time."""
-        return (self.platform, self.orbit_number, self.start_time)
-
-    def fetch_key(self) -> tuple:
-        """Sort key for fetching: newest orbit first, then newest granule, geolocation before bands."""
-        return (-self.orbit_number, -self.start_time.timestamp(), 0 if self.is_geolocation else 1, self.segment)
+        return self.segment in GEOLOCATION_SEGMENTS
 
 
 def _hms_tenths(digits: str) -> dt.time:

@@ -212,13 +212,20 @@ def test_compose_config_validates():
     tool = shutil.which("docker-compose")
     if tool is None:
         pytest.skip("docker-compose not installed (apt-get install docker-compose) to validate the file")
-    env = dict(os.environ, MAILHOST="smtp.example.org", LOG_SENDER="a@example.org", LOG_RECIPIENT="b@example.org")
-    out = subprocess.run([tool, "-f", str(REPO / "docker-compose.yml"), "config"], capture_output=True, text=True,
-                         env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
-    rendered = yaml.safe_load(out.stdout)
-    environment = rendered["services"]["viirscollector"]["environment"]
+    base = {k: v for k, v in os.environ.items() if k != "VIIRS_RETENTION"}
+
+    def rendered(**extra):
+        out = subprocess.run([tool, "-f", str(REPO / "docker-compose.yml"), "config"], capture_output=True,
+                             text=True, env=dict(base, **extra), timeout=60)
+        assert out.returncode == 0, out.stderr
+        return yaml.safe_load(out.stdout)["services"]["viirscollector"]["environment"]
+
+    environment = rendered(VIIRS_RETENTION="7", MAILHOST="smtp.example.org", LOG_SENDER="a@example.org",
+                           LOG_RECIPIENT="b@example.org")
     assert environment["VIIRS_RETENTION"] == "7" and environment["MAILHOST"] == "smtp.example.org"
+    # unset or empty retention stays empty: cleanup then keeps everything (SPEC section 3)
+    assert rendered()["VIIRS_RETENTION"] in ("", None)
+    assert rendered(VIIRS_RETENTION="")["VIIRS_RETENTION"] in ("", None)
 
 
 @needs_podman

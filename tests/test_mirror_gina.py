@@ -106,10 +106,21 @@ def test_plan_orders_newest_orbit_first_and_geolocation_before_bands():
     got = [(j.name[:5], j.name.split("_")[5]) for j in jobs]
     # geolocation first, then the bands that complete btd, then tir's
     assert got == [("GMTCO", "b70001"), ("GITCO", "b70001"), ("SVM15", "b70001"), ("SVM16", "b70001"),
-                   ("SVI05", "b70001"), ("GMTCO", "b70000"), ("GITCO", "b70000"), ("SVM16", "b70000"),
+                   ("SVI05", "b70001"), ("SVM16", "b70000"), ("GMTCO", "b70000"), ("GITCO", "b70000"),
                    ("SVM16", "b70000"), ("SVI05", "b70000")]
-    assert [j.name.split("_")[1] for j in jobs[-3:-1]] == ["j01", "npp"]  # same orbit and time: by platform
+    # same start time: one granule's files stay together (j01's before npp's)
+    assert [j.name.split("_")[1] for j in jobs[5:7]] == ["j01", "npp"]
     assert counts == {"m": (6, 1), "i": (4, 0), "j": (1, 0)}
+
+
+def test_plan_puts_the_newest_granule_first_across_satellites():
+    # orbit numbers are per satellite (Suomi-NPP's are far higher than NOAA-21's): the newest start comes first
+    queues = [Queue("n", "snpp", r"^SVM16_"), Queue("j", "noaa21", r"^SVM16_")]
+    older_npp = name("SVM16", 78000, T0)
+    newer_j02 = name("SVM16", 21000, T0 + dt.timedelta(minutes=50), platform="j02")
+    records, _ = parse_records([{"url": f"{BASE}/{n}", "md5sum": MD5} for n in (older_npp, newer_j02)], BASE)
+    jobs, _ = plan_jobs(records, queues, set())
+    assert [j.name for j in jobs] == [newer_j02, older_npp]
 
 
 @settings(max_examples=300, deadline=None)

@@ -53,14 +53,8 @@ def test_not_sdr_names(name):
         parse_name(name)
 
 
-def test_fetch_order_newest_orbit_first_geolocation_first():
-    start = dt.datetime(2026, 11, 23, 10, 0)
-    names = [format_name(seg, "npp", start + dt.timedelta(minutes=orbit), start, orbit, start)
-             for orbit in (1, 2) for seg in ("SVM15", "GMTCO", "SVI05", "GITCO")]
-    ordered = [(parse_name(n).orbit_number, parse_name(n).segment) for n in
-               sorted(names, key=lambda n: parse_name(n).fetch_key())]
-    assert ordered == [(2, "GITCO"), (2, "GMTCO"), (2, "SVI05"), (2, "SVM15"),
-                       (1, "GITCO"), (1, "GMTCO"), (1, "SVI05"), (1, "SVM15")]
+def test_geolocation_segments():
+    assert parse_name(EXAMPLE.replace("SVM16", "GMTCO")).is_geolocation and not parse_name(EXAMPLE).is_geolocation
 
 
 def test_products_of():

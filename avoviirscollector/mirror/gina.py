@@ -213,10 +213,11 @@ SEGMENT_ORDER = ("GMTCO", "GITCO", "GDNBO", "SVM15", "SVM16", "SVI05", "SVI04", 
 
 
 def fetch_key(sdr: SdrName) -> tuple:
-    """Newest orbit first, newest granule first; inside a granule geolocation first, then bands by product."""
+    """Newest granule first (by start time: orbit numbers are per satellite and cannot be compared across
+    satellites; within one satellite the newest orbit is the newest start); one granule's files together;
+    inside a granule geolocation first, then bands by product."""
     rank = SEGMENT_ORDER.index(sdr.segment) if sdr.segment in SEGMENT_ORDER else len(SEGMENT_ORDER)
-    return (-sdr.orbit_number, -sdr.start_time.timestamp(), 0 if sdr.is_geolocation else 1, rank, sdr.segment,
-            sdr.platform)
+    return (-sdr.start_time.timestamp(), sdr.platform, 0 if sdr.is_geolocation else 1, rank, sdr.segment)
 
 
 def plan_jobs(records: Iterable[Record], queues: list[Queue], have: set[str]) -> tuple[list[FileJob], dict]:
