@@ -24,8 +24,8 @@ FAST = {"probe_size": 64 * 1024, "min_piece": 32 * 1024, "steal_big": 128 * 1024
 
 
 def add_pass(double: GinaDouble, granules: int = 2, segments=("GITCO", "GMTCO", "SVM15", "SVM16", "SVI05"),
-             platform: str = "npp", orbit: int = 70000):
-    return double.add_pass(platform, orbit, START, granules=granules, segments=segments, sizes=SIZES)
+             platform: str = "npp", orbit: int = 70000, start: dt.datetime = START):
+    return double.add_pass(platform, orbit, start, granules=granules, segments=segments, sizes=SIZES)
 
 
 def settings_for(base: Path, double: GinaDouble, **env):

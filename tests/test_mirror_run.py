@@ -1,5 +1,6 @@
 """mirror_gina against the GINA double: placement, faults, hostile listings, work stealing, journal."""
 
+import datetime as dt
 import json
 import os
 import time
@@ -57,7 +58,7 @@ def test_places_every_file_once_then_second_run_fetches_nothing(tmp_path, double
 
 def test_fetch_order_newest_orbit_first_geolocation_first(tmp_path, double):
     add_pass(double, granules=1, orbit=70000)
-    add_pass(double, granules=1, orbit=70001)
+    add_pass(double, granules=1, orbit=70001, start=START + dt.timedelta(minutes=101))  # the next orbit
     settings = settings_for(tmp_path / "viirs", double, NUM_GINA_CONNECTIONS=1)
     status, _ = run_mirror(settings, IMAGERY_MODERATE)
     assert status == 0

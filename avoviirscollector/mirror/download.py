@@ -164,12 +164,13 @@ class _Active:
             self.fd = -1
 
     def discard(self) -> None:
-        self.close()
+        # unlink while the lock is held, so that another run never has the file removed under it
         for path in (self.part, self.state_path):
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
+        self.close()
 
 
 @dataclass
@@ -485,12 +486,16 @@ class Downloader:
                                     next_step="temp removed; the next run downloads it again", size=total,
                                     seconds=seconds))
             return
+        # Take the verified file out of the resumable name while its lock is still held: another run that wants
+        # the same file (overlapping queues) can then never open, truncate or rewrite what is about to be placed.
+        complete = active.part.with_name(f"{active.part.name}.{os.getpid()}.complete")
+        os.rename(active.part, complete)
         active.close()
         try:
             active.state_path.unlink()
         except FileNotFoundError:
             pass
-        outcomes.append(Outcome(active.job, True, path=active.part, size=total, seconds=seconds,
+        outcomes.append(Outcome(active.job, True, path=complete, size=total, seconds=seconds,
                                 connections=len(active.slots_used), md5=digest, resumed_from=active.resumed_from,
                                 verify_seconds=verify))
 
