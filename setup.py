@@ -42,6 +42,7 @@ CONSOLE_SCRIPTS = [
     "msg_publisher = avoviirscollector.msg_publisher:main",
     "avo_cron = avoviirscollector.cron:main",
     "avo_log_forwarder = avoviirscollector.log_forwarder:main",
+    "avo_wait_for = avoviirscollector.wait_for:main",
     "mirror_gina = avoviirscollector.mirror.cli:main",
     "gina_double = avoviirscollector.gina_double:main",
     "cleanup = avoviirscollector.cleanup:main",

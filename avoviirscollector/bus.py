@@ -96,7 +96,9 @@ class Follower:
     def _ask_nameserver(self) -> None:
         from posttroll.ns import get_pub_address
 
-        while not self._stop.wait(self.refresh):
+        wait = min(1.0, self.refresh)
+        while not self._stop.wait(wait):  # soon after start (when announcements are most often missed), then slower
+            wait = min(wait * 2, self.refresh)
             try:
                 for address in get_pub_address("", timeout=2, nameserver=self.nameserver):
                     self._found.put(address)

@@ -45,8 +45,9 @@ def test_places_every_file_once_then_second_run_fetches_nothing(tmp_path, double
     journal = list(read_journal(settings.state_dir / "mirror_gina.journal"))
     assert sorted(r["name"] for r in journal) == sorted(expected)
     assert all(r["md5"] == expected[r["name"]] for r in journal)
-    # several connections per file, reused across files: far fewer TCP connections than requests
-    assert all(int(line.split("connections=")[1].split()[0]) >= 2 for line in placed if line[7:12] == "GITCO")
+    # several connections per file, reused across files: far fewer TCP connections than requests (uncapped on
+    # loopback a small file can be done before the other connections start, so not every file needs several)
+    assert any(int(line.split("connections=")[1].split()[0]) >= 2 for line in placed if line[7:12] == "GITCO")
     assert double.connections_accepted <= 8 < len(double.file_requests)
 
     requests_before = len(double.file_requests)
