@@ -44,6 +44,7 @@ from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.status import human_bytes
 
 PROGRAM = "cleanup"
 LOG = logging.getLogger(PROGRAM)
@@ -242,14 +243,6 @@ class Cleaner:
                 return False  # something arrived meanwhile, or not permitted: leave it
         self.summary.folders += 1
         return True
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1024 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TB"  # not reached
 
 
 def run_cleanup(settings: Settings, dry_run: bool = False, now: float | None = None) -> int:

@@ -1,7 +1,8 @@
 """Error mail: ERROR records of a program, batched, mailed through ``MAILHOST`` without ever blocking the program.
 
-Used by mirror_gina and task_broker: ``attach_mail_handler(logging.getLogger(), settings, program)`` after
-``setup_logging``. Does nothing unless ``MAILHOST``, ``LOG_SENDER`` and ``LOG_RECIPIENT`` are all set.
+Used by mirror_gina and task_broker: ``logs.setup_logging(program, settings=settings)`` installs it on the root
+logger (``install_mail_handler``). Does nothing unless ``MAILHOST``, ``LOG_SENDER`` and ``LOG_RECIPIENT`` are all
+set.
 
 How the batching works
     ``emit()`` only appends the formatted record to a bounded in-memory list (never a socket, never a file).

@@ -255,7 +255,7 @@ class JournalStore:
         job.tmp.unlink(missing_ok=True)
 
     def needs_compaction(self) -> bool:
-        """True when more than 10,000 records plus twice the live ones are in the file (mostly dead ones)."""
+        """True when more than 10,000 records plus three times the live ones are in the file (mostly dead ones)."""
         return self.records_written > 3 * self.live + 10000
 
     def close(self) -> None:

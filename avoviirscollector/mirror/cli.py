@@ -248,7 +248,6 @@ class MirrorRun:
         try:
             with redirect:
                 downloader.run(jobs, on_outcome, self._stop)
-                placer.shutdown(wait=True)
         finally:
             placer.shutdown(wait=True)
             downloader.close()
