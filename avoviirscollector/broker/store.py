@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from avoviirscollector.fsutil import fsync_dir
+
 FORMAT = "avoviirscollector-task-queue"
 VERSION = 1
 JOURNAL_NAME = "task_queue.journal"
@@ -46,14 +48,6 @@ log = logging.getLogger("task_broker.store")
 
 def _stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _line(obj: dict) -> bytes:
@@ -151,7 +145,7 @@ class JournalStore:
         os.chmod(tmp, 0o644)
         self.close()
         os.replace(tmp, self.path)
-        _fsync_dir(self.state_dir)
+        fsync_dir(self.state_dir)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.records_written = count
         self.live = count
@@ -238,7 +232,7 @@ class JournalStore:
         os.fsync(job.fd)
         os.close(job.fd)
         os.replace(job.tmp, self.path)
-        _fsync_dir(self.state_dir)
+        fsync_dir(self.state_dir)
         self._job = None
         self.close()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)

@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from avoviirscollector.fsutil import fsync_dir
+
 JOURNAL_NAME = "mirror_gina.journal"
 
 
@@ -44,14 +46,6 @@ def check_hdf5(path: Path) -> None:
         raise PlacementError(f"unreadable HDF5 ({err})") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
     """Check ``temp`` and rename it to ``sdr_dir/name`` (one ``os.replace``). The temp is removed on failure."""
     target = sdr_dir / name
@@ -73,7 +67,7 @@ def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(sdr_dir)
+    fsync_dir(sdr_dir)
     return target
 
 
