@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.signals import stop_on_signals
 
 LOG = logging.getLogger("cron")
 
@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         LOG.info("handing %s to %s", args.crontab, supercronic)
         os.execv(supercronic, [supercronic, str(args.crontab)])
     runner = CronRunner(lines)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: runner.stop())
+    stop_on_signals(runner.stop)
     runner.run()
     return 0
 

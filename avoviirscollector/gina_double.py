@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import struct
 import threading
@@ -48,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS, SATELLITE_TO_SHORT, format_name, is_sdr_name, parse_name
 
 log = logging.getLogger("gina_double")
@@ -463,8 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         if sat not in SATELLITE_TO_SHORT:
             parser.error(f"unknown satellite {sat!r}; known: {', '.join(SATELLITE_TO_SHORT)}")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop.set)
     double = GinaDouble(args.dir, args.host, args.port, rate=args.rate)
     for fault in args.fault:
         double.set_fault(fault)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from posttroll.message import MessageError
 from avoviirscollector import bus
 from avoviirscollector.config import settings_or_exit
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.signals import stop_on_signals
 
 LOG = logging.getLogger("msg_publisher")
 PLUMBING_SUBJECTS = ("/address",)
@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_or_exit("msg_publisher")
     setup_logging("msg_publisher", args.verbose)
     publisher = MsgPublisher(PublisherConfig(port=settings.publish_port))
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: publisher.stop())
+    stop_on_signals(publisher.stop)
     publisher.run()
     return 0
 

@@ -47,7 +47,6 @@ import argparse
 import json
 import logging
 import queue as stdqueue
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +69,7 @@ from avoviirscollector.broker.store import JournalStore
 from avoviirscollector.bus import encode_legacy, follow
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.signals import stop_on_signals
 
 PROGRAM = "task_broker"
 TOPIC = "/AVO/viirs/granule"
@@ -414,12 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_or_exit(PROGRAM)
     setup_logging(PROGRAM, args.verbose, settings)  # ERROR lines are mailed when MAILHOST etc. are set
     broker = TaskBroker(settings)
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        broker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(broker.stop)
     return broker.run()
 
 

@@ -26,7 +26,6 @@ import datetime as dt
 import fcntl
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -38,6 +37,7 @@ from avoviirscollector.logs import setup_logging
 from avoviirscollector.mirror.download import Downloader, Outcome
 from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError, fetch_listing, load_queues, plan_jobs
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
+from avoviirscollector.signals import stop_on_signals
 
 PROGRAM = "mirror_gina"
 MAX_PROBLEM_LINES = 10
@@ -291,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         queues = [q for q in queues if not q.disabled]
     run = MirrorRun(settings, queues, log, stall_seconds=args.stall_seconds, connect_timeout=args.connect_timeout,
                     show_progress=sys.stdout.isatty())
-
-    def on_signal(signum, _frame):
-        run.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(run.stop)
     return run.run()
 
 
