@@ -30,23 +30,19 @@ import requests
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.viirs import NORAD_IDS, PLATFORMS, tle_checksum_ok
 
 PROGRAM = "tle_refresh"
 LOG = logging.getLogger(PROGRAM)
 TLE_NAME = "tle.txt"
 MAX_BYTES = 10 * 1024 * 1024
 # NORAD catalog numbers of the satellites whose granules the suite handles
-VIIRS_SATELLITES = {37849: "Suomi-NPP", 43013: "NOAA-20", 54234: "NOAA-21"}
+VIIRS_SATELLITES = {NORAD_IDS[short]: name for short, (name, _) in PLATFORMS.items()}
+checksum_ok = tle_checksum_ok
 
 
 class TLEError(ValueError):
     """The text is not a set of TLEs; the message says where."""
-
-
-def checksum_ok(line: str) -> bool:
-    """TLE line checksum: digits count their value, '-' counts 1, modulo 10, in column 69."""
-    total = sum(int(c) if c.isdigit() else 1 if c == "-" else 0 for c in line[:68])
-    return line[68].isdigit() and total % 10 == int(line[68])
 
 
 def parse_tles(lines: Iterable[str]) -> list[int]:

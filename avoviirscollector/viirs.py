@@ -21,6 +21,8 @@ PLATFORMS: dict[str, tuple[str, str]] = {
     "j02": ("NOAA-21", "noaa21"),
 }
 SATELLITE_TO_SHORT = {sat: short for short, (_, sat) in PLATFORMS.items()}
+#: file-name platform -> NORAD catalogue number (how TLE sets name the satellites)
+NORAD_IDS: dict[str, int] = {"npp": 37849, "j01": 43013, "j02": 54234}
 
 #: product -> the segments (file types) one granule of it needs (SPEC section 1)
 PRODUCTS: dict[str, tuple[str, ...]] = {
@@ -123,3 +125,11 @@ def format_name(
 def products_of(segment: str) -> list[str]:
     """The products that need this segment."""
     return [product for product, segments in PRODUCTS.items() if segment in segments]
+
+
+def tle_checksum_ok(line: str) -> bool:
+    """TLE line checksum: digits count their value, '-' counts 1, modulo 10, in column 69."""
+    if len(line) < 69 or not line[68].isdigit():
+        return False
+    total = sum(int(c) if c.isdigit() else 1 if c == "-" else 0 for c in line[:68])
+    return total % 10 == int(line[68])

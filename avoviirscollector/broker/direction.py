@@ -24,16 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from avoviirscollector.viirs import GEOLOCATION_SEGMENTS, NotASdrName, parse_name
+from avoviirscollector.viirs import GEOLOCATION_SEGMENTS, PLATFORMS, NotASdrName, parse_name, tle_checksum_ok
+from avoviirscollector.viirs import NORAD_IDS as VIIRS_NORAD_IDS
 
 log = logging.getLogger("task_broker.direction")
 
 #: platform names as in messages (and file-name short names) -> NORAD catalogue number
-NORAD_IDS: dict[str, int] = {
-    "Suomi-NPP": 37849, "npp": 37849,
-    "NOAA-20": 43013, "j01": 43013,
-    "NOAA-21": 54234, "j02": 54234,
-}
+NORAD_BY_PLATFORM: dict[str, int] = {
+    **VIIRS_NORAD_IDS, **{name: VIIRS_NORAD_IDS[short] for short, (name, _) in PLATFORMS.items()}}
 MAX_TLE_AGE = dt.timedelta(days=14)
 RESCAN_SECONDS = 10.0
 LATITUDE_NAME = "Latitude"
@@ -58,11 +56,6 @@ class ElementSet:
     source: str  # file name
 
 
-def _checksum_ok(line: str) -> bool:
-    total = sum(int(ch) if ch.isdigit() else 1 if ch == "-" else 0 for ch in line[:68])
-    return line[68:69].isdigit() and total % 10 == int(line[68])
-
-
 def _epoch(line1: str) -> dt.datetime:
     year = int(line1[18:20])
     year += 1900 if year >= 57 else 2000
@@ -77,7 +70,7 @@ def parse_tle_text(text: str, source: str = "") -> list[ElementSet]:
     for first, second in zip(lines, lines[1:], strict=False):
         if not (first.startswith("1 ") and second.startswith("2 ") and len(first) == 69 and len(second) == 69):
             continue
-        if first[2:7] != second[2:7] or not (_checksum_ok(first) and _checksum_ok(second)):
+        if first[2:7] != second[2:7] or not (tle_checksum_ok(first) and tle_checksum_ok(second)):
             continue
         try:
             found.append(ElementSet(int(first[2:7]), _epoch(first), first, second, source))
@@ -200,7 +193,7 @@ class DirectionFinder:
 
     def find(self, platform_name: str, start_time: dt.datetime, dataset: list[dict]) -> Direction:
         reasons = []
-        norad = NORAD_IDS.get(platform_name)
+        norad = NORAD_BY_PLATFORM.get(platform_name)
         if norad is None:
             reasons.append(f"no NORAD number known for {platform_name!r}")
         else:

@@ -184,15 +184,21 @@ class Suite:
     def subscriber(self, prefix: str = "pytroll://") -> Sub:
         return Sub(self.settings.publish_port, prefix)
 
-    def wait_flowing(self, sub: Sub, timeout: float = 60) -> None:
+    def wait_flowing(self, sub: Sub | None = None, timeout: float = 60) -> None:
         """Place probe granules until every product's `dataset` has come out on the publish port.
 
         PUB/SUB connections are made in the background after each program starts, so a file placed too early is
         missed by a gatherer that is not connected yet. Once each gatherer has published a granule assembled from
         trollstalker's messages, and that message reached the public port, the whole chain is connected. Probe
         granules use orbits 99001 and up and a day of their own (2001-01-01); messages received meanwhile are
-        discarded.
+        discarded. Without ``sub``, a subscriber of its own is used and closed.
         """
+        if sub is None:
+            own = self.subscriber()
+            try:
+                return self.wait_flowing(own, timeout)
+            finally:
+                own.close()
         missing = set(PRODUCTS)
         deadline = time.monotonic() + timeout
         while missing and time.monotonic() < deadline:

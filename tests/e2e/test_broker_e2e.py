@@ -114,11 +114,7 @@ def wait_queue(suite: Suite, length: int, timeout: float = 30) -> dict:
 
 def test_placed_files_become_tasks_a_deployed_worker_gets_exactly_once(broker_suite):
     suite = broker_suite
-    sub = suite.subscriber()
-    try:
-        suite.wait_flowing(sub)
-    finally:
-        sub.close()
+    suite.wait_flowing()
     place_granule(suite, "npp", 50001, ASCENDING_TIME)
     place_granule(suite, "j01", 50002, DESCENDING_TIME)
     want = {(product, orbit, direction) for product in PRODUCTS
@@ -138,11 +134,7 @@ def test_placed_files_become_tasks_a_deployed_worker_gets_exactly_once(broker_su
 
 def test_supervisord_restarts_a_sigkilled_broker_with_its_queue(broker_suite):
     suite = broker_suite
-    sub = suite.subscriber()
-    try:
-        suite.wait_flowing(sub)
-    finally:
-        sub.close()
+    suite.wait_flowing()
     drain(suite, [list(PRODUCTS)], set())  # the probe granules' tasks
     place_granule(suite, "j02", 50010, ASCENDING_TIME, segments=PRODUCTS["tir"] + PRODUCTS["dnb"])
     place_granule(suite, "npp", 50011, DESCENDING_TIME, segments=PRODUCTS["btd"])

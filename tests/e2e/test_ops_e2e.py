@@ -21,11 +21,7 @@ def run(suite, *cmd: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_status_of_the_running_suite_in_both_forms(suite):
-    sub = suite.subscriber()
-    try:
-        suite.wait_flowing(sub)
-    finally:
-        sub.close()
+    suite.wait_flowing()
     journal = suite.settings.state_dir / "mirror_gina.journal"
     with open(journal, "a") as out:  # the line mirror_gina appends for each file it places
         out.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
