@@ -5,7 +5,8 @@ Commands
         Check every setting (one line and exit status 2 on a bad one), create the ``$VIIRS_BASE`` folders, then
         exec supervisord in the foreground with the given file (default ``./supervisord.conf``). It exports
         ``VIIRS_BASE`` (absolute), ``AVO_BIN`` (the folder of this Python's console scripts) and ``AVO_ETC`` (the
-        package's etc folder) for the file's ``%(ENV_...)s`` references, and puts ``AVO_BIN`` first on PATH for
+        setting: the package's etc folder unless set) for the file's ``%(ENV_...)s`` references, and puts
+        ``AVO_BIN`` first on PATH for
         the cron jobs. supervisord handles the signals from then on: SIGTERM or Ctrl-C stops every program.
     ``avoviirscollector status [--json]``
         How things stand (see status.py).
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from avoviirscollector.config import PACKAGE_ETC, settings_or_exit
+from avoviirscollector.config import settings_or_exit
 
 
 def supervise(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def supervise(args: argparse.Namespace) -> int:
     env.update(
         VIIRS_BASE=str(settings.viirs_base),
         AVO_BIN=str(bin_dir),
-        AVO_ETC=str(PACKAGE_ETC),
+        AVO_ETC=str(settings.etc_dir),
         PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
         PYTHONUNBUFFERED="1",
         TZ="UTC",

@@ -15,6 +15,8 @@ stops the program at start with one line on stderr naming the variable and what 
 | MIRROR_GINA_CONFIG | the package's etc/mirror_gina.yaml | path of a YAML queue file |
 | TASK_PORT, UPDATE_PORT, PUBLISH_PORT | 19091, 19191, 29092 | TCP port 1..65535, all different |
 | TLE_URL | celestrak's weather set | an http:// or https:// URL |
+| RECOVERY_HOURS | 6 | hours 1..168: how far back every complete granule in sdr/ is made sure to be in a task |
+| AVO_ETC | the package's etc/ | folder holding trollstalker.ini and segment_gatherer.ini |
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Settings:
     update_port: int = 19191
     publish_port: int = 29092
     tle_url: str = DEFAULT_TLE_URL
+    recovery_hours: int = 6
+    etc_dir: Path = PACKAGE_ETC
 
     @property
     def sdr_dir(self) -> Path:
@@ -127,6 +131,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"VIIRS_FACILITY={facility!r} is not valid: expected one of {', '.join(FACILITIES)}")
     config_raw = env.get("MIRROR_GINA_CONFIG", "").strip()
     mirror_config = Path(config_raw).absolute() if config_raw else PACKAGE_ETC / "mirror_gina.yaml"
+    etc_raw = env.get("AVO_ETC", "").strip()
+    etc_dir = Path(etc_raw).absolute() if etc_raw else PACKAGE_ETC
+    for needed in ("trollstalker.ini", "segment_gatherer.ini"):
+        if not (etc_dir / needed).is_file():
+            raise SettingsError(f"AVO_ETC={etc_raw!r} is not valid: expected a folder holding {needed}")
     ports = {}
     for name, default in (("TASK_PORT", 19091), ("UPDATE_PORT", 19191), ("PUBLISH_PORT", 29092)):
         ports[name] = _int(env, name, default, 1, 65535)
@@ -148,6 +157,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         update_port=ports["UPDATE_PORT"],
         publish_port=ports["PUBLISH_PORT"],
         tle_url=_url(env, "TLE_URL", DEFAULT_TLE_URL),
+        recovery_hours=_int(env, "RECOVERY_HOURS", 6, 1, 168),
+        etc_dir=etc_dir,
     )
 
 
