@@ -62,11 +62,11 @@ def seed(base, count: int) -> None:
     now = dt.datetime.now(dt.UTC)
     orbit = 70000
     for product in [KEEP] + PRODUCTS * count:
-        data = granule_data("tir", "NOAA-20", orbit, ASCENDING_TIME, base)
+        data = granule_data("tir", "NOAA-20", orbit, ASCENDING_TIME + dt.timedelta(minutes=2 * orbit - 140000), base)
         queue.offer(parse_granule(f"/AVO/viirs/granule/{product}", "dataset", "gatherer@test", now, data), "ascending")
         orbit += 1
     store = JournalStore(base / "state")
-    store.compact((task_to_record(task) for task in queue), queue.next_id)
+    store.compact(({"op": "put", "task": task_to_record(task)} for task in queue), store.header(queue.next_id, now))
     store.close()
 
 
