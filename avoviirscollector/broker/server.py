@@ -1,14 +1,23 @@
 """task_broker: turns granule messages into product tasks and hands them to viirsprocessor workers.
 
-What it does (SPEC section 6):
+What it does (SPEC sections 6 and 10):
 
 - follows every publisher of ``/AVO/viirs/granule/<product>`` on the internal posttroll bus (segment_gatherer's
-  ``dataset`` messages), including publishers that start or restart later;
+  ``dataset`` messages), including publishers that start or restart later. Each message is sorted into granules
+  by its file names (``granules.py``): a granule is (product, platform, start time), and only whole granules
+  become tasks (a gatherer slot keyed by start time alone can mix two satellites' files: logged at WARNING);
+- reconciles with ``sdr/``, the source of truth, at start and every 10 s (``reconcile.py``): every product granule
+  complete on disk within ``RECOVERY_HOURS`` (by placement time) that is neither queued nor in the hand-out ledger,
+  20 s after it became complete, is queued like a live one and logged at WARNING with the case that lost it
+  (``recovered granule ... (<case>): complete in sdr/ for N s``). Granules completed before the first start with a
+  ledger (an upgrade, a new install) are not recovered;
 - decides each granule's pass direction (TLE in ``$VIIRS_BASE/elements``, else the granule's geolocation file;
   the log line says which; the work is done by a helper child process, ``python -m
   avoviirscollector.broker.direction``, so that pyorbital/scipy and h5py never weigh on or crash the process
-  that holds the queue) and queues it as a task, merging it into a queued task of the same identity (subject,
-  platform, orbit, direction) whose start is within 30 minutes;
+  that holds the queue) and queues it: a granule already queued updates its task (one file per segment, the
+  newest copy), one already handed out or dropped is refused and logged (never a second task), else it merges
+  into a queued task of the same identity (subject, platform, orbit, direction) whose start is within 30 minutes
+  or becomes a new task;
 - answers requests on ``TASK_PORT`` (default 19091), a ZeroMQ ROUTER that speaks to any number of REQ workers:
   request ``{"desired products": ["tir", ...], "just testing": false}``, reply the oldest task of a desired
   product as a posttroll message (v1.01, naive UTC datetimes, data key ``pass_direction`` added), removed from the
@@ -17,28 +26,39 @@ What it does (SPEC section 6):
   64 KiB) is answered with ``{"error": "..."}``. Replies never wait for another worker. (Only a single frame over
   256 MiB is refused by ZeroMQ itself, which drops that connection; no worker sends such a thing. And a worker
   whose request was in flight when the broker process died gets no reply from the next one: a REQ socket does not
-  resend, so a worker with no timeout must be restarted then);
-- publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}}`` as JSON on
-  ``UPDATE_PORT`` (default 19191) once a second, always.
+  resend, so a worker with no timeout must be restarted then.) Each hand-out is logged with the worker's address
+  and kept in the ledger for ``RECOVERY_HOURS`` and one hour more;
+- publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}, "recovered (24 h)": N,
+  "in doubt (24 h)": N, "duplicate (24 h)": N}`` (and ``"state behind": true`` while its journal cannot be
+  written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always;
+- serves operators on ``ipc://$VIIRS_BASE/run/task_broker.ctl`` (``avoviirscollector tasks``: list, drop,
+  re-queue; see ``control.py``).
 
-Persistence and the guarantee given. The queue lives in ``$VIIRS_BASE/state/task_queue.journal`` (see
-``store.py``). A granule counts as *queued* (acknowledged) from the moment it is visible: in the status stream or
-to a worker. That moment comes only after its journal record has been written and fsync'd: the broker's single
-main loop writes and syncs a batch of arrived granules before it answers any further request or publishes any
-status. So a SIGKILL at any moment loses no acknowledged task. A granule message that had been received but not
-yet written when the process died is lost: it was never acknowledged (posttroll PUB/SUB has no replay; the
-gatherer does not resend it). A hand-out is written to the journal (one ``write``, which outlives a kill of the
-process) before the reply is sent, and fsync'd within a second: a kill between the write and the send loses
-that one hand-out rather than handing the task out twice; after a power cut (not a mere kill) a task handed out
-in the last second before it can be handed out once more. A reply that cannot be delivered because the worker
-has gone puts the task back in its place.
+Persistence and the guarantee given. The queue and the ledger live in ``$VIIRS_BASE/state/task_queue.journal``
+(see ``store.py``). A granule counts as *queued* (acknowledged) from the moment it is visible: in the status
+stream or to a worker. That moment comes only after its journal record has been written and fsync'd: the
+broker's single main loop writes and syncs a batch of arrived granules before it answers any further request or
+publishes any status. So a SIGKILL at any moment loses no acknowledged task, and a granule received but not yet
+written is found again in ``sdr/`` by the next start's reconciliation. A hand-out is written to the journal (one
+``write``, which outlives a kill of the process) before the reply is sent, and fsync'd within a second. When the
+journal does not end with a clean stop, hand-outs written within one second of its last record are *in doubt*
+(the reply may never have left): they are queued again in their old place and logged at WARNING (at least once:
+a pass processed twice costs less than a pass missed). A reply that cannot be delivered because the worker has
+gone puts the task back in its place.
 
-Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_PORT``; ``MAILHOST``,
-``LOG_SENDER``, ``LOG_RECIPIENT`` (ERROR lines mailed, batched, when all three are set); the posttroll nameserver
-is ``localhost``.
+On a full disk (any failed write) the broker goes on serving from memory, says so in one ERROR line a minute,
+stops appending (a torn line could follow) and tries every 10 s to write its whole state anew; one INFO line says
+when it succeeded.
 
-Signals: SIGTERM or SIGINT stop taking bus messages, queue (and write) those already received, answer every
-request already received, write the state compactly and exit 0, within about two seconds.
+Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_PORT``, ``RECOVERY_HOURS``,
+``AVO_ETC`` (the gatherers' slot timeouts, read to name the late-file case); ``MAILHOST``, ``LOG_SENDER``,
+``LOG_RECIPIENT`` (ERROR lines mailed, batched, when all three are set); the posttroll nameserver is
+``localhost``.
+
+Signals: SIGTERM or SIGINT stop taking bus messages, queue (and write) those already received, write the state,
+answer every request received until none has come for 0.2 s (at most 1.5 s: so requests that came while the state
+was written are answered too), mark the stop clean and exit 0, within about two seconds (more with a queue of
+tens of thousands of tasks).
 """
 
 from __future__ import annotations
