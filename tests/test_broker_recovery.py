@@ -16,10 +16,9 @@ import pytest
 import zmq
 from posttroll.message import Message
 
-from avoviirscollector.broker.queue import TaskQueue, parse_granule, task_to_record
 from avoviirscollector.broker.store import JOURNAL_NAME, JournalStore
 from avoviirscollector.viirs import PRODUCTS, format_name
-from tests.broker_support import ASCENDING_TIME, BIN, Broker, Nameserver, Status, free_port, granule_data, request
+from tests.broker_support import BIN, Broker, Nameserver, Status, free_port, request, seed_queue
 
 T0 = dt.datetime(2024, 6, 1, 12, 10, 3, 300000)  # ASCENDING_TIME of the test TLEs, in the naive form of names
 
@@ -122,22 +121,9 @@ def test_nothing_completed_before_the_first_start_with_no_ledger_is_recovered(tm
         broker.stop()
 
 
-def seed(base, count: int, products=("tir",)) -> None:
-    """``count`` queued tasks written as the broker's own state (granules 2 minutes apart)."""
-    queue = TaskQueue()
-    now = dt.datetime.now(dt.UTC)
-    for index in range(count):
-        product = products[index % len(products)]
-        data = granule_data(product, "NOAA-20", 40000 + index, ASCENDING_TIME + dt.timedelta(minutes=2 * index), base)
-        queue.offer(parse_granule(f"/AVO/viirs/granule/{product}", "dataset", "gatherer@test", now, data), "ascending")
-    store = JournalStore(base / "state")
-    store.compact(({"op": "put", "task": task_to_record(t)} for t in queue), store.header(queue.next_id, now))
-    store.close()
-
-
 def test_a_hand_out_written_just_before_a_kill_is_queued_again_and_logged_in_doubt(tmp_path, nameserver):
     broker = Broker(tmp_path / "viirs")
-    seed(broker.base, 2)
+    seed_queue(broker.base, ["tir"] * 2)
     try:
         broker.start()
         first = Message.decode(ask(broker, ["tir"]))
@@ -162,7 +148,7 @@ def test_a_hand_out_written_just_before_a_kill_is_queued_again_and_logged_in_dou
 
 def test_a_graceful_stop_answers_requests_that_arrive_while_it_writes_its_state(tmp_path, nameserver):
     broker = Broker(tmp_path / "viirs")
-    seed(broker.base, 30000, products=tuple(PRODUCTS))  # the final write takes a while
+    seed_queue(broker.base, list(PRODUCTS) * 6000)  # the final write takes a while
     replies: list[bytes | None] = []
 
     def worker(delay: float) -> None:
@@ -201,7 +187,7 @@ def test_on_a_full_disk_it_starts_serves_from_memory_says_so_once_and_writes_aga
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to mount a private tmpfs")
     seeded = tmp_path / "seed"
-    seed(seeded, 3)
+    seed_queue(seeded, ["tir"] * 3)
     base = tmp_path / "viirs"
     base.mkdir()
     task_port, update_port = free_port(), free_port()
