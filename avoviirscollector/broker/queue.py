@@ -361,6 +361,10 @@ class TaskQueue:
         """True when the granule is queued, handed out or dropped (within the ledger's memory)."""
         return key in self._by_granule or key in self._ledger_keys
 
+    @property
+    def ledger_size(self) -> int:
+        return len(self._ledger)
+
     def ledger(self) -> list[HandOut]:
         """The ledger, oldest hand-out first."""
         return sorted(self._ledger.values(), key=lambda entry: (entry.when, entry.task_id))

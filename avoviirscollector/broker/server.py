@@ -314,10 +314,10 @@ class StateWriter:
                       "%.0f s ago; trying again every %.0f s", what, self.store.path, err, self.failed,
                       now - self.behind_since, self.RETRY_SECONDS)
 
-    def catch_up(self, compact: Callable[[], None]) -> None:
-        """While behind, try a full compaction every RETRY_SECONDS."""
+    def catch_up(self, compact: Callable[[], None], force: bool = False) -> None:
+        """While behind, try a full compaction every RETRY_SECONDS (at once with ``force``)."""
         now = self.clock()
-        if not self.behind or now < self._retry_at:
+        if not self.behind or (now < self._retry_at and not force):
             return
         self._retry_at = now + self.RETRY_SECONDS
         try:
@@ -377,6 +377,8 @@ class TaskBroker:
                     self.queue.forget(GranuleKey.from_json(key) for key in op["granules"])
             except (ValueError, KeyError, TypeError) as err:
                 log.error("state: a ledger record of %s is damaged (%s): skipped", self.store.path, err)
+        for task in self.queue:  # a hand-out whose reply could not be delivered was put back: queued, not handed out
+            self.queue.unrecord(task.id)
         for op in loaded.events:
             when = _epoch(op.get("t"))
             if when is not None:
@@ -426,7 +428,7 @@ class TaskBroker:
         self.store.compact(records, header)
 
     def _live(self) -> int:
-        return len(self.queue) + len(self.queue.ledger()) + len(self.events)
+        return len(self.queue) + self.queue.ledger_size + len(self.events)
 
     def _event(self, kind: str) -> None:
         now = self.wall()
@@ -686,7 +688,7 @@ class TaskBroker:
                     self._tick(status)
                     next_status = max(next_status + STATUS_INTERVAL, now)
                     continue
-                if self.store.compacting:  # a compaction advances in small steps between requests
+                if self.store.compacting and not self.writer.behind:  # advances in small steps between requests
                     self.writer.write(lambda: self.store.compaction_step(0.001), "compacted state")
                     wait = 0.0
                 else:
@@ -751,7 +753,10 @@ class TaskBroker:
         log.info("stopping: no more bus messages; answering the requests received")
         self._stop_threads()
         self._queue_incoming()
-        self.writer.write(self._compact, "final state")
+        if self.writer.behind:
+            self.writer.catch_up(self._compact, force=True)
+        else:
+            self.writer.write(self._compact, "final state")
         quiet_until = time.monotonic() + 0.2
         give_up = time.monotonic() + 1.5
         while time.monotonic() < min(quiet_until, give_up):
