@@ -8,6 +8,8 @@ during the ZeroMQ handshake, before it can send or receive a single message, so 
 task and a refused SUB never sees a message. Deployed clients need no change: the check is on the NULL mechanism
 (plain ZeroMQ), by the peer's IP address. Peers of local transports (``ipc://``, e.g. task_broker's operators'
 socket) have no IP address and are always accepted: only a local user can reach them, and the file mode decides.
+So are 127.0.0.1 and ::1, this host's own processes (``avoviirscollector status``, the image's HEALTHCHECK, a
+future monitor); any other address, 127.0.0.2 included, must be in the list.
 
 An HTTP server (``MONITOR_PORT``) uses the same check through :class:`GatedServerMixin` (``verify_request`` of
 ``socketserver``): a refused client's connection is closed before its request is read.
@@ -220,7 +222,7 @@ def start_access_control(context: zmq.Context, settings: Settings, log: logging.
     if handler.error is not None:
         raise RuntimeError(f"cannot start the ZAP handler: {handler.error}")
     context.setsockopt(zmq.ZAP_DOMAIN, program.encode())
-    log.info("accepting connections from %s only (ALLOWED_CLIENTS), and from local ipc peers",
+    log.info("accepting connections from %s only (ALLOWED_CLIENTS), and from this host's 127.0.0.1, ::1 and ipc",
              settings.allowed_clients)
     return handler
 
@@ -237,7 +239,7 @@ class GatedServerMixin:
     def verify_request(self, request, client_address) -> bool:
         if self.gate is not None:
             address = client_address[0] if isinstance(client_address, tuple) and client_address else ""
-            if not self.gate.admits(str(address), self.gate_where, local_ok=False):
+            if not self.gate.admits(str(address), self.gate_where):
                 return False
         return socketserver.BaseServer.verify_request(self, request, client_address)
 

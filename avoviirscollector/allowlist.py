@@ -9,8 +9,9 @@ DNS at every connection).
 
 Matching: an IPv4 peer seen as an IPv4-mapped IPv6 address (``::ffff:10.1.2.3``, what a dual-stack socket reports)
 is matched as the IPv4 address; an IPv6 zone (``fe80::1%eth0``) is ignored. A peer address that is not an IP address
-at all (ZeroMQ reports an empty address for ``ipc://`` and ``inproc://`` peers) is a local process: see
-:meth:`AllowList.allows`.
+at all (ZeroMQ reports an empty address for ``ipc://`` and ``inproc://`` peers) is a local process, and so are
+127.0.0.1 and ::1 (the suite's own ``status``, HEALTHCHECK and operators on the host): both are allowed unless
+``local_ok=False``, see :meth:`AllowList.allows`. Other loopback addresses (127.0.0.2, ...) get no such favour.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SEPARATORS = re.compile(r"[\s,]+")
+LOCAL = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
 
 class AllowListError(ValueError):
@@ -50,11 +52,11 @@ class AllowList:
     def allows(self, address: str, local_ok: bool = True) -> bool:
         """True when ``address`` (a peer's IP address as a string) is in one of the networks.
 
-        ``address`` that is not an IP address (empty for ipc:// peers) is allowed when ``local_ok``: ZeroMQ gives
-        an IP address for every TCP peer, so only local transports (ipc, inproc) come without one."""
+        With ``local_ok``, an ``address`` that is not an IP address (empty for ipc:// peers: ZeroMQ gives an IP
+        address for every TCP peer, so only local transports come without one), 127.0.0.1 and ::1 are allowed too."""
         ip = peer_ip(address)
-        if ip is None:
-            return local_ok
+        if ip is None or ip in LOCAL:
+            return local_ok or (ip is not None and any(ip in net for net in self.networks if net.version == ip.version))
         return any(ip in net for net in self.networks if net.version == ip.version)
 
 

@@ -7,6 +7,8 @@ What it shows
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
       or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
+    - refused connections: with ``ALLOWED_CLIENTS`` set, how many connections each program refused and from where
+      (``$VIIRS_BASE/state/refused-<program>.json``, see access.py); not a health problem in itself
     - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free) and the size of each top-level folder
       (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
 
@@ -37,6 +39,7 @@ import xmlrpc.client
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
 
 PROGRAM = "avo_status"
@@ -62,6 +65,7 @@ class Report:
     last_hour: dict = field(default_factory=dict)
     last_errors: list[dict] = field(default_factory=list)
     disk: dict = field(default_factory=dict)
+    refused: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -223,6 +227,14 @@ def render_text(report: Report) -> str:
         out.append("  none")
     for err in report.last_errors:
         out.append(f"  {err['log']}: {err['line']}")
+    if report.refused:
+        out.append("")
+        total = sum(item["total"] for item in report.refused)
+        out.append(f"refused connections (ALLOWED_CLIENTS): {total}")
+        for item in report.refused:
+            peers = sorted(item["peers"].items(), key=lambda kv: -kv[1])
+            shown = ", ".join(f"{addr} {count}" for addr, count in peers[:5]) + (" ..." if len(peers) > 5 else "")
+            out.append(f"  {item['program']:32s} {item['total']} since {item.get('since') or '?'}: {shown}")
     out.append("")
     disk = report.disk
     if "total" in disk:
@@ -393,6 +405,7 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
+    report.refused = read_refusals(settings.state_dir)
     report.problems = find_problems(report)
     return report
 

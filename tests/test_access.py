@@ -172,3 +172,21 @@ def test_http_gate(tmp_path, caplog):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_supervise_warns_once_when_every_address_is_allowed_and_limits_the_internal_sockets(tmp_path, caplog):
+    from avoviirscollector.cli import INTERNAL_ALLOW, access_environment
+
+    log = logging.getLogger("avoviirscollector")
+    env: dict[str, str] = {}
+    with caplog.at_level(logging.INFO, logger="avoviirscollector"):
+        access_environment(settings(tmp_path, None), env, log)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("ALLOWED_CLIENTS is not set: every address may connect")
+    assert json.loads(env[INTERNAL_ALLOW])[0] == "127.0.0.1"
+    caplog.clear()
+    env = {INTERNAL_ALLOW: '["127.0.0.1", "10.9.9.9"]'}  # an operator's own choice is kept
+    with caplog.at_level(logging.INFO, logger="avoviirscollector"):
+        access_environment(settings(tmp_path, "192.0.2.0/24"), env, log)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert env[INTERNAL_ALLOW] == '["127.0.0.1", "10.9.9.9"]'

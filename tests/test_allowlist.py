@@ -29,10 +29,12 @@ def test_ipv4_peers_seen_through_ipv6_sockets_and_zones():
     assert peer_ip("::ffff:10.1.2.3").version == 4
 
 
-def test_peers_without_an_ip_address_are_local_processes():
+def test_peers_without_an_ip_address_and_the_hosts_own_loopback_are_local():
     allow = parse_allowlist("192.0.2.1")
-    assert allow.allows("") and allow.allows("   ")
-    assert not allow.allows("", local_ok=False)
+    assert allow.allows("") and allow.allows("   ") and allow.allows("127.0.0.1") and allow.allows("::1")
+    assert not allow.allows("127.0.0.2") and not allow.allows("::ffff:127.0.0.3")
+    assert not allow.allows("", local_ok=False) and not allow.allows("127.0.0.1", local_ok=False)
+    assert parse_allowlist("127.0.0.0/8").allows("127.0.0.1", local_ok=False)
 
 
 def test_duplicates_are_kept_once():
