@@ -12,6 +12,8 @@ Commands
         to the public ports. It sets ``POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES`` (unless already set) to this host's
         own addresses, so that posttroll's ZAP check on every internal socket (nameserver, registrations, address
         announcements, the publishers of trollstalker and the gatherers) refuses any other peer.
+        The supervisor (supervisor_auth.py): the control socket needs the user name and password of
+        ``$VIIRS_BASE/run/supervisor.auth`` (0600; generated unless a private one is there).
     ``avoviirscollector status [--json]``
         How things stand (see status.py).
     ``avoviirscollector tasks [list | drop ID | requeue --from TIME ...]``
@@ -28,6 +30,7 @@ import sys
 from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.supervisor_auth import ensure_credentials, supervisord_environment
 
 INTERNAL_ALLOW = "POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES"
 
@@ -75,6 +78,7 @@ def supervise(args: argparse.Namespace) -> int:
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
     access_environment(settings, env, log)
+    env.update(supervisord_environment(ensure_credentials(settings.viirs_base / "run", log)))
     env.update(
         VIIRS_BASE=str(settings.viirs_base),
         AVO_BIN=str(bin_dir),

@@ -1,7 +1,8 @@
 """avo_status (also ``avoviirscollector status``): how the suite stands, at a glance; the image's HEALTHCHECK.
 
 What it shows
-    - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``)
+    - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``,
+      logged in with ``run/supervisor.auth``, see supervisor_auth.py)
     - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product, and the
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
@@ -38,9 +39,11 @@ import time
 import xmlrpc.client
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.supervisor_auth import credentials_path, read_credentials
 
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
@@ -275,12 +278,18 @@ class _UnixTransport(xmlrpc.client.Transport):
         self.timeout = timeout
 
     def make_connection(self, host):
+        _, self._extra_headers, _ = self.get_host_info(host)  # the Authorization header, when the URL has a user
         return _UnixHTTPConnection(self.unix_path, self.timeout)
 
 
 def supervisor_programs(sock_path: Path, timeout: float = 3.0) -> list[dict]:
-    """Every process supervisord manages, as {name, group, state, description, pid}; raises OSError and such."""
-    proxy = xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_UnixTransport(str(sock_path), timeout))
+    """Every process supervisord manages, as {name, group, state, description, pid}; raises OSError and such.
+
+    Logs in with the credentials ``supervise`` keeps beside the socket (``run/supervisor.auth``), when there."""
+    creds = read_credentials(credentials_path(sock_path.parent))
+    login = f"{quote(creds.username, safe='')}:{quote(creds.password, safe='')}@" if creds else ""
+    proxy = xmlrpc.client.ServerProxy(f"http://{login}localhost/RPC2", transport=_UnixTransport(str(sock_path),
+                                                                                                  timeout))
     infos = proxy.supervisor.getAllProcessInfo()
     programs = []
     for info in infos:

@@ -135,3 +135,35 @@ def test_only_allowed_clients_reach_the_public_ports_and_no_one_else_the_interna
     report = collect(s.settings, wait=3, du_seconds=None)
     assert report.queue is not None  # status's own SUB (127.0.0.1) is let in
     assert {r["program"] for r in report.refused} == {"task_broker", "msg_publisher"}
+
+
+def test_the_supervisor_is_locked_and_the_suites_tools_still_get_in(suite, tmp_path):
+    import os
+    import stat
+    import subprocess
+
+    from tests.e2e.harness import BIN
+
+    run = suite.base / "run"
+    assert stat.S_IMODE(os.stat(run / "supervisor.sock").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(run / "supervisor.auth").st_mode) == 0o600
+    password = json.loads((run / "supervisor.auth").read_text())["password"]
+    # the README's command and the harness (supervisorctl -c supervisord.conf) get in
+    assert all(state == "RUNNING" for state, _ in suite.programs().values()) and "task_broker" in suite.programs()
+    status = subprocess.run([str(BIN / "avoviirscollector"), "status", "--quick"], env=suite.env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "task_broker" in status.stdout, status.stdout + status.stderr
+    # without the credentials: refused
+    bare = tmp_path / "bare.conf"
+    bare.write_text(f"[supervisorctl]\nserverurl=unix://{run}/supervisor.sock\n")
+    refused = subprocess.run([str(BIN / "supervisorctl"), "-c", str(bare), "status"], env=suite.env,
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert "Server requires authentication" in refused.stdout and "RUNNING" not in refused.stdout
+    wrong = subprocess.run([str(BIN / "supervisorctl"), "-c", str(bare), "-u", "avo", "-p", "guess", "status"],
+                           env=suite.env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert "RUNNING" not in wrong.stdout
+    logs = (suite.base / "log" / "supervisord.log").read_text() + suite.output.read_text()
+    assert "without any HTTP authentication" not in logs
+    assert password not in logs
+    out = suite.output.read_text()
+    assert out.count("ALLOWED_CLIENTS is not set: every address may connect") == 1
