@@ -154,6 +154,10 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
     assert health.returncode == 0, health.stdout + health.stderr
     marker = podman("exec", cid, "cat", "/app/SUPERCRONIC-SKIPPED")
     assert "avo_cron" in marker.stdout
+    # no test double in the production image (it lives in tests/, which the image leaves out)
+    double = podman("exec", cid, "sh", "-c", "ls /opt/venv/bin/gina_double /app/tests 2>&1; "
+                    "python3 -c 'import avoviirscollector.gina_double' 2>&1", check=False)
+    assert "No such file" in double.stdout and "ModuleNotFoundError" in double.stdout, double.stdout
 
     # a file placed in /viirs/sdr comes out on the publish port
     ctx = zmq.Context.instance()
