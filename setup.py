@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "pyorbital==1.14.0",
     "requests==2.34.2",
     "tqdm==4.70.1",
+    "prometheus_client==0.26.0",  # monitor's /metrics
 ]
 
 TEST_REQUIRES = [
@@ -49,6 +50,7 @@ CONSOLE_SCRIPTS = [
     "tle_refresh = avoviirscollector.tle:main",
     "avo_status = avoviirscollector.status:main",
     "task_broker = avoviirscollector.broker.server:main",
+    "monitor = avoviirscollector.monitor.server:main",
 ]
 
 setup(

@@ -13,7 +13,7 @@ stops the program at start with one line on stderr naming the variable and what 
 | MAILHOST, LOG_SENDER, LOG_RECIPIENT | unset | mail of ERROR records when all three are set |
 | GINA_URL | http://nrt-status.gina.alaska.edu | an http:// or https:// URL |
 | MIRROR_GINA_CONFIG | the package's etc/mirror_gina.yaml | path of a YAML queue file |
-| TASK_PORT, UPDATE_PORT, PUBLISH_PORT | 19091, 19191, 29092 | TCP port 1..65535, all different |
+| TASK_PORT, UPDATE_PORT, PUBLISH_PORT, MONITOR_PORT | 19091, 19191, 29092, 29093 | TCP port 1..65535, all different |
 | TLE_URL | celestrak's weather set | an http:// or https:// URL |
 | RECOVERY_HOURS | 6 | hours 1..168: how far back every complete granule in sdr/ is made sure to be in a task |
 | AVO_ETC | the package's etc/ | folder holding trollstalker.ini and segment_gatherer.ini |
@@ -60,6 +60,7 @@ class Settings:
     task_port: int = 19091
     update_port: int = 19191
     publish_port: int = 29092
+    monitor_port: int = 29093
     tle_url: str = DEFAULT_TLE_URL
     recovery_hours: int = 6
     etc_dir: Path = PACKAGE_ETC
@@ -171,11 +172,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not (etc_dir / needed).is_file():
             raise SettingsError(f"AVO_ETC={etc_raw!r} is not valid: expected a folder holding {needed}")
     ports = {}
-    for name, default in (("TASK_PORT", 19091), ("UPDATE_PORT", 19191), ("PUBLISH_PORT", 29092)):
+    for name, default in (("TASK_PORT", 19091), ("UPDATE_PORT", 19191), ("PUBLISH_PORT", 29092), ("MONITOR_PORT", 29093)):
         ports[name] = _int(env, name, default, 1, 65535)
     if len(set(ports.values())) != len(ports):
         shown = ", ".join(f"{k}={v}" for k, v in ports.items())
-        raise SettingsError(f"TASK_PORT, UPDATE_PORT and PUBLISH_PORT must differ: got {shown}")
+        raise SettingsError(f"TASK_PORT, UPDATE_PORT, PUBLISH_PORT and MONITOR_PORT must differ: got {shown}")
     mail_user, mail_password_file = _mail_login(env)
     return Settings(
         viirs_base=Path(base_raw).absolute(),
@@ -191,6 +192,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         task_port=ports["TASK_PORT"],
         update_port=ports["UPDATE_PORT"],
         publish_port=ports["PUBLISH_PORT"],
+        monitor_port=ports["MONITOR_PORT"],
         tle_url=_url(env, "TLE_URL", DEFAULT_TLE_URL),
         recovery_hours=_int(env, "RECOVERY_HOURS", 6, 1, 168),
         etc_dir=etc_dir,

@@ -43,6 +43,7 @@ BAD = [
     ("TASK_PORT", "abc", "TASK_PORT='abc' is not valid: expected a whole number from 1 to 65535"),
     ("UPDATE_PORT", "70000", "UPDATE_PORT='70000' is out of range: expected a whole number from 1 to 65535"),
     ("PUBLISH_PORT", "0", "PUBLISH_PORT='0' is out of range"),
+    ("MONITOR_PORT", "x1", "MONITOR_PORT='x1' is not valid: expected a whole number from 1 to 65535"),
     ("VIIRS_FACILITY", "fairbanks", "VIIRS_FACILITY='fairbanks' is not valid: expected one of gilmore, uafgina"),
     ("VIIRS_RETENTION", "-1", "VIIRS_RETENTION='-1' is out of range: expected a whole number >= 0"),
     ("VIIRS_RETENTION", "seven", "VIIRS_RETENTION='seven' is not valid"),
@@ -64,6 +65,13 @@ def test_bad_value_is_named(name, value, message):
 def test_ports_must_differ():
     with pytest.raises(SettingsError, match="must differ"):
         load_settings({"TASK_PORT": "29092"})
+    with pytest.raises(SettingsError, match="MONITOR_PORT must differ"):
+        load_settings({"MONITOR_PORT": "19191"})
+
+
+def test_monitor_port():
+    assert load_settings({}).monitor_port == 29093
+    assert load_settings({"MONITOR_PORT": "8080"}).monitor_port == 8080
 
 
 @pytest.mark.parametrize("program", ["msg_publisher", "avoviirscollector supervise"])
