@@ -172,7 +172,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not (etc_dir / needed).is_file():
             raise SettingsError(f"AVO_ETC={etc_raw!r} is not valid: expected a folder holding {needed}")
     ports = {}
-    for name, default in (("TASK_PORT", 19091), ("UPDATE_PORT", 19191), ("PUBLISH_PORT", 29092), ("MONITOR_PORT", 29093)):
+    for name, default in (("TASK_PORT", 19091), ("UPDATE_PORT", 19191), ("PUBLISH_PORT", 29092),
+                          ("MONITOR_PORT", 29093)):
         ports[name] = _int(env, name, default, 1, 65535)
     if len(set(ports.values())) != len(ports):
         shown = ", ".join(f"{k}={v}" for k, v in ports.items())

@@ -333,3 +333,18 @@ def test_a_foreign_state_file_is_moved_aside_and_the_broker_serves(tmp_path, nam
     finally:
         broker.stop()
     assert broker.starts == 1
+
+
+def test_bad_requests_are_counted_in_the_status_and_the_journal_across_a_restart(broker):
+    for _ in range(5):
+        assert "error" in json.loads(request(broker.task_port, b"not json"))
+    with Status(broker.update_port) as status:
+        status.wait_for(lambda s: s.get("bad request (24 h)") == 5, 5)
+    broker.stop()  # a clean stop writes the bad requests not yet in the journal
+    lines = [json.loads(line) for line in (broker.base / "state" / "task_queue.journal").read_text().splitlines()]
+    events = [op for op in lines if op.get("op") == "event" and op.get("kind") == "bad request"]
+    assert sum(op.get("count", 1) for op in events) == 5
+    broker.start()
+    assert "error" in json.loads(request(broker.task_port, b"[]"))
+    with Status(broker.update_port) as status:
+        status.wait_for(lambda s: s.get("bad request (24 h)") == 6, 5)

@@ -23,14 +23,15 @@ What it does (SPEC sections 6 and 10):
   product as a posttroll message (v1.01, naive UTC datetimes, data key ``pass_direction`` added), removed from the
   queue unless "just testing", or empty bytes when nothing matches. **Every request gets exactly one reply**:
   anything malformed (not JSON, not an object, a missing or mistyped key, an empty product list, more than
-  64 KiB) is answered with ``{"error": "..."}``. Replies never wait for another worker. (Only a single frame over
-  256 MiB is refused by ZeroMQ itself, which drops that connection; no worker sends such a thing. And a worker
-  whose request was in flight when the broker process died gets no reply from the next one: a REQ socket does not
-  resend, so a worker with no timeout must be restarted then.) Each hand-out is logged with the worker's address
-  and kept in the ledger for ``RECOVERY_HOURS`` and one hour more;
+  64 KiB) is answered with ``{"error": "..."}``, and counted: in the journal as one ``bad request`` event with a
+  ``count`` every 10 s at most (monitor reads it), and in the status stream. Replies never wait for another
+  worker. (Only a single frame over 256 MiB is refused by ZeroMQ itself, which drops that connection; no worker
+  sends such a thing. And a worker whose request was in flight when the broker process died gets no reply from the
+  next one: a REQ socket does not resend, so a worker with no timeout must be restarted then.) Each hand-out is
+  logged with the worker's address and kept in the ledger for ``RECOVERY_HOURS`` and one hour more;
 - publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}, "recovered (24 h)": N,
-  "in doubt (24 h)": N, "duplicate (24 h)": N}`` (and ``"state behind": true`` while its journal cannot be
-  written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always;
+  "in doubt (24 h)": N, "duplicate (24 h)": N, "bad request (24 h)": N}`` (and ``"state behind": true`` while its
+  journal cannot be written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always;
 - serves operators on ``ipc://$VIIRS_BASE/run/task_broker.ctl`` (``avoviirscollector tasks``: list, drop,
   re-queue; see ``control.py``).
 
@@ -110,7 +111,9 @@ STATUS_INTERVAL = 1.0
 POLL_SECONDS = 0.05
 #: the ledger keeps a hand-out this long beyond RECOVERY_HOURS
 LEDGER_MARGIN = dt.timedelta(hours=1)
-EVENT_KINDS = ("recovered", "in doubt", "duplicate")
+EVENT_KINDS = ("recovered", "in doubt", "duplicate", "bad request")
+#: bad requests are written to the journal as one event with their count at most this often
+BAD_REQUEST_EVERY = 10.0
 SENDER = "task_broker@reconciliation"
 
 log = logging.getLogger(PROGRAM)
@@ -346,10 +349,12 @@ class TaskBroker:
         self.planner: Planner | None = None  # made once the ledger is loaded
         self.scanner: Scanner | None = None
         self.ledger_since = dt.datetime.now(dt.UTC)
-        self.events: deque[tuple[float, str]] = deque()  # (epoch, kind) of the last day's events
+        self.events: deque[tuple[float, str, int]] = deque()  # (epoch, kind, count) of the last day's events
         self._recent: deque[tuple[float, Task]] = deque()  # hand-outs of the last 2 s (kept whole for compaction)
         self._stop = threading.Event()
         self._bad = RateLimitedWarning(log, "bad requests")
+        self._bad_pending = 0  # bad requests not yet in the journal (written as one counted event every 10 s)
+        self._bad_written = 0.0
         self._encoded: dict[int, bytes] = {}  # task id -> its reply, made when queued or merged (or first asked for)
         self._unsynced = False
         self._marks = 0
@@ -381,7 +386,7 @@ class TaskBroker:
         for op in loaded.events:
             when = _epoch(op.get("t"))
             if when is not None:
-                self.events.append((when, str(op.get("kind"))))
+                self.events.append((when, str(op.get("kind")), _count(op)))
         now = self._now()
         if loaded.ledger_since is None:
             log.info("state: no hand-out ledger in %s yet: granules completed before now (%s) are not recovered",
@@ -405,7 +410,7 @@ class TaskBroker:
                  self.store.path, self.queue.products_waiting(), len(self.queue.ledger()),
                  self.ledger_since.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
-    def _records(self, tasks: list[Task], ledger: list[HandOut], events: list[tuple[float, str]],
+    def _records(self, tasks: list[Task], ledger: list[HandOut], events: list[tuple[float, str, int]],
                  recent: dict[int, Task]) -> Iterator[dict]:
         """Ops of a compacted journal (made lazily: a task is serialised when its turn comes)."""
         for task in tasks:
@@ -414,8 +419,8 @@ class TaskBroker:
             if entry.task_id in recent:  # a hand-out that may still be in doubt keeps its task whole
                 yield {"op": "put", "task": task_to_record(recent[entry.task_id])}
             yield {"op": "take", "t": entry.when.isoformat(), **entry.to_record()}
-        for when, kind in events:
-            yield {"op": "event", "t": _iso(when), "kind": kind}
+        for when, kind, count in events:
+            yield {"op": "event", "t": _iso(when), "kind": kind, **({"count": count} if count != 1 else {})}
 
     def _snapshot(self) -> tuple[Iterator[dict], dict]:
         recent = {task.id: task for _, task in self._recent}
@@ -429,10 +434,19 @@ class TaskBroker:
     def _live(self) -> int:
         return len(self.queue) + self.queue.ledger_size + len(self.events)
 
-    def _event(self, kind: str) -> None:
+    def _event(self, kind: str, count: int = 1) -> None:
         now = self.wall()
-        self.events.append((now, kind))
-        self.writer.write(lambda: self.store.append({"op": "event", "kind": kind}), f"a {kind} event")
+        self.events.append((now, kind, count))
+        extra = {"count": count} if count != 1 else {}
+        self.writer.write(lambda: self.store.append({"op": "event", "kind": kind, **extra}), f"a {kind} event")
+
+    def _write_bad_requests(self, force: bool = False) -> None:
+        """Bad requests reach the journal as one ``bad request`` event with their ``count``, every 10 s at most."""
+        now = self.wall()
+        if self._bad_pending and (force or now - self._bad_written >= BAD_REQUEST_EVERY):
+            self._bad_written = now
+            count, self._bad_pending = self._bad_pending, 0
+            self._event("bad request", count)
 
     def _prune(self, now: dt.datetime) -> None:
         forgotten = self.queue.prune_ledger(now - self.window - LEDGER_MARGIN)
@@ -447,9 +461,10 @@ class TaskBroker:
         """Events of the last day by kind."""
         day_ago = self.wall() - 86400
         out = {kind: 0 for kind in EVENT_KINDS}
-        for when, kind in self.events:
+        for when, kind, count in self.events:
             if when >= day_ago and kind in out:
-                out[kind] += 1
+                out[kind] += count
+        out["bad request"] += self._bad_pending
         return out
 
     # -- granules ----------------------------------------------------------------------------------------------
@@ -516,10 +531,12 @@ class TaskBroker:
 
     def _answer(self, body: list[bytes], worker: Callable[[], str]) -> tuple[bytes, Task | None]:
         if len(body) != 1:
+            self._bad_pending += 1
             return error_reply(f"a request is one frame, got {len(body)}"), None
         try:
             request = parse_request(body[0])
         except BadRequest as err:
+            self._bad_pending += 1
             self._bad.warn("bad request answered with an error: %s", err)
             return error_reply(str(err)), None
         task = self.queue.peek(request.desired_products)
@@ -721,6 +738,7 @@ class TaskBroker:
             status.send_json(message, zmq.NOBLOCK)
         except zmq.ZMQError as err:
             log.warning("status not published: %s", err)
+        self._write_bad_requests()
         wall = self.wall()
         while self._recent and wall - self._recent[0][0] > 2 * DOUBT_SECONDS:
             self._recent.popleft()
@@ -753,6 +771,7 @@ class TaskBroker:
         log.info("stopping: no more bus messages; answering the requests received")
         self._stop_threads()
         self._queue_incoming()
+        self._write_bad_requests(force=True)
         if self.writer.behind:
             self.writer.catch_up(self._compact, force=True)
         else:
@@ -764,6 +783,7 @@ class TaskBroker:
                 quiet_until = time.monotonic() + 0.2
             else:
                 router.poll(20)
+        self._write_bad_requests(force=True)
         self.writer.write(lambda: self.store.append({"op": "stop"}, sync=True), "the clean stop")
         log.info("stopped: %d tasks queued and written to %s", len(self.queue), self.store.path)
 
@@ -788,6 +808,11 @@ def _epoch(value: object) -> float | None:
     except ValueError:
         return None
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _count(op: dict) -> int:
+    count = op.get("count", 1)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
 
 
 def _iso(epoch: float) -> str:

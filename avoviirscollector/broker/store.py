@@ -9,8 +9,10 @@ File format: one JSON object per line, each with ``t``, the UTC time it was writ
   "..."}``: a task left the queue (a hand-out to a worker, or an operator's drop); also the ledger entry that keeps
   its granules from being queued twice (version 1 takes carry only the id);
 - ``{"op": "forget", "granules": [...]}``: an operator re-queued these granules (they leave the ledger);
-- ``{"op": "event", "kind": "recovered"|"in doubt"|"duplicate", "what": "..."}``: what the broker recovered,
-  re-queued in doubt or refused as a duplicate, kept a day (read by ``status``);
+- ``{"op": "event", "kind": "recovered"|"in doubt"|"duplicate"|"bad request", "count": N}``: what the broker
+  recovered, re-queued in doubt or refused as a duplicate, and the bad requests it answered with an error (``count``,
+  when present, is how many one record stands for: bad requests are written every 10 s at most), kept a day (read by
+  ``status`` and ``monitor``);
 - ``{"op": "mark"}``: written once a second after hand-outs, so that the time of the last record tells when the
   broker was last alive;
 - ``{"op": "stop"}``: the last line of a clean stop. A journal that does not end with it was cut by a kill or a
