@@ -1,0 +1,431 @@
+"""monitor's memory: what the suite did in the last 24 hours, rebuilt from the journals the programs write.
+
+Pure: fed records and snapshots, no files or sockets (``sources.py`` reads them, ``server.py`` drives it).
+
+What it keeps (bounded: about 24 hours plus one hour of margin; a day of passes is a few thousand files)
+    - every file placed (from ``state/mirror_gina.journal``, or only seen in ``sdr/``), with its placement time,
+      size, download seconds and, when known, when GINA's listing first showed it;
+    - the granules that went into a task, were handed out (with the worker) or dropped (from
+      ``state/task_queue.journal``);
+    - the queue length, one sample a minute (the maximum of that minute), from task_broker's status stream, and
+      after monitor's own downtime rebuilt from the broker's journal (new tasks and hand-outs);
+    - monotonic counters and histograms for ``/metrics`` (files, bytes, delays, hand-outs, bad requests,
+      recoveries, program starts) that continue across restarts.
+
+Each journal is read from where the last read stopped (file identity and offset are part of the saved state); a
+journal that was rewritten meanwhile (compaction) is read again from its start, and records at or before the
+newest time already taken from it are skipped, so nothing is counted twice. Records older than the window are
+ignored. :meth:`History.to_json` / :meth:`History.from_json` save and restore all of it (``state/monitor.json``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from avoviirscollector.granules import GranuleKey, keys_of
+from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
+
+VERSION = 1
+WINDOW = 24 * 3600.0
+KEEP = WINDOW + 3600.0  # what is kept: the window plus an hour of margin
+SAMPLE_SECONDS = 60.0
+#: histogram bucket upper bounds (seconds)
+DOWNLOAD_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+ACQUISITION_BUCKETS = (300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 21600.0)
+LISTING_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
+#: task_broker's journal event kinds and the counter each feeds
+EVENT_COUNTERS = {"recovered": "recovered", "in doubt": "in_doubt", "duplicate": "duplicate",
+                  "bad request": "bad_requests"}
+#: keys of a mirror_gina journal record that may hold when GINA's listing first showed the file
+LISTED_KEYS = ("listed", "first_listed", "first_seen")
+
+
+def epoch(value: Any) -> float | None:
+    """Epoch seconds of an ISO 8601 time (naive = UTC) or a number; None when it is neither."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def utc_epoch(naive: dt.datetime) -> float:
+    return naive.replace(tzinfo=dt.UTC).timestamp() if naive.tzinfo is None else naive.timestamp()
+
+
+class Histogram:
+    """A cumulative-bucket histogram that can be saved (Prometheus semantics: ``le`` buckets, sum, count)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket (not cumulative); the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (le, count) pairs, +Inf last, as prometheus_client's HistogramMetricFamily takes them."""
+        out, total = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return out
+
+    def to_json(self) -> dict:
+        return {"counts": self.counts, "sum": self.sum}
+
+    def load(self, data: Mapping) -> None:
+        counts = list(data.get("counts", []))
+        if len(counts) == len(self.counts) and all(isinstance(c, int) for c in counts):
+            self.counts = counts
+            self.sum = float(data.get("sum", 0.0))
+
+
+@dataclass
+class Placed:
+    """One file in ``sdr/`` of the window."""
+
+    placed: float
+    size: int | None = None
+    seconds: float | None = None
+    listed: float | None = None
+    journal: bool = False  # known from mirror_gina's journal (else only seen in sdr/)
+
+    def to_json(self) -> list:
+        return [self.placed, self.size, self.seconds, self.listed, self.journal]
+
+    @classmethod
+    def from_json(cls, value: list) -> Placed:
+        return cls(float(value[0]), value[1], value[2], value[3], bool(value[4]))
+
+
+@dataclass
+class Source:
+    """Where reading one journal stopped: the file's identity (device, inode), offset, newest record time."""
+
+    ident: tuple[int, int] | None = None
+    offset: int = 0
+    newest: float = 0.0
+
+    def to_json(self) -> list:
+        return [list(self.ident) if self.ident else None, self.offset, self.newest]
+
+    @classmethod
+    def from_json(cls, value: list) -> Source:
+        return cls(tuple(value[0]) if value[0] else None, int(value[1]), float(value[2]))
+
+
+@dataclass(frozen=True)
+class GranuleRow:
+    """One product granule of the window, for the page and the completeness figures."""
+
+    key: GranuleKey
+    have: int  # segments present
+    need: int  # segments the product needs
+    missing: tuple[str, ...]
+    placed: float  # when its last file was placed
+    tasked: bool
+    handed_out: str | None  # the worker's address ("" when unknown) once handed out; None when not
+    dropped: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.have >= self.need
+
+
+def _satellite_band(name: str) -> tuple[str, str] | None:
+    try:
+        parsed = parse_name(name)
+    except NotASdrName:
+        return None
+    return parsed.platform_name, parsed.segment
+
+
+class History:
+    """See the module docstring. Not thread-safe: the caller holds a lock."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, Placed] = {}
+        self.tasked: dict[GranuleKey, float] = {}  # granule -> when it went into a task
+        self.handed: dict[GranuleKey, tuple[float, str, str]] = {}  # granule -> (when, kind, worker)
+        self.queue_samples: list[list[float]] = []  # [minute start, max queue length], oldest first
+        self.listed: dict[str, float] = {}  # name -> first seen listed (health record snapshots)
+        self.sources: dict[str, Source] = {}
+        self.counters: dict[str, dict[str, float]] = {}  # name -> label text ("a|b") -> value
+        self.histograms: dict[str, dict[str, Histogram]] = {}
+        self.task_ids: dict[int, float] = {}  # task ids seen in a put (for the queue rebuild), -> first put time
+        self.changes: list[tuple[float, int]] = []  # queue changes (time, +1/-1) since the last sample
+
+    # -- counters -------------------------------------------------------------------------------------------------
+    def count(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
+        family = self.counters.setdefault(name, {})
+        key = "|".join(labels)
+        family[key] = family.get(key, 0.0) + value
+
+    def counter(self, name: str) -> dict[tuple[str, ...], float]:
+        return {tuple(k.split("|")) if k else (): v for k, v in self.counters.get(name, {}).items()}
+
+    def observe(self, name: str, bounds: tuple[float, ...], label: str, value: float) -> None:
+        self.histograms.setdefault(name, {}).setdefault(label, Histogram(bounds)).observe(value)
+
+    # -- mirror_gina ----------------------------------------------------------------------------------------------
+    def placed_record(self, record: Mapping, now: float) -> bool:
+        """One record of mirror_gina's journal; True when it was new (counted)."""
+        name = record.get("name")
+        when = epoch(record.get("time", record.get("placed_at")))
+        if not isinstance(name, str) or when is None or when < now - KEEP:
+            return False
+        known = self.files.get(name)
+        if known is not None and known.journal:
+            return False
+        which = _satellite_band(name)
+        if which is None:
+            return False
+        satellite, band = which
+        size = record.get("bytes") if isinstance(record.get("bytes"), int) else None
+        seconds = record.get("seconds") if isinstance(record.get("seconds"), (int, float)) else None
+        listed = next((t for key in LISTED_KEYS if (t := epoch(record.get(key))) is not None), None)
+        if listed is None:
+            listed = self.listed.get(name)
+        self.files[name] = Placed(min(when, known.placed) if known else when, size, seconds, listed, True)
+        self.count("files", (satellite, band))
+        if size is not None:
+            self.count("bytes", (satellite, band), size)
+        if seconds is not None:
+            self.observe("download", DOWNLOAD_BUCKETS, satellite, float(seconds))
+        start = utc_epoch(parse_name(name).start_time)
+        self.observe("acquisition", ACQUISITION_BUCKETS, satellite, max(0.0, when - start))
+        if listed is not None:
+            self.observe("listing", LISTING_BUCKETS, satellite, max(0.0, when - listed))
+        return True
+
+    def seen_in_sdr(self, name: str, placed: float, now: float) -> None:
+        """A file in ``sdr/`` (placed by anyone): counts for completeness, not as a download."""
+        if name not in self.files and placed >= now - KEEP and _satellite_band(name) is not None:
+            self.files[name] = Placed(placed)
+
+    def listing_snapshot(self, pending: Mapping[str, Any]) -> None:
+        """mirror_gina's health record: wanted files listed and not yet placed, each with when first listed."""
+        for name, when in pending.items():
+            first = epoch(when)
+            if first is not None and name not in self.listed:
+                self.listed[name] = first
+
+    # -- task_broker ----------------------------------------------------------------------------------------------
+    def broker_record(self, op: Mapping, now: float, rewritten_before: float | None = None) -> None:
+        """One record of task_broker's journal. ``rewritten_before``: the journal was rewritten; records with a
+        time at or before it were taken already."""
+        kind = op.get("op")
+        when = epoch(op.get("t"))
+        if rewritten_before is not None and when is not None and when <= rewritten_before and kind != "put":
+            return
+        if when is not None and when < now - KEEP:
+            return
+        if kind == "put":
+            self._put(op.get("task"), when if when is not None else now)
+        elif kind == "take":
+            self._take(op, when if when is not None else now)
+        elif kind == "event":
+            counter = EVENT_COUNTERS.get(str(op.get("kind")))
+            if counter is not None:
+                count = op.get("count", 1)
+                self.count(counter, (), float(count) if isinstance(count, int) and count > 0 else 1.0)
+
+    def _put(self, task: Any, when: float) -> None:
+        if not isinstance(task, Mapping):
+            return
+        subject = str(task.get("subject", ""))
+        product = subject.rsplit("/", 1)[-1]
+        data = task.get("data")
+        if product not in PRODUCTS or not isinstance(data, Mapping):
+            return
+        try:
+            task_id = int(task["id"])
+        except (KeyError, TypeError, ValueError):
+            return
+        if task_id not in self.task_ids:
+            self.task_ids[task_id] = when
+            self.changes.append((when, 1))
+        dataset = data.get("dataset") if isinstance(data.get("dataset"), list) else []
+        for key in keys_of(product, [item for item in dataset if isinstance(item, Mapping)]):
+            if key not in self.tasked:
+                self.tasked[key] = when
+                self.count("tasked", (product, key.platform_name))
+
+    def _take(self, op: Mapping, when: float) -> None:
+        kind = str(op.get("kind", "handed out"))
+        worker = str(op.get("worker", ""))
+        keys = []
+        for raw in op.get("granules", []) or []:
+            try:
+                keys.append(GranuleKey.from_json(raw))
+            except (TypeError, ValueError):
+                continue
+        if keys:
+            product, satellite = keys[0].product, keys[0].platform_name
+        else:
+            product, satellite = "?", "?"
+        self.count("handed_out" if kind == "handed out" else "dropped", (product, satellite))
+        self.changes.append((when, -1))
+        for key in keys:
+            self.handed[key] = (when, kind, worker)
+            self.tasked.setdefault(key, when)
+
+    # -- queue length ---------------------------------------------------------------------------------------------
+    def queue_sample(self, when: float, length: int) -> None:
+        minute = when - when % SAMPLE_SECONDS
+        if self.queue_samples and self.queue_samples[-1][0] == minute:
+            self.queue_samples[-1][1] = max(self.queue_samples[-1][1], length)
+        elif not self.queue_samples or minute > self.queue_samples[-1][0]:
+            self.queue_samples.append([minute, length])
+            self.changes = [change for change in self.changes if change[0] >= minute]
+
+    def fill_queue_gap(self, changes: Iterable[tuple[float, int]], length_now: int, now: float) -> int:
+        """Rebuild the minutes since the last sample (monitor was down) from the broker journal's changes
+        (time, +1 for a new task, -1 for a hand-out or drop), anchored at the queue length heard now. Returns the
+        number of minutes filled."""
+        last = self.queue_samples[-1][0] if self.queue_samples else now - WINDOW
+        start = max(last + SAMPLE_SECONDS, now - WINDOW)
+        start -= start % SAMPLE_SECONDS
+        ordered = sorted((t, d) for t, d in changes if start <= t <= now)
+        minutes = []
+        minute = start
+        while minute + SAMPLE_SECONDS <= now - now % SAMPLE_SECONDS:
+            minutes.append(minute)
+            minute += SAMPLE_SECONDS
+        if not minutes:
+            return 0
+        # length at time x = length now - the changes after x; a minute's sample is the maximum within it
+        after = sum(d for _, d in ordered)
+        level = length_now - after
+        index = 0
+        filled = 0
+        for minute in minutes:
+            peak = level
+            while index < len(ordered) and ordered[index][0] < minute + SAMPLE_SECONDS:
+                level += ordered[index][1]
+                peak = max(peak, level)
+                index += 1
+            self.queue_samples.append([minute, max(0, peak)])
+            filled += 1
+        self.changes = []
+        return filled
+
+    # -- programs -------------------------------------------------------------------------------------------------
+    def program_started(self, program: str) -> None:
+        self.count("starts", (program,))
+
+    # -- upkeep ---------------------------------------------------------------------------------------------------
+    def prune(self, now: float) -> None:
+        horizon = now - KEEP
+        self.files = {n: p for n, p in self.files.items() if p.placed >= horizon}
+        self.tasked = {k: t for k, t in self.tasked.items() if t >= horizon}
+        self.handed = {k: v for k, v in self.handed.items() if v[0] >= horizon}
+        self.listed = {n: t for n, t in self.listed.items() if t >= horizon}
+        self.task_ids = {i: t for i, t in self.task_ids.items() if t >= horizon}
+        cut = bisect.bisect_left([s[0] for s in self.queue_samples], now - WINDOW)
+        del self.queue_samples[:cut]
+
+    # -- views ----------------------------------------------------------------------------------------------------
+    def granules(self, now: float, window: float = WINDOW) -> list[GranuleRow]:
+        """Every product granule with at least one file of its (platform, start) group placed in the window."""
+        groups: dict[tuple[str, dt.datetime], list[tuple[SdrName, float]]] = {}
+        for name, placed in self.files.items():
+            if placed.placed < now - window:
+                continue
+            parsed = parse_name(name)
+            groups.setdefault((parsed.platform_name, parsed.start_time), []).append((parsed, placed.placed))
+        rows = []
+        for (platform, start), members in groups.items():
+            segments = {parsed.segment: when for parsed, when in members}
+            for product, needed in PRODUCTS.items():
+                key = GranuleKey(product, platform, start)
+                present = [s for s in needed if s in segments]
+                handed = self.handed.get(key)
+                rows.append(GranuleRow(
+                    key, len(present), len(needed), tuple(s for s in needed if s not in segments),
+                    max((segments[s] for s in present), default=max(w for _, w in members)),
+                    key in self.tasked, (handed[2] if handed[1] == "handed out" else None) if handed else None,
+                    bool(handed and handed[1] == "dropped")))
+        rows.sort(key=lambda row: (row.key.start_time, row.key.platform_name, row.key.product))
+        return rows
+
+    def completeness(self, now: float) -> dict[tuple[str, str], tuple[int, int]]:
+        """(satellite, product) -> (complete granules, granules expected) over the window: a granule is expected
+        of every product once any file of its platform and start time was placed."""
+        out: dict[tuple[str, str], list[int]] = {}
+        for row in self.granules(now):
+            entry = out.setdefault((row.key.platform_name, row.key.product), [0, 0])
+            entry[0] += row.complete
+            entry[1] += 1
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def last_granule(self) -> dict[str, dict]:
+        """Per satellite: the newest granule start placed, when its newest file was placed, and the delay."""
+        out: dict[str, dict] = {}
+        for name, placed in self.files.items():
+            parsed = parse_name(name)
+            start = utc_epoch(parsed.start_time)
+            held = out.get(parsed.platform_name)
+            if held is None or (start, placed.placed) > (held["start"], held["placed"]):
+                out[parsed.platform_name] = {"start": start, "placed": placed.placed,
+                                             "delay": max(0.0, placed.placed - start)}
+        return out
+
+    def placed_since(self, since: float) -> int:
+        return sum(1 for p in self.files.values() if p.journal and p.placed >= since)
+
+    # -- persistence ----------------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "version": VERSION,
+            "files": {n: p.to_json() for n, p in self.files.items()},
+            "tasked": [[*k.to_json(), t] for k, t in self.tasked.items()],
+            "handed": [[*k.to_json(), *v] for k, v in self.handed.items()],
+            "queue_samples": self.queue_samples,
+            "listed": self.listed,
+            "sources": {n: s.to_json() for n, s in self.sources.items()},
+            "counters": self.counters,
+            "histograms": {n: {label: h.to_json() for label, h in family.items()}
+                           for n, family in self.histograms.items()},
+            "task_ids": {str(i): t for i, t in self.task_ids.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> History:
+        """The saved history; a damaged or foreign save raises ValueError (the caller starts afresh)."""
+        if not isinstance(data, Mapping) or data.get("version") != VERSION:
+            raise ValueError("not a monitor history of this version")
+        out = cls()
+        try:
+            out.files = {str(n): Placed.from_json(v) for n, v in data["files"].items()}
+            out.tasked = {GranuleKey.from_json(v[:3]): float(v[3]) for v in data["tasked"]}
+            out.handed = {GranuleKey.from_json(v[:3]): (float(v[3]), str(v[4]), str(v[5])) for v in data["handed"]}
+            out.queue_samples = [[float(t), int(n)] for t, n in data["queue_samples"]]
+            out.listed = {str(n): float(t) for n, t in data["listed"].items()}
+            out.sources = {str(n): Source.from_json(v) for n, v in data["sources"].items()}
+            out.counters = {str(n): {str(k): float(v) for k, v in fam.items()} for n, fam in data["counters"].items()}
+            bounds = {"download": DOWNLOAD_BUCKETS, "acquisition": ACQUISITION_BUCKETS, "listing": LISTING_BUCKETS}
+            for name, family in data["histograms"].items():
+                for label, saved in family.items():
+                    hist = Histogram(bounds.get(name, DOWNLOAD_BUCKETS))
+                    hist.load(saved)
+                    out.histograms.setdefault(str(name), {})[str(label)] = hist
+            out.task_ids = {int(i): float(t) for i, t in data.get("task_ids", {}).items()}
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise ValueError(f"damaged monitor history: {err}") from None
+        return out

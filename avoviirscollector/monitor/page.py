@@ -1,0 +1,327 @@
+"""The status page: one server-rendered HTML document with inline CSS and SVG, no script, nothing fetched.
+
+Pure: :func:`render` turns a :class:`View` (a snapshot of monitor's state) into text. Elements carry classes and
+``data-`` attributes (``granule``, ``complete``/``incomplete``, ``tasked``, ``handed-out``; ``data-satellite``,
+``data-product``, ``data-start``) so that a person's browser and a test's headless browser read the same thing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from html import escape
+
+from avoviirscollector.monitor.history import WINDOW, GranuleRow, History
+from avoviirscollector.status import human_bytes
+from avoviirscollector.viirs import PRODUCTS
+
+REFRESH_SECONDS = 30
+GREEN_BELOW, YELLOW_BELOW = 6, 10  # queue length thresholds (the original dashboard's)
+COMPLETE_GREEN = 0.9  # completeness judged good at 90% and above
+PASS_GAP = 300.0  # granules of one satellite more than 5 minutes apart belong to different passes
+MAX_PASSES = 60  # passes shown in detail (newest first)
+WIDTH = 1100
+
+CSS = """
+body{font:14px/1.35 system-ui,sans-serif;margin:16px;color:#222;background:#fafafa}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:18px 0 6px}
+.ok{color:#1a7f37}.warn{color:#b08800}.bad{color:#cf222e}
+.verdict{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff;font-weight:600}
+.verdict.ok{background:#1a7f37}.verdict.bad{background:#cf222e}.verdict.unknown{background:#777}
+table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+th{background:#f0f0f0}.num{text-align:right}.small{font-size:12px;color:#555}
+.errors{font:12px monospace;white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:6px;max-width:1100px}
+svg text{font:11px system-ui,sans-serif;fill:#333}
+.granule.complete{fill:#2da44e}.granule.incomplete{fill:#fb8f44}.granule.empty{fill:#e5534b}
+.mark.tasked{fill:none;stroke:#0969da}.mark.handed-out{fill:#0969da}
+.grid{display:flex;flex-wrap:wrap;gap:10px}.pass{background:#fff;border:1px solid #ddd;padding:4px}
+"""
+
+
+@dataclass
+class View:
+    now: float
+    history: History
+    live: dict | None = None
+    programs: list[dict] = field(default_factory=list)
+    supervisor_error: str | None = None
+    health: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=dict)
+    disk: dict = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+    verdict: tuple[bool, list[str]] | None = None
+
+
+def _t(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%SZ") -> str:
+    if epoch is None:
+        return "?"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime(fmt)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _epoch(text: object) -> float | None:
+    from avoviirscollector.monitor.history import epoch
+
+    return epoch(text)
+
+
+def queue_class(length: int) -> str:
+    return "ok" if length < GREEN_BELOW else "warn" if length < YELLOW_BELOW else "bad"
+
+
+def passes(rows: list[GranuleRow]) -> list[tuple[str, list[GranuleRow]]]:
+    """Granule rows grouped into passes: per satellite, starts less than 5 minutes apart; newest pass first."""
+    by_sat: dict[str, list[GranuleRow]] = {}
+    for row in rows:
+        by_sat.setdefault(row.key.platform_name, []).append(row)
+    out = []
+    for satellite, members in by_sat.items():
+        members.sort(key=lambda r: r.key.start_time)
+        current: list[GranuleRow] = []
+        for row in members:
+            if current and (row.key.start_time - current[-1].key.start_time).total_seconds() > PASS_GAP:
+                out.append((satellite, current))
+                current = []
+            current.append(row)
+        if current:
+            out.append((satellite, current))
+    out.sort(key=lambda item: item[1][0].key.start_time, reverse=True)
+    return out
+
+
+def _start_epoch(row: GranuleRow) -> float:
+    return row.key.start_time.replace(tzinfo=dt.UTC).timestamp()
+
+
+def _granule_title(row: GranuleRow) -> str:
+    state = ("handed out" + (f" to {row.handed_out}" if row.handed_out else "")) if row.handed_out is not None \
+        else "dropped" if row.dropped else "tasked" if row.tasked else "not tasked"
+    missing = f" (missing {', '.join(row.missing)})" if row.missing else ""
+    return (f"{row.key.product} {row.key.platform_name} {row.key.start_time:%Y-%m-%d %H:%M:%S}: "
+            f"{row.have}/{row.need} files{missing}; {state}")
+
+
+def timeline(rows: list[GranuleRow], now: float) -> str:
+    """24 hours of passes: one band per satellite, one row per product; each pass a bar colored by the share of
+    its granules that are complete."""
+    satellites = sorted({row.key.platform_name for row in rows})
+    products = list(PRODUCTS)
+    left, row_h, band_gap = 80, 9, 14
+    height = 20 + len(satellites) * (len(products) * row_h + band_gap)
+    span = WIDTH - left - 10
+    start = now - WINDOW
+
+    def x(epoch: float) -> float:
+        return left + max(0.0, min(1.0, (epoch - start) / WINDOW)) * span
+
+    out = [f'<svg class="timeline" width="{WIDTH}" height="{height}" role="img" '
+           f'aria-label="passes of the last 24 hours">']
+    for hour in range(0, 25, 3):
+        tick = start + hour * 3600
+        out.append(f'<line x1="{x(tick):.1f}" y1="12" x2="{x(tick):.1f}" y2="{height}" stroke="#ddd"/>'
+                   f'<text x="{x(tick) - 14:.1f}" y="10">{_t(tick, "%H:%M")}</text>')
+    grouped = passes(rows)
+    for index, satellite in enumerate(satellites):
+        top = 16 + index * (len(products) * row_h + band_gap)
+        out.append(f'<text x="2" y="{top + 2.5 * row_h:.0f}">{escape(satellite)}</text>')
+        for p_index, product in enumerate(products):
+            y = top + p_index * row_h
+            out.append(f'<text x="50" y="{y + row_h - 1}" class="small">{product}</text>')
+            for sat, members in grouped:
+                if sat != satellite:
+                    continue
+                mine = [r for r in members if r.key.product == product]
+                if not mine:
+                    continue
+                done = sum(r.complete for r in mine)
+                ratio = done / len(mine)
+                cls = "complete" if ratio >= 1 else "empty" if done == 0 else "incomplete"
+                x0 = x(_start_epoch(mine[0]))
+                x1 = max(x0 + 3, x(_start_epoch(mine[-1]) + 86))
+                out.append(f'<rect class="pass-bar granule {cls}" data-satellite="{escape(satellite)}" '
+                           f'data-product="{product}" x="{x0:.1f}" y="{y}" width="{x1 - x0:.1f}" '
+                           f'height="{row_h - 1}"><title>{escape(satellite)} {product} pass '
+                           f'{mine[0].key.start_time:%H:%M}: {done}/{len(mine)} granules complete</title></rect>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def pass_detail(satellite: str, members: list[GranuleRow]) -> str:
+    """One pass: a grid of granules (columns) by product (rows); a ring under a tasked granule, a dot when handed
+    out."""
+    starts = sorted({r.key.start_time for r in members})
+    products = list(PRODUCTS)
+    cell, left = 11, 30
+    width = left + len(starts) * cell + 4
+    height = len(products) * (cell + 5) + 4
+    out = [f'<div class="pass" data-satellite="{escape(satellite)}"><div class="small">{escape(satellite)} '
+           f'{starts[0]:%Y-%m-%d %H:%M}-{starts[-1]:%H:%M}Z, {len(starts)} granules</div>'
+           f'<svg width="{width}" height="{height}">']
+    column = {start: i for i, start in enumerate(starts)}
+    for p_index, product in enumerate(products):
+        out.append(f'<text x="0" y="{p_index * (cell + 5) + cell - 2}">{product}</text>')
+    for row in members:
+        px = left + column[row.key.start_time] * cell
+        py = products.index(row.key.product) * (cell + 5)
+        cls = "complete" if row.complete else "empty" if row.have == 0 else "incomplete"
+        marks = (" tasked" if row.tasked else "") + (" handed-out" if row.handed_out is not None else "")
+        out.append(f'<rect class="granule {cls}{marks}" data-satellite="{escape(satellite)}" '
+                   f'data-product="{row.key.product}" data-start="{row.key.start_time:%Y-%m-%dT%H:%M:%S}" '
+                   f'data-files="{row.have}/{row.need}" x="{px}" y="{py}" width="{cell - 2}" height="{cell - 2}">'
+                   f'<title>{escape(_granule_title(row))}</title></rect>')
+        if row.handed_out is not None:
+            out.append(f'<circle class="mark handed-out" cx="{px + cell / 2 - 1}" cy="{py + cell + 1}" r="2"/>')
+        elif row.tasked:
+            out.append(f'<circle class="mark tasked" cx="{px + cell / 2 - 1}" cy="{py + cell + 1}" r="2"/>')
+    out.append("</svg></div>")
+    return "".join(out)
+
+
+def queue_chart(samples: list[list[float]], now: float, current: int | None) -> str:
+    """The queue length over 24 hours (the maximum of each minute) on green / yellow / red bands."""
+    height, left, bottom = 150, 40, 18
+    top_value = max([YELLOW_BELOW + 2, *(s[1] * 1.1 for s in samples), current or 0])
+    plot_h = height - bottom - 6
+    span = WIDTH - left - 10
+    start = now - WINDOW
+
+    def y(value: float) -> float:
+        return 6 + plot_h * (1 - min(value, top_value) / top_value)
+
+    def x(epoch: float) -> float:
+        return left + max(0.0, min(1.0, (epoch - start) / WINDOW)) * span
+
+    out = [f'<svg class="queue" width="{WIDTH}" height="{height}" role="img" aria-label="queue length, 24 hours">',
+           f'<rect x="{left}" y="{y(GREEN_BELOW):.1f}" width="{span}" height="{y(0) - y(GREEN_BELOW):.1f}" '
+           f'fill="#dafbe1"/>',
+           f'<rect x="{left}" y="{y(YELLOW_BELOW):.1f}" width="{span}" '
+           f'height="{y(GREEN_BELOW) - y(YELLOW_BELOW):.1f}" fill="#fff8c5"/>',
+           f'<rect x="{left}" y="6" width="{span}" height="{y(YELLOW_BELOW) - 6:.1f}" fill="#ffebe9"/>']
+    for value in (0, GREEN_BELOW, YELLOW_BELOW, int(top_value)):
+        out.append(f'<text x="2" y="{y(value) + 4:.1f}">{value}</text>')
+    for hour in range(0, 25, 3):
+        tick = start + hour * 3600
+        out.append(f'<text x="{x(tick) - 14:.1f}" y="{height - 4}">{_t(tick, "%H:%M")}</text>')
+    points = [(x(t), y(n)) for t, n in samples if t >= start]
+    if points:
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+        out.append(f'<polyline class="queue-line" data-samples="{len(points)}" points="{path}" fill="none" '
+                   f'stroke="#0969da" stroke-width="1.5"/>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def render(view: View) -> str:
+    h, now = view.history, view.now
+    rows = h.granules(now)
+    verdict = view.verdict
+    verdict_html = ('<span class="verdict unknown">health not checked yet</span>' if verdict is None else
+                    '<span class="verdict ok" id="verdict">HEALTHY</span>' if verdict[0] else
+                    '<span class="verdict bad" id="verdict">UNHEALTHY</span>')
+    parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+             f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
+             '<title>avoviirscollector monitor</title>', f"<style>{CSS}</style></head><body>",
+             f'<h1>avoviirscollector {verdict_html}</h1>',
+             f'<div class="small">at {_t(now)}; this page refreshes every {REFRESH_SECONDS} s; '
+             f'<a href="metrics">/metrics</a> <a href="healthz">/healthz</a></div>']
+    if verdict is not None and not verdict[0]:
+        parts.append('<ul class="problems">' + "".join(f'<li class="bad">{escape(p)}</li>' for p in verdict[1])
+                     + "</ul>")
+    # satellites
+    completeness = h.completeness(now)
+    last = h.last_granule()
+    parts.append('<h2>Satellites</h2><table id="satellites"><tr><th>satellite</th><th>last granule (start)</th>'
+                 '<th>placed</th><th>delay</th><th>complete, 24 h</th></tr>')
+    for satellite in sorted(set(last) | {s for s, _ in completeness}):
+        entry = last.get(satellite, {})
+        done = sum(v[0] for (s, _), v in completeness.items() if s == satellite)
+        total = sum(v[1] for (s, _), v in completeness.items() if s == satellite)
+        ratio = done / total if total else None
+        cls = "" if ratio is None else "ok" if ratio >= COMPLETE_GREEN else "bad"
+        per_product = ", ".join(f"{p} {completeness[(satellite, p)][0]}/{completeness[(satellite, p)][1]}"
+                                for p in PRODUCTS if (satellite, p) in completeness)
+        parts.append(f'<tr class="satellite" data-satellite="{escape(satellite)}"><td>{escape(satellite)}</td>'
+                     f'<td>{_t(entry.get("start"))}</td><td>{_t(entry.get("placed"))}</td>'
+                     f'<td class="num">{_ago(entry.get("delay"))}</td>'
+                     f'<td class="{cls}">{"?" if ratio is None else f"{100 * ratio:.0f}%"} '
+                     f'<span class="small">({done}/{total} granules: {per_product})</span></td></tr>')
+    parts.append("</table>")
+    # passes
+    parts.append('<h2>Passes, last 24 hours</h2><div class="small">each bar a pass: green every granule complete, '
+                 'orange some incomplete, red none; below, the newest passes granule by granule (ring: tasked, '
+                 'dot: handed out)</div>')
+    parts.append(timeline(rows, now))
+    parts.append('<div class="grid" id="passes">')
+    for satellite, members in passes(rows)[:MAX_PASSES]:
+        parts.append(pass_detail(satellite, members))
+    parts.append("</div>")
+    # queue
+    live = view.live
+    current = live["queue length"] if live else None
+    handed_24h = sum(1 for when, kind, _ in h.handed.values() if kind == "handed out" and when >= now - WINDOW)
+    parts.append("<h2>Queue</h2>")
+    if live is None:
+        parts.append('<div class="bad" id="queue-now">task_broker status not heard</div>')
+    else:
+        by_product = ", ".join(f"{escape(str(p))} {n}" for p, n in sorted(live.get("tasks by product", {}).items()))
+        day = ", ".join(f"{escape(k[:-7])} {live[k]}" for k in sorted(live) if k.endswith(" (24 h)"))
+        parts.append(f'<div id="queue-now" class="{queue_class(current)}" data-length="{current}">'
+                     f'<b>{current}</b> tasks waiting{": " + by_product if by_product else ""}; '
+                     f'{handed_24h} handed out in 24 h{"; " + day if day else ""}</div>')
+    parts.append(queue_chart(h.queue_samples, now, current))
+    # mirror
+    health = view.health
+    pending = health.get("pending") if isinstance(health.get("pending"), dict) else {}
+    given_up = [n for n, e in view.failures.items() if isinstance(e, dict) and e.get("given_up")]
+    parts.append("<h2>mirror_gina</h2>")
+    if health:
+        success = _epoch(health.get("last_success"))
+        parts.append(f'<div id="mirror">last run {escape(str(health.get("last_run", "?")))} '
+                     f'({escape(str(health.get("last_run_summary", "")))}); last success '
+                     f'{_ago(now - success) + " ago" if success else "never"}; {len(pending)} files listed and not '
+                     f'placed; {len(given_up)} given up on; {h.placed_since(now - 3600)} files placed in the last '
+                     f'hour</div>')
+    else:
+        parts.append(f'<div id="mirror">no health record yet; {h.placed_since(now - 3600)} files placed in the '
+                     f'last hour</div>')
+    # programs
+    parts.append('<h2>Programs</h2><table id="programs"><tr><th>program</th><th>state</th><th></th></tr>')
+    if view.supervisor_error:
+        parts.append(f'<tr><td colspan="3" class="bad">supervisord does not answer: '
+                     f'{escape(view.supervisor_error)}</td></tr>')
+    starts = h.counter("starts")
+    for prog in view.programs:
+        cls = "ok" if prog["state"] == "RUNNING" else "bad"
+        count = int(starts.get((prog["name"].split(":")[-1],), 0))
+        parts.append(f'<tr class="program" data-state="{escape(prog["state"])}"><td>{escape(prog["name"])}</td>'
+                     f'<td class="{cls}">{escape(prog["state"])}</td><td class="small">'
+                     f'{escape(prog.get("description", ""))}; started {count}x</td></tr>')
+    parts.append("</table>")
+    # errors
+    parts.append("<h2>Last errors</h2>")
+    if view.errors:
+        parts.append('<div class="errors" id="errors">' + "\n".join(
+            f"{escape(e['log'])}: {escape(e['line'])}" for e in view.errors) + "</div>")
+    else:
+        parts.append('<div id="errors" class="ok">none</div>')
+    # disk
+    disk = view.disk
+    parts.append("<h2>Disk</h2>")
+    if "total" in disk:
+        cls = "bad" if disk["percent_used"] >= 95 else "warn" if disk["percent_used"] >= 85 else "ok"
+        parts.append(f'<div id="disk" class="{cls}">{human_bytes(disk["used"])} used of '
+                     f'{human_bytes(disk["total"])} ({disk["percent_used"]:.0f}%), {human_bytes(disk["free"])} '
+                     f'free</div>')
+    else:
+        parts.append(f'<div id="disk" class="bad">{escape(str(disk.get("error", "unknown")))}</div>')
+    parts.append("</body></html>\n")
+    return "".join(parts)

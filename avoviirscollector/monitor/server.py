@@ -1,0 +1,496 @@
+"""monitor: how the suite is doing, to look at (``/``), to scrape (``/metrics``) and to probe (``/healthz``).
+
+Serves HTTP on ``MONITOR_PORT`` (default 29093; SPEC section 11), every address, checked against
+``ALLOWED_CLIENTS`` like the suite's other public ports (access.py; a refused client's connection is closed before
+its request is read):
+
+- ``GET /metrics``: Prometheus text format through ``prometheus_client`` (names below, all ``avo_``);
+- ``GET /``: a status page (server-rendered HTML, inline SVG, refreshes itself every 30 s, nothing fetched from
+  anywhere: it works on an isolated network): per satellite the last granule and its delay, 24 hours of passes
+  with each granule's completeness per product and its task state, the queue length over 24 hours with the
+  thresholds 6 and 10, programs, the last ERROR lines, disk;
+- ``GET /healthz``: the verdict of ``avoviirscollector status --quick`` (the same code: status.collect), ``200
+  healthy`` or ``503 unhealthy`` and the reasons, one a line.
+
+Where its figures come from (read-only: it changes nothing, shows no settings and no secrets; credentials in URLs
+of log lines are blanked)
+    - ``state/mirror_gina.journal``: files placed (name, bytes, download seconds; the time GINA first listed the
+      file when the record holds it), read from where it stopped;
+    - ``state/mirror_gina.health.json`` / ``.failures.json`` (when mirror_gina writes them): last (successful)
+      run, files listed but not placed (with when first listed), files given up on;
+    - ``state/task_queue.journal``: granules put into tasks, hand-outs with the worker's address, drops, and the
+      broker's events (recovered, in doubt, duplicate, bad requests); read as text, never through the broker's
+      store (which may move a file aside);
+    - ``UPDATE_PORT``: the broker's status once a second (queue length, tasks by product);
+    - supervisord, through its socket with the credentials ``supervisorctl`` uses (run/supervisor.auth): program
+      states; ``log/supervisord.log``: every program start (restarts);
+    - ``sdr/``: files placed by anyone (for completeness); ``log/*.log``: the last ERROR lines; the filesystem.
+
+Its own state, ``state/monitor.json`` (written atomically every 30 s and at a stop): 24 hours of history (files,
+granules, hand-outs, queue-length samples) and where it stopped reading each journal, so after its own downtime the
+missed period is rebuilt from the journals (the bus keeps nothing), and its counters continue. Bounded: what is
+older than 25 hours is dropped.
+
+Metrics: ``avo_files_placed_total`` and ``avo_bytes_placed_total`` {satellite, band}; histograms
+``avo_download_seconds``, ``avo_acquisition_delay_seconds`` (placed minus granule start) and
+``avo_listing_delay_seconds`` (placed minus first listed) {satellite}; ``avo_granules_complete`` and
+``avo_granules_expected`` {product, satellite} (last 24 h) and ``avo_granules_tasked_total``; ``avo_files_listed_
+not_placed`` and ``avo_files_given_up`` {satellite}; ``avo_queue_length``, ``avo_tasks`` {product};
+``avo_tasks_handed_out_total`` and ``avo_tasks_dropped_total`` {product, satellite}; ``avo_bad_requests_total``,
+``avo_granules_recovered_total``, ``avo_handouts_in_doubt_total``, ``avo_duplicates_refused_total``;
+``avo_mirror_last_success_timestamp_seconds``, ``avo_mirror_last_run_timestamp_seconds``; ``avo_program_up``
+{program}, ``avo_program_starts_total`` {program}; ``avo_filesystem_free_bytes``, ``avo_filesystem_size_bytes``;
+``avo_last_granule_timestamp_seconds`` and ``avo_last_granule_delay_seconds`` {satellite}; ``avo_healthy``.
+
+Settings (environment, see config.py): ``VIIRS_BASE``, ``MONITOR_PORT``, ``UPDATE_PORT``, ``ALLOWED_CLIENTS``.
+Signals: SIGTERM or SIGINT save the state and exit 0 within a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import http.server
+import json
+import logging
+import os
+import threading
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from avoviirscollector import status as suite_status
+from avoviirscollector.access import GatedServerMixin, make_gate
+from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.logs import setup_logging
+from avoviirscollector.monitor import page, sources
+from avoviirscollector.monitor.history import WINDOW, History, Source, epoch
+from avoviirscollector.signals import stop_on_signals
+from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
+
+PROGRAM = "monitor"
+STATE_NAME = "monitor.json"
+POLL_SECONDS = 5.0
+SAVE_SECONDS = 30.0
+HEALTH_CACHE_SECONDS = 5.0
+PAGE_CACHE_SECONDS = 1.0
+MIRROR_JOURNAL = "mirror_gina.journal"
+BROKER_JOURNAL = "task_queue.journal"
+HEALTH_NAME = "mirror_gina.health.json"
+FAILURES_NAME = "mirror_gina.failures.json"
+SATELLITE_OF = {sat: name for name, sat in PLATFORMS.values()}  # "snpp" -> "Suomi-NPP"
+
+log = logging.getLogger(PROGRAM)
+
+
+def _platform_of(name: str) -> str:
+    try:
+        return parse_name(name).platform_name
+    except NotASdrName:
+        return "unknown"
+
+
+class Monitor:
+    """The state monitor keeps and the figures it shows; :meth:`poll` reads what changed (thread-safe)."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.state_path = settings.state_dir / STATE_NAME
+        self.history = self._restore()
+        self.old_names: set[str] = set()  # names in sdr/ older than the window (not looked at again)
+        self.live: dict = {}  # the broker's last status and when it was heard
+        self.live_at: float | None = None
+        self.programs: list[dict] = []
+        self.supervisor_error: str | None = None
+        self.health: dict = {}
+        self.failures: dict = {}
+        self.disk: dict = {}
+        self.errors: list[dict] = []
+        self.gap_checked = False
+        self.saved_at = 0.0
+        self._verdict: tuple[float, bool, list[str]] | None = None
+        self._verdict_lock = threading.Lock()
+        self._page: tuple[float, bytes] | None = None
+
+    # -- state ------------------------------------------------------------------------------------------------------
+    def _restore(self) -> History:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return History()
+        except (OSError, ValueError) as err:
+            log.warning("state %s unreadable (%s): starting with an empty history", self.state_path, err)
+            return History()
+        try:
+            history = History.from_json(data)
+        except ValueError as err:
+            log.warning("state %s: %s; starting with an empty history", self.state_path, err)
+            return History()
+        log.info("state: %d files, %d queue samples of the last day from %s", len(history.files),
+                 len(history.queue_samples), self.state_path)
+        return history
+
+    def save(self) -> None:
+        with self.lock:
+            text = json.dumps(self.history.to_json(), separators=(",", ":"))
+            self.saved_at = self.clock()
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}")
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.state_path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            log.warning("state not saved to %s: %s", self.state_path, err)
+
+    # -- reading ----------------------------------------------------------------------------------------------------
+    def _source(self, name: str) -> Source:
+        return self.history.sources.setdefault(name, Source())
+
+    def poll(self) -> None:
+        """Read what changed in the journals, state records, sdr/, supervisord, logs and the disk."""
+        s = self.settings
+        now = self.clock()
+        health = sources.read_json(s.state_dir / HEALTH_NAME)
+        failures = sources.read_json(s.state_dir / FAILURES_NAME)
+        try:
+            programs = suite_status.supervisor_programs(s.viirs_base / "run" / "supervisor.sock")
+            supervisor_error = None
+        except (OSError, xmlrpc.client.Error, http.client.HTTPException) as err:
+            programs, supervisor_error = [], f"{type(err).__name__}: {err}"
+        disk = suite_status.disk_use(s.viirs_base, None)
+        errors = [dict(e, line=sources.redact(e["line"])) for e in suite_status.last_errors(s.log_dir, 10)]
+        with self.lock:
+            h = self.history
+            pending = health.get("pending")
+            if isinstance(pending, dict):
+                h.listing_snapshot(pending)
+            source = self._source(MIRROR_JOURNAL)
+            lines, _ = sources.new_lines(s.state_dir / MIRROR_JOURNAL, source)
+            for record in sources.json_records(lines):
+                h.placed_record(record, now)
+            source = self._source(BROKER_JOURNAL)
+            newest = source.newest
+            lines, rewritten = sources.new_lines(s.state_dir / BROKER_JOURNAL, source)
+            for record in sources.json_records(lines):
+                h.broker_record(record, now, newest if rewritten else None)
+                when = epoch(record.get("t"))
+                if when is not None and when > source.newest:
+                    source.newest = when
+            source = self._source("supervisord.log")
+            newest = source.newest
+            lines, rewritten = sources.new_lines(s.log_dir / "supervisord.log", source)
+            for when, program in sources.spawned(lines):
+                if when > newest or not rewritten:
+                    h.program_started(program)
+                source.newest = max(source.newest, when)
+            known = set(h.files) | self.old_names
+            for name, placed in sources.scan_sdr(s.sdr_dir, known):
+                if placed < now - WINDOW:
+                    self.old_names.add(name)
+                else:
+                    h.seen_in_sdr(name, placed, now)
+            h.prune(now)
+            self.health, self.failures = health, failures
+            self.programs, self.supervisor_error = programs, supervisor_error
+            self.disk, self.errors = disk, errors
+        if now - self.saved_at >= SAVE_SECONDS:
+            self.save()
+
+    def heard(self, message: dict) -> None:
+        """One status message of task_broker."""
+        now = self.clock()
+        with self.lock:
+            length = message["queue length"]
+            if not self.gap_checked:
+                self.gap_checked = True
+                filled = self.history.fill_queue_gap(list(self.history.changes), length, now)
+                if filled:
+                    log.info("queue length of %d minutes while monitor was not listening rebuilt from %s", filled,
+                             BROKER_JOURNAL)
+            self.history.queue_sample(now, length)
+            self.live, self.live_at = message, now
+
+    # -- verdict ----------------------------------------------------------------------------------------------------
+    def verdict(self) -> tuple[bool, list[str]]:
+        """What ``avoviirscollector status --quick`` says (cached for 5 s: a flood of probes costs nothing)."""
+        with self._verdict_lock:
+            now = time.monotonic()
+            if self._verdict is None or now - self._verdict[0] > HEALTH_CACHE_SECONDS:
+                report = suite_status.collect(self.settings, lines=0, wait=3.0, du_seconds=None)
+                self._verdict = (time.monotonic(), report.healthy, list(report.problems))
+            return self._verdict[1], self._verdict[2]
+
+    def cached_verdict(self) -> tuple[bool, list[str]] | None:
+        verdict = self._verdict
+        return None if verdict is None else (verdict[1], verdict[2])
+
+    # -- views ------------------------------------------------------------------------------------------------------
+    def live_status(self) -> dict | None:
+        """The broker's status if heard within the last 10 s."""
+        if self.live_at is None or self.clock() - self.live_at > 10:
+            return None
+        return self.live
+
+    def page(self) -> bytes:
+        now_mono = time.monotonic()
+        cached = self._page
+        if cached is not None and now_mono - cached[0] < PAGE_CACHE_SECONDS:
+            return cached[1]
+        with self.lock:
+            view = page.View(
+                now=self.clock(), history=self.history, live=self.live_status(), programs=list(self.programs),
+                supervisor_error=self.supervisor_error, health=self.health, failures=self.failures,
+                disk=self.disk, errors=list(self.errors), verdict=self.cached_verdict())
+            body = page.render(view).encode("utf-8")
+        self._page = (now_mono, body)
+        return body
+
+    def collect(self) -> Iterator:
+        """prometheus_client collector: every metric from the current state."""
+        with self.lock:
+            yield from self._metrics(self.clock())
+
+    def _metrics(self, now: float) -> Iterator:
+        h = self.history
+
+        def counter(name: str, doc: str, key: str, labels: list[str]) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for values, value in sorted(h.counter(key).items()):
+                family.add_metric(list(values) if labels else [], value)
+            if not labels and not h.counter(key):
+                family.add_metric([], 0.0)
+            return family
+
+        yield counter("avo_files_placed", "Files placed in sdr/ by mirror_gina", "files", ["satellite", "band"])
+        yield counter("avo_bytes_placed", "Bytes placed in sdr/ by mirror_gina", "bytes", ["satellite", "band"])
+        for key, name, doc in (("download", "avo_download_seconds", "Download time of a placed file"),
+                               ("acquisition", "avo_acquisition_delay_seconds",
+                                "Placed minus the granule's start time (from the file name)"),
+                               ("listing", "avo_listing_delay_seconds",
+                                "Placed minus when GINA's listing first showed the file")):
+            family = HistogramMetricFamily(name, doc, labels=["satellite"])
+            for label, hist in sorted(h.histograms.get(key, {}).items()):
+                family.add_metric([label], hist.buckets(), hist.sum)
+            yield family
+        complete = GaugeMetricFamily("avo_granules_complete", "Product granules complete in sdr/ (last 24 h)",
+                                     labels=["product", "satellite"])
+        expected = GaugeMetricFamily("avo_granules_expected", "Product granules expected: any file of their "
+                                     "platform and start time placed (last 24 h)", labels=["product", "satellite"])
+        for (satellite, product), (done, total) in sorted(h.completeness(now).items()):
+            complete.add_metric([product, satellite], done)
+            expected.add_metric([product, satellite], total)
+        yield complete
+        yield expected
+        yield counter("avo_granules_tasked", "Product granules put into a task by task_broker", "tasked",
+                      ["product", "satellite"])
+        pending = GaugeMetricFamily("avo_files_listed_not_placed", "Files GINA listed that are not placed yet "
+                                    "(nor given up on)", labels=["satellite"])
+        counts: dict[str, int] = {}
+        waiting = self.health.get("pending") if isinstance(self.health.get("pending"), dict) else {}
+        for name in waiting:
+            counts[_platform_of(name)] = counts.get(_platform_of(name), 0) + 1
+        for satellite, count in sorted(counts.items()):
+            pending.add_metric([satellite], count)
+        yield pending
+        given_up = GaugeMetricFamily("avo_files_given_up", "Files mirror_gina gave up on", labels=["satellite"])
+        counts = {}
+        for name, entry in self.failures.items():
+            if isinstance(entry, dict) and entry.get("given_up"):
+                counts[_platform_of(name)] = counts.get(_platform_of(name), 0) + 1
+        for satellite, count in sorted(counts.items()):
+            given_up.add_metric([satellite], count)
+        yield given_up
+        live = self.live_status()
+        if live is not None:
+            yield GaugeMetricFamily("avo_queue_length", "Tasks waiting in task_broker's queue",
+                                    value=live["queue length"])
+            tasks = GaugeMetricFamily("avo_tasks", "Tasks waiting by product", labels=["product"])
+            by_product = live.get("tasks by product") if isinstance(live.get("tasks by product"), dict) else {}
+            for product, count in sorted(by_product.items()):
+                if isinstance(count, int):
+                    tasks.add_metric([str(product)], count)
+            yield tasks
+        yield counter("avo_tasks_handed_out", "Tasks handed out to workers", "handed_out", ["product", "satellite"])
+        yield counter("avo_tasks_dropped", "Tasks dropped by operators", "dropped", ["product", "satellite"])
+        yield counter("avo_bad_requests", "Requests task_broker answered with an error", "bad_requests", [])
+        yield counter("avo_granules_recovered", "Granules task_broker recovered from sdr/", "recovered", [])
+        yield counter("avo_handouts_in_doubt", "Hand-outs re-queued in doubt after a kill", "in_doubt", [])
+        yield counter("avo_duplicates_refused", "Granules refused as already handed out", "duplicate", [])
+        for key, name, doc in (("last_success", "avo_mirror_last_success_timestamp_seconds",
+                                "When a mirror_gina run last succeeded"),
+                               ("last_run", "avo_mirror_last_run_timestamp_seconds", "When mirror_gina last ran")):
+            when = epoch(self.health.get(key))
+            if when is not None:
+                yield GaugeMetricFamily(name, doc, value=when)
+        up = GaugeMetricFamily("avo_program_up", "1 when supervisord reports the program RUNNING",
+                               labels=["program", "state"])
+        for prog in self.programs:
+            up.add_metric([prog["name"], prog["state"]], 1.0 if prog["state"] == "RUNNING" else 0.0)
+        yield up
+        yield counter("avo_program_starts", "Program starts by supervisord (log/supervisord.log)", "starts",
+                      ["program"])
+        if "free" in self.disk:
+            yield GaugeMetricFamily("avo_filesystem_free_bytes", "Free bytes of the filesystem of VIIRS_BASE",
+                                    value=self.disk["free"])
+            yield GaugeMetricFamily("avo_filesystem_size_bytes", "Size of the filesystem of VIIRS_BASE",
+                                    value=self.disk["total"])
+        last_t = GaugeMetricFamily("avo_last_granule_timestamp_seconds", "Start of the newest granule placed",
+                                   labels=["satellite"])
+        last_d = GaugeMetricFamily("avo_last_granule_delay_seconds", "Placed minus start of the newest granule",
+                                   labels=["satellite"])
+        for satellite, entry in sorted(h.last_granule().items()):
+            last_t.add_metric([satellite], entry["start"])
+            last_d.add_metric([satellite], entry["delay"])
+        yield last_t
+        yield last_d
+        verdict = self.cached_verdict()
+        if verdict is not None:
+            yield GaugeMetricFamily("avo_healthy", "1 when `avoviirscollector status --quick` says healthy",
+                                    value=1.0 if verdict[0] else 0.0)
+
+
+class StatusListener(threading.Thread):
+    """Follows task_broker's status stream on UPDATE_PORT (reconnects by itself: ZeroMQ does)."""
+
+    def __init__(self, monitor: Monitor, port: int, stopping: threading.Event) -> None:
+        super().__init__(name="status-listener", daemon=True)
+        self.monitor, self.port, self.stopping = monitor, port, stopping
+
+    def run(self) -> None:
+        import zmq
+
+        context = zmq.Context()
+        sub = context.socket(zmq.SUB)
+        try:
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(f"tcp://127.0.0.1:{self.port}")
+            while not self.stopping.is_set():
+                if not sub.poll(250):
+                    continue
+                status = suite_status.parse_queue_status(sub.recv_multipart())
+                if status is not None:
+                    self.monitor.heard(status)
+        finally:
+            sub.close()
+            context.term()
+
+
+class MonitorServer(GatedServerMixin, http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "avoviirscollector-monitor"
+    monitor: Monitor
+    registry: CollectorRegistry
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
+            elif path == "/":
+                self._send(200, "text/html; charset=utf-8", self.monitor.page())
+            elif path == "/healthz":
+                healthy, problems = self.monitor.verdict()
+                text = ("healthy\n" if healthy else "unhealthy\n" + "".join(f"{p}\n" for p in problems))
+                self._send(200 if healthy else 503, "text/plain; charset=utf-8", text.encode())
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found: try /, /metrics or /healthz\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._send(405, "text/plain; charset=utf-8", b"")
+
+    def do_POST(self) -> None:  # noqa: N802 (read-only: nothing is changed through it)
+        self._send(405, "text/plain; charset=utf-8", b"read-only: GET /, /metrics or /healthz\n")
+
+    do_PUT = do_DELETE = do_POST  # noqa: N815
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args) -> None:  # no line per request (Prometheus scrapes often)
+        return
+
+
+def make_server(monitor: Monitor, settings: Settings, port: int | None = None,
+                host: str = "0.0.0.0") -> MonitorServer:
+    """The HTTP server (bound, not yet serving)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(monitor)
+    handler = type("BoundHandler", (Handler,), {"monitor": monitor, "registry": registry})
+    server = MonitorServer((host, settings.monitor_port if port is None else port), handler)
+    server.gate = make_gate(settings, PROGRAM, log)
+    server.gate_where = f"MONITOR_PORT {settings.monitor_port}"
+    return server
+
+
+def run(settings: Settings, stopping: threading.Event) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    monitor = Monitor(settings)
+    try:
+        server = make_server(monitor, settings)
+    except OSError as err:
+        log.error("cannot serve on MONITOR_PORT %d: %s", settings.monitor_port, err)
+        return 1
+    monitor.poll()
+    listener = StatusListener(monitor, settings.update_port, stopping)
+    listener.start()
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
+                               daemon=True)
+    serving.start()
+    log.info("serving /, /metrics and /healthz on port %d%s", settings.monitor_port,
+             "" if settings.allowed_clients is None else " (ALLOWED_CLIENTS only)")
+    polls = 0
+    try:
+        while not stopping.wait(POLL_SECONDS):
+            polls += 1
+            try:
+                monitor.poll()
+                if polls % 3 == 1:  # the page and avo_healthy show the verdict of at most 15 s ago
+                    monitor.verdict()
+            except Exception:  # noqa: BLE001 - a bad record or file must not stop the monitor
+                log.exception("reading the suite's state failed; trying again in %.0f s", POLL_SECONDS)
+    finally:
+        server.shutdown()
+        server.server_close()
+        listener.join(timeout=1)
+        monitor.save()
+        log.info("stopped; state saved to %s", monitor.state_path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    settings = settings_or_exit(PROGRAM)
+    setup_logging(PROGRAM, args.verbose)  # no mail: monitor's trouble is shown, not mailed
+    stopping = threading.Event()
+    stop_on_signals(stopping.set)
+    return run(settings, stopping)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""What monitor reads, read-only: the journals (from where it stopped), the JSON records in ``state/``, supervisord's
+log and socket, ``sdr/``. Nothing here writes, moves or locks a file of another program."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from avoviirscollector.monitor.history import Source
+
+#: supervisord's own log line when it starts a program: ``2026-01-01 00:00:00,123 INFO spawned: 'name' with pid 1``
+SPAWNED_RE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) INFO spawned: '([^']+)' with pid")
+MAX_READ = 64 * 1024 * 1024  # a journal read in one go never holds more than this in memory
+CREDENTIALS_IN_URL = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def new_lines(path: Path, source: Source) -> tuple[list[bytes], bool]:
+    """The complete lines appended to ``path`` since ``source`` (updated in place), and whether the file was
+    replaced or cut meanwhile (then it is read from its start). A missing file gives nothing."""
+    try:
+        handle = open(path, "rb")
+    except OSError:
+        return [], False
+    with handle:
+        st = os.fstat(handle.fileno())
+        ident = (st.st_dev, st.st_ino)
+        rewritten = False
+        if source.ident != ident or st.st_size < source.offset:
+            rewritten = source.ident is not None
+            source.ident, source.offset = ident, 0
+        if st.st_size == source.offset:
+            return [], rewritten
+        handle.seek(source.offset)
+        data = handle.read(min(st.st_size - source.offset, MAX_READ))
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], rewritten  # a line being written: next time
+    source.offset += end + 1
+    return data[: end + 1].splitlines(), rewritten
+
+
+def json_records(lines: list[bytes]) -> Iterator[dict]:
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def spawned(lines: list[bytes]) -> Iterator[tuple[float, str]]:
+    """(time, program) of each start in supervisord's log (its times are UTC here: the suite runs in UTC)."""
+    for line in lines:
+        match = SPAWNED_RE.match(line.decode("utf-8", errors="replace"))
+        if match:
+            when = dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+            yield when.timestamp() + int(match.group(2)) / 1000, match.group(3)
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path``; empty when it is missing, being replaced or damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def scan_sdr(sdr: Path, known: set[str]) -> list[tuple[str, float]]:
+    """Files in ``sdr/`` not in ``known`` (names), each with its placement time (inode change time)."""
+    out = []
+    try:
+        with os.scandir(sdr) as entries:
+            for entry in entries:
+                if entry.name in known or entry.name.startswith("."):
+                    continue
+                try:
+                    out.append((entry.name, entry.stat(follow_symlinks=False).st_ctime))
+                except OSError:
+                    continue
+    except OSError:
+        return []
+    return out
+
+
+def redact(line: str) -> str:
+    """A log line fit to show: credentials in URLs (``scheme://user:password@``) replaced."""
+    return CREDENTIALS_IN_URL.sub(r"\1***@", line)
