@@ -62,7 +62,7 @@ RUN set -eu; \
     /opt/venv/bin/avo_cron --check /app/crontab
 
 VOLUME ["/viirs"]
-EXPOSE 19091 19191 29092
+EXPOSE 19091 19191 29092 29093
 USER 2001:2001
 
 # Healthy: supervisord answers, every program RUNNING, task_broker's status heard, disk not full (see status.py).

@@ -201,7 +201,8 @@ def test_compose_file_has_the_spec_settings_ports_and_volume():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     service = compose["services"]["viirscollector"]
     assert service["user"] == "2001:2001" and service["restart"] == "always"
-    assert sorted(p.split()[0] for p in service["ports"]) == ["19091:19091", "19191:19191", "29092:29092"]
+    assert sorted(p.split()[0] for p in service["ports"]) == ["19091:19091", "19191:19191", "29092:29092",
+                                                                  "29093:29093"]
     assert service["volumes"] == [{"type": "volume", "source": "viirs", "target": "/viirs"}]
     assert "viirs" in compose["volumes"]
     assert service["logging"]["driver"] == "json-file" and service["logging"]["options"]["max-size"]

@@ -115,7 +115,7 @@ def timeline(rows: list[GranuleRow], now: float) -> str:
     its granules that are complete."""
     satellites = sorted({row.key.platform_name for row in rows})
     products = list(PRODUCTS)
-    left, row_h, band_gap = 80, 9, 14
+    left, row_h, band_gap = 110, 12, 14
     height = 20 + len(satellites) * (len(products) * row_h + band_gap)
     span = WIDTH - left - 10
     start = now - WINDOW
@@ -128,14 +128,14 @@ def timeline(rows: list[GranuleRow], now: float) -> str:
     for hour in range(0, 25, 3):
         tick = start + hour * 3600
         out.append(f'<line x1="{x(tick):.1f}" y1="12" x2="{x(tick):.1f}" y2="{height}" stroke="#ddd"/>'
-                   f'<text x="{x(tick) - 14:.1f}" y="10">{_t(tick, "%H:%M")}</text>')
+                   f'<text x="{x(tick) - 30 * (hour == 24) - 14:.1f}" y="10">{_t(tick, "%H:%M")}</text>')
     grouped = passes(rows)
     for index, satellite in enumerate(satellites):
         top = 16 + index * (len(products) * row_h + band_gap)
         out.append(f'<text x="2" y="{top + 2.5 * row_h:.0f}">{escape(satellite)}</text>')
         for p_index, product in enumerate(products):
             y = top + p_index * row_h
-            out.append(f'<text x="50" y="{y + row_h - 1}" class="small">{product}</text>')
+            out.append(f'<text x="78" y="{y + row_h - 2}">{product}</text>')
             for sat, members in grouped:
                 if sat != satellite:
                     continue
@@ -210,7 +210,7 @@ def queue_chart(samples: list[list[float]], now: float, current: int | None) -> 
         out.append(f'<text x="2" y="{y(value) + 4:.1f}">{value}</text>')
     for hour in range(0, 25, 3):
         tick = start + hour * 3600
-        out.append(f'<text x="{x(tick) - 14:.1f}" y="{height - 4}">{_t(tick, "%H:%M")}</text>')
+        out.append(f'<text x="{x(tick) - 30 * (hour == 24) - 14:.1f}" y="{height - 4}">{_t(tick, "%H:%M")}</text>')
     points = [(x(t), y(n)) for t, n in samples if t >= start]
     if points:
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)

@@ -79,13 +79,14 @@ class Suite:
         if not only_loopback():
             raise RuntimeError("the suite must run in a loopback-only network namespace: use scripts/loopback-netns")
         self.base = tmp_path / "viirs"
-        task, update, publish, ns, bcast, addr, dead = free_ports(7)
+        task, update, publish, ns, bcast, addr, dead, monitor = free_ports(8)
         self.env = dict(os.environ)
         self.env.update(
             VIIRS_BASE=str(self.base),
             TASK_PORT=str(task),
             UPDATE_PORT=str(update),
             PUBLISH_PORT=str(publish),
+            MONITOR_PORT=str(monitor),
             POSTTROLL_NAMESERVER_PORT=str(ns),
             POSTTROLL_BROADCAST_PORT=str(bcast),
             POSTTROLL_ADDRESS_PUBLISH_PORT=str(addr),

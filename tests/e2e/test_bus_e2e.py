@@ -156,7 +156,7 @@ def test_killed_programs_are_restarted_and_files_flow_again(suite):
 def test_logs_are_readable_and_forwarded(suite):
     states = suite.programs()
     assert set(states) == {"nameserver", "trollstalker", "msg_publisher", "task_broker", "cron", "log_forwarder",
-                           *(f"segment_gatherer-{p}" for p in PRODUCTS)}
+                           "monitor", *(f"segment_gatherer-{p}" for p in PRODUCTS)}
     for path in (suite.base / "log").iterdir():
         assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not readable by the operator"
     deadline = time.monotonic() + 15  # the forwarder passes lines on as supervisord hands them over

@@ -1,0 +1,192 @@
+"""End to end: the supervised suite with the GINA double; mirror_gina places files, task_broker queues and hands out
+tasks, and monitor's /metrics (read with prometheus_client's own parser), / (rendered by headless Chromium) and
+/healthz say what happened; after monitor's own downtime the missed files are counted from the journal.
+
+The page's screenshot is kept as a test artifact: ``$AVO_TEST_ARTIFACTS`` (default ``test-artifacts/`` in the
+repo) / ``monitor.png``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from avoviirscollector.viirs import PRODUCTS
+from tests.broker_support import request
+from tests.e2e.harness import BIN, REPO, Suite, only_loopback
+from tests.gina_double import GinaDouble, Schedule
+from tests.mirror_support import SIZES
+
+pytestmark = pytest.mark.e2e
+
+MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--stall-seconds", "2"]
+QUEUES = ["--queue", "snpp-moderate", "--queue", "snpp-imagery", "--queue", "snpp-dnb",
+          "--queue", "noaa20-moderate", "--queue", "noaa20-imagery", "--queue", "noaa20-dnb"]
+SEGMENTS = sorted({seg for segs in PRODUCTS.values() for seg in segs})
+ARTIFACTS = Path(os.environ.get("AVO_TEST_ARTIFACTS", REPO / "test-artifacts"))
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def metrics(url: str) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def total(got: dict, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in got.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))
+
+
+def wait_metrics(url: str, predicate, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    got: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            got = metrics(url)
+        except OSError:
+            got = {}
+        if got and predicate(got):
+            return got
+        time.sleep(1)
+    raise AssertionError(f"metrics never matched in {timeout} s: "
+                         f"{ {k: v for k, v in got.items() if not k[0].startswith('avo_download')} }")
+
+
+@pytest.fixture
+def double(tmp_path):
+    with GinaDouble(tmp_path / "gina") as d:
+        yield d
+
+
+@pytest.fixture
+def suite(tmp_path, double):
+    if not only_loopback():
+        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
+    # cron's own mirror_gina runs would race the test's: cron is given a GINA that is a closed port
+    s = Suite(tmp_path)
+    s.env["AVO_TEST_GINA_URL"] = double.url
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def mirror_run(suite: Suite, double: GinaDouble) -> None:
+    env = dict(suite.env, GINA_URL=double.url)
+    proc = subprocess.run(MIRROR + QUEUES, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path):
+    url = f"http://127.0.0.1:{suite.settings.monitor_port}"
+    schedule = Schedule()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    npp = schedule.latest("npp", now - dt.timedelta(minutes=20), 1)[0]
+    j01 = schedule.latest("j01", now - dt.timedelta(minutes=20), 1)[0]
+    served = double.add_scheduled(npp, segments=SEGMENTS, sizes=SIZES)
+    served += double.add_scheduled(j01, segments=[s for s in SEGMENTS if s != "SVI05"], sizes=SIZES)  # tir lacks
+    mirror_run(suite, double)
+    placed = len(served)  # 12 + 11 files
+    # 9 tasks: every product of npp's granule, all but tir of j01's
+    got = wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == placed
+                       and m.get(("avo_queue_length", ())) == 9, timeout=90)
+    assert total(got, "avo_files_placed_total", satellite="NOAA-20") == 11
+    assert total(got, "avo_files_placed_total", satellite="Suomi-NPP", band="SVI05") == 1
+    assert total(got, "avo_bytes_placed_total") == sum(s.size for s in served)
+    assert total(got, "avo_download_seconds_count") == placed
+    assert total(got, "avo_acquisition_delay_seconds_count", satellite="Suomi-NPP") == 12
+    assert got[("avo_granules_complete", (("product", "tir"), ("satellite", "NOAA-20")))] == 0
+    assert got[("avo_granules_complete", (("product", "tir"), ("satellite", "Suomi-NPP")))] == 1
+    assert total(got, "avo_granules_complete") == 9 and total(got, "avo_granules_expected") == 10
+    assert got[("avo_tasks", (("product", "tir"),))] == 1
+    programs = {ls[0][1]: v for (n, ls), v in got.items() if n == "avo_program_up"}
+    assert "monitor" in programs and "task_broker" in programs and all(v == 1 for v in programs.values())
+    assert total(got, "avo_program_starts_total", program="task_broker") == 1
+    assert got[("avo_filesystem_free_bytes", ())] > 0
+
+    # a worker takes a task, another sends rubbish twice
+    reply = request(suite.settings.task_port, json.dumps({"desired products": ["tir"]}).encode())
+    assert reply.startswith(b"pytroll://")
+    for _ in range(2):
+        assert b"error" in request(suite.settings.task_port, b"rubbish")
+    got = wait_metrics(url, lambda m: total(m, "avo_tasks_handed_out_total") == 1
+                       and total(m, "avo_bad_requests_total") == 2 and m.get(("avo_queue_length", ())) == 8, 40)
+    assert total(got, "avo_granules_tasked_total") == 9
+    assert total(got, "avo_tasks_handed_out_total", product="tir", satellite="Suomi-NPP") == 1
+
+    # /healthz gives the verdict of `status --quick`
+    quick = subprocess.run([str(BIN / "avo_status"), "--quick"], env=suite.env, capture_output=True, timeout=30)
+    try:
+        code = urllib.request.urlopen(url + "/healthz", timeout=20).status
+    except urllib.error.HTTPError as err:
+        code = err.code
+    assert (code == 200) == (quick.returncode == 0), quick.stdout
+
+    # the page, in a real browser
+    browser = chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium; apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "monitor.png"
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--hide-scrollbars"]
+    dom = subprocess.run([*common, "--dump-dom", url + "/"], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    satellites = set(re.findall(r'<tr class="satellite" data-satellite="([^"]+)"', html))
+    assert satellites == {"Suomi-NPP", "NOAA-20"}
+    cells = re.findall(r'<rect class="granule ([a-z -]+)" data-satellite="([^"]+)" data-product="(\w+)" '
+                       r'data-start="[^"]+" data-files="(\d+)/(\d+)"', html)
+    assert len(cells) == 10
+    incomplete = [(sat, product, have, need) for cls, sat, product, have, need in cells if "incomplete" in cls]
+    assert incomplete == [("NOAA-20", "tir", "1", "2")]
+    handed = [(sat, product) for cls, sat, product, *_ in cells if "handed-out" in cls]
+    assert handed == [("Suomi-NPP", "tir")]
+    assert re.search(r'id="queue-now" class="warn" data-length="8"', html)
+    assert html.count('class="program"') == len(programs)
+    assert "<script" not in html
+    done = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1140,1250", url + "/"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-2000:]
+
+
+def test_files_placed_while_monitor_was_down_are_counted_and_its_history_kept(suite, double):
+    url = f"http://127.0.0.1:{suite.settings.monitor_port}"
+    schedule = Schedule()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    first = schedule.latest("npp", now - dt.timedelta(minutes=20), 2)
+    served = double.add_scheduled(first[0], segments=SEGMENTS, sizes=SIZES)
+    mirror_run(suite, double)
+    wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == len(served))
+    time.sleep(1)
+    suite.supervisorctl("stop", "monitor")
+    saved = json.loads((suite.settings.state_dir / "monitor.json").read_text())
+    assert len(saved["files"]) == len(served) and saved["queue_samples"]
+    more = double.add_scheduled(first[1], segments=SEGMENTS, sizes=SIZES)
+    mirror_run(suite, double)
+    suite.supervisorctl("start", "monitor")
+    got = wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == len(served) + len(more))
+    time.sleep(6)  # one more poll: nothing is counted twice
+    got = metrics(url)
+    assert total(got, "avo_files_placed_total") == len(served) + len(more)
+    assert total(got, "avo_program_starts_total", program="monitor") == 2
+    assert total(got, "avo_granules_complete", satellite="Suomi-NPP") == 10
