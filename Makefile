@@ -12,7 +12,7 @@ LEGACY_STAMP := $(LEGACY_VENV)/.installed
 VIIRS_BASE ?= $(CURDIR)/var
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean container-image
+.PHONY: run test lint bench clean container-image test-tools
 
 $(STAMP): setup.py pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python 3.12+ found" >&2; exit 1; }
@@ -46,11 +46,16 @@ container-image: $(STAMP)
 	  scripts/container-image tools >/dev/null && scripts/container-image build >/dev/null \
 	  || echo "make: WARNING: the container image could not be built; the container test will skip and say why"; fi
 
-test: $(STAMP) $(LEGACY_STAMP) lint container-image
+# monitor's tests need Debian's chromium (the page in a headless browser) and prometheus (promtool for the rules):
+# installed here when missing, like the container tools; AVO_TEST_TOOLS=0 skips it (those tests then skip).
+test-tools:
+	@scripts/test-tools
+
+test: $(STAMP) $(LEGACY_STAMP) lint container-image test-tools
 	scripts/loopback-netns $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; scripts/loopback-netns $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(LEGACY_VENV) var build *.egg-info
+	rm -rf $(VENV) $(LEGACY_VENV) var build *.egg-info test-artifacts

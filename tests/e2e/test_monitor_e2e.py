@@ -82,7 +82,6 @@ def suite(tmp_path, double):
         pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
     # cron's own mirror_gina runs would race the test's: cron is given a GINA that is a closed port
     s = Suite(tmp_path)
-    s.env["AVO_TEST_GINA_URL"] = double.url
     try:
         s.start()
         yield s

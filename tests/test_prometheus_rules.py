@@ -1,0 +1,55 @@
+"""The example Prometheus rules: valid for promtool (Debian's prometheus package, installed by make test), each
+alert fires when it should (promtool's own rule tests), and every metric they use is one monitor exports."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avoviirscollector.config import load_settings
+from avoviirscollector.monitor.server import Monitor
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "prometheus" / "avoviirscollector-rules.yml"
+RULE_TESTS = REPO / "prometheus" / "avoviirscollector-rules.test.yml"
+
+
+def promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool is not installed (make test installs Debian's prometheus package; apt-get install "
+                    "prometheus)")
+    return tool
+
+
+def test_promtool_checks_the_rules():
+    result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 6 rules found" in result.stdout + result.stderr
+
+
+def test_each_alert_fires_when_it_should():
+    result = subprocess.run([promtool(), "test", "rules", RULE_TESTS.name], capture_output=True, text=True,
+                            timeout=60, cwd=RULE_TESTS.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rules_use_only_metrics_monitor_exports(tmp_path):
+    settings = load_settings({"VIIRS_BASE": str(tmp_path)})
+    exported = set()
+    for family in Monitor(settings).collect():
+        exported.add(family.name + ("_total" if family.type == "counter" else ""))
+    # the gauges that appear only once there is something to show
+    exported |= {"avo_queue_length", "avo_mirror_last_success_timestamp_seconds", "avo_healthy",
+                 "avo_filesystem_free_bytes"}
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    used = {name for group in groups for rule in group["rules"]
+            for name in re.findall(r"\bavo_[a-z_]+", rule["expr"])}
+    assert {"avo_files_placed_total", "avo_granules_complete", "avo_queue_length", "avo_program_starts_total",
+            "avo_mirror_last_success_timestamp_seconds"} <= used
+    assert used <= exported, used - exported
