@@ -24,6 +24,7 @@ import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from avoviirscollector.granules import GranuleKey, keys_of
@@ -147,12 +148,18 @@ class GranuleRow:
         return self.have >= self.need
 
 
-def _satellite_band(name: str) -> tuple[str, str] | None:
+@lru_cache(maxsize=65536)
+def parsed_name(name: str) -> SdrName | None:
+    """The parsed VIIRS SDR name (None when it is not one); cached: the views parse the same names again and again."""
     try:
-        parsed = parse_name(name)
+        return parse_name(name)
     except NotASdrName:
         return None
-    return parsed.platform_name, parsed.segment
+
+
+def _satellite_band(name: str) -> tuple[str, str] | None:
+    parsed = parsed_name(name)
+    return None if parsed is None else (parsed.platform_name, parsed.segment)
 
 
 class History:
@@ -169,6 +176,8 @@ class History:
         self.histograms: dict[str, dict[str, Histogram]] = {}
         self.task_ids: dict[int, float] = {}  # task ids seen in a put (for the queue rebuild), -> first put time
         self.changes: list[tuple[float, int]] = []  # queue changes (time, +1/-1) since the last sample
+        self.version = 0  # changes whenever files, tasks or hand-outs change (the views are cached by it)
+        self._views: tuple[tuple[int, int], list[GranuleRow]] | None = None
 
     # -- counters -------------------------------------------------------------------------------------------------
     def count(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
@@ -202,12 +211,13 @@ class History:
         if listed is None:
             listed = self.listed.get(name)
         self.files[name] = Placed(min(when, known.placed) if known else when, size, seconds, listed, True)
+        self.version += 1
         self.count("files", (satellite, band))
         if size is not None:
             self.count("bytes", (satellite, band), size)
         if seconds is not None:
             self.observe("download", DOWNLOAD_BUCKETS, satellite, float(seconds))
-        start = utc_epoch(parse_name(name).start_time)
+        start = utc_epoch(parsed_name(name).start_time)
         self.observe("acquisition", ACQUISITION_BUCKETS, satellite, max(0.0, when - start))
         if listed is not None:
             self.observe("listing", LISTING_BUCKETS, satellite, max(0.0, when - listed))
@@ -217,6 +227,7 @@ class History:
         """A file in ``sdr/`` (placed by anyone): counts for completeness, not as a download."""
         if name not in self.files and placed >= now - KEEP and _satellite_band(name) is not None:
             self.files[name] = Placed(placed)
+            self.version += 1
 
     def listing_snapshot(self, pending: Mapping[str, Any]) -> None:
         """mirror_gina's health record: wanted files listed and not yet placed, each with when first listed."""
@@ -264,6 +275,7 @@ class History:
         for key in keys_of(product, [item for item in dataset if isinstance(item, Mapping)]):
             if key not in self.tasked:
                 self.tasked[key] = when
+                self.version += 1
                 self.count("tasked", (product, key.platform_name))
 
     def _take(self, op: Mapping, when: float) -> None:
@@ -284,6 +296,7 @@ class History:
         for key in keys:
             self.handed[key] = (when, kind, worker)
             self.tasked.setdefault(key, when)
+        self.version += 1
 
     # -- queue length ---------------------------------------------------------------------------------------------
     def queue_sample(self, when: float, length: int) -> None:
@@ -332,7 +345,9 @@ class History:
     # -- upkeep ---------------------------------------------------------------------------------------------------
     def prune(self, now: float) -> None:
         horizon = now - KEEP
-        self.files = {n: p for n, p in self.files.items() if p.placed >= horizon}
+        if any(p.placed < horizon for p in self.files.values()):
+            self.files = {n: p for n, p in self.files.items() if p.placed >= horizon}
+            self.version += 1
         self.tasked = {k: t for k, t in self.tasked.items() if t >= horizon}
         self.handed = {k: v for k, v in self.handed.items() if v[0] >= horizon}
         self.listed = {n: t for n, t in self.listed.items() if t >= horizon}
@@ -342,12 +357,22 @@ class History:
 
     # -- views ----------------------------------------------------------------------------------------------------
     def granules(self, now: float, window: float = WINDOW) -> list[GranuleRow]:
-        """Every product granule with at least one file of its (platform, start) group placed in the window."""
+        """Every product granule with at least one file of its (platform, start) group placed in the window
+        (cached until the history changes or the minute turns; do not change the list)."""
+        stamp = (self.version, int(now // SAMPLE_SECONDS))
+        if window == WINDOW and self._views is not None and self._views[0] == stamp:
+            return self._views[1]
+        rows = self._granules(now, window)
+        if window == WINDOW:
+            self._views = (stamp, rows)
+        return rows
+
+    def _granules(self, now: float, window: float) -> list[GranuleRow]:
         groups: dict[tuple[str, dt.datetime], list[tuple[SdrName, float]]] = {}
         for name, placed in self.files.items():
             if placed.placed < now - window:
                 continue
-            parsed = parse_name(name)
+            parsed = parsed_name(name)
             groups.setdefault((parsed.platform_name, parsed.start_time), []).append((parsed, placed.placed))
         rows = []
         for (platform, start), members in groups.items():
@@ -378,7 +403,7 @@ class History:
         """Per satellite: the newest granule start placed, when its newest file was placed, and the delay."""
         out: dict[str, dict] = {}
         for name, placed in self.files.items():
-            parsed = parse_name(name)
+            parsed = parsed_name(name)
             start = utc_epoch(parsed.start_time)
             held = out.get(parsed.platform_name)
             if held is None or (start, placed.placed) > (held["start"], held["placed"]):

@@ -77,7 +77,6 @@ STATE_NAME = "monitor.json"
 POLL_SECONDS = 5.0
 SAVE_SECONDS = 30.0
 HEALTH_CACHE_SECONDS = 5.0
-PAGE_CACHE_SECONDS = 1.0
 MIRROR_JOURNAL = "mirror_gina.journal"
 BROKER_JOURNAL = "task_queue.journal"
 HEALTH_NAME = "mirror_gina.health.json"
@@ -116,7 +115,6 @@ class Monitor:
         self.saved_at = 0.0
         self._verdict: tuple[float, bool, list[str]] | None = None
         self._verdict_lock = threading.Lock()
-        self._page: tuple[float, bytes] | None = None
 
     # -- state ------------------------------------------------------------------------------------------------------
     def _restore(self) -> History:
@@ -242,18 +240,12 @@ class Monitor:
         return self.live
 
     def page(self) -> bytes:
-        now_mono = time.monotonic()
-        cached = self._page
-        if cached is not None and now_mono - cached[0] < PAGE_CACHE_SECONDS:
-            return cached[1]
         with self.lock:
             view = page.View(
                 now=self.clock(), history=self.history, live=self.live_status(), programs=list(self.programs),
                 supervisor_error=self.supervisor_error, health=self.health, failures=self.failures,
                 disk=self.disk, errors=list(self.errors), verdict=self.cached_verdict())
-            body = page.render(view).encode("utf-8")
-        self._page = (now_mono, body)
-        return body
+            return page.render(view).encode("utf-8")
 
     def collect(self) -> Iterator:
         """prometheus_client collector: every metric from the current state."""
