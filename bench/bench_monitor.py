@@ -8,9 +8,11 @@ task_broker's journal gets a task per complete product granule and most are hand
 status publisher stands in for task_broker's status stream (1 message a second, the real format). The real
 ``monitor`` process runs against it (no supervisord: its supervisord poll fails fast, which slightly flatters it).
 
-1. Accelerated ingest: the day's journal lines are appended with their real (past) times, ``--speed`` times faster
-   than real time (default 720: the day in two minutes); the CPU monitor spends is divided by the simulated day:
-   the ingest cost at real-time rate.
+1. Restart after downtime: the journals of the day's first 20 hours are written before monitor starts; it rebuilds
+   them (files, tasks, hand-outs, the queue-length curve) at start: the time that takes.
+   Accelerated ingest: the last 4 hours' journal lines are appended with their real (past) times, ``--speed`` times
+   faster than real time (default 120: 4 hours in 2 minutes); the CPU monitor spends is divided by the simulated
+   time: the ingest cost at real-time rate.
 2. Real time with 24 h of history: ``--idle`` seconds (default 60) with Prometheus-like scrapes (/metrics every
    15 s, / every 30 s); CPU over that time is the fixed cost (polls of the journals, sdr/, the logs, the disk;
    the health verdict every 15 s). Goal: ingest + fixed under 2% of one core; RSS under 100 MB.
@@ -87,7 +89,7 @@ def day_of_passes(now: dt.datetime) -> list[tuple[dt.datetime, dict, list[dict]]
                         "id": task_id, "subject": f"/AVO/viirs/granule/{product}", "type": "dataset",
                         "data": {"dataset": dataset}}}))
                     taken = done + dt.timedelta(minutes=2 + task_id % 9)
-                    if task_id % 11 and taken < now:
+                    if taken < now:
                         events.append((taken, "broker", {
                             "op": "take", "t": taken.isoformat(), "id": task_id, "kind": "handed out",
                             "worker": f"10.0.0.{task_id % 4 + 10}:5555",
@@ -148,7 +150,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--speed", type=float, default=720.0, help="simulated seconds per real second")
+    parser.add_argument("--speed", type=float, default=120.0, help="simulated seconds per real second")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds at real time with full history")
     parser.add_argument("--requests", type=int, default=200, help="GETs of /metrics and of / each")
     parser.add_argument("--screenshot", type=Path, help="save the page as headless Chromium renders it")
@@ -162,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         now = dt.datetime.now(dt.UTC)
         events = day_of_passes(now)
         files = sum(1 for _, kind, _ in events if kind == "file")
-        print(f"simulated day: {files} files, {sum(1 for e in events if e[1] == 'broker')} broker records, "
-              f"speed x{args.speed:g}")
+        print(f"simulated day: {files} files, {sum(1 for e in events if e[1] == 'broker')} broker records; the last "
+              f"4 hours at speed x{args.speed:g}")
         monitor_port, update_port = free_port(), free_port()
         env = dict(os.environ, VIIRS_BASE=str(base), MONITOR_PORT=str(monitor_port), UPDATE_PORT=str(update_port),
                    TASK_PORT=str(free_port()), PUBLISH_PORT=str(free_port()))
@@ -174,7 +176,21 @@ def main(argv: list[str] | None = None) -> int:
         broker.write(json.dumps({"format": "avoviirscollector-task-queue", "version": 2, "t": now.isoformat(),
                                  "next_id": 1, "ledger_since": (now - dt.timedelta(days=2)).isoformat()}) + "\n")
         broker.flush()
+        cut = now - dt.timedelta(hours=4)
+        before = [e for e in events if e[0] < cut]
+        length = 0
+        for _, kind, record in before:
+            if kind == "file":
+                mirror.write(json.dumps(record, separators=(",", ":")) + "\n")
+                (base / "sdr" / record["name"]).touch()
+            else:
+                broker.write(json.dumps(record, separators=(",", ":")) + "\n")
+                length += 1 if record["op"] == "put" else -1
+        mirror.flush()
+        broker.flush()
+        status.length = length
         log = open(Path(tmp) / "monitor.log", "ab")
+        started = time.monotonic()
         proc = subprocess.Popen([str(BIN / "monitor")], env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{monitor_port}"
         try:
@@ -186,13 +202,15 @@ def main(argv: list[str] | None = None) -> int:
                 except OSError:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise SystemExit(f"monitor did not start: {(Path(tmp) / 'monitor.log').read_text()}") from None
-                    time.sleep(0.2)
-            # 1. the day, accelerated
+                    time.sleep(0.05)
+            print(f"start with 20 h to rebuild from the journals ({sum(1 for e in before if e[1] == 'file')} files, "
+                  f"{sum(1 for e in before if e[1] == 'broker')} broker records): serving after "
+                  f"{time.monotonic() - started:.2f} s, {cpu_seconds(proc.pid):.2f} CPU s")
+            # 1. the last hours, accelerated
             cpu0 = cpu_seconds(proc.pid)
             wall0 = time.monotonic()
-            day_start = events[0][0]
-            length = 0
-            for at, kind, record in events:
+            day_start = cut
+            for at, kind, record in events[len(before):]:
                 due = wall0 + (at - day_start).total_seconds() / args.speed
                 pause = due - time.monotonic()
                 if pause > 0:
@@ -255,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                                     f"--user-data-dir={Path(tmp) / 'chromium'}", "--disable-dev-shm-usage",
-                                    f"--screenshot={args.screenshot.resolve()}", "--window-size=1140,1400",
+                                    f"--screenshot={args.screenshot.resolve()}", "--window-size=1140,1300",
                                     url + "/"], capture_output=True, timeout=120, check=True)
                     print(f"screenshot: {args.screenshot}")
             ok = total < 2.0 and peak < 100 and pct(metrics_times, 99) < 0.2 and pct(page_times, 99) < 0.2

@@ -271,3 +271,16 @@ def test_page_renders_a_day_of_passes_quickly():
     html = page.render(page.View(now=now, history=h, live={"queue length": 3}))
     assert time.perf_counter() - started < 2.0
     assert html.count('class="granule incomplete') >= 1 and html.count("<svg") >= 3
+
+
+def test_allowed_clients_gate_the_monitor_port(tmp_path):
+    settings = load_settings({"VIIRS_BASE": str(tmp_path / "viirs"), "MONITOR_PORT": str(free_port()),
+                              "ALLOWED_CLIENTS": "10.9.9.9"})
+    server = make_server(Monitor(settings), settings, host="127.0.0.1")
+    try:
+        assert server.verify_request(None, ("10.9.9.9", 40000))
+        assert server.verify_request(None, ("127.0.0.1", 40000))  # this host's own probes (HEALTHCHECK)
+        assert not server.verify_request(None, ("192.0.2.7", 40000))
+        assert server.gate.refusals.total == 1
+    finally:
+        server.server_close()

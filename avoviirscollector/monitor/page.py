@@ -19,7 +19,7 @@ REFRESH_SECONDS = 30
 GREEN_BELOW, YELLOW_BELOW = 6, 10  # queue length thresholds (the original dashboard's)
 COMPLETE_GREEN = 0.9  # completeness judged good at 90% and above
 PASS_GAP = 300.0  # granules of one satellite more than 5 minutes apart belong to different passes
-MAX_PASSES = 60  # passes shown in detail (newest first)
+MAX_PASSES = 12  # passes shown in detail (newest first): four per satellite
 WIDTH = 1100
 
 CSS = """
@@ -206,8 +206,11 @@ def queue_chart(samples: list[list[float]], now: float, current: int | None) -> 
            f'<rect x="{left}" y="{y(YELLOW_BELOW):.1f}" width="{span}" '
            f'height="{y(GREEN_BELOW) - y(YELLOW_BELOW):.1f}" fill="#fff8c5"/>',
            f'<rect x="{left}" y="6" width="{span}" height="{y(YELLOW_BELOW) - 6:.1f}" fill="#ffebe9"/>']
+    shown: list[float] = []
     for value in (0, GREEN_BELOW, YELLOW_BELOW, int(top_value)):
-        out.append(f'<text x="2" y="{y(value) + 4:.1f}">{value}</text>')
+        if all(abs(y(value) - other) >= 11 for other in shown):  # labels never overlap
+            shown.append(y(value))
+            out.append(f'<text x="2" y="{y(value) + 4:.1f}">{value}</text>')
     for hour in range(0, 25, 3):
         tick = start + hour * 3600
         out.append(f'<text x="{x(tick) - 30 * (hour == 24) - 14:.1f}" y="{height - 4}">{_t(tick, "%H:%M")}</text>')
