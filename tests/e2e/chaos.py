@@ -120,6 +120,7 @@ class Placer(threading.Thread):
         super().__init__(daemon=True)
         self.suite, self.placements = suite, placements
         self.placed: list[str] = []
+        self.last_placed = time.monotonic()
         self.errors: list[str] = []
         self.stopping = threading.Event()
 
@@ -132,6 +133,7 @@ class Placer(threading.Thread):
             try:
                 self.suite.place(placement.name)
                 self.placed.append(placement.name)
+                self.last_placed = time.monotonic()
             except OSError as err:
                 self.errors.append(f"{placement.name}: {err}")
 
@@ -521,11 +523,12 @@ def queue_empty(suite, timeout: float) -> bool:
 
 def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[float, float] | None = (3.0, 6.0),
         restart_at: Iterable[float] = (), settle: float = 25.0, drain_timeout: float = 60.0,
-        rng_seed: int = 4, progress=None) -> Report:
+        due_after: float = 60.0, rng_seed: int = 4, progress=None) -> Report:
     """Place ``placements`` on the running ``suite`` while killing a random program every ``kill_every`` seconds
     and restarting the whole suite at each of ``restart_at`` (seconds after the stream's start), with ``workers``
     draining workers; then stop killing, let the queue drain and one more reconciliation period pass (``settle``),
-    and account. The suite is left running."""
+    and at least ``due_after`` seconds since the last file (a granule counts as lost once complete that long), and
+    account. The suite is left running."""
     began = time.monotonic()
     s = suite.settings
     pool = [DrainingWorker(s.task_port, s.update_port) for _ in range(workers)]
@@ -559,7 +562,8 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
         suite.wait_running(timeout=90)
         if not queue_empty(suite, drain_timeout):
             errors.append(f"the queue did not drain in {drain_timeout} s")
-        time.sleep(settle)  # one more reconciliation period: what it finds comes now
+        # one more reconciliation period (what it finds comes now), and every granule complete for due_after s
+        time.sleep(max(settle, placer.last_placed + due_after + 1 - time.monotonic()))
         if not queue_empty(suite, drain_timeout):
             errors.append(f"the queue did not drain in {drain_timeout} s after the last reconciliation")
         time.sleep(2.0)
@@ -572,7 +576,7 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
     errors += placer.errors
     broker = BrokerLog.read(suite.base / "log" / "task_broker.log")
     raws = [raw for worker in pool for raw in worker.received]
-    due = complete_on_disk(s.sdr_dir, older_than=60)
+    due = complete_on_disk(s.sdr_dir, older_than=due_after)
     complete = complete_on_disk(s.sdr_dir)
     result = account(due, raws, broker.in_doubt_tasks)
     handed = {key for task in result.tasks for key in task.granules}
