@@ -10,6 +10,8 @@ Commands
         the cron jobs. supervisord handles the signals from then on: SIGTERM or Ctrl-C stops every program.
     ``avoviirscollector status [--json]``
         How things stand (see status.py).
+    ``avoviirscollector tasks [list | drop ID | requeue --from TIME ...]``
+        List, drop and re-queue task_broker's tasks (see tasks.py).
 """
 
 from __future__ import annotations
@@ -51,11 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     sup = commands.add_parser("supervise", help="check settings, create folders, run supervisord in the foreground")
     sup.add_argument("-c", "--config", default="supervisord.conf", help="supervisord.conf (default ./%(default)s)")
     commands.add_parser("status", help="how things stand", add_help=False)
+    commands.add_parser("tasks", help="list, drop and re-queue tasks", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "status":
         from avoviirscollector import status
 
         return status.main(rest)
+    if args.command == "tasks":
+        from avoviirscollector import tasks
+
+        return tasks.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return supervise(args)

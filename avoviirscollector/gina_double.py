@@ -25,8 +25,23 @@ Standalone (``make run`` with ``GINA_URL=http://127.0.0.1:PORT``)::
     gina_double --port 8080 --dir /tmp/gina --granules 4 --every 60 --rate 4MB --fault drop
 
 Files already in ``DIR/files`` (an earlier run, or made by a script) are served too.
-``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, named
-with the current time, so the whole suite can be watched working without internet. SIGTERM or Ctrl-C stops it.
+``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, each one
+starting where that satellite's previous granule ended, so the whole suite can be watched working without
+internet. SIGTERM or Ctrl-C stops it.
+
+The schedule (:class:`Schedule`) is a simple model of the real one: the three satellites share one sun-synchronous
+orbit plane (inclination 98.7 degrees, ascending node at 13:30 local solar time, one orbit every 101.5 minutes),
+NOAA-21 a quarter orbit behind NOAA-20 and Suomi-NPP half an orbit behind it (about 25 and 50 minutes). Each
+satellite's granules (85.4 s) follow one another on a time grid of its own, so no two satellites' granules start
+at the same time; orbit numbers count up at each ascending node. At start the double lists each satellite's
+latest ``--granules`` granules, ending now: consecutive granules of one orbit and one direction form a pass, and
+satellites half an orbit apart always fly in opposite directions, so both ascending and descending passes are
+there. ``--same-start`` puts every satellite on one time grid instead (identical start times, as the double had
+before; segment_gatherer keys its slots by start time alone, and the suite's guarantees must hold for that too).
+
+Geolocation files (GITCO, GMTCO, GDNBO) hold small 2-D ``Latitude`` and ``Longitude`` arrays (48 scans x 32
+pixels, scans in time order, 3040 km across) along the ground track the model gives for that satellite and time,
+so the latitude at nadir rises over an ascending granule and falls over a descending one (:func:`geolocation`).
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -48,7 +64,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from avoviirscollector.signals import stop_on_signals
-from avoviirscollector.viirs import PLATFORMS, PRODUCTS, SATELLITE_TO_SHORT, format_name, is_sdr_name, parse_name
+from avoviirscollector.viirs import (
+    PLATFORMS,
+    PRODUCTS,
+    SATELLITE_TO_SHORT,
+    NotASdrName,
+    format_name,
+    is_sdr_name,
+    parse_name,
+)
 
 log = logging.getLogger("gina_double")
 
@@ -59,6 +83,133 @@ ALL_SEGMENTS = tuple(sorted({seg for segs in PRODUCTS.values() for seg in segs})
 REAL_SIZES_MB = {"GITCO": 60, "GMTCO": 16, "GDNBO": 8, "SVDNB": 4}
 _BAND_GROUP = re.compile(r"^SV([MI])(\d\d)$")
 GRANULE_SECONDS = 85.4
+GRANULE = dt.timedelta(seconds=GRANULE_SECONDS)
+
+# -- the orbit model -----------------------------------------------------------------------------------------------
+ORBIT_MINUTES = 101.5
+ORBIT = dt.timedelta(minutes=ORBIT_MINUTES)
+INCLINATION = math.radians(98.7)
+EARTH_ROTATION = 2 * math.pi / 86164.1  # radians per second (sidereal day)
+EARTH_RADIUS_KM = 6371.0
+SWATH_KM = 3040.0
+GEO_SHAPE = (48, 32)  # scans x pixels of the generated Latitude and Longitude
+#: the model's time origin (naive UTC)
+SCHEDULE_EPOCH = dt.datetime(2026, 1, 1)
+#: per satellite: delay of its ascending nodes after NOAA-20's, and the number of its orbit that began then
+NODE_DELAY: dict[str, dt.timedelta] = {"j01": dt.timedelta(0), "j02": ORBIT / 4, "npp": ORBIT / 2}
+EPOCH_ORBIT: dict[str, int] = {"j01": 41500, "j02": 16200, "npp": 72600}
+#: per satellite: where its granule time grid starts after the epoch (distinct: no two granules start together)
+GRID_OFFSET: dict[str, dt.timedelta] = {"j01": dt.timedelta(0), "j02": dt.timedelta(seconds=28.5),
+                                        "npp": dt.timedelta(seconds=57.0)}
+
+
+def _node(platform: str, when: dt.datetime) -> tuple[int, float]:
+    """(orbits since the epoch, seconds since that orbit's ascending node) of ``platform`` at ``when``."""
+    seconds = (when - SCHEDULE_EPOCH - NODE_DELAY[platform]).total_seconds()
+    orbits = math.floor(seconds / ORBIT.total_seconds())
+    return orbits, seconds - orbits * ORBIT.total_seconds()
+
+
+def orbit_number(platform: str, when: dt.datetime) -> int:
+    """The model's orbit number of ``platform`` at ``when`` (it counts up at each ascending node)."""
+    return EPOCH_ORBIT[platform] + _node(platform, when)[0]
+
+
+def subsatellite(platform: str, when: dt.datetime) -> tuple[float, float]:
+    """(latitude, longitude) in degrees of the point under ``platform`` at ``when`` (naive UTC), in the model."""
+    orbits, since_node = _node(platform, when)
+    node_time = when - dt.timedelta(seconds=since_node)
+    hours = (node_time - node_time.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 3600
+    node_longitude = math.radians(15.0 * (13.5 - hours))  # the node is at 13:30 local solar time
+    u = 2 * math.pi * since_node / ORBIT.total_seconds()  # argument of latitude
+    latitude = math.asin(math.sin(INCLINATION) * math.sin(u))
+    longitude = (node_longitude + math.atan2(math.cos(INCLINATION) * math.sin(u), math.cos(u))
+                 - EARTH_ROTATION * since_node)
+    return math.degrees(latitude), (math.degrees(longitude) + 180.0) % 360.0 - 180.0
+
+
+def geolocation(platform: str, start: dt.datetime, shape: tuple[int, int] = GEO_SHAPE):
+    """Latitude and Longitude arrays (float32, scans x pixels) of a granule of ``platform`` starting at ``start``.
+
+    Scan ``r`` is the line across the track at ``start + 85.4 s * (r + 0.5) / scans``; its pixels are spread evenly
+    over the swath, perpendicular to the ground track, nadir in the middle."""
+    import numpy as np
+
+    scans, pixels = shape
+    lat = np.empty(shape, dtype="float64")
+    lon = np.empty(shape, dtype="float64")
+    across = (np.arange(pixels) - (pixels - 1) / 2) * SWATH_KM / max(1, pixels - 1) / EARTH_RADIUS_KM  # radians
+    for row in range(scans):
+        when = start + GRANULE * ((row + 0.5) / scans)
+        lat0, lon0 = (math.radians(v) for v in subsatellite(platform, when))
+        lat1, lon1 = (math.radians(v) for v in subsatellite(platform, when + dt.timedelta(seconds=1)))
+        heading = math.atan2(math.sin(lon1 - lon0) * math.cos(lat1),
+                             math.cos(lat0) * math.sin(lat1) - math.sin(lat0) * math.cos(lat1) * math.cos(lon1 - lon0))
+        bearing = heading + math.pi / 2  # to the right of the track; negative distances go left
+        point = np.arcsin(np.sin(lat0) * np.cos(across) + np.cos(lat0) * np.sin(across) * math.cos(bearing))
+        lat[row] = np.degrees(point)
+        lon[row] = (np.degrees(lon0 + np.arctan2(math.sin(bearing) * np.sin(across) * math.cos(lat0),
+                                                 np.cos(across) - math.sin(lat0) * np.sin(point))) + 180) % 360 - 180
+    return lat.astype("float32"), lon.astype("float32")
+
+
+def nadir_direction(platform: str, start: dt.datetime) -> str:
+    """ascending or descending: the sign of the nadir latitude's change from the first to the last scan of the
+    granule (what a reader of its geolocation file sees)."""
+    scans = GEO_SHAPE[0]
+    first = subsatellite(platform, start + GRANULE * (0.5 / scans))[0]
+    last = subsatellite(platform, start + GRANULE * ((scans - 0.5) / scans))[0]
+    return "ascending" if last > first else "descending"
+
+
+@dataclass(frozen=True)
+class Granule:
+    """One granule of the schedule. Times are naive UTC."""
+
+    platform: str  # file-name short name: npp, j01, j02
+    start: dt.datetime
+    orbit: int
+    direction: str  # ascending or descending
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + GRANULE
+
+
+class Schedule:
+    """When each satellite's granules start, their orbit numbers and pass directions (see the module docstring).
+
+    Granules of one satellite are contiguous: each starts where the one before ended. With ``same_start`` every
+    satellite uses one time grid, so granules of different satellites start at identical times."""
+
+    def __init__(self, same_start: bool = False) -> None:
+        self.same_start = same_start
+
+    def _grid(self, platform: str) -> dt.datetime:
+        return SCHEDULE_EPOCH + (dt.timedelta(0) if self.same_start else GRID_OFFSET[platform])
+
+    def granule(self, platform: str, start: dt.datetime) -> Granule:
+        """The granule of ``platform`` starting at ``start`` (a time of its grid, or any time: tests use both)."""
+        return Granule(platform, start, orbit_number(platform, start), nadir_direction(platform, start))
+
+    def containing(self, platform: str, when: dt.datetime) -> Granule:
+        """The granule of ``platform`` during which ``when`` falls."""
+        index = (when - self._grid(platform)) // GRANULE
+        return self.granule(platform, self._grid(platform) + GRANULE * index)
+
+    def following(self, granule: Granule) -> Granule:
+        """The next granule of the same satellite: it starts where ``granule`` ended."""
+        return self.granule(granule.platform, granule.end)
+
+    def latest(self, platform: str, now: dt.datetime, count: int) -> list[Granule]:
+        """The last ``count`` granules of ``platform`` that ended by ``now``, oldest first."""
+        current = self.containing(platform, now)
+        out: list[Granule] = []
+        start = current.start
+        for _ in range(count):
+            start -= GRANULE
+            out.append(self.granule(platform, start))
+        return out[::-1]
 
 
 def _groups(segment: str) -> tuple[str, str]:
@@ -74,7 +225,11 @@ def _groups(segment: str) -> tuple[str, str]:
 
 
 def make_sdr_file(path: Path, segment: str, size: int, seed: int = 0) -> None:
-    """Write a real HDF5 file of about ``size`` bytes with the groups of a VIIRS SDR file of ``segment``."""
+    """Write a real HDF5 file of about ``size`` bytes with the groups of a VIIRS SDR file of ``segment``.
+
+    A geolocation file gets 2-D ``Latitude`` and ``Longitude`` (:func:`geolocation`, for the platform and start
+    time of its name; a name that is not a VIIRS SDR name gets Suomi-NPP at the model's epoch) and random bytes
+    make up the rest of the size; any other file gets random bytes as its ``Radiance``."""
     import h5py
     import numpy as np
 
@@ -84,9 +239,21 @@ def make_sdr_file(path: Path, segment: str, size: int, seed: int = 0) -> None:
     tmp = path.with_name(path.name + ".writing")
     step = 4 << 20
     with h5py.File(tmp, "w") as h5:
-        h5.attrs["Platform_Short_Name"] = np.bytes_(path.name.split("_")[1].upper())
+        h5.attrs["Platform_Short_Name"] = np.bytes_(path.name.split("_")[1].upper() if "_" in path.name else "NPP")
         group = h5.create_group(data_group)
-        name = "Latitude" if segment.startswith("G") else "Radiance"
+        if segment.startswith("G"):
+            try:
+                sdr = parse_name(path.name)
+                platform, start = sdr.platform, sdr.start_time
+            except NotASdrName:
+                platform, start = "npp", SCHEDULE_EPOCH
+            latitude, longitude = geolocation(platform, start)
+            group.create_dataset("Latitude", data=latitude)
+            group.create_dataset("Longitude", data=longitude)
+            payload = max(0, payload - latitude.nbytes - longitude.nbytes)
+            name = "QF2_VIIRSSDRGEO"  # quality flags in a real file; here the bytes that give the file its size
+        else:
+            name = "Radiance"
         dataset = group.create_dataset(name, shape=(payload,), dtype=np.uint8)
         for pos in range(0, payload, step):  # in slices: memory stays small whatever the size
             n = min(step, payload - pos)
@@ -232,6 +399,10 @@ class GinaDouble:
                 size = int(REAL_SIZES_MB.get(segment, 6) * 1e6 * scale)
             out.append(self.add_file(name, size, segment))
         return out
+
+    def add_scheduled(self, granule: Granule, **kwargs) -> list[Served]:
+        """The files of one granule of a :class:`Schedule` (keywords as for :meth:`add_granule`)."""
+        return self.add_granule(granule.platform, granule.orbit, granule.start, **kwargs)
 
     def add_pass(self, platform: str, orbit: int, start: dt.datetime, granules: int = 3, **kwargs) -> list[Served]:
         """``granules`` consecutive granules of one orbit."""
@@ -449,8 +620,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--dir", type=Path, default=Path("gina-double"), help="where the generated files live")
     parser.add_argument("--satellites", default="snpp,noaa20,noaa21")
-    parser.add_argument("--granules", type=int, default=2, help="granules per satellite generated at start")
-    parser.add_argument("--every", type=float, default=0, help="add one new granule per satellite every N s")
+    parser.add_argument("--granules", type=int, default=4,
+                        help="granules per satellite generated at start: each satellite's latest, ending now")
+    parser.add_argument("--every", type=float, default=0,
+                        help="add one new granule per satellite every N s (the one after its latest)")
+    parser.add_argument("--same-start", action="store_true",
+                        help="every satellite's granules start at the same times (one time grid for all)")
     parser.add_argument("--scale", type=float, default=0.01, help="file size as a fraction of the real size")
     parser.add_argument("--rate", type=parse_rate, default=None, help="per-connection cap, e.g. 4MB")
     parser.add_argument("--fault", action="append", default=[], choices=FAULTS)
@@ -467,26 +642,32 @@ def main(argv: list[str] | None = None) -> int:
     double = GinaDouble(args.dir, args.host, args.port, rate=args.rate)
     for fault in args.fault:
         double.set_fault(fault)
-    orbit = {sat: 60000 + 1000 * i for i, sat in enumerate(sats)}
-    step = dt.timedelta(seconds=GRANULE_SECONDS)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    next_start = now - step * args.granules
+    schedule = Schedule(same_start=args.same_start)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    latest: dict[str, Granule] = {}
+
+    def add(granule: Granule) -> None:
+        double.add_scheduled(granule, scale=args.scale)
+        latest[granule.platform] = granule
+        logger.debug("listed %s orbit %d %s %s", granule.platform, granule.orbit, granule.direction,
+                     granule.start.isoformat(timespec="milliseconds"))
 
     def add_granule() -> None:
-        """The next granule of each satellite: it starts where the previous one ended."""
-        nonlocal next_start
+        """The next granule of each satellite: it starts where that satellite's previous one ended."""
         for sat in sats:
-            double.add_granule(SATELLITE_TO_SHORT[sat], orbit[sat], next_start, scale=args.scale)
-        next_start += step
+            short = SATELLITE_TO_SHORT[sat]
+            add(schedule.following(latest[short]) if short in latest else schedule.containing(short, now))
 
     for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
         if is_sdr_name(path.name):
             double.add_existing(path)
-    for _ in range(args.granules):
-        add_granule()
+    for sat in sats:
+        for granule in schedule.latest(SATELLITE_TO_SHORT[sat], now, args.granules):
+            add(granule)
     double.start()
-    logger.info("serving %d files on %s/products.json (rate %s, faults %s)", len(double.served()), double.url,
-                args.rate or "uncapped", ",".join(args.fault) or "none")
+    logger.info("serving %d files on %s/products.json (rate %s, faults %s, %s)", len(double.served()), double.url,
+                args.rate or "uncapped", ",".join(args.fault) or "none",
+                "same start times for every satellite" if args.same_start else "satellites a quarter orbit apart")
     try:
         next_add = time.monotonic() + args.every
         while not stop.wait(0.5):

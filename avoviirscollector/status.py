@@ -2,7 +2,8 @@
 
 What it shows
     - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``)
-    - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product)
+    - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product, and the
+      granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
       or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
@@ -43,6 +44,8 @@ FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
 JOURNALS = ("mirror_gina.journal", "journal.jsonl")  # download journals in state/, read in this order
 ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
+#: the broker's counts of the last day (its status stream), shown when present
+DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
 TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
 
 
@@ -107,10 +110,12 @@ def parse_queue_status(frames: list[bytes]) -> dict | None:
         if isinstance(data, dict) and isinstance(data.get("queue length"), int):
             waiting = data.get("products waiting", [])
             by_product = data.get("tasks by product", {})
-            return {"queue length": data["queue length"],
-                    "products waiting": [str(p) for p in waiting] if isinstance(waiting, list) else [],
-                    "tasks by product": {str(k): v for k, v in by_product.items() if isinstance(v, int)}
-                    if isinstance(by_product, dict) else {}}
+            out = {"queue length": data["queue length"],
+                   "products waiting": [str(p) for p in waiting] if isinstance(waiting, list) else [],
+                   "tasks by product": {str(k): v for k, v in by_product.items() if isinstance(v, int)}
+                   if isinstance(by_product, dict) else {}}
+            out.update({key: data[key] for key in DAY_COUNTS if isinstance(data.get(key), int)})
+            return out
     return None
 
 
@@ -195,6 +200,10 @@ def render_text(report: Report) -> str:
         counts = report.queue.get("tasks by product") or {}
         waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in report.queue["products waiting"])
         out.append(f"queue: {report.queue['queue length']} tasks waiting; by product: {waiting or 'none'}")
+        day = [f"{report.queue[key]} {key[:-7]}" for key in DAY_COUNTS if key in report.queue]
+        if day:
+            out.append(f"granules in the last 24 h: {', '.join(day)} (recovered from sdr/ after the bus missed them; "
+                       f"hand-outs re-queued in doubt; duplicates refused)")
     else:
         out.append(f"queue: unknown ({report.queue_error})")
     out.append("")

@@ -3,12 +3,15 @@
 What it does
     Downloads the TLE set at ``TLE_URL`` (default: celestrak's weather satellites, which include Suomi-NPP,
     NOAA-20 and NOAA-21) into a temporary file in ``elements/``, checks that it parses as two-line element sets
-    (an optional name line, then lines 1 and 2 of 69 characters with valid checksums and matching catalog numbers;
-    nothing else), and only when it differs from the current file replaces ``elements/tle.txt`` in one atomic
-    rename. An unchanged download leaves the file (and its modification time) alone.
+    (an optional name line, then lines 1 and 2 of 69 characters with valid checksums, matching catalog numbers
+    and an epoch that is a date; nothing else), and only when it differs from the current file replaces
+    ``elements/tle.txt`` in one atomic rename. An unchanged download leaves the file (and its modification time) alone.
     On any failure (HTTP error, timeout, more than 10 MB, not TLEs) it logs one ERROR line, keeps the old file,
     removes its temporary file and exits 1. A set that lacks one of the VIIRS satellites is still installed, with
     a WARNING naming the missing ones.
+
+    :func:`parse_tles` is the suite's one TLE parser: task_broker's pass-direction helper reads ``elements/`` with
+    it too (``broker/elements.py``), skipping a bad element set in a file where tle_refresh refuses the download.
 
 Settings (environment, see config.py): ``VIIRS_BASE``, ``TLE_URL``.
 Usage: ``tle_refresh [--timeout SECONDS] [-v]`` (timeout for the whole download, default 60).
@@ -18,15 +21,16 @@ Signals: none handled; a run takes seconds, and an interrupted run leaves the ol
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
@@ -40,50 +44,111 @@ MAX_BYTES = 10 * 1024 * 1024
 VIIRS_SATELLITES = {NORAD_IDS[short]: name for short, (name, _) in PLATFORMS.items()}
 checksum_ok = tle_checksum_ok
 
+if TYPE_CHECKING:
+    import requests
+
 
 class TLEError(ValueError):
     """The text is not a set of TLEs; the message says where."""
 
 
-def parse_tles(lines: Iterable[str]) -> list[int]:
-    """Catalog numbers of every element set in ``lines``; raise :class:`TLEError` on anything that is not TLE.
+@dataclass(frozen=True)
+class ElementSet:
+    """One two-line element set as read from a text."""
 
-    Accepts 2-line and 3-line (name first) sets, blank lines, trailing whitespace and CRLF.
+    norad: int  # catalogue number
+    epoch: dt.datetime  # aware UTC
+    line1: str
+    line2: str
+    source: str  # where the text came from (a file name), for log lines
+
+
+def _epoch(line1: str) -> dt.datetime:
+    """The epoch of line 1 (columns 19-32: two-digit year, day of the year with fraction), aware UTC."""
+    year = int(line1[18:20])
+    year += 1900 if year >= 57 else 2000
+    day = float(line1[20:32])
+    if not 1 <= day < 367:
+        raise ValueError(f"day of the year {day} out of range")
+    return dt.datetime(year, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day - 1)
+
+
+_BROKEN = "broken line 1"  # stands for a line 1 already reported, so that its line 2 is dropped silently
+
+
+def parse_tles(lines: Iterable[str], source: str = "",
+               on_error: Callable[[TLEError], None] | None = None) -> list[ElementSet]:
+    """Every element set in ``lines`` (2-line sets, or 3-line sets with the name first), in order.
+
+    Accepts blank lines, trailing whitespace and CRLF. What to do with anything else is the caller's policy:
+    without ``on_error`` the first problem raises :class:`TLEError` (tle_refresh refuses a bad download); with it,
+    each problem is passed to ``on_error``, the element set it spoils is skipped and reading goes on with the next
+    line (the pass-direction helper skips bad sets in a file and uses the good ones). A text with no element set
+    at all is a problem too.
     """
-    catalogs: list[int] = []
-    pending: str | None = None  # line 1 waiting for its line 2
-    name_seen = False
+    found: list[ElementSet] = []
+    pending: str | None = None  # line 1 waiting for its line 2 (or _BROKEN)
+    name_seen = False  # a name line waiting for its set
+
+    def problem(message: str) -> None:
+        nonlocal pending, name_seen
+        pending, name_seen = None, False
+        error = TLEError(f"{source}: {message}" if source else message)
+        if on_error is None:
+            raise error
+        on_error(error)
+
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip()
         if not line:
             continue
+        if pending is _BROKEN and not line.startswith("2 "):
+            pending, name_seen = None, False
         if line.startswith("1 ") and len(line) == 69:
             if pending is not None:
-                raise TLEError(f"line {number}: line 1 follows a line 1")
+                problem(f"line {number}: line 1 follows a line 1")  # the earlier set is skipped; this one may do
             if not checksum_ok(line):
-                raise TLEError(f"line {number}: bad checksum")
+                problem(f"line {number}: bad checksum")
+                pending = _BROKEN
+                continue
             pending = line
         elif line.startswith("2 ") and len(line) == 69:
+            if pending is _BROKEN:
+                pending, name_seen = None, False
+                continue
             if pending is None:
-                raise TLEError(f"line {number}: line 2 without its line 1")
+                problem(f"line {number}: line 2 without its line 1")
+                continue
             if not checksum_ok(line):
-                raise TLEError(f"line {number}: bad checksum")
+                problem(f"line {number}: bad checksum")
+                continue
             if line[2:7] != pending[2:7]:
-                raise TLEError(f"line {number}: catalog number differs from its line 1")
+                problem(f"line {number}: catalog number differs from its line 1")
+                continue
             try:
-                catalogs.append(int(line[2:7]))
+                norad = int(line[2:7])
             except ValueError:
-                raise TLEError(f"line {number}: catalog number {line[2:7]!r} is not a number") from None
+                problem(f"line {number}: catalog number {line[2:7]!r} is not a number")
+                continue
+            try:
+                epoch = _epoch(pending)
+            except ValueError as err:
+                problem(f"line {number - 1}: epoch {pending[18:32]!r} is not a date ({err})")
+                continue
+            found.append(ElementSet(norad, epoch, pending, line, source))
             pending, name_seen = None, False
         else:
-            if pending is not None or name_seen or len(line) > 24 or not line.isprintable():
-                raise TLEError(f"line {number}: not a TLE line: {line[:40]!r}")
-            name_seen = True  # satellite name line of a 3-line set
+            name_like = len(line) <= 24 and line.isprintable()
+            if pending is not None or name_seen or not name_like:
+                problem(f"line {number}: not a TLE line: {line[:40]!r}")
+            name_seen = name_like  # satellite name line of a 3-line set (after a problem: maybe the next set's)
+    if pending is _BROKEN:
+        pending = None
     if pending is not None or name_seen:
-        raise TLEError("the text ends inside an element set")
-    if not catalogs:
-        raise TLEError("no element set in the text")
-    return catalogs
+        problem("the text ends inside an element set")
+    if not found:
+        problem("no element set in the text")
+    return found
 
 
 def file_md5(path: Path) -> str | None:
@@ -101,6 +166,8 @@ class TLERefresher:
     """Download, verify and install one TLE file. ``session`` is a requests session (or anything with ``get``)."""
 
     def __init__(self, url: str, target: Path, timeout: float = 60.0, session: requests.Session | None = None):
+        import requests  # here, not at the top: the pass-direction helper reads TLEs with this module's parser
+
         self.url = url
         self.target = target
         self.timeout = timeout
@@ -126,6 +193,8 @@ class TLERefresher:
 
     def refresh(self) -> int:
         """Return 0 when the file is current (updated or unchanged), 1 on failure (old file kept)."""
+        import requests
+
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".part", dir=self.target.parent)
         tmp = Path(tmp_name)
@@ -135,7 +204,7 @@ class TLERefresher:
                 out.flush()
                 os.fsync(out.fileno())
             with open(tmp, encoding="ascii", errors="strict") as text:
-                catalogs = parse_tles(text)
+                catalogs = [element.norad for element in parse_tles(text)]
             if md5 == file_md5(self.target):
                 LOG.info("TLEs at %s unchanged (%d element sets): %s kept", self.url, len(catalogs), self.target)
                 return 0

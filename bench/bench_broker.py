@@ -17,7 +17,6 @@ Run inside a loopback-only network namespace: ``make bench`` or
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing as mp
 import sys
@@ -30,10 +29,8 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avoviirscollector.broker.direction import DirectionHelper  # noqa: E402
-from avoviirscollector.broker.queue import TaskQueue, parse_granule, task_to_record  # noqa: E402
 from avoviirscollector.broker.server import encode_task  # noqa: E402
-from avoviirscollector.broker.store import JournalStore  # noqa: E402
-from tests.broker_support import ASCENDING_TIME, Broker, Status, granule_data  # noqa: E402
+from tests.broker_support import ASCENDING_TIME, Broker, Status, seed_queue  # noqa: E402
 
 CLIENT_PROCESSES = 2
 SOCKETS_PER_PROCESS = 4
@@ -115,17 +112,8 @@ def bare_rep(port: int, reply: bytes, ready) -> None:
 
 def seed(base: Path, count: int) -> bytes:
     """Write ``count`` tasks as the broker's state; returns the encoded reply of one (the bare REP's answer)."""
-    queue = TaskQueue()
-    now = dt.datetime.now(dt.UTC)
-    for index in range(count):
-        product = PRODUCTS[index % len(PRODUCTS)]
-        data = granule_data(product, "NOAA-20", 10000 + index, ASCENDING_TIME, base)
-        queue.offer(parse_granule(f"/AVO/viirs/granule/{product}", "dataset", "gatherer@bench", now, data),
-                    "ascending")
-    store = JournalStore(base / "state")
-    store.compact((task_to_record(task) for task in queue), queue.next_id)
-    store.close()
-    return encode_task(next(iter(queue)))
+    tasks = seed_queue(base, [PRODUCTS[index % len(PRODUCTS)] for index in range(count)], orbit=10000)
+    return encode_task(tasks[0])
 
 
 def rss_kb(pid: int) -> tuple[int, int]:

@@ -67,6 +67,25 @@ def granule_data(product: str, platform_name: str, orbit: int, start: dt.datetim
     }
 
 
+def seed_queue(base: Path, products: list[str], orbit: int = 40000, files_of: str | None = None) -> list:
+    """Write one queued task per entry of ``products`` as the broker's own state in ``base/state``: NOAA-20,
+    orbits from ``orbit`` on, granules two minutes apart (each a granule of its own), all ascending; the files are
+    those of ``files_of`` when given (for made-up product names), else of the task's product. The tasks, in order."""
+    from avoviirscollector.broker.queue import TaskQueue, parse_granule, task_to_record
+    from avoviirscollector.broker.store import JournalStore
+
+    queue = TaskQueue()
+    now = dt.datetime.now(dt.UTC)
+    for index, product in enumerate(products):
+        start = ASCENDING_TIME + dt.timedelta(minutes=2 * index)
+        data = granule_data(files_of or product, "NOAA-20", orbit + index, start, base)
+        queue.offer(parse_granule(f"/AVO/viirs/granule/{product}", "dataset", "gatherer@test", now, data), "ascending")
+    store = JournalStore(base / "state")
+    store.compact(({"op": "put", "task": task_to_record(task)} for task in queue), store.header(queue.next_id, now))
+    store.close()
+    return list(queue)
+
+
 class Nameserver:
     """posttroll's nameserver without multicast, as a process."""
 

@@ -1,23 +1,23 @@
-"""Pass direction: from the test TLE set with pyorbital, and from a granule's geolocation file as the fallback."""
+"""Pass direction: from the test TLE set with pyorbital, and from a granule's geolocation file as the fallback.
+
+The element store has its tests in test_broker_direction_elements.py, the helper process in
+test_broker_direction_helper.py; the geolocation reader's are here, next to the fallback that uses it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 from pyorbital.orbital import Orbital
 
-from avoviirscollector.broker.direction import (
-    MAX_TLE_AGE,
-    DirectionFinder,
-    DirectionHelper,
-    ElementStore,
-    direction_from_geolocation,
-    parse_tle_text,
-)
+from avoviirscollector.broker.direction import DirectionFinder
+from avoviirscollector.broker.elements import MAX_TLE_AGE
+from avoviirscollector.broker.geolocation import direction_from_geolocation, local_path
 from avoviirscollector.viirs import format_name
 from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME, TLE_EPOCH, TLE_FILE
 
@@ -30,25 +30,6 @@ def elements(tmp_path):
     path.mkdir()
     shutil.copy(TLE_FILE, path / "weather.txt")
     return path
-
-
-def test_the_test_tle_set_is_valid_and_pyorbital_reads_it():
-    text = TLE_FILE.read_text()
-    sets = parse_tle_text(text, "weather.txt")
-    assert sorted(s.norad for s in sets) == [37849, 43013, 54234]
-    for name in ("Suomi-NPP", "NOAA-20", "NOAA-21"):  # found by catalogue number
-        orbital = Orbital(name, tle_file=str(TLE_FILE))
-        lon, lat, alt = orbital.get_lonlatalt(TLE_EPOCH.replace(tzinfo=None))
-        assert abs(lat) < 0.5 and 800 < alt < 860  # on its ascending node, VIIRS's altitude
-    assert {s.epoch for s in sets} == {TLE_EPOCH}
-
-
-def test_bad_checksum_or_mangled_lines_are_skipped():
-    good = TLE_FILE.read_text().splitlines()[1:3]
-    bad_checksum = [good[0][:-1] + str((int(good[0][-1]) + 1) % 10), good[1]]
-    assert len(parse_tle_text("\n".join(good))) == 1
-    assert parse_tle_text("\n".join(bad_checksum)) == []
-    assert parse_tle_text("\n".join([good[0], good[1][:40]])) == []
 
 
 @pytest.mark.parametrize("platform", sorted(PLATFORMS))
@@ -145,33 +126,17 @@ def test_no_tle_and_no_geolocation_is_unknown_and_says_why(tmp_path):
     assert got.value == "unknown" and "no NORAD number" in got.detail and geo in got.detail
 
 
-def test_element_store_rereads_a_changed_directory(tmp_path):
-    now = [0.0]
-    store = ElementStore(tmp_path, clock=lambda: now[0])
-    assert store.best(37849, TLE_EPOCH) is None
-    shutil.copy(TLE_FILE, tmp_path / "weather.txt")
-    now[0] += 11
-    assert store.best(37849, TLE_EPOCH).source == "weather.txt"
+def test_local_path_of_dataset_uris():
+    assert local_path("/viirs/sdr/GITCO_x.h5") == local_path("file:///viirs/sdr/GITCO_x.h5")
+    assert str(local_path("file:///viirs/sdr/GITCO_x.h5")) == "/viirs/sdr/GITCO_x.h5"
+    assert local_path("http://gina/GITCO_x.h5") is None
 
 
-def test_helper_process_answers_and_comes_back_after_being_killed_or_too_slow(elements):
-    helper = DirectionHelper(elements)
-    try:
-        up = helper.find("NOAA-21", ASCENDING_TIME, [])
-        assert (up.value, up.method) == ("ascending", "tle")
-        first = helper.proc.pid
-        helper.proc.kill()
-        helper.proc.wait()
-        down = helper.find("NOAA-21", DESCENDING_TIME, [])
-        assert (down.value, down.method) == ("descending", "tle")
-        assert helper.proc.pid != first
-        helper.timeout = 0.001  # a fresh helper cannot answer that fast (it has to start python first)
-        helper.close()
-        slow = helper.find("NOAA-21", DESCENDING_TIME, [])
-        assert (slow.value, slow.method) == ("unknown", "none") and "no answer in" in slow.detail
-        assert helper.proc is None
-        helper.timeout = 30
-        assert helper.find("NOAA-21", DESCENDING_TIME, []).method == "tle"
-    finally:
-        helper.close()
-    assert helper.proc is None
+def test_the_broker_side_loads_no_science_stack():
+    """The broker imports Direction and DirectionHelper from here: pyorbital, scipy, numpy, h5py (and requests,
+    which tle.py's downloader uses) must stay in the helper process."""
+    code = ("import sys; from avoviirscollector.broker.direction import Direction, DirectionHelper; "
+            "import avoviirscollector.broker.server; "
+            "print(sorted(m for m in ('pyorbital', 'scipy', 'numpy', 'h5py', 'requests') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -4,7 +4,6 @@ the broker still hands out tasks afterwards."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import zmq
@@ -12,9 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from posttroll.message import Message
 
-from avoviirscollector.broker.queue import TaskQueue, parse_granule, task_to_record
-from avoviirscollector.broker.store import JournalStore
-from tests.broker_support import ASCENDING_TIME, Broker, Status, granule_data, request
+from tests.broker_support import Broker, Status, request, seed_queue
 
 PRODUCTS = ["tir", "mir", "btd", "vis", "dnb"]
 KEEP = "keep"  # a product no fuzzed request asks for: its task must still be there at the end
@@ -56,20 +53,6 @@ garbage = st.one_of(
 requests = st.one_of(valid, mistyped, garbage)
 
 
-def seed(base, count: int) -> None:
-    """Queue ``count`` tasks of every product plus one KEEP task, written as the broker's own state."""
-    queue = TaskQueue()
-    now = dt.datetime.now(dt.UTC)
-    orbit = 70000
-    for product in [KEEP] + PRODUCTS * count:
-        data = granule_data("tir", "NOAA-20", orbit, ASCENDING_TIME, base)
-        queue.offer(parse_granule(f"/AVO/viirs/granule/{product}", "dataset", "gatherer@test", now, data), "ascending")
-        orbit += 1
-    store = JournalStore(base / "state")
-    store.compact((task_to_record(task) for task in queue), queue.next_id)
-    store.close()
-
-
 def check_reply(kind: str, payload: bytes, reply: bytes, handed: list[int]) -> None:
     if kind == "error":
         assert "error" in json.loads(reply), (payload[:100], reply[:200])
@@ -86,7 +69,7 @@ def check_reply(kind: str, payload: bytes, reply: bytes, handed: list[int]) -> N
 
 def test_ten_thousand_random_requests_from_several_sockets_each_get_exactly_one_reply(tmp_path):
     base = tmp_path / "viirs"
-    seed(base, 300)
+    seed_queue(base, [KEEP] + PRODUCTS * 300, orbit=70000, files_of="tir")
     broker = Broker(base)
     context = zmq.Context()
     sockets = []

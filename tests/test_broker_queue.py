@@ -14,6 +14,7 @@ from avoviirscollector.broker.queue import (
     task_from_record,
     task_to_record,
 )
+from avoviirscollector.viirs import format_name
 
 T0 = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
 NOW = dt.datetime(2024, 6, 1, 12, 30, tzinfo=dt.UTC)
@@ -190,3 +191,78 @@ def test_naive_and_aware_times_are_the_same_utc_instant():
 def test_direction_must_be_known_value():
     with pytest.raises(ValueError):
         TaskQueue().offer(granule(), "sideways")
+
+
+# -- one task per granule, and the hand-out ledger ---------------------------------------------------------------
+
+def sdr_granule(product="btd", short="npp", start=dt.datetime(2024, 6, 1, 12, 0, 3, 300000), orbit=100, minutes=9):
+    from avoviirscollector.granules import granule_data
+    from avoviirscollector.viirs import PRODUCTS, parse_name
+
+    files = [parse_name(format_name(segment, short, start, start + dt.timedelta(seconds=85.4), orbit,
+                                    start + dt.timedelta(minutes=minutes))) for segment in PRODUCTS[product]]
+    data = granule_data(product, files, lambda n: f"/viirs/sdr/{n}")
+    return parse_granule(f"/AVO/viirs/granule/{product}", "dataset", "gatherer@host", NOW, data)
+
+
+def test_a_granule_already_queued_merges_into_its_task_whatever_direction_it_gets():
+    queue = TaskQueue()
+    first, outcome, _ = queue.admit(sdr_granule(), "ascending")
+    again, outcome_again, _ = queue.admit(sdr_granule(minutes=40), "unknown")  # a reissue, another direction
+    assert (outcome, outcome_again) == ("queued", "merged") and again is first and len(queue) == 1
+    assert len(first.data["dataset"]) == 3  # one file per segment: the reissue replaced the older copies
+    assert {parse_name_minutes(i["uid"]) for i in first.data["dataset"]} == {40}
+
+
+def parse_name_minutes(uid: str) -> int:
+    from avoviirscollector.viirs import parse_name
+
+    parsed = parse_name(uid)
+    return int((parsed.proctime - parsed.start_time).total_seconds() // 60)
+
+
+def test_a_granule_handed_out_is_refused_as_a_duplicate_with_the_hand_out_named():
+    queue = TaskQueue()
+    queue.admit(sdr_granule(), "ascending")
+    handed = queue.take(["btd"], when=NOW, worker="192.0.2.7")
+    task, outcome, entry = queue.admit(sdr_granule(minutes=50), "ascending")
+    assert task is None and outcome == "duplicate"
+    assert (entry.task_id, entry.worker, entry.kind, entry.when) == (handed.id, "192.0.2.7", "handed out", NOW)
+    assert len(queue) == 0
+    # another granule of the same pass is a new task (its own granule), not a duplicate
+    other, outcome, _ = queue.admit(sdr_granule(start=dt.datetime(2024, 6, 1, 12, 1, 28, 700000)), "ascending")
+    assert outcome == "queued" and other.id != handed.id
+
+
+def test_restore_and_forget_take_granules_out_of_the_ledger_and_pruning_forgets_old_hand_outs():
+    queue = TaskQueue()
+    queue.admit(sdr_granule(), "ascending")
+    handed = queue.take(["btd"], when=NOW)
+    queue.restore(handed)
+    assert queue.ledger() == [] and len(queue) == 1
+    handed = queue.take(["btd"], when=NOW)
+    (key,) = queue.ledger()[0].granules
+    assert queue.knows(key) and queue.forget([key]) == [key] and not queue.knows(key)
+    assert queue.admit(sdr_granule(), "ascending")[1] == "queued"
+    queue.take(["btd"], when=NOW)
+    assert queue.prune_ledger(NOW) == 0 and queue.prune_ledger(NOW + dt.timedelta(seconds=1)) == 1
+    assert not queue.knows(key)
+
+
+def test_a_dropped_task_is_in_the_ledger_as_dropped():
+    queue = TaskQueue()
+    task, _, _ = queue.admit(sdr_granule(), "descending")
+    entry = queue.drop(task.id, NOW)
+    assert entry.kind == "dropped" and entry.worker == "operator" and len(queue) == 0
+    assert queue.admit(sdr_granule(), "descending")[1] == "duplicate"
+    assert queue.drop(task.id, NOW) is None
+
+
+def test_hand_out_records_round_trip():
+    from avoviirscollector.broker.queue import HandOut
+
+    queue = TaskQueue()
+    queue.admit(sdr_granule(), "ascending")
+    queue.take(["btd"], when=NOW, worker="10.0.0.1")
+    entry = queue.ledger()[0]
+    assert HandOut.from_record(entry.to_record()) == entry

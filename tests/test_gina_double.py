@@ -4,13 +4,23 @@ import datetime as dt
 import hashlib
 import http.client
 import json
+import math
 import time
 
 import h5py
 import pytest
 import requests
 
-from avoviirscollector.gina_double import GinaDouble, _parse_range
+from avoviirscollector.broker.geolocation import direction_from_geolocation
+from avoviirscollector.gina_double import (
+    GRANULE,
+    ORBIT_MINUTES,
+    GinaDouble,
+    Schedule,
+    _parse_range,
+    nadir_direction,
+    subsatellite,
+)
 from avoviirscollector.viirs import parse_name
 
 START = dt.datetime(2026, 11, 23, 10, 0, 0)
@@ -36,6 +46,118 @@ def test_files_are_real_hdf5_with_viirs_names_and_groups(double):
             assert "All_Data" in h5 and "Data_Products" in h5
     with h5py.File(served[1].path, "r") as h5:
         assert "VIIRS-M16-SDR_All" in h5["All_Data"]
+    with h5py.File(served[0].path, "r") as h5:  # geolocation as in a real GMTCO: 2-D, scans x pixels
+        latitude = h5["All_Data/VIIRS-MOD-GEO-TC_All/Latitude"]
+        longitude = h5["All_Data/VIIRS-MOD-GEO-TC_All/Longitude"]
+        assert latitude.ndim == 2 and latitude.shape == longitude.shape and latitude.shape[0] > 1
+        assert ((-90 <= latitude[()]) & (latitude[()] <= 90)).all()
+        assert ((-180 <= longitude[()]) & (longitude[()] <= 180)).all()
+    assert abs(served[0].size - int(16e6 * 0.002)) < 16e6 * 0.002 * 0.5  # still about the size asked for
+
+
+# -- the schedule -------------------------------------------------------------------------------------------------
+NOW = dt.datetime(2026, 11, 23, 10, 0, 0)
+
+
+def test_schedule_satellites_fly_a_quarter_orbit_apart_with_distinct_start_times():
+    schedule = Schedule()
+    latest = {p: schedule.latest(p, NOW, 40) for p in ("npp", "j01", "j02")}
+    for granules in latest.values():
+        assert len(granules) == 40 and granules[-1].end <= NOW < granules[-1].end + GRANULE
+    starts = {p: {g.start for g in granules} for p, granules in latest.items()}
+    assert not starts["npp"] & starts["j01"] and not starts["npp"] & starts["j02"] and not starts["j01"] & starts["j02"]
+    # tenths of a second, as in file names: still distinct
+    tenths = [{g.start.replace(microsecond=g.start.microsecond // 100000 * 100000) for g in gs}
+              for gs in latest.values()]
+    assert len(set.union(*tenths)) == sum(len(t) for t in tenths)
+    # the same point of the orbit (the ascending node) is reached about 25 minutes (j02) and 50 minutes (npp) after j01
+    def next_node(platform):
+        granule = schedule.containing(platform, NOW)
+        while schedule.following(granule).orbit == granule.orbit:
+            granule = schedule.following(granule)
+        return granule.end
+
+    orbit = dt.timedelta(minutes=ORBIT_MINUTES)
+    j01 = next_node("j01")
+    for platform, delay in (("j02", orbit / 4), ("npp", orbit / 2)):
+        lag = (next_node(platform) - j01) % orbit
+        assert abs(lag - delay) <= GRANULE, (platform, lag)
+
+
+def test_schedule_orbit_numbers_advance_every_101_5_minutes_and_granules_are_contiguous():
+    schedule = Schedule()
+    for platform in ("npp", "j01", "j02"):
+        granule = schedule.containing(platform, NOW)
+        changes, directions = [], set()
+        for _ in range(400):  # about 9.5 hours
+            following = schedule.following(granule)
+            assert following.start == granule.end and following.end - following.start == GRANULE
+            assert following.orbit - granule.orbit in (0, 1)
+            if following.orbit != granule.orbit:
+                changes.append(following.start)
+                assert granule.direction == following.direction == "ascending"  # the count is at the ascending node
+            directions.add(following.direction)
+            granule = following
+        gaps = [(b - a).total_seconds() / 60 for a, b in zip(changes, changes[1:], strict=False)]
+        assert len(gaps) >= 4 and all(abs(gap - ORBIT_MINUTES) <= GRANULE.total_seconds() / 60 for gap in gaps)
+        assert abs(sum(gaps) / len(gaps) - ORBIT_MINUTES) < 0.5
+        assert directions == {"ascending", "descending"}
+
+
+def test_schedule_passes_are_runs_of_consecutive_granules_in_both_directions():
+    """A pass: consecutive granules of one orbit and one direction. Orbits are counted at the ascending node, so a
+    descending pass is half an orbit (~36 granules) and the ascending half is cut in two at the node (~18 each)."""
+    schedule = Schedule()
+    for platform in ("npp", "j01", "j02"):
+        runs: list[list] = []  # [orbit, direction, granules]
+        for granule in schedule.latest(platform, NOW, 300):
+            if runs and runs[-1][:2] == [granule.orbit, granule.direction]:
+                runs[-1][2] += 1
+            else:
+                runs.append([granule.orbit, granule.direction, 1])
+        whole = runs[1:-1]  # the first and the last are cut by the window
+        assert len(whole) >= 6 and {d for _, d, _ in whole} == {"ascending", "descending"}
+        assert all(33 <= n <= 38 for _, d, n in whole if d == "descending")
+        assert all(15 <= n <= 21 for _, d, n in whole if d == "ascending")
+    # at any time, the satellites half an orbit apart fly in opposite directions: both kinds are listed at start
+    now = {p: schedule.latest(p, NOW, 4)[-1].direction for p in ("npp", "j01")}
+    assert set(now.values()) == {"ascending", "descending"}
+
+
+def test_same_start_option_puts_every_satellite_on_one_time_grid():
+    schedule = Schedule(same_start=True)
+    latest = {p: schedule.latest(p, NOW, 3) for p in ("npp", "j01", "j02")}
+    assert [g.start for g in latest["npp"]] == [g.start for g in latest["j01"]] == [g.start for g in latest["j02"]]
+    assert len({g.orbit for gs in latest.values() for g in gs}) >= 3  # orbit numbers still per satellite
+    assert {g.orbit for g in latest["npp"]} == {Schedule().granule("npp", latest["npp"][0].start).orbit}
+
+
+@pytest.mark.parametrize("platform", ["npp", "j01", "j02"])
+def test_geolocation_files_give_the_schedules_direction_to_the_brokers_reader(double, platform):
+    schedule = Schedule()
+    granules = schedule.latest(platform, NOW, 72)[::6]  # an orbit, 12 granules along it
+    assert {g.direction for g in granules} == {"ascending", "descending"}
+    for granule in granules:
+        (geo,) = double.add_scheduled(granule, segments=("GITCO",), scale=0.001)
+        assert direction_from_geolocation(geo.path) == granule.direction
+        with h5py.File(geo.path, "r") as h5:
+            latitude = h5["All_Data/VIIRS-IMG-GEO-TC_All/Latitude"][()]
+            longitude = h5["All_Data/VIIRS-IMG-GEO-TC_All/Longitude"][()]
+        scans, pixels = latitude.shape
+        assert scans > 1 and pixels > 1
+        # the middle of the middle scan line is about the model's subsatellite point at the middle of the granule;
+        # each scan line spans the swath (about 3000 km) across the track
+        lat, lon = subsatellite(platform, granule.start + GRANULE / 2)
+        row, col = scans // 2, pixels // 2
+        assert distance_km(latitude[row, col], longitude[row, col], lat, lon) < 100
+        assert 2900 < distance_km(latitude[row, 0], longitude[row, 0], latitude[row, -1], longitude[row, -1]) < 3100
+        assert nadir_direction(platform, granule.start) == granule.direction
+
+
+def distance_km(lat1, lon1, lat2, lon2) -> float:
+    lat1, lon1, lat2, lon2 = (math.radians(float(v)) for v in (lat1, lon1, lat2, lon2))
+    cosine = math.sin(lat1) * math.sin(lat2) + math.cos(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
+    return 6371.0 * math.acos(max(-1.0, min(1.0, cosine)))
 
 
 def test_listing_filters_by_satellite_and_date(double):
@@ -147,6 +269,55 @@ def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
         assert proc.returncode == 0 and "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("same_start", [False, True])
+def test_standalone_schedule_grows_with_every(tmp_path, same_start):
+    """``--every``: each satellite's next granule starts where its previous one ended; start times differ between
+    satellites, unless ``--same-start``."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "avoviirscollector.gina_double", "--port", str(port), "--dir", str(tmp_path / "g"),
+            "--granules", "2", "--every", "0.5", "--scale", "0.0005", "--satellites", "snpp,noaa20,noaa21"]
+    proc = subprocess.Popen(args + (["--same-start"] if same_start else []), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        by_platform: dict[str, list] = {}
+        while time.monotonic() < deadline:
+            try:
+                records = requests.get(f"http://127.0.0.1:{port}/products.json", timeout=2).json()
+            except requests.ConnectionError:
+                time.sleep(0.1)
+                continue
+            names = [parse_name(r["url"].rsplit("/", 1)[1]) for r in records if "/GITCO_" in r["url"]]
+            by_platform = {p: sorted((n for n in names if n.platform == p), key=lambda n: n.start_time)
+                           for p in ("npp", "j01", "j02")}
+            if all(len(granules) >= 4 for granules in by_platform.values()):
+                break
+            time.sleep(0.2)
+        assert all(len(granules) >= 4 for granules in by_platform.values()), by_platform
+        for granules in by_platform.values():
+            assert all(a.end_time == b.start_time for a, b in zip(granules, granules[1:], strict=False))
+            assert all(0 <= b.orbit_number - a.orbit_number <= 1 for a, b in zip(granules, granules[1:], strict=False))
+        firsts = [granules[0].start_time for granules in by_platform.values()]
+        assert len(set(firsts)) == (1 if same_start else 3)
+        orbits = {p: granules[0].orbit_number for p, granules in by_platform.items()}
+        assert orbits["npp"] > orbits["j01"] > orbits["j02"]  # launched in 2011, 2017 and 2022
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "stopped" in out
+        assert ("same start times" in out) == same_start
     finally:
         if proc.poll() is None:
             proc.kill()

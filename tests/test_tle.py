@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -182,13 +183,45 @@ def test_unreachable_source_without_an_old_file_says_so(tmp_path):
     assert not (base / "elements" / "tle.txt").exists()
 
 
+def norads(lines, **kwargs) -> list[int]:
+    return [element.norad for element in parse_tles(lines, **kwargs)]
+
+
 def test_parser():
     assert checksum_ok(ISS[1]) and checksum_ok(ISS[2])
-    assert parse_tles(ISS) == [25544]
-    assert parse_tles(ISS[1:] + [""] + ISS) == [25544, 25544]
+    assert norads(ISS) == [25544]
+    assert norads(ISS[1:] + [""] + ISS) == [25544, 25544]
+    (iss,) = parse_tles(ISS, "stations.txt")
+    assert (iss.line1, iss.line2, iss.source) == (ISS[1], ISS[2], "stations.txt")
+    assert iss.epoch == dt.datetime(2008, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=263.51782528)
     with pytest.raises(TLEError, match="catalog number differs"):
         parse_tles([ISS[1], with_checksum(ISS[2][:2] + "25545" + ISS[2][7:])])
     with pytest.raises(TLEError, match="no element set"):
         parse_tles(["", "  "])
     with pytest.raises(TLEError, match="not a TLE line"):
         parse_tles(["NAME", "ANOTHER NAME"])
+    with pytest.raises(TLEError, match="ends inside an element set"):
+        parse_tles(ISS[:2])
+    with pytest.raises(TLEError, match="epoch .* is not a date"):
+        parse_tles([with_checksum(ISS[1][:20] + "400.00000000" + ISS[1][32:]), ISS[2]])
+
+
+def test_parser_with_the_caller_skipping_bad_sets():
+    """One parser, two policies: tle_refresh lets it raise; the direction helper collects problems and goes on."""
+    good = element_set("NOAA 20 (JPSS-1)", 43013, 153.5)
+    bad_checksum = [ISS[0], ISS[1][:-1] + "0", ISS[2]]
+    line1_twice = [ISS[1], *element_set("SUOMI NPP", 37849, 153.5)[1:]]
+    cut = ["NOAA 21 (JPSS-2)", ISS[1], ISS[2][:40]]
+    text = ["# fetched by hand on a bad day", *bad_checksum, *good, *line1_twice, *cut, *ISS,
+            "<html><body>rate limited</body></html>"]
+    with pytest.raises(TLEError, match="line 1: not a TLE line"):
+        parse_tles(text)
+    problems: list[TLEError] = []
+    assert norads(text, source="tle.txt", on_error=problems.append) == [43013, 37849, 25544]
+    assert [str(p).split(": ", 2)[1] for p in problems] == ["line 1", "line 3", "line 9", "line 13", "line 17"]
+    assert all(str(p).startswith("tle.txt: ") for p in problems)
+    problems.clear()
+    assert parse_tles(["nothing", "here"][:1], on_error=problems.append) == []
+    assert "no element set" in str(problems[-1])
+    problems.clear()
+    assert norads(ISS[:2], on_error=problems.append) == [] and "ends inside" in str(problems[0])

@@ -13,6 +13,12 @@ Rules:
 - **take**: the oldest task (queue position) whose product is one of the desired products; removed from the
   queue unless "just testing". Nothing matching -> ``None``.
 - **status**: queue length, the products waiting (sorted), and the count per product.
+- **one task per granule** (SPEC section 10): a granule is (product, platform, start time), known from the file
+  names in ``dataset`` (see ``granules.py``). A granule already queued is merged into the task that holds it,
+  whatever its identity; a granule handed out (or dropped by an operator) is in the **ledger** and an offer of it
+  is refused as a duplicate (:meth:`TaskQueue.admit`). The ledger remembers each hand-out with its time and the
+  worker's address until :meth:`TaskQueue.prune_ledger` forgets it (the broker keeps it for ``RECOVERY_HOURS``
+  and an hour more).
 
 Each task has an integer ``id`` that only grows; the queue order is the id order, which is what keeps the
 position of a merged task and what lets a restored task (one whose reply could not be delivered) go back exactly
@@ -26,6 +32,8 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from avoviirscollector.granules import GranuleKey, keys_of, merge_files
 
 MERGE_WINDOW = dt.timedelta(minutes=30)
 DIRECTIONS = ("ascending", "descending", "unknown")
@@ -148,16 +156,36 @@ class Task:
         )
 
 
-def merge_dataset(queued: list[dict], new: list[dict]) -> list[dict]:
-    """Union by ``uid``: queued entries first (unchanged), then new uids in arrival order."""
-    seen = {item.get("uid") for item in queued}
-    out = list(queued)
-    for item in new:
-        uid = item.get("uid")
-        if uid not in seen:
-            seen.add(uid)
-            out.append(item)
-    return out
+def granules_of(task: Task) -> set[GranuleKey]:
+    return keys_of(task.product, task.data.get("dataset", []))
+
+
+@dataclass(frozen=True, slots=True)
+class HandOut:
+    """A ledger entry: a task that left the queue, its granules, when, to whom and how."""
+
+    task_id: int
+    when: dt.datetime
+    worker: str  # the worker's address ("" when unknown), or "operator" for a drop
+    kind: str  # "handed out" or "dropped"
+    granules: tuple[GranuleKey, ...]
+    what: str  # the task's description at that moment
+
+    def to_record(self) -> dict:
+        return {"id": self.task_id, "t": self.when.isoformat(), "worker": self.worker, "kind": self.kind,
+                "granules": [key.to_json() for key in self.granules], "what": self.what}
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> HandOut:
+        """Inverse of :meth:`to_record`; ValueError, KeyError or TypeError on a malformed record."""
+        kind = record.get("kind", "handed out")
+        if kind not in ("handed out", "dropped"):
+            raise ValueError(f"unknown hand-out kind {kind!r}")
+        return cls(int(record["id"]), _utc(record["t"], "t"), str(record.get("worker", "")), kind,
+                   tuple(GranuleKey.from_json(key) for key in record.get("granules", [])), str(record.get("what", "")))
+
+
+ADMIT_QUEUED, ADMIT_MERGED, ADMIT_DUPLICATE = "queued", "merged", "duplicate"
 
 
 class TaskQueue:
@@ -167,6 +195,9 @@ class TaskQueue:
         self._tasks: dict[int, Task] = {}
         self._by_product: dict[str, dict[int, None]] = {}
         self._by_identity: dict[tuple, list[int]] = {}
+        self._by_granule: dict[GranuleKey, int] = {}
+        self._ledger: dict[int, HandOut] = {}  # task id -> hand-out, oldest first
+        self._ledger_keys: dict[GranuleKey, int] = {}
         self.next_id = next_id
         for task in sorted(tasks, key=lambda t: t.id):
             self._insert(task)
@@ -194,6 +225,8 @@ class TaskQueue:
             ids[task.id] = None
         self._by_identity.setdefault(task.identity, []).append(task.id)
         self._by_identity[task.identity].sort()
+        for key in granules_of(task):
+            self._by_granule[key] = task.id
 
     def _remove(self, task: Task) -> None:
         del self._tasks[task.id]
@@ -205,19 +238,31 @@ class TaskQueue:
         same.remove(task.id)
         if not same:
             del self._by_identity[task.identity]
+        for key in granules_of(task):
+            if self._by_granule.get(key) == task.id:
+                del self._by_granule[key]
 
     def offer(self, granule: Granule, pass_direction: str) -> tuple[Task, bool]:
-        """Queue a granule: merge it into a matching task (returns it, True) or append a new task (it, False)."""
+        """Queue a granule: merge it into a matching task (returns it, True) or append a new task (it, False).
+
+        A task that holds one of the granule's granules already is the matching task, whatever its identity;
+        otherwise a task of the same identity whose start is within the merge window."""
         if pass_direction not in DIRECTIONS:
             raise ValueError(f"pass direction must be one of {DIRECTIONS}: {pass_direction!r}")
+        product = product_of(granule.subject)
+        keys = keys_of(product, granule.data.get("dataset", []))
+        holders = [self._by_granule[key] for key in keys if key in self._by_granule]
         identity = (granule.subject, granule.platform_name, granule.orbit_number, pass_direction)
-        for task_id in self._by_identity.get(identity, ()):
+        candidates = holders[:1] or self._by_identity.get(identity, ())
+        for task_id in candidates:
             task = self._tasks[task_id]
-            if abs(task.start_time - granule.start_time) <= MERGE_WINDOW:
+            if holders or abs(task.start_time - granule.start_time) <= MERGE_WINDOW:
                 data = task.data
                 data["start_time"] = min(data["start_time"], granule.start_time)
                 data["end_time"] = max(data["end_time"], granule.end_time)
-                data["dataset"] = merge_dataset(data.get("dataset", []), granule.data.get("dataset", []))
+                data["dataset"] = merge_files(product, data.get("dataset", []), granule.data.get("dataset", []))
+                for key in keys:
+                    self._by_granule.setdefault(key, task.id)
                 return task, True
         task = Task(
             id=self.next_id, subject=granule.subject, atype=granule.atype, sender=granule.sender,
@@ -238,17 +283,110 @@ class TaskQueue:
                     best = head
         return None if best is None else self._tasks[best]
 
-    def take(self, desired: Iterable[str], just_testing: bool = False) -> Task | None:
-        """The oldest task whose product is desired; removed from the queue unless ``just_testing``."""
+    def take(self, desired: Iterable[str], just_testing: bool = False, *, when: dt.datetime | None = None,
+             worker: str = "") -> Task | None:
+        """The oldest task whose product is desired; removed from the queue unless ``just_testing``.
+
+        With ``when``, the hand-out goes into the ledger (see :meth:`ledger_entry`)."""
         task = self.peek(desired)
         if task is not None and not just_testing:
             self._remove(task)
+            if when is not None:
+                self.record(HandOut(task.id, when, worker, "handed out", tuple(sorted(granules_of(task))),
+                                    task.describe()))
         return task
 
+    def drop(self, task_id: int, when: dt.datetime, who: str = "operator") -> HandOut | None:
+        """Take a queued task out for good (an operator's decision); its granules go into the ledger as dropped."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        self._remove(task)
+        entry = HandOut(task.id, when, who, "dropped", tuple(sorted(granules_of(task))), task.describe())
+        self.record(entry)
+        return entry
+
     def restore(self, task: Task) -> None:
-        """Put a taken task back at its old position (its hand-out could not be delivered)."""
+        """Put a taken task back at its old position (its hand-out could not be delivered, or is in doubt)."""
+        self.unrecord(task.id)
         self._insert(task)
         self.next_id = max(self.next_id, task.id + 1)
+
+    # -- the ledger ----------------------------------------------------------------------------------------------
+
+    def record(self, entry: HandOut) -> None:
+        """Remember a hand-out (or drop): its granules are never queued again while the entry is kept."""
+        self.unrecord(entry.task_id)
+        self._ledger[entry.task_id] = entry
+        for key in entry.granules:
+            self._ledger_keys[key] = entry.task_id
+
+    def unrecord(self, task_id: int) -> HandOut | None:
+        entry = self._ledger.pop(task_id, None)
+        if entry is not None:
+            for key in entry.granules:
+                if self._ledger_keys.get(key) == task_id:
+                    del self._ledger_keys[key]
+        return entry
+
+    def forget(self, keys: Iterable[GranuleKey]) -> list[GranuleKey]:
+        """Take granules out of the ledger (an operator re-queues them); the ones that were in it."""
+        forgotten = []
+        for key in keys:
+            task_id = self._ledger_keys.pop(key, None)
+            if task_id is None:
+                continue
+            forgotten.append(key)
+            entry = self._ledger[task_id]
+            left = tuple(k for k in entry.granules if k != key)
+            if left:
+                self._ledger[task_id] = HandOut(entry.task_id, entry.when, entry.worker, entry.kind, left, entry.what)
+            else:
+                del self._ledger[task_id]
+        return forgotten
+
+    def ledger_entry_of(self, task_id: int) -> HandOut | None:
+        return self._ledger.get(task_id)
+
+    def ledger_entry(self, key: GranuleKey) -> HandOut | None:
+        task_id = self._ledger_keys.get(key)
+        return None if task_id is None else self._ledger[task_id]
+
+    def holder(self, key: GranuleKey) -> Task | None:
+        """The queued task that holds granule ``key``."""
+        task_id = self._by_granule.get(key)
+        return None if task_id is None else self._tasks[task_id]
+
+    def knows(self, key: GranuleKey) -> bool:
+        """True when the granule is queued, handed out or dropped (within the ledger's memory)."""
+        return key in self._by_granule or key in self._ledger_keys
+
+    @property
+    def ledger_size(self) -> int:
+        return len(self._ledger)
+
+    def ledger(self) -> list[HandOut]:
+        """The ledger, oldest hand-out first."""
+        return sorted(self._ledger.values(), key=lambda entry: (entry.when, entry.task_id))
+
+    def prune_ledger(self, before: dt.datetime) -> int:
+        """Forget hand-outs older than ``before``; how many were forgotten."""
+        old = [entry.task_id for entry in self._ledger.values() if entry.when < before]
+        for task_id in old:
+            self.unrecord(task_id)
+        return len(old)
+
+    def admit(self, granule: Granule, pass_direction: str) -> tuple[Task | None, str, HandOut | None]:
+        """Offer one granule under the one-task-per-granule rule.
+
+        Returns (task, ``"queued"`` or ``"merged"``, None), or (None, ``"duplicate"``, the ledger entry) when the
+        granule was handed out or dropped already."""
+        for key in keys_of(product_of(granule.subject), granule.data.get("dataset", [])):
+            entry = self.ledger_entry(key)
+            if entry is not None:
+                return None, ADMIT_DUPLICATE, entry
+        task, merged = self.offer(granule, pass_direction)
+        return task, ADMIT_MERGED if merged else ADMIT_QUEUED, None
 
     def products_waiting(self) -> list[str]:
         return sorted(self._by_product)

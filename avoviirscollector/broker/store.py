@@ -1,18 +1,32 @@
-"""Persistence of the task queue: an append-only journal in ``$VIIRS_BASE/state/task_queue.journal``.
+"""Persistence of the task queue and its hand-out ledger: an append-only journal, ``state/task_queue.journal``.
 
-File format: one JSON object per line. The first line is the header
-``{"format": "avoviirscollector-task-queue", "version": 1, "next_id": N}``; then ``{"op": "put", "task": {...}}``
-(a new or merged task, the full record) and ``{"op": "take", "id": N}`` (a task handed out). Replaying the lines
-gives the queue. Every line is written with one ``os.write`` on an ``O_APPEND`` descriptor (so it outlives a kill
-of the process at once); the caller decides when to ``fsync`` (the broker: queued tasks before they become
-visible, hand-outs within a second).
+File format: one JSON object per line, each with ``t``, the UTC time it was written. The first line is the header
+``{"format": "avoviirscollector-task-queue", "version": 2, "next_id": N, "ledger_since": "<ISO time>"}``
+(``ledger_since``: since when the ledger is complete; a version 1 file, from before the ledger, has none). Then:
 
-Compaction writes the live tasks to ``task_queue.journal.tmp``, ``fsync``s it, renames it over the journal and
-``fsync``s the directory: at any moment the journal on disk is either the old complete one or the new complete
-one. The broker compacts at start and at exit (blocking), and when the journal holds more than 10,000 records
-beyond three per live task (so a compaction, about 50 us of work per live task, is paid for by at least 10,000
-operations): then in small steps between requests (serialising a few milliseconds at a time, the bulk fsync in a
-thread), while appends go on to the old journal and are copied to the end of the new one before the rename.
+- ``{"op": "put", "task": {...}}``: a new or merged task, the full record;
+- ``{"op": "take", "id": N, "kind": "handed out"|"dropped", "worker": "<address>", "granules": [...], "what":
+  "..."}``: a task left the queue (a hand-out to a worker, or an operator's drop); also the ledger entry that keeps
+  its granules from being queued twice (version 1 takes carry only the id);
+- ``{"op": "forget", "granules": [...]}``: an operator re-queued these granules (they leave the ledger);
+- ``{"op": "event", "kind": "recovered"|"in doubt"|"duplicate", "what": "..."}``: what the broker recovered,
+  re-queued in doubt or refused as a duplicate, kept a day (read by ``status``);
+- ``{"op": "mark"}``: written once a second after hand-outs, so that the time of the last record tells when the
+  broker was last alive;
+- ``{"op": "stop"}``: the last line of a clean stop. A journal that does not end with it was cut by a kill or a
+  crash: hand-outs written within :data:`DOUBT_SECONDS` of its last record are *in doubt* (the reply may never have
+  left) and :meth:`JournalStore.load` returns them so that the broker queues them again.
+
+Every line is written with one ``os.write`` on an ``O_APPEND`` descriptor (so it outlives a kill of the process at
+once); the caller decides when to ``fsync`` (the broker: queued tasks before they become visible, hand-outs within
+a second).
+
+Compaction writes the header, one put per live task, the ledger and the day's events to
+``task_queue.journal.tmp``, ``fsync``s it, renames it over the journal and ``fsync``s the directory: at any moment
+the journal on disk is either the old complete one or the new complete one. The broker compacts at start and at
+exit (blocking), and when the journal holds more than 10,000 records beyond three per live entry: then in small
+steps between requests (serialising a few milliseconds at a time, the bulk fsync in a thread), while appends go on
+to the old journal and are copied to the end of the new one before the rename.
 
 Reading is forgiving but loud:
 
@@ -33,15 +47,21 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avoviirscollector.fsutil import fsync_dir
 
 FORMAT = "avoviirscollector-task-queue"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 JOURNAL_NAME = "task_queue.journal"
+#: hand-outs written this close to the last record of a journal cut by a kill are in doubt
+DOUBT_SECONDS = 1.0
 
 log = logging.getLogger("task_broker.store")
 
@@ -54,6 +74,32 @@ def _line(obj: dict) -> bytes:
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _time(op: dict) -> dt.datetime | None:
+    try:
+        value = dt.datetime.fromisoformat(op["t"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class Loaded:
+    """What a journal holds, replayed."""
+
+    tasks: list[Any] = field(default_factory=list)  # the live tasks (decoded), in queue order
+    next_id: int = 1
+    ledger: list[dict] = field(default_factory=list)  # take and forget records, in order
+    events: list[dict] = field(default_factory=list)
+    ledger_since: dt.datetime | None = None  # None: no ledger yet (a new or version 1 journal)
+    clean: bool = True  # the journal ends with a clean stop (or is new)
+    last_time: dt.datetime | None = None  # the time of its last record
+    in_doubt: list[tuple[Any, dict]] = field(default_factory=list)  # (task, its take record), if not clean
+
+
 class JournalStore:
     """Reads, appends to and compacts the journal. Not thread-safe: one owner (the broker's main loop)."""
 
@@ -62,20 +108,20 @@ class JournalStore:
         self.path = self.state_dir / name
         self._fd: int | None = None
         self.records_written = 0
-        self.live = 0
         self._job: _Compaction | None = None
 
     # -- reading ---------------------------------------------------------------------------------------------
 
-    def load(self, decode: Callable[[dict], Any] = lambda record: record) -> tuple[list[Any], int]:
-        """The live tasks in queue order (each record passed through ``decode``) and the next task id.
+    def load(self, decode: Callable[[dict], Any] = lambda record: record) -> Loaded:
+        """Replay the journal: the live tasks in queue order (each record passed through ``decode``), the next
+        task id, the ledger records, the events, and the hand-outs in doubt after an unclean stop.
 
         Reads the file one line at a time. Never raises for a bad file; a record that ``decode`` refuses
         (ValueError, KeyError, TypeError) counts as a damaged line."""
         try:
             handle = open(self.path, "rb")
         except FileNotFoundError:
-            return [], 1
+            return Loaded()
         with handle:
             first = handle.readline()
             header = self._header(first) if first.endswith(b"\n") else None
@@ -83,14 +129,16 @@ class JournalStore:
                 handle.close()
                 if not first:
                     log.warning("state file %s is empty: starting with an empty queue", self.path)
-                    return [], 1
+                    return Loaded()
                 aside = self.path.with_name(f"{self.path.name}.foreign-{_stamp()}")
                 os.replace(self.path, aside)
                 log.error("state file %s is not a task queue journal: moved aside to %s, starting with an empty "
                           "queue", self.path, aside.name)
-                return [], 1
+                return Loaded()
+            out = Loaded(next_id=int(header.get("next_id", 1)), ledger_since=_time({"t": header.get("ledger_since")}),
+                         clean=True, last_time=_time(header))
             tasks: dict[int, Any] = {}
-            next_id = int(header.get("next_id", 1))
+            recent: list[tuple[dt.datetime, Any, dict]] = []  # hand-outs of the last DOUBT_SECONDS so far
             damaged = 0
             for number, line in enumerate(handle, start=2):
                 if not line.endswith(b"\n"):
@@ -99,15 +147,31 @@ class JournalStore:
                     break
                 try:
                     op = json.loads(line)
-                    if op["op"] == "put":
+                    kind = op["op"]
+                    when = _time(op)
+                    if kind == "put":
                         task_id = int(op["task"]["id"])
                         tasks[task_id] = decode(op["task"])
-                    elif op["op"] == "take":
+                        out.next_id = max(out.next_id, task_id + 1)
+                    elif kind == "take":
                         task_id = int(op["id"])
-                        tasks.pop(task_id, None)
-                    else:
-                        raise ValueError(f"unknown op {op['op']!r}")
-                    next_id = max(next_id, task_id + 1)
+                        task = tasks.pop(task_id, None)
+                        out.next_id = max(out.next_id, task_id + 1)
+                        if "granules" in op:
+                            out.ledger.append(op)
+                        if task is not None and when is not None and op.get("kind", "handed out") == "handed out":
+                            recent.append((when, task, op))
+                    elif kind == "forget":
+                        out.ledger.append(op)
+                    elif kind == "event":
+                        out.events.append(op)
+                    elif kind not in ("mark", "stop"):
+                        raise ValueError(f"unknown op {kind!r}")
+                    out.clean = kind == "stop"
+                    if when is not None:
+                        out.last_time = when
+                        recent = [item for item in recent if item[0] >= out.last_time - dt.timedelta(
+                            seconds=DOUBT_SECONDS)]
                 except (ValueError, KeyError, TypeError) as err:
                     damaged += 1
                     log.error("state file %s line %d is damaged (%s): skipped", self.path, number, str(err)[:200])
@@ -115,7 +179,10 @@ class JournalStore:
             copy = self.path.with_name(f"{self.path.name}.damaged-{_stamp()}")
             shutil.copyfile(self.path, copy)
             log.error("state file %s had %d damaged lines: a copy is kept as %s", self.path, damaged, copy.name)
-        return [tasks[key] for key in sorted(tasks)], next_id
+        out.tasks = [tasks[key] for key in sorted(tasks)]
+        if not out.clean:
+            out.in_doubt = [(task, op) for _, task, op in recent]
+        return out
 
     @staticmethod
     def _header(line: bytes) -> dict | None:
@@ -123,37 +190,50 @@ class JournalStore:
             header = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             return None
-        if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            return None
+        if header.get("version") not in READABLE_VERSIONS:
             return None
         return header
 
     # -- writing ---------------------------------------------------------------------------------------------
 
-    def compact(self, records: Iterable[dict], next_id: int) -> None:
-        """Atomically replace the journal by the header and one put per live task, then append to it (blocking)."""
+    def header(self, next_id: int, ledger_since: dt.datetime) -> dict:
+        return {"format": FORMAT, "version": VERSION, "t": _now().isoformat(), "next_id": next_id,
+                "ledger_since": ledger_since.isoformat()}
+
+    def compact(self, records: Iterable[dict], header: dict) -> None:
+        """Atomically replace the journal by ``header`` and ``records`` (op objects), then append to it (blocking).
+
+        Raises OSError (the disk is full, say) with the old journal left whole and the new one removed."""
         self.abort_compaction()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         count = 0
-        with open(tmp, "wb") as out:
-            out.write(_line({"format": FORMAT, "version": VERSION, "next_id": next_id}))
-            for record in records:
-                out.write(_line({"op": "put", "task": record}))
-                count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        self.close()
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "wb") as out:
+                out.write(_line(header))
+                for record in records:
+                    out.write(_line(record))
+                    count += 1
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            self.close()
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         fsync_dir(self.state_dir)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.records_written = count
-        self.live = count
 
-    def _append(self, obj: dict, sync: bool) -> None:
+    def append(self, obj: dict, sync: bool = False) -> None:
+        """Append one op (its time ``t`` added); durable on return when ``sync``. OSError when it cannot be written
+        (then the file may end with a torn line: the broker stops appending until a compaction has succeeded)."""
         if self._fd is None:
-            raise RuntimeError("journal is not open: compact() first")
-        data = _line(obj)
+            raise OSError(f"{self.path} is not open for appending (no compaction has succeeded yet)")
+        data = _line({"op": obj.pop("op"), "t": _now().isoformat(), **obj})
         written = os.write(self._fd, data)
         if written != len(data):  # a regular file short write means the disk is full
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
@@ -163,16 +243,13 @@ class JournalStore:
             self._job.pending.append(data)
         self.records_written += 1
 
-    def put(self, record: dict, new: bool, sync: bool = True) -> None:
+    def put(self, record: dict, sync: bool = True) -> None:
         """Record a new or updated task; durable on return when ``sync``."""
-        self._append({"op": "put", "task": record}, sync)
-        if new:
-            self.live += 1
+        self.append({"op": "put", "task": record}, sync)
 
-    def take(self, task_id: int, sync: bool = True) -> None:
-        """Record that a task left the queue; durable on return when ``sync``."""
-        self._append({"op": "take", "id": task_id}, sync)
-        self.live -= 1
+    def take(self, task_id: int, sync: bool = True, **ledger: Any) -> None:
+        """Record that a task left the queue (with its ledger entry's fields); durable on return when ``sync``."""
+        self.append({"op": "take", **ledger, "id": task_id}, sync)
 
     def sync(self) -> None:
         if self._fd is not None:
@@ -184,18 +261,23 @@ class JournalStore:
     def compacting(self) -> bool:
         return self._job is not None
 
-    def start_compaction(self, items: list, to_record: Callable[[Any], dict], next_id: int) -> None:
-        """Begin writing a compacted journal of ``items`` (a snapshot list) without blocking the caller.
+    def start_compaction(self, records: Iterator[dict], header: dict) -> None:
+        """Begin writing a compacted journal of ``records`` (ops, made lazily) without blocking the caller.
 
         The caller keeps appending to the current journal; every line appended meanwhile is also kept and goes
         at the end of the new file before it replaces the old one, so the result is the snapshot plus all later
-        operations. Items are serialised by :meth:`compaction_step` (call it often) at their state at that
-        moment, which later lines then correct."""
+        operations. Records are serialised by :meth:`compaction_step` (call it often) as the iterator makes them
+        (a task at its state at that moment, which later lines then correct)."""
         self.abort_compaction()
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, _line({"format": FORMAT, "version": VERSION, "next_id": next_id}))
-        self._job = _Compaction(tmp, fd, iter(items), to_record)
+        try:
+            _write_all(fd, _line(header))
+        except OSError:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        self._job = _Compaction(tmp, fd, records)
 
     def compaction_step(self, budget: float = 0.002) -> bool:
         """Advance the compaction for about ``budget`` seconds; True when the new journal is in place."""
@@ -206,17 +288,14 @@ class JournalStore:
             raise
 
     def _step(self, budget: float) -> bool:
-        import threading
-        import time
-
         job = self._job
         if job is None:
             return True
         if job.syncing is None:
             deadline = time.perf_counter() + budget
             chunk = []
-            for item in job.items:
-                chunk.append(_line({"op": "put", "task": job.to_record(item)}))
+            for record in job.records:
+                chunk.append(_line(record))
                 job.count += 1
                 if len(chunk) >= 16 and time.perf_counter() >= deadline:
                     break
@@ -248,9 +327,9 @@ class JournalStore:
         os.close(job.fd)
         job.tmp.unlink(missing_ok=True)
 
-    def needs_compaction(self) -> bool:
-        """True when more than 10,000 records plus three times the live ones are in the file (mostly dead ones)."""
-        return self.records_written > 3 * self.live + 10000
+    def needs_compaction(self, live: int) -> bool:
+        """True when more than 10,000 records plus three times the ``live`` ones are in the file (mostly dead)."""
+        return self.records_written > 3 * live + 10000
 
     def close(self) -> None:
         """Close the journal (a running compaction is left to ``abort_compaction``)."""
@@ -269,8 +348,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class _Compaction:
-    def __init__(self, tmp: Path, fd: int, items, to_record) -> None:
-        self.tmp, self.fd, self.items, self.to_record = tmp, fd, items, to_record
+    def __init__(self, tmp: Path, fd: int, records: Iterator[dict]) -> None:
+        self.tmp, self.fd, self.records = tmp, fd, records
         self.pending: list[bytes] = []
         self.count = 0
         self.syncing = None

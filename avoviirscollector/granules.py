@@ -1,0 +1,279 @@
+"""Product granules as files: which granule a file belongs to, when a granule is complete, and what is in sdr/.
+
+Pure: no sockets, no clock; the one piece that looks at a folder (:class:`Inventory`) is fed names and a function
+that says when a name was placed, so it is tested directly.
+
+A **granule** is (product, platform, granule start time) (SPEC section 10): the files of one product that share a
+platform and a start time. A reissued file (new creation time in its name) or another facility's copy of a file is
+the same granule's file; of several copies of one segment the newest creation time is used. A granule is
+**complete** when every segment its product needs (``viirs.PRODUCTS``) has a file; it became complete when the last
+of those segments got its first copy (files are placed by one rename, so a file's placement time is its inode
+change time).
+
+Used by task_broker for three things: to check that a ``dataset`` message from a segment_gatherer holds whole
+granules of one platform and start time (:func:`split_dataset`; a gatherer slot keyed by start time alone can mix
+platforms), to know which granules a task holds (:func:`keys_of`, for the hand-out ledger), and to reconcile the
+queue with ``sdr/`` (:class:`Inventory`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
+
+
+class GranuleKey(NamedTuple):
+    """One product granule: product, platform name (``Suomi-NPP``...), start time (naive UTC, from the name)."""
+
+    product: str
+    platform_name: str
+    start_time: dt.datetime
+
+    def describe(self) -> str:
+        return f"{self.product} {self.platform_name} {self.start_time:%Y-%m-%dT%H:%M:%S.%f}"[:-5]
+
+    def to_json(self) -> list:
+        return [self.product, self.platform_name, self.start_time.isoformat()]
+
+    @classmethod
+    def from_json(cls, value: Any) -> GranuleKey:
+        """Inverse of :meth:`to_json`; ValueError or TypeError when ``value`` is not one."""
+        product, platform, start = value
+        if not isinstance(product, str) or not isinstance(platform, str):
+            raise TypeError(f"not a granule key: {value!r}")
+        return cls(product, platform, dt.datetime.fromisoformat(start))
+
+
+def key_of(product: str, name: SdrName) -> GranuleKey:
+    return GranuleKey(product, name.platform_name, name.start_time)
+
+
+def _parse_item(item: Mapping) -> SdrName | None:
+    uid = item.get("uid") or os.path.basename(str(item.get("uri", "")))
+    try:
+        return parse_name(str(uid))
+    except NotASdrName:
+        return None
+
+
+def keys_of(product: str, dataset: Iterable[Mapping]) -> set[GranuleKey]:
+    """The granules whose files a dataset list holds (entries that are not VIIRS SDR names are ignored)."""
+    keys = set()
+    for item in dataset:
+        name = _parse_item(item)
+        if name is not None:
+            keys.add(key_of(product, name))
+    return keys
+
+
+def newest_per_segment(names: Iterable[SdrName]) -> dict[str, SdrName]:
+    """Of several copies of a segment keep the one created last (ties: the greater name, so the choice is stable)."""
+    best: dict[str, SdrName] = {}
+    for name in names:
+        held = best.get(name.segment)
+        if held is None or (name.proctime, name.name) > (held.proctime, held.name):
+            best[name.segment] = name
+    return best
+
+
+def merge_files(product: str, queued: list[dict], new: list[dict]) -> list[dict]:
+    """Dataset union for a task: new uids appended in arrival order, but a granule keeps one file per segment.
+
+    When a new entry is another copy of a segment the task holds for the same granule, the newer creation time
+    wins (it takes the old entry's place); entries that are not VIIRS SDR names are kept by uid only."""
+    out = list(queued)
+    index: dict[tuple, int] = {}
+    seen = set()
+    for position, item in enumerate(out):
+        seen.add(item.get("uid"))
+        name = _parse_item(item)
+        if name is not None:
+            index[(key_of(product, name), name.segment)] = position
+    for item in new:
+        uid = item.get("uid")
+        if uid in seen:
+            continue
+        seen.add(uid)
+        name = _parse_item(item)
+        slot = None if name is None else (key_of(product, name), name.segment)
+        if slot is not None and slot in index:
+            held = _parse_item(out[index[slot]])
+            if held is not None and (name.proctime, name.name) > (held.proctime, held.name):
+                out[index[slot]] = item
+            continue
+        if slot is not None:
+            index[slot] = len(out)
+        out.append(item)
+    return out
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC)
+
+
+def granule_data(product: str, files: Iterable[SdrName], uri_of: Callable[[str], str],
+                 base: Mapping | None = None) -> dict:
+    """Message data for one granule made of ``files`` (one platform and start time), shaped like a gatherer's.
+
+    ``base`` (a gatherer's message data) gives keys this function does not set; every key that describes the
+    granule is taken from the file names, so a dataset that mixed platforms can never leak into a task."""
+    chosen = newest_per_segment(files)
+    names = [chosen[segment] for segment in PRODUCTS[product] if segment in chosen]
+    if not names:
+        raise ValueError("no files")
+    first = names[0]
+    data = dict(base or {})
+    data.update(
+        platform_name=first.platform_name, orig_platform_name=first.platform, platform_shortname=first.platform,
+        orbit_number=first.orbit_number, start_time=_aware(first.start_time),
+        end_time=_aware(max(name.end_time for name in names)), proctime=_aware(max(n.proctime for n in names)),
+        source=first.source, sensor=list(data.get("sensor") or ["viirs"]),
+        dataset=[{"uri": uri_of(name.name), "uid": name.name} for name in names],
+    )
+    return data
+
+
+@dataclass(frozen=True)
+class Split:
+    """A dataset message's files sorted into granules: the complete ones and what is left over."""
+
+    complete: list[dict]  # message data per complete granule (see :func:`granule_data`)
+    incomplete: list[GranuleKey]  # granules of which the message holds only some files
+    foreign: int  # entries that are not VIIRS SDR names
+
+
+def split_dataset(product: str, data: Mapping) -> Split:
+    """Sort a ``dataset`` message's files by (platform, start time); one data dict per complete granule."""
+    groups: dict[GranuleKey, list[SdrName]] = {}
+    uris: dict[str, str] = {}
+    foreign = 0
+    for item in data.get("dataset", []):
+        name = _parse_item(item)
+        if name is None:
+            foreign += 1
+            continue
+        groups.setdefault(key_of(product, name), []).append(name)
+        uris[name.name] = str(item.get("uri") or name.name)
+    needed = set(PRODUCTS.get(product, ()))
+    complete, incomplete = [], []
+    for key in sorted(groups):
+        names = groups[key]
+        if needed and needed <= {name.segment for name in names}:
+            complete.append(granule_data(product, names, uris.__getitem__, data))
+        else:
+            incomplete.append(key)
+    return Split(complete, incomplete, foreign)
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """A complete granule found in sdr/."""
+
+    key: GranuleKey
+    files: tuple[SdrName, ...]  # one per segment (the newest copy)
+    complete_at: float  # when it became complete (epoch seconds): the latest of its segments' first placements
+    first_at: float  # when its first file was placed
+
+    @property
+    def spread(self) -> float:
+        """Seconds between its first file and the file that completed it."""
+        return self.complete_at - self.first_at
+
+
+class Inventory:
+    """The VIIRS SDR files of one folder, with placement times, kept up to date by :meth:`sync`.
+
+    Memory: one entry per file name in the folder (about 150 bytes each); names that are not VIIRS SDR names are
+    remembered too, so that nothing is parsed or looked at twice."""
+
+    def __init__(self) -> None:
+        self._placed: dict[str, float | None] = {}  # name -> placement time; None: not a VIIRS SDR name
+        self._groups: dict[tuple[str, dt.datetime], dict[str, SdrName]] = {}  # (platform, start) -> name -> parsed
+
+    def __len__(self) -> int:
+        return sum(1 for placed in self._placed.values() if placed is not None)
+
+    def sync(self, names: set[str], placed_of: Callable[[str], float | None]) -> tuple[int, int]:
+        """Make the inventory hold exactly ``names``; ``placed_of(name)`` is asked once per new name (None: gone).
+
+        Returns (added, removed)."""
+        removed = 0
+        for name in [name for name in self._placed if name not in names]:
+            self._forget(name)
+            removed += 1
+        added = 0
+        for name in names:
+            if name in self._placed:
+                continue
+            try:
+                parsed = parse_name(name)
+            except NotASdrName:
+                self._placed[name] = None
+                continue
+            placed = placed_of(name)
+            if placed is None:  # gone between the listing and the look
+                continue
+            self._placed[name] = placed
+            self._groups.setdefault((parsed.platform, parsed.start_time), {})[name] = parsed
+            added += 1
+        return added, removed
+
+    def _forget(self, name: str) -> None:
+        placed = self._placed.pop(name)
+        if placed is None:
+            return
+        parsed = parse_name(name)
+        group = self._groups[(parsed.platform, parsed.start_time)]
+        del group[name]
+        if not group:
+            del self._groups[(parsed.platform, parsed.start_time)]
+
+    def complete(self, since: float = float("-inf")) -> Iterator[OnDisk]:
+        """Every complete product granule that became complete at or after ``since``."""
+        for group in self._groups.values():
+            if max(self._placed[name] for name in group) < since:
+                continue
+            first_copy: dict[str, float] = {}
+            for name, parsed in group.items():
+                placed = self._placed[name]
+                if parsed.segment not in first_copy or placed < first_copy[parsed.segment]:
+                    first_copy[parsed.segment] = placed
+            for product, segments in PRODUCTS.items():
+                if not all(segment in first_copy for segment in segments):
+                    continue
+                complete_at = max(first_copy[segment] for segment in segments)
+                if complete_at < since:
+                    continue
+                chosen = newest_per_segment(p for p in group.values() if p.segment in segments)
+                files = tuple(chosen[segment] for segment in segments)
+                yield OnDisk(key_of(product, files[0]), files, complete_at,
+                             min(first_copy[segment] for segment in segments))
+
+    def files_of(self, product: str, platform_name: str | None, start: dt.datetime, end: dt.datetime,
+                 ) -> Iterator[OnDisk]:
+        """Complete granules of ``product`` (and platform, if given) whose start time is in [start, end]."""
+        for item in self.complete():
+            key = item.key
+            if key.product == product and start <= key.start_time <= end and (
+                    platform_name is None or key.platform_name == platform_name):
+                yield item
+
+
+def scan_folder(path: os.PathLike | str) -> tuple[set[str], Callable[[str], float | None]]:
+    """The names of the regular files directly in ``path``, and a function giving a name's placement time
+    (its inode change time: a placement is one rename, which sets it), None when the file has gone."""
+    with os.scandir(path) as entries:
+        names = {entry.name for entry in entries if not entry.name.startswith(".")}
+
+    def placed_of(name: str) -> float | None:
+        try:
+            return os.stat(os.path.join(path, name), follow_symlinks=False).st_ctime
+        except FileNotFoundError:
+            return None
+
+    return names, placed_of

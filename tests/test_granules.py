@@ -1,0 +1,80 @@
+"""Granules as files (granules.py): keys, splitting a gatherer's dataset, one file per segment, the sdr/ inventory."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from avoviirscollector.granules import GranuleKey, Inventory, keys_of, merge_files, split_dataset
+from avoviirscollector.viirs import PRODUCTS, format_name
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, 3, 300000)
+
+
+def name(segment: str, platform: str = "npp", start: dt.datetime = T0, orbit: int = 70000, minutes: int = 9,
+         source: str = "cspp_dev") -> str:
+    return format_name(segment, platform, start, start + dt.timedelta(seconds=85.4), orbit,
+                       start + dt.timedelta(minutes=minutes), source)
+
+
+def item(file_name: str) -> dict:
+    return {"uri": f"/viirs/sdr/{file_name}", "uid": file_name}
+
+
+def test_a_dataset_of_one_granule_is_one_complete_granule_with_its_own_data():
+    data = {"platform_name": "Suomi-NPP", "orbit_number": 70000, "start_time": T0, "end_time": T0, "extra": 1,
+            "dataset": [item(name(s)) for s in PRODUCTS["btd"]]}
+    split = split_dataset("btd", data)
+    assert split.incomplete == [] and split.foreign == 0 and len(split.complete) == 1
+    granule = split.complete[0]
+    assert granule["extra"] == 1 and granule["platform_name"] == "Suomi-NPP" and granule["orbit_number"] == 70000
+    assert granule["start_time"] == T0.replace(tzinfo=dt.UTC)
+    assert [entry["uid"] for entry in granule["dataset"]] == [name(s) for s in PRODUCTS["btd"]]
+
+
+def test_a_slot_that_mixed_platforms_gives_only_whole_granules_each_with_its_platform():
+    # segment_gatherer keys slots by start time alone: two satellites with one start time can share a slot
+    files = [name("GITCO", "npp", orbit=70000), name("SVI05", "j01", orbit=30000), name("SVI05", "npp", orbit=70000),
+             name("GITCO", "j02", orbit=10000)]
+    split = split_dataset("tir", {"platform_name": "NOAA-20", "orbit_number": 30000, "dataset": map(item, files)})
+    assert len(split.complete) == 1
+    only = split.complete[0]
+    assert only["platform_name"] == "Suomi-NPP" and only["orbit_number"] == 70000
+    assert {entry["uid"][6:9] for entry in only["dataset"]} == {"npp"}
+    assert sorted(split.incomplete) == [GranuleKey("tir", "NOAA-20", T0), GranuleKey("tir", "NOAA-21", T0)]
+
+
+def test_foreign_entries_are_counted_not_taken():
+    split = split_dataset("dnb", {"dataset": [item("leapsec.dat"), item(name("GDNBO")), item(name("SVDNB"))]})
+    assert split.foreign == 1 and len(split.complete) == 1
+
+
+def test_a_reissued_file_replaces_the_older_copy_of_its_segment():
+    old = [item(name(s)) for s in PRODUCTS["btd"]]
+    reissue = item(name("SVM15", minutes=30, source="noaa_ops"))
+    merged = merge_files("btd", old, [reissue, item(name("SVM15", minutes=1))])
+    assert [entry["uid"] for entry in merged] == [old[0]["uid"], reissue["uid"], old[2]["uid"]]
+    assert keys_of("btd", merged) == {GranuleKey("btd", "Suomi-NPP", T0)}
+
+
+def test_inventory_finds_complete_granules_with_the_time_they_became_complete():
+    placed = {}
+    for second, segment in enumerate(["GMTCO", "SVM15", "GITCO", "SVI05", "SVM16"]):
+        placed[name(segment)] = 1000.0 + second
+    placed[name("SVM16", minutes=20)] = 2000.0  # a second copy later: completes nothing new
+    placed[name("GITCO", platform="j01")] = 1500.0  # another satellite, same start: not complete
+    placed["leapsec.dat"] = 1.0
+    inventory = Inventory()
+    asked = []
+    inventory.sync(set(placed), lambda n: asked.append(n) or placed[n])
+    assert "leapsec.dat" not in asked
+    found = {item.key.product: item for item in inventory.complete()}
+    assert set(found) == {"btd", "tir"}
+    assert found["btd"].complete_at == 1004.0 and found["btd"].first_at == 1000.0
+    assert found["tir"].complete_at == 1003.0
+    assert [f.name for f in found["btd"].files][2] == name("SVM16", minutes=20)  # newest copy handed out
+    assert [item.key.product for item in inventory.complete(since=1003.5)] == ["btd"]
+    asked.clear()
+    del placed[name("GMTCO")]
+    assert inventory.sync(set(placed), placed.__getitem__) == (0, 1)
+    assert asked == []  # nothing looked at twice
+    assert {item.key.product for item in inventory.complete()} == {"tir"}
