@@ -112,6 +112,7 @@ def exactly_once(suite: Suite, workers: Workers, granule: Granule, completed: fl
     assert granule.key in complete
     result = account(complete, workers.raws)
     print(f"{result.summary()}; status {status}")
+    assert isinstance(status.get("recovered (24 h)"), int), f"no recovered (24 h) count in the status: {status}"
     assert not result.problems, result.summary()
     assert not result.partial, result.summary()
     assert result.tasks and len(workers.tasks_with(granule.key)) == 1, (
