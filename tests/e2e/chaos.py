@@ -276,7 +276,14 @@ class Task:
     platform_name: str
     orbit: int
     granules: dict[GranuleKey, set[str]]  # granule -> segments in this task
+    start: str = ""  # the task's start and end time as the broker logs them (whole seconds)
+    end: str = ""
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def signature(self) -> tuple:
+        """What identifies this hand-out in the broker's log lines."""
+        return (self.product, self.platform_name, self.orbit, self.start, self.end)
 
 
 def read_task(raw: bytes) -> Task:
@@ -285,7 +292,10 @@ def read_task(raw: bytes) -> Task:
     msg = Message.decode(raw.decode("utf-8"))
     product = msg.subject.rsplit("/", 1)[-1]
     platform_name = msg.data["platform_name"]
-    task = Task(raw, product, platform_name, msg.data["orbit_number"], {})
+    start, end = (msg.data[k] for k in ("start_time", "end_time"))
+    task = Task(raw, product, platform_name, msg.data["orbit_number"], {},
+                start.strftime("%Y-%m-%dT%H:%M:%S") if isinstance(start, dt.datetime) else str(start)[:19],
+                end.strftime("%H:%M:%S") if isinstance(end, dt.datetime) else str(end)[11:19])
     orbits: dict[GranuleKey, set[int]] = defaultdict(set)
     platforms_by_start: dict[dt.datetime, set[str]] = defaultdict(set)
     for item in msg.data.get("dataset", []):
@@ -333,7 +343,9 @@ def decode_problems(raws: list[bytes]) -> list[str]:
 
 
 IN_DOUBT = re.compile(r"in doubt.*?task (\S+)|task (\S+).*?in doubt")
-HANDED = re.compile(r"handed out task (\S+) (\w+) (.+?) orbit (\d+)")
+#: a task as the broker describes it: id, product, platform, orbit, direction, start..end (whole seconds)
+DESCRIBED = re.compile(r"task (\S+) (\w+) (.+?) orbit (\d+) \S+ (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\.(\d\d:\d\d:\d\d)")
+HANDED = re.compile(r"handed out " + DESCRIBED.pattern)
 RECOVERED = re.compile(r"recovered granule (\w+) (.+?) (\d{4}-\d\d-\d\dT[\d:.]+) \(([^)]*)\): complete in sdr/ for "
                        r"([\d.]+) s")
 
@@ -344,14 +356,14 @@ class BrokerLog:
 
     recovered: list[tuple[str, float]]  # (case, seconds complete before queued)
     in_doubt: list[str]  # the lines
-    in_doubt_tasks: set[tuple[str, str, int]]  # (product, platform_name, orbit) of tasks in doubt
+    in_doubt_tasks: set[tuple]  # Task.signature of the hand-outs in doubt
 
     @classmethod
     def read(cls, path: Path) -> BrokerLog:
         texts = [p.read_text(errors="replace") for p in sorted(path.parent.glob(path.name + "*")) if p.is_file()]
         text = "\n".join(texts)
         recovered = [(m[4], float(m[5])) for m in RECOVERED.finditer(text)]
-        handed = {m[1].rstrip(":,"): (m[2], m[3], int(m[4])) for m in HANDED.finditer(text)}
+        handed = {m[1].rstrip(":,"): (m[2], m[3], int(m[4]), m[5], m[6]) for m in HANDED.finditer(text)}
         lines = [line for line in text.splitlines() if "in doubt" in line and "WARNING" in line]
         tasks = set()
         for line in lines:
@@ -359,9 +371,9 @@ class BrokerLog:
             ident = (match[1] or match[2]).rstrip(":,") if match else None
             if ident in handed:
                 tasks.add(handed[ident])
-            described = re.search(r"task \S+ (\w+) (.+?) orbit (\d+)", line)
+            described = DESCRIBED.search(line)
             if described:
-                tasks.add((described[1], described[2], int(described[3])))
+                tasks.add((described[2], described[3], int(described[4]), described[5], described[6]))
         return cls(recovered, lines, tasks)
 
 
@@ -397,7 +409,7 @@ class Account:
         return "\n".join(lines)
 
 
-def account(complete: set[GranuleKey], raws: list[bytes], in_doubt_tasks: set[tuple[str, str, int]] = frozenset(),
+def account(complete: set[GranuleKey], raws: list[bytes], in_doubt_tasks: set[tuple] = frozenset(),
             include_probes: bool = False) -> Account:
     tasks = [read_task(raw) for raw in raws]
     counts: Counter[GranuleKey] = Counter()
@@ -411,7 +423,7 @@ def account(complete: set[GranuleKey], raws: list[bytes], in_doubt_tasks: set[tu
                 continue
             counts[key] += 1
             segments[key] |= segs
-            if (task.product, task.platform_name, task.orbit) in in_doubt_tasks:
+            if task.signature in in_doubt_tasks:
                 doubtful[key] += 1
     lost = {key for key in complete if counts[key] == 0}
     twice, repeats = {}, {}
