@@ -254,15 +254,6 @@ class Inventory:
                 yield OnDisk(key_of(product, files[0]), files, complete_at,
                              min(first_copy[segment] for segment in segments))
 
-    def files_of(self, product: str, platform_name: str | None, start: dt.datetime, end: dt.datetime,
-                 ) -> Iterator[OnDisk]:
-        """Complete granules of ``product`` (and platform, if given) whose start time is in [start, end]."""
-        for item in self.complete():
-            key = item.key
-            if key.product == product and start <= key.start_time <= end and (
-                    platform_name is None or key.platform_name == platform_name):
-                yield item
-
 
 def scan_folder(path: os.PathLike | str) -> tuple[set[str], Callable[[str], float | None]]:
     """The names of the regular files directly in ``path``, and a function giving a name's placement time

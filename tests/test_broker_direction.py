@@ -6,7 +6,6 @@ test_broker_direction_helper.py; the geolocation reader's are here, next to the 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 import sys
 
@@ -22,14 +21,6 @@ from avoviirscollector.viirs import format_name
 from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME, TLE_EPOCH, TLE_FILE
 
 PLATFORMS = {"Suomi-NPP": ("npp", 37849), "NOAA-20": ("j01", 43013), "NOAA-21": ("j02", 54234)}
-
-
-@pytest.fixture
-def elements(tmp_path):
-    path = tmp_path / "elements"
-    path.mkdir()
-    shutil.copy(TLE_FILE, path / "weather.txt")
-    return path
 
 
 @pytest.mark.parametrize("platform", sorted(PLATFORMS))

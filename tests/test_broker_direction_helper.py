@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-
-import pytest
 
 from avoviirscollector.broker.direction import DirectionHelper
 from avoviirscollector.broker.direction_helper import serve
-from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME, TLE_FILE
-
-
-@pytest.fixture
-def elements(tmp_path):
-    path = tmp_path / "elements"
-    path.mkdir()
-    shutil.copy(TLE_FILE, path / "weather.txt")
-    return path
+from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME
 
 
 def test_protocol_one_answer_per_request_line_even_for_bad_ones(elements):

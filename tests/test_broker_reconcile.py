@@ -54,7 +54,7 @@ def test_the_scanner_reports_complete_granules_of_its_folder(tmp_path):
     for segment in PRODUCTS["dnb"]:
         (tmp_path / format_name(segment, "j01", T0, T0, 30000, T0)).write_bytes(b"x")
     (tmp_path / "leapsec.dat").write_bytes(b"x")
-    scanner = Scanner(tmp_path, since=lambda now: 0, deliver=lambda found, at: None)
+    scanner = Scanner(tmp_path, since=lambda now: 0, deliver=lambda found: None)
     found = scanner.scan()
     assert [item.key for item in found] == [GranuleKey("dnb", "NOAA-20", T0)]
     stat = os.stat(tmp_path / found[0].files[0].name)

@@ -18,18 +18,9 @@ from posttroll.message import Message
 
 from avoviirscollector.broker.store import JOURNAL_NAME, JournalStore
 from avoviirscollector.viirs import PRODUCTS, format_name
-from tests.broker_support import BIN, Broker, Nameserver, Status, free_port, request, seed_queue
+from tests.broker_support import BIN, Broker, Status, free_port, request, seed_queue
 
 T0 = dt.datetime(2024, 6, 1, 12, 10, 3, 300000)  # ASCENDING_TIME of the test TLEs, in the naive form of names
-
-
-@pytest.fixture(scope="module")
-def nameserver(tmp_path_factory):
-    ns = Nameserver(tmp_path_factory.mktemp("nameserver") / "nameserver.log")
-    try:
-        yield ns
-    finally:
-        ns.stop()
 
 
 def place(base, product: str, short: str, start: dt.datetime, orbit: int = 70000) -> list[str]:

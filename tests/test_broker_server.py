@@ -24,7 +24,6 @@ from tests.broker_support import (
     DESCENDING_TIME,
     Broker,
     DeployedWorker,
-    Nameserver,
     Status,
     granule_data,
     request,
@@ -33,15 +32,6 @@ from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
 
 GRANULE = "/AVO/viirs/granule/"
 TWO_MINUTES = dt.timedelta(minutes=2)
-
-
-@pytest.fixture(scope="module")
-def nameserver(tmp_path_factory):
-    ns = Nameserver(tmp_path_factory.mktemp("nameserver") / "nameserver.log")
-    try:
-        yield ns
-    finally:
-        ns.stop()
 
 
 @pytest.fixture

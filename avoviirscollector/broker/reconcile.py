@@ -15,9 +15,9 @@ never makes a second task.
 from __future__ import annotations
 
 import configparser
-import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,19 +110,16 @@ class Planner:
 
 class Scanner(threading.Thread):
     """Lists ``sdr/`` every ``interval`` seconds (and at once) and passes the complete granules found since
-    ``since()`` to ``deliver(found, scanned_at)``. Stops within a second of :meth:`stop`."""
+    ``since(now)`` to ``deliver(found)``. Stops within a second of :meth:`stop`."""
 
-    def __init__(self, folder: Path, since: Callable[[float], float],
-                 deliver: Callable[[list[OnDisk], float], None], interval: float = SCAN_SECONDS,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, folder: Path, since: Callable[[float], float], deliver: Callable[[list[OnDisk]], None],
+                 interval: float = SCAN_SECONDS, clock: Callable[[], float] = time.time) -> None:
         super().__init__(name="reconcile", daemon=True)
-        import time
-
         self.folder = Path(folder)
         self.since = since
         self.deliver = deliver
         self.interval = interval
-        self.clock = clock or time.time
+        self.clock = clock
         self.inventory = Inventory()
         self.stopping = threading.Event()
         self._failed_at: float | None = None
@@ -141,9 +138,7 @@ class Scanner(threading.Thread):
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                scanned_at = self.clock()
-                found = self.scan()
-                self.deliver(found, scanned_at)
+                self.deliver(self.scan())
                 if self._failed_at is not None:
                     log.info("sdr/ can be listed again")
                     self._failed_at = None
@@ -155,6 +150,3 @@ class Scanner(threading.Thread):
                     self._failed_at = now
             self.stopping.wait(self.interval)
 
-
-def utc(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC)

@@ -203,14 +203,12 @@ class Ingest(threading.Thread):
         self.resolver = resolver
         self.follow_bus = follow_bus
         self.stopping = threading.Event()
-        self.following = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 with self.follow_bus([TOPIC]) as sub:
                     log.info("following %s on the bus", TOPIC)
-                    self.following.set()
                     for msg in sub.recv(timeout=0.25):  # wakes 4 times a second to see the stop flag
                         if self.stopping.is_set():
                             break
@@ -465,7 +463,7 @@ class TaskBroker:
                 break
             try:
                 if item[0] == "scan":
-                    self._reconcile(item[1], item[2])
+                    self._reconcile(item[1])
                 else:
                     wrote = self._admit(*item[1:]) or wrote
             except Exception:  # noqa: BLE001 - one odd item must not stop the broker
@@ -502,7 +500,7 @@ class TaskBroker:
             log.info("%s", done[0].upper() + done[1:])
         return True
 
-    def _reconcile(self, found: list, scanned_at: float) -> None:
+    def _reconcile(self, found: list) -> None:
         recoveries = self.planner.plan(found, self.queue.knows, self.wall())
         for recovery in recoveries:
             granule = self._granule_of(recovery.found.key.product, recovery.found.files)
@@ -643,7 +641,7 @@ class TaskBroker:
         self.planner = Planner(self.window.total_seconds(), self.ledger_since.timestamp(), started_at,
                                gatherer_timeouts(self.settings.etc_dir / "segment_gatherer.ini"))
         self.scanner = Scanner(self.settings.sdr_dir, self.planner.since,
-                               lambda found, at: self.incoming.put(("scan", found, at)))
+                               lambda found: self.incoming.put(("scan", found)))
         context = zmq.Context()
         router = context.socket(zmq.ROUTER)
         status = context.socket(zmq.PUB)
