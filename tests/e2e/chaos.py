@@ -144,7 +144,8 @@ class Placer(threading.Thread):
 
 # -- the killer ------------------------------------------------------------------------------------------------------
 class Killer(threading.Thread):
-    """kill -9 a random program every ``low``..``high`` seconds (supervisord restarts it). ``lock`` is held around
+    """kill -9 a random program every ``low``..``high`` seconds (supervisord restarts it); each program once in a
+    random order before any again. ``lock`` is held around
     each kill: hold it to restart the whole suite without a kill in the middle."""
 
     def __init__(self, suite, low: float = 3.0, high: float = 6.0, programs: Iterable[str] = KILLABLE,
@@ -158,8 +159,11 @@ class Killer(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        cycle: list[str] = []
         while not self.stopping.wait(self.rng.uniform(self.low, self.high)):
-            program = self.rng.choice(self.programs)
+            if not cycle:  # every program once, in a random order, before any of them again
+                cycle = self.rng.sample(self.programs, len(self.programs))
+            program = cycle.pop()
             with self.lock:
                 if self.stopping.is_set():
                     return

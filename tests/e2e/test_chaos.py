@@ -36,7 +36,7 @@ def test_every_complete_granule_in_exactly_one_task_while_programs_are_killed(tm
     try:
         suite.start()
         suite.wait_flowing()
-        report = chaos.run(suite, placements, workers=4, kill_every=(3.0, 6.0), restart_at=[stream / 2],
+        report = chaos.run(suite, placements, workers=4, kill_every=(2.0, 4.0), restart_at=[stream / 2],
                            settle=25.0, drain_timeout=40.0)
     finally:
         suite.stop()
