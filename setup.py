@@ -45,7 +45,6 @@ CONSOLE_SCRIPTS = [
     "avo_log_forwarder = avoviirscollector.log_forwarder:main",
     "avo_wait_for = avoviirscollector.wait_for:main",
     "mirror_gina = avoviirscollector.mirror.cli:main",
-    "gina_double = avoviirscollector.gina_double:main",
     "cleanup = avoviirscollector.cleanup:main",
     "tle_refresh = avoviirscollector.tle:main",
     "avo_status = avoviirscollector.status:main",

@@ -8,6 +8,12 @@ Commands
         setting: the package's etc folder unless set) for the file's ``%(ENV_...)s`` references, and puts
         ``AVO_BIN`` first on PATH for
         the cron jobs. supervisord handles the signals from then on: SIGTERM or Ctrl-C stops every program.
+        Access (SPEC section 12): with ``ALLOWED_CLIENTS`` unset it logs one WARNING that every address may connect
+        to the public ports. It sets ``POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES`` (unless already set) to this host's
+        own addresses, so that posttroll's ZAP check on every internal socket (nameserver, registrations, address
+        announcements, the publishers of trollstalker and the gatherers) refuses any other peer.
+        The supervisor (supervisor_auth.py): the control socket needs the user name and password of
+        ``$VIIRS_BASE/run/supervisor.auth`` (0600; generated unless a private one is there).
     ``avoviirscollector status [--json]``
         How things stand (see status.py).
     ``avoviirscollector tasks [list | drop ID | requeue --from TIME ...]``
@@ -17,11 +23,45 @@ Commands
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
 from pathlib import Path
 
-from avoviirscollector.config import settings_or_exit
+from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.supervisor_auth import ensure_credentials, supervisord_environment
+
+INTERNAL_ALLOW = "POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES"
+
+
+def own_addresses() -> list[str]:
+    """127.0.0.1 and the IPv4 address of every interface of this host (network namespace).
+
+    posttroll publishers advertise the default route's interface address, so the suite's own subscribers connect
+    to, and come from, that address: it must be allowed on the internal sockets along with loopback."""
+    found = ["127.0.0.1"]
+    try:
+        from posttroll.address_receiver import get_local_ips
+
+        found += [ip for ip in get_local_ips() if ip not in found]
+    except Exception:  # noqa: BLE001 (netifaces missing or failing: loopback alone is the safe answer)
+        pass
+    return found
+
+
+def access_environment(settings: Settings, env: dict[str, str], log: logging.Logger) -> None:
+    """The WARNING for an unset ALLOWED_CLIENTS, and posttroll's allow-list of its internal sockets in ``env``."""
+    if settings.allowed_clients is None:
+        log.warning("ALLOWED_CLIENTS is not set: every address may connect to TASK_PORT %d, UPDATE_PORT %d and "
+                    "PUBLISH_PORT %d (take tasks, read every message); set it to the workers' addresses",
+                    settings.task_port, settings.update_port, settings.publish_port)
+    else:
+        log.info("ALLOWED_CLIENTS: the public ports accept %s (and this host's 127.0.0.1, ::1) only",
+                 settings.allowed_clients)
+    if not env.get(INTERNAL_ALLOW, "").strip():
+        env[INTERNAL_ALLOW] = json.dumps(own_addresses())
+    log.info("internal posttroll sockets accept peers from %s only (%s)", env[INTERNAL_ALLOW], INTERNAL_ALLOW)
 
 
 def supervise(args: argparse.Namespace) -> int:
@@ -32,8 +72,13 @@ def supervise(args: argparse.Namespace) -> int:
         return 2
     settings.make_dirs()
     (settings.viirs_base / "run").mkdir(mode=0o755, exist_ok=True)
+    from avoviirscollector.logs import setup_logging
+
+    log = setup_logging("avoviirscollector")
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
+    access_environment(settings, env, log)
+    env.update(supervisord_environment(ensure_credentials(settings.viirs_base / "run", log)))
     env.update(
         VIIRS_BASE=str(settings.viirs_base),
         AVO_BIN=str(bin_dir),

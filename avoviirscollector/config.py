@@ -17,6 +17,9 @@ stops the program at start with one line on stderr naming the variable and what 
 | TLE_URL | celestrak's weather set | an http:// or https:// URL |
 | RECOVERY_HOURS | 6 | hours 1..168: how far back every complete granule in sdr/ is made sure to be in a task |
 | AVO_ETC | the package's etc/ | folder holding trollstalker.ini and segment_gatherer.ini |
+| ALLOWED_CLIENTS | unset (every address) | IPv4/IPv6 addresses and CIDR blocks, separated by commas or blanks |
+| MAIL_USER | unset (no login) | user name for the mail relay; requires MAIL_PASSWORD_FILE, and TLS (see mailer.py) |
+| MAIL_PASSWORD_FILE | unset | a readable file holding the mail password (its first line); only with MAIL_USER |
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from avoviirscollector.allowlist import AllowList, AllowListError, parse_allowlist
 
 FACILITIES = ("gilmore", "uafgina")
 DEFAULT_GINA_URL = "http://nrt-status.gina.alaska.edu"
@@ -58,6 +63,9 @@ class Settings:
     tle_url: str = DEFAULT_TLE_URL
     recovery_hours: int = 6
     etc_dir: Path = PACKAGE_ETC
+    allowed_clients: AllowList | None = None  # None: every address may connect (SPEC section 12)
+    mail_user: str | None = None
+    mail_password_file: Path | None = None  # read by the mailer when it logs in; never kept here
 
     @property
     def sdr_dir(self) -> Path:
@@ -122,6 +130,32 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return raw or None
 
 
+def _allowed_clients(env: Mapping[str, str]) -> AllowList | None:
+    raw = env.get("ALLOWED_CLIENTS", "")
+    try:
+        return parse_allowlist(raw)
+    except AllowListError as err:
+        raise SettingsError(f"ALLOWED_CLIENTS={raw.strip()!r} is not valid: {err}; expected IPv4 or IPv6 addresses "
+                            f"and CIDR blocks separated by commas or blanks") from None
+
+
+def _mail_login(env: Mapping[str, str]) -> tuple[str | None, Path | None]:
+    user = _optional(env, "MAIL_USER")
+    raw = env.get("MAIL_PASSWORD_FILE", "").strip()
+    if user is None:
+        if raw:
+            raise SettingsError(f"MAIL_PASSWORD_FILE={raw!r} is set but MAIL_USER is not: expected both or neither")
+        return None, None
+    if not raw:
+        raise SettingsError(f"MAIL_USER={user!r} needs MAIL_PASSWORD_FILE: expected the path of a file holding the "
+                            f"mail password")
+    path = Path(raw).absolute()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise SettingsError(f"MAIL_PASSWORD_FILE={raw!r} is not valid: expected a readable file holding the mail "
+                            f"password")
+    return user, path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment strictly; raise :class:`SettingsError` on the first bad value."""
     env = os.environ if env is None else env
@@ -142,6 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if len(set(ports.values())) != len(ports):
         shown = ", ".join(f"{k}={v}" for k, v in ports.items())
         raise SettingsError(f"TASK_PORT, UPDATE_PORT and PUBLISH_PORT must differ: got {shown}")
+    mail_user, mail_password_file = _mail_login(env)
     return Settings(
         viirs_base=Path(base_raw).absolute(),
         retention_days=_int(env, "VIIRS_RETENTION", None, 0, None),
@@ -159,6 +194,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tle_url=_url(env, "TLE_URL", DEFAULT_TLE_URL),
         recovery_hours=_int(env, "RECOVERY_HOURS", 6, 1, 168),
         etc_dir=etc_dir,
+        allowed_clients=_allowed_clients(env),
+        mail_user=mail_user,
+        mail_password_file=mail_password_file,
     )
 
 

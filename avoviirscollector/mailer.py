@@ -15,13 +15,19 @@ How the batching works
     At exit (``logging.shutdown`` closes the handler) the records still in memory are spooled, and mailed if the
     interval allows, with a short SMTP timeout; otherwise the next run of the program mails them.
 
-When the mail host is down
-    A failed send is reported on stderr (one line, never through logging), counts as an attempt for the
-    interval, and keeps the batch for the next attempt. The program that logs never waits on SMTP: only the
+When the mail host is down, or refuses
+    A failed send is logged as one ERROR line of the logger ``avoviirscollector.mailer`` (at most one line of a kind
+    per interval), which this handler never mails (no loop); it counts as an attempt for the interval and keeps the
+    batch for the next attempt. The program that logs never waits on SMTP: only the
     background thread and the final flush at exit talk to the mail host, each with a timeout (exit waits at most
     about 2 x ``EXIT_TIMEOUT`` for mail).
 
-``MAILHOST`` is ``host`` or ``host:port`` (default port 25); plain SMTP, as a site relay expects.
+``MAILHOST`` is ``host`` or ``host:port`` (default port 25). Without ``MAIL_USER``: plain SMTP, no login, as a site
+relay expects. With ``MAIL_USER`` (SPEC section 8), TLS is required before the password leaves the host: SMTPS
+(TLS from the first byte) when the port is 465, otherwise STARTTLS, and a relay that does not offer STARTTLS gets
+no password (one ERROR line, the batch is kept). The relay's certificate is verified against the system's CA
+store (``SSL_CERT_FILE`` points OpenSSL at another bundle, e.g. a site CA). The password is the first line of
+``MAIL_PASSWORD_FILE``, read at each login (so it can be rotated), never logged.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import logging
 import os
 import smtplib
 import socket
-import sys
+import ssl
 import threading
 import time
 from email.message import EmailMessage
@@ -47,6 +53,21 @@ MAX_LINES = 50  # records shown in one mail; the rest are counted as suppressed
 MAX_MEMORY = 1000  # records kept in memory between two spool passes; more are counted only
 SEND_TIMEOUT = 10.0
 EXIT_TIMEOUT = 3.0
+SMTPS_PORT = 465
+LOG = logging.getLogger("avoviirscollector.mailer")  # the mailer's own errors: logged, never mailed
+
+
+class MailSecurityError(smtplib.SMTPException):
+    """The relay cannot be logged in to safely (no STARTTLS): the password was not sent."""
+
+
+class _NotOwnErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(LOG.name)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def parse_mailhost(mailhost: str) -> tuple[str, int]:
@@ -116,10 +137,14 @@ class BatchingMailHandler(logging.Handler):
     """A logging handler that never blocks: records are batched and mailed by a background thread."""
 
     def __init__(self, program: str, mailhost: str, sender: str, recipient: str, spool_dir: Path,
-                 interval: float = DEFAULT_INTERVAL, level: int = logging.ERROR) -> None:
+                 interval: float = DEFAULT_INTERVAL, level: int = logging.ERROR, user: str | None = None,
+                 password_file: Path | None = None) -> None:
         super().__init__(level)
+        self.addFilter(_NotOwnErrors())
         self.program = program
         self.host, self.port = parse_mailhost(mailhost)
+        self.user = user
+        self.password_file = password_file
         self.sender = sender
         self.recipients = [r.strip() for r in recipient.split(",") if r.strip()]
         self.interval = interval
@@ -163,16 +188,25 @@ class BatchingMailHandler(logging.Handler):
                 with self._pending_lock:  # put them back for the next pass
                     self._pending[:0] = lines
                     self._dropped += dropped
-        except Exception as err:  # noqa: BLE001 (SMTP, DNS, disk: report and keep going)
+        except smtplib.SMTPAuthenticationError as err:
+            self._report(f"error mail via {self.host}:{self.port} failed: the relay refused the login of "
+                         f"MAIL_USER={self.user!r} ({err.smtp_code} {_text(err.smtp_error)}): check MAIL_USER and "
+                         f"MAIL_PASSWORD_FILE; next attempt in {self.interval:g} s")
+        except Exception as err:  # noqa: BLE001 (SMTP, TLS, DNS, disk: report and keep going)
             self._report(f"error mail via {self.host}:{self.port} failed: {type(err).__name__}: {err}; "
                          f"next attempt in {self.interval:g} s")
 
     def _report(self, line: str) -> None:
-        """One line on stderr (never through logging, which would feed this handler), at most once per interval."""
+        """One ERROR line of the mailer's own logger (which this handler never mails), at most one of a kind per
+        interval."""
         now = time.monotonic()
-        if line.split(":")[0] != self._last_report[1].split(":")[0] or now - self._last_report[0] >= self.interval:
+        kind = line.split(":")[:2]
+        if kind != self._last_report[1].split(":")[:2] or now - self._last_report[0] >= self.interval:
             self._last_report = (now, line)
-            print(f"{self.program}: {line}", file=sys.stderr, flush=True)
+            try:
+                LOG.error("%s", line)
+            except Exception:  # noqa: BLE001 (logging torn down at exit: nothing else to tell)
+                pass
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
@@ -193,8 +227,38 @@ class BatchingMailHandler(logging.Handler):
             body += ["", f"... and {suppressed} more suppressed (at most {MAX_LINES} shown per mail, one mail per "
                          f"{self.interval:g} s). See $VIIRS_BASE/log/{self.program}.log."]
         msg.set_content("\n".join(body) + "\n")
-        with smtplib.SMTP(self.host, self.port, timeout=timeout) as smtp:
+        with self._connect(timeout) as smtp:
             smtp.send_message(msg)
+
+    def _password(self) -> str:
+        if self.password_file is None:
+            raise MailSecurityError("MAIL_USER is set but MAIL_PASSWORD_FILE is not")
+        with open(self.password_file, encoding="utf-8") as handle:
+            return handle.readline().rstrip("\r\n")
+
+    def _connect(self, timeout: float) -> smtplib.SMTP:
+        """A connection ready to send: plain without MAIL_USER; with it, TLS (SMTPS on 465, else STARTTLS) and the
+        login. Never sends the password over a connection that is not encrypted."""
+        if self.user is None:
+            return smtplib.SMTP(self.host, self.port, timeout=timeout)
+        context = ssl.create_default_context()
+        if self.port == SMTPS_PORT:
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=timeout)
+        try:
+            if self.port != SMTPS_PORT:
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):
+                    raise MailSecurityError("the relay does not offer STARTTLS, so the password was not sent "
+                                            "(MAIL_USER requires TLS: STARTTLS, or SMTPS on port 465)")
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            smtp.login(self.user, self._password())
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     def close(self) -> None:
         """Stop the thread, then spool (and mail, if the interval allows) what is left, with a short timeout."""
@@ -216,7 +280,8 @@ def attach_mail_handler(logger: logging.Logger, settings: Settings, program: str
     if not settings.mail_enabled:
         return None
     handler = BatchingMailHandler(program, settings.mailhost, settings.log_sender, settings.log_recipient,
-                                  settings.state_dir, interval=interval)
+                                  settings.state_dir, interval=interval, user=settings.mail_user,
+                                  password_file=settings.mail_password_file)
     handler.setFormatter(UTCFormatter(FORMAT, DATEFMT))
     logger.addHandler(handler)
     return handler

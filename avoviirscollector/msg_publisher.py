@@ -10,7 +10,8 @@ What it does
     vanished dashboards are reaped.
 
 Settings (environment, see config.py)
-    PUBLISH_PORT (default 29092). posttroll's own POSTTROLL_* variables choose the nameserver ports.
+    PUBLISH_PORT (default 29092). ALLOWED_CLIENTS: only those peers may subscribe (ZAP, see access.py).
+    posttroll's own POSTTROLL_* variables choose the nameserver ports.
 
 Signals
     SIGTERM, SIGINT: stop within a second, close the sockets, exit 0.
@@ -31,6 +32,7 @@ import zmq
 from posttroll.message import MessageError
 
 from avoviirscollector import bus
+from avoviirscollector.access import start_access_control
 from avoviirscollector.config import settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.signals import stop_on_signals
@@ -122,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_or_exit("msg_publisher")
     setup_logging("msg_publisher", args.verbose)
-    publisher = MsgPublisher(PublisherConfig(port=settings.publish_port))
+    context = zmq.Context()  # the public PUB's own context: posttroll's sockets (the bus) are on another
+    start_access_control(context, settings, LOG)  # ALLOWED_CLIENTS (SPEC 12): before the PUB is made
+    publisher = MsgPublisher(PublisherConfig(port=settings.publish_port), context=context)
     stop_on_signals(publisher.stop)
     publisher.run()
     return 0

@@ -1,12 +1,15 @@
 """avo_status (also ``avoviirscollector status``): how the suite stands, at a glance; the image's HEALTHCHECK.
 
 What it shows
-    - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``)
+    - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``,
+      logged in with ``run/supervisor.auth``, see supervisor_auth.py)
     - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product, and the
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
       or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
+    - refused connections: with ``ALLOWED_CLIENTS`` set, how many connections each program refused and from where
+      (``$VIIRS_BASE/state/refused-<program>.json``, see access.py); not a health problem in itself
     - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free) and the size of each top-level folder
       (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
 
@@ -36,8 +39,11 @@ import time
 import xmlrpc.client
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
+from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.supervisor_auth import credentials_path, read_credentials
 
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
@@ -62,6 +68,7 @@ class Report:
     last_hour: dict = field(default_factory=dict)
     last_errors: list[dict] = field(default_factory=list)
     disk: dict = field(default_factory=dict)
+    refused: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -223,6 +230,14 @@ def render_text(report: Report) -> str:
         out.append("  none")
     for err in report.last_errors:
         out.append(f"  {err['log']}: {err['line']}")
+    if report.refused:
+        out.append("")
+        total = sum(item["total"] for item in report.refused)
+        out.append(f"refused connections (ALLOWED_CLIENTS): {total}")
+        for item in report.refused:
+            peers = sorted(item["peers"].items(), key=lambda kv: -kv[1])
+            shown = ", ".join(f"{addr} {count}" for addr, count in peers[:5]) + (" ..." if len(peers) > 5 else "")
+            out.append(f"  {item['program']:32s} {item['total']} since {item.get('since') or '?'}: {shown}")
     out.append("")
     disk = report.disk
     if "total" in disk:
@@ -263,12 +278,18 @@ class _UnixTransport(xmlrpc.client.Transport):
         self.timeout = timeout
 
     def make_connection(self, host):
+        _, self._extra_headers, _ = self.get_host_info(host)  # the Authorization header, when the URL has a user
         return _UnixHTTPConnection(self.unix_path, self.timeout)
 
 
 def supervisor_programs(sock_path: Path, timeout: float = 3.0) -> list[dict]:
-    """Every process supervisord manages, as {name, group, state, description, pid}; raises OSError and such."""
-    proxy = xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_UnixTransport(str(sock_path), timeout))
+    """Every process supervisord manages, as {name, group, state, description, pid}; raises OSError and such.
+
+    Logs in with the credentials ``supervise`` keeps beside the socket (``run/supervisor.auth``), when there."""
+    creds = read_credentials(credentials_path(sock_path.parent))
+    login = f"{quote(creds.username, safe='')}:{quote(creds.password, safe='')}@" if creds else ""
+    proxy = xmlrpc.client.ServerProxy(f"http://{login}localhost/RPC2", transport=_UnixTransport(str(sock_path),
+                                                                                                  timeout))
     infos = proxy.supervisor.getAllProcessInfo()
     programs = []
     for info in infos:
@@ -393,6 +414,7 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
+    report.refused = read_refusals(settings.state_dir)
     report.problems = find_problems(report)
     return report
 

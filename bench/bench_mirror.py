@@ -37,8 +37,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from avoviirscollector.gina_double import GRANULE_SECONDS, make_sdr_file  # noqa: E402
 from avoviirscollector.viirs import PRODUCTS, format_name, parse_name  # noqa: E402
+from tests.gina_double import GRANULE_SECONDS, make_sdr_file  # noqa: E402
 
 MB = 1_000_000
 SIZES = {"GITCO": 60 * MB, "GMTCO": 16 * MB, "SVM03": 4 * MB, "SVM04": 4 * MB, "SVM05": 4 * MB, "SVM15": 4 * MB,
@@ -74,10 +74,11 @@ def make_pass(files: Path) -> list[str]:
 class Double:
     def __init__(self, root: Path, rate: float | None) -> None:
         self.port = free_port()
-        args = [str(BIN / "gina_double"), "--port", str(self.port), "--dir", str(root), "--granules", "0"]
+        args = [sys.executable, "-m", "tests.gina_double", "--port", str(self.port), "--dir", str(root),
+                "--granules", "0"]
         if rate:
             args += ["--rate", str(rate)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -221,12 +221,18 @@ class DeployedWorker(threading.Thread):
     ``queue length > 0``, blocking REQ on the task port, empty reply = no job.
 
     The deployed loop blocks forever on its REQ; here a reply taking longer than ``hang_after`` seconds is recorded
-    as a hang (and ends the loop) so a failing test reports it instead of hanging the suite."""
+    as a hang (and ends the loop) so a failing test reports it instead of hanging the suite. ``source`` binds the
+    worker's connections to that local address (e.g. 127.0.0.2 to play a foreign host); ``heard`` counts the status
+    messages received and ``latencies`` the seconds each request took to be answered."""
 
-    def __init__(self, task_port: int, update_port: int, products: list[str], hang_after: float = 20.0) -> None:
+    def __init__(self, task_port: int, update_port: int, products: list[str], hang_after: float = 20.0,
+                 source: str | None = None) -> None:
         super().__init__(daemon=True)
         self.task_port, self.update_port, self.products = task_port, update_port, products
         self.hang_after = hang_after
+        self.source = source
+        self.heard = 0
+        self.latencies: list[float] = []
         self.received: list[bytes] = []
         self.empty = 0
         self.hung = False
@@ -236,9 +242,10 @@ class DeployedWorker(threading.Thread):
         context = zmq.Context()
         updates = context.socket(zmq.SUB)
         updates.setsockopt(zmq.SUBSCRIBE, b"")
-        updates.connect(f"tcp://127.0.0.1:{self.update_port}")
+        via = f"{self.source}:0;" if self.source else ""
+        updates.connect(f"tcp://{via}127.0.0.1:{self.update_port}")
         client = context.socket(zmq.REQ)
-        client.connect(f"tcp://127.0.0.1:{self.task_port}")
+        client.connect(f"tcp://{via}127.0.0.1:{self.task_port}")
         request_body = json.dumps({"desired products": self.products, "just testing": False}).encode()
         task_waiting = False
         try:
@@ -246,14 +253,17 @@ class DeployedWorker(threading.Thread):
                 # the deployed worker's updater thread: the latest status decides whether a task is waiting
                 while updates.poll(0):
                     task_waiting = json.loads(updates.recv())["queue length"] > 0
+                    self.heard += 1
                 if not task_waiting:
                     time.sleep(0.1)
                     continue
+                sent = time.perf_counter()
                 client.send(request_body)
                 if not client.poll(int(self.hang_after * 1000)):
                     self.hung = True
                     return
                 reply = client.recv()
+                self.latencies.append(time.perf_counter() - sent)
                 if reply:
                     self.received.append(reply)
                 else:

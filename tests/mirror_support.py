@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 from avoviirscollector.config import load_settings
-from avoviirscollector.gina_double import GinaDouble
 from avoviirscollector.mirror.cli import MirrorRun
 from avoviirscollector.mirror.gina import load_queues
+from tests.gina_double import GinaDouble
 
 START = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=10, minute=0, second=0, microsecond=0)
 SIZES = {"GITCO": 700_000, "GMTCO": 400_000, "SVI01": 150_000, "SVI04": 150_000, "SVI05": 150_000,

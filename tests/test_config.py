@@ -76,3 +76,35 @@ def test_program_stops_with_one_line_and_status_2(program, name, value, message,
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_allowed_clients():
+    assert load_settings({}).allowed_clients is None
+    s = load_settings({"ALLOWED_CLIENTS": "127.0.0.1, 192.0.2.0/24 2001:db8::/32"})
+    assert str(s.allowed_clients) == "127.0.0.1, 192.0.2.0/24, 2001:db8::/32"
+    with pytest.raises(SettingsError) as err:
+        load_settings({"ALLOWED_CLIENTS": "127.0.0.1 workerhost"})
+    assert str(err.value).startswith("ALLOWED_CLIENTS='127.0.0.1 workerhost' is not valid: 'workerhost' is not an")
+
+
+def test_mail_login(tmp_path):
+    secret = tmp_path / "mail.pw"
+    secret.write_text("s3cret\n")
+    s = load_settings({"MAIL_USER": "avo", "MAIL_PASSWORD_FILE": str(secret)})
+    assert s.mail_user == "avo" and s.mail_password_file == secret
+    assert "s3cret" not in repr(s)
+    with pytest.raises(SettingsError, match="MAIL_USER='avo' needs MAIL_PASSWORD_FILE"):
+        load_settings({"MAIL_USER": "avo"})
+    with pytest.raises(SettingsError, match="MAIL_PASSWORD_FILE=.* is set but MAIL_USER is not"):
+        load_settings({"MAIL_PASSWORD_FILE": str(secret)})
+    with pytest.raises(SettingsError, match="MAIL_PASSWORD_FILE=.* is not valid: expected a readable file"):
+        load_settings({"MAIL_USER": "avo", "MAIL_PASSWORD_FILE": str(tmp_path / "missing")})
+
+
+def test_bad_allowed_clients_stops_supervise_with_one_line(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "VIIRS_BASE": str(tmp_path), "ALLOWED_CLIENTS": "10.0.0.1/8"}
+    result = subprocess.run([str(BIN / "avoviirscollector"), "supervise"], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "ALLOWED_CLIENTS='10.0.0.1/8' is not valid" in lines[0], lines

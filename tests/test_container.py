@@ -154,6 +154,10 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
     assert health.returncode == 0, health.stdout + health.stderr
     marker = podman("exec", cid, "cat", "/app/SUPERCRONIC-SKIPPED")
     assert "avo_cron" in marker.stdout
+    # no test double in the production image (it lives in tests/, which the image leaves out)
+    double = podman("exec", cid, "sh", "-c", "ls /opt/venv/bin/gina_double /app/tests 2>&1; "
+                    "python3 -c 'import avoviirscollector.gina_double' 2>&1", check=False)
+    assert "No such file" in double.stdout and "ModuleNotFoundError" in double.stdout, double.stdout
 
     # a file placed in /viirs/sdr comes out on the publish port
     ctx = zmq.Context.instance()
@@ -233,7 +237,8 @@ def test_compose_up_through_podmans_docker_api(image, tmp_path):
     """``docker-compose up`` of the repo's file (image swapped for the local build) through podman's Docker API.
 
     Bridge networking (the file's port mappings) creates interfaces and iptables rules: allowed only inside the
-    tests' private network namespace, which takes them away when it ends.
+    tests' private network namespace, which takes them away when it ends. Then again with ALLOWED_CLIENTS set to
+    an address nobody here has: the subscriber on the mapped port is refused, seen as the bridge's gateway.
     """
     import zmq
     from posttroll.message import Message
@@ -276,6 +281,36 @@ def test_compose_up_through_podmans_docker_api(image, tmp_path):
             assert Message.decode(sub.recv_string()).data["uid"] == SDR_NAME
         finally:
             sub.close()
+
+        # ALLOWED_CLIENTS through the same compose path: an address nobody here has. The suite must refuse this
+        # host's subscriber on the mapped port, say once which address it saw, and stay healthy (its own status
+        # comes from 127.0.0.1 inside the container).
+        env["ALLOWED_CLIENTS"] = "192.0.2.77"
+        up = subprocess.run([*compose, "up", "-d", "--no-build"], env=env, capture_output=True, text=True,
+                            timeout=120)
+        assert up.returncode == 0, up.stdout + up.stderr
+        cid = podman("ps", "-q", "--filter", f"name={project}").stdout.split()[0]
+        wait_all_running(cid)
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt_string(zmq.SUBSCRIBE, "")
+        sub.connect("tcp://127.0.0.1:29092")
+        try:
+            time.sleep(1.0)
+            name = SDR_NAME.replace("b12345", "b12346")
+            podman("exec", cid, "sh", "-c", f"echo x > /viirs/tmp/{name} && mv /viirs/tmp/{name} /viirs/sdr/")
+            assert not sub.poll(5_000), "a refused subscriber got a message"
+        finally:
+            sub.close()
+        logs = podman("logs", cid, check=False)
+        refused = [line for line in (logs.stdout + logs.stderr).splitlines()
+                   if "refused a connection" in line and "msg_publisher" in line]
+        assert len(refused) == 1, refused
+        seen = refused[0].split("refused a connection from ")[1].split()[0]
+        print(f"\nthrough podman's port mapping the suite saw this host's connection come from {seen}")
+        assert seen != "127.0.0.1"  # the port mapping does not keep the source (README: Who may connect)
+        health = podman("healthcheck", "run", cid, check=False)
+        assert health.returncode == 0, health.stdout + health.stderr
     finally:
         subprocess.run([*compose, "down", "-v", "-t", "30"], env=env, capture_output=True, timeout=120)
         service.terminate()

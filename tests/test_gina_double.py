@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from avoviirscollector.broker.geolocation import direction_from_geolocation
-from avoviirscollector.gina_double import (
+from avoviirscollector.viirs import parse_name
+from tests.gina_double import (
     GRANULE,
     ORBIT_MINUTES,
     GinaDouble,
@@ -21,7 +22,6 @@ from avoviirscollector.gina_double import (
     nadir_direction,
     subsatellite,
 )
-from avoviirscollector.viirs import parse_name
 
 START = dt.datetime(2026, 11, 23, 10, 0, 0)
 
@@ -253,7 +253,7 @@ def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "avoviirscollector.gina_double", "--port", str(port), "--dir",
+    proc = subprocess.Popen([sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir",
                              str(tmp_path / "g"), "--granules", "1", "--scale", "0.002", "--satellites", "snpp"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -287,7 +287,7 @@ def test_standalone_schedule_grows_with_every(tmp_path, same_start):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = [sys.executable, "-m", "avoviirscollector.gina_double", "--port", str(port), "--dir", str(tmp_path / "g"),
+    args = [sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir", str(tmp_path / "g"),
             "--granules", "2", "--every", "0.5", "--scale", "0.0005", "--satellites", "snpp,noaa20,noaa21"]
     proc = subprocess.Popen(args + (["--same-start"] if same_start else []), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

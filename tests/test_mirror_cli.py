@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from avoviirscollector.gina_double import GinaDouble
+from tests.gina_double import GinaDouble
 from tests.mirror_support import START
 from tests.test_mailer import Inbox
 

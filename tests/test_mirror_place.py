@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from avoviirscollector.gina_double import make_sdr_file
 from avoviirscollector.mirror.place import Journal, PlacementError, place_file, read_journal
+from tests.gina_double import make_sdr_file
 
 NAME = "SVM16_npp_d20261123_t1000000_e1001254_b70000_c20261123101000000000_cspp_dev.h5"
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from avoviirscollector.gina_double import GinaDouble
 from avoviirscollector.mirror.place import read_journal
+from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, START, SdrWatch, add_pass, run_mirror, settings_for
 
 IMAGERY_MODERATE = ["snpp-moderate", "snpp-imagery"]

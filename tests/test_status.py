@@ -157,6 +157,9 @@ def test_status_of_a_supervised_tree_in_both_forms(supervised):
     (base / "log" / "mirror_gina.log").write_text(
         f"{iso(50)} mirror_gina INFO fine\n{iso(40)} mirror_gina ERROR GINA listing failed: HTTP 503\n")
     (base / "sdr" / "f.h5").write_bytes(b"x" * 8192)
+    (base / "state" / "refused-task_broker.json").write_text(json.dumps(
+        {"program": "task_broker", "total": 7, "since": iso(3600), "updated": iso(5),
+         "peers": {"192.0.2.9": {"count": 6, "last": iso(5)}, "127.0.0.2": {"count": 1, "last": iso(60)}}}))
 
     text = status(base)
     assert text.returncode == 0, text.stdout + text.stderr
@@ -166,6 +169,7 @@ def test_status_of_a_supervised_tree_in_both_forms(supervised):
     assert "GINA listing failed: HTTP 503" in text.stdout
     assert "queue: unknown (no status message on port" in text.stdout
     assert "sdr 8.2 KB (1 files)" in text.stdout
+    assert "refused connections (ALLOWED_CLIENTS): 7" in text.stdout and "192.0.2.9 6, 127.0.0.2 1" in text.stdout
 
     as_json = status(base, "--json")
     assert as_json.returncode == 0
@@ -177,6 +181,7 @@ def test_status_of_a_supervised_tree_in_both_forms(supervised):
     assert "mirror_gina" in [e["log"] for e in data["last_errors"]]
     assert data["disk"]["folders"]["sdr"] == {"bytes": 8192, "files": 1}
     assert data["disk"]["total"] > 0
+    assert [(r["program"], r["total"]) for r in data["refused"]] == [("task_broker", 7)]
 
     subprocess.run([str(BIN / "supervisorctl"), "-c", str(conf), "stop", "sleeper"], check=True,
                    capture_output=True)

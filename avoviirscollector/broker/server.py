@@ -77,6 +77,7 @@ from dataclasses import dataclass
 import zmq
 from posttroll.message import Message
 
+from avoviirscollector.access import start_access_control
 from avoviirscollector.broker.control import BadCommand, Command, control_address, parse_command
 from avoviirscollector.broker.direction import Direction, DirectionHelper
 from avoviirscollector.broker.queue import (
@@ -643,6 +644,7 @@ class TaskBroker:
         self.scanner = Scanner(self.settings.sdr_dir, self.planner.since,
                                lambda found: self.incoming.put(("scan", found)))
         context = zmq.Context()
+        start_access_control(context, self.settings, log)  # ALLOWED_CLIENTS (SPEC 12): before any socket is made
         router = context.socket(zmq.ROUTER)
         status = context.socket(zmq.PUB)
         control = context.socket(zmq.ROUTER)

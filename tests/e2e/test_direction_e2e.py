@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from posttroll.message import Message
 
-from avoviirscollector.gina_double import GinaDouble, Granule, Schedule
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS
 from tests.broker_support import DeployedWorker
 from tests.e2e.harness import Suite
+from tests.gina_double import GinaDouble, Granule, Schedule
 
 pytestmark = pytest.mark.e2e
 

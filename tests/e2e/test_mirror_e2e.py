@@ -17,10 +17,10 @@ from collections import Counter
 import pytest
 from posttroll.message import Message
 
-from avoviirscollector.gina_double import GinaDouble
 from avoviirscollector.mirror.place import read_journal
 from avoviirscollector.viirs import PRODUCTS
 from tests.e2e.harness import Suite, only_loopback
+from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, SdrWatch
 
 pytestmark = pytest.mark.e2e

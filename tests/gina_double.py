@@ -1,5 +1,8 @@
 """gina_double: a local stand-in for GINA NRT, for tests and offline demos (SPEC section 9).
 
+It lives with the tests, not in the package: the production image ships no test double (SPEC section 8; the
+image's .dockerignore leaves tests/ out). Run it from the repo root with ``python -m tests.gina_double``.
+
 It serves ``/products.json`` (the query of SPEC section 4: satellites, start and end date) for generated passes of
 small but real HDF5 files (h5py) with VIIRS SDR names and groups, and the files themselves under ``/files/`` with
 true HTTP range semantics (206 with Content-Range, 416, keep-alive), an optional per-connection bandwidth cap,
@@ -22,7 +25,7 @@ The listing is in name order (all of one file type, then the next), not in fetch
 
 Standalone (``make run`` with ``GINA_URL=http://127.0.0.1:PORT``)::
 
-    gina_double --port 8080 --dir /tmp/gina --granules 4 --every 60 --rate 4MB --fault drop
+    .venv/bin/python -m tests.gina_double --port 8080 --dir /tmp/gina --granules 4 --every 60 --rate 4MB --fault drop
 
 Files already in ``DIR/files`` (an earlier run, or made by a script) are served too.
 ``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, each one

@@ -1,0 +1,169 @@
+"""Who may connect, through the supervised suite (SPEC section 12), 127.0.0.2 playing the foreign host.
+
+With ALLOWED_CLIENTS=127.0.0.1: a deployed-style worker from 127.0.0.1 gets its tasks; the same worker bound to
+127.0.0.2 hears nothing on UPDATE_PORT, gets nothing on TASK_PORT (and holds no task), a subscriber from there gets
+nothing on PUBLISH_PORT; one log line per program. Internal posttroll sockets (nameserver lookups, registrations,
+address announcements, trollstalker's publisher) answer 127.0.0.1 and refuse 127.0.0.2 (posttroll's own ZAP
+allow-list, POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES, set by `supervise`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+import zmq
+from posttroll.message import Message
+
+from avoviirscollector.viirs import PRODUCTS, format_name
+from tests.broker_support import DeployedWorker
+from tests.e2e.harness import Suite
+
+pytestmark = pytest.mark.e2e
+FOREIGN = "127.0.0.2"
+
+
+def via(source: str | None, port: int) -> str:
+    return f"tcp://{source}:0;127.0.0.1:{port}" if source else f"tcp://127.0.0.1:{port}"
+
+
+def ask(context: zmq.Context, port: int, body: bytes, source: str | None, timeout: float = 2.0) -> bytes | None:
+    """One REQ round trip from ``source``; None when no reply came within ``timeout``."""
+    sock = context.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(via(source, port))
+        sock.send(body)
+        return sock.recv() if sock.poll(int(timeout * 1000)) else None
+    finally:
+        sock.close(linger=0)
+
+
+def heard(context: zmq.Context, port: int, source: str | None, seconds: float) -> int:
+    """Messages a SUB (every topic) from ``source`` receives on ``port`` within ``seconds``."""
+    sock = context.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(via(source, port))
+    count = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if sock.poll(100):
+                sock.recv()
+                count += 1
+    finally:
+        sock.close(linger=0)
+    return count
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    s = Suite(tmp_path, {"ALLOWED_CLIENTS": "127.0.0.1"})
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_only_allowed_clients_reach_the_public_ports_and_no_one_else_the_internal_ones(guarded):
+    s = guarded
+    ports = s.settings
+    context = zmq.Context()
+    try:
+        foreign = DeployedWorker(ports.task_port, ports.update_port, list(PRODUCTS), source=FOREIGN)
+        foreign.start()
+        s.wait_flowing()  # probe granules: tasks for every product are queued now
+        start = dt.datetime(2001, 2, 1, 12)
+        for segment in PRODUCTS["tir"]:
+            s.place(format_name(segment, "j01", start, start + dt.timedelta(seconds=85), 12345, start))
+        # public ports from 127.0.0.2: nothing at all
+        assert heard(context, ports.publish_port, FOREIGN, 3) == 0
+        assert ask(context, ports.task_port, json.dumps({"desired products": ["tir"], "just testing": True}).encode(),
+                   FOREIGN) is None
+        foreign.stop()
+        assert foreign.heard == 0 and not foreign.received and not foreign.latencies
+        # ... and from 127.0.0.1 everything
+        assert heard(context, ports.update_port, None, 2.5) >= 2
+        allowed = DeployedWorker(ports.task_port, ports.update_port, ["tir"])
+        allowed.start()
+        deadline = time.monotonic() + 30
+        while not any(b"j01" in r or b"NOAA-20" in r for r in allowed.received) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        allowed.stop()
+        assert any(b"NOAA-20" in r and b"12345" in r for r in allowed.received), allowed.received
+
+        # internal sockets: the nameserver answers 127.0.0.1 only
+        lookup = Message("/oper/ns", "request", {"service": ""}).encode().encode()
+        ns_port = int(s.env["POSTTROLL_NAMESERVER_PORT"])
+        answer = ask(context, ns_port, lookup, None, 5)
+        assert answer is not None and b"trollstalker" in answer
+        assert ask(context, ns_port, lookup, FOREIGN) is None
+        # registering a publisher of granules from 127.0.0.2 gets no "ok" and is not listed
+        fake = Message("/address/segment_gatherer_tir", "info",
+                       {"URI": "tcp://192.0.2.66:40000", "service": ["segment_gatherer_tir"]}).encode().encode()
+        assert ask(context, int(s.env["POSTTROLL_BROADCAST_PORT"]), fake, FOREIGN) is None
+        assert b"192.0.2.66" not in ask(context, ns_port, lookup, None, 5)
+        # the nameserver's address announcements and trollstalker's own publisher: nothing for 127.0.0.2
+        assert heard(context, int(s.env["POSTTROLL_ADDRESS_PUBLISH_PORT"]), FOREIGN, 1.5) == 0
+        trollstalker = next(a["URI"] for a in Message.decode(answer.decode()).data
+                            if "trollstalker" in str(a.get("name", "")) or "trollstalker" in str(a.get("service")))
+        stalker_port = int(trollstalker.rsplit(":", 1)[1])
+        probe = context.socket(zmq.SUB)
+        probe.setsockopt(zmq.LINGER, 0)
+        probe.setsockopt(zmq.SUBSCRIBE, b"")
+        probe.connect(via(FOREIGN, stalker_port))
+        time.sleep(0.5)
+        s.place(format_name("SVI05", "j01", start + dt.timedelta(minutes=5), start + dt.timedelta(minutes=6), 12345,
+                            start))
+        assert not probe.poll(3000)
+        probe.close(linger=0)
+    finally:
+        context.term()
+    for program in ("task_broker", "msg_publisher"):
+        log = (s.base / "log" / f"{program}.log").read_text()
+        refused = [line for line in log.splitlines() if "refused a connection" in line]
+        assert len(refused) == 1 and f"from {FOREIGN} to {program}: not in ALLOWED_CLIENTS" in refused[0], refused
+    out = s.output.read_text()
+    assert "ALLOWED_CLIENTS is not set" not in out and "the public ports accept 127.0.0.1" in out
+    status = s.supervisorctl("status")
+    assert "RUNNING" in status
+    from avoviirscollector.status import collect
+
+    report = collect(s.settings, wait=3, du_seconds=None)
+    assert report.queue is not None  # status's own SUB (127.0.0.1) is let in
+    assert {r["program"] for r in report.refused} == {"task_broker", "msg_publisher"}
+
+
+def test_the_supervisor_is_locked_and_the_suites_tools_still_get_in(suite, tmp_path):
+    import os
+    import stat
+    import subprocess
+
+    from tests.e2e.harness import BIN
+
+    run = suite.base / "run"
+    assert stat.S_IMODE(os.stat(run / "supervisor.sock").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(run / "supervisor.auth").st_mode) == 0o600
+    password = json.loads((run / "supervisor.auth").read_text())["password"]
+    # the README's command and the harness (supervisorctl -c supervisord.conf) get in
+    assert all(state == "RUNNING" for state, _ in suite.programs().values()) and "task_broker" in suite.programs()
+    status = subprocess.run([str(BIN / "avoviirscollector"), "status", "--quick"], env=suite.env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "task_broker" in status.stdout, status.stdout + status.stderr
+    # without the credentials: refused
+    bare = tmp_path / "bare.conf"
+    bare.write_text(f"[supervisorctl]\nserverurl=unix://{run}/supervisor.sock\n")
+    refused = subprocess.run([str(BIN / "supervisorctl"), "-c", str(bare), "status"], env=suite.env,
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert "Server requires authentication" in refused.stdout and "RUNNING" not in refused.stdout
+    wrong = subprocess.run([str(BIN / "supervisorctl"), "-c", str(bare), "-u", "avo", "-p", "guess", "status"],
+                           env=suite.env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert "RUNNING" not in wrong.stdout
+    logs = (suite.base / "log" / "supervisord.log").read_text() + suite.output.read_text()
+    assert "without any HTTP authentication" not in logs
+    assert password not in logs
+    out = suite.output.read_text()
+    assert out.count("ALLOWED_CLIENTS is not set: every address may connect") == 1
