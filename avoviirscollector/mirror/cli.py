@@ -34,7 +34,7 @@ from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.mirror.download import Downloader, Outcome
+from avoviirscollector.mirror.download import Downloader, Outcome, os_reason
 from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError, fetch_listing, load_queues, plan_jobs
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 from avoviirscollector.signals import stop_on_signals
@@ -54,14 +54,18 @@ class QueueLocks:
         return self.state_dir / f"{PROGRAM}.{queue}.lock"
 
     def acquire(self, queue: str) -> bool:
+        """True when this run now holds the queue's lock. Raises OSError when the lock file cannot be created."""
         fd = os.open(self.path(queue), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # the pid is for the operator only: the flock is the lock, so a full disk does not stop the run
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
         self._fds[queue] = fd
         return True
 
@@ -110,6 +114,7 @@ class MirrorRun:
         self.failed: list[str] = []
         self.skipped: list[str] = []
         self.listing_failed = False
+        self.lock_failed = False
         self.bytes_placed = 0
 
     def stop(self) -> None:
@@ -117,18 +122,31 @@ class MirrorRun:
 
     def run(self) -> int:
         s = self.settings
-        for path in (s.sdr_dir, s.tmp_dir, s.state_dir):
-            path.mkdir(parents=True, exist_ok=True)
+        try:
+            for path in (s.sdr_dir, s.tmp_dir, s.state_dir):
+                path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.log.error("cannot create %s: %s; the next run tries again", err.filename, os_reason(err))
+            return 1
         locks = QueueLocks(s.state_dir)
         try:
             mine = []
             for queue in self.queues:
-                if locks.acquire(queue.name):
+                try:
+                    got = locks.acquire(queue.name)
+                except OSError as err:
+                    self.log.error("queue %s: cannot create its lock %s: %s; the next run tries again", queue.name,
+                                   locks.path(queue.name), os_reason(err))
+                    self.lock_failed = True
+                    continue
+                if got:
                     mine.append(queue)
                 else:
                     self.log.info("queue %s: another mirror_gina run still holds %s; skipping this queue",
                                   queue.name, locks.path(queue.name))
             if not mine:
+                if self.lock_failed:
+                    return 1
                 self.log.info("every queue is busy with another mirror_gina run; exiting")
                 return 0
             return self._run_queues(mine)
@@ -173,6 +191,10 @@ class MirrorRun:
         jobs, counts = plan_jobs(records, queues, have)
         listed = sum(c[0] for c in counts.values())
         if not jobs:
+            if self.lock_failed and not self.listing_failed:
+                self.log.info("nothing fetched: %d wanted files listed, all already in %s; a queue's lock could "
+                              "not be taken (see above)", listed, s.sdr_dir)
+                return 1
             if self.listing_failed:
                 self.log.info("nothing fetched: %d wanted files listed for %d queue(s) and already in %s; "
                               "a listing failed (see above)", listed, len(queues), s.sdr_dir)
@@ -191,8 +213,13 @@ class MirrorRun:
 
         def place(outcome: Outcome) -> None:
             name = outcome.job.name
+
+            def journal_entry():
+                record = journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections)
+                return lambda: journal.retract(record)
+
             try:
-                place_file(outcome.path, s.sdr_dir, name)
+                place_file(outcome.path, s.sdr_dir, name, before_rename=journal_entry)
             except AlreadyPlaced:
                 self.log.info("skipped %s: another run placed it meanwhile; this copy is removed", name)
                 with self._lock:
@@ -205,7 +232,7 @@ class MirrorRun:
                 return
             except OSError as err:
                 self.log.error("FAILED %s: cannot place (%s); temp removed; the next run tries again", name,
-                               err.strerror)
+                               os_reason(err))
                 with self._lock:
                     self.failed.append(name)
                 return
@@ -214,14 +241,6 @@ class MirrorRun:
             self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d md5_after_last_byte=%.3fs%s",
                           name, outcome.size, outcome.seconds, mbps, outcome.connections, outcome.verify_seconds,
                           resumed)
-            try:
-                journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections)
-            except OSError as err:
-                self.log.error("placed %s but the journal %s could not be written: %s", name, journal.path,
-                               err.strerror)
-                with self._lock:
-                    self.failed.append(name)
-                return
             with self._lock:
                 self.placed.append(name)
                 self.bytes_placed += outcome.size
@@ -261,7 +280,7 @@ class MirrorRun:
             self.bytes_placed / 1e6 / seconds if seconds else 0.0, len(self.failed), len(self.skipped),
             "; listing failed for some queues" if self.listing_failed else "",
         )
-        return 1 if (self.failed or self.listing_failed or stopped) else 0
+        return 1 if (self.failed or self.listing_failed or self.lock_failed or stopped) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

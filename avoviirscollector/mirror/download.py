@@ -75,6 +75,13 @@ class _Fatal(Exception):
     """A failure that no retry in this run can fix."""
 
 
+def os_reason(err: OSError) -> str:
+    """How a failed write reads in the log: ``disk full`` for ENOSPC/EDQUOT, else the system's own words."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return err.strerror or str(err)
+
+
 class _Active:
     """A file being fetched."""
 
@@ -154,9 +161,36 @@ class _Active:
         tmp = self.state_path.with_name(self.state_path.name + ".new")
         state = {"url": self.job.url, "md5": self.job.md5, "total": self.plan.total,
                  "done": self.plan.done.intervals()}
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        data = json.dumps(state).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.state_path)
+        except OSError:
+            # the state saved before (if any) still lists only bytes that are on disk: a resume stays correct
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            raise
         self.dirty = False
+
+    def keep_for_resume(self) -> str | None:
+        """Save the state and close, keeping the partial file. Returns None when kept, else why it was removed
+        instead (the state cannot be written and no earlier state exists to resume from)."""
+        try:
+            self.save_state()
+        except OSError as err:
+            if not self.state_path.exists():
+                self.discard()
+                return os_reason(err)
+        self.close()
+        return None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -378,7 +412,7 @@ class Downloader:
                 outcomes.append(Outcome(job, False, reason="another run is fetching it", next_step="skipped"))
                 continue
             except OSError as err:
-                reason = "disk full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror
+                reason = os_reason(err)
                 outcomes.append(Outcome(job, False, reason=f"cannot open its temp file: {reason}",
                                         next_step="the next run tries again"))
                 continue
@@ -474,7 +508,7 @@ class Downloader:
             active.catch_up()
         except OSError as err:
             active.discard()
-            outcomes.append(Outcome(active.job, False, reason=f"cannot read back: {err}",
+            outcomes.append(Outcome(active.job, False, reason=f"cannot read back: {os_reason(err)}",
                                     next_step="temp removed; the next run downloads it again"))
             return
         digest = active.md5.hexdigest()
@@ -489,7 +523,14 @@ class Downloader:
         # Take the verified file out of the resumable name while its lock is still held: another run that wants
         # the same file (overlapping queues) can then never open, truncate or rewrite what is about to be placed.
         complete = active.part.with_name(f"{active.part.name}.{os.getpid()}.complete")
-        os.rename(active.part, complete)
+        try:
+            os.rename(active.part, complete)
+        except OSError as err:
+            active.discard()
+            outcomes.append(Outcome(active.job, False, reason=f"cannot rename its temp file: {os_reason(err)}",
+                                    next_step="temp removed; the next run downloads it again", size=total,
+                                    seconds=seconds))
+            return
         active.close()
         try:
             active.state_path.unlink()
@@ -503,10 +544,11 @@ class Downloader:
         self._active.remove(active)
         self._abort_file_transfers(active)
         keep = not fatal and active.ranges_ok and active.plan.total is not None and active.plan.done.covered() > 0
-        if keep:
-            active.save_state()
-            active.close()
+        why_not = active.keep_for_resume() if keep else None
+        if keep and why_not is None:
             step = f"partial file kept ({active.plan.done.covered()} bytes); the next run resumes it"
+        elif keep:
+            step = f"temp removed (its state cannot be saved: {why_not}); the next run tries again"
         else:
             active.discard()
             step = "temp removed; the next run tries again"
@@ -561,17 +603,24 @@ class Downloader:
                     last_save = now
                     for active in self._active:
                         if active.dirty:
-                            active.save_state()
+                            try:
+                                active.save_state()
+                            except OSError:
+                                pass  # kept dirty; the previous state stays valid; the file's outcome tells
+
                     if self.progress:
                         self.progress([(a.job.name, a.plan.done.covered(), a.plan.total) for a in self._active])
         finally:
             for active in list(self._active):
                 self._abort_file_transfers(active)
-                if active.plan.total is not None and active.ranges_ok and active.plan.done.covered():
-                    active.save_state()
-                    active.close()
+                keep = active.plan.total is not None and active.ranges_ok and active.plan.done.covered()
+                why_not = active.keep_for_resume() if keep else None
+                if keep and why_not is None:
                     outcomes.append(Outcome(active.job, False, reason="interrupted",
                                             next_step="partial file kept; the next run resumes it"))
+                elif keep:
+                    outcomes.append(Outcome(active.job, False, reason=f"interrupted; {why_not}",
+                                            next_step="temp removed; the next run tries again"))
                 else:
                     active.discard()
                     outcomes.append(Outcome(active.job, False, reason="interrupted",

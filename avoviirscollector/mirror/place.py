@@ -12,9 +12,10 @@ leaves at most one torn last line, which :func:`read_journal` skips and the next
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from avoviirscollector.fsutil import fsync_dir
@@ -46,8 +47,13 @@ def check_hdf5(path: Path) -> None:
         raise PlacementError(f"unreadable HDF5 ({err})") from None
 
 
-def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
-    """Check ``temp`` and rename it to ``sdr_dir/name`` (one ``os.replace``). The temp is removed on failure."""
+def place_file(temp: Path, sdr_dir: Path, name: str,
+               before_rename: Callable[[], Callable[[], None]] | None = None) -> Path:
+    """Check ``temp`` and rename it to ``sdr_dir/name`` (one ``os.replace``). The temp is removed on failure.
+
+    ``before_rename`` (the journal entry) runs once the checks passed, just before the rename; it returns what undoes
+    it, called when the rename fails. So a file is journalled exactly when it reached ``sdr/``, even on a full disk.
+    """
     target = sdr_dir / name
     if os.sep in name or name in ("", ".", ".."):
         raise PlacementError(f"refusing local name {name!r}")
@@ -60,7 +66,13 @@ def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
             os.close(fd)
         if target.exists():
             raise AlreadyPlaced("already in sdr/")
-        os.replace(temp, target)
+        undo = before_rename() if before_rename is not None else None
+        try:
+            os.replace(temp, target)
+        except BaseException:
+            if undo is not None:
+                undo()
+            raise
     except BaseException:
         try:
             temp.unlink()
@@ -78,6 +90,8 @@ class Journal:
         self.path = Path(state_dir) / JOURNAL_NAME
 
     def append(self, name: str, size: int, md5: str, seconds: float, connections: int) -> dict:
+        """Append one record (one ``write``, ``fsync``). The record's place in the file is kept for
+        :meth:`retract` under the private key ``_span`` of the returned dict (not written)."""
         record = {
             "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "name": name,
@@ -92,11 +106,26 @@ class Journal:
             size_now = os.fstat(fd).st_size
             if size_now and os.pread(fd, 1, size_now - 1) != b"\n":
                 line = "\n" + line  # a torn last line from a killed run stays on a line of its own
-            os.write(fd, line.encode())
+            data = line.encode()
+            written = os.write(fd, data)
+            end = os.lseek(fd, 0, os.SEEK_CUR)  # with O_APPEND: the end of what this write added
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write to the journal")
             os.fsync(fd)
         finally:
             os.close(fd)
-        return record
+        return {**record, "_span": (end - len(data), len(data))}
+
+    def retract(self, record: dict) -> None:
+        """Blank out a record written by :meth:`append` (its rename failed). Overwriting bytes in place needs no
+        new space, so this works on a full disk; other runs' records around it are untouched."""
+        start, length = record["_span"]
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b" " * (length - 1), start)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_journal(path: Path) -> Iterator[dict]:
