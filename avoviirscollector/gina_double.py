@@ -293,6 +293,7 @@ class GinaDouble:
         self._lock = threading.Lock()
         self._files: dict[str, Served] = {}
         self._extra_records: list[dict] = []
+        self._raw_records: list[str] = []
         self._faults: dict[str, int | None] = {}
         self.listing_requests: list[dict[str, list[str]]] = []
         self.file_requests: list[tuple[str, str | None, int]] = []  # (name, Range header, status)
@@ -416,6 +417,12 @@ class GinaDouble:
         with self._lock:
             self._extra_records.append(record)
 
+    def add_raw_record(self, text: str) -> None:
+        """List a record given as JSON text, written into the listing verbatim (JSON no encoder would write, e.g.
+        nested deeper than a parser's stack)."""
+        with self._lock:
+            self._raw_records.append(text)
+
     def remove(self, name: str) -> None:
         with self._lock:
             self._files.pop(name, None)
@@ -528,7 +535,10 @@ def _make_handler(double: GinaDouble):
             if double._fault("html"):
                 self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
                 return
-            body = json.dumps(double.listing(query))
+            records = double.listing(query)
+            with double._lock:
+                raw = list(double._raw_records)
+            body = "[" + ",".join([json.dumps(r) for r in records] + raw) + "]" if raw else json.dumps(records)
             if double._fault("bad_json"):
                 body = body[: max(1, len(body) // 2)]
             self._plain(200, body, "application/json")

@@ -38,9 +38,14 @@ class Captured(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.levels: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        self.levels.append(record.levelname)
+
+    def at(self, level: str) -> list[str]:
+        return [line for line, lv in zip(self.lines, self.levels, strict=True) if lv == level]
 
     def having(self, text: str) -> list[str]:
         return [line for line in self.lines if text in line]

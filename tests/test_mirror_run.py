@@ -235,3 +235,19 @@ def test_md5_is_ready_as_the_last_byte_arrives(tmp_path):
     assert "connections=4" in line  # pieces arrived out of order over four connections
     assert float(line.split("md5_after_last_byte=")[1].split("s")[0]) < 0.2
     assert (settings.sdr_dir / item.name).read_bytes() == item.path.read_bytes()
+
+
+def test_odd_listing_records_are_one_warning_each_and_the_rest_is_fetched(tmp_path, double):
+    served = add_pass(double, granules=1, segments=("GITCO", "SVI05", "SVI04"))
+    odd = f"http://[::1/{served[0].name.replace('GITCO', 'SVI01')}"
+    double.add_record({"url": odd, "md5sum": served[0].md5})
+    double.add_raw_record("[" * 100_000 + "]" * 100_000)  # nested deeper than json's stack
+    double.add_record({"url": f"{double.url}/files/{served[0].name}", "md5sum": served[0].md5, "x": [[[{}]]]})
+    settings = settings_for(tmp_path / "viirs", double)
+    status, log = run_mirror(settings, ["snpp-imagery"])
+    assert status == 0, log.lines
+    assert sorted(os.listdir(settings.sdr_dir)) == sorted(s.name for s in served)
+    warnings = log.at("WARNING")
+    assert len(warnings) == 2, warnings
+    assert any("[::1" in w for w in warnings) and any("nested too deeply" in w for w in warnings)
+    assert not log.having("Traceback")

@@ -173,10 +173,11 @@ class MirrorRun:
                 self.listing_failed = True
                 self.log.error("listing for %s (queues %s) failed: %s; the next run tries again", key[0], names, err)
                 continue
-            for problem in problems[:MAX_PROBLEM_LINES]:
-                self.log.info("listing for %s: skipped %s", key[0], problem)
+            for problem in problems[:MAX_PROBLEM_LINES]:  # one WARNING per record, up to a few a run
+                self.log.warning("listing for %s: skipped %s", key[0], problem)
             if len(problems) > MAX_PROBLEM_LINES:
-                self.log.info("listing for %s: skipped %d more records", key[0], len(problems) - MAX_PROBLEM_LINES)
+                self.log.warning("listing for %s: skipped %d more records", key[0],
+                                 len(problems) - MAX_PROBLEM_LINES)
             records += good
         return records
 
