@@ -251,3 +251,29 @@ def test_odd_listing_records_are_one_warning_each_and_the_rest_is_fetched(tmp_pa
     assert len(warnings) == 2, warnings
     assert any("[::1" in w for w in warnings) and any("nested too deeply" in w for w in warnings)
     assert not log.having("Traceback")
+
+
+def test_stale_temp_files_older_than_a_day_are_removed(tmp_path, double):
+    import fcntl
+
+    add_pass(double, granules=1, segments=("SVM16",))
+    settings = settings_for(tmp_path / "viirs", double)
+    tmp = settings.tmp_dir
+    tmp.mkdir(parents=True)
+    old = time.time() - 25 * 3600
+    stale = ["A.h5.part", "A.h5.part.json", "B.h5.part.4242.complete", "C.h5.part.json.new"]
+    kept = ["D.h5.part", "D.h5.part.json", "E.h5.part", "notes.txt"]
+    for name in stale + kept:
+        (tmp / name).write_bytes(b"x" * 1000)
+    for name in stale + ["E.h5.part", "notes.txt"]:
+        os.utime(tmp / name, (old, old))
+    fd = os.open(tmp / "E.h5.part", os.O_RDWR)  # another run is fetching E right now
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        status, log = run_mirror(settings, ["snpp-moderate"])
+    finally:
+        os.close(fd)
+    assert status == 0, log.lines
+    assert sorted(os.listdir(tmp)) == sorted(kept)
+    (line,) = log.having("stale temp file")
+    assert line.startswith("removed 4 stale temp file(s)")

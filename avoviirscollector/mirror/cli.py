@@ -34,7 +34,7 @@ from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.mirror.download import Downloader, Outcome, os_reason
+from avoviirscollector.mirror.download import Downloader, Outcome, os_reason, remove_stale_temps
 from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError, fetch_listing, load_queues, plan_jobs
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 from avoviirscollector.signals import stop_on_signals
@@ -184,6 +184,14 @@ class MirrorRun:
     def _run_queues(self, queues: list[Queue]) -> int:
         s = self.settings
         started = time.monotonic()
+        try:
+            count, size = remove_stale_temps(s.tmp_dir)
+        except OSError as err:
+            self.log.warning("cannot clean %s of stale temp files: %s", s.tmp_dir, os_reason(err))
+        else:
+            if count:
+                self.log.info("removed %d stale temp file(s) (%.1f MB) untouched for a day from %s", count,
+                              size / 1e6, s.tmp_dir)
         records = self._listings(queues)
         if self._stop.is_set():
             self.log.info("stopped before any download")

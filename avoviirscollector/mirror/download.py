@@ -47,6 +47,43 @@ CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
 
 
+STALE_SECONDS = 24 * 3600
+_OWN_TEMP = re.compile(r"\.part(\.json(\.new)?|\.\d+\.complete)?$")
+
+
+def remove_stale_temps(tmp_dir: Path, max_age: float = STALE_SECONDS, now: float | None = None) -> tuple[int, int]:
+    """Remove mirror_gina's own leftovers in ``tmp_dir`` not modified for ``max_age`` seconds: abandoned partial
+    files with their state, verified files of a run that died before placing them. A partial file another run holds
+    (its flock) is kept, and so is anything not named like ours. Returns (files, bytes) removed."""
+    now = time.time() if now is None else now
+    count = size = 0
+    try:
+        entries = list(os.scandir(tmp_dir))
+    except FileNotFoundError:
+        return 0, 0
+    for entry in entries:
+        if not _OWN_TEMP.search(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if now - st.st_mtime < max_age:
+                continue
+            if entry.name.endswith(PART_SUFFIX):
+                fd = os.open(entry.path, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(entry.path)  # unlinked while locked: a run starting now cannot be handed it
+                finally:
+                    os.close(fd)
+            else:
+                os.unlink(entry.path)
+        except (BlockingIOError, FileNotFoundError):
+            continue
+        count += 1
+        size += st.st_size
+    return count, size
+
+
 @dataclass(frozen=True)
 class FileJob:
     """One file to fetch: its local name (already validated), URL and expected md5."""
