@@ -120,6 +120,13 @@ class MirrorRun:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def journal_keep(self) -> dt.timedelta:
+        """How long the journal remembers a placed file: the longer of the listing window (the largest backfill,
+        plus the day the listing's end date runs ahead) and RECOVERY_HOURS."""
+        days = max([self.settings.gina_backfill_days] + [q.backfill_days for q in self.queues])
+        return max(dt.timedelta(days=days + 1), dt.timedelta(hours=self.settings.recovery_hours))
+
     def run(self) -> int:
         s = self.settings
         try:
@@ -196,24 +203,25 @@ class MirrorRun:
         if self._stop.is_set():
             self.log.info("stopped before any download")
             return 1
-        have = set(os.listdir(s.sdr_dir))
+        journal = Journal(s.state_dir)
+        # placed before and removed since (cleanup, free-space sweep): not fetched again while GINA lists it
+        have = set(os.listdir(s.sdr_dir)) | journal.remembered(self.journal_keep)
         jobs, counts = plan_jobs(records, queues, have)
         listed = sum(c[0] for c in counts.values())
         if not jobs:
             if self.lock_failed and not self.listing_failed:
-                self.log.info("nothing fetched: %d wanted files listed, all already in %s; a queue's lock could "
-                              "not be taken (see above)", listed, s.sdr_dir)
+                self.log.info("nothing fetched: %d wanted files listed, all placed before; a queue's lock could "
+                              "not be taken (see above)", listed)
                 return 1
             if self.listing_failed:
-                self.log.info("nothing fetched: %d wanted files listed for %d queue(s) and already in %s; "
-                              "a listing failed (see above)", listed, len(queues), s.sdr_dir)
+                self.log.info("nothing fetched: %d wanted files listed for %d queue(s), all placed before; "
+                              "a listing failed (see above)", listed, len(queues))
                 return 1
-            self.log.info("nothing new: %d wanted files listed for %d queue(s), all already in %s", listed,
-                          len(queues), s.sdr_dir)
+            self.log.info("nothing new: %d wanted files listed for %d queue(s), all placed before", listed,
+                          len(queues))
             return 0
         connections = max(q.connections for q in queues)
         self.log.info("%d of %d wanted files to fetch with %d connections per file", len(jobs), listed, connections)
-        journal = Journal(s.state_dir)
         progress = _Progress(len(jobs)) if self.show_progress else None
         downloader = Downloader(s.tmp_dir, connections, connect_timeout=self.connect_timeout,
                                 low_speed_time=self.stall_seconds, progress=progress.active if progress else None,
