@@ -17,6 +17,9 @@ stops the program at start with one line on stderr naming the variable and what 
 | TLE_URL | celestrak's weather set | an http:// or https:// URL |
 | RECOVERY_HOURS | 6 | hours 1..168: how far back every complete granule in sdr/ is made sure to be in a task |
 | AVO_ETC | the package's etc/ | folder holding trollstalker.ini and segment_gatherer.ini |
+| MIRROR_GIVE_UP_TRIES | 10 | 1..1000: tries before mirror_gina gives up on a file that fails by its own fault |
+| MIRROR_STALE_MINUTES | 15 | whole number 2..10080: unhealthy when no mirror_gina run succeeded for this long |
+| SILENCE_HOURS | 3 | whole number 1..720: unhealthy when a queued satellite had nothing new listed for this long |
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class Settings:
     tle_url: str = DEFAULT_TLE_URL
     recovery_hours: int = 6
     etc_dir: Path = PACKAGE_ETC
+    mirror_give_up_tries: int = 10
+    mirror_stale_minutes: int = 15
+    silence_hours: int = 3
 
     @property
     def sdr_dir(self) -> Path:
@@ -159,6 +165,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tle_url=_url(env, "TLE_URL", DEFAULT_TLE_URL),
         recovery_hours=_int(env, "RECOVERY_HOURS", 6, 1, 168),
         etc_dir=etc_dir,
+        mirror_give_up_tries=_int(env, "MIRROR_GIVE_UP_TRIES", 10, 1, 1000),
+        mirror_stale_minutes=_int(env, "MIRROR_STALE_MINUTES", 15, 2, 10080),
+        silence_hours=_int(env, "SILENCE_HOURS", 3, 1, 720),
     )
 
 

@@ -6,6 +6,9 @@ What it shows
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
       or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
+    - files given up on: what mirror_gina no longer fetches after ``MIRROR_GIVE_UP_TRIES`` failures of the file's own
+      fault (``state/mirror_gina.failures.json``)
+    - mirror health: the last run and last successful run of mirror_gina (``state/mirror_gina.health.json``)
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
     - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free) and the size of each top-level folder
       (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
@@ -14,8 +17,10 @@ Readable in a terminal by default; ``--json`` prints one JSON object for scripts
 ``--quick`` skips the folder walk (the HEALTHCHECK uses it: it runs every minute).
 
 Exit status: 0 healthy; 1 unhealthy, with the reasons listed: supervisord does not answer, a program is not
-RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), or the
-filesystem is 98% full or more; 2 a bad setting.
+RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), the
+filesystem is 98% full or more, or the mirror is unhealthy: no mirror_gina run succeeded for
+``MIRROR_STALE_MINUTES``, files GINA listed over an hour ago are neither placed nor given up on, or a satellite of
+the queues had nothing new listed for ``SILENCE_HOURS``; 2 a bad setting.
 Settings (environment, see config.py): ``VIIRS_BASE``, ``UPDATE_PORT``. Reads files and sockets only; changes
 nothing. Signals: none handled (it runs for a few seconds at most).
 """
@@ -62,6 +67,9 @@ class Report:
     last_hour: dict = field(default_factory=dict)
     last_errors: list[dict] = field(default_factory=list)
     disk: dict = field(default_factory=dict)
+    given_up: list[dict] = field(default_factory=list)
+    mirror: dict = field(default_factory=dict)
+    mirror_problems: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -84,6 +92,7 @@ def find_problems(report: Report) -> list[str]:
     percent = report.disk.get("percent_used")
     if percent is not None and percent >= FULL_PERCENT:
         problems.append(f"filesystem of {report.viirs_base} is {percent:.0f}% full")
+    problems += report.mirror_problems
     return problems
 
 
@@ -218,6 +227,15 @@ def render_text(report: Report) -> str:
         out.append(f"  {item.get('placed_at') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
                    f"{seconds} = {rate}")
     out.append("")
+    mirror = report.mirror
+    out.append(f"mirror_gina: last run {mirror.get('last_run') or 'never'}"
+               + (f" ({mirror['last_run_summary']})" if mirror.get("last_run_summary") else "")
+               + f", last successful run {mirror.get('last_success') or 'never'}")
+    if report.given_up:
+        out.append(f"files given up on ({len(report.given_up)}; not fetched again while GINA lists them)")
+        for item in report.given_up:
+            out.append(f"  {item['name']}  {item.get('tries')} tries, last: {item.get('reason')} ({item.get('last')})")
+    out.append("")
     out.append("last errors (log/*.log)")
     if not report.last_errors:
         out.append("  none")
@@ -274,7 +292,8 @@ def supervisor_programs(sock_path: Path, timeout: float = 3.0) -> list[dict]:
     for info in infos:
         name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
         programs.append({"name": name, "group": info["group"], "state": info["statename"],
-                         "description": info.get("description", ""), "pid": info.get("pid", 0)})
+                         "description": info.get("description", ""), "pid": info.get("pid", 0),
+                         "start": info.get("start", 0)})
     return programs
 
 
@@ -370,6 +389,22 @@ def disk_use(base: Path, budget: float | None) -> dict:
     return result
 
 
+def mirror_state(settings: Settings, report: Report, now: float) -> None:
+    """The files mirror_gina gave up on, its health record, and what makes it unhealthy."""
+    from avoviirscollector.mirror.memory import FAILURES_NAME, HEALTH_NAME, mirror_problems, read_json
+
+    failures = read_json(settings.state_dir / FAILURES_NAME)
+    report.given_up = sorted(({"name": name, **{k: entry.get(k) for k in ("tries", "reason", "first", "last")}}
+                              for name, entry in failures.items() if isinstance(entry, dict) and entry.get("given_up")),
+                             key=lambda item: item["name"])
+    health = read_json(settings.state_dir / HEALTH_NAME)
+    report.mirror = {k: health.get(k) for k in ("last_run", "last_success", "last_run_summary")}
+    cron = [p for p in report.programs if p["name"] == "cron" and p["state"] == "RUNNING" and p.get("start")]
+    since = dt.datetime.fromtimestamp(cron[0]["start"], dt.UTC) if cron else None
+    report.mirror_problems = mirror_problems(health, dt.datetime.fromtimestamp(now, dt.UTC),
+                                             settings.mirror_stale_minutes, settings.silence_hours, since)
+
+
 def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: float | None = 3.0) -> Report:
     now = time.time()
     report = Report(time=dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -393,6 +428,7 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
+    mirror_state(settings, report, now)
     report.problems = find_problems(report)
     return report
 

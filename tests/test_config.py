@@ -21,6 +21,7 @@ def test_defaults():
     assert s.retention_days is None and not s.mail_enabled
     assert s.gina_url == "http://nrt-status.gina.alaska.edu"
     assert s.mirror_gina_config == PACKAGE_ETC / "mirror_gina.yaml"
+    assert (s.mirror_give_up_tries, s.mirror_stale_minutes, s.silence_hours) == (10, 15, 3)
 
 
 def test_values_are_read():
@@ -51,6 +52,9 @@ BAD = [
     ("GINA_BACKFILL_DAYS", "-2", "GINA_BACKFILL_DAYS='-2' is out of range"),
     ("GINA_URL", "ftp://example.org", "GINA_URL='ftp://example.org' is not valid: expected an http:// or https://"),
     ("TLE_URL", "not a url", "TLE_URL='not a url' is not valid"),
+    ("MIRROR_GIVE_UP_TRIES", "0", "MIRROR_GIVE_UP_TRIES='0' is out of range: expected a whole number from 1 to 1000"),
+    ("MIRROR_STALE_MINUTES", "soon", "MIRROR_STALE_MINUTES='soon' is not valid: expected a whole number from 2"),
+    ("SILENCE_HOURS", "0", "SILENCE_HOURS='0' is out of range: expected a whole number from 1 to 720"),
 ]
 
 

@@ -29,15 +29,18 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.mirror.download import Downloader, Outcome, os_reason, remove_stale_temps
+from avoviirscollector.mirror.download import Downloader, Fault, Outcome, os_reason, remove_stale_temps
 from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError, fetch_listing, load_queues, plan_jobs
+from avoviirscollector.mirror.memory import FailureMemory, MirrorHealth, is_outage
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 from avoviirscollector.signals import stop_on_signals
+from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
 PROGRAM = "mirror_gina"
 MAX_PROBLEM_LINES = 10
@@ -116,6 +119,9 @@ class MirrorRun:
         self.listing_failed = False
         self.lock_failed = False
         self.bytes_placed = 0
+        self.own_faults: dict[str, str] = {}  # failures of the files' own fault (FailureMemory counts them)
+        self.resuming: list[str] = []  # failed, partial kept for the next run
+        self.satellites: dict[str, dt.datetime | None] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -161,6 +167,8 @@ class MirrorRun:
             locks.release_all()
 
     def _listings(self, queues: list[Queue]) -> list:
+        """The good records of every listing these queues need; notes each satellite's newest granule listed
+        (None when its listing failed) in ``self.satellites``."""
         import requests
 
         session = self.session or requests.Session()
@@ -178,8 +186,12 @@ class MirrorRun:
                                                timeout=(self.connect_timeout, 60.0))
             except ListingError as err:
                 self.listing_failed = True
+                self.satellites.setdefault(key[0], None)
                 self.log.error("listing for %s (queues %s) failed: %s; the next run tries again", key[0], names, err)
                 continue
+            newest = max((rec.sdr.start_time.replace(tzinfo=dt.UTC) for rec in good), default=None)
+            if newest is not None or key[0] not in self.satellites:
+                self.satellites[key[0]] = max(filter(None, (newest, self.satellites.get(key[0]))), default=None)
             for problem in problems[:MAX_PROBLEM_LINES]:  # one WARNING per record, up to a few a run
                 self.log.warning("listing for %s: skipped %s", key[0], problem)
             if len(problems) > MAX_PROBLEM_LINES:
@@ -190,6 +202,7 @@ class MirrorRun:
 
     def _run_queues(self, queues: list[Queue]) -> int:
         s = self.settings
+        now = dt.datetime.now(dt.UTC)
         started = time.monotonic()
         try:
             count, size = remove_stale_temps(s.tmp_dir)
@@ -206,20 +219,67 @@ class MirrorRun:
         journal = Journal(s.state_dir)
         # placed before and removed since (cleanup, free-space sweep): not fetched again while GINA lists it
         have = set(os.listdir(s.sdr_dir)) | journal.remembered(self.journal_keep)
-        jobs, counts = plan_jobs(records, queues, have)
+        planned, counts = plan_jobs(records, queues, have)
+        memory = FailureMemory(s.state_dir, s.mirror_give_up_tries)
+        waiting = {job.name: memory.waiting(job.name, now) for job in planned}
+        jobs = [job for job in planned if waiting[job.name] is None]
+        held = Counter(w for w in waiting.values() if w)
+        if held:
+            self.log.info("not fetched now: %d file(s) waiting after failing (backoff), %d given up on (see "
+                          "avo_status)", held["backoff"], held["given up"])
         listed = sum(c[0] for c in counts.values())
-        if not jobs:
-            if self.lock_failed and not self.listing_failed:
-                self.log.info("nothing fetched: %d wanted files listed, all placed before; a queue's lock could "
-                              "not be taken (see above)", listed)
-                return 1
-            if self.listing_failed:
-                self.log.info("nothing fetched: %d wanted files listed for %d queue(s), all placed before; "
-                              "a listing failed (see above)", listed, len(queues))
-                return 1
-            self.log.info("nothing new: %d wanted files listed for %d queue(s), all placed before", listed,
-                          len(queues))
-            return 0
+        wanted = {rec.name for rec in records if any(q.wants(rec.name) and SATELLITE_TO_SHORT[q.satellite] ==
+                                                     rec.sdr.platform for q in queues)}
+        try:
+            status = self._fetch(jobs, listed, queues, journal, started) if jobs else self._nothing(listed, queues)
+        finally:
+            self._remember(memory, now, wanted, planned, waiting)
+        return status
+
+    def _nothing(self, listed: int, queues: list[Queue]) -> int:
+        if self.lock_failed and not self.listing_failed:
+            self.log.info("nothing fetched: %d wanted files listed, all placed before; a queue's lock could "
+                          "not be taken (see above)", listed)
+            return 1
+        if self.listing_failed:
+            self.log.info("nothing fetched: %d wanted files listed for %d queue(s), all placed before; "
+                          "a listing failed (see above)", listed, len(queues))
+            return 1
+        self.log.info("nothing new: %d wanted files listed for %d queue(s), all placed before", listed,
+                      len(queues))
+        return 0
+
+    def _remember(self, memory: FailureMemory, now: dt.datetime, wanted: set[str], planned: list,
+                  waiting: dict[str, str | None]) -> None:
+        """Failure memory and the health record, after the run (both skipped quietly when they cannot be
+        written: a full disk has been reported per file already)."""
+        s = self.settings
+        attempted = len(planned) - sum(1 for w in waiting.values() if w)
+        own = {} if self._stop.is_set() else self.own_faults
+        if own and is_outage(len(own), attempted, self.listing_failed):
+            self.log.warning("%d of %d files failed at once (or a listing failed): taken for an outage of GINA, no "
+                             "file is put into backoff", len(own), attempted)
+            own = {}
+        try:
+            for name, entry in memory.record(own, self.placed, now, now - self.journal_keep):
+                self.log.error("giving up on %s after %d tries (last: %s); it is not fetched again (avo_status "
+                               "lists it)", name, entry["tries"], entry["reason"])
+        except OSError as err:
+            self.log.warning("cannot write %s: %s", memory.path, os_reason(err))
+        given_up = set(memory.given_up())
+        unplaced = {job.name for job in planned} - set(self.placed) - set(self.skipped) - given_up
+        succeeded = not (self.listing_failed or self.lock_failed or self._stop.is_set()) and \
+            unplaced <= set(self.resuming)
+        summary = (f"placed {len(self.placed)}, failed {len(self.failed)}, waiting {len(unplaced)}"
+                   + ("; a listing failed" if self.listing_failed else ""))
+        try:
+            MirrorHealth(s.state_dir).record_run(now, succeeded, self.satellites, unplaced,
+                                                 (wanted - unplaced) | given_up, summary)
+        except OSError as err:
+            self.log.warning("cannot write the health record in %s: %s", s.state_dir, os_reason(err))
+
+    def _fetch(self, jobs: list, listed: int, queues: list[Queue], journal: Journal, started: float) -> int:
+        s = self.settings
         connections = max(q.connections for q in queues)
         self.log.info("%d of %d wanted files to fetch with %d connections per file", len(jobs), listed, connections)
         progress = _Progress(len(jobs)) if self.show_progress else None
@@ -227,6 +287,14 @@ class MirrorRun:
                                 low_speed_time=self.stall_seconds, progress=progress.active if progress else None,
                                 **self.downloader_options)
         placer = ThreadPoolExecutor(1, thread_name_prefix="place")
+
+        def failed(name: str, fault: Fault, reason: str, partial_kept: bool = False) -> None:
+            with self._lock:
+                self.failed.append(name)
+                if fault is Fault.FILE:
+                    self.own_faults[name] = reason
+                if partial_kept:
+                    self.resuming.append(name)
 
         def place(outcome: Outcome) -> None:
             name = outcome.job.name
@@ -244,14 +312,12 @@ class MirrorRun:
                 return
             except PlacementError as err:
                 self.log.error("FAILED %s: %s; temp removed; the next run tries again", name, err)
-                with self._lock:
-                    self.failed.append(name)
+                failed(name, Fault.FILE, str(err))
                 return
             except OSError as err:
                 self.log.error("FAILED %s: cannot place (%s); temp removed; the next run tries again", name,
                                os_reason(err))
-                with self._lock:
-                    self.failed.append(name)
+                failed(name, Fault.LOCAL, os_reason(err))
                 return
             mbps = outcome.size / 1e6 / outcome.seconds if outcome.seconds > 0 else 0.0
             resumed = f" resumed from byte {outcome.resumed_from}" if outcome.resumed_from else ""
@@ -267,13 +333,13 @@ class MirrorRun:
                 progress.one_done()
             if outcome.ok:
                 placer.submit(place, outcome)
-            elif outcome.next_step == "skipped":
+            elif outcome.fault is Fault.SKIPPED:
                 self.log.info("skipped %s: %s", outcome.job.name, outcome.reason)
-                self.skipped.append(outcome.job.name)
+                with self._lock:
+                    self.skipped.append(outcome.job.name)
             else:
                 self.log.error("FAILED %s: %s; %s", outcome.job.name, outcome.reason, outcome.next_step)
-                with self._lock:
-                    self.failed.append(outcome.job.name)
+                failed(outcome.job.name, outcome.fault, outcome.reason, outcome.partial_kept)
 
         if progress:  # log lines go above the bar instead of through it
             from tqdm.contrib.logging import logging_redirect_tqdm

@@ -22,6 +22,7 @@ placement) or failed (reason, and whether the partial file was kept for resume o
 
 from __future__ import annotations
 
+import enum
 import errno
 import fcntl
 import hashlib
@@ -93,6 +94,16 @@ class FileJob:
     md5: str
 
 
+class Fault(enum.Enum):
+    """Whose fault a file's failure is: it decides what the next runs do with the file."""
+
+    NONE = "none"  # no failure
+    SKIPPED = "skipped"  # another run is fetching the file: not a failure
+    FILE = "file"  # the file's own fault (HTTP 4xx, md5 mismatch, not HDF5): counts toward giving up on it
+    TRANSIENT = "transient"  # network, server error, stall, interruption: the next run simply tries again
+    LOCAL = "local"  # this side: disk full, cannot write
+
+
 @dataclass
 class Outcome:
     job: FileJob
@@ -106,10 +117,16 @@ class Outcome:
     md5: str = ""
     resumed_from: int = 0
     verify_seconds: float = 0.0  # from the last byte received to the md5 being known
+    fault: Fault = Fault.NONE
+    partial_kept: bool = False  # failed, but the partial file waits in tmp/ for the next run to resume
 
 
 class _Fatal(Exception):
     """A failure that no retry in this run can fix."""
+
+    def __init__(self, message: str, fault: Fault = Fault.TRANSIENT) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 def os_reason(err: OSError) -> str:
@@ -255,6 +272,7 @@ class _Transfer:
     checked: bool = False
     error: str = ""
     fatal: bool = False
+    fault: Fault = Fault.TRANSIENT
     cut: bool = False
     void: bool = False
 
@@ -321,8 +339,9 @@ class _Slot:
                 return 0
             return None  # everything consumed
         except _Fatal as err:
-            tr.error, tr.fatal = str(err), True
+            tr.error, tr.fatal, tr.fault = str(err), True, err.fault
         except OSError as err:
+            tr.fault = Fault.LOCAL
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 tr.error, tr.fatal = "disk full", True
             else:
@@ -404,7 +423,7 @@ class Downloader:
             tr.start, tr.pos, tr.request_end = 0, 0, total
             return
         if 400 <= tr.status < 500 and tr.status not in (408, 429):
-            raise _Fatal(f"HTTP {tr.status}")
+            raise _Fatal(f"HTTP {tr.status}", Fault.FILE)
         raise ValueError(f"HTTP {tr.status}")
 
     # -- scheduling --------------------------------------------------------------------------------------
@@ -446,12 +465,13 @@ class Downloader:
             try:
                 active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece)
             except BlockingIOError:
-                outcomes.append(Outcome(job, False, reason="another run is fetching it", next_step="skipped"))
+                outcomes.append(Outcome(job, False, reason="another run is fetching it",
+                                        fault=Fault.SKIPPED))
                 continue
             except OSError as err:
                 reason = os_reason(err)
                 outcomes.append(Outcome(job, False, reason=f"cannot open its temp file: {reason}",
-                                        next_step="the next run tries again"))
+                                        next_step="the next run tries again", fault=Fault.LOCAL))
                 continue
             self._active.append(active)
             if active.plan.complete:  # resumed, and nothing was missing
@@ -491,7 +511,7 @@ class Downloader:
                 if tr.request_end > tr.start:
                     tr.error = "empty response"
             except _Fatal as err:
-                tr.error, tr.fatal = str(err), True
+                tr.error, tr.fatal, tr.fault = str(err), True, err.fault
             except ValueError as err:
                 tr.error = str(err)
         if not tr.error and (tr.cut or (curl_errno == 0 and tr.pos >= tr.request_end)):
@@ -510,7 +530,7 @@ class Downloader:
         active.attempts += 1
         active.no_progress = 0 if progressed else active.no_progress + 1
         if tr.fatal or active.no_progress >= self.max_no_progress or active.attempts >= self.max_attempts:
-            self._fail_file(active, tr.error, outcomes, fatal=tr.fatal)
+            self._fail_file(active, tr.error, outcomes, fatal=tr.fatal, fault=tr.fault)
             return
         delay = min(self.backoff_max, self.backoff * 2 ** max(0, active.no_progress - 1))
         active.not_before = time.monotonic() + delay
@@ -546,7 +566,7 @@ class Downloader:
         except OSError as err:
             active.discard()
             outcomes.append(Outcome(active.job, False, reason=f"cannot read back: {os_reason(err)}",
-                                    next_step="temp removed; the next run downloads it again"))
+                                    next_step="temp removed; the next run downloads it again", fault=Fault.LOCAL))
             return
         digest = active.md5.hexdigest()
         total = active.plan.total or 0
@@ -555,7 +575,7 @@ class Downloader:
             active.discard()
             outcomes.append(Outcome(active.job, False, reason=f"md5 mismatch (got {digest}, listed {active.job.md5})",
                                     next_step="temp removed; the next run downloads it again", size=total,
-                                    seconds=seconds))
+                                    seconds=seconds, fault=Fault.FILE))
             return
         # Take the verified file out of the resumable name while its lock is still held: another run that wants
         # the same file (overlapping queues) can then never open, truncate or rewrite what is about to be placed.
@@ -566,7 +586,7 @@ class Downloader:
             active.discard()
             outcomes.append(Outcome(active.job, False, reason=f"cannot rename its temp file: {os_reason(err)}",
                                     next_step="temp removed; the next run downloads it again", size=total,
-                                    seconds=seconds))
+                                    seconds=seconds, fault=Fault.LOCAL))
             return
         active.close()
         try:
@@ -577,7 +597,8 @@ class Downloader:
                                 connections=len(active.slots_used), md5=digest, resumed_from=active.resumed_from,
                                 verify_seconds=verify))
 
-    def _fail_file(self, active: _Active, reason: str, outcomes: list[Outcome], fatal: bool) -> None:
+    def _fail_file(self, active: _Active, reason: str, outcomes: list[Outcome], fatal: bool,
+                   fault: Fault = Fault.TRANSIENT) -> None:
         self._active.remove(active)
         self._abort_file_transfers(active)
         keep = not fatal and active.ranges_ok and active.plan.total is not None and active.plan.done.covered() > 0
@@ -590,7 +611,8 @@ class Downloader:
             active.discard()
             step = "temp removed; the next run tries again"
         outcomes.append(Outcome(active.job, False, reason=reason, next_step=step, size=active.plan.total or 0,
-                                seconds=time.monotonic() - active.started))
+                                seconds=time.monotonic() - active.started, fault=fault,
+                                partial_kept=keep and why_not is None))
 
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, jobs: Iterable[FileJob], on_outcome: Callable[[Outcome], None],
@@ -654,14 +676,16 @@ class Downloader:
                 why_not = active.keep_for_resume() if keep else None
                 if keep and why_not is None:
                     outcomes.append(Outcome(active.job, False, reason="interrupted",
-                                            next_step="partial file kept; the next run resumes it"))
+                                            next_step="partial file kept; the next run resumes it",
+                                            fault=Fault.TRANSIENT, partial_kept=True))
                 elif keep:
                     outcomes.append(Outcome(active.job, False, reason=f"interrupted; {why_not}",
-                                            next_step="temp removed; the next run tries again"))
+                                            next_step="temp removed; the next run tries again", fault=Fault.LOCAL))
                 else:
                     active.discard()
                     outcomes.append(Outcome(active.job, False, reason="interrupted",
-                                            next_step="temp removed; the next run tries again"))
+                                            next_step="temp removed; the next run tries again",
+                                            fault=Fault.TRANSIENT))
             self._active.clear()
             for outcome in outcomes:
                 on_outcome(outcome)
