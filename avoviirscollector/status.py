@@ -10,7 +10,8 @@ What it shows
       fault (``state/mirror_gina.failures.json``)
     - mirror health: the last run and last successful run of mirror_gina (``state/mirror_gina.health.json``)
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
-    - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free) and the size of each top-level folder
+    - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free, headroom above ``VIIRS_MIN_FREE``) and the
+      size of each top-level folder
       (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
 
 Readable in a terminal by default; ``--json`` prints one JSON object for scripts (same content).
@@ -245,7 +246,9 @@ def render_text(report: Report) -> str:
     disk = report.disk
     if "total" in disk:
         out.append(f"disk: {human_bytes(disk['used'])} used of {human_bytes(disk['total'])} "
-                   f"({disk['percent_used']:.0f}%), {human_bytes(disk['free'])} free")
+                   f"({disk['percent_used']:.0f}%), {human_bytes(disk['free'])} free"
+                   + (f"; headroom {human_bytes(disk['headroom'])} above VIIRS_MIN_FREE {disk['min_free_setting']} "
+                      f"(below it the oldest granule files of sdr/ go)" if "headroom" in disk else ""))
     if disk.get("folders"):
         sizes = ", ".join(f"{name} {human_bytes(v['bytes'])} ({v['files']} files)"
                           for name, v in disk["folders"].items())
@@ -428,6 +431,10 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
+    if "total" in report.disk and not settings.min_free.off:
+        needed = settings.min_free.bytes_of(report.disk["total"])
+        report.disk.update(min_free=needed, min_free_setting=str(settings.min_free),
+                           headroom=report.disk["free"] - needed)
     mirror_state(settings, report, now)
     report.problems = find_problems(report)
     return report

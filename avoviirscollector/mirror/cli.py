@@ -40,6 +40,7 @@ from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError,
 from avoviirscollector.mirror.memory import FailureMemory, MirrorHealth, is_outage
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 from avoviirscollector.signals import stop_on_signals
+from avoviirscollector.space import sweep
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
 PROGRAM = "mirror_gina"
@@ -280,6 +281,10 @@ class MirrorRun:
 
     def _fetch(self, jobs: list, listed: int, queues: list[Queue], journal: Journal, started: float) -> int:
         s = self.settings
+        try:  # room for the downloads first: below VIIRS_MIN_FREE the oldest granule files go (space.py)
+            sweep(s, self.log)
+        except OSError as err:
+            self.log.warning("free-space sweep of %s failed: %s", s.sdr_dir, os_reason(err))
         connections = max(q.connections for q in queues)
         self.log.info("%d of %d wanted files to fetch with %d connections per file", len(jobs), listed, connections)
         progress = _Progress(len(jobs)) if self.show_progress else None
