@@ -15,7 +15,8 @@ snpp-moderate and snpp-imagery) beside ``aria2c -x4 -s4 -k1M -j1`` over the list
 
 Run: ``scripts/loopback-netns .venv/bin/python bench/bench_mirror.py`` (or ``make bench``). Needs aria2c
 (``apt-get install -y aria2``) for the comparison; without it only our figures are printed, and it says so.
-Environment: BENCH_GRANULES (3), BENCH_CAP_MBPS (4), BENCH_BIG_MB (300), BENCH_DIR (a temp dir).
+Environment: BENCH_GRANULES (3), BENCH_CAP_MBPS (4), BENCH_BIG_MB (300), BENCH_DIR (a temp dir),
+BENCH_ONLY=listing (only the listing cost per day, before and after listing the whole window only hourly).
 """
 
 from __future__ import annotations
@@ -230,7 +231,74 @@ def aria2(double: Double, workdir: Path, listing: list[dict], label: str):
     return wall + md5_wall, cpu + md5_cpu, rss, status, times
 
 
+LISTED_PER_DAY = 2700  # files a day per satellite in the listing (about 100 granules x 27 level-1 VIIRS files)
+SATELLITES = 3
+
+
+def listing_cost(backfill_days: int = 2) -> dict:
+    """Listing bytes and parse CPU per day at GINA's volume, every minute's run before (the whole backfill window
+    every time) and after (the window at start and hourly, today only between, plus yesterday before 03:00 UTC).
+
+    Records are the GINA double's (url, md5sum, satellite, sensor, processing_level, size) for real file names;
+    the files listed for a day grow through it (a file is listed once its granule is processed). Bytes are the
+    JSON bodies; CPU is measured here, parsing a real body with mirror_gina's own code (json + parse_records)."""
+    from avoviirscollector.mirror.gina import listing_days, parse_records
+
+    day0 = dt.datetime(2026, 11, 27)
+    segs = ["GITCO", "GMTCO", "GDNBO", "GIMGO", "GMODO", "SVDNB"] + [f"SVI0{i}" for i in range(1, 6)] + \
+        [f"SVM{i:02d}" for i in range(1, 17)]
+    records = []
+    for g in range(100):
+        start = day0 + dt.timedelta(seconds=GRANULE_SECONDS * g * 5)
+        for seg in segs:
+            name = format_name(seg, "npp", start, start + dt.timedelta(seconds=85), 71000, start)
+            records.append({"url": f"http://nrt-status.gina.alaska.edu/products/{name}", "md5sum": "0" * 32,
+                            "satellite": "snpp", "sensor": "viirs", "processing_level": "level1",
+                            "size": 12_345_678})
+    body = json.dumps(records[:LISTED_PER_DAY]).encode()
+    per_record = len(body) / LISTED_PER_DAY
+    t0 = time.process_time()
+    for _ in range(5):
+        parse_records(json.loads(body), "http://nrt-status.gina.alaska.edu")
+    cpu_per_record = (time.process_time() - t0) / 5 / LISTED_PER_DAY
+
+    def day_records(days: int | None, minute: int) -> float:
+        today = LISTED_PER_DAY * minute / 1440
+        window = backfill_days if days is None else min(days, backfill_days)
+        return today + LISTED_PER_DAY * max(0, window - 1)
+
+    before = after = 0.0
+    last_full = None
+    for minute in range(1440):
+        now = day0.replace(tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
+        before += day_records(None, minute)
+        days = listing_days(now, last_full)
+        if days is None:
+            last_full = now
+        after += day_records(days, minute)
+    out = {}
+    for label, count in (("before", before), ("after", after)):
+        out[label] = {"records": count * SATELLITES, "bytes": count * SATELLITES * per_record,
+                      "cpu_s": count * SATELLITES * cpu_per_record}
+    return out
+
+
+def print_listing_cost() -> None:
+    cost = listing_cost()
+    b, a = cost["before"], cost["after"]
+    print(f"== listing cost per day, {SATELLITES} satellites x {LISTED_PER_DAY} files/day, backfill 2 days, a run "
+          f"every minute")
+    print(f"{'':30}{'before':>14}{'after':>14}{'after/before':>14}")
+    print(f"{'records listed':30}{b['records']:>14,.0f}{a['records']:>14,.0f}{a['records'] / b['records']:>14.3f}")
+    print(f"{'bytes listed (MB)':30}{b['bytes'] / MB:>14,.0f}{a['bytes'] / MB:>14,.0f}{a['bytes'] / b['bytes']:>14.3f}")
+    print(f"{'CPU parsing listings (s)':30}{b['cpu_s']:>14,.1f}{a['cpu_s']:>14,.1f}{a['cpu_s'] / b['cpu_s']:>14.3f}")
+
+
 def main() -> int:
+    if os.environ.get("BENCH_ONLY") == "listing":
+        print_listing_cost()
+        return 0
+    print_listing_cost()
     have_aria2 = shutil.which("aria2c") is not None
     work = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="bench_mirror."))
     files = work / "gina" / "files"

@@ -54,7 +54,7 @@ class Captured(logging.Handler):
         return [line for line in self.lines if line.startswith(text)]
 
 
-def run_mirror(settings, queue_names=None, stall_seconds: int = 2, **options) -> tuple[int, Captured]:
+def run_mirror(settings, queue_names=None, stall_seconds: int = 2, clock=None, **options) -> tuple[int, Captured]:
     """One mirror_gina run in this process; returns the exit status and the log lines."""
     queues = load_queues(settings.mirror_gina_config, settings)
     if queue_names:
@@ -64,8 +64,9 @@ def run_mirror(settings, queue_names=None, stall_seconds: int = 2, **options) ->
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
+        extra = {"clock": clock} if clock else {}
         run = MirrorRun(settings, queues, logger, stall_seconds=stall_seconds, connect_timeout=2,
-                        downloader_options={**FAST, **options})
+                        downloader_options={**FAST, **options}, **extra)
         status = run.run()
     finally:
         logger.removeHandler(handler)

@@ -30,14 +30,23 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.mirror.download import Downloader, Fault, Outcome, os_reason, remove_stale_temps
-from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError, fetch_listing, load_queues, plan_jobs
-from avoviirscollector.mirror.memory import FailureMemory, MirrorHealth, is_outage
+from avoviirscollector.mirror.gina import (
+    ListingError,
+    Queue,
+    QueueConfigError,
+    fetch_listing,
+    listing_days,
+    load_queues,
+    plan_jobs,
+)
+from avoviirscollector.mirror.memory import FailureMemory, ListingTimes, MirrorHealth, is_outage
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.space import sweep
@@ -103,7 +112,8 @@ class MirrorRun:
 
     def __init__(self, settings: Settings, queues: list[Queue], log: logging.Logger, *, stall_seconds: int = 30,
                  connect_timeout: float = 10.0, show_progress: bool = False, session=None,
-                 downloader_options: dict | None = None) -> None:
+                 downloader_options: dict | None = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
         self.queues = queues
         self.log = log
@@ -112,6 +122,7 @@ class MirrorRun:
         self.show_progress = show_progress
         self.session = session
         self.downloader_options = downloader_options or {}
+        self.clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.placed: list[str] = []
@@ -173,7 +184,9 @@ class MirrorRun:
         import requests
 
         session = self.session or requests.Session()
-        today = dt.datetime.now(dt.UTC).date()
+        now = self.clock()
+        today = now.date()
+        listings = ListingTimes(self.settings.state_dir)
         groups: dict[tuple, list[Queue]] = {}
         for queue in queues:
             groups.setdefault(queue.listing_key, []).append(queue)
@@ -182,9 +195,12 @@ class MirrorRun:
             if self._stop.is_set():
                 break
             names = ", ".join(q.name for q in members)
+            days = listing_days(now, listings.last_full(key))
             try:
                 good, problems = fetch_listing(session, self.settings.gina_url, key, today,
-                                               timeout=(self.connect_timeout, 60.0))
+                                               timeout=(self.connect_timeout, 60.0), days=days)
+                if days is None:
+                    listings.listed_in_full(key, now)
             except ListingError as err:
                 self.listing_failed = True
                 self.satellites.setdefault(key[0], None)
@@ -203,7 +219,7 @@ class MirrorRun:
 
     def _run_queues(self, queues: list[Queue]) -> int:
         s = self.settings
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock()
         started = time.monotonic()
         try:
             count, size = remove_stale_temps(s.tmp_dir)

@@ -125,13 +125,29 @@ def load_queues(path: Path, settings: Settings) -> list[Queue]:
     return queues
 
 
-def listing_params(key: tuple[str, str, str, str, int], today: dt.date) -> list[tuple[str, str]]:
-    """The query of SPEC section 4: end = tomorrow (UTC), start = end - backfill days."""
-    satellite, sensor, level, facility, days = key
+def listing_params(key: tuple[str, str, str, str, int], today: dt.date, days: int | None = None
+                   ) -> list[tuple[str, str]]:
+    """The query of SPEC section 4: end = tomorrow (UTC), start = end - backfill days (or ``days``: the runs
+    between full listings ask only for the last day or two, see :func:`listing_days`)."""
+    satellite, sensor, level, facility, backfill = key
     end = today + dt.timedelta(days=1)
-    start = end - dt.timedelta(days=days)
+    start = end - dt.timedelta(days=backfill if days is None else min(days, backfill))
     return [("start_date", start.isoformat()), ("end_date", end.isoformat()), ("sensors[]", sensor),
             ("processing_levels[]", level), ("facilities[]", facility), ("satellites[]", satellite)]
+
+
+#: the whole backfill window is listed at most this often (and when never listed yet); runs between ask only for
+#: what can have changed: today, and yesterday too during the first hours of the UTC day
+FULL_LISTING_EVERY = dt.timedelta(hours=1)
+YESTERDAY_UNTIL_HOUR = 3
+
+
+def listing_days(now: dt.datetime, last_full: dt.datetime | None) -> int | None:
+    """How many days a run lists: None for the full backfill window (due at start and hourly), else 1 (today) or
+    2 (today and yesterday, near midnight UTC). Pure."""
+    if last_full is None or now - last_full >= FULL_LISTING_EVERY or now < last_full:
+        return None
+    return 2 if now.hour < YESTERDAY_UNTIL_HOUR else 1
 
 
 @dataclass(frozen=True)
@@ -249,13 +265,14 @@ def split_array(body: bytes | str) -> tuple[list[object], list[str]]:
 
 
 def fetch_listing(session, gina_url: str, key: tuple[str, str, str, str, int], today: dt.date,
-                  timeout: tuple[float, float] = (10.0, 60.0)) -> tuple[list[Record], list[str]]:
+                  timeout: tuple[float, float] = (10.0, 60.0), days: int | None = None
+                  ) -> tuple[list[Record], list[str]]:
     """GET products.json for ``key``. Raises :class:`ListingError` on HTTP errors, timeouts, non-JSON."""
     import requests
 
     url = f"{gina_url}/products.json"
     try:
-        with session.get(url, params=listing_params(key, today), timeout=timeout, stream=True) as resp:
+        with session.get(url, params=listing_params(key, today, days), timeout=timeout, stream=True) as resp:
             if resp.status_code != 200:
                 raise ListingError(f"HTTP {resp.status_code} from {url}")
             body = bytearray()

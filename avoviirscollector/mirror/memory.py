@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 FAILURES_NAME = "mirror_gina.failures.json"
+LISTINGS_NAME = "mirror_gina.listings.json"
 HEALTH_NAME = "mirror_gina.health.json"
 BACKOFF_FIRST = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=4)
@@ -134,6 +135,29 @@ class FailureMemory:
         if failed or placed or self.files:
             self.files = update_json(self.path, change)
         return newly
+
+
+class ListingTimes:
+    """When each listing (satellite, sensor, level, facility, backfill) was last had in full: the runs between
+    full listings ask GINA only for what can have changed (``state/mirror_gina.listings.json``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / LISTINGS_NAME
+        self.times = read_json(self.path)
+
+    @staticmethod
+    def _key(key: tuple) -> str:
+        return "/".join(str(part) for part in key)
+
+    def last_full(self, key: tuple) -> dt.datetime | None:
+        return parse_iso(self.times.get(self._key(key)))
+
+    def listed_in_full(self, key: tuple, now: dt.datetime) -> None:
+        """Remember a full listing (a full disk only means the next run lists in full again)."""
+        try:
+            self.times = update_json(self.path, lambda data: data.update({self._key(key): _iso(now)}))
+        except OSError:
+            pass
 
 
 def is_outage(own_faults: int, attempted: int, listing_failed: bool) -> bool:
