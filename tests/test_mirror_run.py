@@ -277,3 +277,20 @@ def test_stale_temp_files_older_than_a_day_are_removed(tmp_path, double):
     assert sorted(os.listdir(tmp)) == sorted(kept)
     (line,) = log.having("stale temp file")
     assert line.startswith("removed 4 stale temp file(s)")
+
+
+def test_equal_files_get_every_connection_one_after_another(tmp_path):
+    """Four equal files, four connections capped alike: each file is fetched by all four, in turn (the probe's
+    size is waited for instead of starting the next file on each idle connection)."""
+    with GinaDouble(tmp_path / "gina", rate=500e3) as double:
+        for segment in ("GITCO", "SVI05", "SVI04", "SVI01"):
+            double.add_granule("npp", 70000, START, segments=(segment,), sizes={segment: 2_000_000})
+        settings = settings_for(tmp_path / "viirs", double)
+        status, log = run_mirror(settings, ["snpp-imagery"], probe_size=256 * 1024, min_piece=64 * 1024,
+                                 steal_big=1024 * 1024)
+    assert status == 0
+    placed = log.starting("placed ")
+    assert len(placed) == 4
+    assert [line.split("connections=")[1].split()[0] for line in placed] == ["4"] * 4, placed
+    seconds = [float(line.split("seconds=")[1].split()[0]) for line in placed]
+    assert max(seconds) < 1.6, placed  # one file at a time: about 1 s each, not all four finishing at 4 s

@@ -44,6 +44,7 @@ log = logging.getLogger("mirror_gina")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
 PART_SUFFIX = ".part"
+PROBE_WAIT = 0.5  # seconds idle connections wait for a probe's size before they start the next file
 CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
 
@@ -163,6 +164,7 @@ class _Active:
         self.last_byte = self.started
         self.announced_stream = False
         self.ranges_ok = True
+        self.probe_sent = 0.0
 
     def _resume(self) -> None:
         try:
@@ -429,6 +431,8 @@ class Downloader:
     # -- scheduling --------------------------------------------------------------------------------------
     def _start(self, slot: _Slot, active: _Active, req: Request) -> None:
         tr = _Transfer(active, req.start, req.end, req.start)
+        if active.plan.total is None:
+            active.probe_sent = time.monotonic()
         if slot.transfer is None:
             slot.busy_since = time.monotonic()
         slot.transfer = tr
@@ -458,6 +462,12 @@ class Downloader:
                     log.debug("connection %d steals from a slower one", slot.index)
                     self._start(slot, active, req)
                     return True
+        if any(a.plan.total is None and a.plan.owned and now - a.probe_sent < PROBE_WAIT for a in self._active):
+            # A probe is on its way: its response headers (one round trip) give the size, and then this
+            # connection takes a share of that file. Starting the next file instead would leave each file with
+            # fewer connections (4 configured gave 3 per file) and finish every file late instead of one by one.
+            # A probe that does not answer soon is not waited for (a slow server start).
+            return False
         while len(self._active) < self.connections + 1:  # the next file
             job = next(pending, None)
             if job is None:
