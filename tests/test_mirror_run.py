@@ -294,3 +294,20 @@ def test_equal_files_get_every_connection_one_after_another(tmp_path):
     assert [line.split("connections=")[1].split()[0] for line in placed] == ["4"] * 4, placed
     seconds = [float(line.split("seconds=")[1].split()[0]) for line in placed]
     assert max(seconds) < 1.6, placed  # one file at a time: about 1 s each, not all four finishing at 4 s
+
+
+def test_a_connection_too_slow_to_share_by_halves_is_taken_over(tmp_path):
+    """One response trickles at 5 kB/s, above curl's stall floor, among connections of 500 kB/s: an idle connection
+    takes over what it has left (stealing halves would leave the slow one its last piece for half a minute)."""
+    with GinaDouble(tmp_path / "gina", rate=500e3, slow_rate=5e3) as double:
+        for segment in ("GITCO", "SVI05", "SVI04", "SVI01"):
+            double.add_granule("npp", 70000, START, segments=(segment,), sizes={segment: 2_000_000})
+        settings = settings_for(tmp_path / "viirs", double)
+        double.set_fault("slow_body", 1)
+        t0 = time.monotonic()
+        status, log = run_mirror(settings, ["snpp-imagery"], stall_seconds=30, probe_size=256 * 1024,
+                                 min_piece=64 * 1024, steal_big=1024 * 1024)
+        elapsed = time.monotonic() - t0
+    assert status == 0 and len(log.starting("placed ")) == 4
+    assert len(log.having("is far slower than the others")) == 1
+    assert elapsed < 7, elapsed  # the cap-sum floor is 4 s

@@ -44,6 +44,7 @@ log = logging.getLogger("mirror_gina")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
 PART_SUFFIX = ".part"
+RESCUE_AFTER = 1.0  # seconds a transfer runs before an idle connection may take over its bytes for being slow
 PROBE_WAIT = 0.5  # seconds idle connections wait for a probe's size before they start the next file
 CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
@@ -277,6 +278,11 @@ class _Transfer:
     fault: Fault = Fault.TRANSIENT
     cut: bool = False
     void: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def rate(self, now: float) -> float:
+        """Bytes per second this transfer has received since it started."""
+        return (self.pos - self.start) / max(1e-3, now - self.started)
 
 
 class _Slot:
@@ -380,6 +386,7 @@ class Downloader:
         self._slots = [_Slot(i, self) for i in range(connections)]
         self._active: list[_Active] = []
         self._fresh = False
+        self._rate_ref = 0.0  # the best per-connection rate of a finished piece of this run (bytes/s)
 
     @property
     def bytes_received(self) -> int:
@@ -462,6 +469,8 @@ class Downloader:
                     log.debug("connection %d steals from a slower one", slot.index)
                     self._start(slot, active, req)
                     return True
+        if self._rescue(slot, now):  # a file already started goes before the next one
+            return True
         if any(a.plan.total is None and a.plan.owned and now - a.probe_sent < PROBE_WAIT for a in self._active):
             # A probe is on its way: its response headers (one round trip) give the size, and then this
             # connection takes a share of that file. Starting the next file instead would leave each file with
@@ -499,6 +508,35 @@ class Downloader:
                 return True
         return False
 
+    def _rescue(self, slot: _Slot, now: float) -> bool:
+        """The last resort of an idle connection: a transfer so slow that this one would finish its bytes much
+        sooner (a stalling connection, too slow to share by halves) is cut, and this one fetches what it had left.
+        Its own connection is closed and opened afresh for its next request."""
+        live = [o.transfer.rate(now) for o in self._slots
+                if o.transfer is not None and not o.transfer.void and now - o.transfer.started >= RESCUE_AFTER / 2]
+        reference = max([self._rate_ref, *live]) or self.low_speed_limit
+        for other in self._slots:
+            tr = other.transfer
+            if other is slot or tr is None or tr.void or now - tr.started < RESCUE_AFTER:
+                continue
+            own = tr.file.plan.owned.get(other.index)
+            if own is None or own.remaining <= 0 or tr.file not in self._active or tr.file.plan.total is None:
+                continue
+            if own.remaining / max(tr.rate(now), 1.0) < 2 * own.remaining / reference + RESCUE_AFTER:
+                continue
+            log.info("%s: connection %d is far slower than the others (%.0f kB/s): connection %d fetches its "
+                     "remaining %d bytes", tr.file.job.name, other.index, tr.rate(now) / 1e3, slot.index,
+                     own.remaining)
+            self._multi.remove_handle(other.curl)
+            other.transfer = None
+            other.busy_seconds += now - other.busy_since
+            tr.file.plan.release(other.index)
+            req = tr.file.plan.take(slot.index)
+            if req:
+                self._start(slot, tr.file, req)
+                return True
+        return False
+
     # -- completion --------------------------------------------------------------------------------------
     def _ended(self, slot: _Slot, curl_errno: int, message: str, outcomes: list[Outcome]) -> None:
         tr = slot.transfer
@@ -525,6 +563,8 @@ class Downloader:
             except ValueError as err:
                 tr.error = str(err)
         if not tr.error and (tr.cut or (curl_errno == 0 and tr.pos >= tr.request_end)):
+            if tr.pos - tr.start >= 4 * self.min_piece:
+                self._rate_ref = max(self._rate_ref, tr.rate(time.monotonic()))
             active.no_progress = 0
             follow = plan.finished(slot.index)
             if follow:
