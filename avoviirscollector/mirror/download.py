@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pycurl
 
-from avoviirscollector.mirror.pieces import MiB, PiecePlan, Request
+from avoviirscollector.mirror.pieces import MiB, Owned, PiecePlan, Request
 
 log = logging.getLogger("mirror_gina")
 
@@ -266,10 +266,13 @@ class _Active:
 
 @dataclass
 class _Transfer:
+    """One range request in flight. Where it stands (``pos``, ``request_end``) is the piece plan's record of what
+    its connection owns (:class:`~avoviirscollector.mirror.pieces.Owned`), shared, not copied: one place to track
+    a piece."""
+
     file: _Active
-    start: int
-    request_end: int
-    pos: int
+    start: int  # the first byte asked for
+    own: Owned
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     checked: bool = False
@@ -279,6 +282,15 @@ class _Transfer:
     cut: bool = False
     void: bool = False
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pos(self) -> int:
+        """The next byte expected."""
+        return self.own.pos
+
+    @property
+    def request_end(self) -> int:
+        return self.own.request_end
 
     def rate(self, now: float) -> float:
         """Bytes per second this transfer has received since it started."""
@@ -337,9 +349,8 @@ class _Slot:
             keep = plan.accept(self.index, tr.pos, len(data))
             if keep:
                 active.write(tr.pos, memoryview(data)[:keep])
-                plan.wrote(self.index, keep)
+                plan.wrote(self.index, keep)  # advances tr.pos
                 active.catch_up(CATCH_UP_STEP)
-                tr.pos += keep
                 active.slots_used.add(self.index)
                 self.downloader._bytes += keep
             if keep < len(data):
@@ -413,7 +424,7 @@ class Downloader:
             want_end = min(tr.request_end, total)
             if first != tr.start or last + 1 != want_end:
                 raise ValueError(f"asked for bytes {tr.start}-{want_end - 1}, got {first}-{last}")
-            tr.request_end = want_end
+            tr.own.request_end = want_end
             return
         if tr.status == 200:
             length = tr.headers.get("content-length", "")
@@ -429,7 +440,7 @@ class Downloader:
             tr.file.ranges_ok = False
             plan.to_single_stream(slot.index, total)
             tr.file.restart_hash()
-            tr.start, tr.pos, tr.request_end = 0, 0, total
+            tr.start, tr.own = 0, plan.owned[slot.index]
             return
         if 400 <= tr.status < 500 and tr.status not in (408, 429):
             raise _Fatal(f"HTTP {tr.status}", Fault.FILE)
@@ -437,7 +448,7 @@ class Downloader:
 
     # -- scheduling --------------------------------------------------------------------------------------
     def _start(self, slot: _Slot, active: _Active, req: Request) -> None:
-        tr = _Transfer(active, req.start, req.end, req.start)
+        tr = _Transfer(active, req.start, active.plan.owned[slot.index])
         if active.plan.total is None:
             active.probe_sent = time.monotonic()
         if slot.transfer is None:
