@@ -11,7 +11,7 @@ from pathlib import Path
 
 from avoviirscollector.config import load_settings
 from avoviirscollector.gina_double import GinaDouble
-from avoviirscollector.mirror.cli import MirrorRun
+from avoviirscollector.mirror.engine import MirrorRun
 from avoviirscollector.mirror.gina import load_queues
 
 START = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=10, minute=0, second=0, microsecond=0)
