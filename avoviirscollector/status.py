@@ -4,8 +4,8 @@ What it shows
     - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``)
     - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product, and the
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
-    - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
-      or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
+    - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``:
+      JSON lines with time, name, bytes, md5, seconds, connections) with rates, and the last hour's totals
     - files given up on: what mirror_gina no longer fetches after ``MIRROR_GIVE_UP_TRIES`` failures of the file's own
       fault (``state/mirror_gina.failures.json``)
     - mirror health: the last run and last successful run of mirror_gina (``state/mirror_gina.health.json``)
@@ -48,7 +48,7 @@ from avoviirscollector.config import Settings, settings_or_exit
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
-JOURNALS = ("mirror_gina.journal", "journal.jsonl")  # download journals in state/, read in this order
+JOURNAL = "mirror_gina.journal"  # mirror_gina's download journal in state/ (mirror/place.py writes it)
 ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
 #: the broker's counts of the last day (its status stream), shown when present
 DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
@@ -144,10 +144,10 @@ def _epoch(value) -> float | None:
 
 
 def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
-    """The last ``count`` placed files (name, bytes, seconds, MB/s, placed_at) and the last hour's totals.
+    """The last ``count`` placed files (name, bytes, seconds, MB/s, time) and the last hour's totals.
 
     Tolerant: lines that are not JSON objects, or lack fields, are skipped or shown with what they have. The time
-    placed is ``placed_at`` or ``time`` (ISO 8601 or epoch seconds).
+    placed is ``time`` (ISO 8601, as mirror_gina writes it).
     """
     entries = []
     for line in lines:
@@ -162,9 +162,9 @@ def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict],
         rate = None
         if isinstance(size, (int, float)) and isinstance(seconds, (int, float)) and seconds > 0:
             rate = round(size / seconds / 1e6, 2)
-        placed_at = item.get("placed_at", item.get("time"))
+        placed = item.get("time")
         entries.append({"name": str(item["name"]), "bytes": size, "seconds": seconds, "mb_per_s": rate,
-                        "placed_at": placed_at, "_epoch": _epoch(placed_at)})
+                        "time": placed, "_epoch": _epoch(placed)})
     hour = [e for e in entries if e["_epoch"] is not None and now - e["_epoch"] <= 3600]
     total = sum(e["bytes"] for e in hour if isinstance(e["bytes"], (int, float)))
     busy = sum(e["seconds"] for e in hour if isinstance(e["seconds"], (int, float)))
@@ -225,7 +225,7 @@ def render_text(report: Report) -> str:
     for item in report.last_files:
         rate = f"{item['mb_per_s']:.2f} MB/s" if item["mb_per_s"] is not None else "? MB/s"
         seconds = f"{item['seconds']:.1f} s" if isinstance(item["seconds"], (int, float)) else "? s"
-        out.append(f"  {item.get('placed_at') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
+        out.append(f"  {item.get('time') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
                    f"{seconds} = {rate}")
     out.append("")
     mirror = report.mirror
@@ -422,12 +422,10 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
             report.queue_error = f"no status message on port {settings.update_port} within {wait:g} s"
     except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
         report.queue_error = f"{type(err).__name__}: {err}"
-    journal_lines: list[str] = []
-    for name in JOURNALS:
-        try:
-            journal_lines += tail_lines(settings.state_dir / name, 4 * TAIL_BYTES)
-        except OSError:
-            continue
+    try:
+        journal_lines = tail_lines(settings.state_dir / JOURNAL, 4 * TAIL_BYTES)
+    except OSError:
+        journal_lines = []
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
