@@ -44,7 +44,7 @@ log = logging.getLogger("mirror_gina")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
 PART_SUFFIX = ".part"
-RESCUE_AFTER = 1.0  # seconds a transfer runs before an idle connection may take over its bytes for being slow
+RESCUE_AFTER = 0.5  # seconds a transfer runs before an idle connection may take over its bytes for being slow
 PROBE_WAIT = 0.5  # seconds idle connections wait for a probe's size before they start the next file
 CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
