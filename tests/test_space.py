@@ -133,3 +133,14 @@ def test_mirror_gina_on_a_disk_full_of_files_it_must_keep(tmp_path):
     assert len(errors) == 1 and " ERROR " in errors[0] and "nothing more may go: 1 file(s)" in errors[0], out
     assert out.rstrip().endswith(old), out  # placed within RECOVERY_HOURS: kept
     assert "rc=1" in out and f"FAILED {served[0].name}: disk full" in out, out
+
+
+def test_status_shows_the_headroom(tmp_path):
+    from avoviirscollector.status import collect, render_text
+
+    settings = load_settings({"VIIRS_BASE": str(tmp_path), "VIIRS_MIN_FREE": "1G", "UPDATE_PORT": "1"})
+    settings.make_dirs()
+    report = collect(settings, wait=0.05, du_seconds=None)
+    free = shutil.disk_usage(tmp_path).free
+    assert report.disk["min_free"] == 10**9 and abs(report.disk["headroom"] - (free - 10**9)) < 50 * 10**6
+    assert "above VIIRS_MIN_FREE 1000000000 bytes" in render_text(report)

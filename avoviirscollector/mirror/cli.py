@@ -1,18 +1,24 @@
 """mirror_gina: bring every wanted VIIRS SDR file that GINA NRT lists into ``$VIIRS_BASE/sdr``, verified and whole.
 
-Run by cron every minute. For each queue of the queue file (``MIRROR_GINA_CONFIG``; default
-``etc/mirror_gina.yaml`` in the package) it takes a lock, ``state/mirror_gina.<queue>.lock``; a queue whose lock
-is held by a run still going is skipped with one line saying so (and the run exits at once when every queue is
-busy). One ``products.json`` request per satellite serves all of its queues. Wanted files not yet in ``sdr/`` are
-fetched newest orbit first, geolocation before bands, each over ``NUM_GINA_CONNECTIONS`` parallel range requests
-into ``tmp/``, md5-verified while they stream, checked as HDF5, and renamed into ``sdr/`` in one step; every
-placed file gets a line in the log and one in ``state/mirror_gina.journal``.
+Run by cron every minute. For each queue of the queue file (``MIRROR_GINA_CONFIG``; default ``etc/mirror_gina.yaml``
+in the package) it takes a lock, ``state/mirror_gina.<queue>.lock``; a queue whose lock is held by a run still going
+is skipped with one line saying so (and the run exits at once when every queue is busy). One ``products.json``
+request per satellite serves all of its queues (the whole backfill window at start and hourly, today only between).
+Wanted files neither in ``sdr/`` nor placed before (the journal), nor waiting after failing (backoff) or given up
+on, are fetched newest orbit first, geolocation before bands, each over ``NUM_GINA_CONNECTIONS`` parallel range
+requests into ``tmp/``, md5-verified while they stream, checked as HDF5, and renamed into ``sdr/`` in one step;
+every placed file gets a line in the log and one in ``state/mirror_gina.journal``. Before downloading, the
+free-space sweep (space.py) makes room when free space is below ``VIIRS_MIN_FREE``. Each run is recorded for the
+health check (mirror/memory.py). The engine is mirror/engine.py; this module is the command line.
 
 Settings (environment, SPEC section 3): ``VIIRS_BASE``, ``GINA_URL``, ``MIRROR_GINA_CONFIG``,
-``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, ``VIIRS_FACILITY``; with ``MAILHOST``, ``LOG_SENDER`` and
-``LOG_RECIPIENT`` all set, ERROR lines (failed files, failed listings) are mailed in batches.
+``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, ``VIIRS_FACILITY``, ``RECOVERY_HOURS`` (how long the journal
+remembers, with the backfill window), ``MIRROR_GIVE_UP_TRIES``, ``VIIRS_MIN_FREE``; with ``MAILHOST``,
+``LOG_SENDER`` and ``LOG_RECIPIENT`` all set, ERROR lines (failed files, failed listings, files given up on) are
+mailed in batches.
 
-Output: one line per placed or failed file, a summary line; a progress bar only when stdout is a terminal.
+Output: one line per placed or failed file (on a full disk: "disk full", whichever write failed), a summary line;
+a progress bar only when stdout is a terminal.
 Exit status: 0 when nothing failed (also when every queue was busy), 1 when a listing or a file failed or the run
 was stopped, 2 for bad settings or a bad queue file. SIGTERM or SIGINT: stop the transfers at once, keep partial
 files for resume, finish placing what is complete, print the summary.
