@@ -3,8 +3,9 @@
 What it does
     Removes every regular file under ``$VIIRS_BASE`` (all subfolders: sdr/, tmp/, log/, elements/, state/ and any
     other) whose modification time is more than ``VIIRS_RETENTION`` days old, then the folders left empty, and logs
-    one summary line: files and bytes removed, files kept, seconds. ``VIIRS_RETENTION`` unset: removes nothing and
-    says so (exit 0).
+    one summary line: files and bytes removed, files kept, seconds. ``VIIRS_RETENTION`` unset: removes nothing by
+    age and says so. Then the free-space sweep (space.py): below ``VIIRS_MIN_FREE`` free, the oldest granule files
+    of ``sdr/`` go first (never those of queued tasks, recent hand-outs or the recovery window).
 
 What it never does
     - Follow a symbolic link: links are neither removed nor followed (files and folders are opened relative to
@@ -246,9 +247,26 @@ class Cleaner:
 
 
 def run_cleanup(settings: Settings, dry_run: bool = False, now: float | None = None) -> int:
-    """Apply the retention to ``settings.viirs_base``; log the summary; return the exit status."""
+    """Apply the retention, then the free-space sweep (``VIIRS_MIN_FREE``, see space.py; not in a dry run); log
+    the summaries; return the exit status."""
+    status = _retention(settings, dry_run, now)
+    if dry_run or not settings.viirs_base.is_dir():
+        return status
+    from avoviirscollector.space import sweep
+
+    try:
+        if sweep(settings, LOG).short:
+            status = 1
+    except OSError as err:
+        LOG.error("free-space sweep of %s failed: %s", settings.sdr_dir, err)
+        status = 1
+    return status
+
+
+def _retention(settings: Settings, dry_run: bool, now: float | None) -> int:
     if settings.retention_days is None:
-        LOG.info("VIIRS_RETENTION is not set: keeping everything under %s, nothing removed", settings.viirs_base)
+        LOG.info("VIIRS_RETENTION is not set: keeping everything under %s until free space runs low (VIIRS_MIN_FREE "
+                 "%s), nothing removed by age", settings.viirs_base, settings.min_free)
         return 0
     # /proc shows open files by their real path: compare with the real path of the base (which may be a link)
     base = settings.viirs_base.resolve()

@@ -20,6 +20,10 @@ stops the program at start with one line on stderr naming the variable and what 
 | ALLOWED_CLIENTS | unset (every address) | IPv4/IPv6 addresses and CIDR blocks, separated by commas or blanks |
 | MAIL_USER | unset (no login) | user name for the mail relay; requires MAIL_PASSWORD_FILE, and TLS (see mailer.py) |
 | MAIL_PASSWORD_FILE | unset | a readable file holding the mail password (its first line); only with MAIL_USER |
+| MIRROR_GIVE_UP_TRIES | 10 | 1..1000: tries before mirror_gina gives up on a file that fails by its own fault |
+| MIRROR_STALE_MINUTES | 15 | whole number 2..10080: unhealthy when no mirror_gina run succeeded for this long |
+| VIIRS_MIN_FREE | 5% | percent of the filesystem (e.g. 5%) or bytes (e.g. 20G, 500M, 1000000); 0 turns it off |
+| SILENCE_HOURS | 3 | whole number 1..720: unhealthy when a queued satellite had nothing new listed for this long |
 """
 
 from __future__ import annotations
@@ -37,6 +41,54 @@ FACILITIES = ("gilmore", "uafgina")
 DEFAULT_GINA_URL = "http://nrt-status.gina.alaska.edu"
 DEFAULT_TLE_URL = "https://celestrak.org/NORAD/elements/gp.php?GROUP=weather&FORMAT=tle"
 PACKAGE_ETC = Path(__file__).resolve().parent / "etc"
+
+
+@dataclass(frozen=True)
+class MinFree:
+    """VIIRS_MIN_FREE: the free space to keep under VIIRS_BASE, a percentage of the filesystem or bytes."""
+
+    percent: float | None = 5.0
+    size: int | None = None
+
+    def bytes_of(self, total: int) -> int:
+        """The free bytes wanted on a filesystem of ``total`` bytes (0: off)."""
+        if self.size is not None:
+            return self.size
+        return int(total * (self.percent or 0.0) / 100)
+
+    @property
+    def off(self) -> bool:
+        return not self.size and not self.percent
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.size is None else f"{self.size} bytes"
+
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _min_free(env: Mapping[str, str]) -> MinFree:
+    raw = env.get("VIIRS_MIN_FREE", "").strip()
+    if raw == "":
+        return MinFree()
+    accepted = "a percentage 0-90 (e.g. 5%) or bytes with an optional K, M, G or T (e.g. 20G); 0 turns it off"
+    text = raw.upper().replace(" ", "")
+    try:
+        if text.endswith("%"):
+            percent = float(text[:-1])
+            if not 0 <= percent <= 90:
+                raise SettingsError(f"VIIRS_MIN_FREE={raw!r} is out of range: expected {accepted}")
+            return MinFree(percent=percent)
+        text = text[:-1] if text.endswith("B") else text
+        unit = text[-1] if text and text[-1] in _UNITS else ""
+        number = float(text[: len(text) - len(unit)])
+    except SettingsError:
+        raise
+    except ValueError:
+        raise SettingsError(f"VIIRS_MIN_FREE={raw!r} is not valid: expected {accepted}") from None
+    if number < 0 or number != number or number * _UNITS[unit] > 10**18:
+        raise SettingsError(f"VIIRS_MIN_FREE={raw!r} is out of range: expected {accepted}")
+    return MinFree(percent=None, size=int(number * _UNITS[unit]))
 
 
 class SettingsError(ValueError):
@@ -67,6 +119,10 @@ class Settings:
     allowed_clients: AllowList | None = None  # None: every address may connect (SPEC section 12)
     mail_user: str | None = None
     mail_password_file: Path | None = None  # read by the mailer when it logs in; never kept here
+    mirror_give_up_tries: int = 10
+    min_free: MinFree = MinFree()
+    mirror_stale_minutes: int = 15
+    silence_hours: int = 3
 
     @property
     def sdr_dir(self) -> Path:
@@ -200,6 +256,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allowed_clients=_allowed_clients(env),
         mail_user=mail_user,
         mail_password_file=mail_password_file,
+        mirror_give_up_tries=_int(env, "MIRROR_GIVE_UP_TRIES", 10, 1, 1000),
+        min_free=_min_free(env),
+        mirror_stale_minutes=_int(env, "MIRROR_STALE_MINUTES", 15, 2, 10080),
+        silence_hours=_int(env, "SILENCE_HOURS", 3, 1, 720),
     )
 
 

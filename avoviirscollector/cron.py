@@ -17,6 +17,9 @@ Crontab syntax (the subset supercronic and cron share)
 
 Options
     ``--runner builtin`` forces this runner even where supercronic is installed. ``--check`` parses and exits.
+    ``--at-start COMMAND`` (repeatable) also starts COMMAND once, in the background, when avo_cron starts (the suite
+    fetches its TLEs this way instead of waiting up to an hour for the first refresh); the schedule does not wait
+    for it, and its output goes to this program's stdout like the jobs'.
 
 Signals
     SIGTERM, SIGINT: start nothing new, pass SIGTERM to running jobs, wait up to 30 s for them, exit 0.
@@ -202,11 +205,26 @@ class CronRunner:
             self._reap()
 
 
+def start_detached(command: str) -> None:
+    """Start ``/bin/sh -c command`` in the background, not as a child of this process (which may exec supercronic,
+    which would never reap it): an intermediate process starts it and exits at once; init or supervisord reaps it."""
+    LOG.info("starting at start: %s", command)
+    pid = os.fork()
+    if pid == 0:  # the intermediate
+        try:
+            subprocess.Popen(["/bin/sh", "-c", command], start_new_session=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="avo_cron", description=__doc__.split("\n\n")[0])
     parser.add_argument("crontab", type=Path)
     parser.add_argument("--runner", choices=("auto", "builtin"), default="auto")
     parser.add_argument("--check", action="store_true", help="parse the crontab and exit")
+    parser.add_argument("--at-start", action="append", default=[], metavar="COMMAND",
+                        help="run COMMAND once in the background at start (repeatable)")
     args = parser.parse_args(argv)
     setup_logging("cron")
     try:
@@ -216,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         return 0
+    for command in args.at_start:
+        start_detached(command)
     supercronic = shutil.which("supercronic")
     if supercronic and args.runner == "auto":
         LOG.info("handing %s to %s", args.crontab, supercronic)

@@ -5,20 +5,26 @@ What it shows
       logged in with ``run/supervisor.auth``, see supervisor_auth.py)
     - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product, and the
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
-    - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``,
-      or ``journal.jsonl``; JSON lines with name, bytes, seconds, time) with rates, and the last hour's totals
+    - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``:
+      JSON lines with time, name, bytes, md5, seconds, connections) with rates, and the last hour's totals
+    - files given up on: what mirror_gina no longer fetches after ``MIRROR_GIVE_UP_TRIES`` failures of the file's own
+      fault (``state/mirror_gina.failures.json``)
+    - mirror health: the last run and last successful run of mirror_gina (``state/mirror_gina.health.json``)
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
     - refused connections: with ``ALLOWED_CLIENTS`` set, how many connections each program refused and from where
       (``$VIIRS_BASE/state/refused-<program>.json``, see access.py); not a health problem in itself
-    - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free) and the size of each top-level folder
+    - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free, headroom above ``VIIRS_MIN_FREE``) and the
+      size of each top-level folder
       (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
 
 Readable in a terminal by default; ``--json`` prints one JSON object for scripts (same content).
 ``--quick`` skips the folder walk (the HEALTHCHECK uses it: it runs every minute).
 
 Exit status: 0 healthy; 1 unhealthy, with the reasons listed: supervisord does not answer, a program is not
-RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), or the
-filesystem is 98% full or more; 2 a bad setting.
+RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), the
+filesystem is 98% full or more, or the mirror is unhealthy: no mirror_gina run succeeded for
+``MIRROR_STALE_MINUTES``, files GINA listed over an hour ago are neither placed nor given up on, or a satellite of
+the queues had nothing new listed for ``SILENCE_HOURS``; 2 a bad setting.
 Settings (environment, see config.py): ``VIIRS_BASE``, ``UPDATE_PORT``. Reads files and sockets only; changes
 nothing. Signals: none handled (it runs for a few seconds at most).
 """
@@ -48,7 +54,7 @@ from avoviirscollector.supervisor_auth import credentials_path, read_credentials
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
-JOURNALS = ("mirror_gina.journal", "journal.jsonl")  # download journals in state/, read in this order
+JOURNAL = "mirror_gina.journal"  # mirror_gina's download journal in state/ (mirror/place.py writes it)
 ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
 #: the broker's counts of the last day (its status stream), shown when present
 DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
@@ -69,6 +75,9 @@ class Report:
     last_errors: list[dict] = field(default_factory=list)
     disk: dict = field(default_factory=dict)
     refused: list[dict] = field(default_factory=list)
+    given_up: list[dict] = field(default_factory=list)
+    mirror: dict = field(default_factory=dict)
+    mirror_problems: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -91,6 +100,7 @@ def find_problems(report: Report) -> list[str]:
     percent = report.disk.get("percent_used")
     if percent is not None and percent >= FULL_PERCENT:
         problems.append(f"filesystem of {report.viirs_base} is {percent:.0f}% full")
+    problems += report.mirror_problems
     return problems
 
 
@@ -141,10 +151,10 @@ def _epoch(value) -> float | None:
 
 
 def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
-    """The last ``count`` placed files (name, bytes, seconds, MB/s, placed_at) and the last hour's totals.
+    """The last ``count`` placed files (name, bytes, seconds, MB/s, time) and the last hour's totals.
 
     Tolerant: lines that are not JSON objects, or lack fields, are skipped or shown with what they have. The time
-    placed is ``placed_at`` or ``time`` (ISO 8601 or epoch seconds).
+    placed is ``time`` (ISO 8601, as mirror_gina writes it).
     """
     entries = []
     for line in lines:
@@ -159,9 +169,9 @@ def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict],
         rate = None
         if isinstance(size, (int, float)) and isinstance(seconds, (int, float)) and seconds > 0:
             rate = round(size / seconds / 1e6, 2)
-        placed_at = item.get("placed_at", item.get("time"))
+        placed = item.get("time")
         entries.append({"name": str(item["name"]), "bytes": size, "seconds": seconds, "mb_per_s": rate,
-                        "placed_at": placed_at, "_epoch": _epoch(placed_at)})
+                        "time": placed, "_epoch": _epoch(placed)})
     hour = [e for e in entries if e["_epoch"] is not None and now - e["_epoch"] <= 3600]
     total = sum(e["bytes"] for e in hour if isinstance(e["bytes"], (int, float)))
     busy = sum(e["seconds"] for e in hour if isinstance(e["seconds"], (int, float)))
@@ -222,8 +232,17 @@ def render_text(report: Report) -> str:
     for item in report.last_files:
         rate = f"{item['mb_per_s']:.2f} MB/s" if item["mb_per_s"] is not None else "? MB/s"
         seconds = f"{item['seconds']:.1f} s" if isinstance(item["seconds"], (int, float)) else "? s"
-        out.append(f"  {item.get('placed_at') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
+        out.append(f"  {item.get('time') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
                    f"{seconds} = {rate}")
+    out.append("")
+    mirror = report.mirror
+    out.append(f"mirror_gina: last run {mirror.get('last_run') or 'never'}"
+               + (f" ({mirror['last_run_summary']})" if mirror.get("last_run_summary") else "")
+               + f", last successful run {mirror.get('last_success') or 'never'}")
+    if report.given_up:
+        out.append(f"files given up on ({len(report.given_up)}; not fetched again while GINA lists them)")
+        for item in report.given_up:
+            out.append(f"  {item['name']}  {item.get('tries')} tries, last: {item.get('reason')} ({item.get('last')})")
     out.append("")
     out.append("last errors (log/*.log)")
     if not report.last_errors:
@@ -242,7 +261,9 @@ def render_text(report: Report) -> str:
     disk = report.disk
     if "total" in disk:
         out.append(f"disk: {human_bytes(disk['used'])} used of {human_bytes(disk['total'])} "
-                   f"({disk['percent_used']:.0f}%), {human_bytes(disk['free'])} free")
+                   f"({disk['percent_used']:.0f}%), {human_bytes(disk['free'])} free"
+                   + (f"; headroom {human_bytes(disk['headroom'])} above VIIRS_MIN_FREE {disk['min_free_setting']} "
+                      f"(below it the oldest granule files of sdr/ go)" if "headroom" in disk else ""))
     if disk.get("folders"):
         sizes = ", ".join(f"{name} {human_bytes(v['bytes'])} ({v['files']} files)"
                           for name, v in disk["folders"].items())
@@ -295,7 +316,8 @@ def supervisor_programs(sock_path: Path, timeout: float = 3.0) -> list[dict]:
     for info in infos:
         name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
         programs.append({"name": name, "group": info["group"], "state": info["statename"],
-                         "description": info.get("description", ""), "pid": info.get("pid", 0)})
+                         "description": info.get("description", ""), "pid": info.get("pid", 0),
+                         "start": info.get("start", 0)})
     return programs
 
 
@@ -391,6 +413,22 @@ def disk_use(base: Path, budget: float | None) -> dict:
     return result
 
 
+def mirror_state(settings: Settings, report: Report, now: float) -> None:
+    """The files mirror_gina gave up on, its health record, and what makes it unhealthy."""
+    from avoviirscollector.mirror.memory import FAILURES_NAME, HEALTH_NAME, mirror_problems, read_json
+
+    failures = read_json(settings.state_dir / FAILURES_NAME)
+    report.given_up = sorted(({"name": name, **{k: entry.get(k) for k in ("tries", "reason", "first", "last")}}
+                              for name, entry in failures.items() if isinstance(entry, dict) and entry.get("given_up")),
+                             key=lambda item: item["name"])
+    health = read_json(settings.state_dir / HEALTH_NAME)
+    report.mirror = {k: health.get(k) for k in ("last_run", "last_success", "last_run_summary")}
+    cron = [p for p in report.programs if p["name"] == "cron" and p["state"] == "RUNNING" and p.get("start")]
+    since = dt.datetime.fromtimestamp(cron[0]["start"], dt.UTC) if cron else None
+    report.mirror_problems = mirror_problems(health, dt.datetime.fromtimestamp(now, dt.UTC),
+                                             settings.mirror_stale_minutes, settings.silence_hours, since)
+
+
 def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: float | None = 3.0) -> Report:
     now = time.time()
     report = Report(time=dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -405,16 +443,19 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
             report.queue_error = f"no status message on port {settings.update_port} within {wait:g} s"
     except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
         report.queue_error = f"{type(err).__name__}: {err}"
-    journal_lines: list[str] = []
-    for name in JOURNALS:
-        try:
-            journal_lines += tail_lines(settings.state_dir / name, 4 * TAIL_BYTES)
-        except OSError:
-            continue
+    try:
+        journal_lines = tail_lines(settings.state_dir / JOURNAL, 4 * TAIL_BYTES)
+    except OSError:
+        journal_lines = []
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
     report.refused = read_refusals(settings.state_dir)
+    if "total" in report.disk and not settings.min_free.off:
+        needed = settings.min_free.bytes_of(report.disk["total"])
+        report.disk.update(min_free=needed, min_free_setting=str(settings.min_free),
+                           headroom=report.disk["free"] - needed)
+    mirror_state(settings, report, now)
     report.problems = find_problems(report)
     return report
 

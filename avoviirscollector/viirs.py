@@ -37,7 +37,7 @@ GEOLOCATION_SEGMENTS = ("GMTCO", "GITCO", "GDNBO", "GIMGO", "GMODO")
 
 TROLLSIFT_PATTERN = (
     "{segment}_{platform_name}_d{start_time:%Y%m%d_t%H%M%S%f}_e{end_time:%H%M%S%f}"
-    "_b{orbit_number:5d}_c{proctime:%Y%m%d%H%M%S%f}_{source}.h5"
+    "_b{orbit_number:d}_c{proctime:%Y%m%d%H%M%S%f}_{source}.h5"
 )
 
 NAME_RE = re.compile(

@@ -15,7 +15,12 @@ snpp-moderate and snpp-imagery) beside ``aria2c -x4 -s4 -k1M -j1`` over the list
 
 Run: ``scripts/loopback-netns .venv/bin/python bench/bench_mirror.py`` (or ``make bench``). Needs aria2c
 (``apt-get install -y aria2``) for the comparison; without it only our figures are printed, and it says so.
-Environment: BENCH_GRANULES (3), BENCH_CAP_MBPS (4), BENCH_BIG_MB (300), BENCH_DIR (a temp dir).
+Environment: BENCH_GRANULES (3), BENCH_CAP_MBPS (4), BENCH_BIG_MB (300), BENCH_DIR (a temp dir),
+BENCH_ONLY=listing (only the listing cost per day, before and after listing the whole window only hourly),
+BENCH_SHAPES (equal,big,forty,stall), BENCH_RUNS (3).
+
+Shapes (issue 9, item 8), each against aria2c in the same run, median of BENCH_RUNS runs: four equal 32 MiB files,
+one 300 MB file, forty 12 MB files, and the pass above with one response stalling (2 kB/s).
 """
 
 from __future__ import annotations
@@ -72,12 +77,13 @@ def make_pass(files: Path) -> list[str]:
 
 
 class Double:
-    def __init__(self, root: Path, rate: float | None) -> None:
+    def __init__(self, root: Path, rate: float | None, extra: list[str] | None = None) -> None:
         self.port = free_port()
         args = [sys.executable, "-m", "tests.gina_double", "--port", str(self.port), "--dir", str(root),
                 "--granules", "0"]
         if rate:
             args += ["--rate", str(rate)]
+        args += extra or []
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
@@ -197,7 +203,7 @@ def ours(double: Double, base: Path, queues: list[str], watch_names: list[str] |
     return wall, cpu, rss, status, watch.times
 
 
-def aria2(double: Double, workdir: Path, listing: list[dict], label: str):
+def aria2(double: Double, workdir: Path, listing: list[dict], label: str, quiet: bool = False):
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "out").mkdir(parents=True)
     lines = []
@@ -227,11 +233,166 @@ def aria2(double: Double, workdir: Path, listing: list[dict], label: str):
     bad = [r for r in listing if sums.get(r["url"].rsplit("/", 1)[1]) != r["md5sum"]]
     if bad:
         print(f"   ! aria2c: {len(bad)} files with a wrong md5")
-    print(f"   {label}: aria2c alone {wall:.2f} s, then md5sum of its files {md5_wall:.2f} s (both count in its total)")
+    if not quiet:
+        print(f"   {label}: aria2c alone {wall:.2f} s, then md5sum of its files {md5_wall:.2f} s (both count in its "
+              f"total)")
     return wall + md5_wall, cpu + md5_cpu, rss, status, times
 
 
+MiB = 1 << 20
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+STALL_RATE = 2000  # bytes/s of the one stalling response: nearly nothing, yet above curl's 1 kB/s stall floor
+
+
+def make_shape(shape: str, files: Path, pass_files: Path) -> tuple[str, str]:
+    """The files of one shape in ``files``; returns (satellite listed, our queue)."""
+    files.mkdir(parents=True, exist_ok=True)
+    t0 = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0) - dt.timedelta(hours=2)
+    if shape == "equal":  # four equal files of 32 MiB
+        for g in range(4):
+            start = t0 + dt.timedelta(seconds=GRANULE_SECONDS * g)
+            name = format_name("GITCO", "npp", start, start + dt.timedelta(seconds=85), 71500, start)
+            make_sdr_file(files / name, "GITCO", 32 * MiB, seed=100 + g)
+        return "snpp", "snpp-imagery"
+    if shape == "big":  # one 300 MB file (the one the RSS is measured on)
+        for path in pass_files.glob("GITCO_j01_*.h5"):
+            os.link(path, files / path.name)
+        return "noaa20", "noaa20-imagery"
+    if shape == "forty":  # forty files of 12 MB
+        for g in range(10):
+            start = t0 + dt.timedelta(seconds=GRANULE_SECONDS * g)
+            for k, seg in enumerate(("GITCO", "SVI01", "SVI04", "SVI05")):
+                name = format_name(seg, "npp", start, start + dt.timedelta(seconds=85), 71600, start)
+                make_sdr_file(files / name, seg, 12 * MB, seed=200 + 4 * g + k)
+        return "snpp", "snpp-imagery"
+    if shape == "stall":  # the pass above, one response of it trickling at STALL_RATE
+        for path in pass_files.glob("*_npp_*.h5"):
+            os.link(path, files / path.name)
+        return "snpp", "snpp-moderate,snpp-imagery"
+    raise ValueError(shape)
+
+
+def run_shapes(work: Path, shapes: list[str], have_aria2: bool) -> list[dict]:
+    """Each shape against the capped double, ours and aria2c alternately, RUNS times; medians."""
+    import statistics
+
+    rows = []
+    for shape in shapes:
+        root = work / f"shape-{shape}"
+        satellite, queues = make_shape(shape, root / "files", work / "gina" / "files")
+        size = sum(p.stat().st_size for p in (root / "files").glob("*.h5"))
+        floor = size / (CONNECTIONS * CAP)
+        extra = ["--fault", "slow_body:1", "--slow-rate", str(STALL_RATE)] if shape == "stall" else []
+        times: dict[str, list[float]] = {"ours": [], "aria2c": []}
+        for _ in range(RUNS):
+            for tool in ("ours", "aria2c") if have_aria2 else ("ours",):
+                double = Double(root, CAP, extra)  # a fresh one per run: the stall fault is for one response
+                try:
+                    if tool == "ours":
+                        wall, _cpu, _rss, status, placed = ours(double, work / "ours", queues.split(","))
+                        if status != 0 or len(placed) != len(list((root / "files").glob("*.h5"))):
+                            print(f"   ! {shape}: ours placed {len(placed)} files, exit {status}")
+                    else:
+                        wall, *_ = aria2(double, work / "aria2", double.listing(satellite), shape, quiet=True)
+                finally:
+                    double.stop()
+                times[tool].append(wall)
+        row = {"shape": shape, "files": len(list((root / "files").glob("*.h5"))), "mb": size / MB, "floor": floor,
+               "ours": statistics.median(times["ours"]), "ours_runs": times["ours"]}
+        if times["aria2c"]:
+            row.update(aria2c=statistics.median(times["aria2c"]), aria2c_runs=times["aria2c"])
+        rows.append(row)
+        print(f"   {shape}: ours {', '.join(f'{t:.2f}' for t in times['ours'])} s; aria2c "
+              f"{', '.join(f'{t:.2f}' for t in times['aria2c']) or '-'} s", flush=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def print_shapes(rows: list[dict]) -> None:
+    print(f"== shapes: {CONNECTIONS} connections capped at {CAP / MB:g} MB/s each, median of {RUNS} runs; aria2c -x4 "
+          f"-s4 -k1M -j1 + md5sum as the reference")
+    print(f"{'shape':8}{'files':>6}{'MB':>7}{'floor s':>9}{'ours s':>9}{'aria2c s':>10}{'ours/cap':>10}"
+          f"{'aria2c/cap':>12}{'ours/aria2c':>13}   goal (>= 0.97 of cap, <= 1.02x aria2c)")
+    for r in rows:
+        a = r.get("aria2c")
+        ok = r["floor"] / r["ours"] >= 0.97 and (a is None or r["ours"] <= 1.02 * a)
+        a_time = f"{a:.2f}" if a else "-"
+        a_cap = f"{r['floor'] / a:.3f}" if a else "-"
+        versus = f"{r['ours'] / a:.3f}x" if a else "-"
+        print(f"{r['shape']:8}{r['files']:>6}{r['mb']:>7.0f}{r['floor']:>9.2f}{r['ours']:>9.2f}{a_time:>10}"
+              f"{r['floor'] / r['ours']:>10.3f}{a_cap:>12}{versus:>13}   {'met' if ok else 'NOT met'}")
+
+
+LISTED_PER_DAY = 2700  # files a day per satellite in the listing (about 100 granules x 27 level-1 VIIRS files)
+SATELLITES = 3
+
+
+def listing_cost(backfill_days: int = 2) -> dict:
+    """Listing bytes and parse CPU per day at GINA's volume, every minute's run before (the whole backfill window
+    every time) and after (the window at start and hourly, today only between, plus yesterday before 03:00 UTC).
+
+    Records are the GINA double's (url, md5sum, satellite, sensor, processing_level, size) for real file names;
+    the files listed for a day grow through it (a file is listed once its granule is processed). Bytes are the
+    JSON bodies; CPU is measured here, parsing a real body with mirror_gina's own code (json + parse_records)."""
+    from avoviirscollector.mirror.gina import listing_days, parse_records
+
+    day0 = dt.datetime(2026, 11, 27)
+    segs = ["GITCO", "GMTCO", "GDNBO", "GIMGO", "GMODO", "SVDNB"] + [f"SVI0{i}" for i in range(1, 6)] + \
+        [f"SVM{i:02d}" for i in range(1, 17)]
+    records = []
+    for g in range(100):
+        start = day0 + dt.timedelta(seconds=GRANULE_SECONDS * g * 5)
+        for seg in segs:
+            name = format_name(seg, "npp", start, start + dt.timedelta(seconds=85), 71000, start)
+            records.append({"url": f"http://nrt-status.gina.alaska.edu/products/{name}", "md5sum": "0" * 32,
+                            "satellite": "snpp", "sensor": "viirs", "processing_level": "level1",
+                            "size": 12_345_678})
+    body = json.dumps(records[:LISTED_PER_DAY]).encode()
+    per_record = len(body) / LISTED_PER_DAY
+    t0 = time.process_time()
+    for _ in range(5):
+        parse_records(json.loads(body), "http://nrt-status.gina.alaska.edu")
+    cpu_per_record = (time.process_time() - t0) / 5 / LISTED_PER_DAY
+
+    def day_records(days: int | None, minute: int) -> float:
+        today = LISTED_PER_DAY * minute / 1440
+        window = backfill_days if days is None else min(days, backfill_days)
+        return today + LISTED_PER_DAY * max(0, window - 1)
+
+    before = after = 0.0
+    last_full = None
+    for minute in range(1440):
+        now = day0.replace(tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
+        before += day_records(None, minute)
+        days = listing_days(now, last_full)
+        if days is None:
+            last_full = now
+        after += day_records(days, minute)
+    out = {}
+    for label, count in (("before", before), ("after", after)):
+        out[label] = {"records": count * SATELLITES, "bytes": count * SATELLITES * per_record,
+                      "cpu_s": count * SATELLITES * cpu_per_record}
+    return out
+
+
+def print_listing_cost() -> None:
+    cost = listing_cost()
+    b, a = cost["before"], cost["after"]
+    print(f"== listing cost per day, {SATELLITES} satellites x {LISTED_PER_DAY} files/day, backfill 2 days, a run "
+          f"every minute")
+    print(f"{'':30}{'before':>14}{'after':>14}{'after/before':>14}")
+    print(f"{'records listed':30}{b['records']:>14,.0f}{a['records']:>14,.0f}{a['records'] / b['records']:>14.3f}")
+    print(f"{'bytes listed (MB)':30}{b['bytes'] / MB:>14,.0f}{a['bytes'] / MB:>14,.0f}{a['bytes'] / b['bytes']:>14.3f}")
+    print(f"{'CPU parsing listings (s)':30}{b['cpu_s']:>14,.1f}{a['cpu_s']:>14,.1f}{a['cpu_s'] / b['cpu_s']:>14.3f}")
+
+
 def main() -> int:
+    only = os.environ.get("BENCH_ONLY", "")
+    if only == "listing":
+        print_listing_cost()
+        return 0
+    print_listing_cost()
+    shapes = [x for x in os.environ.get("BENCH_SHAPES", "equal,big,forty,stall").split(",") if x]
     have_aria2 = shutil.which("aria2c") is not None
     work = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="bench_mirror."))
     files = work / "gina" / "files"
@@ -293,6 +454,7 @@ def main() -> int:
         capped.stop()
         uncapped.stop()
 
+    rows = run_shapes(work, shapes, have_aria2)
     o, a = results["ours"], results.get("aria2c")
 
     def ratio(x, y):
@@ -316,7 +478,8 @@ def main() -> int:
     print(fmt.format(f"one new {o['one_file_name']} listed -> in sdr/ (s)", f"{one:.2f}" if one else "never", "-",
                      "", "+ 0-60 s cron wait (mean 30 s)"))
     print("   all files placed by ours:", o["ok"], "| aria2c exit ok:", a["ok"] if a else "-")
-    print(json.dumps({"results": results, "floor": floor, "bytes": pass_bytes}, default=str))
+    print_shapes(rows)
+    print(json.dumps({"results": results, "floor": floor, "bytes": pass_bytes, "shapes": rows}, default=str))
     if not os.environ.get("BENCH_DIR"):
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -296,6 +296,7 @@ class GinaDouble:
         self._lock = threading.Lock()
         self._files: dict[str, Served] = {}
         self._extra_records: list[dict] = []
+        self._raw_records: list[str] = []
         self._faults: dict[str, int | None] = {}
         self.listing_requests: list[dict[str, list[str]]] = []
         self.file_requests: list[tuple[str, str | None, int]] = []  # (name, Range header, status)
@@ -419,6 +420,12 @@ class GinaDouble:
         with self._lock:
             self._extra_records.append(record)
 
+    def add_raw_record(self, text: str) -> None:
+        """List a record given as JSON text, written into the listing verbatim (JSON no encoder would write, e.g.
+        nested deeper than a parser's stack)."""
+        with self._lock:
+            self._raw_records.append(text)
+
     def remove(self, name: str) -> None:
         with self._lock:
             self._files.pop(name, None)
@@ -531,7 +538,10 @@ def _make_handler(double: GinaDouble):
             if double._fault("html"):
                 self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
                 return
-            body = json.dumps(double.listing(query))
+            records = double.listing(query)
+            with double._lock:
+                raw = list(double._raw_records)
+            body = "[" + ",".join([json.dumps(r) for r in records] + raw) + "]" if raw else json.dumps(records)
             if double._fault("bad_json"):
                 body = body[: max(1, len(body) // 2)]
             self._plain(200, body, "application/json")
@@ -617,6 +627,13 @@ def _make_handler(double: GinaDouble):
     return Handler
 
 
+def _fault_arg(text: str) -> tuple[str, int | None]:
+    name, _, count = text.partition(":")
+    if name not in FAULTS or (count and not count.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME or NAME:COUNT, NAME one of {', '.join(FAULTS)}")
+    return name, int(count) if count else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gina_double", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -631,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="every satellite's granules start at the same times (one time grid for all)")
     parser.add_argument("--scale", type=float, default=0.01, help="file size as a fraction of the real size")
     parser.add_argument("--rate", type=parse_rate, default=None, help="per-connection cap, e.g. 4MB")
-    parser.add_argument("--fault", action="append", default=[], choices=FAULTS)
+    parser.add_argument("--fault", action="append", default=[], type=_fault_arg, metavar="NAME[:COUNT]",
+                        help=f"switch a fault on (for COUNT occurrences; default until stopped): {', '.join(FAULTS)}")
+    parser.add_argument("--slow-rate", type=parse_rate, default=50e3, help="bytes/s of the slow_body fault (50kB)")
     args = parser.parse_args(argv)
     from avoviirscollector.logs import setup_logging
 
@@ -642,9 +661,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown satellite {sat!r}; known: {', '.join(SATELLITE_TO_SHORT)}")
     stop = threading.Event()
     stop_on_signals(stop.set)
-    double = GinaDouble(args.dir, args.host, args.port, rate=args.rate)
-    for fault in args.fault:
-        double.set_fault(fault)
+    double = GinaDouble(args.dir, args.host, args.port, rate=args.rate, slow_rate=args.slow_rate)
+    for fault, count in args.fault:
+        double.set_fault(fault, count)
     schedule = Schedule(same_start=args.same_start)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     latest: dict[str, Granule] = {}
@@ -669,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
             add(granule)
     double.start()
     logger.info("serving %d files on %s/products.json (rate %s, faults %s, %s)", len(double.served()), double.url,
-                args.rate or "uncapped", ",".join(args.fault) or "none",
+                args.rate or "uncapped", ",".join(f"{f}:{c}" if c else f for f, c in args.fault) or "none",
                 "same start times for every satellite" if args.same_start else "satellites a quarter orbit apart")
     try:
         next_add = time.monotonic() + args.every

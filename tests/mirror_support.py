@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from avoviirscollector.config import load_settings
-from avoviirscollector.mirror.cli import MirrorRun
+from avoviirscollector.mirror.engine import MirrorRun
 from avoviirscollector.mirror.gina import load_queues
 from tests.gina_double import GinaDouble
 
@@ -38,9 +38,14 @@ class Captured(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.levels: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        self.levels.append(record.levelname)
+
+    def at(self, level: str) -> list[str]:
+        return [line for line, lv in zip(self.lines, self.levels, strict=True) if lv == level]
 
     def having(self, text: str) -> list[str]:
         return [line for line in self.lines if text in line]
@@ -49,7 +54,7 @@ class Captured(logging.Handler):
         return [line for line in self.lines if line.startswith(text)]
 
 
-def run_mirror(settings, queue_names=None, stall_seconds: int = 2, **options) -> tuple[int, Captured]:
+def run_mirror(settings, queue_names=None, stall_seconds: int = 2, clock=None, **options) -> tuple[int, Captured]:
     """One mirror_gina run in this process; returns the exit status and the log lines."""
     queues = load_queues(settings.mirror_gina_config, settings)
     if queue_names:
@@ -59,8 +64,9 @@ def run_mirror(settings, queue_names=None, stall_seconds: int = 2, **options) ->
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
+        extra = {"clock": clock} if clock else {}
         run = MirrorRun(settings, queues, logger, stall_seconds=stall_seconds, connect_timeout=2,
-                        downloader_options={**FAST, **options})
+                        downloader_options={**FAST, **options}, **extra)
         status = run.run()
     finally:
         logger.removeHandler(handler)

@@ -21,6 +21,10 @@ def test_defaults():
     assert s.retention_days is None and not s.mail_enabled
     assert s.gina_url == "http://nrt-status.gina.alaska.edu"
     assert s.mirror_gina_config == PACKAGE_ETC / "mirror_gina.yaml"
+    assert (s.mirror_give_up_tries, s.mirror_stale_minutes, s.silence_hours) == (10, 15, 3)
+    assert s.min_free.bytes_of(1000) == 50 and str(s.min_free) == "5%"
+    assert load_settings({"VIIRS_MIN_FREE": "20G"}).min_free.bytes_of(1) == 20 * 10**9
+    assert load_settings({"VIIRS_MIN_FREE": "0"}).min_free.off
 
 
 def test_values_are_read():
@@ -52,6 +56,11 @@ BAD = [
     ("GINA_BACKFILL_DAYS", "-2", "GINA_BACKFILL_DAYS='-2' is out of range"),
     ("GINA_URL", "ftp://example.org", "GINA_URL='ftp://example.org' is not valid: expected an http:// or https://"),
     ("TLE_URL", "not a url", "TLE_URL='not a url' is not valid"),
+    ("MIRROR_GIVE_UP_TRIES", "0", "MIRROR_GIVE_UP_TRIES='0' is out of range: expected a whole number from 1 to 1000"),
+    ("MIRROR_STALE_MINUTES", "soon", "MIRROR_STALE_MINUTES='soon' is not valid: expected a whole number from 2"),
+    ("VIIRS_MIN_FREE", "lots", "VIIRS_MIN_FREE='lots' is not valid: expected a percentage 0-90 (e.g. 5%) or bytes"),
+    ("VIIRS_MIN_FREE", "95%", "VIIRS_MIN_FREE='95%' is out of range"),
+    ("SILENCE_HOURS", "0", "SILENCE_HOURS='0' is out of range: expected a whole number from 1 to 720"),
 ]
 
 

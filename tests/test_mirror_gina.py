@@ -137,3 +137,49 @@ def test_no_listing_record_can_name_a_path_outside_sdr(url):
         assert "/" not in rec.name and "\\" not in rec.name and not rec.name.startswith(".")
         assert os.path.dirname(os.path.normpath(os.path.join("/viirs/sdr", rec.name))) == "/viirs/sdr"
         assert rec.url.startswith(("http://", "https://"))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["url", "md5sum", "x"]) | st.text(
+        max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+URLS = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda scheme, host, tail: f"{scheme}{host}/{tail}",
+              st.sampled_from(["http://", "https://", "", "//", "ftp://", "http:"]),
+              st.sampled_from(["[::1", "[::1]", "[zz]", "h:99999", "h:-1", "h:x", "h", "\u00e9t\u00e9", "",
+                               "a b", "[", "]"]),
+              st.sampled_from([name("SVM16"), "x.h5", "", "\x00" + name("SVM15")])),
+)
+
+
+def _deep(depth):
+    value = {"url": "x"}
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(junk=st.lists(JSON | st.fixed_dictionaries({"url": URLS, "md5sum": st.just(MD5)}), max_size=6),
+       position=st.integers(0, 6))
+def test_no_listing_record_stops_the_others(junk, position):
+    good = {"url": f"{BASE}/files/{name('SVM16')}", "md5sum": MD5}
+    items = list(junk)
+    items.insert(min(position, len(items)), good)
+    records, problems = parse_records(items, BASE)
+    assert name("SVM16") in [r.name for r in records]
+    assert len(records) + len(problems) <= len(items)
+    assert all(isinstance(p, str) and len(p) < 400 for p in problems)
+    for rec in records:
+        assert rec.url.startswith(("http://", "https://")) and rec.url.isascii() and " " not in rec.url
+
+
+def test_bad_ipv6_url_and_deep_nesting_are_one_problem_each():
+    good = [{"url": f"{BASE}/files/{name(seg)}", "md5sum": MD5} for seg in ("GITCO", "SVI05", "SVI04")]
+    records, problems = parse_records([{"url": f"http://[::1/{name('SVM16')}", "md5sum": MD5}, _deep(50000)] + good,
+                                      BASE)
+    assert sorted(r.name for r in records) == sorted(name(seg) for seg in ("GITCO", "SVI05", "SVI04"))
+    assert len(problems) == 2 and "[::1" in problems[0]

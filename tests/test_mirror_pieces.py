@@ -148,3 +148,21 @@ def test_any_schedule_covers_the_file_exactly(total, connections, seed):
     assert plan.complete
     assert all(written)
     assert plan.done.intervals() == [(0, total)]
+
+
+def test_why_four_connections_gave_three_per_file():
+    """While the probe of a file is out its size is unknown: the plan has nothing to give an idle connection
+    (take and steal both say None). The downloader used to start the next file on each such connection, so four
+    equal files each began on a connection of its own, and each file was shared by the connections that happened
+    to come free later: three per file in the aria2c comparison. Once the size is known (one round trip) the plan
+    gives every idle connection a share, so waiting that long for the probe's headers puts all four on the file."""
+    MiB = 1 << 20
+    plan = PiecePlan(4, probe_size=MiB)
+    plan.probe(0)
+    assert [plan.take(slot) for slot in (1, 2, 3)] == [None, None, None]
+    assert [plan.steal(slot) for slot in (1, 2, 3)] == [None, None, None]
+    plan.set_total(32 * MiB)
+    pieces = [plan.take(slot) for slot in (1, 2, 3)]
+    assert all(p is not None for p in pieces)
+    assert sorted(plan.busy_slots()) == [0, 1, 2, 3]
+    assert sorted((o.pos, o.end) for o in plan.owned.values()) == [(i * 8 * MiB, (i + 1) * 8 * MiB) for i in range(4)]

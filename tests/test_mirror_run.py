@@ -235,3 +235,79 @@ def test_md5_is_ready_as_the_last_byte_arrives(tmp_path):
     assert "connections=4" in line  # pieces arrived out of order over four connections
     assert float(line.split("md5_after_last_byte=")[1].split("s")[0]) < 0.2
     assert (settings.sdr_dir / item.name).read_bytes() == item.path.read_bytes()
+
+
+def test_odd_listing_records_are_one_warning_each_and_the_rest_is_fetched(tmp_path, double):
+    served = add_pass(double, granules=1, segments=("GITCO", "SVI05", "SVI04"))
+    odd = f"http://[::1/{served[0].name.replace('GITCO', 'SVI01')}"
+    double.add_record({"url": odd, "md5sum": served[0].md5})
+    double.add_raw_record("[" * 100_000 + "]" * 100_000)  # nested deeper than json's stack
+    double.add_record({"url": f"{double.url}/files/{served[0].name}", "md5sum": served[0].md5, "x": [[[{}]]]})
+    settings = settings_for(tmp_path / "viirs", double)
+    status, log = run_mirror(settings, ["snpp-imagery"])
+    assert status == 0, log.lines
+    assert sorted(os.listdir(settings.sdr_dir)) == sorted(s.name for s in served)
+    warnings = log.at("WARNING")
+    assert len(warnings) == 2, warnings
+    assert any("[::1" in w for w in warnings) and any("nested too deeply" in w for w in warnings)
+    assert not log.having("Traceback")
+
+
+def test_stale_temp_files_older_than_a_day_are_removed(tmp_path, double):
+    import fcntl
+
+    add_pass(double, granules=1, segments=("SVM16",))
+    settings = settings_for(tmp_path / "viirs", double)
+    tmp = settings.tmp_dir
+    tmp.mkdir(parents=True)
+    old = time.time() - 25 * 3600
+    stale = ["A.h5.part", "A.h5.part.json", "B.h5.part.4242.complete", "C.h5.part.json.new"]
+    kept = ["D.h5.part", "D.h5.part.json", "E.h5.part", "notes.txt"]
+    for name in stale + kept:
+        (tmp / name).write_bytes(b"x" * 1000)
+    for name in stale + ["E.h5.part", "notes.txt"]:
+        os.utime(tmp / name, (old, old))
+    fd = os.open(tmp / "E.h5.part", os.O_RDWR)  # another run is fetching E right now
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        status, log = run_mirror(settings, ["snpp-moderate"])
+    finally:
+        os.close(fd)
+    assert status == 0, log.lines
+    assert sorted(os.listdir(tmp)) == sorted(kept)
+    (line,) = log.having("stale temp file")
+    assert line.startswith("removed 4 stale temp file(s)")
+
+
+def test_equal_files_get_every_connection_one_after_another(tmp_path):
+    """Four equal files, four connections capped alike: each file is fetched by all four, in turn (the probe's
+    size is waited for instead of starting the next file on each idle connection)."""
+    with GinaDouble(tmp_path / "gina", rate=500e3) as double:
+        for segment in ("GITCO", "SVI05", "SVI04", "SVI01"):
+            double.add_granule("npp", 70000, START, segments=(segment,), sizes={segment: 2_000_000})
+        settings = settings_for(tmp_path / "viirs", double)
+        status, log = run_mirror(settings, ["snpp-imagery"], probe_size=256 * 1024, min_piece=64 * 1024,
+                                 steal_big=1024 * 1024)
+    assert status == 0
+    placed = log.starting("placed ")
+    assert len(placed) == 4
+    assert [line.split("connections=")[1].split()[0] for line in placed] == ["4"] * 4, placed
+    seconds = [float(line.split("seconds=")[1].split()[0]) for line in placed]
+    assert max(seconds) < 1.6, placed  # one file at a time: about 1 s each, not all four finishing at 4 s
+
+
+def test_a_connection_too_slow_to_share_by_halves_is_taken_over(tmp_path):
+    """One response trickles at 5 kB/s, above curl's stall floor, among connections of 500 kB/s: an idle connection
+    takes over what it has left (stealing halves would leave the slow one its last piece for half a minute)."""
+    with GinaDouble(tmp_path / "gina", rate=500e3, slow_rate=5e3) as double:
+        for segment in ("GITCO", "SVI05", "SVI04", "SVI01"):
+            double.add_granule("npp", 70000, START, segments=(segment,), sizes={segment: 2_000_000})
+        settings = settings_for(tmp_path / "viirs", double)
+        double.set_fault("slow_body", 1)
+        t0 = time.monotonic()
+        status, log = run_mirror(settings, ["snpp-imagery"], stall_seconds=30, probe_size=256 * 1024,
+                                 min_piece=64 * 1024, steal_big=1024 * 1024)
+        elapsed = time.monotonic() - t0
+    assert status == 0 and len(log.starting("placed ")) == 4
+    assert len(log.having("is far slower than the others")) == 1
+    assert elapsed < 7, elapsed  # the cap-sum floor is 4 s

@@ -48,15 +48,16 @@ def test_queue_status_from_json_or_posttroll():
 def test_journal_is_read_tolerantly_with_rates_and_the_last_hour():
     lines = [
         json.dumps({"name": "GITCO_old.h5", "bytes": 50_000_000, "seconds": 10.0, "md5": "x",
-                    "placed_at": iso(7200)}),
+                    "time": iso(7200)}),
         "not json at all",
         json.dumps(["a", "list"]),
         json.dumps({"bytes": 1}),  # no name: skipped
         json.dumps({"time": iso(600), "name": "SVM16_a.h5", "bytes": 20_000_000, "md5": "0", "seconds": 4.0,
                     "connections": 4}),  # mirror_gina's journal line
-        json.dumps({"name": "SVM15_b.h5", "bytes": 10_000_000, "seconds": 0, "placed_at": NOW - 60}),
+        json.dumps({"name": "SVM15_b.h5", "bytes": 10_000_000, "seconds": 0, "time": iso(60)}),
         '{"name": "cut',
-        json.dumps({"name": "SVI05_c.h5", "placed_at": "yesterday-ish"}),
+        json.dumps({"name": "SVI05_c.h5", "time": "yesterday-ish"}),
+        " " * 40,  # a record blanked after its rename failed (full disk)
     ]
     last, hour = parse_journal(lines, NOW, 3)
     assert [e["name"] for e in last] == ["SVI05_c.h5", "SVM15_b.h5", "SVM16_a.h5"]

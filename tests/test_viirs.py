@@ -82,3 +82,15 @@ def test_segment_gatherer_ini_matches_products():
         assert section["publish_topic"] == f"/AVO/viirs/granule/{product}"
         assert section["nameservers"] == "localhost" and section["time_name"] == "start_time"
         assert section["time_tolerance"] == "0"
+
+
+@pytest.mark.parametrize("orbit", [42, 38780, 99999, 100000, 100001, 999999])
+def test_pattern_reads_five_and_six_digit_orbits_as_parse_name_does(orbit):
+    """trollsift itself, on the pattern the ini files use: a six-digit orbit must not be cut to five characters
+    (with ``{orbit_number:5d}`` such files were mirrored and never announced)."""
+    name = EXAMPLE.replace("_b38780_", f"_b{orbit:05d}_")
+    parsed = trollsift.parse(TROLLSIFT_PATTERN, name)
+    sdr = parse_name(name)
+    assert parsed["orbit_number"] == sdr.orbit_number == orbit
+    assert (parsed["segment"], parsed["platform_name"], parsed["source"]) == (sdr.segment, sdr.platform, sdr.source)
+    assert parsed["start_time"] == sdr.start_time and parsed["proctime"] == sdr.proctime

@@ -1,18 +1,24 @@
 """mirror_gina: bring every wanted VIIRS SDR file that GINA NRT lists into ``$VIIRS_BASE/sdr``, verified and whole.
 
-Run by cron every minute. For each queue of the queue file (``MIRROR_GINA_CONFIG``; default
-``etc/mirror_gina.yaml`` in the package) it takes a lock, ``state/mirror_gina.<queue>.lock``; a queue whose lock
-is held by a run still going is skipped with one line saying so (and the run exits at once when every queue is
-busy). One ``products.json`` request per satellite serves all of its queues. Wanted files not yet in ``sdr/`` are
-fetched newest orbit first, geolocation before bands, each over ``NUM_GINA_CONNECTIONS`` parallel range requests
-into ``tmp/``, md5-verified while they stream, checked as HDF5, and renamed into ``sdr/`` in one step; every
-placed file gets a line in the log and one in ``state/mirror_gina.journal``.
+Run by cron every minute. For each queue of the queue file (``MIRROR_GINA_CONFIG``; default ``etc/mirror_gina.yaml``
+in the package) it takes a lock, ``state/mirror_gina.<queue>.lock``; a queue whose lock is held by a run still going
+is skipped with one line saying so (and the run exits at once when every queue is busy). One ``products.json``
+request per satellite serves all of its queues (the whole backfill window at start and hourly, today only between).
+Wanted files neither in ``sdr/`` nor placed before (the journal), nor waiting after failing (backoff) or given up
+on, are fetched newest orbit first, geolocation before bands, each over ``NUM_GINA_CONNECTIONS`` parallel range
+requests into ``tmp/``, md5-verified while they stream, checked as HDF5, and renamed into ``sdr/`` in one step;
+every placed file gets a line in the log and one in ``state/mirror_gina.journal``. Before downloading, the
+free-space sweep (space.py) makes room when free space is below ``VIIRS_MIN_FREE``. Each run is recorded for the
+health check (mirror/memory.py). The engine is mirror/engine.py; this module is the command line.
 
 Settings (environment, SPEC section 3): ``VIIRS_BASE``, ``GINA_URL``, ``MIRROR_GINA_CONFIG``,
-``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, ``VIIRS_FACILITY``; with ``MAILHOST``, ``LOG_SENDER`` and
-``LOG_RECIPIENT`` all set, ERROR lines (failed files, failed listings) are mailed in batches.
+``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, ``VIIRS_FACILITY``, ``RECOVERY_HOURS`` (how long the journal
+remembers, with the backfill window), ``MIRROR_GIVE_UP_TRIES``, ``VIIRS_MIN_FREE``; with ``MAILHOST``,
+``LOG_SENDER`` and ``LOG_RECIPIENT`` all set, ERROR lines (failed files, failed listings, files given up on) are
+mailed in batches.
 
-Output: one line per placed or failed file, a summary line; a progress bar only when stdout is a terminal.
+Output: one line per placed or failed file (on a full disk: "disk full", whichever write failed), a summary line;
+a progress bar only when stdout is a terminal.
 Exit status: 0 when nothing failed (also when every queue was busy), 1 when a listing or a file failed or the run
 was stopped, 2 for bad settings or a bad queue file. SIGTERM or SIGINT: stop the transfers at once, keep partial
 files for resume, finish placing what is complete, print the summary.
@@ -21,247 +27,13 @@ files for resume, finish placing what is complete, print the summary.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
-import fcntl
-import logging
-import os
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.config import settings_or_exit
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.mirror.download import Downloader, Outcome
-from avoviirscollector.mirror.gina import ListingError, Queue, QueueConfigError, fetch_listing, load_queues, plan_jobs
-from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
+from avoviirscollector.mirror.engine import PROGRAM, MirrorRun
+from avoviirscollector.mirror.gina import QueueConfigError, load_queues
 from avoviirscollector.signals import stop_on_signals
-
-PROGRAM = "mirror_gina"
-MAX_PROBLEM_LINES = 10
-
-
-class QueueLocks:
-    """Non-blocking ``flock`` per queue in ``state/``; released when the process ends, whatever the cause."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self._fds: dict[str, int] = {}
-
-    def path(self, queue: str) -> Path:
-        return self.state_dir / f"{PROGRAM}.{queue}.lock"
-
-    def acquire(self, queue: str) -> bool:
-        fd = os.open(self.path(queue), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fds[queue] = fd
-        return True
-
-    def release_all(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-
-class _Progress:
-    """A tqdm bar on the terminal (stderr), fed by the downloader once a second and on every outcome."""
-
-    def __init__(self, files: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=files, unit="file", dynamic_ncols=True, file=sys.stderr)
-
-    def active(self, items: list[tuple[str, int, int | None]]) -> None:
-        parts = [f"{name.split('_', 1)[0]} {done * 100 // total if total else 0}%" for name, done, total in items]
-        self.bar.set_postfix_str(", ".join(parts[:4]))
-
-    def one_done(self) -> None:
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class MirrorRun:
-    """One run of mirror_gina over ``queues``. ``run()`` returns the exit status; ``stop()`` may come from a signal."""
-
-    def __init__(self, settings: Settings, queues: list[Queue], log: logging.Logger, *, stall_seconds: int = 30,
-                 connect_timeout: float = 10.0, show_progress: bool = False, session=None,
-                 downloader_options: dict | None = None) -> None:
-        self.settings = settings
-        self.queues = queues
-        self.log = log
-        self.stall_seconds = stall_seconds
-        self.connect_timeout = connect_timeout
-        self.show_progress = show_progress
-        self.session = session
-        self.downloader_options = downloader_options or {}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.placed: list[str] = []
-        self.failed: list[str] = []
-        self.skipped: list[str] = []
-        self.listing_failed = False
-        self.bytes_placed = 0
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> int:
-        s = self.settings
-        for path in (s.sdr_dir, s.tmp_dir, s.state_dir):
-            path.mkdir(parents=True, exist_ok=True)
-        locks = QueueLocks(s.state_dir)
-        try:
-            mine = []
-            for queue in self.queues:
-                if locks.acquire(queue.name):
-                    mine.append(queue)
-                else:
-                    self.log.info("queue %s: another mirror_gina run still holds %s; skipping this queue",
-                                  queue.name, locks.path(queue.name))
-            if not mine:
-                self.log.info("every queue is busy with another mirror_gina run; exiting")
-                return 0
-            return self._run_queues(mine)
-        finally:
-            locks.release_all()
-
-    def _listings(self, queues: list[Queue]) -> list:
-        import requests
-
-        session = self.session or requests.Session()
-        today = dt.datetime.now(dt.UTC).date()
-        groups: dict[tuple, list[Queue]] = {}
-        for queue in queues:
-            groups.setdefault(queue.listing_key, []).append(queue)
-        records = []
-        for key, members in groups.items():
-            if self._stop.is_set():
-                break
-            names = ", ".join(q.name for q in members)
-            try:
-                good, problems = fetch_listing(session, self.settings.gina_url, key, today,
-                                               timeout=(self.connect_timeout, 60.0))
-            except ListingError as err:
-                self.listing_failed = True
-                self.log.error("listing for %s (queues %s) failed: %s; the next run tries again", key[0], names, err)
-                continue
-            for problem in problems[:MAX_PROBLEM_LINES]:
-                self.log.info("listing for %s: skipped %s", key[0], problem)
-            if len(problems) > MAX_PROBLEM_LINES:
-                self.log.info("listing for %s: skipped %d more records", key[0], len(problems) - MAX_PROBLEM_LINES)
-            records += good
-        return records
-
-    def _run_queues(self, queues: list[Queue]) -> int:
-        s = self.settings
-        started = time.monotonic()
-        records = self._listings(queues)
-        if self._stop.is_set():
-            self.log.info("stopped before any download")
-            return 1
-        have = set(os.listdir(s.sdr_dir))
-        jobs, counts = plan_jobs(records, queues, have)
-        listed = sum(c[0] for c in counts.values())
-        if not jobs:
-            if self.listing_failed:
-                self.log.info("nothing fetched: %d wanted files listed for %d queue(s) and already in %s; "
-                              "a listing failed (see above)", listed, len(queues), s.sdr_dir)
-                return 1
-            self.log.info("nothing new: %d wanted files listed for %d queue(s), all already in %s", listed,
-                          len(queues), s.sdr_dir)
-            return 0
-        connections = max(q.connections for q in queues)
-        self.log.info("%d of %d wanted files to fetch with %d connections per file", len(jobs), listed, connections)
-        journal = Journal(s.state_dir)
-        progress = _Progress(len(jobs)) if self.show_progress else None
-        downloader = Downloader(s.tmp_dir, connections, connect_timeout=self.connect_timeout,
-                                low_speed_time=self.stall_seconds, progress=progress.active if progress else None,
-                                **self.downloader_options)
-        placer = ThreadPoolExecutor(1, thread_name_prefix="place")
-
-        def place(outcome: Outcome) -> None:
-            name = outcome.job.name
-            try:
-                place_file(outcome.path, s.sdr_dir, name)
-            except AlreadyPlaced:
-                self.log.info("skipped %s: another run placed it meanwhile; this copy is removed", name)
-                with self._lock:
-                    self.skipped.append(name)
-                return
-            except PlacementError as err:
-                self.log.error("FAILED %s: %s; temp removed; the next run tries again", name, err)
-                with self._lock:
-                    self.failed.append(name)
-                return
-            except OSError as err:
-                self.log.error("FAILED %s: cannot place (%s); temp removed; the next run tries again", name,
-                               err.strerror)
-                with self._lock:
-                    self.failed.append(name)
-                return
-            mbps = outcome.size / 1e6 / outcome.seconds if outcome.seconds > 0 else 0.0
-            resumed = f" resumed from byte {outcome.resumed_from}" if outcome.resumed_from else ""
-            self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d md5_after_last_byte=%.3fs%s",
-                          name, outcome.size, outcome.seconds, mbps, outcome.connections, outcome.verify_seconds,
-                          resumed)
-            try:
-                journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections)
-            except OSError as err:
-                self.log.error("placed %s but the journal %s could not be written: %s", name, journal.path,
-                               err.strerror)
-                with self._lock:
-                    self.failed.append(name)
-                return
-            with self._lock:
-                self.placed.append(name)
-                self.bytes_placed += outcome.size
-
-        def on_outcome(outcome: Outcome) -> None:
-            if progress:
-                progress.one_done()
-            if outcome.ok:
-                placer.submit(place, outcome)
-            elif outcome.next_step == "skipped":
-                self.log.info("skipped %s: %s", outcome.job.name, outcome.reason)
-                self.skipped.append(outcome.job.name)
-            else:
-                self.log.error("FAILED %s: %s; %s", outcome.job.name, outcome.reason, outcome.next_step)
-                with self._lock:
-                    self.failed.append(outcome.job.name)
-
-        if progress:  # log lines go above the bar instead of through it
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            redirect = logging_redirect_tqdm()
-        else:
-            redirect = contextlib.nullcontext()
-        try:
-            with redirect:
-                downloader.run(jobs, on_outcome, self._stop)
-        finally:
-            placer.shutdown(wait=True)
-            downloader.close()
-            if progress:
-                progress.close()
-        seconds = time.monotonic() - started
-        stopped = self._stop.is_set()
-        self.log.info(
-            "%s: placed %d files (%.1f MB in %.1f s, %.1f MB/s), failed %d, skipped %d%s",
-            "stopped" if stopped else "done", len(self.placed), self.bytes_placed / 1e6, seconds,
-            self.bytes_placed / 1e6 / seconds if seconds else 0.0, len(self.failed), len(self.skipped),
-            "; listing failed for some queues" if self.listing_failed else "",
-        )
-        return 1 if (self.failed or self.listing_failed or stopped) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ placement) or failed (reason, and whether the partial file was kept for resume o
 
 from __future__ import annotations
 
+import enum
 import errno
 import fcntl
 import hashlib
@@ -37,14 +38,53 @@ from pathlib import Path
 
 import pycurl
 
-from avoviirscollector.mirror.pieces import MiB, PiecePlan, Request
+from avoviirscollector.mirror.pieces import MiB, Owned, PiecePlan, Request
 
 log = logging.getLogger("mirror_gina")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
 PART_SUFFIX = ".part"
+RESCUE_AFTER = 0.5  # seconds a transfer runs before an idle connection may take over its bytes for being slow
+PROBE_WAIT = 0.5  # seconds idle connections wait for a probe's size before they start the next file
 CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
+
+
+STALE_SECONDS = 24 * 3600
+_OWN_TEMP = re.compile(r"\.part(\.json(\.new)?|\.\d+\.complete)?$")
+
+
+def remove_stale_temps(tmp_dir: Path, max_age: float = STALE_SECONDS, now: float | None = None) -> tuple[int, int]:
+    """Remove mirror_gina's own leftovers in ``tmp_dir`` not modified for ``max_age`` seconds: abandoned partial
+    files with their state, verified files of a run that died before placing them. A partial file another run holds
+    (its flock) is kept, and so is anything not named like ours. Returns (files, bytes) removed."""
+    now = time.time() if now is None else now
+    count = size = 0
+    try:
+        entries = list(os.scandir(tmp_dir))
+    except FileNotFoundError:
+        return 0, 0
+    for entry in entries:
+        if not _OWN_TEMP.search(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if now - st.st_mtime < max_age:
+                continue
+            if entry.name.endswith(PART_SUFFIX):
+                fd = os.open(entry.path, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(entry.path)  # unlinked while locked: a run starting now cannot be handed it
+                finally:
+                    os.close(fd)
+            else:
+                os.unlink(entry.path)
+        except (BlockingIOError, FileNotFoundError):
+            continue
+        count += 1
+        size += st.st_size
+    return count, size
 
 
 @dataclass(frozen=True)
@@ -54,6 +94,16 @@ class FileJob:
     name: str
     url: str
     md5: str
+
+
+class Fault(enum.Enum):
+    """Whose fault a file's failure is: it decides what the next runs do with the file."""
+
+    NONE = "none"  # no failure
+    SKIPPED = "skipped"  # another run is fetching the file: not a failure
+    FILE = "file"  # the file's own fault (HTTP 4xx, md5 mismatch, not HDF5): counts toward giving up on it
+    TRANSIENT = "transient"  # network, server error, stall, interruption: the next run simply tries again
+    LOCAL = "local"  # this side: disk full, cannot write
 
 
 @dataclass
@@ -69,10 +119,23 @@ class Outcome:
     md5: str = ""
     resumed_from: int = 0
     verify_seconds: float = 0.0  # from the last byte received to the md5 being known
+    fault: Fault = Fault.NONE
+    partial_kept: bool = False  # failed, but the partial file waits in tmp/ for the next run to resume
 
 
 class _Fatal(Exception):
     """A failure that no retry in this run can fix."""
+
+    def __init__(self, message: str, fault: Fault = Fault.TRANSIENT) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
+def os_reason(err: OSError) -> str:
+    """How a failed write reads in the log: ``disk full`` for ENOSPC/EDQUOT, else the system's own words."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return err.strerror or str(err)
 
 
 class _Active:
@@ -102,6 +165,7 @@ class _Active:
         self.last_byte = self.started
         self.announced_stream = False
         self.ranges_ok = True
+        self.probe_sent = 0.0
 
     def _resume(self) -> None:
         try:
@@ -154,9 +218,36 @@ class _Active:
         tmp = self.state_path.with_name(self.state_path.name + ".new")
         state = {"url": self.job.url, "md5": self.job.md5, "total": self.plan.total,
                  "done": self.plan.done.intervals()}
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        data = json.dumps(state).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.state_path)
+        except OSError:
+            # the state saved before (if any) still lists only bytes that are on disk: a resume stays correct
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            raise
         self.dirty = False
+
+    def keep_for_resume(self) -> str | None:
+        """Save the state and close, keeping the partial file. Returns None when kept, else why it was removed
+        instead (the state cannot be written and no earlier state exists to resume from)."""
+        try:
+            self.save_state()
+        except OSError as err:
+            if not self.state_path.exists():
+                self.discard()
+                return os_reason(err)
+        self.close()
+        return None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -175,17 +266,35 @@ class _Active:
 
 @dataclass
 class _Transfer:
+    """One range request in flight. Where it stands (``pos``, ``request_end``) is the piece plan's record of what
+    its connection owns (:class:`~avoviirscollector.mirror.pieces.Owned`), shared, not copied: one place to track
+    a piece."""
+
     file: _Active
-    start: int
-    request_end: int
-    pos: int
+    start: int  # the first byte asked for
+    own: Owned
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     checked: bool = False
     error: str = ""
     fatal: bool = False
+    fault: Fault = Fault.TRANSIENT
     cut: bool = False
     void: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pos(self) -> int:
+        """The next byte expected."""
+        return self.own.pos
+
+    @property
+    def request_end(self) -> int:
+        return self.own.request_end
+
+    def rate(self, now: float) -> float:
+        """Bytes per second this transfer has received since it started."""
+        return (self.pos - self.start) / max(1e-3, now - self.started)
 
 
 class _Slot:
@@ -240,9 +349,8 @@ class _Slot:
             keep = plan.accept(self.index, tr.pos, len(data))
             if keep:
                 active.write(tr.pos, memoryview(data)[:keep])
-                plan.wrote(self.index, keep)
+                plan.wrote(self.index, keep)  # advances tr.pos
                 active.catch_up(CATCH_UP_STEP)
-                tr.pos += keep
                 active.slots_used.add(self.index)
                 self.downloader._bytes += keep
             if keep < len(data):
@@ -250,8 +358,9 @@ class _Slot:
                 return 0
             return None  # everything consumed
         except _Fatal as err:
-            tr.error, tr.fatal = str(err), True
+            tr.error, tr.fatal, tr.fault = str(err), True, err.fault
         except OSError as err:
+            tr.fault = Fault.LOCAL
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 tr.error, tr.fatal = "disk full", True
             else:
@@ -288,6 +397,7 @@ class Downloader:
         self._slots = [_Slot(i, self) for i in range(connections)]
         self._active: list[_Active] = []
         self._fresh = False
+        self._rate_ref = 0.0  # the best per-connection rate of a finished piece of this run (bytes/s)
 
     @property
     def bytes_received(self) -> int:
@@ -314,7 +424,7 @@ class Downloader:
             want_end = min(tr.request_end, total)
             if first != tr.start or last + 1 != want_end:
                 raise ValueError(f"asked for bytes {tr.start}-{want_end - 1}, got {first}-{last}")
-            tr.request_end = want_end
+            tr.own.request_end = want_end
             return
         if tr.status == 200:
             length = tr.headers.get("content-length", "")
@@ -330,15 +440,17 @@ class Downloader:
             tr.file.ranges_ok = False
             plan.to_single_stream(slot.index, total)
             tr.file.restart_hash()
-            tr.start, tr.pos, tr.request_end = 0, 0, total
+            tr.start, tr.own = 0, plan.owned[slot.index]
             return
         if 400 <= tr.status < 500 and tr.status not in (408, 429):
-            raise _Fatal(f"HTTP {tr.status}")
+            raise _Fatal(f"HTTP {tr.status}", Fault.FILE)
         raise ValueError(f"HTTP {tr.status}")
 
     # -- scheduling --------------------------------------------------------------------------------------
     def _start(self, slot: _Slot, active: _Active, req: Request) -> None:
-        tr = _Transfer(active, req.start, req.end, req.start)
+        tr = _Transfer(active, req.start, active.plan.owned[slot.index])
+        if active.plan.total is None:
+            active.probe_sent = time.monotonic()
         if slot.transfer is None:
             slot.busy_since = time.monotonic()
         slot.transfer = tr
@@ -368,6 +480,14 @@ class Downloader:
                     log.debug("connection %d steals from a slower one", slot.index)
                     self._start(slot, active, req)
                     return True
+        if self._rescue(slot, now):  # a file already started goes before the next one
+            return True
+        if any(a.plan.total is None and a.plan.owned and now - a.probe_sent < PROBE_WAIT for a in self._active):
+            # A probe is on its way: its response headers (one round trip) give the size, and then this
+            # connection takes a share of that file. Starting the next file instead would leave each file with
+            # fewer connections (4 configured gave 3 per file) and finish every file late instead of one by one.
+            # A probe that does not answer soon is not waited for (a slow server start).
+            return False
         while len(self._active) < self.connections + 1:  # the next file
             job = next(pending, None)
             if job is None:
@@ -375,12 +495,13 @@ class Downloader:
             try:
                 active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece)
             except BlockingIOError:
-                outcomes.append(Outcome(job, False, reason="another run is fetching it", next_step="skipped"))
+                outcomes.append(Outcome(job, False, reason="another run is fetching it",
+                                        fault=Fault.SKIPPED))
                 continue
             except OSError as err:
-                reason = "disk full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror
+                reason = os_reason(err)
                 outcomes.append(Outcome(job, False, reason=f"cannot open its temp file: {reason}",
-                                        next_step="the next run tries again"))
+                                        next_step="the next run tries again", fault=Fault.LOCAL))
                 continue
             self._active.append(active)
             if active.plan.complete:  # resumed, and nothing was missing
@@ -395,6 +516,35 @@ class Downloader:
             if req:
                 log.debug("connection %d steals the end of a piece", slot.index)
                 self._start(slot, active, req)
+                return True
+        return False
+
+    def _rescue(self, slot: _Slot, now: float) -> bool:
+        """The last resort of an idle connection: a transfer so slow that this one would finish its bytes much
+        sooner (a stalling connection, too slow to share by halves) is cut, and this one fetches what it had left.
+        Its own connection is closed and opened afresh for its next request."""
+        live = [o.transfer.rate(now) for o in self._slots
+                if o.transfer is not None and not o.transfer.void and now - o.transfer.started >= RESCUE_AFTER / 2]
+        reference = max([self._rate_ref, *live]) or self.low_speed_limit
+        for other in self._slots:
+            tr = other.transfer
+            if other is slot or tr is None or tr.void or now - tr.started < RESCUE_AFTER:
+                continue
+            own = tr.file.plan.owned.get(other.index)
+            if own is None or own.remaining <= 0 or tr.file not in self._active or tr.file.plan.total is None:
+                continue
+            if own.remaining / max(tr.rate(now), 1.0) < 2 * own.remaining / reference + RESCUE_AFTER:
+                continue
+            log.info("%s: connection %d is far slower than the others (%.0f kB/s): connection %d fetches its "
+                     "remaining %d bytes", tr.file.job.name, other.index, tr.rate(now) / 1e3, slot.index,
+                     own.remaining)
+            self._multi.remove_handle(other.curl)
+            other.transfer = None
+            other.busy_seconds += now - other.busy_since
+            tr.file.plan.release(other.index)
+            req = tr.file.plan.take(slot.index)
+            if req:
+                self._start(slot, tr.file, req)
                 return True
         return False
 
@@ -420,10 +570,12 @@ class Downloader:
                 if tr.request_end > tr.start:
                     tr.error = "empty response"
             except _Fatal as err:
-                tr.error, tr.fatal = str(err), True
+                tr.error, tr.fatal, tr.fault = str(err), True, err.fault
             except ValueError as err:
                 tr.error = str(err)
         if not tr.error and (tr.cut or (curl_errno == 0 and tr.pos >= tr.request_end)):
+            if tr.pos - tr.start >= 4 * self.min_piece:
+                self._rate_ref = max(self._rate_ref, tr.rate(time.monotonic()))
             active.no_progress = 0
             follow = plan.finished(slot.index)
             if follow:
@@ -439,7 +591,7 @@ class Downloader:
         active.attempts += 1
         active.no_progress = 0 if progressed else active.no_progress + 1
         if tr.fatal or active.no_progress >= self.max_no_progress or active.attempts >= self.max_attempts:
-            self._fail_file(active, tr.error, outcomes, fatal=tr.fatal)
+            self._fail_file(active, tr.error, outcomes, fatal=tr.fatal, fault=tr.fault)
             return
         delay = min(self.backoff_max, self.backoff * 2 ** max(0, active.no_progress - 1))
         active.not_before = time.monotonic() + delay
@@ -474,8 +626,8 @@ class Downloader:
             active.catch_up()
         except OSError as err:
             active.discard()
-            outcomes.append(Outcome(active.job, False, reason=f"cannot read back: {err}",
-                                    next_step="temp removed; the next run downloads it again"))
+            outcomes.append(Outcome(active.job, False, reason=f"cannot read back: {os_reason(err)}",
+                                    next_step="temp removed; the next run downloads it again", fault=Fault.LOCAL))
             return
         digest = active.md5.hexdigest()
         total = active.plan.total or 0
@@ -484,12 +636,19 @@ class Downloader:
             active.discard()
             outcomes.append(Outcome(active.job, False, reason=f"md5 mismatch (got {digest}, listed {active.job.md5})",
                                     next_step="temp removed; the next run downloads it again", size=total,
-                                    seconds=seconds))
+                                    seconds=seconds, fault=Fault.FILE))
             return
         # Take the verified file out of the resumable name while its lock is still held: another run that wants
         # the same file (overlapping queues) can then never open, truncate or rewrite what is about to be placed.
         complete = active.part.with_name(f"{active.part.name}.{os.getpid()}.complete")
-        os.rename(active.part, complete)
+        try:
+            os.rename(active.part, complete)
+        except OSError as err:
+            active.discard()
+            outcomes.append(Outcome(active.job, False, reason=f"cannot rename its temp file: {os_reason(err)}",
+                                    next_step="temp removed; the next run downloads it again", size=total,
+                                    seconds=seconds, fault=Fault.LOCAL))
+            return
         active.close()
         try:
             active.state_path.unlink()
@@ -499,19 +658,22 @@ class Downloader:
                                 connections=len(active.slots_used), md5=digest, resumed_from=active.resumed_from,
                                 verify_seconds=verify))
 
-    def _fail_file(self, active: _Active, reason: str, outcomes: list[Outcome], fatal: bool) -> None:
+    def _fail_file(self, active: _Active, reason: str, outcomes: list[Outcome], fatal: bool,
+                   fault: Fault = Fault.TRANSIENT) -> None:
         self._active.remove(active)
         self._abort_file_transfers(active)
         keep = not fatal and active.ranges_ok and active.plan.total is not None and active.plan.done.covered() > 0
-        if keep:
-            active.save_state()
-            active.close()
+        why_not = active.keep_for_resume() if keep else None
+        if keep and why_not is None:
             step = f"partial file kept ({active.plan.done.covered()} bytes); the next run resumes it"
+        elif keep:
+            step = f"temp removed (its state cannot be saved: {why_not}); the next run tries again"
         else:
             active.discard()
             step = "temp removed; the next run tries again"
         outcomes.append(Outcome(active.job, False, reason=reason, next_step=step, size=active.plan.total or 0,
-                                seconds=time.monotonic() - active.started))
+                                seconds=time.monotonic() - active.started, fault=fault,
+                                partial_kept=keep and why_not is None))
 
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, jobs: Iterable[FileJob], on_outcome: Callable[[Outcome], None],
@@ -561,21 +723,30 @@ class Downloader:
                     last_save = now
                     for active in self._active:
                         if active.dirty:
-                            active.save_state()
+                            try:
+                                active.save_state()
+                            except OSError:
+                                pass  # kept dirty; the previous state stays valid; the file's outcome tells
+
                     if self.progress:
                         self.progress([(a.job.name, a.plan.done.covered(), a.plan.total) for a in self._active])
         finally:
             for active in list(self._active):
                 self._abort_file_transfers(active)
-                if active.plan.total is not None and active.ranges_ok and active.plan.done.covered():
-                    active.save_state()
-                    active.close()
+                keep = active.plan.total is not None and active.ranges_ok and active.plan.done.covered()
+                why_not = active.keep_for_resume() if keep else None
+                if keep and why_not is None:
                     outcomes.append(Outcome(active.job, False, reason="interrupted",
-                                            next_step="partial file kept; the next run resumes it"))
+                                            next_step="partial file kept; the next run resumes it",
+                                            fault=Fault.TRANSIENT, partial_kept=True))
+                elif keep:
+                    outcomes.append(Outcome(active.job, False, reason=f"interrupted; {why_not}",
+                                            next_step="temp removed; the next run tries again", fault=Fault.LOCAL))
                 else:
                     active.discard()
                     outcomes.append(Outcome(active.job, False, reason="interrupted",
-                                            next_step="temp removed; the next run tries again"))
+                                            next_step="temp removed; the next run tries again",
+                                            fault=Fault.TRANSIENT))
             self._active.clear()
             for outcome in outcomes:
                 on_outcome(outcome)

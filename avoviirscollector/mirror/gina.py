@@ -125,13 +125,29 @@ def load_queues(path: Path, settings: Settings) -> list[Queue]:
     return queues
 
 
-def listing_params(key: tuple[str, str, str, str, int], today: dt.date) -> list[tuple[str, str]]:
-    """The query of SPEC section 4: end = tomorrow (UTC), start = end - backfill days."""
-    satellite, sensor, level, facility, days = key
+def listing_params(key: tuple[str, str, str, str, int], today: dt.date, days: int | None = None
+                   ) -> list[tuple[str, str]]:
+    """The query of SPEC section 4: end = tomorrow (UTC), start = end - backfill days (or ``days``: the runs
+    between full listings ask only for the last day or two, see :func:`listing_days`)."""
+    satellite, sensor, level, facility, backfill = key
     end = today + dt.timedelta(days=1)
-    start = end - dt.timedelta(days=days)
+    start = end - dt.timedelta(days=backfill if days is None else min(days, backfill))
     return [("start_date", start.isoformat()), ("end_date", end.isoformat()), ("sensors[]", sensor),
             ("processing_levels[]", level), ("facilities[]", facility), ("satellites[]", satellite)]
+
+
+#: the whole backfill window is listed at most this often (and when never listed yet); runs between ask only for
+#: what can have changed: today, and yesterday too during the first hours of the UTC day
+FULL_LISTING_EVERY = dt.timedelta(hours=1)
+YESTERDAY_UNTIL_HOUR = 3
+
+
+def listing_days(now: dt.datetime, last_full: dt.datetime | None) -> int | None:
+    """How many days a run lists: None for the full backfill window (due at start and hourly), else 1 (today) or
+    2 (today and yesterday, near midnight UTC). Pure."""
+    if last_full is None or now - last_full >= FULL_LISTING_EVERY or now < last_full:
+        return None
+    return 2 if now.hour < YESTERDAY_UNTIL_HOUR else 1
 
 
 @dataclass(frozen=True)
@@ -144,46 +160,119 @@ class Record:
     sdr: SdrName
 
 
+class _Unusable(Exception):
+    """This record cannot be used; the message says why."""
+
+
+def _shown(value: object, limit: int = 120) -> str:
+    """A short, safe rendering of any listing value (deeply nested values cannot even be repr'd)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _curl_safe(url: str) -> bool:
+    """Printable ASCII without spaces: what can go into a request line as it is."""
+    return url.isascii() and all(32 < ord(c) < 127 for c in url)
+
+
+def parse_record(item: object, base_url: str) -> Record:
+    """One listing record, checked; raises :class:`_Unusable` (or ValueError etc.) when it cannot be used. Pure."""
+    if not isinstance(item, dict):
+        raise _Unusable("record is not an object")
+    url, md5 = item.get("url"), item.get("md5sum")
+    if not isinstance(url, str) or not isinstance(md5, str):
+        raise _Unusable("record without string url and md5sum")
+    if not _MD5.match(md5):
+        raise _Unusable(f"bad md5sum {md5[:40]!r}")
+    if not _curl_safe(url) or not _curl_safe(base_url):
+        raise _Unusable("URL with spaces, control or non-ASCII characters")
+    full = urljoin(base_url + "/", url)
+    parts = urlsplit(full)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Unusable("not an http(s) URL")
+    parts.port  # noqa: B018 -- raises ValueError on a port out of range
+    name = posixpath.basename(parts.path)
+    try:
+        sdr = parse_name(name)
+    except NotASdrName:
+        raise _Unusable("not a VIIRS SDR granule name") from None
+    return Record(name, full, md5.lower(), sdr)
+
+
 def parse_records(items: object, base_url: str) -> tuple[list[Record], list[str]]:
-    """Validate listing records. Returns the good ones and one problem string per skipped record. Pure."""
+    """Validate listing records. Returns the good ones and one problem string per skipped record. Pure.
+
+    No record, whatever its JSON value, stops the others: each unusable one becomes one problem line naming it.
+    """
     if not isinstance(items, list):
         return [], [f"listing is a {type(items).__name__}, not a JSON array"]
     good: dict[str, Record] = {}
     problems: list[str] = []
     for item in items:
-        if not isinstance(item, dict):
-            problems.append(f"record is not an object: {str(item)[:80]!r}")
-            continue
-        url, md5 = item.get("url"), item.get("md5sum")
-        if not isinstance(url, str) or not isinstance(md5, str):
-            problems.append(f"record without url/md5sum: {str(item)[:120]}")
-            continue
-        if not _MD5.match(md5):
-            problems.append(f"record with a bad md5sum {md5[:40]!r}: {url[:120]}")
-            continue
-        full = urljoin(base_url + "/", url)
-        parts = urlsplit(full)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(f"record with a non-http URL: {url[:120]!r}")
-            continue
-        name = posixpath.basename(parts.path)
         try:
-            sdr = parse_name(name)
-        except NotASdrName:
-            problems.append(f"not a VIIRS SDR granule name: {url[:120]!r}")
+            record = parse_record(item, base_url)
+        except (_Unusable, ValueError, TypeError, RecursionError, UnicodeError) as err:
+            url = item.get("url") if isinstance(item, dict) else None
+            shown = _shown(url) if isinstance(url, str) else _shown(item)
+            problems.append(f"{err or type(err).__name__}: {shown}")
             continue
-        good.setdefault(name, Record(name, full, md5.lower(), sdr))
+        good.setdefault(record.name, record)
     return list(good.values()), problems
 
 
+def split_array(body: bytes | str) -> tuple[list[object], list[str]]:
+    """Decode a JSON array element by element (iteratively, so no element can exhaust the stack): the elements
+    that decode, and one problem per element that does not. Used when the whole listing cannot be decoded at once.
+    Raises ValueError when ``body`` is not a JSON array at all."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else body
+    start = text.find("[")
+    if start < 0 or text[:start].strip():
+        raise ValueError("not a JSON array")
+    items: list[object] = []
+    problems: list[str] = []
+    depth, begin, in_string, escape = 0, start + 1, False, False
+    for i in range(start + 1, len(text)):
+        c = text[i]
+        if in_string:
+            if escape:
+                escape = False
+            elif c == "\\":
+                escape = True
+            elif c == '"':
+                in_string = False
+            continue
+        if c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+        elif c in "]}" and depth > 0:
+            depth -= 1
+        elif c in ",]" and depth == 0:
+            chunk = text[begin:i].strip()
+            if chunk:
+                try:
+                    items.append(json.loads(chunk))
+                except (ValueError, RecursionError) as err:
+                    kind = "nested too deeply" if isinstance(err, RecursionError) else "not valid JSON"
+                    problems.append(f"record {kind}: {chunk[:60]!r}...")
+            begin = i + 1
+            if c == "]":
+                return items, problems
+    raise ValueError("unterminated JSON array")
+
+
 def fetch_listing(session, gina_url: str, key: tuple[str, str, str, str, int], today: dt.date,
-                  timeout: tuple[float, float] = (10.0, 60.0)) -> tuple[list[Record], list[str]]:
+                  timeout: tuple[float, float] = (10.0, 60.0), days: int | None = None
+                  ) -> tuple[list[Record], list[str]]:
     """GET products.json for ``key``. Raises :class:`ListingError` on HTTP errors, timeouts, non-JSON."""
     import requests
 
     url = f"{gina_url}/products.json"
     try:
-        with session.get(url, params=listing_params(key, today), timeout=timeout, stream=True) as resp:
+        with session.get(url, params=listing_params(key, today, days), timeout=timeout, stream=True) as resp:
             if resp.status_code != 200:
                 raise ListingError(f"HTTP {resp.status_code} from {url}")
             body = bytearray()
@@ -197,13 +286,18 @@ def fetch_listing(session, gina_url: str, key: tuple[str, str, str, str, int], t
             ctype = resp.headers.get("Content-Type", "")
     except requests.RequestException as err:
         raise ListingError(f"cannot get {url}: {type(err).__name__}: {str(err)[:200]}") from None
+    extra: list[str] = []
     try:
-        items = json.loads(body)
+        try:
+            items = json.loads(body)
+        except RecursionError:  # one record nested deeper than the parser's stack: decode record by record
+            items, extra = split_array(bytes(body))
     except ValueError:
         head = bytes(body[:60]).decode("utf-8", "replace").replace("\n", " ")
         raise ListingError(f"listing from {url} is not JSON (Content-Type {ctype or 'none'}, starts {head!r})") \
             from None
-    return parse_records(items, gina_url)
+    good, problems = parse_records(items, gina_url)
+    return good, extra + problems
 
 
 #: order inside a granule: geolocation first (as in SPEC section 4), then the bands in the order that completes

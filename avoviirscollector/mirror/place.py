@@ -7,17 +7,27 @@ downloading) and its HDF5 structure are known to be good.
 The download journal, ``state/mirror_gina.journal``, gets one JSON line per placed file (``time``, ``name``,
 ``bytes``, ``md5``, ``seconds``, ``connections``), appended with one ``write`` and ``fsync``: a kill at any moment
 leaves at most one torn last line, which :func:`read_journal` skips and the next append isolates.
+
+The journal is also mirror_gina's memory of what it placed: a file it names is not fetched again, even after
+cleanup (or the free-space sweep) removed it from ``sdr/``, for as long as GINA can still list it. Records are kept
+for the longer of the listing window (backfill days, plus one day) and ``RECOVERY_HOURS``, counted from the later
+of the granule's start and the placement; :meth:`Journal.remembered` drops older ones by rewriting the file (at most
+about once an hour). Appends hold a shared ``flock`` on the journal and compaction an exclusive one, and an append
+that finds the file replaced under it appends to the new one, so no record is lost to a compaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from avoviirscollector.fsutil import fsync_dir
+from avoviirscollector.viirs import NotASdrName, parse_name
 
 JOURNAL_NAME = "mirror_gina.journal"
 
@@ -46,8 +56,13 @@ def check_hdf5(path: Path) -> None:
         raise PlacementError(f"unreadable HDF5 ({err})") from None
 
 
-def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
-    """Check ``temp`` and rename it to ``sdr_dir/name`` (one ``os.replace``). The temp is removed on failure."""
+def place_file(temp: Path, sdr_dir: Path, name: str,
+               before_rename: Callable[[], Callable[[], None]] | None = None) -> Path:
+    """Check ``temp`` and rename it to ``sdr_dir/name`` (one ``os.replace``). The temp is removed on failure.
+
+    ``before_rename`` (the journal entry) runs once the checks passed, just before the rename; it returns what undoes
+    it, called when the rename fails. So a file is journalled exactly when it reached ``sdr/``, even on a full disk.
+    """
     target = sdr_dir / name
     if os.sep in name or name in ("", ".", ".."):
         raise PlacementError(f"refusing local name {name!r}")
@@ -60,7 +75,13 @@ def place_file(temp: Path, sdr_dir: Path, name: str) -> Path:
             os.close(fd)
         if target.exists():
             raise AlreadyPlaced("already in sdr/")
-        os.replace(temp, target)
+        undo = before_rename() if before_rename is not None else None
+        try:
+            os.replace(temp, target)
+        except BaseException:
+            if undo is not None:
+                undo()
+            raise
     except BaseException:
         try:
             temp.unlink()
@@ -78,6 +99,8 @@ class Journal:
         self.path = Path(state_dir) / JOURNAL_NAME
 
     def append(self, name: str, size: int, md5: str, seconds: float, connections: int) -> dict:
+        """Append one record (one ``write``, ``fsync``). The record's place in the file is kept for
+        :meth:`retract` under the private key ``_span`` of the returned dict (not written)."""
         record = {
             "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "name": name,
@@ -87,16 +110,117 @@ class Journal:
             "connections": connections,
         }
         line = json.dumps(record, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = self._open_locked(os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             size_now = os.fstat(fd).st_size
             if size_now and os.pread(fd, 1, size_now - 1) != b"\n":
                 line = "\n" + line  # a torn last line from a killed run stays on a line of its own
-            os.write(fd, line.encode())
+            data = line.encode()
+            written = os.write(fd, data)
+            end = os.lseek(fd, 0, os.SEEK_CUR)  # with O_APPEND: the end of what this write added
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write to the journal")
             os.fsync(fd)
         finally:
             os.close(fd)
-        return record
+        return {**record, "_span": (end - len(data), data)}
+
+    def _open_locked(self, flags: int, lock: int = fcntl.LOCK_SH) -> int:
+        """Open the journal and ``flock`` it; when a compaction replaced the file meanwhile, open the new one."""
+        while True:
+            fd = os.open(self.path, flags, 0o644)
+            try:
+                fcntl.flock(fd, lock)
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def retract(self, record: dict) -> None:
+        """Blank out a record written by :meth:`append` (its rename failed). Overwriting bytes in place needs no
+        new space, so this works on a full disk; other runs' records around it are untouched."""
+        start, data = record["_span"]
+        fd = self._open_locked(os.O_RDWR)
+        try:
+            if os.pread(fd, len(data), start) != data:  # moved by a compaction: find it
+                content = os.pread(fd, os.fstat(fd).st_size, 0)
+                start = content.find(data.lstrip(b"\n"))
+                data = data.lstrip(b"\n")
+            if start >= 0:
+                os.pwrite(fd, b" " * (len(data) - 1), start)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remembered(self, keep: dt.timedelta, now: dt.datetime | None = None) -> set[str]:
+        """Names of the files placed that are still to be remembered (see the module docstring); compacts the
+        file when it holds records older than that by more than an hour. A journal that cannot be rewritten (full
+        disk) is left as it is."""
+        now = now or dt.datetime.now(dt.UTC)
+        horizon = now.replace(tzinfo=None) - keep
+        names: set[str] = set()
+        oldest_dropped: dt.datetime | None = None
+        for record in read_journal(self.path):
+            placed = _remembered_since(record)
+            if placed is None or placed >= horizon:
+                names.add(record["name"])
+            elif oldest_dropped is None or placed < oldest_dropped:
+                oldest_dropped = placed
+        if oldest_dropped is not None and oldest_dropped < horizon - dt.timedelta(hours=1):
+            self._compact(horizon)
+        return names
+
+    def _compact(self, horizon: dt.datetime) -> None:
+        try:
+            fd = self._open_locked(os.O_RDWR, fcntl.LOCK_EX)
+        except OSError:
+            return
+        new = self.path.with_name(self.path.name + ".new")
+        try:
+            with os.fdopen(os.dup(fd), "rb") as fh:  # under the exclusive lock: nothing is appended meanwhile
+                lines = fh.read().splitlines(keepends=True)
+            out = []
+            for raw in lines:
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+                    continue
+                placed = _remembered_since(record)
+                if placed is None or placed >= horizon:
+                    out.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            with open(new, "wb") as fh:
+                fh.write(b"".join(out))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(new, self.path)
+            fsync_dir(self.path.parent)
+        except OSError:
+            try:
+                new.unlink()
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(fd)
+
+
+def _remembered_since(record: dict) -> dt.datetime | None:
+    """The later of the placement time and the granule's start (naive UTC); None when neither can be read."""
+    times = []
+    try:
+        times.append(dt.datetime.strptime(str(record.get("time", "")), "%Y-%m-%dT%H:%M:%S.%fZ"))
+    except ValueError:
+        pass
+    try:
+        times.append(parse_name(record["name"]).start_time)
+    except NotASdrName:
+        pass
+    return max(times) if times else None
 
 
 def read_journal(path: Path) -> Iterator[dict]:
@@ -111,5 +235,5 @@ def read_journal(path: Path) -> Iterator[dict]:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and "name" in record:
+            if isinstance(record, dict) and isinstance(record.get("name"), str):
                 yield record

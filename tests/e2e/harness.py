@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +23,7 @@ from pathlib import Path
 import zmq
 from posttroll.message import Message
 
-from avoviirscollector.config import Settings, load_settings
+from avoviirscollector.config import PACKAGE_ETC, Settings, load_settings
 from avoviirscollector.viirs import PRODUCTS, format_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +44,21 @@ def free_ports(count: int) -> list[int]:
         for sock in socks:
             sock.close()
     return ports
+
+
+def short_slot_etc(folder: Path, timeliness: int = 20) -> Path:
+    """A copy of the package's etc/ in ``folder`` with the gatherers' slot timeout (``timeliness``) set to
+    ``timeliness`` seconds; give it to the suite as ``AVO_ETC`` (production keeps the package's 600 s)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in PACKAGE_ETC.iterdir():
+        if source.is_file():
+            shutil.copy(source, folder / source.name)
+    ini = folder / "segment_gatherer.ini"
+    text, count = re.subn(r"(?m)^timeliness\s*=\s*\d+\s*$", f"timeliness = {timeliness}", ini.read_text())
+    if count == 0:
+        raise RuntimeError(f"no timeliness setting in {ini}")
+    ini.write_text(text)
+    return folder
 
 
 def only_loopback() -> bool:
@@ -150,6 +167,11 @@ class Suite:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             self.proc = None
+
+    def restart(self, timeout: float = 30) -> None:
+        """Stop the whole suite with SIGTERM to supervisord (as Ctrl-C of ``make run``), start it on the same base."""
+        self.stop(timeout)
+        self.start(timeout)
 
     def __enter__(self) -> Suite:
         self.start()

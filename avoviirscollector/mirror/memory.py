@@ -1,0 +1,239 @@
+"""What mirror_gina remembers across runs besides the journal: failing files, and how the mirror is doing.
+
+``state/mirror_gina.failures.json``: per file whose own fault made it fail (HTTP 4xx, md5 mismatch, not HDF5):
+tries, first and last failure, last reason, the time before which it is not tried again (backoff doubling from one
+minute, at most four hours), and whether it was given up on (after ``MIRROR_GIVE_UP_TRIES`` tries). A run that looks
+like an outage of GINA (a listing failed, or most of its files failed at once) puts no file into backoff.
+
+``state/mirror_gina.health.json``: the last run and the last successful one (the listing was had and every wanted
+file not given up on was placed or is resuming), per satellite of the queues when something new was last listed,
+and the wanted files listed but not yet placed, with the time each was first listed. ``avo_status`` judges the
+mirror's health from it (:func:`mirror_problems`).
+
+Both files are read, changed and rewritten under an exclusive ``flock`` of ``<file>.lock`` (runs of different
+queues overlap), atomically. On a full disk they are left as they were: the runs go on without them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+FAILURES_NAME = "mirror_gina.failures.json"
+LISTINGS_NAME = "mirror_gina.listings.json"
+HEALTH_NAME = "mirror_gina.health.json"
+BACKOFF_FIRST = dt.timedelta(minutes=1)
+BACKOFF_MAX = dt.timedelta(hours=4)
+#: a run with at least this many failures of the files' own kind, and more than half of its files, is an outage
+OUTAGE_MIN_FILES = 3
+PENDING_HOURS = 1.0
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: object) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path``; an empty one when it is missing or damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update_json(path: Path, change: Callable[[dict], None]) -> dict:
+    """Read ``path``, apply ``change`` in place and write it back atomically, under the file's lock. Raises
+    OSError when it cannot be written (the file is then as it was)."""
+    with _locked(path):
+        data = read_json(path)
+        change(data)
+        new = path.with_name(path.name + ".new")
+        try:
+            new.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(new, path)
+        except OSError:
+            new.unlink(missing_ok=True)
+            raise
+    return data
+
+
+class FailureMemory:
+    """Per-file backoff and giving up, across runs."""
+
+    def __init__(self, state_dir: Path, give_up_tries: int) -> None:
+        self.path = Path(state_dir) / FAILURES_NAME
+        self.give_up_tries = give_up_tries
+        self.files = read_json(self.path)
+
+    def waiting(self, name: str, now: dt.datetime) -> str | None:
+        """Why ``name`` is not to be fetched now ("given up" or "backoff"), or None."""
+        entry = self.files.get(name)
+        if not isinstance(entry, dict):
+            return None
+        if entry.get("given_up"):
+            return "given up"
+        not_before = parse_iso(entry.get("not_before"))
+        if not_before is not None and now < not_before:
+            return "backoff"
+        return None
+
+    def given_up(self) -> dict[str, dict]:
+        return {n: e for n, e in self.files.items() if isinstance(e, dict) and e.get("given_up")}
+
+    def record(self, failed: dict[str, str], placed: list[str], now: dt.datetime, forget_before: dt.datetime
+               ) -> list[tuple[str, dict]]:
+        """Count a failure of the file's own fault for each of ``failed`` (name -> reason), forget ``placed`` and
+        entries whose last failure is older than ``forget_before``. Returns the files given up on now."""
+        newly: list[tuple[str, dict]] = []
+
+        def change(files: dict) -> None:
+            for name in placed:
+                files.pop(name, None)
+            for name in [n for n, e in files.items()
+                         if not isinstance(e, dict) or (parse_iso(e.get("last")) or now) < forget_before]:
+                del files[name]
+            for name, reason in failed.items():
+                entry = files.get(name) or {"tries": 0, "first": _iso(now)}
+                if entry.get("given_up"):
+                    continue
+                entry["tries"] = int(entry.get("tries", 0)) + 1
+                entry["last"] = _iso(now)
+                entry["reason"] = reason[:300]
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (entry["tries"] - 1))
+                entry["not_before"] = _iso(now + delay)
+                if entry["tries"] >= self.give_up_tries:
+                    entry["given_up"] = True
+                    newly.append((name, entry))
+                files[name] = entry
+
+        if failed or placed or self.files:
+            self.files = update_json(self.path, change)
+        return newly
+
+
+class ListingTimes:
+    """When each listing (satellite, sensor, level, facility, backfill) was last had in full: the runs between
+    full listings ask GINA only for what can have changed (``state/mirror_gina.listings.json``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / LISTINGS_NAME
+        self.times = read_json(self.path)
+
+    @staticmethod
+    def _key(key: tuple) -> str:
+        return "/".join(str(part) for part in key)
+
+    def last_full(self, key: tuple) -> dt.datetime | None:
+        return parse_iso(self.times.get(self._key(key)))
+
+    def listed_in_full(self, key: tuple, now: dt.datetime) -> None:
+        """Remember a full listing (a full disk only means the next run lists in full again)."""
+        try:
+            self.times = update_json(self.path, lambda data: data.update({self._key(key): _iso(now)}))
+        except OSError:
+            pass
+
+
+def is_outage(own_faults: int, attempted: int, listing_failed: bool) -> bool:
+    """An outage of GINA rather than the files' own fault: a listing failed, or most files failed at once."""
+    return listing_failed or (own_faults >= OUTAGE_MIN_FILES and own_faults * 2 > attempted)
+
+
+class MirrorHealth:
+    """The health record of the mirror (see the module docstring)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / HEALTH_NAME
+
+    def record_run(self, now: dt.datetime, succeeded: bool, satellites: dict[str, dt.datetime | None],
+                   pending: set[str], settled: set[str], summary: str) -> dict:
+        """One run's result. ``satellites``: each listed satellite of this run and the newest granule start it
+        listed (None when its listing failed); ``pending``: wanted files listed and neither placed nor given up;
+        ``settled``: files of this run's queues that are placed or given up (no longer pending)."""
+
+        def change(data: dict) -> None:
+            data["last_run"] = _iso(now)
+            data["last_run_summary"] = summary[:300]
+            if succeeded:
+                data["last_success"] = _iso(now)
+            sats = data.setdefault("satellites", {})
+            for sat, newest in satellites.items():
+                entry = sats.setdefault(sat, {"new_listed": _iso(now)})
+                if newest is None:
+                    continue
+                newest_text = _iso(newest)
+                if entry.get("newest") != newest_text and newest_text > entry.get("newest", ""):
+                    entry["newest"] = newest_text
+                    entry["new_listed"] = _iso(now)
+            waiting = data.setdefault("pending", {})
+            for name in settled:
+                waiting.pop(name, None)
+            for name in pending:
+                waiting.setdefault(name, _iso(now))
+            horizon = now - dt.timedelta(days=3)  # not listed any more: forget
+            for name in [n for n, t in waiting.items() if (parse_iso(t) or now) < horizon]:
+                del waiting[name]
+
+        return update_json(self.path, change)
+
+
+def mirror_problems(health: dict, now: dt.datetime, stale_minutes: int, silence_hours: int,
+                    running_since: dt.datetime | None = None) -> list[str]:
+    """Why the mirror is unhealthy, one line per reason (empty: healthy). ``running_since``: when the suite's
+    cron started (with no successful run at all, the mirror is stale once that is ``stale_minutes`` ago). Pure."""
+    problems = []
+    stale = dt.timedelta(minutes=stale_minutes)
+    last_success = parse_iso(health.get("last_success"))
+    if last_success is None:
+        if running_since is not None and now - running_since > stale:
+            problems.append(f"mirror_gina: no run has succeeded since the suite started "
+                            f"{(now - running_since).total_seconds() / 60:.0f} min ago"
+                            f"{_last_run(health)}")
+    elif now - last_success > stale:
+        problems.append(f"mirror_gina: no run has succeeded for {(now - last_success).total_seconds() / 60:.0f} min "
+                        f"(limit MIRROR_STALE_MINUTES={stale_minutes}){_last_run(health)}")
+    pending = health.get("pending") if isinstance(health.get("pending"), dict) else {}
+    overdue = sorted((t, n) for n, t in pending.items()
+                     if (first := parse_iso(t)) is not None and now - first > dt.timedelta(hours=PENDING_HOURS))
+    if overdue:
+        problems.append(f"mirror_gina: {len(overdue)} file(s) listed by GINA for over an hour are neither placed nor "
+                        f"given up on (oldest {overdue[0][1]}, listed {overdue[0][0]})")
+    sats = health.get("satellites") if isinstance(health.get("satellites"), dict) else {}
+    for sat, entry in sorted(sats.items()):
+        since = parse_iso(entry.get("new_listed")) if isinstance(entry, dict) else None
+        if since is not None and now - since > dt.timedelta(hours=silence_hours):
+            problems.append(f"mirror_gina: nothing new listed for {sat} for "
+                            f"{(now - since).total_seconds() / 3600:.1f} h (limit SILENCE_HOURS={silence_hours}): "
+                            f"the upstream went quiet")
+    return problems
+
+
+def _last_run(health: dict) -> str:
+    summary = health.get("last_run_summary")
+    return f"; last run {health.get('last_run')}: {summary}" if summary else ""

@@ -1,0 +1,175 @@
+"""The free-space sweep: keep ``VIIRS_MIN_FREE`` free under ``$VIIRS_BASE`` by removing the oldest granule files.
+
+Run by mirror_gina before it starts downloading and by the nightly cleanup. When the filesystem holding
+``$VIIRS_BASE`` has less free space than ``VIIRS_MIN_FREE`` (a percentage of it, or bytes; ``0`` turns the sweep
+off), files in ``sdr/`` named as VIIRS SDR granules are removed, oldest granule (start time) first, until enough is
+free. Never removed:
+
+- a file of a task still queued (task_broker's journal ``state/task_queue.journal``, read only), nor any file of
+  that task's granules;
+- a file of a granule handed out to a worker in the last hour (the journal's ledger: workers open files by ``uri``);
+- a file placed within ``RECOVERY_HOURS`` (its inode change time: the broker's recovery window);
+- anything outside ``sdr/``, anything not named as a granule file, links.
+
+One INFO line per sweep that removed something (count, bytes, up to which granule time, free space now). When what
+must be kept does not leave enough free space, nothing kept is removed and one ERROR line says so; mirror_gina
+then fails each file it cannot write with one "disk full" line. mirror_gina's download journal remembers removed
+files, so they are not fetched again. Sweeps of overlapping runs do not run at once (``state/free_space.lock``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from avoviirscollector.config import Settings
+from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
+
+HANDED_OUT_KEEP = dt.timedelta(hours=1)
+LOCK_NAME = "free_space.lock"
+
+
+@dataclass
+class SweepResult:
+    needed: int = 0  # free bytes wanted
+    free_before: int = 0
+    free_after: int = 0
+    removed: int = 0
+    removed_bytes: int = 0
+    up_to: dt.datetime | None = None  # the start time of the newest granule a removed file belonged to
+    kept_protected: int = 0  # files kept because they must be (when space was still short)
+    short: bool = False  # still below the minimum after removing everything that may go
+
+
+def protected(state_dir: Path, now: dt.datetime) -> tuple[set[str], set[tuple[str, dt.datetime]]]:
+    """File names and (platform name, granule start) pairs that must stay: queued tasks and the hand-outs of the
+    last hour, from task_broker's journal (read only)."""
+    from avoviirscollector.broker.store import JournalStore
+
+    store_log = logging.getLogger("task_broker.store")
+    disabled, store_log.disabled = store_log.disabled, True  # its notes about a journal being written are noise here
+    try:
+        loaded = JournalStore(state_dir).load()
+    finally:
+        store_log.disabled = disabled
+    names: set[str] = set()
+    granules: set[tuple[str, dt.datetime]] = set()
+    for task in loaded.tasks:
+        data = task.get("data") if isinstance(task, dict) else None
+        dataset = data.get("dataset") if isinstance(data, dict) else None
+        for item in dataset if isinstance(dataset, list) else []:
+            if not isinstance(item, dict):
+                continue
+            name = os.path.basename(str(item.get("uid") or item.get("uri") or ""))
+            names.add(name)
+            try:
+                sdr = parse_name(name)
+            except NotASdrName:
+                continue
+            granules.add((sdr.platform_name, sdr.start_time))
+    for op in loaded.ledger:
+        when = _time(op.get("t"))
+        if op.get("op") != "take" or when is None or now - when > HANDED_OUT_KEEP:
+            continue
+        for key in op.get("granules") or []:
+            try:
+                _product, platform_name, start = key
+                granules.add((str(platform_name), dt.datetime.fromisoformat(start)))
+            except (TypeError, ValueError):
+                continue
+    return names, granules
+
+
+def _time(value: object) -> dt.datetime | None:
+    try:
+        when = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def sweep(settings: Settings, log: logging.Logger, now: dt.datetime | None = None,
+          disk_usage: Callable[[Path], tuple[int, int, int]] = shutil.disk_usage) -> SweepResult:
+    """One sweep (see the module docstring). Returns what it did; logs one line when it removed something or
+    when space stays short. Raises OSError only when ``$VIIRS_BASE`` cannot be examined at all."""
+    result = SweepResult()
+    if settings.min_free.off:
+        return result
+    total, _used, free = disk_usage(settings.viirs_base)
+    result.needed = settings.min_free.bytes_of(total)
+    result.free_before = result.free_after = free
+    if free >= result.needed:
+        return result
+    try:
+        lock = os.open(settings.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        lock = None  # a disk too full for an empty lock file: sweep anyway, freeing space is what is needed
+    try:
+        if lock is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return result  # another run is sweeping right now
+        _sweep(settings, log, now or dt.datetime.now(dt.UTC), disk_usage, result)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return result
+
+
+def _sweep(settings: Settings, log: logging.Logger, now: dt.datetime,
+           disk_usage: Callable[[Path], tuple[int, int, int]], result: SweepResult) -> None:
+    names, granules = protected(settings.state_dir, now)
+    recent = (now - dt.timedelta(hours=settings.recovery_hours)).timestamp()
+    candidates = []
+    with os.scandir(settings.sdr_dir) as entries:
+        for entry in entries:
+            try:
+                sdr = parse_name(entry.name)
+                st = entry.stat(follow_symlinks=False)
+            except (NotASdrName, OSError):
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            keep = (entry.name in names or (PLATFORMS[sdr.platform][0], sdr.start_time) in granules
+                    or st.st_ctime >= recent)
+            candidates.append((sdr.start_time, entry.name, st.st_blocks * 512 or st.st_size, keep))
+    candidates.sort()
+    to_free = result.needed - result.free_before
+    for start, name, size, keep in candidates:
+        if result.removed_bytes >= to_free:
+            break
+        if keep:
+            result.kept_protected += 1
+            continue
+        try:
+            os.unlink(settings.sdr_dir / name)
+        except FileNotFoundError:
+            continue
+        result.removed += 1
+        result.removed_bytes += size
+        result.up_to = start
+    result.free_after = disk_usage(settings.viirs_base)[2]
+    result.short = result.free_after < result.needed
+    if result.removed:
+        log.info("free space: removed %d granule file(s) (%s) from sdr/, oldest first up to granule time %s; "
+                 "%s free now (VIIRS_MIN_FREE %s = %s)", result.removed, _human(result.removed_bytes),
+                 f"{result.up_to:%Y-%m-%dT%H:%M:%S}", _human(result.free_after), settings.min_free,
+                 _human(result.needed))
+    if result.short:
+        log.error("free space: %s free, below VIIRS_MIN_FREE %s = %s, and nothing more may go: %d file(s) in sdr/ "
+                  "are kept (queued tasks, hand-outs of the last hour, placed within RECOVERY_HOURS=%d); writes "
+                  "that do not fit fail as disk full", _human(result.free_after), settings.min_free,
+                  _human(result.needed), result.kept_protected, settings.recovery_hours)
+
+
+def _human(count: float) -> str:
+    from avoviirscollector.status import human_bytes
+
+    return human_bytes(count)

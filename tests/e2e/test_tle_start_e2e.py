@@ -1,0 +1,39 @@
+"""End to end (issue 9, item 9): the supervised suite fetches the TLE set at start, without waiting for the
+hourly job, and without its start waiting for the download (a slow TLE server here)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.broker_support import TLE_FILE
+from tests.e2e.harness import Suite, only_loopback
+from tests.test_tle import Celestrak
+
+pytestmark = pytest.mark.e2e
+
+
+def test_tles_are_fetched_at_start_without_blocking_it(tmp_path):
+    if not only_loopback():
+        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
+    server = Celestrak()
+    server.body = TLE_FILE.read_bytes()
+    server.delay = 6.0
+    try:
+        suite = Suite(tmp_path, extra_env={"TLE_URL": server.url})
+        target = suite.base / "elements" / "tle.txt"
+        t0 = time.monotonic()
+        with suite:
+            running = time.monotonic() - t0
+            assert not target.exists()  # every program is up while the download is still waiting
+            deadline = time.monotonic() + 30
+            while not target.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            fetched = time.monotonic() - t0
+            assert target.exists(), (suite.base / "log" / "cron.log").read_text()
+            assert target.read_bytes() == TLE_FILE.read_bytes()
+        assert server.requests == 1
+        assert running < fetched
+    finally:
+        server.close()
