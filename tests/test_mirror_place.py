@@ -68,3 +68,11 @@ def test_journal_survives_a_torn_last_line(dirs):
     assert records[1] == {"time": records[1]["time"], "name": "c.h5", "bytes": 30, "md5": "n" * 32,
                           "seconds": 0.25, "connections": 2}
     assert list(read_journal(dirs / "state" / "missing")) == []
+
+
+def test_journal_keeps_when_the_listing_first_showed_the_file(dirs):
+    journal = Journal(dirs / "state")
+    journal.append("a.h5", 10, "m" * 32, 1.5, 4, listed="2026-11-23T09:58:00Z")
+    journal.append("b.h5", 10, "m" * 32, 1.5, 4)
+    first, second = read_journal(journal.path)
+    assert first["listed"] == "2026-11-23T09:58:00Z" and "listed" not in second

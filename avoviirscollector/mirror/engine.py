@@ -26,7 +26,7 @@ from avoviirscollector.mirror.gina import (
     listing_days,
     plan_jobs,
 )
-from avoviirscollector.mirror.memory import FailureMemory, ListingTimes, MirrorHealth, is_outage
+from avoviirscollector.mirror.memory import HEALTH_NAME, FailureMemory, ListingTimes, MirrorHealth, is_outage, read_json
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 from avoviirscollector.space import sweep
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
@@ -105,6 +105,7 @@ class MirrorRun:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.placed: list[str] = []
+        self.first_listed: dict[str, str] = {}  # name -> when a listing first showed it (ISO), for the journal
         self.failed: list[str] = []
         self.skipped: list[str] = []
         self.listing_failed = False
@@ -208,7 +209,11 @@ class MirrorRun:
             if count:
                 self.log.info("removed %d stale temp file(s) (%.1f MB) untouched for a day from %s", count,
                               size / 1e6, s.tmp_dir)
+        pending = read_json(s.state_dir / HEALTH_NAME).get("pending")  # first listed by an earlier run
+        listed_now = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         records = self._listings(queues)
+        self.first_listed = {rec.name: (pending.get(rec.name) if isinstance(pending, dict) else None) or listed_now
+                             for rec in records}
         if self._stop.is_set():
             self.log.info("stopped before any download")
             return 1
@@ -300,7 +305,8 @@ class MirrorRun:
             name = outcome.job.name
 
             def journal_entry():
-                record = journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections)
+                record = journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections,
+                                        listed=self.first_listed.get(name))
                 return lambda: journal.retract(record)
 
             try:

@@ -98,9 +98,11 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / JOURNAL_NAME
 
-    def append(self, name: str, size: int, md5: str, seconds: float, connections: int) -> dict:
+    def append(self, name: str, size: int, md5: str, seconds: float, connections: int,
+               listed: str | None = None) -> dict:
         """Append one record (one ``write``, ``fsync``). The record's place in the file is kept for
-        :meth:`retract` under the private key ``_span`` of the returned dict (not written)."""
+        :meth:`retract` under the private key ``_span`` of the returned dict (not written). ``listed``: when GINA's
+        listing first showed the file (ISO time; written as ``listed`` when given, read by monitor)."""
         record = {
             "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "name": name,
@@ -109,6 +111,8 @@ class Journal:
             "seconds": round(seconds, 3),
             "connections": connections,
         }
+        if listed:
+            record["listed"] = listed
         line = json.dumps(record, separators=(",", ":")) + "\n"
         fd = self._open_locked(os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:

@@ -113,6 +113,8 @@ def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path
     assert total(got, "avo_bytes_placed_total") == sum(s.size for s in served)
     assert total(got, "avo_download_seconds_count") == placed
     assert total(got, "avo_acquisition_delay_seconds_count", satellite="Suomi-NPP") == 12
+    assert total(got, "avo_listing_delay_seconds_count") == placed  # mirror_gina's journal says when first listed
+    assert got[("avo_mirror_last_success_timestamp_seconds", ())] > time.time() - 300  # its health record
     assert got[("avo_granules_complete", (("product", "tir"), ("satellite", "NOAA-20")))] == 0
     assert got[("avo_granules_complete", (("product", "tir"), ("satellite", "Suomi-NPP")))] == 1
     assert total(got, "avo_granules_complete") == 9 and total(got, "avo_granules_expected") == 10
