@@ -52,7 +52,7 @@ test-tools:
 	@scripts/test-tools
 
 test: $(STAMP) $(LEGACY_STAMP) lint container-image test-tools
-	scripts/loopback-netns $(BIN)/python -m pytest $(PYTEST_ARGS)
+	scripts/loopback-netns $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; scripts/loopback-netns $(BIN)/python $$b || exit 1; done

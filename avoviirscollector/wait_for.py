@@ -7,7 +7,8 @@ place (same pid, so supervisord's signals reach the program itself).
 Why: a posttroll subscriber asks the nameserver once at start and then relies on address announcements; a
 publisher announced while the subscriber's connection to the announcer is still being set up is missed for good.
 segment_gatherer (unmodified, from pytroll-collectors) subscribes that way to trollstalker, so supervisord starts
-each gatherer through this, after trollstalker has registered. Signals while waiting: the default (exit).
+each gatherer through this, after trollstalker has registered. Signals while waiting: SIGTERM or SIGINT end it
+with status 0 within a second, without starting the command (a stop before the start is a clean stop).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
+
+from avoviirscollector.signals import stop_on_signals
 
 
 def registered(service: str) -> bool:
@@ -36,13 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (avo_wait_for SERVICE -- COMMAND ...)")
+    stopping = threading.Event()
+    stop_on_signals(stopping.set)
     deadline = time.monotonic() + args.timeout
     while not registered(args.service):
+        if stopping.wait(0.5):
+            return 0
         if time.monotonic() > deadline:
             print(f"avo_wait_for: {args.service} not registered after {args.timeout:.0f} s; starting anyway",
                   file=sys.stderr, flush=True)
             break
-        time.sleep(0.5)
+    if stopping.is_set():
+        return 0
     os.execv(command[0], command)
     return 0  # not reached
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,3 +49,15 @@ def test_starts_anyway_after_the_timeout(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout == "ran\n"
     assert "nobody not registered after 1 s; starting anyway" in result.stderr
+
+
+def test_a_stop_while_waiting_exits_zero_without_starting_the_command(tmp_path):
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([str(BIN / "avo_wait_for"), "never_registered_service", "--", "/bin/sh", "-c",
+                             f"touch {marker}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # supervisord stops a gatherer that way, even before it started
+    assert proc.wait(5) == 0, proc.stdout.read()
+    assert time.monotonic() - started < 2.0
+    assert not marker.exists()

@@ -26,8 +26,8 @@ from avoviirscollector.granules import GranuleKey, Inventory, OnDisk, scan_folde
 
 log = logging.getLogger("task_broker.reconcile")
 
-SCAN_SECONDS = 10.0
-GRACE_SECONDS = 20.0
+SCAN_SECONDS = 5.0
+GRACE_SECONDS = 10.0
 #: a recovery sent to the direction finder and not back after this long may be sent again
 PENDING_SECONDS = 300.0
 DEFAULT_TIMELINESS = 600.0

@@ -6,9 +6,9 @@ What it does (SPEC sections 6 and 10):
   ``dataset`` messages), including publishers that start or restart later. Each message is sorted into granules
   by its file names (``granules.py``): a granule is (product, platform, start time), and only whole granules
   become tasks (a gatherer slot keyed by start time alone can mix two satellites' files: logged at WARNING);
-- reconciles with ``sdr/``, the source of truth, at start and every 10 s (``reconcile.py``): every product granule
+- reconciles with ``sdr/``, the source of truth, at start and every 5 s (``reconcile.py``): every product granule
   complete on disk within ``RECOVERY_HOURS`` (by placement time) that is neither queued nor in the hand-out ledger,
-  20 s after it became complete, is queued like a live one and logged at WARNING with the case that lost it
+  10 s after it became complete, is queued like a live one and logged at WARNING with the case that lost it
   (``recovered granule ... (<case>): complete in sdr/ for N s``). Granules completed before the first start with a
   ledger (an upgrade, a new install) are not recovered;
 - decides each granule's pass direction (TLE in ``$VIIRS_BASE/elements``, else the granule's geolocation file;

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 SLOT_TIMEOUT = 20  # seconds: the gatherers' timeliness in these tests
 RECOVERY_BOUND = 120  # seconds from completion to hand-out before the test fails (the goal is ~40 s)
-FURTHER_PERIOD = 25  # seconds: past a further reconciliation period (~10 s), nothing more may come
+FURTHER_PERIOD = 15  # seconds: past further reconciliation periods (every 5 s), nothing more may come
 #: start times of their own per test, recent (inside RECOVERY_HOURS), on the 0.1 s grid of the file names
 NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0)
 CASES = {"A": 0, "B": 1, "C": 2, "D": 3, "late": 4}
