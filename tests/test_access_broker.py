@@ -17,21 +17,12 @@ import zmq
 from posttroll.publisher import Publish
 
 from avoviirscollector.access import read_refusals
-from tests.broker_support import ASCENDING_TIME, BIN, Broker, DeployedWorker, Nameserver, Status, granule_data
+from tests.broker_support import ASCENDING_TIME, BIN, Broker, DeployedWorker, Status, granule_data
 from tests.test_broker_server import send_until_visible
 
 FOREIGN = "127.0.0.2"
 REPO = Path(__file__).resolve().parents[1]
 REFUSED_LINE = f"refused a connection from {FOREIGN} to task_broker: not in ALLOWED_CLIENTS"
-
-
-@pytest.fixture(scope="module")
-def nameserver(tmp_path_factory):
-    ns = Nameserver(tmp_path_factory.mktemp("nameserver") / "nameserver.log")
-    try:
-        yield ns
-    finally:
-        ns.stop()
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ from avoviirscollector import status as suite_status
 from avoviirscollector.access import GatedServerMixin, make_gate
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.mirror.memory import read_json
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import WINDOW, History, Source, epoch
 from avoviirscollector.signals import stop_on_signals
@@ -158,8 +159,8 @@ class Monitor:
         """Read what changed in the journals, state records, sdr/, supervisord, logs and the disk."""
         s = self.settings
         now = self.clock()
-        health = sources.read_json(s.state_dir / HEALTH_NAME)
-        failures = sources.read_json(s.state_dir / FAILURES_NAME)
+        health = read_json(s.state_dir / HEALTH_NAME)
+        failures = read_json(s.state_dir / FAILURES_NAME)
         try:
             programs = suite_status.supervisor_programs(s.viirs_base / "run" / "supervisor.sock")
             supervisor_error = None

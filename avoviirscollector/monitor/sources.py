@@ -62,15 +62,6 @@ def spawned(lines: list[bytes]) -> Iterator[tuple[float, str]]:
             yield when.timestamp() + int(match.group(2)) / 1000, match.group(3)
 
 
-def read_json(path: Path) -> dict:
-    """The JSON object in ``path``; empty when it is missing, being replaced or damaged."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def scan_sdr(sdr: Path, known: set[str]) -> list[tuple[str, float]]:
     """Files in ``sdr/`` not in ``known`` (names), each with its placement time (inode change time)."""
     out = []
