@@ -236,7 +236,8 @@ def test_status_is_published_every_second_even_when_nothing_changes(broker):
         stamps = []
         for _ in range(3):
             assert status.next(2.5) == {"queue length": 0, "products waiting": [], "tasks by product": {},
-                                        "recovered (24 h)": 0, "in doubt (24 h)": 0, "duplicate (24 h)": 0}
+                                        "recovered (24 h)": 0, "in doubt (24 h)": 0, "duplicate (24 h)": 0,
+                                        "bad request (24 h)": 0}
             stamps.append(time.monotonic())
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert all(0.7 < gap < 1.5 for gap in gaps), gaps
