@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from avoviirscollector.viirs import PRODUCTS
 from tests.broker_support import request
-from tests.e2e.harness import BIN, REPO, Suite, only_loopback
+from tests.e2e.harness import BIN, REPO, Suite
 from tests.gina_double import GinaDouble, Schedule
 from tests.mirror_support import SIZES
 
@@ -74,19 +74,6 @@ def wait_metrics(url: str, predicate, timeout: float = 60) -> dict:
 def double(tmp_path):
     with GinaDouble(tmp_path / "gina") as d:
         yield d
-
-
-@pytest.fixture
-def suite(tmp_path, double):
-    if not only_loopback():
-        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
-    # cron's own mirror_gina runs would race the test's: cron is given a GINA that is a closed port
-    s = Suite(tmp_path)
-    try:
-        s.start()
-        yield s
-    finally:
-        s.stop()
 
 
 def mirror_run(suite: Suite, double: GinaDouble) -> None:
