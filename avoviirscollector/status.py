@@ -124,6 +124,8 @@ def parse_queue_status(frames: list[bytes]) -> dict | None:
                 data = json.loads(text)
             except ValueError:
                 data = None
+        if isinstance(data, dict) and data.get("stopping"):  # the broker's last word before a stop: not its queue
+            continue
         if isinstance(data, dict) and isinstance(data.get("queue length"), int):
             waiting = data.get("products waiting", [])
             by_product = data.get("tasks by product", {})

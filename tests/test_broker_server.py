@@ -27,6 +27,7 @@ from tests.broker_support import (
     Status,
     granule_data,
     request,
+    seed_queue,
 )
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
 
@@ -256,6 +257,43 @@ def test_sigterm_exits_zero_quickly_with_the_state_written(broker, publisher):
     assert broker.wait_status()["queue length"] == 3
     orbits = [Message.decode(ask(broker, ["btd"])).data["orbit_number"] for _ in range(3)]
     assert orbits == [64000, 64001, 64002]
+
+
+def test_workers_asking_while_the_broker_stops_each_get_a_reply_and_ask_the_next_broker(tmp_path, nameserver):
+    """Deployed workers ask while ``queue length > 0`` and block on their REQ without a timeout: a request that
+    reaches the broker after its last answer is never answered, and a REQ socket does not resend it to the next
+    broker, so that worker waits forever. Here a btd task is queued and ten workers that want only tir ask every
+    0.1 s (the field's loop: empty reply, a short sleep, ask again while the status says tasks wait). The broker is
+    stopped with SIGTERM and started again three times: every request gets its reply, the workers go on asking the
+    next broker, and each stop takes well under its 1.5 s give-up."""
+    seed_queue(tmp_path / "viirs", ["btd"])
+    broker = Broker(tmp_path / "viirs")
+    workers = [DeployedWorker(broker.task_port, broker.update_port, ["tir"], hang_after=5) for _ in range(10)]
+    try:
+        broker.start()
+        for worker in workers:
+            worker.start()
+        for _ in range(3):
+            time.sleep(1.5)
+            asked = sum(worker.empty for worker in workers)
+            started = time.monotonic()
+            broker.signal(signal.SIGTERM)
+            assert broker.wait(5) == 0
+            took = time.monotonic() - started
+            assert took < 1.2, f"the stop took {took:.2f} s: the workers kept it from going quiet"
+            broker.start()
+            deadline = time.monotonic() + 8
+            while sum(worker.empty for worker in workers) < asked + 20 and time.monotonic() < deadline:
+                assert not any(worker.hung for worker in workers), "a worker's request was never answered"
+                time.sleep(0.1)
+            assert sum(worker.empty for worker in workers) >= asked + 20, "the workers stopped asking"
+        assert not any(worker.hung for worker in workers), "a worker's request was never answered"
+        assert broker.wait_status()["queue length"] == 1
+        assert broker.log_text().count("stopped: 1 tasks queued") == 3
+    finally:
+        for worker in workers:
+            worker.stop()
+        broker.stop()
 
 
 def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_out_nothing_twice(

@@ -197,6 +197,8 @@ def test_monitor_reads_the_state_and_serves_metrics_page_and_health(base):
     monitor = Monitor(base)
     monitor.poll()
     monitor.heard({"queue length": 7, "products waiting": ["tir"], "tasks by product": {"tir": 7}})
+    # the broker's last word before a stop (its queue is kept): not a queue length of 0
+    monitor.heard({"queue length": 0, "products waiting": [], "tasks by product": {}, "stopping": True, "queued": 7})
     server = make_server(monitor, base, host="127.0.0.1")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -41,6 +41,8 @@ def test_queue_status_from_json_or_posttroll():
                                                       "tasks by product": {}}
     report = Report(time="t", viirs_base="/viirs", queue=expected)
     assert "queue: 3 tasks waiting; by product: dnb 1, tir 2" in render_text(report)
+    stopping = json.dumps({"queue length": 0, "products waiting": [], "stopping": True, "queued": 3}).encode()
+    assert parse_queue_status([stopping]) is None  # the broker's last word before a stop is not its queue
     for junk in (b"", b"\xff\xfe", b"[1, 2]", b'{"queue length": "3"}', b"pytroll://broken"):
         assert parse_queue_status([junk]) is None
 

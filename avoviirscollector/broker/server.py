@@ -31,7 +31,9 @@ What it does (SPEC sections 6 and 10):
   logged with the worker's address and kept in the ledger for ``RECOVERY_HOURS`` and one hour more;
 - publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}, "recovered (24 h)": N,
   "in doubt (24 h)": N, "duplicate (24 h)": N, "bad request (24 h)": N}`` (and ``"state behind": true`` while its
-  journal cannot be written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always;
+  journal cannot be written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always; and when it stops,
+  one last status with ``"queue length": 0``, ``"stopping": true`` and the real count in ``"queued"``, so that
+  workers stop asking a broker that is about to go (see Signals);
 - serves operators on ``ipc://$VIIRS_BASE/run/task_broker.ctl`` (``avoviirscollector tasks``: list, drop,
   re-queue; see ``control.py``).
 
@@ -56,10 +58,12 @@ Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_P
 ``LOG_RECIPIENT`` (ERROR lines mailed, batched, when all three are set); the posttroll nameserver is
 ``localhost``.
 
-Signals: SIGTERM or SIGINT stop taking bus messages, queue (and write) those already received, write the state,
-answer every request received until none has come for 0.2 s (at most 1.5 s: so requests that came while the state
-was written are answered too), mark the stop clean and exit 0, within about two seconds (more with a queue of
-tens of thousands of tasks).
+Signals: SIGTERM or SIGINT publish the stopping status (deployed workers ask only while the queue length they last
+heard is above 0, and a request that reaches a broker after its last answer would leave its worker waiting
+forever), stop taking bus messages, queue (and write) those already received, write the state, answer every
+request received until none has come for 0.2 s (at most 1.5 s: so requests that came while the state was written
+are answered too), mark the stop clean and exit 0, within about two seconds (more with a queue of tens of
+thousands of tasks).
 """
 
 from __future__ import annotations
@@ -717,7 +721,7 @@ class TaskBroker:
                         self._serve(router)
                     if control in ready:
                         self._control(control)
-            self._shutdown(router)
+            self._shutdown(router, status)
             return 0
         finally:
             if threads_started:
@@ -765,10 +769,24 @@ class TaskBroker:
         self.resolver.join(timeout=2)
         self.scanner.join(timeout=1)
 
-    def _shutdown(self, router: zmq.Socket) -> None:
-        """Stop taking granules, write the state, then answer every request received until 0.2 s pass without
-        one (so a request that came while the state was written is answered too), then mark the stop clean."""
-        log.info("stopping: no more bus messages; answering the requests received")
+    def _shutdown(self, router: zmq.Socket, status: zmq.Socket) -> None:
+        """Tell the workers to stop asking, stop taking granules, write the state, then answer every request
+        received until 0.2 s pass without one (so a request that came while the state was written is answered
+        too), then mark the stop clean.
+
+        Deployed workers ask while the last status said ``queue length > 0`` and wait for their reply forever: a
+        request that reached this process after its last answer would never be answered (a REQ socket does not
+        resend it to the next broker). So the first thing a stop does is publish a status with ``queue length`` 0
+        and ``"stopping": true`` (``"queued"`` keeps the real count): the workers stop asking within a message's
+        time, the requests already sent are answered, and the quiet comes."""
+        message = {"queue length": 0, "products waiting": [], "tasks by product": {}, "stopping": True,
+                   "queued": len(self.queue)}
+        message.update({f"{kind} (24 h)": count for kind, count in self.counts().items()})
+        try:
+            status.send_json(message, zmq.NOBLOCK)
+        except zmq.ZMQError as err:
+            log.warning("the stopping status was not published: %s", err)
+        log.info("stopping: workers told so; no more bus messages; answering the requests received")
         self._stop_threads()
         self._queue_incoming()
         self._write_bad_requests(force=True)

@@ -207,6 +207,8 @@ class Monitor:
 
     def heard(self, message: dict) -> None:
         """One status message of task_broker."""
+        if message.get("stopping"):  # the broker's last word before it stops: its queue is kept, not emptied
+            return
         now = self.clock()
         with self.lock:
             length = message["queue length"]
