@@ -14,6 +14,11 @@ future monitor); any other address, 127.0.0.2 included, must be in the list.
 An HTTP server (``MONITOR_PORT``) uses the same check through :class:`GatedServerMixin` (``verify_request`` of
 ``socketserver``): a refused client's connection is closed before its request is read.
 
+IPv4 and IPv6. The public sockets listen on both (:func:`listen_dual_stack` for ZeroMQ, :class:`DualStackServer`
+for HTTP: one socket on ``::`` that also takes IPv4 peers, which it sees as ``::ffff:a.b.c.d`` and which are checked
+and logged as the IPv4 address they are), so IPv6 entries of ``ALLOWED_CLIENTS`` can match; on a host without IPv6
+they listen on IPv4 alone.
+
 Refusals
     The first refusal of an address is logged (one WARNING line), then that address is only counted for an hour,
     however often it tries; after the hour its next refusal is logged again. Counts go to
@@ -28,9 +33,11 @@ WARNING line at start).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
+import socket
 import socketserver
 import threading
 import time
@@ -39,7 +46,7 @@ from pathlib import Path
 
 import zmq
 
-from avoviirscollector.allowlist import AllowList
+from avoviirscollector.allowlist import AllowList, peer_ip
 from avoviirscollector.config import Settings
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -91,7 +98,8 @@ class RefusalLog:
     def refused(self, address: str, where: str) -> None:
         """Count one refusal of ``address``; log it if it is the first from there within the hour."""
         now, wall = self.clock(), self.wall()
-        shown = address or "(no address)"
+        ip = peer_ip(address)
+        shown = str(ip) if ip is not None else (address or "(no address)")  # ::ffff:a.b.c.d shown as a.b.c.d
         with self._lock:
             self.counts["total"] += 1
             peers = self.counts["peers"]
@@ -259,3 +267,40 @@ def read_refusals(state_dir: Path) -> list[dict]:
         except (OSError, ValueError, TypeError, AttributeError):
             continue
     return found
+
+
+def listen_dual_stack(sock: zmq.Socket) -> None:
+    """Before ``bind("tcp://*:port")``: listen on IPv6 and IPv4 (libzmq binds ``::`` with IPV6_V6ONLY off, and binds
+    IPv4 alone where the host has no IPv6), so that IPv6 clients can connect and IPv6 ``ALLOWED_CLIENTS`` entries
+    match. The addresses ZAP then reports for IPv4 peers are IPv4-mapped; the allow-list reads them as IPv4."""
+    sock.setsockopt(zmq.IPV6, 1)
+
+
+class DualStackServer:
+    """Mixin for ``socketserver`` TCP servers bound to ``::``: IPv4 peers are accepted on the same socket.
+
+    ``class S(DualStackServer, GatedServerMixin, http.server.ThreadingHTTPServer): ...``, then ``S(("::", port), h)``.
+    :func:`bind_dual_stack` falls back to IPv4 when the host has no IPv6."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        try:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        except OSError:
+            pass
+        super().server_bind()  # type: ignore[misc]
+
+
+def bind_dual_stack(dual: type, ipv4: type, port: int, *args, host: str | None = None):
+    """A server of class ``dual`` (a :class:`DualStackServer`) on ``[::]:port``, or of class ``ipv4`` on
+    ``0.0.0.0:port`` when this host has no IPv6; with ``host`` given, on that address (``ipv4`` unless it contains
+    a colon)."""
+    if host is not None:
+        return (dual if ":" in host else ipv4)((host, port), *args)
+    try:
+        return dual(("::", port), *args)
+    except OSError as err:
+        if err.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+            raise
+        return ipv4(("0.0.0.0", port), *args)

@@ -32,7 +32,7 @@ import zmq
 from posttroll.message import MessageError
 
 from avoviirscollector import bus
-from avoviirscollector.access import start_access_control
+from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.config import settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.signals import stop_on_signals
@@ -76,6 +76,7 @@ class MsgPublisher:
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, self.config.high_water_mark)
         configure_keepalive(pub)
+        listen_dual_stack(pub)  # IPv6 and IPv4 subscribers (IPv6 entries of ALLOWED_CLIENTS can match)
         pub.bind(f"tcp://{self.config.bind_host}:{self.config.port}")
         return pub
 

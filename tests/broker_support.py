@@ -222,15 +222,16 @@ class DeployedWorker(threading.Thread):
 
     The deployed loop blocks forever on its REQ; here a reply taking longer than ``hang_after`` seconds is recorded
     as a hang (and ends the loop) so a failing test reports it instead of hanging the suite. ``source`` binds the
-    worker's connections to that local address (e.g. 127.0.0.2 to play a foreign host); ``heard`` counts the status
+    worker's connections to that local address (e.g. 127.0.0.2 to play a foreign host; ``host`` is the broker's
+    address, IPv6 ones without brackets); ``heard`` counts the status
     messages received and ``latencies`` the seconds each request took to be answered."""
 
     def __init__(self, task_port: int, update_port: int, products: list[str], hang_after: float = 20.0,
-                 source: str | None = None) -> None:
+                 source: str | None = None, host: str = "127.0.0.1") -> None:
         super().__init__(daemon=True)
         self.task_port, self.update_port, self.products = task_port, update_port, products
         self.hang_after = hang_after
-        self.source = source
+        self.source, self.host = source, host
         self.heard = 0
         self.latencies: list[float] = []
         self.received: list[bytes] = []
@@ -240,12 +241,15 @@ class DeployedWorker(threading.Thread):
 
     def run(self) -> None:
         context = zmq.Context()
+        ipv6 = ":" in self.host
+        bracket = (lambda address: f"[{address}]") if ipv6 else (lambda address: address)
         updates = context.socket(zmq.SUB)
         updates.setsockopt(zmq.SUBSCRIBE, b"")
-        via = f"{self.source}:0;" if self.source else ""
-        updates.connect(f"tcp://{via}127.0.0.1:{self.update_port}")
         client = context.socket(zmq.REQ)
-        client.connect(f"tcp://{via}127.0.0.1:{self.task_port}")
+        via = f"{bracket(self.source)}:0;" if self.source else ""
+        for sock, port in ((updates, self.update_port), (client, self.task_port)):
+            sock.setsockopt(zmq.IPV6, int(ipv6))
+            sock.connect(f"tcp://{via}{bracket(self.host)}:{port}")
         request_body = json.dumps({"desired products": self.products, "just testing": False}).encode()
         task_waiting = False
         try:

@@ -34,3 +34,23 @@ def nameserver(tmp_path_factory):
         yield ns
     finally:
         ns.stop()
+
+
+IPV6_ALLOWED, IPV6_FOREIGN = "2001:db8::2", "2001:db8::3"  # documentation addresses, on lo of the test namespace
+
+
+@pytest.fixture(scope="session")
+def ipv6_hosts():
+    """Two IPv6 addresses of the documentation prefix on the loopback-only namespace's lo (nothing routes them
+    further): (allowed, foreign). Skips outside that namespace (``make test`` always runs the tests inside one)."""
+    import os
+    import subprocess
+
+    if os.environ.get("AVO_IN_LOOPBACK_NETNS") != "1":
+        pytest.skip("adds addresses to lo: only inside the loopback-only network namespace (scripts/loopback-netns)")
+    for address in (IPV6_ALLOWED, IPV6_FOREIGN):
+        done = subprocess.run(["ip", "-6", "addr", "replace", f"{address}/128", "dev", "lo", "nodad"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot add {address} to lo (no IPv6 here?): {done.stderr.strip()}")
+    return IPV6_ALLOWED, IPV6_FOREIGN

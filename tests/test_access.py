@@ -13,7 +13,15 @@ import time
 import pytest
 import zmq
 
-from avoviirscollector.access import GatedServerMixin, RefusalLog, make_gate, read_refusals, start_access_control
+from avoviirscollector.access import (
+    DualStackServer,
+    GatedServerMixin,
+    RefusalLog,
+    bind_dual_stack,
+    make_gate,
+    read_refusals,
+    start_access_control,
+)
 from avoviirscollector.config import load_settings
 from tests.broker_support import free_port
 
@@ -168,6 +176,47 @@ def test_http_gate(tmp_path, caplog):
             time.sleep(0.1)
         assert [r.getMessage().split(":")[0] for r in caplog.records] == [
             f"refused a connection from {FOREIGN} to MONITOR_PORT"]
+        assert server.gate.refusals.total == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _DualServer(DualStackServer, _Server):
+    pass
+
+
+def test_http_gate_on_both_stacks_checks_ipv6_entries_and_ipv4_peers_as_ipv4(tmp_path, caplog, ipv6_hosts):
+    """The monitor's way of listening (one socket on ::, IPv4 peers on it too): an IPv6 entry of ALLOWED_CLIENTS
+    admits its address, another IPv6 address is refused, and 127.0.0.2 (which the socket sees as ::ffff:127.0.0.2)
+    is refused and logged as 127.0.0.2; this host's 127.0.0.1 and ::1 are served."""
+    allowed6, foreign6 = ipv6_hosts
+    server = bind_dual_stack(_DualServer, _Server, 0, _Hello)
+    assert isinstance(server, _DualServer)
+    server.gate = make_gate(settings(tmp_path, allowed6), "monitor", logging.getLogger("monitor"))
+    server.gate_where = "MONITOR_PORT"
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+
+    def get(host: str, source: str | None) -> bytes:
+        conn = http.client.HTTPConnection(host, port, timeout=5, source_address=(source, 0) if source else None)
+        try:
+            conn.request("GET", "/")
+            return conn.getresponse().read()
+        finally:
+            conn.close()
+
+    try:
+        assert get("::1", allowed6) == b"hello\n"
+        assert get("127.0.0.1", None) == b"hello\n" and get("::1", None) == b"hello\n"
+        with caplog.at_level(logging.WARNING, logger="monitor"):
+            for host, source in (("::1", foreign6), ("127.0.0.1", FOREIGN), ("::1", foreign6)):
+                with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                    get(host, source)
+            time.sleep(0.1)
+        assert sorted(r.getMessage().split(" to ")[0] for r in caplog.records) == sorted([
+            f"refused a connection from {foreign6}", f"refused a connection from {FOREIGN}"])
         assert server.gate.refusals.total == 3
     finally:
         server.shutdown()

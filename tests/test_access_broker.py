@@ -74,6 +74,39 @@ def test_only_allowed_clients_get_tasks_and_status(tmp_path, broker):
     assert counts["program"] == "task_broker" and counts["total"] >= 2 and set(counts["peers"]) == {FOREIGN}
 
 
+def test_ipv6_entries_admit_ipv6_workers_and_ipv4_peers_are_checked_as_ipv4(tmp_path, nameserver, ipv6_hosts):
+    """TASK_PORT and UPDATE_PORT listen on IPv6 and IPv4: with ALLOWED_CLIENTS naming one IPv6 address, a worker
+    from it (to ::1) gets its task; another IPv6 address and 127.0.0.2 (over IPv4, seen by the dual-stack socket as
+    ::ffff:127.0.0.2) get nothing, each refusal logged once under its own address."""
+    allowed6, foreign6 = ipv6_hosts
+    broker = Broker(tmp_path / "viirs")
+    broker.env["ALLOWED_CLIENTS"] = f"{allowed6}, 192.0.2.0/24"
+    try:
+        broker.start()
+        with Publish("segment_gatherer_test", nameservers=["localhost"]) as pub:
+            send_until_visible(pub, broker, "tir", granule_data("tir", "NOAA-20", 70002, ASCENDING_TIME, tmp_path), 1)
+        foreigners = [DeployedWorker(broker.task_port, broker.update_port, ["tir"], source=foreign6, host="::1"),
+                      DeployedWorker(broker.task_port, broker.update_port, ["tir"], source=FOREIGN)]
+        for worker in foreigners:
+            worker.start()
+        time.sleep(3)
+        for worker in foreigners:
+            worker.stop()
+            assert worker.heard == 0 and not worker.received and not worker.latencies
+        allowed = DeployedWorker(broker.task_port, broker.update_port, ["tir"], source=allowed6, host="::1")
+        allowed.start()
+        deadline = time.monotonic() + 15
+        while not allowed.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        allowed.stop()
+        assert allowed.heard > 0 and len(allowed.received) == 1, broker.log_text()[-3000:]
+        log = broker.log_text()
+        assert log.count("refused a connection") == 2, log[-3000:]
+        assert f"refused a connection from {foreign6} to task_broker" in log and REFUSED_LINE in log
+    finally:
+        broker.stop()
+
+
 def flood(port: int, seconds: float, per_second: int = 100, keep: float = 0.5) -> int:
     """New connections from FOREIGN at ``per_second`` for ``seconds``, each closed ``keep`` seconds later; returns
     how many were made. Runs in a process of its own (see :func:`start_flood`) so that it takes nothing from the

@@ -64,9 +64,10 @@ def send_until_received(pub, sub, make, timeout=15.0) -> str:
     raise TimeoutError("nothing came through msg_publisher")
 
 
-def test_follows_a_later_publisher_and_converts(stack):
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_follows_a_later_publisher_and_converts(stack, host):
     port, proc, _ = stack
-    sub = Sub(port, "pytroll://AVO/viirs/sdr")
+    sub = Sub(port, "pytroll://AVO/viirs/sdr", host=host)  # PUBLISH_PORT listens on IPv4 and IPv6
     try:
         time.sleep(1)  # the publisher starts well after msg_publisher
         ak = dt.timezone(dt.timedelta(hours=-9))

@@ -82,7 +82,7 @@ from dataclasses import dataclass
 import zmq
 from posttroll.message import Message
 
-from avoviirscollector.access import start_access_control
+from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.broker.control import BadCommand, Command, control_address, parse_command
 from avoviirscollector.broker.direction import Direction, DirectionHelper
 from avoviirscollector.broker.queue import (
@@ -671,6 +671,8 @@ class TaskBroker:
         control = context.socket(zmq.ROUTER)
         threads_started = False
         try:
+            listen_dual_stack(router)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
+            listen_dual_stack(status)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             router.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
             router.setsockopt(zmq.LINGER, 1000)

@@ -64,7 +64,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from avoviirscollector import status as suite_status
-from avoviirscollector.access import GatedServerMixin, make_gate
+from avoviirscollector.access import DualStackServer, GatedServerMixin, bind_dual_stack, make_gate
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.mirror.memory import read_json
@@ -387,6 +387,10 @@ class MonitorServer(GatedServerMixin, http.server.ThreadingHTTPServer):
     request_queue_size = 64
 
 
+class DualStackMonitorServer(DualStackServer, MonitorServer):
+    """On ``::``: IPv6 and IPv4 clients (see ``access.DualStackServer``)."""
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "avoviirscollector-monitor"
     monitor: Monitor
@@ -430,12 +434,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def make_server(monitor: Monitor, settings: Settings, port: int | None = None,
-                host: str = "0.0.0.0") -> MonitorServer:
-    """The HTTP server (bound, not yet serving)."""
+                host: str | None = None) -> MonitorServer:
+    """The HTTP server (bound, not yet serving): on every address, IPv6 and IPv4 (IPv4 alone on a host without
+    IPv6), or on ``host``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(monitor)
     handler = type("BoundHandler", (Handler,), {"monitor": monitor, "registry": registry})
-    server = MonitorServer((host, settings.monitor_port if port is None else port), handler)
+    server = bind_dual_stack(DualStackMonitorServer, MonitorServer, settings.monitor_port if port is None else port,
+                             handler, host=host)
     server.gate = make_gate(settings, PROGRAM, log)
     server.gate_where = f"MONITOR_PORT {settings.monitor_port}"
     return server

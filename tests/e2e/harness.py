@@ -69,12 +69,16 @@ def only_loopback() -> bool:
 class Sub:
     """A plain ZeroMQ SUB on the suite's publish port, like the README's example subscriber."""
 
-    def __init__(self, port: int, prefix: str = "pytroll://", context: zmq.Context | None = None):
+    def __init__(self, port: int, prefix: str = "pytroll://", context: zmq.Context | None = None,
+                 host: str = "127.0.0.1"):
         self.context = context or zmq.Context.instance()
         self.sock = self.context.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
-        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        if ":" in host:  # IPv6
+            self.sock.setsockopt(zmq.IPV6, 1)
+            host = f"[{host}]"
+        self.sock.connect(f"tcp://{host}:{port}")
 
     def recv_raw(self, timeout: float) -> str | None:
         if self.sock.poll(int(timeout * 1000)):
