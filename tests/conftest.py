@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def pytest_configure(config):
+    """With pytest-xdist (``make test`` runs two workers), each worker moves into a loopback-only network namespace
+    of its own before any test runs: the suite's fixed posttroll ports (nameserver 5557, 21200, 16543), the
+    addresses tests add to lo and every free port found are then the worker's alone, exactly as when one pytest
+    runs in the namespace of ``scripts/loopback-netns``. Only inside such a namespace (where this process may
+    create another); tests run in the thread that calls this hook, and the processes they start inherit it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or os.environ.get("AVO_IN_LOOPBACK_NETNS") != "1":
+        return
+    os.unshare(os.CLONE_NEWNET)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    config.stash[_NETNS] = os.readlink("/proc/thread-self/ns/net")
+
+
+_NETNS = pytest.StashKey[str]()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _in_the_workers_namespace(request):
+    """A test running outside its worker's namespace would share ports with the other worker: fail loudly."""
+    expected = request.config.stash.get(_NETNS, None)
+    if expected is not None:
+        assert os.readlink("/proc/thread-self/ns/net") == expected, "tests run outside the worker's network namespace"
 
 
 @pytest.fixture
@@ -43,9 +70,6 @@ IPV6_ALLOWED, IPV6_FOREIGN = "2001:db8::2", "2001:db8::3"  # documentation addre
 def ipv6_hosts():
     """Two IPv6 addresses of the documentation prefix on the loopback-only namespace's lo (nothing routes them
     further): (allowed, foreign). Skips outside that namespace (``make test`` always runs the tests inside one)."""
-    import os
-    import subprocess
-
     if os.environ.get("AVO_IN_LOOPBACK_NETNS") != "1":
         pytest.skip("adds addresses to lo: only inside the loopback-only network namespace (scripts/loopback-netns)")
     for address in (IPV6_ALLOWED, IPV6_FOREIGN):

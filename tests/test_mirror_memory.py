@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from avoviirscollector.mirror.memory import FailureMemory
+from avoviirscollector.mirror.memory import FailureMemory, SkippedRecords
 from avoviirscollector.status import collect, render_text
 from avoviirscollector.viirs import format_name
 from tests.gina_double import GinaDouble
@@ -76,3 +76,17 @@ def test_most_files_failing_at_once_is_an_outage_and_puts_nothing_into_backoff(t
     double.clear_faults()
     status, log = run_mirror(settings, ["snpp-imagery"])
     assert status == 0 and len(log.starting("placed ")) == 4
+
+
+def test_each_unusable_record_is_named_once_a_day(tmp_path):
+    skipped = SkippedRecords(tmp_path)
+    now = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
+    assert skipped.to_name([], now) == []
+    assert skipped.to_name(["bad a", "bad b", "bad a"], now) == ["bad a", "bad b"]
+    assert skipped.to_name(["bad b", "bad a"], now + dt.timedelta(minutes=1)) == []
+    assert skipped.to_name(["bad a", "bad c"], now + dt.timedelta(hours=2)) == ["bad c"]
+    assert skipped.to_name(["bad a", "bad c"], now + dt.timedelta(hours=24, minutes=1)) == ["bad a"]
+    (tmp_path / "mirror_gina.skipped.json").write_text("{not json")  # damaged: read as empty, rewritten
+    assert skipped.to_name(["bad c"], now + dt.timedelta(hours=25)) == ["bad c"]
+    (tmp_path / "mirror_gina.skipped.json.new").mkdir()  # the file cannot be written (as on a full disk):
+    assert skipped.to_name(["bad c", "bad c"], now + dt.timedelta(hours=25)) == ["bad c"]  # nothing is remembered

@@ -167,7 +167,9 @@ def test_hostile_listing_never_writes_outside_sdr_and_tmp(tmp_path, double):
     status, log = run_mirror(settings, ["snpp-moderate"], stall_seconds=1)
     assert status == 1  # the file on the unreachable host failed
     assert log.having("skipped not a VIIRS SDR granule name")
-    assert log.having("more records")
+    warned = [line for line in log.at("WARNING") if line.startswith("listing for snpp: skipped ")]
+    assert len(warned) == len(set(warned)) == 20_000 + 12  # one WARNING naming each unusable record (12 above)
+    assert any("junk19999.h5" in line for line in warned) and any("just a string" in line for line in warned)
     assert log.having("FAILED SVM15_npp")
     assert os.listdir(settings.sdr_dir) == [name]
     outside = []
@@ -177,6 +179,10 @@ def test_hostile_listing_never_writes_outside_sdr_and_tmp(tmp_path, double):
             outside += [os.path.join(root, f) for f in files]
     assert outside == []
     assert not (tmp_path / "x.h5").exists() and not (settings.viirs_base / "x.h5").exists()
+    # the same listing a minute later: no record is named again; one line counts them
+    _, again = run_mirror(settings, ["snpp-moderate"], stall_seconds=1)
+    assert not [line for line in again.at("WARNING") if "skipped" in line]
+    assert again.having("listing for snpp: skipped 20012 unusable records again")
 
 
 def test_journal_lines_are_complete_json(tmp_path, double):

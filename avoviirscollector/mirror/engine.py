@@ -26,13 +26,20 @@ from avoviirscollector.mirror.gina import (
     listing_days,
     plan_jobs,
 )
-from avoviirscollector.mirror.memory import HEALTH_NAME, FailureMemory, ListingTimes, MirrorHealth, is_outage, read_json
+from avoviirscollector.mirror.memory import (
+    HEALTH_NAME,
+    FailureMemory,
+    ListingTimes,
+    MirrorHealth,
+    SkippedRecords,
+    is_outage,
+    read_json,
+)
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
 from avoviirscollector.space import sweep
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
 PROGRAM = "mirror_gina"
-MAX_PROBLEM_LINES = 10
 
 
 class QueueLocks:
@@ -167,6 +174,7 @@ class MirrorRun:
         now = self.clock()
         today = now.date()
         listings = ListingTimes(self.settings.state_dir)
+        skipped = SkippedRecords(self.settings.state_dir)
         groups: dict[tuple, list[Queue]] = {}
         for queue in queues:
             groups.setdefault(queue.listing_key, []).append(queue)
@@ -189,11 +197,12 @@ class MirrorRun:
             newest = max((rec.sdr.start_time.replace(tzinfo=dt.UTC) for rec in good), default=None)
             if newest is not None or key[0] not in self.satellites:
                 self.satellites[key[0]] = max(filter(None, (newest, self.satellites.get(key[0]))), default=None)
-            for problem in problems[:MAX_PROBLEM_LINES]:  # one WARNING per record, up to a few a run
+            to_name = skipped.to_name(problems, now)
+            for problem in to_name:  # one WARNING per unusable record (again a day later if still listed)
                 self.log.warning("listing for %s: skipped %s", key[0], problem)
-            if len(problems) > MAX_PROBLEM_LINES:
-                self.log.warning("listing for %s: skipped %d more records", key[0],
-                                 len(problems) - MAX_PROBLEM_LINES)
+            if len(problems) > len(to_name):
+                self.log.info("listing for %s: skipped %d unusable records again (each named in a WARNING within "
+                              "the last 24 hours)", key[0], len(problems) - len(to_name))
             records += good
         return records
 

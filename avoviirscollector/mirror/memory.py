@@ -10,7 +10,11 @@ file not given up on was placed or is resuming), per satellite of the queues whe
 and the wanted files listed but not yet placed, with the time each was first listed. ``avo_status`` judges the
 mirror's health from it (:func:`mirror_problems`).
 
-Both files are read, changed and rewritten under an exclusive ``flock`` of ``<file>.lock`` (runs of different
+``state/mirror_gina.skipped.json``: the listing records that could not be used (a digest of each one's problem line
+and when it was named): each is named in one WARNING, then counted in one INFO line per run while it stays in the
+listing, and named again after a day if GINA still lists it.
+
+These files are read, changed and rewritten under an exclusive ``flock`` of ``<file>.lock`` (runs of different
 queues overlap), atomically. On a full disk they are left as they were: the runs go on without them.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -26,6 +31,9 @@ from pathlib import Path
 
 FAILURES_NAME = "mirror_gina.failures.json"
 LISTINGS_NAME = "mirror_gina.listings.json"
+SKIPPED_NAME = "mirror_gina.skipped.json"
+SKIPPED_NAMED_AGAIN = dt.timedelta(hours=24)  # an unusable record still listed is named again after a day
+SKIPPED_MAX = 50_000  # unusable records remembered (the most recently named)
 HEALTH_NAME = "mirror_gina.health.json"
 BACKOFF_FIRST = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=4)
@@ -158,6 +166,47 @@ class ListingTimes:
             self.times = update_json(self.path, lambda data: data.update({self._key(key): _iso(now)}))
         except OSError:
             pass
+
+
+class SkippedRecords:
+    """Which unusable listing records were named in a WARNING, and when (``state/mirror_gina.skipped.json``): the
+    same listing comes back every minute, and each of its bad records is named once, not every minute."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / SKIPPED_NAME
+
+    @staticmethod
+    def _digest(problem: str) -> str:
+        return hashlib.blake2b(problem.encode("utf-8", "replace"), digest_size=8).hexdigest()
+
+    def to_name(self, problems: list[str], now: dt.datetime) -> list[str]:
+        """The problems (one line per unusable record) not named within the last day, in their order: the caller
+        names each in a WARNING now, and they are remembered as named. On a full disk nothing can be remembered and
+        every problem is returned."""
+        if not problems:
+            return []
+        fresh: dict[str, str] = {}
+
+        def change(data: dict) -> None:
+            cutoff = now - SKIPPED_NAMED_AGAIN
+            for digest, when in list(data.items()):
+                named = parse_iso(when)
+                if named is None or named <= cutoff:
+                    del data[digest]
+            for problem in problems:
+                digest = self._digest(problem)
+                if digest not in data and digest not in fresh:
+                    fresh[digest] = problem
+            data.update(dict.fromkeys(fresh, _iso(now)))
+            if len(data) > SKIPPED_MAX:
+                for digest in sorted(data, key=lambda d: str(data[d]))[:len(data) - SKIPPED_MAX]:
+                    del data[digest]
+
+        try:
+            update_json(self.path, change)
+        except OSError:
+            return list(dict.fromkeys(problems))
+        return list(fresh.values())
 
 
 def is_outage(own_faults: int, attempted: int, listing_failed: bool) -> bool:
