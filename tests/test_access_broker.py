@@ -6,6 +6,7 @@ second do not stall the allowed worker."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,7 @@ def test_ipv6_entries_admit_ipv6_workers_and_ipv4_peers_are_checked_as_ipv4(tmp_
         log = broker.log_text()
         assert log.count("refused a connection") == 2, log[-3000:]
         assert f"refused a connection from {foreign6} to task_broker" in log and REFUSED_LINE in log
+        assert re.search(rf"handed out task \d+ tir .* to {re.escape(allowed6)}\n", log), log[-2000:]
     finally:
         broker.stop()
 

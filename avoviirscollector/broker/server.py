@@ -83,6 +83,7 @@ import zmq
 from posttroll.message import Message
 
 from avoviirscollector.access import listen_dual_stack, start_access_control
+from avoviirscollector.allowlist import peer_ip
 from avoviirscollector.broker.control import BadCommand, Command, control_address, parse_command
 from avoviirscollector.broker.direction import Direction, DirectionHelper
 from avoviirscollector.broker.queue import (
@@ -816,10 +817,14 @@ class _Planned:
 
 
 def _peer(frame: zmq.Frame) -> str:
+    """The worker's address as logged and kept in the ledger (an IPv4 peer of the dual-stack socket, which ZeroMQ
+    gives as ``::ffff:a.b.c.d``, as ``a.b.c.d``)."""
     try:
-        return frame.get("Peer-Address") or ""
+        address = frame.get("Peer-Address") or ""
     except zmq.ZMQError:
         return ""
+    ip = peer_ip(address)
+    return str(ip) if ip is not None else address
 
 
 def _epoch(value: object) -> float | None:
