@@ -11,6 +11,8 @@ LEGACY_VENV := .venv-legacy
 LEGACY_STAMP := $(LEGACY_VENV)/.installed
 VIIRS_BASE ?= $(CURDIR)/var
 PYTEST_ARGS ?=
+# pytest-xdist workers (each moves into a loopback-only network namespace of its own: tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint bench clean container-image test-tools
 
@@ -52,7 +54,7 @@ test-tools:
 	@scripts/test-tools
 
 test: $(STAMP) $(LEGACY_STAMP) lint container-image test-tools
-	scripts/loopback-netns $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+	scripts/loopback-netns $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; scripts/loopback-netns $(BIN)/python $$b || exit 1; done

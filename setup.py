@@ -26,6 +26,8 @@ INSTALL_REQUIRES = [
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
+    "pytest-xdist==3.8.0",  # make test runs two workers, each in a loopback-only network namespace of its own
+    "execnet==2.1.2",
     "hypothesis==6.170.15",
     "aiosmtpd==1.4.6",
     "ruff==0.17.6",
