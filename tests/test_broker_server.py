@@ -352,7 +352,14 @@ def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_
     assert sorted(once) == sorted(set(everything))
     assert [o for o in everything if o not in in_doubt] == sorted(o for o in everything if o not in in_doubt), \
         "tasks came out of queue order"
-    assert len(once) >= acknowledged > 100
+    # Every task in a queue of length Q seen when ``before`` hand-outs had been received is handed out afterwards or
+    # still queued at the end: so Q + before <= len(everything) when nothing was lost. Not len(once): a hand-out in
+    # doubt is queued again after a kill, so it is counted both in ``before`` and in a later Q (and the duplicates
+    # it makes in ``everything`` are allowed only for hand-outs logged in doubt, checked above).
+    missing = sorted(set(range(1, max(once) + 1)) - set(once))
+    assert len(everything) >= acknowledged > 100, (
+        f"{acknowledged} acknowledged, {len(everything)} handed out or queued ({len(once)} orbits; missing below "
+        f"{max(once)}: {missing[:40]}); {len(handed)} handed out, {len(queued)} queued; {len(in_doubt)} in doubt")
     assert broker.starts == 4
 
 
