@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from avoviirscollector.mirror.pieces import IntervalSet, PiecePlan
+from avoviirscollector.mirror.pieces import IntervalSet, PiecePlan, far_slower
 
 K = 1024
 
@@ -166,3 +166,16 @@ def test_why_four_connections_gave_three_per_file():
     assert all(p is not None for p in pieces)
     assert sorted(plan.busy_slots()) == [0, 1, 2, 3]
     assert sorted((o.pos, o.end) for o in plan.owned.values()) == [(i * 8 * MiB, (i + 1) * 8 * MiB) for i in range(4)]
+
+
+def test_far_slower_compares_each_transfer_with_the_fastest_other_one():
+    """The stall shape of the aria2c comparison: one response trickles (a few kB/s) while three run at the 4 MB/s
+    cap. It is singled out at once, however its own rate compares with the run's earlier pieces; equal rates, a
+    transfer alone, or every one stalled single nothing out (nothing faster to hand the bytes to)."""
+    assert far_slower({0: 58e3, 1: 4.0e6, 2: 3.9e6, 3: 4.1e6}, 8) == [0]
+    assert far_slower({0: 0.0, 1: 4e6}, 8) == [0]
+    assert far_slower({0: 3.9e6, 1: 4.0e6, 2: 4.1e6, 3: 4.0e6}, 8) == []
+    assert far_slower({0: 0.6e6, 1: 4e6}, 8) == []  # slower, not far slower: the idle connections' rescue's case
+    assert far_slower({0: 2e3}, 8) == []
+    assert far_slower({0: 0.0, 1: 0.0}, 8) == []
+    assert far_slower({}, 8) == []

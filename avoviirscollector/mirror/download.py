@@ -38,13 +38,16 @@ from pathlib import Path
 
 import pycurl
 
-from avoviirscollector.mirror.pieces import MiB, Owned, PiecePlan, Request
+from avoviirscollector.mirror.pieces import MiB, Owned, PiecePlan, Request, far_slower
 
 log = logging.getLogger("mirror_gina")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
 PART_SUFFIX = ".part"
 RESCUE_AFTER = 0.5  # seconds a transfer runs before an idle connection may take over its bytes for being slow
+SLOW_WINDOW = 0.25  # seconds over which the transfers' rates are compared to find one far slower than the others
+SLOW_FACTOR = 8  # a transfer this many times slower than the fastest other one is asked for again afresh
+SLOW_RESTARTS = 8  # most such restarts per file (then only the idle connections' rescue and curl's limit remain)
 PROBE_WAIT = 0.5  # seconds idle connections wait for a probe's size before they start the next file
 CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
@@ -166,6 +169,7 @@ class _Active:
         self.announced_stream = False
         self.ranges_ok = True
         self.probe_sent = 0.0
+        self.slow_restarts = 0
 
     def _resume(self) -> None:
         try:
@@ -282,6 +286,8 @@ class _Transfer:
     cut: bool = False
     void: bool = False
     started: float = field(default_factory=time.monotonic)
+    mark_time: float = 0.0  # where the current rate window of the slow-transfer check began (time, byte)
+    mark_pos: int = 0
 
     @property
     def pos(self) -> int:
@@ -398,6 +404,7 @@ class Downloader:
         self._active: list[_Active] = []
         self._fresh = False
         self._rate_ref = 0.0  # the best per-connection rate of a finished piece of this run (bytes/s)
+        self._slow_checked = 0.0
 
     @property
     def bytes_received(self) -> int:
@@ -449,6 +456,7 @@ class Downloader:
     # -- scheduling --------------------------------------------------------------------------------------
     def _start(self, slot: _Slot, active: _Active, req: Request) -> None:
         tr = _Transfer(active, req.start, active.plan.owned[slot.index])
+        tr.mark_time, tr.mark_pos = tr.started, req.start
         if active.plan.total is None:
             active.probe_sent = time.monotonic()
         if slot.transfer is None:
@@ -548,6 +556,40 @@ class Downloader:
                 return True
         return False
 
+    def _restart_laggards(self, now: float) -> None:
+        """A transfer far slower than the fastest other one over the last ``SLOW_WINDOW`` (a response that stalls or
+        crawls while the server sends the others at full speed) is cut at once, its connection closed, and its
+        remaining bytes are asked for again on a new connection (the next idle slot, at once this one). Without
+        this it kept its bytes until an idle connection took them over (after the others' pieces, seconds) or
+        curl's stall limit (30 s) fired."""
+        rates = {}
+        for slot in self._slots:
+            tr = slot.transfer
+            if tr is not None and not tr.void and now - tr.mark_time >= SLOW_WINDOW:
+                rates[slot.index] = (tr.pos - tr.mark_pos) / (now - tr.mark_time)
+        slow = set(far_slower(rates, SLOW_FACTOR))
+        best = max(rates.values(), default=0.0)
+        for slot in self._slots:
+            tr = slot.transfer
+            if tr is None or slot.index not in rates:
+                continue
+            rate = rates[slot.index]
+            tr.mark_time, tr.mark_pos = now, tr.pos
+            active = tr.file
+            own = active.plan.owned.get(slot.index)
+            if (slot.index not in slow or active not in self._active or active.plan.single_stream or own is None
+                    or active.slow_restarts >= SLOW_RESTARTS
+                    or own.remaining / max(rate, 1.0) < own.remaining / best + 2 * SLOW_WINDOW):
+                continue
+            log.info("%s: connection %d is far slower than the others (%.0f kB/s, the fastest %.0f kB/s): its "
+                     "remaining %d bytes are asked for again on a new connection", active.job.name, slot.index,
+                     rate / 1e3, best / 1e3, own.remaining)
+            self._multi.remove_handle(slot.curl)  # mid-response: curl closes this connection
+            slot.transfer = None
+            slot.busy_seconds += now - slot.busy_since
+            active.plan.release(slot.index)
+            active.slow_restarts += 1
+
     # -- completion --------------------------------------------------------------------------------------
     def _ended(self, slot: _Slot, curl_errno: int, message: str, outcomes: list[Outcome]) -> None:
         tr = slot.transfer
@@ -556,6 +598,8 @@ class Downloader:
         self._multi.remove_handle(slot.curl)
         slot.transfer = None
         slot.busy_seconds += time.monotonic() - slot.busy_since
+        log.debug("connection %d: ended at byte %d of %d-%d (curl %d)", slot.index, tr.pos, tr.start,
+                  tr.request_end - 1, curl_errno)
         if tr.void:
             return
         active = tr.file
@@ -685,6 +729,10 @@ class Downloader:
         started = last_save = time.monotonic()
         try:
             while True:
+                now = time.monotonic()
+                if now - self._slow_checked >= SLOW_WINDOW / 2:
+                    self._slow_checked = now
+                    self._restart_laggards(now)
                 for active in list(self._active):  # complete, but its last transfer ended in an error
                     if active.plan.complete and not self._busy_on(active):
                         self._finish_file(active, outcomes)

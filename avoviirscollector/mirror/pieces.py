@@ -249,3 +249,15 @@ class PiecePlan:
         self.total = total
         self.done.clear()
         self.owned = {slot: Owned(0, total, total)}
+
+
+def far_slower(rates: dict[int, float], factor: float) -> list[int]:
+    """The slots whose rate (bytes/s over the same recent window) is below ``1/factor`` of the fastest *other*
+    slot's: a connection that stalls or crawls while the server sends the others at full speed. Nothing is far
+    slower when there is nothing to compare with (one transfer alone, or every one as slow as the others)."""
+    out = []
+    for slot, rate in rates.items():
+        best = max((r for s, r in rates.items() if s != slot), default=0.0)
+        if best > 0 and rate * factor < best:
+            out.append(slot)
+    return out
