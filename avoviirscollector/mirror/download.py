@@ -4,7 +4,8 @@
 files from a priority-ordered iterator into ``tmp/``. For each file:
 
 - the first request is a small probe ``[0, probe)``; its ``Content-Range`` tells the size, the rest is split
-  evenly over the idle connections (:class:`~avoviirscollector.mirror.pieces.PiecePlan`); an idle connection
+  evenly over the idle connections, in pieces of at most ``max_piece`` (8 MiB) so that the md5 prefix follows a
+  big file closely (:class:`~avoviirscollector.mirror.pieces.PiecePlan`); an idle connection
   takes the lowest free piece, else the second half of the largest remainder of a busy one (work stealing), else
   starts the next file;
 - every response is checked before a byte is written: 206 with a ``Content-Range`` matching the request, or 200,
@@ -12,7 +13,9 @@ files from a priority-ordered iterator into ``tmp/``. For each file:
 - bytes are written at their offset (``os.pwrite``) and the md5 runs over the contiguous prefix as it grows, so
   it is ready moments after the last byte; memory stays bounded whatever the size;
 - a piece that fails or stalls (below ``low_speed_limit`` bytes/s for ``low_speed_time`` s) is retried from the
-  byte where it stopped, after a backoff that doubles while no progress is made;
+  byte where it stopped, after a backoff that doubles while no progress is made; a transfer far slower than the
+  fastest other one (``SLOW_FACTOR`` over ``SLOW_WINDOW``) is cut at once and its bytes asked for on a new
+  connection;
 - the received ranges are saved next to the partial file (``<name>.part.json``, atomically, about once a second
   and on every stop), so a later run resumes where this one stopped when the server supports ranges.
 
@@ -144,7 +147,8 @@ def os_reason(err: OSError) -> str:
 class _Active:
     """A file being fetched."""
 
-    def __init__(self, job: FileJob, tmp_dir: Path, connections: int, probe: int, min_piece: int) -> None:
+    def __init__(self, job: FileJob, tmp_dir: Path, connections: int, probe: int, min_piece: int,
+                 max_piece: int) -> None:
         self.job = job
         self.part = tmp_dir / (job.name + PART_SUFFIX)
         self.state_path = tmp_dir / (job.name + STATE_SUFFIX)
@@ -154,7 +158,7 @@ class _Active:
         except BlockingIOError:
             os.close(self.fd)
             raise
-        self.plan = PiecePlan(connections, probe_size=probe, min_piece=min_piece)
+        self.plan = PiecePlan(connections, probe_size=probe, min_piece=min_piece, max_piece=max_piece)
         self.md5 = hashlib.md5()
         self.hashed = 0
         self.resumed_from = 0
@@ -184,7 +188,7 @@ class _Active:
             os.ftruncate(self.fd, 0)
             return
         self.plan = PiecePlan(self.plan.connections, total=total, done=done, probe_size=self.plan.probe_size,
-                              min_piece=self.plan.min_piece)
+                              min_piece=self.plan.min_piece, max_piece=self.plan.max_piece)
         self.resumed_from = self.plan.done.covered()
         self.catch_up()
 
@@ -382,7 +386,8 @@ class Downloader:
     def __init__(
         self, tmp_dir: Path, connections: int = 4, *, connect_timeout: float = 10, low_speed_limit: int = 1024,
         low_speed_time: int = 30, max_attempts: int = 30, max_no_progress: int = 4, backoff: float = 0.5,
-        backoff_max: float = 8.0, probe_size: int = MiB, min_piece: int = 256 * 1024, steal_big: int = 4 * MiB,
+        backoff_max: float = 8.0, probe_size: int = MiB, min_piece: int = 256 * 1024, max_piece: int = 8 * MiB,
+        steal_big: int = 4 * MiB,
         progress: Callable[[list[tuple[str, int, int | None]]], None] | None = None,
     ) -> None:
         self.tmp_dir = Path(tmp_dir)
@@ -396,6 +401,7 @@ class Downloader:
         self.backoff_max = backoff_max
         self.probe_size = probe_size
         self.min_piece = min_piece
+        self.max_piece = max_piece
         self.steal_big = steal_big
         self.progress = progress
         self._bytes = 0
@@ -501,7 +507,8 @@ class Downloader:
             if job is None:
                 break
             try:
-                active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece)
+                active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece,
+                                 self.max_piece)
             except BlockingIOError:
                 outcomes.append(Outcome(job, False, reason="another run is fetching it",
                                         fault=Fault.SKIPPED))
