@@ -57,6 +57,20 @@ STATE_SUFFIX = ".part.json"
 
 
 STALE_SECONDS = 24 * 3600
+
+
+def start_writeback_call() -> Callable[[int], object] | None:
+    """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``: start writing a file's dirty pages to disk
+    without waiting for them (no durability promise: placement still fsyncs). None where libc lacks the call."""
+    try:
+        import ctypes
+
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return lambda fd: call(fd, 0, 0, 2)  # 2: SYNC_FILE_RANGE_WRITE
 _OWN_TEMP = re.compile(r"\.part(\.json(\.new)?|\.\d+\.complete)?$")
 
 
@@ -411,6 +425,10 @@ class Downloader:
         self._fresh = False
         self._rate_ref = 0.0  # the best per-connection rate of a finished piece of this run (bytes/s)
         self._slow_checked = 0.0
+        # The placement's fsync had to write the whole file (the kernel keeps dirty pages for up to 30 s): for
+        # one 300 MB file a quarter of a second after its last byte. Writing back while the bytes stream in
+        # leaves it at most the last fraction of a second's worth.
+        self._start_writeback = start_writeback_call()
 
     @property
     def bytes_received(self) -> int:
@@ -740,6 +758,10 @@ class Downloader:
                 if now - self._slow_checked >= SLOW_WINDOW / 2:
                     self._slow_checked = now
                     self._restart_laggards(now)
+                    if self._start_writeback is not None:
+                        for active in self._active:
+                            if active.fd >= 0:
+                                self._start_writeback(active.fd)
                 for active in list(self._active):  # complete, but its last transfer ended in an error
                     if active.plan.complete and not self._busy_on(active):
                         self._finish_file(active, outcomes)
