@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from avoviirscollector.mirror.pieces import IntervalSet, PiecePlan
+from avoviirscollector.mirror.pieces import IntervalSet, PiecePlan, far_slower
 
 K = 1024
 
@@ -166,3 +166,51 @@ def test_why_four_connections_gave_three_per_file():
     assert all(p is not None for p in pieces)
     assert sorted(plan.busy_slots()) == [0, 1, 2, 3]
     assert sorted((o.pos, o.end) for o in plan.owned.values()) == [(i * 8 * MiB, (i + 1) * 8 * MiB) for i in range(4)]
+
+
+def test_far_slower_compares_each_transfer_with_the_fastest_other_one():
+    """The stall shape of the aria2c comparison: one response trickles (a few kB/s) while three run at the 4 MB/s
+    cap. It is singled out at once, however its own rate compares with the run's earlier pieces; equal rates, a
+    transfer alone, or every one stalled single nothing out (nothing faster to hand the bytes to)."""
+    assert far_slower({0: 58e3, 1: 4.0e6, 2: 3.9e6, 3: 4.1e6}, 8) == [0]
+    assert far_slower({0: 0.0, 1: 4e6}, 8) == [0]
+    assert far_slower({0: 3.9e6, 1: 4.0e6, 2: 4.1e6, 3: 4.0e6}, 8) == []
+    assert far_slower({0: 0.6e6, 1: 4e6}, 8) == []  # slower, not far slower: the idle connections' rescue's case
+    assert far_slower({0: 2e3}, 8) == []
+    assert far_slower({0: 0.0, 1: 0.0}, 8) == []
+    assert far_slower({}, 8) == []
+
+
+def _left_to_hash_after_last_byte(plan: PiecePlan, total: int, step: int = 256 * K) -> int:
+    """Four connections at one rate fetch the file (each takes the lowest free piece when idle, else steals): how
+    many bytes are beyond the contiguous prefix (read back for the md5) when the last byte arrives."""
+    plan.probe(0)
+    plan.set_total(total)
+    while not plan.complete:
+        before = plan.done.prefix_end()
+        for slot in range(plan.connections):
+            if slot not in plan.owned and plan.take(slot) is None and plan.steal(slot) is None:
+                continue
+            own = plan.owned[slot]
+            plan.wrote(slot, plan.accept(slot, own.pos, step))
+            if plan.cut(slot):
+                plan.finished(slot)
+    return total - before
+
+
+def test_big_file_md5_prefix_keeps_up_with_the_download():
+    """One 300 MB file over four connections: split into four even shares, the md5 (which runs over the contiguous
+    prefix only) had three quarters of the file to read back after its last byte (about 0.5 s of hashing before
+    the file could be placed: the big shape of the aria2c comparison stayed at 0.95 of the cap sum). Pieces of at
+    most max_piece, taken lowest first, keep the connections side by side and the prefix close behind them."""
+    MiB = 1 << 20
+    assert _left_to_hash_after_last_byte(PiecePlan(4, probe_size=MiB), 300_000_000) <= 4 * 8 * MiB
+    even_split = PiecePlan(4, probe_size=MiB, max_piece=1 << 40)
+    assert _left_to_hash_after_last_byte(even_split, 300_000_000) > 200_000_000
+    # small files are still split evenly over the connections
+    plan = PiecePlan(4, probe_size=MiB)
+    plan.probe(0)
+    plan.set_total(12_000_000)
+    pieces = [plan.take(slot) for slot in (1, 2, 3)]
+    assert sorted((o.pos, o.end) for o in plan.owned.values()) == [(i * 3_000_000, (i + 1) * 3_000_000)
+                                                                    for i in range(4)], pieces

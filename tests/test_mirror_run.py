@@ -319,3 +319,24 @@ def test_a_connection_too_slow_to_share_by_halves_is_taken_over(tmp_path):
     assert status == 0 and len(log.starting("placed ")) == 4
     assert len(log.having("is far slower than the others")) == 1
     assert elapsed < 7, elapsed  # the cap-sum floor is 4 s
+
+
+def test_a_crawling_response_among_fast_ones_is_asked_again_at_once(tmp_path):
+    """The aria2c comparison's stall shape, scaled down: the probe's response trickles at 2 kB/s while the other
+    three connections get the cap. It is cut within a fraction of a second (not when the others' shares are done
+    and an idle connection takes it over), on its own connection, and its bytes are asked for on a new one."""
+    with GinaDouble(tmp_path / "gina", rate=500e3, slow_rate=2e3) as double:
+        (item,) = double.add_granule("npp", 70000, START, segments=("GITCO",), sizes={"GITCO": 4_000_000})
+        settings = settings_for(tmp_path / "viirs", double)
+        double.set_fault("slow_body", 1)
+        t0 = time.monotonic()
+        status, log = run_mirror(settings, ["snpp-imagery"], stall_seconds=30, probe_size=256 * 1024,
+                                 min_piece=64 * 1024, steal_big=1024 * 1024)
+        elapsed = time.monotonic() - t0
+        accepted = double.connections_accepted
+    assert status == 0
+    (line,) = log.having("is far slower than the others")
+    assert "are asked for again on a new connection" in line, line
+    assert accepted == 1 + 4 + 1  # the listing, four for the file, one more for the crawling one's bytes
+    assert elapsed < 5, elapsed  # the cap-sum floor is 2 s; the crawling quarter alone would need 500 s
+    assert (settings.sdr_dir / item.name).read_bytes() == item.path.read_bytes()

@@ -4,7 +4,8 @@
 files from a priority-ordered iterator into ``tmp/``. For each file:
 
 - the first request is a small probe ``[0, probe)``; its ``Content-Range`` tells the size, the rest is split
-  evenly over the idle connections (:class:`~avoviirscollector.mirror.pieces.PiecePlan`); an idle connection
+  evenly over the idle connections, in pieces of at most ``max_piece`` (8 MiB) so that the md5 prefix follows a
+  big file closely (:class:`~avoviirscollector.mirror.pieces.PiecePlan`); an idle connection
   takes the lowest free piece, else the second half of the largest remainder of a busy one (work stealing), else
   starts the next file;
 - every response is checked before a byte is written: 206 with a ``Content-Range`` matching the request, or 200,
@@ -12,7 +13,9 @@ files from a priority-ordered iterator into ``tmp/``. For each file:
 - bytes are written at their offset (``os.pwrite``) and the md5 runs over the contiguous prefix as it grows, so
   it is ready moments after the last byte; memory stays bounded whatever the size;
 - a piece that fails or stalls (below ``low_speed_limit`` bytes/s for ``low_speed_time`` s) is retried from the
-  byte where it stopped, after a backoff that doubles while no progress is made;
+  byte where it stopped, after a backoff that doubles while no progress is made; a transfer far slower than the
+  fastest other one (``SLOW_FACTOR`` over ``SLOW_WINDOW``) is cut at once and its bytes asked for on a new
+  connection;
 - the received ranges are saved next to the partial file (``<name>.part.json``, atomically, about once a second
   and on every stop), so a later run resumes where this one stopped when the server supports ranges.
 
@@ -38,19 +41,36 @@ from pathlib import Path
 
 import pycurl
 
-from avoviirscollector.mirror.pieces import MiB, Owned, PiecePlan, Request
+from avoviirscollector.mirror.pieces import MiB, Owned, PiecePlan, Request, far_slower
 
 log = logging.getLogger("mirror_gina")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.I)
 PART_SUFFIX = ".part"
 RESCUE_AFTER = 0.5  # seconds a transfer runs before an idle connection may take over its bytes for being slow
+SLOW_WINDOW = 0.25  # seconds over which the transfers' rates are compared to find one far slower than the others
+SLOW_FACTOR = 8  # a transfer this many times slower than the fastest other one is asked for again afresh
+SLOW_RESTARTS = 8  # most such restarts per file (then only the idle connections' rescue and curl's limit remain)
 PROBE_WAIT = 0.5  # seconds idle connections wait for a probe's size before they start the next file
 CATCH_UP_STEP = 8 * MiB  # most bytes read back for the md5 per write callback
 STATE_SUFFIX = ".part.json"
 
 
 STALE_SECONDS = 24 * 3600
+
+
+def start_writeback_call() -> Callable[[int], object] | None:
+    """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``: start writing a file's dirty pages to disk
+    without waiting for them (no durability promise: placement still fsyncs). None where libc lacks the call."""
+    try:
+        import ctypes
+
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return lambda fd: call(fd, 0, 0, 2)  # 2: SYNC_FILE_RANGE_WRITE
 _OWN_TEMP = re.compile(r"\.part(\.json(\.new)?|\.\d+\.complete)?$")
 
 
@@ -141,7 +161,8 @@ def os_reason(err: OSError) -> str:
 class _Active:
     """A file being fetched."""
 
-    def __init__(self, job: FileJob, tmp_dir: Path, connections: int, probe: int, min_piece: int) -> None:
+    def __init__(self, job: FileJob, tmp_dir: Path, connections: int, probe: int, min_piece: int,
+                 max_piece: int) -> None:
         self.job = job
         self.part = tmp_dir / (job.name + PART_SUFFIX)
         self.state_path = tmp_dir / (job.name + STATE_SUFFIX)
@@ -151,7 +172,7 @@ class _Active:
         except BlockingIOError:
             os.close(self.fd)
             raise
-        self.plan = PiecePlan(connections, probe_size=probe, min_piece=min_piece)
+        self.plan = PiecePlan(connections, probe_size=probe, min_piece=min_piece, max_piece=max_piece)
         self.md5 = hashlib.md5()
         self.hashed = 0
         self.resumed_from = 0
@@ -166,6 +187,7 @@ class _Active:
         self.announced_stream = False
         self.ranges_ok = True
         self.probe_sent = 0.0
+        self.slow_restarts = 0
 
     def _resume(self) -> None:
         try:
@@ -180,7 +202,7 @@ class _Active:
             os.ftruncate(self.fd, 0)
             return
         self.plan = PiecePlan(self.plan.connections, total=total, done=done, probe_size=self.plan.probe_size,
-                              min_piece=self.plan.min_piece)
+                              min_piece=self.plan.min_piece, max_piece=self.plan.max_piece)
         self.resumed_from = self.plan.done.covered()
         self.catch_up()
 
@@ -282,6 +304,8 @@ class _Transfer:
     cut: bool = False
     void: bool = False
     started: float = field(default_factory=time.monotonic)
+    mark_time: float = 0.0  # where the current rate window of the slow-transfer check began (time, byte)
+    mark_pos: int = 0
 
     @property
     def pos(self) -> int:
@@ -376,7 +400,8 @@ class Downloader:
     def __init__(
         self, tmp_dir: Path, connections: int = 4, *, connect_timeout: float = 10, low_speed_limit: int = 1024,
         low_speed_time: int = 30, max_attempts: int = 30, max_no_progress: int = 4, backoff: float = 0.5,
-        backoff_max: float = 8.0, probe_size: int = MiB, min_piece: int = 256 * 1024, steal_big: int = 4 * MiB,
+        backoff_max: float = 8.0, probe_size: int = MiB, min_piece: int = 256 * 1024, max_piece: int = 8 * MiB,
+        steal_big: int = 4 * MiB,
         progress: Callable[[list[tuple[str, int, int | None]]], None] | None = None,
     ) -> None:
         self.tmp_dir = Path(tmp_dir)
@@ -390,6 +415,7 @@ class Downloader:
         self.backoff_max = backoff_max
         self.probe_size = probe_size
         self.min_piece = min_piece
+        self.max_piece = max_piece
         self.steal_big = steal_big
         self.progress = progress
         self._bytes = 0
@@ -398,6 +424,11 @@ class Downloader:
         self._active: list[_Active] = []
         self._fresh = False
         self._rate_ref = 0.0  # the best per-connection rate of a finished piece of this run (bytes/s)
+        self._slow_checked = 0.0
+        # The placement's fsync had to write the whole file (the kernel keeps dirty pages for up to 30 s): for
+        # one 300 MB file a quarter of a second after its last byte. Writing back while the bytes stream in
+        # leaves it at most the last fraction of a second's worth.
+        self._start_writeback = start_writeback_call()
 
     @property
     def bytes_received(self) -> int:
@@ -449,6 +480,7 @@ class Downloader:
     # -- scheduling --------------------------------------------------------------------------------------
     def _start(self, slot: _Slot, active: _Active, req: Request) -> None:
         tr = _Transfer(active, req.start, active.plan.owned[slot.index])
+        tr.mark_time, tr.mark_pos = tr.started, req.start
         if active.plan.total is None:
             active.probe_sent = time.monotonic()
         if slot.transfer is None:
@@ -493,7 +525,8 @@ class Downloader:
             if job is None:
                 break
             try:
-                active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece)
+                active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece,
+                                 self.max_piece)
             except BlockingIOError:
                 outcomes.append(Outcome(job, False, reason="another run is fetching it",
                                         fault=Fault.SKIPPED))
@@ -548,6 +581,40 @@ class Downloader:
                 return True
         return False
 
+    def _restart_laggards(self, now: float) -> None:
+        """A transfer far slower than the fastest other one over the last ``SLOW_WINDOW`` (a response that stalls or
+        crawls while the server sends the others at full speed) is cut at once, its connection closed, and its
+        remaining bytes are asked for again on a new connection (the next idle slot, at once this one). Without
+        this it kept its bytes until an idle connection took them over (after the others' pieces, seconds) or
+        curl's stall limit (30 s) fired."""
+        rates = {}
+        for slot in self._slots:
+            tr = slot.transfer
+            if tr is not None and not tr.void and now - tr.mark_time >= SLOW_WINDOW:
+                rates[slot.index] = (tr.pos - tr.mark_pos) / (now - tr.mark_time)
+        slow = set(far_slower(rates, SLOW_FACTOR))
+        best = max(rates.values(), default=0.0)
+        for slot in self._slots:
+            tr = slot.transfer
+            if tr is None or slot.index not in rates:
+                continue
+            rate = rates[slot.index]
+            tr.mark_time, tr.mark_pos = now, tr.pos
+            active = tr.file
+            own = active.plan.owned.get(slot.index)
+            if (slot.index not in slow or active not in self._active or active.plan.single_stream or own is None
+                    or active.slow_restarts >= SLOW_RESTARTS
+                    or own.remaining / max(rate, 1.0) < own.remaining / best + 2 * SLOW_WINDOW):
+                continue
+            log.info("%s: connection %d is far slower than the others (%.0f kB/s, the fastest %.0f kB/s): its "
+                     "remaining %d bytes are asked for again on a new connection", active.job.name, slot.index,
+                     rate / 1e3, best / 1e3, own.remaining)
+            self._multi.remove_handle(slot.curl)  # mid-response: curl closes this connection
+            slot.transfer = None
+            slot.busy_seconds += now - slot.busy_since
+            active.plan.release(slot.index)
+            active.slow_restarts += 1
+
     # -- completion --------------------------------------------------------------------------------------
     def _ended(self, slot: _Slot, curl_errno: int, message: str, outcomes: list[Outcome]) -> None:
         tr = slot.transfer
@@ -556,6 +623,8 @@ class Downloader:
         self._multi.remove_handle(slot.curl)
         slot.transfer = None
         slot.busy_seconds += time.monotonic() - slot.busy_since
+        log.debug("connection %d: ended at byte %d of %d-%d (curl %d)", slot.index, tr.pos, tr.start,
+                  tr.request_end - 1, curl_errno)
         if tr.void:
             return
         active = tr.file
@@ -685,6 +754,14 @@ class Downloader:
         started = last_save = time.monotonic()
         try:
             while True:
+                now = time.monotonic()
+                if now - self._slow_checked >= SLOW_WINDOW / 2:
+                    self._slow_checked = now
+                    self._restart_laggards(now)
+                    if self._start_writeback is not None:
+                        for active in self._active:
+                            if active.fd >= 0:
+                                self._start_writeback(active.fd)
                 for active in list(self._active):  # complete, but its last transfer ended in an error
                     if active.plan.complete and not self._busy_on(active):
                         self._finish_file(active, outcomes)

@@ -35,7 +35,7 @@ from avoviirscollector.mirror.memory import (
     is_outage,
     read_json,
 )
-from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file
+from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file, warm_up
 from avoviirscollector.space import sweep
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
@@ -301,6 +301,7 @@ class MirrorRun:
                                 low_speed_time=self.stall_seconds, progress=progress.active if progress else None,
                                 **self.downloader_options)
         placer = ThreadPoolExecutor(1, thread_name_prefix="place")
+        placer.submit(warm_up)
 
         def failed(name: str, fault: Fault, reason: str, partial_kept: bool = False) -> None:
             with self._lock:

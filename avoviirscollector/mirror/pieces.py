@@ -3,7 +3,9 @@
 A file of ``total`` bytes is covered by *owned ranges*, one per busy connection (``slot``): the connection owns
 ``[pos, end)`` and has asked the server for ``[pos, request_end)``. Bytes it has received are *done*. What is
 neither done nor owned is *free*. An idle connection first takes a piece of the lowest free gap (at most
-``chunk`` bytes, so the first connections split the file evenly and the md5 prefix grows from the start); when
+``chunk`` bytes: the first connections split the file evenly, in pieces of at most ``max_piece`` bytes, so that on a
+big file the connections move through it side by side from the start and the md5, which can only run over the
+contiguous prefix, keeps up with the download instead of reading back most of the file after its last byte); when
 nothing is free it may steal the second half of the largest owned remainder (as aria2 does), so one slow
 connection never sets the finish time. The victim's ``end`` shrinks; the downloader cuts its transfer there.
 
@@ -103,7 +105,7 @@ class PiecePlan:
 
     def __init__(
         self, connections: int, total: int | None = None, done: list[tuple[int, int]] | tuple = (),
-        probe_size: int = MiB, min_piece: int = 256 * 1024,
+        probe_size: int = MiB, min_piece: int = 256 * 1024, max_piece: int = 8 * MiB,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
@@ -113,13 +115,14 @@ class PiecePlan:
         self.owned: dict[int, Owned] = {}
         self.probe_size = probe_size
         self.min_piece = min_piece
+        self.max_piece = max(max_piece, min_piece)
         self.single_stream = False
         self.chunk = self._chunk_for(self.free_bytes()) if total is not None else 0
 
     # -- state -------------------------------------------------------------------------------------------
     def _chunk_for(self, free: int, sharing: int | None = None) -> int:
         sharing = sharing or self.connections
-        return max(self.min_piece, -(-free // sharing)) if free else self.min_piece
+        return min(self.max_piece, max(self.min_piece, -(-free // sharing))) if free else self.min_piece
 
     def free_gaps(self) -> list[tuple[int, int]]:
         if self.total is None:
@@ -161,7 +164,7 @@ class PiecePlan:
             own.end = min(own.end, total)
             own.request_end = min(own.request_end, total)
         busy = len(self.owned)
-        share = -(-total // self.connections)
+        share = min(-(-total // self.connections), self.max_piece)
         # the probing connection keeps the first share and continues after its probe
         for own in self.owned.values():
             if own.pos == 0 and own.end < share:
@@ -249,3 +252,15 @@ class PiecePlan:
         self.total = total
         self.done.clear()
         self.owned = {slot: Owned(0, total, total)}
+
+
+def far_slower(rates: dict[int, float], factor: float) -> list[int]:
+    """The slots whose rate (bytes/s over the same recent window) is below ``1/factor`` of the fastest *other*
+    slot's: a connection that stalls or crawls while the server sends the others at full speed. Nothing is far
+    slower when there is nothing to compare with (one transfer alone, or every one as slow as the others)."""
+    out = []
+    for slot, rate in rates.items():
+        best = max((r for s, r in rates.items() if s != slot), default=0.0)
+        if best > 0 and rate * factor < best:
+            out.append(slot)
+    return out
