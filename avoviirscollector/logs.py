@@ -37,7 +37,7 @@ def setup_logging(program: str, verbose: bool = False, settings: Settings | None
         sys.stdout.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
-    if settings is not None:
+    if settings is not None and settings.mail_enabled:  # smtplib and ssl are loaded only when mail is configured
         from avoviirscollector.mailer import install_mail_handler
 
         install_mail_handler(settings, program)

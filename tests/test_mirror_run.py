@@ -229,7 +229,22 @@ def test_listing_http_error_and_refused_connection_are_one_line_each(tmp_path, d
     status, log = run_mirror(settings, ["snpp-moderate"])
     assert status == 1
     (line,) = log.having("listing for snpp")
-    assert "ConnectionError" in line
+    assert "cannot get" in line and "Could not connect" in line and "(curl 7)" in line
+    assert os.listdir(settings.sdr_dir) == []
+
+
+def test_a_listing_over_the_size_cap_is_one_line_and_nothing_is_fetched(tmp_path, double, monkeypatch):
+    from avoviirscollector.mirror import gina
+
+    add_pass(double, granules=1, segments=("SVM16",))
+    for i in range(2000):
+        double.add_record({"url": f"{double.url}/files/junk{i}.h5", "md5sum": "0" * 32})
+    monkeypatch.setattr(gina, "MAX_LISTING_BYTES", 50_000)
+    settings = settings_for(tmp_path / "viirs", double)
+    status, log = run_mirror(settings, ["snpp-moderate"])
+    assert status == 1
+    (line,) = log.having("listing for snpp")
+    assert "listing larger than" in line and line.endswith("the next run tries again")
     assert os.listdir(settings.sdr_dir) == []
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from avoviirscollector.config import Settings
 from avoviirscollector.mirror.download import Downloader, Fault, Outcome, os_reason, remove_stale_temps
 from avoviirscollector.mirror.gina import (
+    ListingClient,
     ListingError,
     Queue,
     fetch_listing,
@@ -97,7 +98,7 @@ class MirrorRun:
     """One run of mirror_gina over ``queues``. ``run()`` returns the exit status; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: Settings, queues: list[Queue], log: logging.Logger, *, stall_seconds: int = 30,
-                 connect_timeout: float = 10.0, show_progress: bool = False, session=None,
+                 connect_timeout: float = 10.0, show_progress: bool = False,
                  downloader_options: dict | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
@@ -106,7 +107,6 @@ class MirrorRun:
         self.stall_seconds = stall_seconds
         self.connect_timeout = connect_timeout
         self.show_progress = show_progress
-        self.session = session
         self.downloader_options = downloader_options or {}
         self.clock = clock
         self._stop = threading.Event()
@@ -168,9 +168,13 @@ class MirrorRun:
     def _listings(self, queues: list[Queue]) -> list:
         """The good records of every listing these queues need; notes each satellite's newest granule listed
         (None when its listing failed) in ``self.satellites``."""
-        import requests
+        client = ListingClient()
+        try:
+            return self._list_with(client, queues)
+        finally:
+            client.close()
 
-        session = self.session or requests.Session()
+    def _list_with(self, client: ListingClient, queues: list[Queue]) -> list:
         now = self.clock()
         today = now.date()
         listings = ListingTimes(self.settings.state_dir)
@@ -185,7 +189,7 @@ class MirrorRun:
             names = ", ".join(q.name for q in members)
             days = listing_days(now, listings.last_full(key))
             try:
-                good, problems = fetch_listing(session, self.settings.gina_url, key, today,
+                good, problems = fetch_listing(client, self.settings.gina_url, key, today,
                                                timeout=(self.connect_timeout, 60.0), days=days)
                 if days is None:
                     listings.listed_in_full(key, now)

@@ -15,6 +15,9 @@ files of all its queues over one set of connections: the largest ``connections``
 Nothing in a listing is trusted: a record needs string ``url`` and ``md5sum`` (32 hex digits); the URL must be
 http(s); the local name is the URL path's basename and must be a VIIRS SDR granule name, so no listing can make
 a path outside ``sdr/`` or ``tmp/``. Bad records are skipped with a log line, never a crash.
+
+The listing is fetched with pycurl (:class:`ListingClient`, one handle kept alive across a run's listings), the
+library the downloads use: at most ``MAX_LISTING_BYTES``, within 60 s, redirects over http(s) only.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import yaml
 
@@ -264,28 +267,65 @@ def split_array(body: bytes | str) -> tuple[list[object], list[str]]:
     raise ValueError("unterminated JSON array")
 
 
-def fetch_listing(session, gina_url: str, key: tuple[str, str, str, str, int], today: dt.date,
+class ListingClient:
+    """GETs of products.json over one pycurl handle (kept alive between a run's listings). pycurl is the transfer
+    library mirror_gina loads anyway: a second HTTP stack would only add its import time to every run."""
+
+    def __init__(self) -> None:
+        import pycurl
+
+        self._pycurl = pycurl
+        self._curl = pycurl.Curl()
+
+    def get(self, url: str, params: list[tuple[str, str]], timeout: tuple[float, float]) -> tuple[int, str, bytes]:
+        """Status, Content-Type and body (at most ``MAX_LISTING_BYTES``, within ``timeout[1]`` s in all). Raises
+        :class:`ListingError`."""
+        pycurl = self._pycurl
+        full = f"{url}?{urlencode(params)}" if params else url
+        body = bytearray()
+
+        def write(chunk: bytes) -> int | None:
+            body.extend(chunk)
+            return 0 if len(body) > MAX_LISTING_BYTES else None  # 0 ends the transfer (curl error 23)
+
+        curl = self._curl
+        curl.reset()
+        curl.setopt(pycurl.URL, full)
+        curl.setopt(pycurl.WRITEFUNCTION, write)
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, int(timeout[0] * 1000))
+        curl.setopt(pycurl.TIMEOUT_MS, int(timeout[1] * 1000))
+        curl.setopt(pycurl.FOLLOWLOCATION, 1)
+        curl.setopt(pycurl.MAXREDIRS, 5)
+        curl.setopt(pycurl.ACCEPT_ENCODING, "")  # gzip or deflate when the server offers it
+        try:
+            curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+            curl.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        except (AttributeError, pycurl.error):
+            pass
+        try:
+            curl.perform()
+        except pycurl.error as err:
+            code, message = (err.args + (None, ""))[:2]
+            if len(body) > MAX_LISTING_BYTES:
+                raise ListingError(f"listing larger than {MAX_LISTING_BYTES // (1 << 20)} MB from {url}") from None
+            if code == pycurl.E_OPERATION_TIMEDOUT and body:
+                raise ListingError(f"listing took longer than {timeout[1]:.0f} s from {url}") from None
+            raise ListingError(f"cannot get {url}: {str(message)[:200]} (curl {code})") from None
+        return int(curl.getinfo(pycurl.RESPONSE_CODE)), curl.getinfo(pycurl.CONTENT_TYPE) or "", bytes(body)
+
+    def close(self) -> None:
+        self._curl.close()
+
+
+def fetch_listing(client: ListingClient, gina_url: str, key: tuple[str, str, str, str, int], today: dt.date,
                   timeout: tuple[float, float] = (10.0, 60.0), days: int | None = None
                   ) -> tuple[list[Record], list[str]]:
     """GET products.json for ``key``. Raises :class:`ListingError` on HTTP errors, timeouts, non-JSON."""
-    import requests
-
     url = f"{gina_url}/products.json"
-    try:
-        with session.get(url, params=listing_params(key, today, days), timeout=timeout, stream=True) as resp:
-            if resp.status_code != 200:
-                raise ListingError(f"HTTP {resp.status_code} from {url}")
-            body = bytearray()
-            deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout[1])
-            for chunk in resp.iter_content(1 << 16):
-                body += chunk
-                if len(body) > MAX_LISTING_BYTES:
-                    raise ListingError(f"listing larger than {MAX_LISTING_BYTES // (1 << 20)} MB from {url}")
-                if dt.datetime.now(dt.UTC) > deadline:
-                    raise ListingError(f"listing took longer than {timeout[1]:.0f} s from {url}")
-            ctype = resp.headers.get("Content-Type", "")
-    except requests.RequestException as err:
-        raise ListingError(f"cannot get {url}: {type(err).__name__}: {str(err)[:200]}") from None
+    status, ctype, body = client.get(url, listing_params(key, today, days), timeout)
+    if status != 200:
+        raise ListingError(f"HTTP {status} from {url}")
     extra: list[str] = []
     try:
         try:
