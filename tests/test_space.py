@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from avoviirscollector.config import load_settings
 from avoviirscollector.space import sweep
 from avoviirscollector.viirs import PLATFORMS, format_name
+from tests.broker_support import ASCENDING_TIME, Broker, granule_files, request, seed_queue
 from tests.gina_double import GinaDouble
 from tests.mirror_support import START, Captured
 from tests.test_mirror_cli import MIRROR, _env
@@ -106,6 +108,47 @@ def test_oldest_granules_go_first_and_what_is_in_use_stays(tmp_path):
 
     off = load_settings({"VIIRS_BASE": str(tmp_path), "VIIRS_MIN_FREE": "0"})
     assert sweep(off, log, now=now, disk_usage=Disk(settings.sdr_dir, 100 * block, 99 * block)).removed == 0
+
+
+def test_the_sweep_reads_the_journal_a_real_broker_wrote(tmp_path, nameserver):
+    """Across programs: task_broker (the real process) loads a queue of two tir tasks, hands the first one out and
+    stops cleanly; the sweep (mirror_gina's and cleanup's) then reads the journal the broker itself wrote. Seen from
+    seven hours later (every file outside the recovery window, the hand-out older than an hour) on a disk where
+    everything that may go must go: the still-queued task's files stay; the handed-out task's files and two older
+    files no task knows go."""
+    base = tmp_path / "viirs"
+    seed_queue(base, ["tir", "tir"], orbit=40000)
+    names = [[f["uid"] for f in granule_files("tir", "NOAA-20", 40000 + i, ASCENDING_TIME + dt.timedelta(minutes=2 * i),
+                                              base)] for i in range(2)]
+    naive = ASCENDING_TIME.replace(tzinfo=None)
+    unknown = [_name("SVI05", naive - dt.timedelta(hours=h), "j01") for h in (3, 2)]  # alone: never a complete granule
+    sdr = base / "sdr"
+    sdr.mkdir(parents=True, exist_ok=True)
+    for name in names[0] + names[1] + unknown:
+        (sdr / name).write_bytes(os.urandom(SIZE))
+    broker = Broker(base)
+    try:
+        broker.start()
+        reply = request(broker.task_port, json.dumps({"desired products": ["tir"]}).encode())
+        assert b"b40000" in reply  # the first task, with orbit 40000's files
+        broker.signal(signal.SIGTERM)
+        assert broker.wait(5) == 0
+    finally:
+        broker.stop()
+    assert "recovered granule" not in broker.log_text()
+    settings = load_settings({"VIIRS_BASE": str(base), "VIIRS_MIN_FREE": "90%", "RECOVERY_HOURS": "6"})
+    block = (sdr / unknown[0]).stat().st_blocks * 512
+    log = logging.getLogger("test_space")
+    handler = Captured()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        result = sweep(settings, log, now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=7),
+                       disk_usage=Disk(sdr, total=100 * block, other=50 * block))
+    finally:
+        log.removeHandler(handler)
+    assert set(os.listdir(sdr)) == set(names[1]), handler.lines
+    assert result.removed == 4 and result.short
 
 
 def test_mirror_gina_on_a_disk_full_of_files_it_must_keep(tmp_path):
