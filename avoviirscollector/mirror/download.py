@@ -571,10 +571,7 @@ class Downloader:
             log.info("%s: connection %d is far slower than the others (%.0f kB/s): connection %d fetches its "
                      "remaining %d bytes", tr.file.job.name, other.index, tr.rate(now) / 1e3, slot.index,
                      own.remaining)
-            self._multi.remove_handle(other.curl)
-            other.transfer = None
-            other.busy_seconds += now - other.busy_since
-            tr.file.plan.release(other.index)
+            self._cut(other, now)
             req = tr.file.plan.take(slot.index)
             if req:
                 self._start(slot, tr.file, req)
@@ -609,11 +606,16 @@ class Downloader:
             log.info("%s: connection %d is far slower than the others (%.0f kB/s, the fastest %.0f kB/s): its "
                      "remaining %d bytes are asked for again on a new connection", active.job.name, slot.index,
                      rate / 1e3, best / 1e3, own.remaining)
-            self._multi.remove_handle(slot.curl)  # mid-response: curl closes this connection
-            slot.transfer = None
-            slot.busy_seconds += now - slot.busy_since
-            active.plan.release(slot.index)
+            self._cut(slot, now)
             active.slow_restarts += 1
+
+    def _cut(self, slot: _Slot, now: float) -> None:
+        """End ``slot``'s transfer mid-response (curl closes its connection) and give its bytes back to the plan."""
+        tr = slot.transfer
+        self._multi.remove_handle(slot.curl)
+        slot.transfer = None
+        slot.busy_seconds += now - slot.busy_since
+        tr.file.plan.release(slot.index)
 
     # -- completion --------------------------------------------------------------------------------------
     def _ended(self, slot: _Slot, curl_errno: int, message: str, outcomes: list[Outcome]) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
+import pycurl
 import yaml
 
 from avoviirscollector.config import FACILITIES, Settings
@@ -272,15 +273,11 @@ class ListingClient:
     library mirror_gina loads anyway: a second HTTP stack would only add its import time to every run."""
 
     def __init__(self) -> None:
-        import pycurl
-
-        self._pycurl = pycurl
         self._curl = pycurl.Curl()
 
     def get(self, url: str, params: list[tuple[str, str]], timeout: tuple[float, float]) -> tuple[int, str, bytes]:
         """Status, Content-Type and body (at most ``MAX_LISTING_BYTES``, within ``timeout[1]`` s in all). Raises
         :class:`ListingError`."""
-        pycurl = self._pycurl
         full = f"{url}?{urlencode(params)}" if params else url
         body = bytearray()
 
