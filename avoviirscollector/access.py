@@ -46,7 +46,7 @@ from pathlib import Path
 
 import zmq
 
-from avoviirscollector.allowlist import AllowList, peer_ip
+from avoviirscollector.allowlist import AllowList, shown_address
 from avoviirscollector.config import Settings
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -98,8 +98,7 @@ class RefusalLog:
     def refused(self, address: str, where: str) -> None:
         """Count one refusal of ``address``; log it if it is the first from there within the hour."""
         now, wall = self.clock(), self.wall()
-        ip = peer_ip(address)
-        shown = str(ip) if ip is not None else (address or "(no address)")  # ::ffff:a.b.c.d shown as a.b.c.d
+        shown = shown_address(address) or "(no address)"
         with self._lock:
             self.counts["total"] += 1
             peers = self.counts["peers"]

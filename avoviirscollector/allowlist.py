@@ -60,6 +60,13 @@ class AllowList:
         return any(ip in net for net in self.networks if net.version == ip.version)
 
 
+def shown_address(address: str) -> str:
+    """``address`` as logged and kept: an IPv4 peer of a dual-stack socket (``::ffff:a.b.c.d``) as ``a.b.c.d``, any
+    other IP address in its canonical form, anything else unchanged."""
+    ip = peer_ip(address)
+    return str(ip) if ip is not None else address
+
+
 def peer_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP address in ``address`` (IPv4-mapped IPv6 turned into IPv4, zone dropped), or None if it is none."""
     text = (address or "").strip().strip("[]")

@@ -83,7 +83,7 @@ import zmq
 from posttroll.message import Message
 
 from avoviirscollector.access import listen_dual_stack, start_access_control
-from avoviirscollector.allowlist import peer_ip
+from avoviirscollector.allowlist import shown_address
 from avoviirscollector.broker.control import BadCommand, Command, control_address, parse_command
 from avoviirscollector.broker.direction import Direction, DirectionHelper
 from avoviirscollector.broker.queue import (
@@ -736,8 +736,12 @@ class TaskBroker:
             control.close()
             context.term()
 
-    def _tick(self, status: zmq.Socket) -> None:
+    def _status(self, status: zmq.Socket, stopping: bool = False) -> None:
+        """Publish the status: the queue and the day's counts; when ``stopping``, the last word before a stop."""
         message = self.queue.status()
+        if stopping:
+            message.update({"queue length": 0, "products waiting": [], "tasks by product": {}, "stopping": True,
+                            "queued": len(self.queue)})
         message.update({f"{kind} (24 h)": count for kind, count in self.counts().items()})
         if self.writer.behind:
             message["state behind"] = True
@@ -745,6 +749,9 @@ class TaskBroker:
             status.send_json(message, zmq.NOBLOCK)
         except zmq.ZMQError as err:
             log.warning("status not published: %s", err)
+
+    def _tick(self, status: zmq.Socket) -> None:
+        self._status(status)
         self._write_bad_requests()
         wall = self.wall()
         while self._recent and wall - self._recent[0][0] > 2 * DOUBT_SECONDS:
@@ -782,13 +789,7 @@ class TaskBroker:
         resend it to the next broker). So the first thing a stop does is publish a status with ``queue length`` 0
         and ``"stopping": true`` (``"queued"`` keeps the real count): the workers stop asking within a message's
         time, the requests already sent are answered, and the quiet comes."""
-        message = {"queue length": 0, "products waiting": [], "tasks by product": {}, "stopping": True,
-                   "queued": len(self.queue)}
-        message.update({f"{kind} (24 h)": count for kind, count in self.counts().items()})
-        try:
-            status.send_json(message, zmq.NOBLOCK)
-        except zmq.ZMQError as err:
-            log.warning("the stopping status was not published: %s", err)
+        self._status(status, stopping=True)
         log.info("stopping: workers told so; no more bus messages; answering the requests received")
         self._stop_threads()
         self._queue_incoming()
@@ -820,11 +821,9 @@ def _peer(frame: zmq.Frame) -> str:
     """The worker's address as logged and kept in the ledger (an IPv4 peer of the dual-stack socket, which ZeroMQ
     gives as ``::ffff:a.b.c.d``, as ``a.b.c.d``)."""
     try:
-        address = frame.get("Peer-Address") or ""
+        return shown_address(frame.get("Peer-Address") or "")
     except zmq.ZMQError:
         return ""
-    ip = peer_ip(address)
-    return str(ip) if ip is not None else address
 
 
 def _epoch(value: object) -> float | None:
