@@ -15,6 +15,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+_NETNS = pytest.StashKey[str]()  # the worker's network namespace (set by pytest_configure)
+
+
 def pytest_configure(config):
     """With pytest-xdist (``make test`` runs two workers), each worker moves into a loopback-only network namespace
     of its own before any test runs: the suite's fixed posttroll ports (nameserver 5557, 21200, 16543), the
@@ -27,9 +30,6 @@ def pytest_configure(config):
     os.unshare(os.CLONE_NEWNET)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     config.stash[_NETNS] = os.readlink("/proc/thread-self/ns/net")
-
-
-_NETNS = pytest.StashKey[str]()
 
 
 @pytest.fixture(autouse=True, scope="session")

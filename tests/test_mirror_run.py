@@ -4,12 +4,13 @@ import datetime as dt
 import json
 import os
 import time
+from dataclasses import dataclass
 
 import pytest
 
 from avoviirscollector.mirror.place import read_journal
 from tests.gina_double import GinaDouble
-from tests.mirror_support import SIZES, START, SdrWatch, add_pass, run_mirror, settings_for
+from tests.mirror_support import SIZES, START, Captured, SdrWatch, add_pass, run_mirror, settings_for
 
 IMAGERY_MODERATE = ["snpp-moderate", "snpp-imagery"]
 
@@ -319,18 +320,37 @@ def test_equal_files_get_every_connection_one_after_another(tmp_path):
     assert max(seconds) < 1.6, placed  # one file at a time: about 1 s each, not all four finishing at 4 s
 
 
-def test_a_connection_too_slow_to_share_by_halves_is_taken_over(tmp_path):
-    """One response trickles at 5 kB/s, above curl's stall floor, among connections of 500 kB/s: an idle connection
-    takes over what it has left (stealing halves would leave the slow one its last piece for half a minute)."""
-    with GinaDouble(tmp_path / "gina", rate=500e3, slow_rate=5e3) as double:
-        for segment in ("GITCO", "SVI05", "SVI04", "SVI01"):
-            double.add_granule("npp", 70000, START, segments=(segment,), sizes={segment: 2_000_000})
+@dataclass
+class CrawlRun:
+    settings: object
+    status: int
+    log: Captured
+    elapsed: float
+    accepted: int  # connections the double accepted
+    items: list
+
+
+def run_with_a_crawling_response(tmp_path, slow_rate: float, sizes: dict[str, int]) -> CrawlRun:
+    """One run over a double capped at 500 kB/s per connection whose first response trickles at ``slow_rate``:
+    one granule file per entry of ``sizes`` (segment: bytes), small pieces so every connection has work."""
+    with GinaDouble(tmp_path / "gina", rate=500e3, slow_rate=slow_rate) as double:
+        items = [item for segment, size in sizes.items()
+                 for item in double.add_granule("npp", 70000, START, segments=(segment,), sizes={segment: size})]
         settings = settings_for(tmp_path / "viirs", double)
         double.set_fault("slow_body", 1)
         t0 = time.monotonic()
         status, log = run_mirror(settings, ["snpp-imagery"], stall_seconds=30, probe_size=256 * 1024,
                                  min_piece=64 * 1024, steal_big=1024 * 1024)
         elapsed = time.monotonic() - t0
+        return CrawlRun(settings, status, log, elapsed, double.connections_accepted, items)
+
+
+def test_a_connection_too_slow_to_share_by_halves_is_taken_over(tmp_path):
+    """One response trickles at 5 kB/s, above curl's stall floor, among connections of 500 kB/s: an idle connection
+    takes over what it has left (stealing halves would leave the slow one its last piece for half a minute)."""
+    run = run_with_a_crawling_response(tmp_path, 5e3, {"GITCO": 2_000_000, "SVI05": 2_000_000,
+                                                       "SVI04": 2_000_000, "SVI01": 2_000_000})
+    status, log, elapsed = run.status, run.log, run.elapsed
     assert status == 0 and len(log.starting("placed ")) == 4
     assert len(log.having("is far slower than the others")) == 1
     assert elapsed < 7, elapsed  # the cap-sum floor is 4 s
@@ -340,15 +360,9 @@ def test_a_crawling_response_among_fast_ones_is_asked_again_at_once(tmp_path):
     """The aria2c comparison's stall shape, scaled down: the probe's response trickles at 2 kB/s while the other
     three connections get the cap. It is cut within a fraction of a second (not when the others' shares are done
     and an idle connection takes it over), on its own connection, and its bytes are asked for on a new one."""
-    with GinaDouble(tmp_path / "gina", rate=500e3, slow_rate=2e3) as double:
-        (item,) = double.add_granule("npp", 70000, START, segments=("GITCO",), sizes={"GITCO": 4_000_000})
-        settings = settings_for(tmp_path / "viirs", double)
-        double.set_fault("slow_body", 1)
-        t0 = time.monotonic()
-        status, log = run_mirror(settings, ["snpp-imagery"], stall_seconds=30, probe_size=256 * 1024,
-                                 min_piece=64 * 1024, steal_big=1024 * 1024)
-        elapsed = time.monotonic() - t0
-        accepted = double.connections_accepted
+    run = run_with_a_crawling_response(tmp_path, 2e3, {"GITCO": 4_000_000})
+    status, log, elapsed, accepted, settings = run.status, run.log, run.elapsed, run.accepted, run.settings
+    (item,) = run.items
     assert status == 0
     (line,) = log.having("is far slower than the others")
     assert "are asked for again on a new connection" in line, line
