@@ -52,18 +52,21 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avoviirscollector.fsutil import fsync_dir
+from avoviirscollector.ondisk.state import (  # noqa: F401 - DOUBT_SECONDS and Loaded are the store's API too
+    BROKER_FORMAT,
+    BROKER_JOURNAL,
+    DOUBT_SECONDS,
+    Loaded,
+    read_broker_journal,
+)
 
-FORMAT = "avoviirscollector-task-queue"
+FORMAT = BROKER_FORMAT
 VERSION = 2
-READABLE_VERSIONS = (1, 2)
-JOURNAL_NAME = "task_queue.journal"
-#: hand-outs written this close to the last record of a journal cut by a kill are in doubt
-DOUBT_SECONDS = 1.0
+JOURNAL_NAME = BROKER_JOURNAL
 
 log = logging.getLogger("task_broker.store")
 
@@ -80,28 +83,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _time(op: dict) -> dt.datetime | None:
-    try:
-        value = dt.datetime.fromisoformat(op["t"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-@dataclass
-class Loaded:
-    """What a journal holds, replayed."""
-
-    tasks: list[Any] = field(default_factory=list)  # the live tasks (decoded), in queue order
-    next_id: int = 1
-    ledger: list[dict] = field(default_factory=list)  # take and forget records, in order
-    events: list[dict] = field(default_factory=list)
-    ledger_since: dt.datetime | None = None  # None: no ledger yet (a new or version 1 journal)
-    clean: bool = True  # the journal ends with a clean stop (or is new)
-    last_time: dt.datetime | None = None  # the time of its last record
-    in_doubt: list[tuple[Any, dict]] = field(default_factory=list)  # (task, its take record), if not clean
-
-
 class JournalStore:
     """Reads, appends to and compacts the journal. Not thread-safe: one owner (the broker's main loop)."""
 
@@ -115,88 +96,30 @@ class JournalStore:
     # -- reading ---------------------------------------------------------------------------------------------
 
     def load(self, decode: Callable[[dict], Any] = lambda record: record) -> Loaded:
-        """Replay the journal: the live tasks in queue order (each record passed through ``decode``), the next
-        task id, the ledger records, the events, and the hand-outs in doubt after an unclean stop.
-
-        Reads the file one line at a time. Never raises for a bad file; a record that ``decode`` refuses
-        (ValueError, KeyError, TypeError) counts as a damaged line."""
-        try:
-            handle = open(self.path, "rb")
-        except FileNotFoundError:
+        """Replay the journal (``ondisk.state.read_broker_journal``: the live tasks in queue order, each record
+        passed through ``decode``, the next task id, the ledger records, the events, and the hand-outs in doubt
+        after an unclean stop), and deal with a bad file as the module docstring says: a foreign one is moved aside,
+        a damaged one copied, and each is logged. Never raises for a bad file."""
+        loaded = read_broker_journal(self.path, decode)
+        if loaded.empty:
+            log.warning("state file %s is empty: starting with an empty queue", self.path)
+        elif loaded.foreign:
+            aside = self.path.with_name(f"{self.path.name}.foreign-{_stamp()}")
+            os.replace(self.path, aside)
+            log.error("state file %s is not a task queue journal: moved aside to %s, starting with an empty "
+                      "queue", self.path, aside.name)
             return Loaded()
-        with handle:
-            first = handle.readline()
-            header = self._header(first) if first.endswith(b"\n") else None
-            if header is None:
-                handle.close()
-                if not first:
-                    log.warning("state file %s is empty: starting with an empty queue", self.path)
-                    return Loaded()
-                aside = self.path.with_name(f"{self.path.name}.foreign-{_stamp()}")
-                os.replace(self.path, aside)
-                log.error("state file %s is not a task queue journal: moved aside to %s, starting with an empty "
-                          "queue", self.path, aside.name)
-                return Loaded()
-            out = Loaded(next_id=int(header.get("next_id", 1)), ledger_since=_time({"t": header.get("ledger_since")}),
-                         clean=True, last_time=_time(header))
-            tasks: dict[int, Any] = {}
-            recent: list[tuple[dt.datetime, Any, dict]] = []  # hand-outs of the last DOUBT_SECONDS so far
-            damaged = 0
-            for number, line in enumerate(handle, start=2):
-                if not line.endswith(b"\n"):
-                    log.warning("state file %s ends with an incomplete record (%d bytes, a write cut short; it was "
-                                "never acknowledged): dropped", self.path, len(line))
-                    break
-                try:
-                    op = json.loads(line)
-                    kind = op["op"]
-                    when = _time(op)
-                    if kind == "put":
-                        task_id = int(op["task"]["id"])
-                        tasks[task_id] = decode(op["task"])
-                        out.next_id = max(out.next_id, task_id + 1)
-                    elif kind == "take":
-                        task_id = int(op["id"])
-                        task = tasks.pop(task_id, None)
-                        out.next_id = max(out.next_id, task_id + 1)
-                        if "granules" in op:
-                            out.ledger.append(op)
-                        if task is not None and when is not None and op.get("kind", "handed out") == "handed out":
-                            recent.append((when, task, op))
-                    elif kind == "forget":
-                        out.ledger.append(op)
-                    elif kind == "event":
-                        out.events.append(op)
-                    elif kind not in ("mark", "stop"):
-                        raise ValueError(f"unknown op {kind!r}")
-                    out.clean = kind == "stop"
-                    if when is not None:
-                        out.last_time = when
-                        recent = [item for item in recent if item[0] >= out.last_time - dt.timedelta(
-                            seconds=DOUBT_SECONDS)]
-                except (ValueError, KeyError, TypeError) as err:
-                    damaged += 1
-                    log.error("state file %s line %d is damaged (%s): skipped", self.path, number, str(err)[:200])
-        if damaged:
+        if loaded.cut:
+            log.warning("state file %s ends with an incomplete record (%d bytes, a write cut short; it was "
+                        "never acknowledged): dropped", self.path, loaded.cut)
+        for number, why in loaded.damaged:
+            log.error("state file %s line %d is damaged (%s): skipped", self.path, number, why)
+        if loaded.damaged:
             copy = self.path.with_name(f"{self.path.name}.damaged-{_stamp()}")
             shutil.copyfile(self.path, copy)
-            log.error("state file %s had %d damaged lines: a copy is kept as %s", self.path, damaged, copy.name)
-        out.tasks = [tasks[key] for key in sorted(tasks)]
-        if not out.clean:
-            out.in_doubt = [(task, op) for _, task, op in recent]
-        return out
-
-    @staticmethod
-    def _header(line: bytes) -> dict | None:
-        try:
-            header = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            return None
-        if header.get("version") not in READABLE_VERSIONS:
-            return None
-        return header
+            log.error("state file %s had %d damaged lines: a copy is kept as %s", self.path, len(loaded.damaged),
+                      copy.name)
+        return loaded
 
     # -- writing ---------------------------------------------------------------------------------------------
 
