@@ -1,7 +1,7 @@
 """Product granules as files: which granule a file belongs to, when a granule is complete, and what is in sdr/.
 
-Pure: no sockets, no clock; the one piece that looks at a folder (:class:`Inventory`) is fed names and a function
-that says when a name was placed, so it is tested directly.
+Pure: no sockets, no files, no clock; the view of sdr/ (:class:`Inventory`) is fed names and placement times by
+``ondisk.sdr.SdrWatch``, so it is tested directly.
 
 A **granule** is (product, platform, granule start time) (SPEC section 10): the files of one product that share a
 platform and a start time. A reissued file (new creation time in its name) or another facility's copy of a file is
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
+from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name, start_key, start_key_of
 
 
 class GranuleKey(NamedTuple):
@@ -185,86 +185,111 @@ class OnDisk:
         return self.complete_at - self.first_at
 
 
+class _Entry:
+    """One file the inventory keeps: its parsed name, placement time and the full pass that last saw it."""
+
+    __slots__ = ("parsed", "placed", "seen_in")
+
+    def __init__(self, parsed: SdrName, placed: float, seen_in: int) -> None:
+        self.parsed, self.placed, self.seen_in = parsed, placed, seen_in
+
+
 class Inventory:
-    """The VIIRS SDR files of one folder, with placement times, kept up to date by :meth:`sync`.
+    """The VIIRS SDR files of sdr/ that matter now, with their placement times; an ``ondisk.sdr.Sink``, fed by an
+    ``SdrWatch`` (one full pass, then a report for each change).
 
-    Memory: one entry per file name in the folder (about 150 bytes each); names that are not VIIRS SDR names are
-    remembered too, so that nothing is parsed or looked at twice."""
+    It keeps the files placed at or after ``placed_since`` (the recovery window) and the files of granules that
+    started at or after ``start_since`` (the listing window: the granules a late file can still complete), and
+    nothing else: its size follows the recent window, not the months of files behind it, and a name outside both
+    is dismissed from its fixed places (``viirs.start_key``) without being parsed. :meth:`bounds` moves the two
+    limits on and forgets what fell behind them. Pure: times are passed in; not thread-safe (one owner).
 
-    def __init__(self) -> None:
-        self._placed: dict[str, float | None] = {}  # name -> placement time; None: not a VIIRS SDR name
-        self._groups: dict[tuple[str, dt.datetime], dict[str, SdrName]] = {}  # (platform, start) -> name -> parsed
+    Memory: about 500 bytes a file kept (a day of files: about 3 MB)."""
+
+    def __init__(self, placed_since: float = float("-inf"), start_since: dt.datetime = dt.datetime.min) -> None:
+        self._files: dict[str, _Entry] = {}
+        self._groups: dict[tuple[str, dt.datetime], dict[str, _Entry]] = {}  # (platform, start) -> name -> entry
+        self._pass = 0
+        self.placed_since = placed_since
+        self.start_since = start_since
+        self._start_key = start_key_of(start_since) if start_since > dt.datetime.min else ""
 
     def __len__(self) -> int:
-        return sum(1 for placed in self._placed.values() if placed is not None)
+        return len(self._files)
 
-    def sync(self, names: set[str], placed_of: Callable[[str], float | None]) -> tuple[int, int]:
-        """Make the inventory hold exactly ``names``; ``placed_of(name)`` is asked once per new name (None: gone).
+    def __contains__(self, name: str) -> bool:
+        return name in self._files
 
-        Returns (added, removed)."""
-        removed = 0
-        for name in [name for name in self._placed if name not in names]:
-            self._forget(name)
-            removed += 1
-        added = 0
-        for name in names:
-            if name in self._placed:
-                continue
-            try:
-                parsed = parse_name(name)
-            except NotASdrName:
-                self._placed[name] = None
-                continue
-            placed = placed_of(name)
-            if placed is None:  # gone between the listing and the look
-                continue
-            self._placed[name] = placed
-            self._groups.setdefault((parsed.platform, parsed.start_time), {})[name] = parsed
-            added += 1
-        return added, removed
+    def bounds(self, placed_since: float, start_since: dt.datetime) -> int:
+        """Keep from now on what was placed at or after ``placed_since`` or started at or after ``start_since``;
+        forget the rest. Returns how many files were forgotten."""
+        self.placed_since, self.start_since = placed_since, start_since
+        self._start_key = start_key_of(start_since)
+        old = [name for name, entry in self._files.items()
+               if entry.placed < placed_since and entry.parsed.start_time < start_since]
+        for name in old:
+            self.gone(name)
+        return len(old)
 
-    def _forget(self, name: str) -> None:
-        placed = self._placed.pop(name)
-        if placed is None:
+    def _wanted(self, name: str, placed: float) -> bool:
+        if placed >= self.placed_since:
+            return True
+        key = start_key(name)
+        return key is not None and key >= self._start_key
+
+    # -- the Sink of ondisk.sdr ------------------------------------------------------------------------------------
+    def begin_pass(self) -> None:
+        self._pass += 1
+
+    def seen(self, name: str, placed: float) -> None:
+        """``name`` is in sdr/, placed at ``placed``; a file seen again keeps the placement it was first seen with."""
+        entry = self._files.get(name)
+        if entry is not None:
+            entry.seen_in = self._pass
             return
-        parsed = parse_name(name)
-        group = self._groups[(parsed.platform, parsed.start_time)]
+        if not self._wanted(name, placed):
+            return
+        try:
+            parsed = parse_name(name)
+        except NotASdrName:
+            return
+        entry = self._files[name] = _Entry(parsed, placed, self._pass)
+        self._groups.setdefault((parsed.platform, parsed.start_time), {})[name] = entry
+
+    def gone(self, name: str) -> None:
+        entry = self._files.pop(name, None)
+        if entry is None:
+            return
+        group_key = (entry.parsed.platform, entry.parsed.start_time)
+        group = self._groups[group_key]
         del group[name]
         if not group:
-            del self._groups[(parsed.platform, parsed.start_time)]
+            del self._groups[group_key]
 
+    def end_pass(self, complete: bool) -> None:
+        """After a complete pass, what it did not see is gone."""
+        if complete:
+            for name in [name for name, entry in self._files.items() if entry.seen_in < self._pass]:
+                self.gone(name)
+
+    # -- what is complete ------------------------------------------------------------------------------------------
     def complete(self, since: float = float("-inf")) -> Iterator[OnDisk]:
         """Every complete product granule that became complete at or after ``since``."""
         for group in self._groups.values():
-            if max(self._placed[name] for name in group) < since:
+            if max(entry.placed for entry in group.values()) < since:
                 continue
             first_copy: dict[str, float] = {}
-            for name, parsed in group.items():
-                placed = self._placed[name]
-                if parsed.segment not in first_copy or placed < first_copy[parsed.segment]:
-                    first_copy[parsed.segment] = placed
+            for entry in group.values():
+                segment = entry.parsed.segment
+                if segment not in first_copy or entry.placed < first_copy[segment]:
+                    first_copy[segment] = entry.placed
             for product, segments in PRODUCTS.items():
                 if not all(segment in first_copy for segment in segments):
                     continue
                 complete_at = max(first_copy[segment] for segment in segments)
                 if complete_at < since:
                     continue
-                chosen = newest_per_segment(p for p in group.values() if p.segment in segments)
+                chosen = newest_per_segment(e.parsed for e in group.values() if e.parsed.segment in segments)
                 files = tuple(chosen[segment] for segment in segments)
                 yield OnDisk(key_of(product, files[0]), files, complete_at,
                              min(first_copy[segment] for segment in segments))
-
-
-def scan_folder(path: os.PathLike | str) -> tuple[set[str], Callable[[str], float | None]]:
-    """The names of the regular files directly in ``path``, and a function giving a name's placement time
-    (its inode change time: a placement is one rename, which sets it), None when the file has gone."""
-    with os.scandir(path) as entries:
-        names = {entry.name for entry in entries if not entry.name.startswith(".")}
-
-    def placed_of(name: str) -> float | None:
-        try:
-            return os.stat(os.path.join(path, name), follow_symlinks=False).st_ctime
-        except FileNotFoundError:
-            return None
-
-    return names, placed_of

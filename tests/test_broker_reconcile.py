@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 
-from avoviirscollector.broker.reconcile import Planner, Scanner, gatherer_timeouts
+from avoviirscollector.broker.reconcile import Planner, SdrView, complete_between, gatherer_timeouts
 from avoviirscollector.config import PACKAGE_ETC
 from avoviirscollector.granules import GranuleKey, OnDisk
 from avoviirscollector.viirs import PRODUCTS, format_name, parse_name
@@ -50,12 +51,51 @@ def test_slot_timeouts_come_from_the_gatherers_ini():
     assert gatherer_timeouts(PACKAGE_ETC / "segment_gatherer.ini") == {product: 600.0 for product in PRODUCTS}
 
 
-def test_the_scanner_reports_complete_granules_of_its_folder(tmp_path):
+def test_the_view_of_sdr_reports_complete_granules_of_its_folder_and_follows_its_changes(tmp_path):
+    """The broker's view of sdr/ (a real inotify watch on a real folder): the complete granules found by the pass
+    at start, a granule completed later by a file renamed in, and a granule that stops counting when one of its files
+    is removed by someone else."""
     for segment in PRODUCTS["dnb"]:
         (tmp_path / format_name(segment, "j01", T0, T0, 30000, T0)).write_bytes(b"x")
     (tmp_path / "leapsec.dat").write_bytes(b"x")
-    scanner = Scanner(tmp_path, since=lambda now: 0, deliver=lambda found: None)
-    found = scanner.scan()
-    assert [item.key for item in found] == [GranuleKey("dnb", "NOAA-20", T0)]
-    stat = os.stat(tmp_path / found[0].files[0].name)
-    assert found[0].complete_at >= stat.st_ctime - 1
+    deliveries: list[list] = []
+    view = SdrView(tmp_path, since=lambda now: 0, deliver=deliveries.append, horizon=dt.timedelta(days=30000),
+                   interval=0.1)
+    view.start()
+    try:
+        assert view.watch.ready.wait(10)
+        found = _next(deliveries, lambda found: found)
+        assert [item.key for item in found] == [GranuleKey("dnb", "NOAA-20", T0)]
+        stat = os.stat(tmp_path / found[0].files[0].name)
+        assert found[0].complete_at >= stat.st_ctime - 1
+        later = T0 + dt.timedelta(minutes=2)
+        for segment in PRODUCTS["tir"]:
+            (tmp_path / ".part").write_bytes(b"x")
+            os.replace(tmp_path / ".part", tmp_path / format_name(segment, "npp", later, later, 70000, later))
+        found = _next(deliveries, lambda found: len(found) == 2)
+        assert {item.key for item in found} == {GranuleKey("dnb", "NOAA-20", T0), GranuleKey("tir", "Suomi-NPP", later)}
+        os.unlink(tmp_path / format_name("SVDNB", "j01", T0, T0, 30000, T0))
+        found = _next(deliveries, lambda found: len(found) == 1)
+        assert [item.key for item in found] == [GranuleKey("tir", "Suomi-NPP", later)]
+    finally:
+        view.stop()
+        view.join(2)
+    assert not view.watch.is_alive()
+
+
+def _next(deliveries: list, good, timeout: float = 10.0) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if deliveries and good(deliveries[-1]):
+            return deliveries[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no delivery like that in {timeout} s: {deliveries[-1:] or 'none'}")
+
+
+def test_an_operators_requeue_finds_the_complete_granules_of_its_range_only(tmp_path):
+    inside, outside = T0 + dt.timedelta(minutes=5), T0 - dt.timedelta(days=10)
+    for start in (inside, outside):
+        for segment in PRODUCTS["btd"]:
+            (tmp_path / format_name(segment, "npp", start, start, 70000, start)).write_bytes(b"x")
+    found = complete_between(tmp_path, T0, T0 + dt.timedelta(minutes=10))
+    assert [item.key for item in found] == [GranuleKey("btd", "Suomi-NPP", inside)]

@@ -64,17 +64,49 @@ def test_inventory_finds_complete_granules_with_the_time_they_became_complete():
     placed[name("GITCO", platform="j01")] = 1500.0  # another satellite, same start: not complete
     placed["leapsec.dat"] = 1.0
     inventory = Inventory()
-    asked = []
-    inventory.sync(set(placed), lambda n: asked.append(n) or placed[n])
-    assert "leapsec.dat" not in asked
+    inventory.begin_pass()
+    for file_name, when in placed.items():
+        inventory.seen(file_name, when)
+    inventory.end_pass(complete=True)
+    assert "leapsec.dat" not in inventory and len(inventory) == 7
     found = {item.key.product: item for item in inventory.complete()}
     assert set(found) == {"btd", "tir"}
     assert found["btd"].complete_at == 1004.0 and found["btd"].first_at == 1000.0
     assert found["tir"].complete_at == 1003.0
     assert [f.name for f in found["btd"].files][2] == name("SVM16", minutes=20)  # newest copy handed out
     assert [item.key.product for item in inventory.complete(since=1003.5)] == ["btd"]
-    asked.clear()
-    del placed[name("GMTCO")]
-    assert inventory.sync(set(placed), placed.__getitem__) == (0, 1)
-    assert asked == []  # nothing looked at twice
+    inventory.seen(name("GMTCO"), 5000.0)  # seen again (a touch, a second event): keeps its first placement
+    assert {item.key.product: item.complete_at for item in inventory.complete()}["btd"] == 1004.0
+    inventory.gone(name("GMTCO"))
     assert {item.key.product for item in inventory.complete()} == {"tir"}
+
+
+def test_a_complete_pass_forgets_what_it_did_not_see_and_an_interrupted_one_does_not():
+    inventory = Inventory()
+    for segment in PRODUCTS["dnb"]:
+        inventory.seen(name(segment), 1000.0)
+    inventory.begin_pass()
+    inventory.seen(name("GDNBO"), 1000.0)
+    inventory.end_pass(complete=False)
+    assert len(inventory) == 2
+    inventory.begin_pass()
+    inventory.seen(name("GDNBO"), 1000.0)
+    inventory.end_pass(complete=True)
+    assert name("SVDNB") not in inventory and name("GDNBO") in inventory
+
+
+def test_inventory_keeps_the_recent_window_and_the_listing_window_only():
+    """What is kept follows the windows, not the archive: placed within the window, or of a granule that started
+    within the listing window (a late file can still complete it); the rest is dismissed, unparsed, and forgotten
+    when the windows move on."""
+    old_start = T0 - dt.timedelta(days=40)
+    inventory = Inventory(placed_since=5000.0, start_since=T0 - dt.timedelta(days=3))
+    inventory.seen(name("GITCO", start=old_start), 100.0)  # an old granule placed long ago: not kept
+    inventory.seen(name("SVI05", start=old_start), 6000.0)  # an old granule placed within the window: kept
+    inventory.seen(name("GITCO"), 100.0)  # placed long ago, but of a recent granule: kept
+    inventory.seen(name("SVI05"), 6000.0)
+    inventory.seen("SVI05_npp_d2026xxxx_t1200033_e1201277_b70000_c20260301120903300000_cspp_dev.h5", 6000.0)
+    assert len(inventory) == 3 and name("GITCO", start=old_start) not in inventory
+    assert [item.key for item in inventory.complete(since=5000.0)] == [GranuleKey("tir", "Suomi-NPP", T0)]
+    assert inventory.bounds(placed_since=7000.0, start_since=T0 + dt.timedelta(seconds=1)) == 3
+    assert len(inventory) == 0

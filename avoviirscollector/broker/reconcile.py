@@ -2,27 +2,29 @@
 
 The pytroll bus is the fast path, and it keeps nothing: a granule whose ``dataset`` message was published while the
 broker was down, whose files arrived while trollstalker was down, whose gatherer restarted half-way or whose last
-file came after the gatherer's slot timed out never reaches the broker by the bus. So every
-:data:`SCAN_SECONDS` (and at start) a thread lists ``sdr/`` (:class:`Scanner`: only new names are parsed and
-looked at, so a scan of a folder of 100,000 files costs a few milliseconds) and hands the complete granules of the
-recovery window to the broker's loop; :class:`Planner` (pure) then picks those that are neither queued nor in the
-hand-out ledger and have been complete for :data:`GRACE_SECONDS` (time for the live path, whose dataset follows the
-last file within a second), and names the case for the log. The broker queues them through the same direction
-finder and queue rules as live granules, and checks again at that moment, so a dataset that arrives meanwhile
-never makes a second task.
+file came after the gatherer's slot timed out never reaches the broker by the bus. So the broker keeps a view of
+sdr/ (:class:`SdrView`: one full pass at start, then inotify, never a listing of the archive again) and every
+:data:`SCAN_SECONDS` hands the complete granules of the recovery window to the broker's loop; :class:`Planner`
+(pure) then picks those that are neither queued nor in the hand-out ledger and have been complete for
+:data:`GRACE_SECONDS` (time for the live path, whose dataset follows the last file within a second), and names the
+case for the log. The broker queues them through the same direction finder and queue rules as live granules, and
+checks again at that moment, so a dataset that arrives meanwhile never makes a second task.
 """
 
 from __future__ import annotations
 
 import configparser
+import datetime as dt
 import logging
-import threading
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from avoviirscollector.granules import GranuleKey, Inventory, OnDisk, scan_folder
+from avoviirscollector.granules import GranuleKey, Inventory, OnDisk
+from avoviirscollector.ondisk.sdr import SdrWatch, names_by_start
+from avoviirscollector.viirs import start_key_of
 
 log = logging.getLogger("task_broker.reconcile")
 
@@ -108,45 +110,51 @@ class Planner:
                 f"while its files arrived, or its slot mixed granules)")
 
 
-class Scanner(threading.Thread):
-    """Lists ``sdr/`` every ``interval`` seconds (and at once) and passes the complete granules found since
-    ``since(now)`` to ``deliver(found)``. Stops within a second of :meth:`stop`."""
+class SdrView:
+    """task_broker's view of sdr/: an :class:`~avoviirscollector.granules.Inventory` of the recovery window and the
+    listing window, fed by an ``ondisk.sdr.SdrWatch`` (one full pass at start, then inotify), which every
+    ``interval`` seconds moves the inventory's limits on (``since(now)``; granules that started within ``horizon``
+    of now) and passes the complete granules found since ``since(now)`` to ``deliver(found)``, from its own thread.
+    What it costs follows the window, not the archive. Stops within a second of :meth:`stop`."""
 
     def __init__(self, folder: Path, since: Callable[[float], float], deliver: Callable[[list[OnDisk]], None],
-                 interval: float = SCAN_SECONDS, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(name="reconcile", daemon=True)
-        self.folder = Path(folder)
+                 horizon: dt.timedelta, interval: float = SCAN_SECONDS, clock: Callable[[], float] = time.time) -> None:
         self.since = since
         self.deliver = deliver
-        self.interval = interval
+        self.horizon = horizon
         self.clock = clock
-        self.inventory = Inventory()
-        self.stopping = threading.Event()
-        self._failed_at: float | None = None
+        now = clock()
+        self.inventory = Inventory(since(now), self._start_since(now))
+        self.watch = SdrWatch(Path(folder), self.inventory, tick=self.tick, interval=interval, logger=log)
+
+    def _start_since(self, now: float) -> dt.datetime:
+        return (dt.datetime.fromtimestamp(now, dt.UTC) - self.horizon).replace(tzinfo=None)
+
+    def tick(self) -> None:
+        now = self.clock()
+        since = self.since(now)
+        self.inventory.bounds(since, self._start_since(now))
+        self.deliver(list(self.inventory.complete(since)))
+
+    def start(self) -> None:
+        self.watch.start()
 
     def stop(self) -> None:
-        self.stopping.set()
+        self.watch.stop()
 
-    def scan(self) -> list[OnDisk]:
-        now = self.clock()
-        names, placed_of = scan_folder(self.folder)
-        added, removed = self.inventory.sync(names, placed_of)
-        if added or removed:
-            log.debug("sdr/: %d new files, %d gone, %d in all", added, removed, len(self.inventory))
-        return list(self.inventory.complete(self.since(now)))
+    def join(self, timeout: float | None = None) -> None:
+        self.watch.join(timeout)
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.deliver(self.scan())
-                if self._failed_at is not None:
-                    log.info("sdr/ can be listed again")
-                    self._failed_at = None
-            except Exception as err:  # noqa: BLE001 - a scan that fails is tried again at the next interval
-                now = self.clock()
-                if self._failed_at is None or now - self._failed_at >= 600:
-                    log.error("cannot reconcile with %s: %s (trying again every %.0f s)", self.folder, err,
-                              self.interval)
-                    self._failed_at = now
-            self.stopping.wait(self.interval)
 
+def complete_between(folder: Path, first: dt.datetime, last: dt.datetime) -> list[OnDisk]:
+    """The complete product granules in ``folder`` that start within ``[first, last]`` (an operator's re-queue):
+    one pass over the names, parsing only those in the range."""
+    inventory = Inventory()
+    margin = dt.timedelta(seconds=1)
+    for _key, name in names_by_start(folder, start_key_of(first - margin), start_key_of(last + margin)):
+        try:
+            placed = os.lstat(Path(folder) / name).st_ctime
+        except OSError:
+            continue
+        inventory.seen(name, placed)
+    return [item for item in inventory.complete() if first <= item.key.start_time <= last]

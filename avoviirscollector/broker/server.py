@@ -6,7 +6,8 @@ What it does (SPEC sections 6 and 10):
   ``dataset`` messages), including publishers that start or restart later. Each message is sorted into granules
   by its file names (``granules.py``): a granule is (product, platform, start time), and only whole granules
   become tasks (a gatherer slot keyed by start time alone can mix two satellites' files: logged at WARNING);
-- reconciles with ``sdr/``, the source of truth, at start and every 5 s (``reconcile.py``): every product granule
+- reconciles with ``sdr/``, the source of truth, every 5 s (``reconcile.py``; its view of sdr/ comes from one full
+  pass at start and inotify from then on, so its cost follows the window, not the archive): every product granule
   complete on disk within ``RECOVERY_HOURS`` (by placement time) that is neither queued nor in the hand-out ledger,
   10 s after it became complete, is queued like a live one and logged at WARNING with the case that lost it
   (``recovered granule ... (<case>): complete in sdr/ for N s``). Granules completed before the first start with a
@@ -98,11 +99,11 @@ from avoviirscollector.broker.queue import (
     task_from_record,
     task_to_record,
 )
-from avoviirscollector.broker.reconcile import SCAN_SECONDS, Planner, Scanner, gatherer_timeouts
+from avoviirscollector.broker.reconcile import SCAN_SECONDS, Planner, SdrView, complete_between, gatherer_timeouts
 from avoviirscollector.broker.store import DOUBT_SECONDS, JournalStore
 from avoviirscollector.bus import encode_legacy, follow
 from avoviirscollector.config import Settings, settings_or_exit
-from avoviirscollector.granules import GranuleKey, Inventory, granule_data, keys_of, scan_folder, split_dataset
+from avoviirscollector.granules import GranuleKey, granule_data, keys_of, split_dataset
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.signals import stop_on_signals
 
@@ -352,7 +353,7 @@ class TaskBroker:
         self.ingest = Ingest(self.resolver, follow_bus)
         self.window = dt.timedelta(hours=settings.recovery_hours)
         self.planner: Planner | None = None  # made once the ledger is loaded
-        self.scanner: Scanner | None = None
+        self.sdr_view: SdrView | None = None
         self.ledger_since = dt.datetime.now(dt.UTC)
         self.events: deque[tuple[float, str, int]] = deque()  # (epoch, kind, count) of the last day's events
         self._recent: deque[tuple[float, Task]] = deque()  # hand-outs of the last 2 s (kept whole for compaction)
@@ -637,11 +638,8 @@ class TaskBroker:
                               f"drop of task {entry.task_id}")
             log.warning("dropped %s for an operator", entry.what)
             return {"dropped": entry.what}
-        inventory = Inventory()
-        inventory.sync(*scan_folder(self.settings.sdr_dir))
-        found = [item for item in inventory.complete()
-                 if command.start <= item.key.start_time <= command.end
-                 and command.product in (None, item.key.product)
+        found = [item for item in complete_between(self.settings.sdr_dir, command.start, command.end)
+                 if command.product in (None, item.key.product)
                  and command.platform_name in (None, item.key.platform_name)]
         keys = [item.key for item in found]
         forgotten = self.queue.forget(keys)
@@ -663,8 +661,9 @@ class TaskBroker:
         started_at = self.wall()
         self.planner = Planner(self.window.total_seconds(), self.ledger_since.timestamp(), started_at,
                                gatherer_timeouts(self.settings.etc_dir / "segment_gatherer.ini"))
-        self.scanner = Scanner(self.settings.sdr_dir, self.planner.since,
-                               lambda found: self.incoming.put(("scan", found)))
+        self.sdr_view = SdrView(self.settings.sdr_dir, self.planner.since,
+                                lambda found: self.incoming.put(("scan", found)),
+                                horizon=dt.timedelta(days=self.settings.gina_backfill_days + 1))
         context = zmq.Context()
         start_access_control(context, self.settings, log)  # ALLOWED_CLIENTS (SPEC 12): before any socket is made
         router = context.socket(zmq.ROUTER)
@@ -699,7 +698,7 @@ class TaskBroker:
                      self.settings.recovery_hours)
             self.resolver.start()
             self.ingest.start()
-            self.scanner.start()
+            self.sdr_view.start()
             threads_started = True
             poller = zmq.Poller()
             poller.register(router, zmq.POLLIN)
@@ -771,13 +770,13 @@ class TaskBroker:
 
     def _stop_threads(self) -> None:
         self.ingest.stopping.set()
-        self.scanner.stop()
+        self.sdr_view.stop()
         self.ingest.join(timeout=1.5)
         if self.ingest.is_alive():
             log.warning("the bus follower did not stop within 1.5 s; leaving it")
         self.resolver.stop()
         self.resolver.join(timeout=2)
-        self.scanner.join(timeout=1)
+        self.sdr_view.join(timeout=1)
 
     def _shutdown(self, router: zmq.Socket, status: zmq.Socket) -> None:
         """Tell the workers to stop asking, stop taking granules, write the state, then answer every request
