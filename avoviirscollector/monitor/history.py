@@ -177,6 +177,8 @@ class History:
         self.task_ids: dict[int, float] = {}  # task ids seen in a put (for the queue rebuild), -> first put time
         self.changes: list[tuple[float, int]] = []  # queue changes (time, +1/-1) since the last sample
         self.version = 0  # changes whenever files, tasks or hand-outs change (the views are cached by it)
+        self.watching_since: float | None = None  # when monitor first watched sdr/ (files placed before it count
+        # only from the journals)
         self._views: tuple[tuple[int, int], list[GranuleRow]] | None = None
 
     # -- counters -------------------------------------------------------------------------------------------------
@@ -428,6 +430,7 @@ class History:
             "histograms": {n: {label: h.to_json() for label, h in family.items()}
                            for n, family in self.histograms.items()},
             "task_ids": {str(i): t for i, t in self.task_ids.items()},
+            "watching_since": self.watching_since,
         }
 
     @classmethod
@@ -451,6 +454,8 @@ class History:
                     hist.load(saved)
                     out.histograms.setdefault(str(name), {})[str(label)] = hist
             out.task_ids = {int(i): float(t) for i, t in data.get("task_ids", {}).items()}
+            since = data.get("watching_since")
+            out.watching_since = float(since) if since is not None else None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
             raise ValueError(f"damaged monitor history: {err}") from None
         return out

@@ -69,7 +69,8 @@ from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.mirror.memory import read_json
 from avoviirscollector.monitor import page, sources
-from avoviirscollector.monitor.history import WINDOW, History, Source, epoch
+from avoviirscollector.monitor.history import KEEP, History, Source, epoch
+from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
@@ -103,7 +104,9 @@ class Monitor:
         self.lock = threading.RLock()
         self.state_path = settings.state_dir / STATE_NAME
         self.history = self._restore()
-        self.old_names: set[str] = set()  # names in sdr/ older than the window (not looked at again)
+        if self.history.watching_since is None:  # the first start: files placed before it count from the journals
+            self.history.watching_since = clock()
+        self.new_in_sdr = sources.NewInSdr(self._sdr_floor(clock()))
         self.live: dict = {}  # the broker's last status and when it was heard
         self.live_at: float | None = None
         self.programs: list[dict] = []
@@ -152,6 +155,10 @@ class Monitor:
             log.warning("state not saved to %s: %s", self.state_path, err)
 
     # -- reading ----------------------------------------------------------------------------------------------------
+    def _sdr_floor(self, now: float) -> float:
+        """The oldest placement in sdr/ that counts: the window, and nothing placed before monitor first watched."""
+        return max(now - KEEP, self.history.watching_since or now)
+
     def _source(self, name: str) -> Source:
         return self.history.sources.setdefault(name, Source())
 
@@ -192,12 +199,9 @@ class Monitor:
                 if when > newest or not rewritten:
                     h.program_started(program)
                 source.newest = max(source.newest, when)
-            known = set(h.files) | self.old_names
-            for name, placed in sources.scan_sdr(s.sdr_dir, known):
-                if placed < now - WINDOW:
-                    self.old_names.add(name)
-                else:
-                    h.seen_in_sdr(name, placed, now)
+            self.new_in_sdr.floor = self._sdr_floor(now)
+            for name, placed in self.new_in_sdr.take():
+                h.seen_in_sdr(name, placed, now)
             h.prune(now)
             self.health, self.failures = health, failures
             self.programs, self.supervisor_error = programs, supervisor_error
@@ -455,6 +459,8 @@ def run(settings: Settings, stopping: threading.Event) -> int:
     except OSError as err:
         log.error("cannot serve on MONITOR_PORT %d: %s", settings.monitor_port, err)
         return 1
+    watch = SdrWatch(settings.sdr_dir, monitor.new_in_sdr, logger=log)
+    watch.start()
     monitor.poll()
     listener = StatusListener(monitor, settings.update_port, stopping)
     listener.start()
@@ -476,7 +482,9 @@ def run(settings: Settings, stopping: threading.Event) -> int:
     finally:
         server.shutdown()
         server.server_close()
+        watch.stop()
         listener.join(timeout=1)
+        watch.join(timeout=1)
         monitor.save()
         log.info("stopped; state saved to %s", monitor.state_path)
     return 0

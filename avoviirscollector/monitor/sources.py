@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,21 +63,35 @@ def spawned(lines: list[bytes]) -> Iterator[tuple[float, str]]:
             yield when.timestamp() + int(match.group(2)) / 1000, match.group(3)
 
 
-def scan_sdr(sdr: Path, known: set[str]) -> list[tuple[str, float]]:
-    """Files in ``sdr/`` not in ``known`` (names), each with its placement time (inode change time)."""
-    out = []
-    try:
-        with os.scandir(sdr) as entries:
-            for entry in entries:
-                if entry.name in known or entry.name.startswith("."):
-                    continue
-                try:
-                    out.append((entry.name, entry.stat(follow_symlinks=False).st_ctime))
-                except OSError:
-                    continue
-    except OSError:
-        return []
-    return out
+class NewInSdr:
+    """monitor's ``ondisk.sdr.Sink``: the files seen in sdr/ placed at or after ``floor`` (a day ago, and not before
+    monitor first watched sdr/), kept for :meth:`take` (thread-safe: the watch's thread adds, the poll takes).
+    Removals are not history: a file placed and later removed still counted for its granule that day."""
+
+    def __init__(self, floor: float = float("inf")) -> None:
+        self.floor = floor
+        self._lock = threading.Lock()
+        self._new: list[tuple[str, float]] = []
+
+    def begin_pass(self) -> None:
+        return
+
+    def seen(self, name: str, placed: float) -> None:
+        if placed >= self.floor and not name.startswith("."):
+            with self._lock:
+                self._new.append((name, placed))
+
+    def gone(self, name: str) -> None:
+        return
+
+    def end_pass(self, complete: bool) -> None:
+        return
+
+    def take(self) -> list[tuple[str, float]]:
+        """What was seen since the last call, oldest report first."""
+        with self._lock:
+            new, self._new = self._new, []
+        return new
 
 
 def redact(line: str) -> str:
