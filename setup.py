@@ -9,7 +9,6 @@ INSTALL_REQUIRES = [
     "posttroll==1.16.0",
     "pytroll-collectors[trollstalker]==0.22.0",
     "watchdog==7.1.0",
-    "fsspec==2026.9.0",  # segment_gatherer's check_existing_files_after_start globs sdr/ through it
     "pyzmq==27.3.0",
     "pycurl==7.49.0",
     "supervisor==4.3.0",
