@@ -75,6 +75,18 @@ class QueueLocks:
         self._fds.clear()
 
 
+class Placed:
+    """What counts as placed already: a name the journal remembers, or a file of that name in sdr/ (looked up one
+    name at a time: sdr/ holds months of files, a listing only days of them)."""
+
+    def __init__(self, sdr_dir: Path, remembered: set[str]) -> None:
+        self.sdr_dir = sdr_dir
+        self.remembered = remembered
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.remembered or (isinstance(name, str) and os.path.lexists(self.sdr_dir / name))
+
+
 class _Progress:
     """A tqdm bar on the terminal (stderr), fed by the downloader once a second and on every outcome."""
 
@@ -232,7 +244,7 @@ class MirrorRun:
             return 1
         journal = Journal(s.state_dir)
         # placed before and removed since (cleanup, free-space sweep): not fetched again while GINA lists it
-        have = set(os.listdir(s.sdr_dir)) | journal.remembered(self.journal_keep)
+        have = Placed(s.sdr_dir, journal.remembered(self.journal_keep))
         planned, counts = plan_jobs(records, queues, have)
         memory = FailureMemory(s.state_dir, s.mirror_give_up_tries)
         waiting = {job.name: memory.waiting(job.name, now) for job in planned}

@@ -27,7 +27,7 @@ import json
 import logging
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -351,8 +351,9 @@ def fetch_key(sdr: SdrName) -> tuple:
     return (-sdr.start_time.timestamp(), sdr.platform, 0 if sdr.is_geolocation else 1, rank, sdr.segment)
 
 
-def plan_jobs(records: Iterable[Record], queues: list[Queue], have: set[str]) -> tuple[list[FileJob], dict]:
-    """Files wanted by some queue and not in ``sdr/``, in :func:`fetch_key` order. Pure.
+def plan_jobs(records: Iterable[Record], queues: list[Queue], have: Container[str]) -> tuple[list[FileJob], dict]:
+    """Files wanted by some queue and not in ``have`` (placed before), in :func:`fetch_key` order. Pure, given
+    ``have`` (asked once per wanted name).
 
     Returns the jobs and per-queue counts ``{queue: (wanted, already_have)}``.
     """
