@@ -13,9 +13,9 @@ What it shows
     - last errors: the newest ERROR / CRITICAL lines of ``$VIIRS_BASE/log/*.log``
     - refused connections: with ``ALLOWED_CLIENTS`` set, how many connections each program refused and from where
       (``$VIIRS_BASE/state/refused-<program>.json``, see access.py); not a health problem in itself
-    - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free, headroom above ``VIIRS_MIN_FREE``) and the
-      size of each top-level folder
-      (the folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
+    - disk: the filesystem holding ``$VIIRS_BASE`` (size, used, free, headroom above ``VIIRS_MIN_FREE``: statvfs)
+      and the size of each top-level folder but ``sdr/``, whose months of files the filesystem figures count (the
+      folder walk stops after ``--du-seconds``, default 3 s, and then says the figures are partial)
 
 Readable in a terminal by default; ``--json`` prints one JSON object for scripts (same content).
 ``--quick`` skips the folder walk (the HEALTHCHECK uses it: it runs every minute).
@@ -59,6 +59,7 @@ ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
 #: the broker's counts of the last day (its status stream), shown when present
 DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
 TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
+SDR = "sdr"  # the folder of placed files: never walked (months of files)
 
 
 # ----------------------------------------------------------------------------------------------- pure parts
@@ -269,7 +270,8 @@ def render_text(report: Report) -> str:
     if disk.get("folders"):
         sizes = ", ".join(f"{name} {human_bytes(v['bytes'])} ({v['files']} files)"
                           for name, v in disk["folders"].items())
-        out.append(f"  {sizes}" + ("" if disk.get("complete", True) else "  (partial: walk stopped at time limit)"))
+        out.append(f"  {sizes}; sdr/ not walked" + ("" if disk.get("complete", True)
+                                                  else "  (partial: walk stopped at time limit)"))
     if report.problems:
         out.append("")
         out.append("problems")
@@ -372,7 +374,9 @@ def last_errors(log_dir: Path, count: int) -> list[dict]:
 
 
 def disk_use(base: Path, budget: float | None) -> dict:
-    """Filesystem figures for ``base``, and (unless ``budget`` is None) the size of each top-level folder."""
+    """Filesystem figures for ``base`` (statvfs), and (unless ``budget`` is None) the size of each top-level folder
+    but sdr/: it holds months of files, and the filesystem's figures already count them (a walk of every file would
+    cost seconds)."""
     result: dict = {}
     try:
         usage = shutil.disk_usage(base)
@@ -387,7 +391,8 @@ def disk_use(base: Path, budget: float | None) -> dict:
     complete = True
     try:
         with os.scandir(base) as entries:
-            tops = sorted((e for e in entries if e.is_dir(follow_symlinks=False)), key=lambda e: e.name)
+            tops = sorted((e for e in entries if e.is_dir(follow_symlinks=False) and e.name != SDR),
+                          key=lambda e: e.name)
     except OSError:
         tops = []
     for top in tops:

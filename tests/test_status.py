@@ -171,7 +171,7 @@ def test_status_of_a_supervised_tree_in_both_forms(supervised):
     assert "SVM16_npp_d20261123" in text.stdout and "10.00 MB/s" in text.stdout
     assert "GINA listing failed: HTTP 503" in text.stdout
     assert "queue: unknown (no status message on port" in text.stdout
-    assert "sdr 8.2 KB (1 files)" in text.stdout
+    assert "sdr/ not walked" in text.stdout and "sdr 8.2 KB" not in text.stdout  # months of files: statvfs only
     assert "refused connections (ALLOWED_CLIENTS): 7" in text.stdout and "192.0.2.9 6, 127.0.0.2 1" in text.stdout
 
     as_json = status(base, "--json")
@@ -182,7 +182,7 @@ def test_status_of_a_supervised_tree_in_both_forms(supervised):
     assert data["programs"][0]["pid"] > 0
     assert data["last_files"][0]["mb_per_s"] == 10.0
     assert "mirror_gina" in [e["log"] for e in data["last_errors"]]
-    assert data["disk"]["folders"]["sdr"] == {"bytes": 8192, "files": 1}
+    assert "sdr" not in data["disk"]["folders"] and data["disk"]["folders"]["log"]["files"] == 3
     assert data["disk"]["total"] > 0
     assert [(r["program"], r["total"]) for r in data["refused"]] == [("task_broker", 7)]
 
