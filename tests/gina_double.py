@@ -61,6 +61,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -87,6 +88,14 @@ REAL_SIZES_MB = {"GITCO": 60, "GMTCO": 16, "GDNBO": 8, "SVDNB": 4}
 _BAND_GROUP = re.compile(r"^SV([MI])(\d\d)$")
 GRANULE_SECONDS = 85.4
 GRANULE = dt.timedelta(seconds=GRANULE_SECONDS)
+#: GINA's receiving stations (its ``facilities``); a file added without one is at the first
+STATIONS = ("gilmore", "uafgina", "barrow", "uaf5")
+DEFAULT_STATION = STATIONS[0]
+_STATION_NAME = re.compile(r"[a-z][a-z0-9]*")
+#: the copy of a granule at a further station: its start later by this (s; one step of the names' tenths) ...
+COPY_OFFSET = 0.1
+#: ... and made this much later (s; GINA's example: 3.5 minutes)
+COPY_DELAY = 210.0
 
 # -- the orbit model -----------------------------------------------------------------------------------------------
 ORBIT_MINUTES = 101.5
@@ -267,11 +276,32 @@ def make_sdr_file(path: Path, segment: str, size: int, seed: int = 0) -> None:
 
 @dataclass
 class Served:
+    """One served file: listed from ``listed_at`` (epoch seconds) on, as a file of ``station``."""
+
     name: str
     path: Path
     size: int
     md5: str
     listed_at: float
+    station: str = DEFAULT_STATION
+
+
+def epoch(when: float | dt.datetime | None) -> float:
+    """Epoch seconds of ``when``: None is now, a number is taken as it is, a naive datetime is UTC."""
+    if when is None:
+        return time.time()
+    if isinstance(when, dt.datetime):
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    return float(when)
+
+
+def check_station(station: str | None) -> str:
+    """The station a file is added at: ``station``, or :data:`DEFAULT_STATION` when None. Any lower-case name is
+    accepted (GINA added ``uaf5`` after the others), so a listing can hold a station the suite does not know."""
+    station = DEFAULT_STATION if station is None else station
+    if not isinstance(station, str) or not _STATION_NAME.fullmatch(station):
+        raise ValueError(f"not a station name: {station!r} (lower-case letters and digits, e.g. {STATIONS[1]})")
+    return station
 
 
 def parse_rate(text: str) -> float:
@@ -368,31 +398,48 @@ class GinaDouble:
             return name in self._faults
 
     # -- content -----------------------------------------------------------------------------------------
-    def add_file(self, name: str, size: int, segment: str | None = None, seed: int | None = None) -> Served:
-        """Generate a real HDF5 file named ``name`` of about ``size`` bytes and list it."""
+    def add_file(self, name: str, size: int, segment: str | None = None, seed: int | None = None,
+                 station: str | None = None, listed_at: float | dt.datetime | None = None) -> Served:
+        """Generate a real HDF5 file named ``name`` of about ``size`` bytes and list it (at ``station``, from
+        ``listed_at`` on: see :meth:`add_existing`)."""
+        station = check_station(station)
         path = self.files_dir / name
         segment = segment or name.split("_", 1)[0]
         if seed is None:
             seed = int(hashlib.md5(name.encode()).hexdigest()[:8], 16)
         make_sdr_file(path, segment, size, seed)
-        return self.add_existing(path)
+        return self.add_existing(path, station, listed_at)
 
-    def add_existing(self, path: Path) -> Served:
-        """List an existing file (its name is its basename)."""
+    def add_existing(self, path: Path, station: str | None = None,
+                     listed_at: float | dt.datetime | None = None) -> Served:
+        """List an existing file (its name is its basename) as a file of ``station`` (default
+        :data:`DEFAULT_STATION`), from ``listed_at`` on (epoch seconds or a datetime, naive is UTC; default now)."""
+        station = check_station(station)
         md5 = hashlib.md5()
         with open(path, "rb") as fh:
             while chunk := fh.read(1 << 20):
                 md5.update(chunk)
-        served = Served(path.name, path, path.stat().st_size, md5.hexdigest(), time.time())
+        served = Served(path.name, path, path.stat().st_size, md5.hexdigest(), epoch(listed_at), station)
         with self._lock:
             self._files[path.name] = served
         return served
 
+    def list_at(self, names: list[str], when: float | dt.datetime | None = None) -> None:
+        """Move the time from which the named files are listed (default: now, i.e. list them at once)."""
+        at = epoch(when)
+        with self._lock:
+            for name in names:
+                self._files[name].listed_at = at
+
     def add_granule(self, platform: str, orbit: int, start: dt.datetime, segments=ALL_SEGMENTS,
                     scale: float = 0.01, sizes: dict[str, int] | None = None,
-                    created: dt.datetime | None = None) -> list[Served]:
-        """One granule (85.4 s) of ``segments``; sizes are ``sizes[segment]`` or the real sizes times ``scale``."""
-        end = start + dt.timedelta(seconds=GRANULE_SECONDS)
+                    created: dt.datetime | None = None, station: str | None = None,
+                    listed_at: float | dt.datetime | None = None, end: dt.datetime | None = None) -> list[Served]:
+        """One granule (85.4 s) of ``segments``; sizes are ``sizes[segment]`` or the real sizes times ``scale``.
+
+        ``created`` (the names' creation time) defaults to 10 minutes after ``start``, ``end`` to ``start`` plus
+        85.4 s; the files are at ``station`` and listed from ``listed_at`` on (see :meth:`add_existing`)."""
+        end = end or start + dt.timedelta(seconds=GRANULE_SECONDS)
         created = created or start + dt.timedelta(minutes=10)
         out = []
         for segment in segments:
@@ -401,7 +448,41 @@ class GinaDouble:
                 size = sizes[segment]
             else:
                 size = int(REAL_SIZES_MB.get(segment, 6) * 1e6 * scale)
-            out.append(self.add_file(name, size, segment))
+            out.append(self.add_file(name, size, segment, station=station, listed_at=listed_at))
+        return out
+
+    def add_granule_at_stations(self, platform: str, orbit: int, start: dt.datetime,
+                                stations: Sequence[str] = ("gilmore", "uafgina"), offset: float = COPY_OFFSET,
+                                delays: Sequence[float] | None = None, segments=ALL_SEGMENTS,
+                                segments_at: Mapping[str, Sequence[str]] | None = None,
+                                listed_at: Sequence[float | dt.datetime | None] | None = None,
+                                created: dt.datetime | None = None, **kwargs) -> list[Served]:
+        """One granule received at several stations, as GINA lists it (``notes/gina.md``).
+
+        The copy of ``stations[i]`` starts ``i * offset`` seconds after ``start`` (0.1 s: one step of the names'
+        tenths), ends when the first copy ends (``start`` + 85.4 s), has the same orbit, and was made
+        ``delays[i]`` seconds after ``created`` (default ``i * 210``: 3.5 minutes later at each further station).
+        Each station has ``segments``, or ``segments_at[station]`` when given (a granule split between stations:
+        a station left out of ``segments_at`` has none of it). ``listed_at[i]`` is when the copy of
+        ``stations[i]`` is listed (default: now). Other keywords (``scale``, ``sizes``) as for :meth:`add_granule`.
+        Returns every station's files, in the order of ``stations``."""
+        if len(set(stations)) != len(stations) or not stations:
+            raise ValueError(f"stations must be distinct and at least one: {stations!r}")
+        unknown = set(segments_at or {}) - set(stations)
+        if unknown:
+            raise ValueError(f"segments_at names stations not in stations: {', '.join(sorted(unknown))}")
+        delays = [COPY_DELAY * i for i in range(len(stations))] if delays is None else list(delays)
+        listed = [None] * len(stations) if listed_at is None else list(listed_at)
+        if len(delays) != len(stations) or len(listed) != len(stations):
+            raise ValueError("delays and listed_at need one value per station")
+        created = created or start + dt.timedelta(minutes=10)
+        end = start + GRANULE
+        out: list[Served] = []
+        for i, station in enumerate(stations):
+            own = segments if segments_at is None else tuple(segments_at.get(station, ()))
+            out += self.add_granule(platform, orbit, start + dt.timedelta(seconds=offset * i), segments=own,
+                                    created=created + dt.timedelta(seconds=delays[i]), station=station,
+                                    listed_at=listed[i], end=end, **kwargs)
         return out
 
     def add_scheduled(self, granule: Granule, **kwargs) -> list[Served]:
@@ -435,9 +516,12 @@ class GinaDouble:
             return sorted(self._files.values(), key=lambda s: s.name)
 
     def listing(self, query: dict[str, list[str]]) -> list[dict]:
-        """The records ``products.json`` answers for ``query``."""
+        """The records ``products.json`` answers for ``query``: the files listed by now (``listed_at``) of the
+        stations in ``facilities[]`` (every station without one) that match the satellites and dates."""
         sats = query.get("satellites[]", [])
         shorts = {SATELLITE_TO_SHORT.get(s) for s in sats}
+        stations = set(query.get("facilities[]", []))
+        now = time.time()
         try:
             first = dt.date.fromisoformat(query["start_date"][0])
             last = dt.date.fromisoformat(query["end_date"][0])
@@ -446,6 +530,8 @@ class GinaDouble:
         wrong = self.fault_on("wrong_md5")
         records = []
         for served in self.served():
+            if served.listed_at > now or (stations and served.station not in stations):
+                continue
             parsed = parse_name(served.name)
             if sats and parsed.platform not in shorts:
                 continue
@@ -458,6 +544,7 @@ class GinaDouble:
                 "satellite": PLATFORMS[parsed.platform][1],
                 "sensor": "viirs",
                 "processing_level": "level1",
+                "facility": served.station,
                 "size": served.size,
             })
         with self._lock:

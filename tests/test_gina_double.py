@@ -173,6 +173,96 @@ def test_listing_filters_by_satellite_and_date(double):
     assert hashlib.md5(body).hexdigest() == records[0]["md5sum"]
 
 
+def products(double, params=None, headers=None) -> requests.Response:
+    """GET products.json of ``double``; ``params`` as requests takes them (a list of pairs repeats a key)."""
+    return requests.get(f"{double.url}/products.json", params=params, headers=headers, timeout=5)
+
+
+def listed(double, params=None) -> list[str]:
+    """The file names ``products.json`` lists for ``params``, in listing order."""
+    response = products(double, params)
+    assert response.status_code == 200, response.text
+    return [r["url"].rsplit("/", 1)[1] for r in response.json()]
+
+
+def test_stations_filter_by_facilities_and_every_station_without_one(double):
+    gilmore = double.add_granule("npp", 70000, START, segments=("SVM16",), scale=0.001)[0]  # the default station
+    uafgina = double.add_granule("npp", 70000, START + GRANULE, segments=("SVM16",), scale=0.001,
+                                 station="uafgina")[0]
+    barrow = double.add_granule("j01", 20000, START, segments=("SVM16",), scale=0.001, station="barrow")[0]
+    assert (gilmore.station, uafgina.station, barrow.station) == ("gilmore", "uafgina", "barrow")
+    assert listed(double) == sorted([gilmore.name, uafgina.name, barrow.name])  # no facility: every station
+    assert listed(double, {"facilities[]": "uafgina"}) == [uafgina.name]
+    assert listed(double, [("facilities[]", "gilmore"), ("facilities[]", "barrow")]) == sorted([gilmore.name,
+                                                                                                barrow.name])
+    assert listed(double, {"facilities[]": "uaf5"}) == []  # a station with nothing listed
+    assert listed(double, {"facilities[]": "uafgina", "satellites[]": "noaa20"}) == []  # and the other filters
+    records = products(double).json()
+    assert {r["url"].rsplit("/", 1)[1]: r["facility"] for r in records} == {
+        gilmore.name: "gilmore", uafgina.name: "uafgina", barrow.name: "barrow"}
+    with pytest.raises(ValueError):
+        double.add_granule("npp", 70000, START, segments=("SVM16",), station="Gilmore Creek")
+
+
+def test_same_pass_at_two_stations_starts_a_tenth_later_and_is_made_later(double):
+    """GINA's example: t0953361 at one station, t0953362 at the other, same end and orbit, made 3.5 minutes
+    apart; every band of a granule has the same start within one station."""
+    start = dt.datetime(2017, 8, 28, 9, 53, 36, 100000)
+    served = double.add_granule_at_stations("npp", 30234, start, segments=("GMTCO", "SVM16"), scale=0.001)
+    assert [s.station for s in served] == ["gilmore", "gilmore", "uafgina", "uafgina"]
+    first, second = ([parse_name(s.name) for s in served if s.station == st] for st in ("gilmore", "uafgina"))
+    assert all("_t0953361_" in n.name and "_e0955015_" in n.name for n in first)
+    assert all("_t0953362_" in n.name and "_e0955015_" in n.name for n in second)
+    for a, b in zip(first, second, strict=True):
+        assert a.segment == b.segment and a.orbit_number == b.orbit_number == 30234 and a.end_time == b.end_time
+        assert b.start_time - a.start_time == dt.timedelta(seconds=0.1)
+        assert b.proctime - a.proctime == dt.timedelta(minutes=3.5)
+        assert a.proctime == start + dt.timedelta(minutes=10)  # as add_granule's default
+    assert listed(double) == sorted(s.name for s in served)  # name order: stations interleave, not in blocks
+    assert listed(double, {"facilities[]": "uafgina"}) == [s.name for s in served[2:]]
+    # other offsets, delays and three stations
+    three = double.add_granule_at_stations("j01", 20000, START, stations=("uaf5", "gilmore", "barrow"),
+                                           offset=0.2, delays=(60, 0, 600), segments=("SVM16",), scale=0.001)
+    starts = [parse_name(s.name).start_time - START for s in three]
+    made = [parse_name(s.name).proctime - START for s in three]
+    assert starts == [dt.timedelta(seconds=x) for x in (0, 0.2, 0.4)]
+    assert made == [dt.timedelta(minutes=10, seconds=x) for x in (60, 0, 600)]
+    with pytest.raises(ValueError):
+        double.add_granule_at_stations("j01", 20000, START, stations=("gilmore", "gilmore"))
+
+
+def test_granule_split_between_stations(double):
+    served = double.add_granule_at_stations("npp", 30234, START, scale=0.001,
+                                            segments_at={"gilmore": ("SVI04", "GITCO"), "uafgina": ("SVDNB",)})
+    at = {st: sorted(parse_name(s.name).segment for s in served if s.station == st) for st in ("gilmore", "uafgina")}
+    assert at == {"gilmore": ["GITCO", "SVI04"], "uafgina": ["SVDNB"]}
+    (dnb,) = (parse_name(s.name) for s in served if s.station == "uafgina")
+    assert dnb.start_time == START + dt.timedelta(seconds=0.1)  # the second station's copy, as a whole copy
+    assert listed(double, {"facilities[]": "gilmore"}) == sorted(s.name for s in served if s.station == "gilmore")
+    # a pass at one station only: just the files of that station
+    only = double.add_pass("j01", 20000, START, granules=2, segments=("SVM16",), scale=0.001, station="barrow")
+    assert listed(double, {"facilities[]": "barrow"}) == [s.name for s in only]
+    with pytest.raises(ValueError):
+        double.add_granule_at_stations("npp", 1, START, segments_at={"uaf5": ("SVM16",)})
+
+
+def test_files_are_listed_from_their_listed_at_on(double):
+    soon = time.time() + 1.0
+    served = double.add_granule_at_stations("npp", 70000, START, segments=("SVM16",), scale=0.001,
+                                            listed_at=(None, soon))
+    later = double.add_granule("npp", 70000, START + GRANULE, segments=("SVM16",), scale=0.001,
+                               listed_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))[0]
+    assert listed(double) == [served[0].name]  # the second station's copy and the later file wait
+    r = requests.get(f"{double.url}/files/{served[1].name}", timeout=5)
+    assert r.status_code == 200 and len(r.content) == served[1].size  # not listed yet, but there
+    time.sleep(max(0.0, soon - time.time()) + 0.05)
+    assert listed(double) == sorted(s.name for s in served)
+    double.list_at([later.name])  # now
+    assert later.name in listed(double)
+    double.list_at([served[0].name], time.time() + 3600)
+    assert served[0].name not in listed(double)
+
+
 def test_range_semantics(double, one_file):
     url = f"{double.url}/files/{one_file.name}"
     data = one_file.path.read_bytes()
