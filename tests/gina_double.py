@@ -304,6 +304,42 @@ def check_station(station: str | None) -> str:
     return station
 
 
+class BadQuery(ValueError):
+    """A ``products.json`` query the double answers with 400 (the message is the answer's text)."""
+
+
+_BOUND = re.compile(r"(\d{4}-\d\d-\d\d)(?:[ T](\d\d):?(\d\d))?", re.ASCII)
+
+
+def parse_bound(key: str, text: str) -> tuple[dt.datetime, dt.datetime]:
+    """The span a ``start_date`` or ``end_date`` value names: a whole day (``YYYY-MM-DD``) or a whole minute
+    (``YYYY-MM-DD HHMM``, ``YYYY-MM-DD HH:MM``, ``YYYY-MM-DDTHHMM`` or ``YYYY-MM-DDTHH:MM``; surrounding blanks
+    are ignored), as (first instant, first instant after it), naive UTC. Raise :class:`BadQuery` otherwise."""
+    match = _BOUND.fullmatch(text.strip())
+    try:
+        if not match:
+            raise ValueError
+        day = dt.date.fromisoformat(match[1])
+        if match[2] is None:
+            first, length = dt.datetime.combine(day, dt.time()), dt.timedelta(days=1)
+        else:
+            first, length = dt.datetime.combine(day, dt.time(int(match[2]), int(match[3]))), dt.timedelta(minutes=1)
+    except ValueError:
+        raise BadQuery(f"{key}={text!r}: expected YYYY-MM-DD, YYYY-MM-DD HHMM or YYYY-MM-DDTHH:MM") from None
+    return first, first + length if dt.datetime.max - first >= length else dt.datetime.max
+
+
+def time_bounds(query: dict[str, list[str]]) -> tuple[dt.datetime, dt.datetime]:
+    """(first, after): a granule is listed when ``first <= start < after``. Both bounds are inclusive of the day
+    or minute they name; a missing bound does not limit (:func:`parse_bound`)."""
+    first, after = dt.datetime.min, dt.datetime.max
+    if "start_date" in query:
+        first = parse_bound("start_date", query["start_date"][0])[0]
+    if "end_date" in query:
+        after = parse_bound("end_date", query["end_date"][0])[1]
+    return first, after
+
+
 def parse_rate(text: str) -> float:
     """'4MB' -> 4e6 bytes/s, '512k' -> 512e3, '1000' -> 1000."""
     match = re.fullmatch(r"\s*([\d.]+)\s*([kKmMgG]?)[bB]?\s*", text)
@@ -517,16 +553,13 @@ class GinaDouble:
 
     def listing(self, query: dict[str, list[str]]) -> list[dict]:
         """The records ``products.json`` answers for ``query``: the files listed by now (``listed_at``) of the
-        stations in ``facilities[]`` (every station without one) that match the satellites and dates."""
+        stations in ``facilities[]`` (every station without one) that match the satellites and the time bounds
+        (:func:`time_bounds`, by granule start). Raise :class:`BadQuery` for a malformed bound."""
         sats = query.get("satellites[]", [])
         shorts = {SATELLITE_TO_SHORT.get(s) for s in sats}
         stations = set(query.get("facilities[]", []))
         now = time.time()
-        try:
-            first = dt.date.fromisoformat(query["start_date"][0])
-            last = dt.date.fromisoformat(query["end_date"][0])
-        except (KeyError, ValueError):
-            first, last = dt.date.min, dt.date.max
+        first, after = time_bounds(query)
         wrong = self.fault_on("wrong_md5")
         records = []
         for served in self.served():
@@ -535,7 +568,7 @@ class GinaDouble:
             parsed = parse_name(served.name)
             if sats and parsed.platform not in shorts:
                 continue
-            if not first <= parsed.start_time.date() <= last:
+            if not first <= parsed.start_time < after:
                 continue
             md5 = hashlib.md5(served.md5.encode()).hexdigest() if wrong else served.md5
             records.append({
@@ -625,7 +658,11 @@ def _make_handler(double: GinaDouble):
             if double._fault("html"):
                 self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
                 return
-            records = double.listing(query)
+            try:
+                records = double.listing(query)
+            except BadQuery as err:
+                self._plain(400, f"{err}\n")
+                return
             with double._lock:
                 raw = list(double._raw_records)
             body = "[" + ",".join([json.dumps(r) for r in records] + raw) + "]" if raw else json.dumps(records)

@@ -263,6 +263,64 @@ def test_files_are_listed_from_their_listed_at_on(double):
     assert served[0].name not in listed(double)
 
 
+def test_minute_bounds_by_granule_start_both_inclusive_of_their_minute(double):
+    """``start_date``/``end_date`` name a day or a minute; the granules listed start in [first instant of the
+    start bound, end of the end bound)."""
+    tenth = dt.timedelta(seconds=0.1)
+    starts = {"before": START - tenth, "first": START, "last": START + dt.timedelta(minutes=2) - tenth,
+              "after": START + dt.timedelta(minutes=2)}
+    names = {key: double.add_granule("npp", 70000, start, segments=("SVM16",), scale=0.001)[0].name
+             for key, start in starts.items()}
+
+    def keys(params) -> list[str]:
+        return sorted(key for key, name in names.items() if name in listed(double, params))
+
+    # getGINAsat.py's spelling (a '+' in the query string is a space), and the other spellings accepted
+    raw = requests.get(f"{double.url}/products.json?start_date=2026-11-23+1000&end_date=2026-11-23+1001", timeout=5)
+    assert sorted(k for k, n in names.items() if n in raw.text) == ["first", "last"]
+    for first, last in (("2026-11-23 1000", "2026-11-23 1001"), ("2026-11-23T10:00", "2026-11-23T10:01"),
+                        ("2026-11-23 10:00", "2026-11-23T1001"), (" 2026-11-23 1000 ", "2026-11-23 10:01")):
+        assert keys({"start_date": first, "end_date": last}) == ["first", "last"], (first, last)
+    assert keys({"start_date": "2026-11-23 0959", "end_date": "2026-11-23 0959"}) == ["before"]  # one minute
+    assert keys({"start_date": "2026-11-23 1000", "end_date": "2026-11-23 1002"}) == ["after", "first", "last"]
+    assert keys({"start_date": "2026-11-23 1001", "end_date": "2026-11-23 1001"}) == ["last"]
+    assert keys({"start_date": "2026-11-23 1002"}) == ["after"]  # one bound alone limits one side
+    assert keys({"end_date": "2026-11-23 0959"}) == ["before"]
+    assert keys({"start_date": "2026-11-23", "end_date": "2026-11-23 1001"}) == ["before", "first", "last"]  # mixed
+    assert keys({"start_date": "2026-11-23 1001", "end_date": "2026-11-23 1000"}) == []  # reversed: nothing
+    assert keys({"start_date": "2026-11-24", "end_date": "2026-11-25"}) == []  # days as before
+    assert keys({"start_date": "2026-11-22", "end_date": "2026-11-23"}) == ["after", "before", "first", "last"]
+
+
+def test_minute_bounds_across_midnight(double):
+    late = double.add_granule("j01", 20000, dt.datetime(2026, 11, 22, 23, 59, 30), segments=("SVM16",),
+                              scale=0.001)[0]
+    early = double.add_granule("j01", 20000, dt.datetime(2026, 11, 23, 0, 1, 10), segments=("SVM16",),
+                               scale=0.001)[0]
+    assert listed(double, {"start_date": "2026-11-22 2359", "end_date": "2026-11-23 0000"}) == [late.name]
+    assert listed(double, {"start_date": "2026-11-23 0001", "end_date": "2026-11-23 0001"}) == [early.name]
+    assert listed(double, {"start_date": "2026-11-23", "end_date": "2026-11-23"}) == [early.name]
+
+
+@pytest.mark.parametrize("bound", ["2026-11-23 25:00", "2026-11-23 1060", "23/11/2026", "2026-11-23 10",
+                                   "2026-11-23T10:00:00", "2026-11-23T10:00Z", "2026-13-01", "yesterday"])
+def test_a_malformed_bound_is_a_400(double, one_file, bound):
+    """A malformed bound is refused with a short text, not taken as no bound (everything) as the double once did."""
+    for key in ("start_date", "end_date"):
+        other = "end_date" if key == "start_date" else "start_date"
+        r = requests.get(f"{double.url}/products.json?{key}={bound}&{other}=2026-11-23", timeout=5)
+        assert r.status_code == 400 and r.headers["Content-Type"] == "text/plain", (key, bound, r.text)
+        assert key in r.text and "YYYY-MM-DD" in r.text and len(r.text) < 200
+    assert listed(double, {"start_date": "2026-11-23", "end_date": "2026-11-23"}) == [one_file.name]  # still well
+
+
+def test_far_bounds_are_well_formed(double, one_file):
+    assert listed(double, {"start_date": "0001-01-01", "end_date": "9999-12-31 2359"}) == [one_file.name]
+    assert listed(double, {"start_date": "9999-12-31", "end_date": "9999-12-31"}) == []
+    empty = requests.get(f"{double.url}/products.json?start_date=&end_date=2026-11-23", timeout=5)
+    assert empty.status_code == 200 and len(empty.json()) == 1  # an empty value: no bound
+
+
 def test_range_semantics(double, one_file):
     url = f"{double.url}/files/{one_file.name}"
     data = one_file.path.read_bytes()
