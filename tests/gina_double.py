@@ -81,7 +81,7 @@ from avoviirscollector.viirs import (
 log = logging.getLogger("gina_double")
 
 FAULTS = ("drop", "error5xx", "ignore_ranges", "short_body", "wrong_md5", "slow_first_byte", "slow_body", "html",
-          "bad_json")
+          "bad_json", "no_etag")
 ALL_SEGMENTS = tuple(sorted({seg for segs in PRODUCTS.values() for seg in segs}))
 #: approximate sizes of real files, in MB (a scale factor shrinks them)
 REAL_SIZES_MB = {"GITCO": 60, "GMTCO": 16, "GDNBO": 8, "SVDNB": 4}
@@ -593,6 +593,20 @@ class _Server(ThreadingHTTPServer):
         log.debug("connection from %s ended abruptly", client_address, exc_info=True)
 
 
+def etag(body: bytes) -> str:
+    """The strong validator of a listing body: a quoted hash of its bytes."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def none_match(header: str | None, tag: str) -> bool:
+    """True when an ``If-None-Match`` header names ``tag`` (or is ``*``): weak comparison, as RFC 9110 says for
+    this header (``W/"x"`` matches ``"x"``)."""
+    if not header:
+        return False
+    names = [name.strip() for name in header.split(",")]
+    return "*" in names or tag in (name.removeprefix("W/") for name in names)
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None | str:
     """``bytes=a-b`` -> (a, b+1); None when absent or not a single byte range; 'unsatisfiable' when out of range."""
     match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header or "")
@@ -668,7 +682,16 @@ def _make_handler(double: GinaDouble):
             body = "[" + ",".join([json.dumps(r) for r in records] + raw) + "]" if raw else json.dumps(records)
             if double._fault("bad_json"):
                 body = body[: max(1, len(body) // 2)]
-            self._plain(200, body, "application/json")
+            if double._fault("no_etag"):
+                self._plain(200, body, "application/json")
+                return
+            tag = etag(body.encode())
+            if none_match(self.headers.get("If-None-Match"), tag):
+                self.send_response(304)
+                self.send_header("ETag", tag)
+                self.end_headers()
+                return
+            self._plain(200, body, "application/json", extra={"ETag": tag})
 
         def _file(self, name):
             with double._lock:

@@ -321,6 +321,55 @@ def test_far_bounds_are_well_formed(double, one_file):
     assert empty.status_code == 200 and len(empty.json()) == 1  # an empty value: no bound
 
 
+def test_listing_etag_and_304(double, one_file):
+    first = products(double)
+    tag = first.headers["ETag"]
+    assert first.status_code == 200 and tag.startswith('"') and tag.endswith('"') and len(tag) > 10  # strong
+    assert tag == products(double).headers["ETag"]  # the same body, the same tag
+    assert products(double, {"satellites[]": "noaa20"}).headers["ETag"] != tag  # another body, another tag
+    for header in (tag, f'"other", {tag}', "*", f"W/{tag}"):
+        r = products(double, headers={"If-None-Match": header})
+        assert r.status_code == 304 and r.content == b"" and r.headers["ETag"] == tag, header
+    r = products(double, headers={"If-None-Match": '"other"'})
+    assert r.status_code == 200 and r.json() == first.json()
+    # the body changes when a file is added, and when a file's listed_at comes
+    soon = time.time() + 0.5
+    double.add_granule("npp", 70000, START + GRANULE, segments=("SVM16",), scale=0.001, listed_at=soon)
+    assert products(double, headers={"If-None-Match": tag}).status_code == 304  # not listed yet: same body
+    time.sleep(max(0.0, soon - time.time()) + 0.05)
+    r = products(double, headers={"If-None-Match": tag})
+    assert r.status_code == 200 and len(r.json()) == 2 and r.headers["ETag"] != tag
+
+
+def test_a_304_keeps_the_connection_alive(double, one_file):
+    conn = http.client.HTTPConnection("127.0.0.1", int(double.url.rsplit(":", 1)[1]), timeout=5)
+    try:
+        conn.request("GET", "/products.json")
+        resp = conn.getresponse()
+        body, tag = resp.read(), resp.getheader("ETag")
+        conn.request("GET", "/products.json", headers={"If-None-Match": tag})
+        resp = conn.getresponse()
+        assert resp.status == 304 and resp.read() == b""
+        conn.request("GET", "/products.json")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == body
+        assert double.connections_accepted == 1
+    finally:
+        conn.close()
+
+
+def test_no_etag_fault_answers_without_validator_and_never_304(double, one_file):
+    tag = products(double).headers["ETag"]
+    double.set_fault("no_etag")
+    for _ in range(2):
+        r = products(double, headers={"If-None-Match": tag})
+        assert r.status_code == 200 and "ETag" not in r.headers and len(r.json()) == 1
+    double.clear_faults()
+    double.set_fault("no_etag", 1)  # for one answer only
+    assert "ETag" not in products(double).headers
+    assert products(double, headers={"If-None-Match": tag}).status_code == 304
+
+
 def test_range_semantics(double, one_file):
     url = f"{double.url}/files/{one_file.name}"
     data = one_file.path.read_bytes()
