@@ -368,6 +368,9 @@ class GinaDouble:
         self.file_requests: list[tuple[str, str | None, int]] = []  # (name, Range header, status)
         self._connections: set[socket.socket] = set()
         self.connections_accepted = 0
+        self._bytes = dict.fromkeys(("listing", "listing_headers", "listing_requests", "not_modified", "files",
+                                     "file_headers", "file_requests"), 0)
+        self._station_bytes: dict[str, int] = {}
         self._server = _Server((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -432,6 +435,24 @@ class GinaDouble:
     def fault_on(self, name: str) -> bool:
         with self._lock:
             return name in self._faults
+
+    def bytes_served(self) -> dict:
+        """What the double has served so far (a copy; thread-safe). Bytes are those handed to the socket.
+
+        ``listing``: body bytes of ``products.json`` answers (200, 400; a 304 has none); ``listing_headers``: their
+        status lines and headers; ``listing_requests``: ``products.json`` answers, 304s included;
+        ``not_modified``: the 304s among them. ``files``: file content sent (200 and 206 bodies, cut ones as far
+        as they went; the short texts of 404, 416 and 503 answers are not counted); ``file_headers``: the status
+        lines and headers of every answer under ``/files/``; ``file_requests``: those answers (404s included,
+        unlike the :attr:`file_requests` list). ``stations``: file content bytes per station."""
+        with self._lock:
+            return {**self._bytes, "stations": dict(self._station_bytes)}
+
+    def _count(self, key: str, n: int = 1, station: str | None = None) -> None:
+        with self._lock:
+            self._bytes[key] += n
+            if station is not None:
+                self._station_bytes[station] = self._station_bytes.get(station, 0) + n
 
     # -- content -----------------------------------------------------------------------------------------
     def add_file(self, name: str, size: int, segment: str | None = None, seed: int | None = None,
@@ -627,6 +648,7 @@ def _make_handler(double: GinaDouble):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "gina-double/1"
+        _kind: str | None = None  # what the answer being sent is, for the byte log: listing, file or None
 
         def log_message(self, fmt, *args):  # quiet: tests and demos read the mirror's log, not ours
             log.debug("%s " + fmt, self.address_string(), *args)
@@ -650,12 +672,22 @@ def _make_handler(double: GinaDouble):
             parts = urlsplit(self.path)
             if double._fault("slow_first_byte"):
                 time.sleep(double.slow_seconds)
-            if parts.path == "/products.json":
-                self._listing(parse_qs(parts.query))
-            elif parts.path.startswith("/files/"):
-                self._file(parts.path[len("/files/"):])
-            else:
-                self._plain(404, "not found\n")
+            try:
+                if parts.path == "/products.json":
+                    self._kind = "listing"
+                    self._listing(parse_qs(parts.query))
+                elif parts.path.startswith("/files/"):
+                    self._kind = "file"
+                    self._file(parts.path[len("/files/"):])
+                else:
+                    self._plain(404, "not found\n")
+            finally:
+                self._kind = None
+
+        def flush_headers(self):
+            if self._kind and hasattr(self, "_headers_buffer"):
+                double._count(f"{self._kind}_headers", sum(len(line) for line in self._headers_buffer))
+            super().flush_headers()
 
         def _plain(self, status: int, text: str, ctype: str = "text/plain", extra: dict | None = None):
             body = text.encode()
@@ -666,9 +698,12 @@ def _make_handler(double: GinaDouble):
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
+            if self._kind == "listing":
+                double._count("listing", len(body))
 
         def _listing(self, query):
             double.listing_requests.append(query)
+            double._count("listing_requests")
             if double._fault("html"):
                 self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
                 return
@@ -687,6 +722,7 @@ def _make_handler(double: GinaDouble):
                 return
             tag = etag(body.encode())
             if none_match(self.headers.get("If-None-Match"), tag):
+                double._count("not_modified")
                 self.send_response(304)
                 self.send_header("ETag", tag)
                 self.end_headers()
@@ -694,6 +730,7 @@ def _make_handler(double: GinaDouble):
             self._plain(200, body, "application/json", extra={"ETag": tag})
 
         def _file(self, name):
+            double._count("file_requests")
             with double._lock:
                 served = double._files.get(name)
             if served is None:
@@ -734,7 +771,7 @@ def _make_handler(double: GinaDouble):
                 send_end = start + (end - start) // 2
             rate = double.slow_rate if double._fault("slow_body") else double.rate
             with open(served.path, "rb") as fh:
-                self._send(fh, start, send_end, rate)
+                self._send(fh, start, send_end, rate, served.station)
             if drop:  # abortive close: the client sees a connection reset mid-piece
                 self.close_connection = True
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -746,9 +783,10 @@ def _make_handler(double: GinaDouble):
                 except OSError:
                     pass
 
-        def _send(self, fh, start: int, end: int, rate: float | None) -> None:
-            """sendfile in steps; with a rate, each step waits for its turn on this connection's clock, which
-            runs on across the responses of a keep-alive connection (a link cap: no idle gap, no burst)."""
+        def _send(self, fh, start: int, end: int, rate: float | None, station: str) -> None:
+            """sendfile in steps, each counted as bytes of ``station``'s files; with a rate, each step waits for
+            its turn on this connection's clock, which runs on across the responses of a keep-alive connection
+            (a link cap: no idle gap, no burst)."""
             sock = self.connection
             pos = start
             step = 1 << 20 if not rate else max(16384, min(1 << 18, int(rate / 50)))
@@ -769,6 +807,7 @@ def _make_handler(double: GinaDouble):
                     return
                 if n == 0:
                     return
+                double._count("files", n, station)
                 pos += n
 
     return Handler

@@ -5,6 +5,8 @@ import hashlib
 import http.client
 import json
 import math
+import socket
+import threading
 import time
 
 import h5py
@@ -368,6 +370,66 @@ def test_no_etag_fault_answers_without_validator_and_never_304(double, one_file)
     double.set_fault("no_etag", 1)  # for one answer only
     assert "ETag" not in products(double).headers
     assert products(double, headers={"If-None-Match": tag}).status_code == 304
+
+
+def raw_get(double, path: str, headers: str = "") -> tuple[bytes, bytes]:
+    """(status line and headers, body) of one GET, read off the socket as sent (the connection is closed after)."""
+    port = int(double.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n", body
+
+
+def test_bytes_served_counts_listings_and_files_apart(double):
+    served = double.add_granule_at_stations("npp", 70000, START, segments=("SVM16",), scale=0.01)
+    gilmore, uafgina = served
+    assert double.bytes_served() == {"listing": 0, "listing_headers": 0, "listing_requests": 0, "not_modified": 0,
+                                     "files": 0, "file_headers": 0, "file_requests": 0, "stations": {}}
+    head, body = raw_get(double, "/products.json")
+    assert len(json.loads(body)) == 2
+    after_listing = double.bytes_served()
+    assert (after_listing["listing"], after_listing["listing_headers"]) == (len(body), len(head))
+    assert after_listing["listing_requests"] == 1 and after_listing["files"] == after_listing["file_requests"] == 0
+    # one station's copy fetched, whole: one copy's bytes, counted for that station only
+    head, body = raw_get(double, f"/files/{uafgina.name}")
+    now = double.bytes_served()
+    assert len(body) == uafgina.size and now["files"] == uafgina.size and now["file_headers"] == len(head)
+    assert now["stations"] == {"uafgina": uafgina.size} and now["file_requests"] == 1
+    assert now["listing"] == after_listing["listing"]  # listings and files apart
+    # a range, a 404 and a 416: only content is counted as files
+    requests.get(f"{double.url}/files/{gilmore.name}", headers={"Range": "bytes=100-199"}, timeout=5)
+    requests.get(f"{double.url}/files/no-such.h5", timeout=5)
+    requests.get(f"{double.url}/files/{gilmore.name}", headers={"Range": f"bytes={gilmore.size}-"}, timeout=5)
+    now = double.bytes_served()
+    assert now["files"] == uafgina.size + 100 and now["stations"] == {"uafgina": uafgina.size, "gilmore": 100}
+    assert now["file_requests"] == 4
+    # a 304 is a listing request with headers and no body
+    tag = products(double).headers["ETag"]
+    before = double.bytes_served()
+    head, body = raw_get(double, "/products.json", f"If-None-Match: {tag}\r\n")
+    now = double.bytes_served()
+    assert head.startswith(b"HTTP/1.1 304") and body == b""
+    assert now["listing"] == before["listing"] and now["listing_headers"] == before["listing_headers"] + len(head)
+    assert (now["not_modified"], now["listing_requests"]) == (1, before["listing_requests"] + 1)
+    assert double.bytes_served() is not double.bytes_served()  # a copy
+
+
+def test_bytes_served_counts_cut_bodies_as_far_as_they_went_and_parallel_fetches_exactly(double, one_file):
+    url = f"{double.url}/files/{one_file.name}"
+    double.set_fault("short_body", 1)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(url, headers={"Range": "bytes=0-99999"}, timeout=5).content  # noqa: B018 - the body is the point
+    assert double.bytes_served()["files"] == 50000
+    threads = [threading.Thread(target=lambda: requests.get(url, timeout=10).content) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert double.bytes_served()["stations"] == {"gilmore": 50000 + 8 * one_file.size}
 
 
 def test_range_semantics(double, one_file):
