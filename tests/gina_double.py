@@ -820,6 +820,26 @@ def _fault_arg(text: str) -> tuple[str, int | None]:
     return name, int(count) if count else None
 
 
+def _stations_arg(text: str) -> tuple[str, ...]:
+    stations = tuple(s.strip() for s in text.split(",") if s.strip())
+    try:
+        for station in stations:
+            check_station(station)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not stations or len(set(stations)) != len(stations):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct station names, e.g. gilmore,uafgina")
+    return stations
+
+
+def stations_of(stations: Sequence[str], index: int, one_every: int) -> list[str]:
+    """The stations that have a satellite's granule number ``index`` (from 0) in the command line's demo: every
+    one, except each ``one_every``-th granule (0: none), which one station alone has, the stations taking turns."""
+    if len(stations) < 2 or not one_every or (index + 1) % one_every:
+        return list(stations)
+    return [stations[(index // one_every) % len(stations)]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gina_double", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -837,6 +857,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", default=[], type=_fault_arg, metavar="NAME[:COUNT]",
                         help=f"switch a fault on (for COUNT occurrences; default until stopped): {', '.join(FAULTS)}")
     parser.add_argument("--slow-rate", type=parse_rate, default=50e3, help="bytes/s of the slow_body fault (50kB)")
+    parser.add_argument("--stations", type=_stations_arg, default=None, metavar="A,B,...",
+                        help="receiving stations (e.g. gilmore,uafgina): each granule is at every one, each further "
+                             "station's copy 0.1 s later in start and 3.5 min later in creation; default: every "
+                             f"file at {DEFAULT_STATION}")
+    parser.add_argument("--station-lag", type=float, default=30.0, metavar="SECONDS",
+                        help="with --stations: each further station's copies are listed SECONDS after the first's "
+                             "(default 30)")
+    parser.add_argument("--one-station-every", type=int, default=4, metavar="N",
+                        help="with --stations: every Nth granule of a satellite is at one station only, the "
+                             "stations taking turns (default 4; 0: never)")
     args = parser.parse_args(argv)
     from avoviirscollector.logs import setup_logging
 
@@ -853,9 +883,19 @@ def main(argv: list[str] | None = None) -> int:
     schedule = Schedule(same_start=args.same_start)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     latest: dict[str, Granule] = {}
+    added: dict[str, int] = {}  # granules added so far, per satellite
 
     def add(granule: Granule) -> None:
-        double.add_scheduled(granule, scale=args.scale)
+        if args.stations:
+            index = added.get(granule.platform, 0)
+            at = time.time()
+            double.add_granule_at_stations(
+                granule.platform, granule.orbit, granule.start, stations=args.stations, scale=args.scale,
+                segments_at=dict.fromkeys(stations_of(args.stations, index, args.one_station_every), ALL_SEGMENTS),
+                listed_at=[at + args.station_lag * i for i in range(len(args.stations))])
+        else:
+            double.add_scheduled(granule, scale=args.scale)
+        added[granule.platform] = added.get(granule.platform, 0) + 1
         latest[granule.platform] = granule
         logger.debug("listed %s orbit %d %s %s", granule.platform, granule.orbit, granule.direction,
                      granule.start.isoformat(timespec="milliseconds"))
@@ -868,14 +908,17 @@ def main(argv: list[str] | None = None) -> int:
 
     for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
         if is_sdr_name(path.name):
-            double.add_existing(path)
+            double.add_existing(path, args.stations[0] if args.stations else None)
     for sat in sats:
         for granule in schedule.latest(SATELLITE_TO_SHORT[sat], now, args.granules):
             add(granule)
     double.start()
-    logger.info("serving %d files on %s/products.json (rate %s, faults %s, %s)", len(double.served()), double.url,
-                args.rate or "uncapped", ",".join(f"{f}:{c}" if c else f for f, c in args.fault) or "none",
-                "same start times for every satellite" if args.same_start else "satellites a quarter orbit apart")
+    logger.info("serving %d files on %s/products.json (rate %s, faults %s, %s, %s)", len(double.served()),
+                double.url, args.rate or "uncapped",
+                ",".join(f"{f}:{c}" if c else f for f, c in args.fault) or "none",
+                "same start times for every satellite" if args.same_start else "satellites a quarter orbit apart",
+                f"stations {','.join(args.stations)} (listed {args.station_lag:g} s apart)" if args.stations
+                else f"every file at {DEFAULT_STATION}")
     try:
         next_add = time.monotonic() + args.every
         while not stop.wait(0.5):

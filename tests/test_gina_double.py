@@ -1,11 +1,15 @@
 """The GINA double: listing, real HDF5 files, range semantics, bandwidth cap, faults."""
 
+import contextlib
 import datetime as dt
 import hashlib
 import http.client
 import json
 import math
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -22,6 +26,7 @@ from tests.gina_double import (
     Schedule,
     _parse_range,
     nadir_direction,
+    stations_of,
     subsatellite,
 )
 
@@ -504,11 +509,6 @@ def test_faults(double, one_file):
 
 
 def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -538,11 +538,6 @@ def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
 def test_standalone_schedule_grows_with_every(tmp_path, same_start):
     """``--every``: each satellite's next granule starts where its previous one ended; start times differ between
     satellites, unless ``--same-start``."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -581,3 +576,77 @@ def test_standalone_schedule_grows_with_every(tmp_path, same_start):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def standalone(tmp_path, *args: str):
+    """Run the double's command line with ``args``; yield its URL once it answers; SIGTERM it after (exit 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir",
+                             str(tmp_path / "g"), "--scale", "0.0005", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/products.json", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the double did not start"
+                time.sleep(0.1)
+        yield url
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_stations_of_gives_every_nth_granule_to_one_station_in_turn():
+    both = ["gilmore", "uafgina"]
+    assert [stations_of(both, i, 3) for i in range(7)] == [both, both, ["gilmore"], both, both, ["uafgina"], both]
+    assert all(stations_of(both, i, 0) == both for i in range(10))
+    assert stations_of(["barrow"], 3, 4) == ["barrow"]
+
+
+def test_standalone_stations_copies_and_one_station_granules(tmp_path):
+    with standalone(tmp_path, "--granules", "6", "--satellites", "snpp", "--stations", "gilmore,uafgina",
+                    "--station-lag", "0", "--one-station-every", "3") as url:
+        records = requests.get(f"{url}/products.json", timeout=5).json()
+        uafgina = requests.get(f"{url}/products.json", params={"facilities[]": "uafgina"}, timeout=5).json()
+    by_end: dict[dt.datetime, dict[str, list]] = {}
+    for record in records:
+        sdr = parse_name(record["url"].rsplit("/", 1)[1])
+        by_end.setdefault(sdr.end_time, {}).setdefault(record["facility"], []).append(sdr)
+    assert len(by_end) == 6 and all(len(files) == 12 for at in by_end.values() for files in at.values())
+    kinds = [sorted(at) for _, at in sorted(by_end.items())]
+    both = ["gilmore", "uafgina"]
+    assert kinds == [both, both, ["gilmore"], both, both, ["uafgina"]]
+    for end, at in by_end.items():
+        starts = {station: {n.start_time for n in files} for station, files in at.items()}
+        assert all(len(s) == 1 for s in starts.values())  # within a station, one start per granule
+        if "gilmore" in at:
+            assert starts["gilmore"] == {end - GRANULE}
+        if "uafgina" in at:
+            assert starts["uafgina"] == {end - GRANULE + dt.timedelta(seconds=0.1)}
+        if len(at) == 2:
+            made = {station: {n.proctime for n in files} for station, files in at.items()}
+            assert {b - a for a in made["gilmore"] for b in made["uafgina"]} == {dt.timedelta(minutes=3.5)}
+    assert {r["facility"] for r in uafgina} == {"uafgina"} and len(uafgina) == 5 * 12
+
+
+def test_standalone_station_lag_holds_back_the_further_stations_copies(tmp_path):
+    with standalone(tmp_path, "--granules", "1", "--every", "0.3", "--satellites", "noaa20", "--stations",
+                    "gilmore,uafgina", "--station-lag", "3600", "--one-station-every", "0") as url:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            records = requests.get(f"{url}/products.json", timeout=5).json()
+            if len(records) >= 3 * 12:
+                break
+            time.sleep(0.2)
+    assert len(records) >= 3 * 12 and {r["facility"] for r in records} == {"gilmore"}
