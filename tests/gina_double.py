@@ -3,10 +3,48 @@
 It lives with the tests, not in the package: the production image ships no test double (SPEC section 8; the
 image's .dockerignore leaves tests/ out). Run it from the repo root with ``python -m tests.gina_double``.
 
-It serves ``/products.json`` (the query of SPEC section 4: satellites, start and end date) for generated passes of
-small but real HDF5 files (h5py) with VIIRS SDR names and groups, and the files themselves under ``/files/`` with
-true HTTP range semantics (206 with Content-Range, 416, keep-alive), an optional per-connection bandwidth cap,
-and faults that can be switched on and off while it runs:
+It serves ``/products.json`` (the query of SPEC section 4) for generated passes of small but real HDF5 files
+(h5py) with VIIRS SDR names and groups, and the files themselves under ``/files/`` with true HTTP range semantics
+(206 with Content-Range, 416, keep-alive), an optional per-connection bandwidth cap, and faults that can be
+switched on and off while it runs.
+
+The listing (``GET /products.json``) answers a JSON array of records ``url``, ``md5sum``, ``satellite``,
+``sensor``, ``processing_level``, ``facility`` (the file's station) and ``size``, in file-name order (all of one
+file type, then the next; never by station or fetch order). Of the query it reads:
+
+- ``satellites[]`` (repeatable; none: every satellite). ``sensors[]`` and ``processing_levels[]`` are ignored
+  (everything is VIIRS level1).
+- ``facilities[]`` (repeatable): only those stations' files; without any, every station's (what GINA recommends).
+  A station with nothing (or a name no file has, e.g. ``all``) lists nothing.
+- ``start_date`` and ``end_date``, by granule start (the name's ``d`` and ``t`` fields). Each names a day,
+  ``YYYY-MM-DD``, or a minute: ``YYYY-MM-DD HHMM`` (GINA's getGINAsat.py sends ``YYYY-MM-DD+HHMM``; ``+`` is a
+  space in a query string), ``YYYY-MM-DD HH:MM``, ``YYYY-MM-DDTHHMM`` or ``YYYY-MM-DDTHH:MM`` (UTC; blanks around
+  the value are ignored; no seconds, no zone). Both bounds include the whole day or minute they name: a granule is
+  listed when ``start of start_date <= start < end of end_date`` (``end_date=2026-11-23 1001`` lists a granule
+  starting at 10:01:59.9). A missing (or empty) bound does not limit its side; a malformed one is answered
+  ``400`` with a one-line text.
+- A file is listed from its ``listed_at`` on (epoch seconds or a datetime, naive is UTC; default: when it was
+  added), as GINA lists a file some minutes after it was made: a file not listed yet is served under ``/files/``
+  all the same. :meth:`GinaDouble.list_at` moves that time.
+
+Every listing answer carries ``ETag``, a strong validator (a hash of the body); a request whose ``If-None-Match``
+names it (or ``*``; ``W/`` prefixes are ignored, as RFC 9110 says) is answered ``304 Not Modified`` with the ETag
+and no body. There is no ``Last-Modified`` and ``If-Modified-Since`` is ignored. GINA's own support for either is
+unknown: the ``no_etag`` fault stands for a server without it.
+
+Stations (GINA's facilities: ``gilmore``, ``uafgina``, ``barrow``, ``uaf5``; any lower-case name is accepted).
+Every file belongs to one; a file added without one is at ``gilmore`` (:data:`DEFAULT_STATION`), so callers that
+never name a station get what they always got. ``add_file``, ``add_existing``, ``add_granule``, ``add_scheduled``
+and ``add_pass`` take ``station=`` (a pass at one station only) and ``listed_at=``.
+:meth:`GinaDouble.add_granule_at_stations` adds one granule as several stations list it (``notes/gina.md``): each
+further station's copy starts 0.1 s later (``t0953361``, ``t0953362``), ends at the same time, has the same orbit
+and was made 3.5 minutes later (the ``c`` field), each station listed from its own ``listed_at``; with
+``segments_at`` the granule's files are split between the stations (some segments at one, the others at another).
+
+:meth:`GinaDouble.bytes_served` logs what was served, thread-safe: body bytes of listings and of file content
+apart (``listing``, ``files``), their status lines and headers apart (``listing_headers``, ``file_headers``), the
+answers (``listing_requests``, ``file_requests``), the 304s among the listings (``not_modified``), and file
+content bytes per station (``stations``; e.g. to show that a pass listed at two stations was fetched once).
 
 | fault | effect |
 |---|---|
@@ -17,20 +55,26 @@ and faults that can be switched on and off while it runs:
 | wrong_md5 | every ``md5sum`` in the listing is wrong |
 | slow_first_byte | the response starts after ``slow_seconds`` |
 | slow_body | the response body is sent at ``slow_rate`` bytes/s (one slow connection among fast ones) |
-| html | ``products.json`` answers an HTML error page |
+| html | ``products.json`` answers an HTML error page (no ETag) |
 | bad_json | ``products.json`` answers truncated JSON |
+| no_etag | ``products.json`` answers carry no ``ETag`` and ``If-None-Match`` is ignored (never a 304) |
 
 A fault is on for a number of occurrences (``set_fault(name, count)``) or until cleared (``count=None``).
-The listing is in name order (all of one file type, then the next), not in fetch order.
 
 Standalone (``make run`` with ``GINA_URL=http://127.0.0.1:PORT``)::
 
     .venv/bin/python -m tests.gina_double --port 8080 --dir /tmp/gina --granules 4 --every 60 --rate 4MB --fault drop
 
-Files already in ``DIR/files`` (an earlier run, or made by a script) are served too.
+Files already in ``DIR/files`` (an earlier run, or made by a script) are served too (at the first station).
 ``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, each one
 starting where that satellite's previous granule ended, so the whole suite can be watched working without
 internet. SIGTERM or Ctrl-C stops it.
+
+Without ``--stations`` every file is at gilmore. ``--stations gilmore,uafgina`` puts every granule (those of the
+start and those ``--every`` adds) at each station, as :meth:`GinaDouble.add_granule_at_stations` does: the second
+station's copy 0.1 s later in start and 3.5 minutes later in creation, and listed ``--station-lag`` seconds
+(default 30) after the first station's (the third's twice that, and so on); every ``--one-station-every``-th
+granule of a satellite (default 4, 0: never) is at one station only, the stations taking turns.
 
 The schedule (:class:`Schedule`) is a simple model of the real one: the three satellites share one sun-synchronous
 orbit plane (inclination 98.7 degrees, ascending node at 13:30 local solar time, one orbit every 101.5 minutes),
