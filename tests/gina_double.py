@@ -3,10 +3,48 @@
 It lives with the tests, not in the package: the production image ships no test double (SPEC section 8; the
 image's .dockerignore leaves tests/ out). Run it from the repo root with ``python -m tests.gina_double``.
 
-It serves ``/products.json`` (the query of SPEC section 4: satellites, start and end date) for generated passes of
-small but real HDF5 files (h5py) with VIIRS SDR names and groups, and the files themselves under ``/files/`` with
-true HTTP range semantics (206 with Content-Range, 416, keep-alive), an optional per-connection bandwidth cap,
-and faults that can be switched on and off while it runs:
+It serves ``/products.json`` (the query of SPEC section 4) for generated passes of small but real HDF5 files
+(h5py) with VIIRS SDR names and groups, and the files themselves under ``/files/`` with true HTTP range semantics
+(206 with Content-Range, 416, keep-alive), an optional per-connection bandwidth cap, and faults that can be
+switched on and off while it runs.
+
+The listing (``GET /products.json``) answers a JSON array of records ``url``, ``md5sum``, ``satellite``,
+``sensor``, ``processing_level``, ``facility`` (the file's station) and ``size``, in file-name order (all of one
+file type, then the next; never by station or fetch order). Of the query it reads:
+
+- ``satellites[]`` (repeatable; none: every satellite). ``sensors[]`` and ``processing_levels[]`` are ignored
+  (everything is VIIRS level1).
+- ``facilities[]`` (repeatable): only those stations' files; without any, every station's (what GINA recommends).
+  A station with nothing (or a name no file has, e.g. ``all``) lists nothing.
+- ``start_date`` and ``end_date``, by granule start (the name's ``d`` and ``t`` fields). Each names a day,
+  ``YYYY-MM-DD``, or a minute: ``YYYY-MM-DD HHMM`` (GINA's getGINAsat.py sends ``YYYY-MM-DD+HHMM``; ``+`` is a
+  space in a query string), ``YYYY-MM-DD HH:MM``, ``YYYY-MM-DDTHHMM`` or ``YYYY-MM-DDTHH:MM`` (UTC; blanks around
+  the value are ignored; no seconds, no zone). Both bounds include the whole day or minute they name: a granule is
+  listed when ``start of start_date <= start < end of end_date`` (``end_date=2026-11-23 1001`` lists a granule
+  starting at 10:01:59.9). A missing (or empty) bound does not limit its side; a malformed one is answered
+  ``400`` with a one-line text.
+- A file is listed from its ``listed_at`` on (epoch seconds or a datetime, naive is UTC; default: when it was
+  added), as GINA lists a file some minutes after it was made: a file not listed yet is served under ``/files/``
+  all the same. :meth:`GinaDouble.list_at` moves that time.
+
+Every listing answer carries ``ETag``, a strong validator (a hash of the body); a request whose ``If-None-Match``
+names it (or ``*``; ``W/`` prefixes are ignored, as RFC 9110 says) is answered ``304 Not Modified`` with the ETag
+and no body. There is no ``Last-Modified`` and ``If-Modified-Since`` is ignored. GINA's own support for either is
+unknown: the ``no_etag`` fault stands for a server without it.
+
+Stations (GINA's facilities: ``gilmore``, ``uafgina``, ``barrow``, ``uaf5``; any lower-case name is accepted).
+Every file belongs to one; a file added without one is at ``gilmore`` (:data:`DEFAULT_STATION`), so callers that
+never name a station get what they always got. ``add_file``, ``add_existing``, ``add_granule``, ``add_scheduled``
+and ``add_pass`` take ``station=`` (a pass at one station only) and ``listed_at=``.
+:meth:`GinaDouble.add_granule_at_stations` adds one granule as several stations list it (``notes/gina.md``): each
+further station's copy starts 0.1 s later (``t0953361``, ``t0953362``), ends at the same time, has the same orbit
+and was made 3.5 minutes later (the ``c`` field), each station listed from its own ``listed_at``; with
+``segments_at`` the granule's files are split between the stations (some segments at one, the others at another).
+
+:meth:`GinaDouble.bytes_served` logs what was served, thread-safe: body bytes of listings and of file content
+apart (``listing``, ``files``), their status lines and headers apart (``listing_headers``, ``file_headers``), the
+answers (``listing_requests``, ``file_requests``), the 304s among the listings (``not_modified``), and file
+content bytes per station (``stations``; e.g. to show that a pass listed at two stations was fetched once).
 
 | fault | effect |
 |---|---|
@@ -17,20 +55,26 @@ and faults that can be switched on and off while it runs:
 | wrong_md5 | every ``md5sum`` in the listing is wrong |
 | slow_first_byte | the response starts after ``slow_seconds`` |
 | slow_body | the response body is sent at ``slow_rate`` bytes/s (one slow connection among fast ones) |
-| html | ``products.json`` answers an HTML error page |
+| html | ``products.json`` answers an HTML error page (no ETag) |
 | bad_json | ``products.json`` answers truncated JSON |
+| no_etag | ``products.json`` answers carry no ``ETag`` and ``If-None-Match`` is ignored (never a 304) |
 
 A fault is on for a number of occurrences (``set_fault(name, count)``) or until cleared (``count=None``).
-The listing is in name order (all of one file type, then the next), not in fetch order.
 
 Standalone (``make run`` with ``GINA_URL=http://127.0.0.1:PORT``)::
 
     .venv/bin/python -m tests.gina_double --port 8080 --dir /tmp/gina --granules 4 --every 60 --rate 4MB --fault drop
 
-Files already in ``DIR/files`` (an earlier run, or made by a script) are served too.
+Files already in ``DIR/files`` (an earlier run, or made by a script) are served too (at the first station).
 ``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, each one
 starting where that satellite's previous granule ended, so the whole suite can be watched working without
 internet. SIGTERM or Ctrl-C stops it.
+
+Without ``--stations`` every file is at gilmore. ``--stations gilmore,uafgina`` puts every granule (those of the
+start and those ``--every`` adds) at each station, as :meth:`GinaDouble.add_granule_at_stations` does: the second
+station's copy 0.1 s later in start and 3.5 minutes later in creation, and listed ``--station-lag`` seconds
+(default 30) after the first station's (the third's twice that, and so on); every ``--one-station-every``-th
+granule of a satellite (default 4, 0: never) is at one station only, the stations taking turns.
 
 The schedule (:class:`Schedule`) is a simple model of the real one: the three satellites share one sun-synchronous
 orbit plane (inclination 98.7 degrees, ascending node at 13:30 local solar time, one orbit every 101.5 minutes),
@@ -61,6 +105,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -80,13 +125,21 @@ from avoviirscollector.viirs import (
 log = logging.getLogger("gina_double")
 
 FAULTS = ("drop", "error5xx", "ignore_ranges", "short_body", "wrong_md5", "slow_first_byte", "slow_body", "html",
-          "bad_json")
+          "bad_json", "no_etag")
 ALL_SEGMENTS = tuple(sorted({seg for segs in PRODUCTS.values() for seg in segs}))
 #: approximate sizes of real files, in MB (a scale factor shrinks them)
 REAL_SIZES_MB = {"GITCO": 60, "GMTCO": 16, "GDNBO": 8, "SVDNB": 4}
 _BAND_GROUP = re.compile(r"^SV([MI])(\d\d)$")
 GRANULE_SECONDS = 85.4
 GRANULE = dt.timedelta(seconds=GRANULE_SECONDS)
+#: GINA's receiving stations (its ``facilities``); a file added without one is at the first
+STATIONS = ("gilmore", "uafgina", "barrow", "uaf5")
+DEFAULT_STATION = STATIONS[0]
+_STATION_NAME = re.compile(r"[a-z][a-z0-9]*")
+#: the copy of a granule at a further station: its start later by this (s; one step of the names' tenths) ...
+COPY_OFFSET = 0.1
+#: ... and made this much later (s; GINA's example: 3.5 minutes)
+COPY_DELAY = 210.0
 
 # -- the orbit model -----------------------------------------------------------------------------------------------
 ORBIT_MINUTES = 101.5
@@ -267,11 +320,68 @@ def make_sdr_file(path: Path, segment: str, size: int, seed: int = 0) -> None:
 
 @dataclass
 class Served:
+    """One served file: listed from ``listed_at`` (epoch seconds) on, as a file of ``station``."""
+
     name: str
     path: Path
     size: int
     md5: str
     listed_at: float
+    station: str = DEFAULT_STATION
+
+
+def epoch(when: float | dt.datetime | None) -> float:
+    """Epoch seconds of ``when``: None is now, a number is taken as it is, a naive datetime is UTC."""
+    if when is None:
+        return time.time()
+    if isinstance(when, dt.datetime):
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    return float(when)
+
+
+def check_station(station: str | None) -> str:
+    """The station a file is added at: ``station``, or :data:`DEFAULT_STATION` when None. Any lower-case name is
+    accepted (GINA added ``uaf5`` after the others), so a listing can hold a station the suite does not know."""
+    station = DEFAULT_STATION if station is None else station
+    if not isinstance(station, str) or not _STATION_NAME.fullmatch(station):
+        raise ValueError(f"not a station name: {station!r} (lower-case letters and digits, e.g. {STATIONS[1]})")
+    return station
+
+
+class BadQuery(ValueError):
+    """A ``products.json`` query the double answers with 400 (the message is the answer's text)."""
+
+
+_BOUND = re.compile(r"(\d{4}-\d\d-\d\d)(?:[ T](\d\d):?(\d\d))?", re.ASCII)
+
+
+def parse_bound(key: str, text: str) -> tuple[dt.datetime, dt.datetime]:
+    """The span a ``start_date`` or ``end_date`` value names: a whole day (``YYYY-MM-DD``) or a whole minute
+    (``YYYY-MM-DD HHMM``, ``YYYY-MM-DD HH:MM``, ``YYYY-MM-DDTHHMM`` or ``YYYY-MM-DDTHH:MM``; surrounding blanks
+    are ignored), as (first instant, first instant after it), naive UTC. Raise :class:`BadQuery` otherwise."""
+    match = _BOUND.fullmatch(text.strip())
+    try:
+        if not match:
+            raise ValueError
+        day = dt.date.fromisoformat(match[1])
+        if match[2] is None:
+            first, length = dt.datetime.combine(day, dt.time()), dt.timedelta(days=1)
+        else:
+            first, length = dt.datetime.combine(day, dt.time(int(match[2]), int(match[3]))), dt.timedelta(minutes=1)
+    except ValueError:
+        raise BadQuery(f"{key}={text!r}: expected YYYY-MM-DD, YYYY-MM-DD HHMM or YYYY-MM-DDTHH:MM") from None
+    return first, first + length if dt.datetime.max - first >= length else dt.datetime.max
+
+
+def time_bounds(query: dict[str, list[str]]) -> tuple[dt.datetime, dt.datetime]:
+    """(first, after): a granule is listed when ``first <= start < after``. Both bounds are inclusive of the day
+    or minute they name; a missing bound does not limit (:func:`parse_bound`)."""
+    first, after = dt.datetime.min, dt.datetime.max
+    if "start_date" in query:
+        first = parse_bound("start_date", query["start_date"][0])[0]
+    if "end_date" in query:
+        after = parse_bound("end_date", query["end_date"][0])[1]
+    return first, after
 
 
 def parse_rate(text: str) -> float:
@@ -302,6 +412,9 @@ class GinaDouble:
         self.file_requests: list[tuple[str, str | None, int]] = []  # (name, Range header, status)
         self._connections: set[socket.socket] = set()
         self.connections_accepted = 0
+        self._bytes = dict.fromkeys(("listing", "listing_headers", "listing_requests", "not_modified", "files",
+                                     "file_headers", "file_requests"), 0)
+        self._station_bytes: dict[str, int] = {}
         self._server = _Server((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -367,32 +480,67 @@ class GinaDouble:
         with self._lock:
             return name in self._faults
 
+    def bytes_served(self) -> dict:
+        """What the double has served so far (a copy; thread-safe). Bytes are those handed to the socket.
+
+        ``listing``: body bytes of ``products.json`` answers (200, 400; a 304 has none); ``listing_headers``: their
+        status lines and headers; ``listing_requests``: ``products.json`` answers, 304s included;
+        ``not_modified``: the 304s among them. ``files``: file content sent (200 and 206 bodies, cut ones as far
+        as they went; the short texts of 404, 416 and 503 answers are not counted); ``file_headers``: the status
+        lines and headers of every answer under ``/files/``; ``file_requests``: those answers (404s included,
+        unlike the :attr:`file_requests` list). ``stations``: file content bytes per station."""
+        with self._lock:
+            return {**self._bytes, "stations": dict(self._station_bytes)}
+
+    def _count(self, key: str, n: int = 1, station: str | None = None) -> None:
+        with self._lock:
+            self._bytes[key] += n
+            if station is not None:
+                self._station_bytes[station] = self._station_bytes.get(station, 0) + n
+
     # -- content -----------------------------------------------------------------------------------------
-    def add_file(self, name: str, size: int, segment: str | None = None, seed: int | None = None) -> Served:
-        """Generate a real HDF5 file named ``name`` of about ``size`` bytes and list it."""
+    def add_file(self, name: str, size: int, segment: str | None = None, seed: int | None = None,
+                 station: str | None = None, listed_at: float | dt.datetime | None = None) -> Served:
+        """Generate a real HDF5 file named ``name`` of about ``size`` bytes and list it (at ``station``, from
+        ``listed_at`` on: see :meth:`add_existing`)."""
+        station = check_station(station)
         path = self.files_dir / name
         segment = segment or name.split("_", 1)[0]
         if seed is None:
             seed = int(hashlib.md5(name.encode()).hexdigest()[:8], 16)
         make_sdr_file(path, segment, size, seed)
-        return self.add_existing(path)
+        return self.add_existing(path, station, listed_at)
 
-    def add_existing(self, path: Path) -> Served:
-        """List an existing file (its name is its basename)."""
+    def add_existing(self, path: Path, station: str | None = None,
+                     listed_at: float | dt.datetime | None = None) -> Served:
+        """List an existing file (its name is its basename) as a file of ``station`` (default
+        :data:`DEFAULT_STATION`), from ``listed_at`` on (epoch seconds or a datetime, naive is UTC; default now)."""
+        station = check_station(station)
         md5 = hashlib.md5()
         with open(path, "rb") as fh:
             while chunk := fh.read(1 << 20):
                 md5.update(chunk)
-        served = Served(path.name, path, path.stat().st_size, md5.hexdigest(), time.time())
+        served = Served(path.name, path, path.stat().st_size, md5.hexdigest(), epoch(listed_at), station)
         with self._lock:
             self._files[path.name] = served
         return served
 
+    def list_at(self, names: list[str], when: float | dt.datetime | None = None) -> None:
+        """Move the time from which the named files are listed (default: now, i.e. list them at once)."""
+        at = epoch(when)
+        with self._lock:
+            for name in names:
+                self._files[name].listed_at = at
+
     def add_granule(self, platform: str, orbit: int, start: dt.datetime, segments=ALL_SEGMENTS,
                     scale: float = 0.01, sizes: dict[str, int] | None = None,
-                    created: dt.datetime | None = None) -> list[Served]:
-        """One granule (85.4 s) of ``segments``; sizes are ``sizes[segment]`` or the real sizes times ``scale``."""
-        end = start + dt.timedelta(seconds=GRANULE_SECONDS)
+                    created: dt.datetime | None = None, station: str | None = None,
+                    listed_at: float | dt.datetime | None = None, end: dt.datetime | None = None) -> list[Served]:
+        """One granule (85.4 s) of ``segments``; sizes are ``sizes[segment]`` or the real sizes times ``scale``.
+
+        ``created`` (the names' creation time) defaults to 10 minutes after ``start``, ``end`` to ``start`` plus
+        85.4 s; the files are at ``station`` and listed from ``listed_at`` on (see :meth:`add_existing`)."""
+        end = end or start + dt.timedelta(seconds=GRANULE_SECONDS)
         created = created or start + dt.timedelta(minutes=10)
         out = []
         for segment in segments:
@@ -401,7 +549,41 @@ class GinaDouble:
                 size = sizes[segment]
             else:
                 size = int(REAL_SIZES_MB.get(segment, 6) * 1e6 * scale)
-            out.append(self.add_file(name, size, segment))
+            out.append(self.add_file(name, size, segment, station=station, listed_at=listed_at))
+        return out
+
+    def add_granule_at_stations(self, platform: str, orbit: int, start: dt.datetime,
+                                stations: Sequence[str] = ("gilmore", "uafgina"), offset: float = COPY_OFFSET,
+                                delays: Sequence[float] | None = None, segments=ALL_SEGMENTS,
+                                segments_at: Mapping[str, Sequence[str]] | None = None,
+                                listed_at: Sequence[float | dt.datetime | None] | None = None,
+                                created: dt.datetime | None = None, **kwargs) -> list[Served]:
+        """One granule received at several stations, as GINA lists it (``notes/gina.md``).
+
+        The copy of ``stations[i]`` starts ``i * offset`` seconds after ``start`` (0.1 s: one step of the names'
+        tenths), ends when the first copy ends (``start`` + 85.4 s), has the same orbit, and was made
+        ``delays[i]`` seconds after ``created`` (default ``i * 210``: 3.5 minutes later at each further station).
+        Each station has ``segments``, or ``segments_at[station]`` when given (a granule split between stations:
+        a station left out of ``segments_at`` has none of it). ``listed_at[i]`` is when the copy of
+        ``stations[i]`` is listed (default: now). Other keywords (``scale``, ``sizes``) as for :meth:`add_granule`.
+        Returns every station's files, in the order of ``stations``."""
+        if len(set(stations)) != len(stations) or not stations:
+            raise ValueError(f"stations must be distinct and at least one: {stations!r}")
+        unknown = set(segments_at or {}) - set(stations)
+        if unknown:
+            raise ValueError(f"segments_at names stations not in stations: {', '.join(sorted(unknown))}")
+        delays = [COPY_DELAY * i for i in range(len(stations))] if delays is None else list(delays)
+        listed = [None] * len(stations) if listed_at is None else list(listed_at)
+        if len(delays) != len(stations) or len(listed) != len(stations):
+            raise ValueError("delays and listed_at need one value per station")
+        created = created or start + dt.timedelta(minutes=10)
+        end = start + GRANULE
+        out: list[Served] = []
+        for i, station in enumerate(stations):
+            own = segments if segments_at is None else tuple(segments_at.get(station, ()))
+            out += self.add_granule(platform, orbit, start + dt.timedelta(seconds=offset * i), segments=own,
+                                    created=created + dt.timedelta(seconds=delays[i]), station=station,
+                                    listed_at=listed[i], end=end, **kwargs)
         return out
 
     def add_scheduled(self, granule: Granule, **kwargs) -> list[Served]:
@@ -435,21 +617,23 @@ class GinaDouble:
             return sorted(self._files.values(), key=lambda s: s.name)
 
     def listing(self, query: dict[str, list[str]]) -> list[dict]:
-        """The records ``products.json`` answers for ``query``."""
+        """The records ``products.json`` answers for ``query``: the files listed by now (``listed_at``) of the
+        stations in ``facilities[]`` (every station without one) that match the satellites and the time bounds
+        (:func:`time_bounds`, by granule start). Raise :class:`BadQuery` for a malformed bound."""
         sats = query.get("satellites[]", [])
         shorts = {SATELLITE_TO_SHORT.get(s) for s in sats}
-        try:
-            first = dt.date.fromisoformat(query["start_date"][0])
-            last = dt.date.fromisoformat(query["end_date"][0])
-        except (KeyError, ValueError):
-            first, last = dt.date.min, dt.date.max
+        stations = set(query.get("facilities[]", []))
+        now = time.time()
+        first, after = time_bounds(query)
         wrong = self.fault_on("wrong_md5")
         records = []
         for served in self.served():
+            if served.listed_at > now or (stations and served.station not in stations):
+                continue
             parsed = parse_name(served.name)
             if sats and parsed.platform not in shorts:
                 continue
-            if not first <= parsed.start_time.date() <= last:
+            if not first <= parsed.start_time < after:
                 continue
             md5 = hashlib.md5(served.md5.encode()).hexdigest() if wrong else served.md5
             records.append({
@@ -458,6 +642,7 @@ class GinaDouble:
                 "satellite": PLATFORMS[parsed.platform][1],
                 "sensor": "viirs",
                 "processing_level": "level1",
+                "facility": served.station,
                 "size": served.size,
             })
         with self._lock:
@@ -471,6 +656,20 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         """Clients that hang up mid-response are normal here (the mirror cuts transfers): no traceback."""
         log.debug("connection from %s ended abruptly", client_address, exc_info=True)
+
+
+def etag(body: bytes) -> str:
+    """The strong validator of a listing body: a quoted hash of its bytes."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def none_match(header: str | None, tag: str) -> bool:
+    """True when an ``If-None-Match`` header names ``tag`` (or is ``*``): weak comparison, as RFC 9110 says for
+    this header (``W/"x"`` matches ``"x"``)."""
+    if not header:
+        return False
+    names = [name.strip() for name in header.split(",")]
+    return "*" in names or tag in (name.removeprefix("W/") for name in names)
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None | str:
@@ -493,6 +692,7 @@ def _make_handler(double: GinaDouble):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "gina-double/1"
+        _kind: str | None = None  # what the answer being sent is, for the byte log: listing, file or None
 
         def log_message(self, fmt, *args):  # quiet: tests and demos read the mirror's log, not ours
             log.debug("%s " + fmt, self.address_string(), *args)
@@ -516,12 +716,22 @@ def _make_handler(double: GinaDouble):
             parts = urlsplit(self.path)
             if double._fault("slow_first_byte"):
                 time.sleep(double.slow_seconds)
-            if parts.path == "/products.json":
-                self._listing(parse_qs(parts.query))
-            elif parts.path.startswith("/files/"):
-                self._file(parts.path[len("/files/"):])
-            else:
-                self._plain(404, "not found\n")
+            try:
+                if parts.path == "/products.json":
+                    self._kind = "listing"
+                    self._listing(parse_qs(parts.query))
+                elif parts.path.startswith("/files/"):
+                    self._kind = "file"
+                    self._file(parts.path[len("/files/"):])
+                else:
+                    self._plain(404, "not found\n")
+            finally:
+                self._kind = None
+
+        def flush_headers(self):
+            if self._kind and hasattr(self, "_headers_buffer"):
+                double._count(f"{self._kind}_headers", sum(len(line) for line in self._headers_buffer))
+            super().flush_headers()
 
         def _plain(self, status: int, text: str, ctype: str = "text/plain", extra: dict | None = None):
             body = text.encode()
@@ -532,21 +742,39 @@ def _make_handler(double: GinaDouble):
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
+            if self._kind == "listing":
+                double._count("listing", len(body))
 
         def _listing(self, query):
             double.listing_requests.append(query)
+            double._count("listing_requests")
             if double._fault("html"):
                 self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
                 return
-            records = double.listing(query)
+            try:
+                records = double.listing(query)
+            except BadQuery as err:
+                self._plain(400, f"{err}\n")
+                return
             with double._lock:
                 raw = list(double._raw_records)
             body = "[" + ",".join([json.dumps(r) for r in records] + raw) + "]" if raw else json.dumps(records)
             if double._fault("bad_json"):
                 body = body[: max(1, len(body) // 2)]
-            self._plain(200, body, "application/json")
+            if double._fault("no_etag"):
+                self._plain(200, body, "application/json")
+                return
+            tag = etag(body.encode())
+            if none_match(self.headers.get("If-None-Match"), tag):
+                double._count("not_modified")
+                self.send_response(304)
+                self.send_header("ETag", tag)
+                self.end_headers()
+                return
+            self._plain(200, body, "application/json", extra={"ETag": tag})
 
         def _file(self, name):
+            double._count("file_requests")
             with double._lock:
                 served = double._files.get(name)
             if served is None:
@@ -587,7 +815,7 @@ def _make_handler(double: GinaDouble):
                 send_end = start + (end - start) // 2
             rate = double.slow_rate if double._fault("slow_body") else double.rate
             with open(served.path, "rb") as fh:
-                self._send(fh, start, send_end, rate)
+                self._send(fh, start, send_end, rate, served.station)
             if drop:  # abortive close: the client sees a connection reset mid-piece
                 self.close_connection = True
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -599,9 +827,10 @@ def _make_handler(double: GinaDouble):
                 except OSError:
                     pass
 
-        def _send(self, fh, start: int, end: int, rate: float | None) -> None:
-            """sendfile in steps; with a rate, each step waits for its turn on this connection's clock, which
-            runs on across the responses of a keep-alive connection (a link cap: no idle gap, no burst)."""
+        def _send(self, fh, start: int, end: int, rate: float | None, station: str) -> None:
+            """sendfile in steps, each counted as bytes of ``station``'s files; with a rate, each step waits for
+            its turn on this connection's clock, which runs on across the responses of a keep-alive connection
+            (a link cap: no idle gap, no burst)."""
             sock = self.connection
             pos = start
             step = 1 << 20 if not rate else max(16384, min(1 << 18, int(rate / 50)))
@@ -622,6 +851,7 @@ def _make_handler(double: GinaDouble):
                     return
                 if n == 0:
                     return
+                double._count("files", n, station)
                 pos += n
 
     return Handler
@@ -632,6 +862,26 @@ def _fault_arg(text: str) -> tuple[str, int | None]:
     if name not in FAULTS or (count and not count.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME or NAME:COUNT, NAME one of {', '.join(FAULTS)}")
     return name, int(count) if count else None
+
+
+def _stations_arg(text: str) -> tuple[str, ...]:
+    stations = tuple(s.strip() for s in text.split(",") if s.strip())
+    try:
+        for station in stations:
+            check_station(station)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not stations or len(set(stations)) != len(stations):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct station names, e.g. gilmore,uafgina")
+    return stations
+
+
+def stations_of(stations: Sequence[str], index: int, one_every: int) -> list[str]:
+    """The stations that have a satellite's granule number ``index`` (from 0) in the command line's demo: every
+    one, except each ``one_every``-th granule (0: none), which one station alone has, the stations taking turns."""
+    if len(stations) < 2 or not one_every or (index + 1) % one_every:
+        return list(stations)
+    return [stations[(index // one_every) % len(stations)]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -651,6 +901,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", default=[], type=_fault_arg, metavar="NAME[:COUNT]",
                         help=f"switch a fault on (for COUNT occurrences; default until stopped): {', '.join(FAULTS)}")
     parser.add_argument("--slow-rate", type=parse_rate, default=50e3, help="bytes/s of the slow_body fault (50kB)")
+    parser.add_argument("--stations", type=_stations_arg, default=None, metavar="A,B,...",
+                        help="receiving stations (e.g. gilmore,uafgina): each granule is at every one, each further "
+                             "station's copy 0.1 s later in start and 3.5 min later in creation; default: every "
+                             f"file at {DEFAULT_STATION}")
+    parser.add_argument("--station-lag", type=float, default=30.0, metavar="SECONDS",
+                        help="with --stations: each further station's copies are listed SECONDS after the first's "
+                             "(default 30)")
+    parser.add_argument("--one-station-every", type=int, default=4, metavar="N",
+                        help="with --stations: every Nth granule of a satellite is at one station only, the "
+                             "stations taking turns (default 4; 0: never)")
     args = parser.parse_args(argv)
     from avoviirscollector.logs import setup_logging
 
@@ -667,9 +927,19 @@ def main(argv: list[str] | None = None) -> int:
     schedule = Schedule(same_start=args.same_start)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     latest: dict[str, Granule] = {}
+    added: dict[str, int] = {}  # granules added so far, per satellite
 
     def add(granule: Granule) -> None:
-        double.add_scheduled(granule, scale=args.scale)
+        if args.stations:
+            index = added.get(granule.platform, 0)
+            at = time.time()
+            double.add_granule_at_stations(
+                granule.platform, granule.orbit, granule.start, stations=args.stations, scale=args.scale,
+                segments_at=dict.fromkeys(stations_of(args.stations, index, args.one_station_every), ALL_SEGMENTS),
+                listed_at=[at + args.station_lag * i for i in range(len(args.stations))])
+        else:
+            double.add_scheduled(granule, scale=args.scale)
+        added[granule.platform] = added.get(granule.platform, 0) + 1
         latest[granule.platform] = granule
         logger.debug("listed %s orbit %d %s %s", granule.platform, granule.orbit, granule.direction,
                      granule.start.isoformat(timespec="milliseconds"))
@@ -682,14 +952,17 @@ def main(argv: list[str] | None = None) -> int:
 
     for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
         if is_sdr_name(path.name):
-            double.add_existing(path)
+            double.add_existing(path, args.stations[0] if args.stations else None)
     for sat in sats:
         for granule in schedule.latest(SATELLITE_TO_SHORT[sat], now, args.granules):
             add(granule)
     double.start()
-    logger.info("serving %d files on %s/products.json (rate %s, faults %s, %s)", len(double.served()), double.url,
-                args.rate or "uncapped", ",".join(f"{f}:{c}" if c else f for f, c in args.fault) or "none",
-                "same start times for every satellite" if args.same_start else "satellites a quarter orbit apart")
+    logger.info("serving %d files on %s/products.json (rate %s, faults %s, %s, %s)", len(double.served()),
+                double.url, args.rate or "uncapped",
+                ",".join(f"{f}:{c}" if c else f for f, c in args.fault) or "none",
+                "same start times for every satellite" if args.same_start else "satellites a quarter orbit apart",
+                f"stations {','.join(args.stations)} (listed {args.station_lag:g} s apart)" if args.stations
+                else f"every file at {DEFAULT_STATION}")
     try:
         next_add = time.monotonic() + args.every
         while not stop.wait(0.5):

@@ -1,10 +1,16 @@
 """The GINA double: listing, real HDF5 files, range semantics, bandwidth cap, faults."""
 
+import contextlib
 import datetime as dt
 import hashlib
 import http.client
 import json
 import math
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 
 import h5py
@@ -20,6 +26,7 @@ from tests.gina_double import (
     Schedule,
     _parse_range,
     nadir_direction,
+    stations_of,
     subsatellite,
 )
 
@@ -173,6 +180,263 @@ def test_listing_filters_by_satellite_and_date(double):
     assert hashlib.md5(body).hexdigest() == records[0]["md5sum"]
 
 
+def products(double, params=None, headers=None) -> requests.Response:
+    """GET products.json of ``double``; ``params`` as requests takes them (a list of pairs repeats a key)."""
+    return requests.get(f"{double.url}/products.json", params=params, headers=headers, timeout=5)
+
+
+def listed(double, params=None) -> list[str]:
+    """The file names ``products.json`` lists for ``params``, in listing order."""
+    response = products(double, params)
+    assert response.status_code == 200, response.text
+    return [r["url"].rsplit("/", 1)[1] for r in response.json()]
+
+
+def test_stations_filter_by_facilities_and_every_station_without_one(double):
+    gilmore = double.add_granule("npp", 70000, START, segments=("SVM16",), scale=0.001)[0]  # the default station
+    uafgina = double.add_granule("npp", 70000, START + GRANULE, segments=("SVM16",), scale=0.001,
+                                 station="uafgina")[0]
+    barrow = double.add_granule("j01", 20000, START, segments=("SVM16",), scale=0.001, station="barrow")[0]
+    assert (gilmore.station, uafgina.station, barrow.station) == ("gilmore", "uafgina", "barrow")
+    assert listed(double) == sorted([gilmore.name, uafgina.name, barrow.name])  # no facility: every station
+    assert listed(double, {"facilities[]": "uafgina"}) == [uafgina.name]
+    assert listed(double, [("facilities[]", "gilmore"), ("facilities[]", "barrow")]) == sorted([gilmore.name,
+                                                                                                barrow.name])
+    assert listed(double, {"facilities[]": "uaf5"}) == []  # a station with nothing listed
+    assert listed(double, {"facilities[]": "uafgina", "satellites[]": "noaa20"}) == []  # and the other filters
+    records = products(double).json()
+    assert {r["url"].rsplit("/", 1)[1]: r["facility"] for r in records} == {
+        gilmore.name: "gilmore", uafgina.name: "uafgina", barrow.name: "barrow"}
+    with pytest.raises(ValueError):
+        double.add_granule("npp", 70000, START, segments=("SVM16",), station="Gilmore Creek")
+
+
+def test_same_pass_at_two_stations_starts_a_tenth_later_and_is_made_later(double):
+    """GINA's example: t0953361 at one station, t0953362 at the other, same end and orbit, made 3.5 minutes
+    apart; every band of a granule has the same start within one station."""
+    start = dt.datetime(2017, 8, 28, 9, 53, 36, 100000)
+    served = double.add_granule_at_stations("npp", 30234, start, segments=("GMTCO", "SVM16"), scale=0.001)
+    assert [s.station for s in served] == ["gilmore", "gilmore", "uafgina", "uafgina"]
+    first, second = ([parse_name(s.name) for s in served if s.station == st] for st in ("gilmore", "uafgina"))
+    assert all("_t0953361_" in n.name and "_e0955015_" in n.name for n in first)
+    assert all("_t0953362_" in n.name and "_e0955015_" in n.name for n in second)
+    for a, b in zip(first, second, strict=True):
+        assert a.segment == b.segment and a.orbit_number == b.orbit_number == 30234 and a.end_time == b.end_time
+        assert b.start_time - a.start_time == dt.timedelta(seconds=0.1)
+        assert b.proctime - a.proctime == dt.timedelta(minutes=3.5)
+        assert a.proctime == start + dt.timedelta(minutes=10)  # as add_granule's default
+    assert listed(double) == sorted(s.name for s in served)  # name order: stations interleave, not in blocks
+    assert listed(double, {"facilities[]": "uafgina"}) == [s.name for s in served[2:]]
+    # other offsets, delays and three stations
+    three = double.add_granule_at_stations("j01", 20000, START, stations=("uaf5", "gilmore", "barrow"),
+                                           offset=0.2, delays=(60, 0, 600), segments=("SVM16",), scale=0.001)
+    starts = [parse_name(s.name).start_time - START for s in three]
+    made = [parse_name(s.name).proctime - START for s in three]
+    assert starts == [dt.timedelta(seconds=x) for x in (0, 0.2, 0.4)]
+    assert made == [dt.timedelta(minutes=10, seconds=x) for x in (60, 0, 600)]
+    with pytest.raises(ValueError):
+        double.add_granule_at_stations("j01", 20000, START, stations=("gilmore", "gilmore"))
+
+
+def test_granule_split_between_stations(double):
+    served = double.add_granule_at_stations("npp", 30234, START, scale=0.001,
+                                            segments_at={"gilmore": ("SVI04", "GITCO"), "uafgina": ("SVDNB",)})
+    at = {st: sorted(parse_name(s.name).segment for s in served if s.station == st) for st in ("gilmore", "uafgina")}
+    assert at == {"gilmore": ["GITCO", "SVI04"], "uafgina": ["SVDNB"]}
+    (dnb,) = (parse_name(s.name) for s in served if s.station == "uafgina")
+    assert dnb.start_time == START + dt.timedelta(seconds=0.1)  # the second station's copy, as a whole copy
+    assert listed(double, {"facilities[]": "gilmore"}) == sorted(s.name for s in served if s.station == "gilmore")
+    # a pass at one station only: just the files of that station
+    only = double.add_pass("j01", 20000, START, granules=2, segments=("SVM16",), scale=0.001, station="barrow")
+    assert listed(double, {"facilities[]": "barrow"}) == [s.name for s in only]
+    with pytest.raises(ValueError):
+        double.add_granule_at_stations("npp", 1, START, segments_at={"uaf5": ("SVM16",)})
+
+
+def test_files_are_listed_from_their_listed_at_on(double):
+    soon = time.time() + 1.0
+    served = double.add_granule_at_stations("npp", 70000, START, segments=("SVM16",), scale=0.001,
+                                            listed_at=(None, soon))
+    later = double.add_granule("npp", 70000, START + GRANULE, segments=("SVM16",), scale=0.001,
+                               listed_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))[0]
+    assert listed(double) == [served[0].name]  # the second station's copy and the later file wait
+    r = requests.get(f"{double.url}/files/{served[1].name}", timeout=5)
+    assert r.status_code == 200 and len(r.content) == served[1].size  # not listed yet, but there
+    time.sleep(max(0.0, soon - time.time()) + 0.05)
+    assert listed(double) == sorted(s.name for s in served)
+    double.list_at([later.name])  # now
+    assert later.name in listed(double)
+    double.list_at([served[0].name], time.time() + 3600)
+    assert served[0].name not in listed(double)
+
+
+def test_minute_bounds_by_granule_start_both_inclusive_of_their_minute(double):
+    """``start_date``/``end_date`` name a day or a minute; the granules listed start in [first instant of the
+    start bound, end of the end bound)."""
+    tenth = dt.timedelta(seconds=0.1)
+    starts = {"before": START - tenth, "first": START, "last": START + dt.timedelta(minutes=2) - tenth,
+              "after": START + dt.timedelta(minutes=2)}
+    names = {key: double.add_granule("npp", 70000, start, segments=("SVM16",), scale=0.001)[0].name
+             for key, start in starts.items()}
+
+    def keys(params) -> list[str]:
+        return sorted(key for key, name in names.items() if name in listed(double, params))
+
+    # getGINAsat.py's spelling (a '+' in the query string is a space), and the other spellings accepted
+    raw = requests.get(f"{double.url}/products.json?start_date=2026-11-23+1000&end_date=2026-11-23+1001", timeout=5)
+    assert sorted(k for k, n in names.items() if n in raw.text) == ["first", "last"]
+    for first, last in (("2026-11-23 1000", "2026-11-23 1001"), ("2026-11-23T10:00", "2026-11-23T10:01"),
+                        ("2026-11-23 10:00", "2026-11-23T1001"), (" 2026-11-23 1000 ", "2026-11-23 10:01")):
+        assert keys({"start_date": first, "end_date": last}) == ["first", "last"], (first, last)
+    assert keys({"start_date": "2026-11-23 0959", "end_date": "2026-11-23 0959"}) == ["before"]  # one minute
+    assert keys({"start_date": "2026-11-23 1000", "end_date": "2026-11-23 1002"}) == ["after", "first", "last"]
+    assert keys({"start_date": "2026-11-23 1001", "end_date": "2026-11-23 1001"}) == ["last"]
+    assert keys({"start_date": "2026-11-23 1002"}) == ["after"]  # one bound alone limits one side
+    assert keys({"end_date": "2026-11-23 0959"}) == ["before"]
+    assert keys({"start_date": "2026-11-23", "end_date": "2026-11-23 1001"}) == ["before", "first", "last"]  # mixed
+    assert keys({"start_date": "2026-11-23 1001", "end_date": "2026-11-23 1000"}) == []  # reversed: nothing
+    assert keys({"start_date": "2026-11-24", "end_date": "2026-11-25"}) == []  # days as before
+    assert keys({"start_date": "2026-11-22", "end_date": "2026-11-23"}) == ["after", "before", "first", "last"]
+
+
+def test_minute_bounds_across_midnight(double):
+    late = double.add_granule("j01", 20000, dt.datetime(2026, 11, 22, 23, 59, 30), segments=("SVM16",),
+                              scale=0.001)[0]
+    early = double.add_granule("j01", 20000, dt.datetime(2026, 11, 23, 0, 1, 10), segments=("SVM16",),
+                               scale=0.001)[0]
+    assert listed(double, {"start_date": "2026-11-22 2359", "end_date": "2026-11-23 0000"}) == [late.name]
+    assert listed(double, {"start_date": "2026-11-23 0001", "end_date": "2026-11-23 0001"}) == [early.name]
+    assert listed(double, {"start_date": "2026-11-23", "end_date": "2026-11-23"}) == [early.name]
+
+
+@pytest.mark.parametrize("bound", ["2026-11-23 25:00", "2026-11-23 1060", "23/11/2026", "2026-11-23 10",
+                                   "2026-11-23T10:00:00", "2026-11-23T10:00Z", "2026-13-01", "yesterday"])
+def test_a_malformed_bound_is_a_400(double, one_file, bound):
+    """A malformed bound is refused with a short text, not taken as no bound (everything) as the double once did."""
+    for key in ("start_date", "end_date"):
+        other = "end_date" if key == "start_date" else "start_date"
+        r = requests.get(f"{double.url}/products.json?{key}={bound}&{other}=2026-11-23", timeout=5)
+        assert r.status_code == 400 and r.headers["Content-Type"] == "text/plain", (key, bound, r.text)
+        assert key in r.text and "YYYY-MM-DD" in r.text and len(r.text) < 200
+    assert listed(double, {"start_date": "2026-11-23", "end_date": "2026-11-23"}) == [one_file.name]  # still well
+
+
+def test_far_bounds_are_well_formed(double, one_file):
+    assert listed(double, {"start_date": "0001-01-01", "end_date": "9999-12-31 2359"}) == [one_file.name]
+    assert listed(double, {"start_date": "9999-12-31", "end_date": "9999-12-31"}) == []
+    empty = requests.get(f"{double.url}/products.json?start_date=&end_date=2026-11-23", timeout=5)
+    assert empty.status_code == 200 and len(empty.json()) == 1  # an empty value: no bound
+
+
+def test_listing_etag_and_304(double, one_file):
+    first = products(double)
+    tag = first.headers["ETag"]
+    assert first.status_code == 200 and tag.startswith('"') and tag.endswith('"') and len(tag) > 10  # strong
+    assert tag == products(double).headers["ETag"]  # the same body, the same tag
+    assert products(double, {"satellites[]": "noaa20"}).headers["ETag"] != tag  # another body, another tag
+    for header in (tag, f'"other", {tag}', "*", f"W/{tag}"):
+        r = products(double, headers={"If-None-Match": header})
+        assert r.status_code == 304 and r.content == b"" and r.headers["ETag"] == tag, header
+    r = products(double, headers={"If-None-Match": '"other"'})
+    assert r.status_code == 200 and r.json() == first.json()
+    # the body changes when a file is added, and when a file's listed_at comes
+    soon = time.time() + 0.5
+    double.add_granule("npp", 70000, START + GRANULE, segments=("SVM16",), scale=0.001, listed_at=soon)
+    assert products(double, headers={"If-None-Match": tag}).status_code == 304  # not listed yet: same body
+    time.sleep(max(0.0, soon - time.time()) + 0.05)
+    r = products(double, headers={"If-None-Match": tag})
+    assert r.status_code == 200 and len(r.json()) == 2 and r.headers["ETag"] != tag
+
+
+def test_a_304_keeps_the_connection_alive(double, one_file):
+    conn = http.client.HTTPConnection("127.0.0.1", int(double.url.rsplit(":", 1)[1]), timeout=5)
+    try:
+        conn.request("GET", "/products.json")
+        resp = conn.getresponse()
+        body, tag = resp.read(), resp.getheader("ETag")
+        conn.request("GET", "/products.json", headers={"If-None-Match": tag})
+        resp = conn.getresponse()
+        assert resp.status == 304 and resp.read() == b""
+        conn.request("GET", "/products.json")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == body
+        assert double.connections_accepted == 1
+    finally:
+        conn.close()
+
+
+def test_no_etag_fault_answers_without_validator_and_never_304(double, one_file):
+    tag = products(double).headers["ETag"]
+    double.set_fault("no_etag")
+    for _ in range(2):
+        r = products(double, headers={"If-None-Match": tag})
+        assert r.status_code == 200 and "ETag" not in r.headers and len(r.json()) == 1
+    double.clear_faults()
+    double.set_fault("no_etag", 1)  # for one answer only
+    assert "ETag" not in products(double).headers
+    assert products(double, headers={"If-None-Match": tag}).status_code == 304
+
+
+def raw_get(double, path: str, headers: str = "") -> tuple[bytes, bytes]:
+    """(status line and headers, body) of one GET, read off the socket as sent (the connection is closed after)."""
+    port = int(double.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n", body
+
+
+def test_bytes_served_counts_listings_and_files_apart(double):
+    served = double.add_granule_at_stations("npp", 70000, START, segments=("SVM16",), scale=0.01)
+    gilmore, uafgina = served
+    assert double.bytes_served() == {"listing": 0, "listing_headers": 0, "listing_requests": 0, "not_modified": 0,
+                                     "files": 0, "file_headers": 0, "file_requests": 0, "stations": {}}
+    head, body = raw_get(double, "/products.json")
+    assert len(json.loads(body)) == 2
+    after_listing = double.bytes_served()
+    assert (after_listing["listing"], after_listing["listing_headers"]) == (len(body), len(head))
+    assert after_listing["listing_requests"] == 1 and after_listing["files"] == after_listing["file_requests"] == 0
+    # one station's copy fetched, whole: one copy's bytes, counted for that station only
+    head, body = raw_get(double, f"/files/{uafgina.name}")
+    now = double.bytes_served()
+    assert len(body) == uafgina.size and now["files"] == uafgina.size and now["file_headers"] == len(head)
+    assert now["stations"] == {"uafgina": uafgina.size} and now["file_requests"] == 1
+    assert now["listing"] == after_listing["listing"]  # listings and files apart
+    # a range, a 404 and a 416: only content is counted as files
+    requests.get(f"{double.url}/files/{gilmore.name}", headers={"Range": "bytes=100-199"}, timeout=5)
+    requests.get(f"{double.url}/files/no-such.h5", timeout=5)
+    requests.get(f"{double.url}/files/{gilmore.name}", headers={"Range": f"bytes={gilmore.size}-"}, timeout=5)
+    now = double.bytes_served()
+    assert now["files"] == uafgina.size + 100 and now["stations"] == {"uafgina": uafgina.size, "gilmore": 100}
+    assert now["file_requests"] == 4
+    # a 304 is a listing request with headers and no body
+    tag = products(double).headers["ETag"]
+    before = double.bytes_served()
+    head, body = raw_get(double, "/products.json", f"If-None-Match: {tag}\r\n")
+    now = double.bytes_served()
+    assert head.startswith(b"HTTP/1.1 304") and body == b""
+    assert now["listing"] == before["listing"] and now["listing_headers"] == before["listing_headers"] + len(head)
+    assert (now["not_modified"], now["listing_requests"]) == (1, before["listing_requests"] + 1)
+    assert double.bytes_served() is not double.bytes_served()  # a copy
+
+
+def test_bytes_served_counts_cut_bodies_as_far_as_they_went_and_parallel_fetches_exactly(double, one_file):
+    url = f"{double.url}/files/{one_file.name}"
+    double.set_fault("short_body", 1)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(url, headers={"Range": "bytes=0-99999"}, timeout=5).content  # noqa: B018 - the body is the point
+    assert double.bytes_served()["files"] == 50000
+    threads = [threading.Thread(target=lambda: requests.get(url, timeout=10).content) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert double.bytes_served()["stations"] == {"gilmore": 50000 + 8 * one_file.size}
+
+
 def test_range_semantics(double, one_file):
     url = f"{double.url}/files/{one_file.name}"
     data = one_file.path.read_bytes()
@@ -245,11 +509,6 @@ def test_faults(double, one_file):
 
 
 def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -279,11 +538,6 @@ def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
 def test_standalone_schedule_grows_with_every(tmp_path, same_start):
     """``--every``: each satellite's next granule starts where its previous one ended; start times differ between
     satellites, unless ``--same-start``."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -322,3 +576,77 @@ def test_standalone_schedule_grows_with_every(tmp_path, same_start):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def standalone(tmp_path, *args: str):
+    """Run the double's command line with ``args``; yield its URL once it answers; SIGTERM it after (exit 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir",
+                             str(tmp_path / "g"), "--scale", "0.0005", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/products.json", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the double did not start"
+                time.sleep(0.1)
+        yield url
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_stations_of_gives_every_nth_granule_to_one_station_in_turn():
+    both = ["gilmore", "uafgina"]
+    assert [stations_of(both, i, 3) for i in range(7)] == [both, both, ["gilmore"], both, both, ["uafgina"], both]
+    assert all(stations_of(both, i, 0) == both for i in range(10))
+    assert stations_of(["barrow"], 3, 4) == ["barrow"]
+
+
+def test_standalone_stations_copies_and_one_station_granules(tmp_path):
+    with standalone(tmp_path, "--granules", "6", "--satellites", "snpp", "--stations", "gilmore,uafgina",
+                    "--station-lag", "0", "--one-station-every", "3") as url:
+        records = requests.get(f"{url}/products.json", timeout=5).json()
+        uafgina = requests.get(f"{url}/products.json", params={"facilities[]": "uafgina"}, timeout=5).json()
+    by_end: dict[dt.datetime, dict[str, list]] = {}
+    for record in records:
+        sdr = parse_name(record["url"].rsplit("/", 1)[1])
+        by_end.setdefault(sdr.end_time, {}).setdefault(record["facility"], []).append(sdr)
+    assert len(by_end) == 6 and all(len(files) == 12 for at in by_end.values() for files in at.values())
+    kinds = [sorted(at) for _, at in sorted(by_end.items())]
+    both = ["gilmore", "uafgina"]
+    assert kinds == [both, both, ["gilmore"], both, both, ["uafgina"]]
+    for end, at in by_end.items():
+        starts = {station: {n.start_time for n in files} for station, files in at.items()}
+        assert all(len(s) == 1 for s in starts.values())  # within a station, one start per granule
+        if "gilmore" in at:
+            assert starts["gilmore"] == {end - GRANULE}
+        if "uafgina" in at:
+            assert starts["uafgina"] == {end - GRANULE + dt.timedelta(seconds=0.1)}
+        if len(at) == 2:
+            made = {station: {n.proctime for n in files} for station, files in at.items()}
+            assert {b - a for a in made["gilmore"] for b in made["uafgina"]} == {dt.timedelta(minutes=3.5)}
+    assert {r["facility"] for r in uafgina} == {"uafgina"} and len(uafgina) == 5 * 12
+
+
+def test_standalone_station_lag_holds_back_the_further_stations_copies(tmp_path):
+    with standalone(tmp_path, "--granules", "1", "--every", "0.3", "--satellites", "noaa20", "--stations",
+                    "gilmore,uafgina", "--station-lag", "3600", "--one-station-every", "0") as url:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            records = requests.get(f"{url}/products.json", timeout=5).json()
+            if len(records) >= 3 * 12:
+                break
+            time.sleep(0.2)
+    assert len(records) >= 3 * 12 and {r["facility"] for r in records} == {"gilmore"}
