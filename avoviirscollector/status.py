@@ -49,12 +49,19 @@ from urllib.parse import quote
 
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status's own API too
+    MIRROR_FAILURES,
+    MIRROR_HEALTH,
+    MIRROR_JOURNAL,
+    placed_records,
+    read_json,
+    tail_lines,
+)
 from avoviirscollector.supervisor_auth import credentials_path, read_credentials
 
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
-JOURNAL = "mirror_gina.journal"  # mirror_gina's download journal in state/ (mirror/place.py writes it)
 ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
 #: the broker's counts of the last day (its status stream), shown when present
 DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
@@ -139,20 +146,6 @@ def parse_queue_status(frames: list[bytes]) -> dict | None:
     return None
 
 
-def _epoch(value) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return when.timestamp()
-    return None
-
-
 def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
     """The last ``count`` placed files (name, bytes, seconds, MB/s, time) and the last hour's totals.
 
@@ -160,21 +153,12 @@ def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict],
     placed is ``time`` (ISO 8601, as mirror_gina writes it).
     """
     entries = []
-    for line in lines:
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(item, dict) or "name" not in item:
-            continue
-        size = item.get("bytes")
-        seconds = item.get("seconds")
+    for placed in placed_records(lines):
         rate = None
-        if isinstance(size, (int, float)) and isinstance(seconds, (int, float)) and seconds > 0:
-            rate = round(size / seconds / 1e6, 2)
-        placed = item.get("time")
-        entries.append({"name": str(item["name"]), "bytes": size, "seconds": seconds, "mb_per_s": rate,
-                        "time": placed, "_epoch": _epoch(placed)})
+        if placed.size is not None and placed.seconds:
+            rate = round(placed.size / placed.seconds / 1e6, 2)
+        entries.append({"name": placed.name, "bytes": placed.size, "seconds": placed.seconds, "mb_per_s": rate,
+                        "time": _iso(placed.time), "_epoch": placed.time})
     hour = [e for e in entries if e["_epoch"] is not None and now - e["_epoch"] <= 3600]
     total = sum(e["bytes"] for e in hour if isinstance(e["bytes"], (int, float)))
     busy = sum(e["seconds"] for e in hour if isinstance(e["seconds"], (int, float)))
@@ -183,6 +167,10 @@ def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict],
     for e in entries:
         del e["_epoch"]
     return entries[-count:][::-1], last_hour
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_error_lines(source: str, lines: list[str]) -> list[dict]:
@@ -347,17 +335,6 @@ def broker_status(port: int, wait: float) -> dict | None:
         sub.close()
 
 
-def tail_lines(path: Path, max_bytes: int = TAIL_BYTES) -> list[str]:
-    """The complete lines in the last ``max_bytes`` of a file (never the whole of a big file)."""
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        start = max(0, size - max_bytes)
-        handle.seek(start)
-        data = handle.read(max_bytes)
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return lines[1:] if start > 0 and lines else lines
-
-
 def last_errors(log_dir: Path, count: int) -> list[dict]:
     found = []
     try:
@@ -422,13 +399,13 @@ def disk_use(base: Path, budget: float | None) -> dict:
 
 def mirror_state(settings: Settings, report: Report, now: float) -> None:
     """The files mirror_gina gave up on, its health record, and what makes it unhealthy."""
-    from avoviirscollector.mirror.memory import FAILURES_NAME, HEALTH_NAME, mirror_problems, read_json
+    from avoviirscollector.mirror.memory import mirror_problems
 
-    failures = read_json(settings.state_dir / FAILURES_NAME)
+    failures = read_json(settings.state_dir / MIRROR_FAILURES)
     report.given_up = sorted(({"name": name, **{k: entry.get(k) for k in ("tries", "reason", "first", "last")}}
                               for name, entry in failures.items() if isinstance(entry, dict) and entry.get("given_up")),
                              key=lambda item: item["name"])
-    health = read_json(settings.state_dir / HEALTH_NAME)
+    health = read_json(settings.state_dir / MIRROR_HEALTH)
     report.mirror = {k: health.get(k) for k in ("last_run", "last_success", "last_run_summary")}
     cron = [p for p in report.programs if p["name"] == "cron" and p["state"] == "RUNNING" and p.get("start")]
     since = dt.datetime.fromtimestamp(cron[0]["start"], dt.UTC) if cron else None
@@ -451,7 +428,7 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
         report.queue_error = f"{type(err).__name__}: {err}"
     try:
-        journal_lines = tail_lines(settings.state_dir / JOURNAL, 4 * TAIL_BYTES)
+        journal_lines = tail_lines(settings.state_dir / MIRROR_JOURNAL, 4 * TAIL_BYTES)
     except OSError:
         journal_lines = []
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)

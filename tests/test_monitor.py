@@ -19,6 +19,7 @@ from avoviirscollector.config import load_settings
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, WINDOW, History, Source
 from avoviirscollector.monitor.server import Monitor, make_server
+from avoviirscollector.ondisk.state import new_lines
 from avoviirscollector.viirs import PRODUCTS, format_name
 from tests.broker_support import free_port
 
@@ -143,16 +144,16 @@ def test_new_lines_follow_appends_and_rewrites(tmp_path):
     path = tmp_path / "j"
     source = Source()
     path.write_bytes(b'{"a":1}\n{"a":2}\n{"a":')
-    lines, rewritten = sources.new_lines(path, source)
+    lines, rewritten = new_lines(path, source)
     assert [json.loads(x)["a"] for x in lines] == [1, 2] and not rewritten
     with open(path, "ab") as out:
         out.write(b'3}\n')
-    lines, _ = sources.new_lines(path, source)
+    lines, _ = new_lines(path, source)
     assert [json.loads(x)["a"] for x in lines] == [3]
     tmp = tmp_path / "j.tmp"
     tmp.write_bytes(b'{"a":9}\n')
     os.replace(tmp, path)
-    lines, rewritten = sources.new_lines(path, source)
+    lines, rewritten = new_lines(path, source)
     assert rewritten and [json.loads(x)["a"] for x in lines] == [9]
 
 

@@ -34,9 +34,9 @@ from avoviirscollector.mirror.memory import (
     MirrorHealth,
     SkippedRecords,
     is_outage,
-    read_json,
 )
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file, warm_up
+from avoviirscollector.ondisk.state import read_json
 from avoviirscollector.space import sweep
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
 

@@ -29,12 +29,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-FAILURES_NAME = "mirror_gina.failures.json"
-LISTINGS_NAME = "mirror_gina.listings.json"
-SKIPPED_NAME = "mirror_gina.skipped.json"
+from avoviirscollector.ondisk.state import (  # noqa: F401 - read_json: the readers of these files use it
+    MIRROR_FAILURES,
+    MIRROR_HEALTH,
+    MIRROR_LISTINGS,
+    MIRROR_SKIPPED,
+    read_json,
+)
+
+FAILURES_NAME = MIRROR_FAILURES
+LISTINGS_NAME = MIRROR_LISTINGS
+SKIPPED_NAME = MIRROR_SKIPPED
 SKIPPED_NAMED_AGAIN = dt.timedelta(hours=24)  # an unusable record still listed is named again after a day
 SKIPPED_MAX = 50_000  # unusable records remembered (the most recently named)
-HEALTH_NAME = "mirror_gina.health.json"
+HEALTH_NAME = MIRROR_HEALTH
 BACKOFF_FIRST = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=4)
 #: a run with at least this many failures of the files' own kind, and more than half of its files, is an outage
@@ -54,15 +62,6 @@ def parse_iso(text: object) -> dt.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def read_json(path: Path) -> dict:
-    """The JSON object in ``path``; an empty one when it is missing or damaged."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @contextmanager

@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from avoviirscollector.fsutil import fsync_dir
-from avoviirscollector.viirs import NotASdrName, parse_name
+from avoviirscollector.ondisk.state import MIRROR_JOURNAL, PlacedRecord, placed_records, read_placed
+from avoviirscollector.viirs import start_key, start_key_of
 
-JOURNAL_NAME = "mirror_gina.journal"
+JOURNAL_NAME = MIRROR_JOURNAL
 
 
 class PlacementError(Exception):
@@ -174,16 +175,16 @@ class Journal:
         file when it holds records older than that by more than an hour. A journal that cannot be rewritten (full
         disk) is left as it is."""
         now = now or dt.datetime.now(dt.UTC)
-        horizon = now.replace(tzinfo=None) - keep
+        horizon = now - keep
         names: set[str] = set()
-        oldest_dropped: dt.datetime | None = None
-        for record in read_journal(self.path):
-            placed = _remembered_since(record)
-            if placed is None or placed >= horizon:
-                names.add(record["name"])
-            elif oldest_dropped is None or placed < oldest_dropped:
-                oldest_dropped = placed
-        if oldest_dropped is not None and oldest_dropped < horizon - dt.timedelta(hours=1):
+        compact = False
+        limits, long_ago = _horizon(horizon), _horizon(horizon - dt.timedelta(hours=1))
+        for _raw, record in read_placed(self.path):
+            if _remembered(record, *limits):
+                names.add(record.name)
+            elif not _remembered(record, *long_ago):
+                compact = True
+        if compact:
             self._compact(horizon)
         return names
 
@@ -193,19 +194,14 @@ class Journal:
         except OSError:
             return
         new = self.path.with_name(self.path.name + ".new")
+        limits = _horizon(horizon)
         try:
             with os.fdopen(os.dup(fd), "rb") as fh:  # under the exclusive lock: nothing is appended meanwhile
                 lines = fh.read().splitlines(keepends=True)
             out = []
             for raw in lines:
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if not isinstance(record, dict) or not isinstance(record.get("name"), str):
-                    continue
-                placed = _remembered_since(record)
-                if placed is None or placed >= horizon:
+                record = next(placed_records([raw]), None)
+                if record is not None and _remembered(record, *limits):
                     out.append(raw if raw.endswith(b"\n") else raw + b"\n")
             with open(new, "wb") as fh:
                 fh.write(b"".join(out))
@@ -222,31 +218,21 @@ class Journal:
             os.close(fd)
 
 
-def _remembered_since(record: dict) -> dt.datetime | None:
-    """The later of the placement time and the granule's start (naive UTC); None when neither can be read."""
-    times = []
-    try:
-        times.append(dt.datetime.strptime(str(record.get("time", "")), "%Y-%m-%dT%H:%M:%S.%fZ"))
-    except ValueError:
-        pass
-    try:
-        times.append(parse_name(record["name"]).start_time)
-    except NotASdrName:
-        pass
-    return max(times) if times else None
+def _horizon(when: dt.datetime) -> tuple[float, str]:
+    """A horizon as epoch seconds (for placement times) and as a start key (for the names)."""
+    return when.timestamp(), start_key_of(when.astimezone(dt.UTC).replace(tzinfo=None))
+
+
+def _remembered(record: PlacedRecord, horizon: float, horizon_key: str) -> bool:
+    """Whether the later of the placement and the granule's start is at or after the horizon (a record whose time
+    and name cannot be read is kept). Reads the start from the name's fixed places: no parsing."""
+    key = start_key(record.name)
+    if record.time is None and key is None:
+        return True
+    return (record.time is not None and record.time >= horizon) or (key is not None and key >= horizon_key)
 
 
 def read_journal(path: Path) -> Iterator[dict]:
-    """The journal's records, oldest first, streaming; torn or foreign lines are skipped."""
-    try:
-        fh = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return
-    with fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("name"), str):
-                yield record
+    """The journal's records as written, oldest first, streaming; torn or foreign lines are skipped."""
+    for raw, _placed in read_placed(path):
+        yield raw

@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from avoviirscollector.granules import GranuleKey, keys_of
+from avoviirscollector.ondisk.state import PlacedRecord, Source, epoch  # noqa: F401 - Source and epoch: also ours
 from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
 
 VERSION = 1
@@ -41,21 +42,6 @@ LISTING_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0
 #: task_broker's journal event kinds and the counter each feeds
 EVENT_COUNTERS = {"recovered": "recovered", "in doubt": "in_doubt", "duplicate": "duplicate",
                   "bad request": "bad_requests"}
-#: keys of a mirror_gina journal record that may hold when GINA's listing first showed the file
-LISTED_KEYS = ("listed", "first_listed", "first_seen")
-
-
-def epoch(value: Any) -> float | None:
-    """Epoch seconds of an ISO 8601 time (naive = UTC) or a number; None when it is neither."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def utc_epoch(naive: dt.datetime) -> float:
@@ -112,22 +98,6 @@ class Placed:
     @classmethod
     def from_json(cls, value: list) -> Placed:
         return cls(float(value[0]), value[1], value[2], value[3], bool(value[4]))
-
-
-@dataclass
-class Source:
-    """Where reading one journal stopped: the file's identity (device, inode), offset, newest record time."""
-
-    ident: tuple[int, int] | None = None
-    offset: int = 0
-    newest: float = 0.0
-
-    def to_json(self) -> list:
-        return [list(self.ident) if self.ident else None, self.offset, self.newest]
-
-    @classmethod
-    def from_json(cls, value: list) -> Source:
-        return cls(tuple(value[0]) if value[0] else None, int(value[1]), float(value[2]))
 
 
 @dataclass(frozen=True)
@@ -196,10 +166,10 @@ class History:
     # -- mirror_gina ----------------------------------------------------------------------------------------------
     def placed_record(self, record: Mapping, now: float) -> bool:
         """One record of mirror_gina's journal; True when it was new (counted)."""
-        name = record.get("name")
-        when = epoch(record.get("time", record.get("placed_at")))
-        if not isinstance(name, str) or when is None or when < now - KEEP:
+        placed = PlacedRecord.of(record)
+        if placed is None or placed.time is None or placed.time < now - KEEP:
             return False
+        name, when = placed.name, placed.time
         known = self.files.get(name)
         if known is not None and known.journal:
             return False
@@ -207,11 +177,8 @@ class History:
         if which is None:
             return False
         satellite, band = which
-        size = record.get("bytes") if isinstance(record.get("bytes"), int) else None
-        seconds = record.get("seconds") if isinstance(record.get("seconds"), (int, float)) else None
-        listed = next((t for key in LISTED_KEYS if (t := epoch(record.get(key))) is not None), None)
-        if listed is None:
-            listed = self.listed.get(name)
+        size, seconds = placed.size, placed.seconds
+        listed = placed.listed if placed.listed is not None else self.listed.get(name)
         self.files[name] = Placed(min(when, known.placed) if known else when, size, seconds, listed, True)
         self.version += 1
         self.count("files", (satellite, band))

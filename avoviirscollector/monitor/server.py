@@ -67,22 +67,27 @@ from avoviirscollector import status as suite_status
 from avoviirscollector.access import DualStackServer, GatedServerMixin, bind_dual_stack, make_gate
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.mirror.memory import read_json
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, History, Source, epoch
 from avoviirscollector.ondisk.sdr import SdrWatch
+from avoviirscollector.ondisk.state import (
+    BROKER_JOURNAL,
+    MIRROR_FAILURES,
+    MIRROR_HEALTH,
+    MIRROR_JOURNAL,
+    MONITOR_STATE,
+    json_records,
+    new_lines,
+    read_json,
+)
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
 PROGRAM = "monitor"
-STATE_NAME = "monitor.json"
+STATE_NAME = MONITOR_STATE
 POLL_SECONDS = 5.0
 SAVE_SECONDS = 30.0
 HEALTH_CACHE_SECONDS = 5.0
-MIRROR_JOURNAL = "mirror_gina.journal"
-BROKER_JOURNAL = "task_queue.journal"
-HEALTH_NAME = "mirror_gina.health.json"
-FAILURES_NAME = "mirror_gina.failures.json"
 SATELLITE_OF = {sat: name for name, sat in PLATFORMS.values()}  # "snpp" -> "Suomi-NPP"
 
 log = logging.getLogger(PROGRAM)
@@ -166,8 +171,8 @@ class Monitor:
         """Read what changed in the journals, state records, sdr/, supervisord, logs and the disk."""
         s = self.settings
         now = self.clock()
-        health = read_json(s.state_dir / HEALTH_NAME)
-        failures = read_json(s.state_dir / FAILURES_NAME)
+        health = read_json(s.state_dir / MIRROR_HEALTH)
+        failures = read_json(s.state_dir / MIRROR_FAILURES)
         try:
             programs = suite_status.supervisor_programs(s.viirs_base / "run" / "supervisor.sock")
             supervisor_error = None
@@ -181,20 +186,20 @@ class Monitor:
             if isinstance(pending, dict):
                 h.listing_snapshot(pending)
             source = self._source(MIRROR_JOURNAL)
-            lines, _ = sources.new_lines(s.state_dir / MIRROR_JOURNAL, source)
-            for record in sources.json_records(lines):
+            lines, _ = new_lines(s.state_dir / MIRROR_JOURNAL, source)
+            for record in json_records(lines):
                 h.placed_record(record, now)
             source = self._source(BROKER_JOURNAL)
             newest = source.newest
-            lines, rewritten = sources.new_lines(s.state_dir / BROKER_JOURNAL, source)
-            for record in sources.json_records(lines):
+            lines, rewritten = new_lines(s.state_dir / BROKER_JOURNAL, source)
+            for record in json_records(lines):
                 h.broker_record(record, now, newest if rewritten else None)
                 when = epoch(record.get("t"))
                 if when is not None and when > source.newest:
                     source.newest = when
             source = self._source("supervisord.log")
             newest = source.newest
-            lines, rewritten = sources.new_lines(s.log_dir / "supervisord.log", source)
+            lines, rewritten = new_lines(s.log_dir / "supervisord.log", source)
             for when, program in sources.spawned(lines):
                 if when > newest or not rewritten:
                     h.program_started(program)

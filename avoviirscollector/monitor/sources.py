@@ -1,57 +1,17 @@
-"""What monitor reads, read-only: the journals (from where it stopped), the JSON records in ``state/``, supervisord's
-log and socket, ``sdr/``. Nothing here writes, moves or locks a file of another program."""
+"""What monitor reads, read-only, besides the state files (``ondisk.state`` reads those): supervisord's log, the
+files seen in ``sdr/`` (:class:`NewInSdr`), log lines fit to show. Nothing here writes, moves or locks a file of
+another program."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
-
-from avoviirscollector.monitor.history import Source
 
 #: supervisord's own log line when it starts a program: ``2026-01-01 00:00:00,123 INFO spawned: 'name' with pid 1``
 SPAWNED_RE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) INFO spawned: '([^']+)' with pid")
-MAX_READ = 64 * 1024 * 1024  # a journal read in one go never holds more than this in memory
 CREDENTIALS_IN_URL = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def new_lines(path: Path, source: Source) -> tuple[list[bytes], bool]:
-    """The complete lines appended to ``path`` since ``source`` (updated in place), and whether the file was
-    replaced or cut meanwhile (then it is read from its start). A missing file gives nothing."""
-    try:
-        handle = open(path, "rb")
-    except OSError:
-        return [], False
-    with handle:
-        st = os.fstat(handle.fileno())
-        ident = (st.st_dev, st.st_ino)
-        rewritten = False
-        if source.ident != ident or st.st_size < source.offset:
-            rewritten = source.ident is not None
-            source.ident, source.offset = ident, 0
-        if st.st_size == source.offset:
-            return [], rewritten
-        handle.seek(source.offset)
-        data = handle.read(min(st.st_size - source.offset, MAX_READ))
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], rewritten  # a line being written: next time
-    source.offset += end + 1
-    return data[: end + 1].splitlines(), rewritten
-
-
-def json_records(lines: list[bytes]) -> Iterator[dict]:
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(record, dict):
-            yield record
 
 
 def spawned(lines: list[bytes]) -> Iterator[tuple[float, str]]:
