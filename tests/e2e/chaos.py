@@ -28,7 +28,15 @@ from pathlib import Path
 import zmq
 from posttroll.message import Message
 
-from avoviirscollector.viirs import PLATFORMS, PRODUCTS, NotASdrName, format_name, parse_name
+from avoviirscollector.viirs import (
+    PLATFORMS,
+    PRODUCTS,
+    NotASdrName,
+    format_name,
+    parse_name,
+    start_key,
+    start_key_of,
+)
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
 
 #: granules follow each other every 85.4 s (VIIRS SDR granule length)
@@ -247,12 +255,17 @@ def granules_of(segments_by_granule: dict[tuple[str, dt.datetime], set[str]]) ->
             for product, needed in PRODUCTS.items() if set(needed) <= segments}
 
 
-def complete_on_disk(sdr: Path, older_than: float = 0.0, include_probes: bool = False) -> set[GranuleKey]:
-    """Every product granule complete in ``sdr`` (the last of its files placed over ``older_than`` s ago)."""
+def complete_on_disk(sdr: Path, older_than: float = 0.0, include_probes: bool = False,
+                     since: dt.datetime | None = None) -> set[GranuleKey]:
+    """Every product granule complete in ``sdr`` (the last of its files placed over ``older_than`` s ago; with
+    ``since``, of the granules that start at or after it only: an archive behind them is left out unparsed)."""
     segments: dict[tuple[str, dt.datetime], set[str]] = defaultdict(set)
     newest: dict[tuple[str, dt.datetime], dict[str, float]] = defaultdict(dict)
     now = time.time()
+    first = None if since is None else start_key_of(since)
     for entry in os.scandir(sdr):
+        if first is not None and (start_key(entry.name) or "") < first:
+            continue
         try:
             name = parse_name(entry.name)
         except NotASdrName:

@@ -6,6 +6,9 @@ The cases: (A) trollstalker stopped while the files arrive; (B) segment_gatherer
 and the third file; (C) task_broker stopped while the granule completes; (D) the whole suite stopped (SIGTERM to
 supervisord) and started again between the second and the third file; (late) the third file arriving after the
 gatherer's slot timed out. The gatherers' slot timeout is 20 s here (``short_slot_etc``), 600 s in production.
+
+Every case runs with months of files behind it (``tests/archive.py``: ``AVO_TEST_ARCHIVE`` files in sdr/ before the
+suite's first start, 100,000 by default; 0 for none): the guarantees must not depend on how many files sdr/ holds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import pytest
 
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS, format_name
+from tests import archive
 from tests.broker_support import DeployedWorker, Status
 from tests.e2e.chaos import account, complete_on_disk, describe, log_tails, read_task
 from tests.e2e.harness import Suite, only_loopback, short_slot_etc
@@ -30,6 +34,7 @@ FURTHER_PERIOD = 15  # seconds: past further reconciliation periods (every 5 s),
 #: start times of their own per test, recent (inside RECOVERY_HOURS), on the 0.1 s grid of the file names
 NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0)
 CASES = {"A": 0, "B": 1, "C": 2, "D": 3, "late": 4}
+ARCHIVE_FILES = int(os.environ.get("AVO_TEST_ARCHIVE", "100000"))
 
 
 class Granule:
@@ -50,6 +55,10 @@ def suite(tmp_path):
     if not only_loopback():
         pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
     s = Suite(tmp_path, extra_env={"AVO_ETC": str(short_slot_etc(tmp_path / "etc", SLOT_TIMEOUT))})
+    if ARCHIVE_FILES:
+        began = time.monotonic()
+        made = archive.fill(s.settings.sdr_dir, ARCHIVE_FILES)
+        print(f"\narchive: {made} files in sdr/ ({time.monotonic() - began:.1f} s to make)")
     try:
         s.start()
         yield s
@@ -108,7 +117,7 @@ def exactly_once(suite: Suite, workers: Workers, granule: Granule, completed: fl
     status = status_now(suite)
     workers.stop()
     assert not any(w.hung for w in workers.workers), f"a worker got no reply\n{log_tails(suite)}"
-    complete = complete_on_disk(suite.settings.sdr_dir)
+    complete = complete_on_disk(suite.settings.sdr_dir, since=NOW - dt.timedelta(days=1))
     assert granule.key in complete
     result = account(complete, workers.raws)
     print(f"{result.summary()}; status {status}")
