@@ -244,6 +244,19 @@ def test_status_is_published_every_second_even_when_nothing_changes(broker):
     assert all(0.7 < gap < 1.5 for gap in gaps), gaps
 
 
+def test_a_new_subscriber_hears_the_status_at_once(broker):
+    """status and the HEALTHCHECK subscribe, read one status and leave: they need not wait for the next second."""
+    with Status(broker.update_port) as status:
+        assert status.next(5) is not None  # the broker is up
+    waits = []
+    for _ in range(5):
+        started = time.monotonic()
+        with Status(broker.update_port) as status:
+            assert status.next(2) is not None
+        waits.append(time.monotonic() - started)
+    assert max(waits) < 0.25, waits
+
+
 def test_sigterm_exits_zero_quickly_with_the_state_written(broker, publisher):
     for index in range(3):
         data = granule_data("btd", "NOAA-21", 64000 + index, ASCENDING_TIME + index * TWO_MINUTES, broker.base)

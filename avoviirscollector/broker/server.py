@@ -32,7 +32,8 @@ What it does (SPEC sections 6 and 10):
   logged with the worker's address and kept in the ledger for ``RECOVERY_HOURS`` and one hour more;
 - publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}, "recovered (24 h)": N,
   "in doubt (24 h)": N, "duplicate (24 h)": N, "bad request (24 h)": N}`` (and ``"state behind": true`` while its
-  journal cannot be written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always; and when it stops,
+  journal cannot be written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always, and at once to each
+  new subscriber (an XPUB socket: ``status`` and the HEALTHCHECK need not wait for the next second); and when it stops,
   one last status with ``"queue length": 0``, ``"stopping": true`` and the real count in ``"queued"``, so that
   workers stop asking a broker that is about to go (see Signals);
 - serves operators on ``ipc://$VIIRS_BASE/run/task_broker.ctl`` (``avoviirscollector tasks``: list, drop,
@@ -667,7 +668,7 @@ class TaskBroker:
         context = zmq.Context()
         start_access_control(context, self.settings, log)  # ALLOWED_CLIENTS (SPEC 12): before any socket is made
         router = context.socket(zmq.ROUTER)
-        status = context.socket(zmq.PUB)
+        status = context.socket(zmq.XPUB)  # a PUB that hears each new subscriber: it gets a status at once
         control = context.socket(zmq.ROUTER)
         threads_started = False
         try:
@@ -677,6 +678,7 @@ class TaskBroker:
             router.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
             router.setsockopt(zmq.LINGER, 1000)
             status.setsockopt(zmq.LINGER, 0)
+            status.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only the first of each topic
             control.setsockopt(zmq.LINGER, 0)
             control.setsockopt(zmq.MAXMSGSIZE, 65536)
             try:
@@ -703,6 +705,7 @@ class TaskBroker:
             poller = zmq.Poller()
             poller.register(router, zmq.POLLIN)
             poller.register(control, zmq.POLLIN)
+            poller.register(status, zmq.POLLIN)
             next_status = time.monotonic()
             while not self._stop.is_set():
                 self._queue_incoming()
@@ -723,6 +726,8 @@ class TaskBroker:
                         self._serve(router)
                     if control in ready:
                         self._control(control)
+                    if status in ready:
+                        self._greet(status)
             self._shutdown(router, status)
             return 0
         finally:
@@ -748,6 +753,19 @@ class TaskBroker:
             status.send_json(message, zmq.NOBLOCK)
         except zmq.ZMQError as err:
             log.warning("status not published: %s", err)
+
+    def _greet(self, status: zmq.Socket) -> None:
+        """A new subscriber on UPDATE_PORT gets the status now, not at the next second (``avoviirscollector status``
+        and the HEALTHCHECK then answer within milliseconds); the others get one more status, which is harmless."""
+        subscribed = False
+        while status.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frame = status.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            subscribed = subscribed or frame[:1] == b"\x01"
+        if subscribed:
+            self._status(status)
 
     def _tick(self, status: zmq.Socket) -> None:
         self._status(status)
