@@ -4,8 +4,11 @@ Pure: no sockets, no files, no clock; the view of sdr/ (:class:`Inventory`) is f
 ``ondisk.sdr.SdrWatch``, so it is tested directly.
 
 A **granule** is (product, platform, granule start time) (SPEC section 10): the files of one product that share a
-platform and a start time. A reissued file (new creation time in its name) or another facility's copy of a file is
-the same granule's file; of several copies of one segment the newest creation time is used. A granule is
+platform and a start time within :data:`START_TOLERANCE` (two receiving stations' copies of a granule start about
+0.1 s apart, consecutive granules 85.35 s apart). A reissued file (new creation time in its name) or another
+station's copy of a file is the same granule's file; of several copies of one segment the newest creation time is
+used. Keys that are compared or looked up go through :class:`GranuleMap` (or :class:`Starts`), which match starts
+within the tolerance, so a granule is one granule whichever copy's start a program saw first. A granule is
 **complete** when every segment its product needs (``viirs.PRODUCTS``) has a file; it became complete when the last
 of those segments got its first copy (files are placed by one rename, so a file's placement time is its inode
 change time).
@@ -20,11 +23,107 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name, start_key, start_key_of
+
+#: starts closer than this (seconds) are one granule's: segment_gatherer's ``time_tolerance`` (etc/segment_gatherer.ini)
+START_TOLERANCE = 1.0
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def same_start(a: dt.datetime, b: dt.datetime) -> bool:
+    """Whether two granule starts (naive UTC) are one granule's."""
+    return abs((a - b).total_seconds()) < START_TOLERANCE
+
+
+class Starts:
+    """Canonical granule starts: a start within :data:`START_TOLERANCE` of one met before (with the same ``prefix``,
+    e.g. the platform) is taken for that one. Lookups cost O(1) (buckets of the tolerance's width)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple, list[dt.datetime]] = {}
+
+    @staticmethod
+    def _bucket(start: dt.datetime) -> int:
+        return int((start - _EPOCH).total_seconds() // START_TOLERANCE)
+
+    def find(self, prefix: tuple, start: dt.datetime) -> dt.datetime | None:
+        """The canonical start that ``start`` matches, or None."""
+        bucket = self._bucket(start)
+        for near in (bucket, bucket - 1, bucket + 1):
+            for known in self._buckets.get((prefix, near), ()):
+                if same_start(known, start):
+                    return known
+        return None
+
+    def canonical(self, prefix: tuple, start: dt.datetime) -> dt.datetime:
+        """The canonical start of ``start``; it becomes one itself when it matches none."""
+        known = self.find(prefix, start)
+        if known is None:
+            self._buckets.setdefault((prefix, self._bucket(start)), []).append(start)
+            known = start
+        return known
+
+    def forget(self, prefix: tuple, start: dt.datetime) -> None:
+        """Forget a canonical start (its last user has gone)."""
+        key = (prefix, self._bucket(start))
+        known = self._buckets.get(key)
+        if known and start in known:
+            known.remove(start)
+            if not known:
+                del self._buckets[key]
+
+
+class GranuleMap(MutableMapping):
+    """A dict whose keys are tuples ending in a granule start (a :class:`GranuleKey`, or (platform, start)): a key
+    whose start is within :data:`START_TOLERANCE` of a key held, the rest equal, is that key. Iterates the keys as
+    first stored."""
+
+    def __init__(self, items: Iterable[tuple[tuple, Any]] = ()) -> None:
+        self._data: dict[tuple, Any] = {}
+        self._starts = Starts()
+        for key, value in items:
+            self[key] = value
+
+    def held(self, key: tuple) -> tuple | None:
+        """The key held that ``key`` matches, or None."""
+        start = self._starts.find(tuple(key[:-1]), key[-1])
+        if start is None:
+            return None
+        held = (*key[:-1], start)
+        return GranuleKey(*held) if isinstance(key, GranuleKey) else held
+
+    def __getitem__(self, key: tuple) -> Any:
+        held = self.held(key)
+        if held is None:
+            raise KeyError(key)
+        return self._data[held]
+
+    def __setitem__(self, key: tuple, value: Any) -> None:
+        held = self.held(key)
+        if held is None:
+            self._starts.canonical(tuple(key[:-1]), key[-1])
+            held = key
+        self._data[held] = value
+
+    def __delitem__(self, key: tuple) -> None:
+        held = self.held(key)
+        if held is None:
+            raise KeyError(key)
+        del self._data[held]
+        self._starts.forget(tuple(held[:-1]), held[-1])
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"GranuleMap({self._data!r})"
 
 
 class GranuleKey(NamedTuple):
@@ -62,13 +161,14 @@ def _parse_item(item: Mapping) -> SdrName | None:
 
 
 def keys_of(product: str, dataset: Iterable[Mapping]) -> set[GranuleKey]:
-    """The granules whose files a dataset list holds (entries that are not VIIRS SDR names are ignored)."""
-    keys = set()
+    """The granules whose files a dataset list holds, one key per granule (two stations' copies' starts are one;
+    entries that are not VIIRS SDR names are ignored)."""
+    keys = GranuleMap()
     for item in dataset:
         name = _parse_item(item)
         if name is not None:
-            keys.add(key_of(product, name))
-    return keys
+            keys.setdefault(key_of(product, name), None)
+    return set(keys)
 
 
 def newest_per_segment(names: Iterable[SdrName]) -> dict[str, SdrName]:
@@ -87,20 +187,20 @@ def merge_files(product: str, queued: list[dict], new: list[dict]) -> list[dict]
     When a new entry is another copy of a segment the task holds for the same granule, the newer creation time
     wins (it takes the old entry's place); entries that are not VIIRS SDR names are kept by uid only."""
     out = list(queued)
-    index: dict[tuple, int] = {}
+    index = GranuleMap()  # (segment, platform, start) -> position
     seen = set()
     for position, item in enumerate(out):
         seen.add(item.get("uid"))
         name = _parse_item(item)
         if name is not None:
-            index[(key_of(product, name), name.segment)] = position
+            index[(name.segment, name.platform, name.start_time)] = position
     for item in new:
         uid = item.get("uid")
         if uid in seen:
             continue
         seen.add(uid)
         name = _parse_item(item)
-        slot = None if name is None else (key_of(product, name), name.segment)
+        slot = None if name is None else (name.segment, name.platform, name.start_time)
         if slot is not None and slot in index:
             held = _parse_item(out[index[slot]])
             if held is not None and (name.proctime, name.name) > (held.proctime, held.name):
@@ -148,8 +248,9 @@ class Split:
 
 
 def split_dataset(product: str, data: Mapping) -> Split:
-    """Sort a ``dataset`` message's files by (platform, start time); one data dict per complete granule."""
-    groups: dict[GranuleKey, list[SdrName]] = {}
+    """Sort a ``dataset`` message's files by (platform, start time within the tolerance); one data dict per
+    complete granule."""
+    groups = GranuleMap()
     uris: dict[str, str] = {}
     foreign = 0
     for item in data.get("dataset", []):
@@ -188,10 +289,10 @@ class OnDisk:
 class _Entry:
     """One file the inventory keeps: its parsed name, placement time and the full pass that last saw it."""
 
-    __slots__ = ("parsed", "placed", "seen_in")
+    __slots__ = ("parsed", "placed", "seen_in", "group")
 
-    def __init__(self, parsed: SdrName, placed: float, seen_in: int) -> None:
-        self.parsed, self.placed, self.seen_in = parsed, placed, seen_in
+    def __init__(self, parsed: SdrName, placed: float, seen_in: int, group: tuple[str, dt.datetime]) -> None:
+        self.parsed, self.placed, self.seen_in, self.group = parsed, placed, seen_in, group
 
 
 class Inventory:
@@ -209,6 +310,7 @@ class Inventory:
     def __init__(self, placed_since: float = float("-inf"), start_since: dt.datetime = dt.datetime.min) -> None:
         self._files: dict[str, _Entry] = {}
         self._groups: dict[tuple[str, dt.datetime], dict[str, _Entry]] = {}  # (platform, start) -> name -> entry
+        self._starts = Starts()  # the groups' canonical starts (stations' copies 0.1 s apart are one group)
         self._pass = 0
         self.placed_since = placed_since
         self.start_since = start_since
@@ -253,18 +355,19 @@ class Inventory:
             parsed = parse_name(name)
         except NotASdrName:
             return
-        entry = self._files[name] = _Entry(parsed, placed, self._pass)
-        self._groups.setdefault((parsed.platform, parsed.start_time), {})[name] = entry
+        group = (parsed.platform, self._starts.canonical((parsed.platform,), parsed.start_time))
+        entry = self._files[name] = _Entry(parsed, placed, self._pass, group)
+        self._groups.setdefault(group, {})[name] = entry
 
     def gone(self, name: str) -> None:
         entry = self._files.pop(name, None)
         if entry is None:
             return
-        group_key = (entry.parsed.platform, entry.parsed.start_time)
-        group = self._groups[group_key]
+        group = self._groups[entry.group]
         del group[name]
         if not group:
-            del self._groups[group_key]
+            del self._groups[entry.group]
+            self._starts.forget(entry.group[:1], entry.group[1])
 
     def end_pass(self, complete: bool) -> None:
         """After a complete pass, what it did not see is gone."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avoviirscollector.config import Settings
+from avoviirscollector.granules import GranuleMap
 from avoviirscollector.ondisk.sdr import names_by_start
 from avoviirscollector.ondisk.state import BROKER_JOURNAL, FREE_SPACE_LOCK, read_broker_journal, utc
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
@@ -60,12 +61,13 @@ class SweepResult:
     short: bool = False  # still below the minimum after removing everything that may go
 
 
-def protected(state_dir: Path, now: dt.datetime) -> tuple[set[str], set[tuple[str, dt.datetime]]]:
-    """File names and (platform name, granule start) pairs that must stay: queued tasks and the hand-outs of the
-    last hour, from task_broker's journal (read only: ``ondisk.state.read_broker_journal``)."""
+def protected(state_dir: Path, now: dt.datetime) -> tuple[set[str], GranuleMap]:
+    """File names and (platform name, granule start) pairs that must stay (starts matched within the tolerance:
+    another station's copy of a granule is that granule): queued tasks and the hand-outs of the last hour, from
+    task_broker's journal (read only: ``ondisk.state.read_broker_journal``)."""
     loaded = read_broker_journal(state_dir / BROKER_JOURNAL)
     names: set[str] = set()
-    granules: set[tuple[str, dt.datetime]] = set()
+    granules = GranuleMap()
     for task in loaded.tasks:
         data = task.get("data") if isinstance(task, dict) else None
         dataset = data.get("dataset") if isinstance(data, dict) else None
@@ -78,7 +80,7 @@ def protected(state_dir: Path, now: dt.datetime) -> tuple[set[str], set[tuple[st
                 sdr = parse_name(name)
             except NotASdrName:
                 continue
-            granules.add((sdr.platform_name, sdr.start_time))
+            granules[(sdr.platform_name, sdr.start_time)] = None
     for op in loaded.ledger:
         when = utc(op.get("t"))
         if op.get("op") != "take" or when is None or now - when > HANDED_OUT_KEEP:
@@ -86,7 +88,7 @@ def protected(state_dir: Path, now: dt.datetime) -> tuple[set[str], set[tuple[st
         for key in op.get("granules") or []:
             try:
                 _product, platform_name, start = key
-                granules.add((str(platform_name), dt.datetime.fromisoformat(start)))
+                granules[(str(platform_name), dt.datetime.fromisoformat(start))] = None
             except (TypeError, ValueError):
                 continue
     return names, granules
@@ -152,7 +154,7 @@ def _sweep(settings: Settings, log: logging.Logger, now: dt.datetime,
                   _human(result.needed), result.kept_protected, settings.recovery_hours)
 
 
-def _consider(settings: Settings, name: str, names: set[str], granules: set[tuple[str, dt.datetime]],
+def _consider(settings: Settings, name: str, names: set[str], granules: GranuleMap,
               recent: float, result: SweepResult) -> None:
     """Remove one of the oldest files unless it must stay (counted in ``result``)."""
     path = settings.sdr_dir / name

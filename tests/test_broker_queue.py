@@ -234,6 +234,23 @@ def test_a_granule_handed_out_is_refused_as_a_duplicate_with_the_hand_out_named(
     assert outcome == "queued" and other.id != handed.id
 
 
+def test_the_other_stations_copy_of_a_granule_is_that_granule_queued_and_handed_out():
+    """Two receiving stations: the copies start 0.1 s apart; the queue, the ledger and an operator's forget treat
+    them as one granule."""
+    start = dt.datetime(2024, 6, 1, 12, 0, 3, 300000)
+    other = start + dt.timedelta(seconds=0.1)
+    queue = TaskQueue()
+    first, _, _ = queue.admit(sdr_granule(start=start), "ascending")
+    again, outcome, _ = queue.admit(sdr_granule(start=other, minutes=12), "ascending")
+    assert outcome == "merged" and again is first and len(first.data["dataset"]) == 3
+    handed = queue.take(["btd"], when=NOW, worker="192.0.2.7")
+    assert queue.admit(sdr_granule(start=other, minutes=13), "ascending")[1] == "duplicate"
+    (key,) = handed and queue.ledger()[0].granules
+    assert queue.knows(key._replace(start_time=other))
+    assert queue.forget([key._replace(start_time=other)]) == [key._replace(start_time=other)]
+    assert queue.ledger() == [] and not queue.knows(key)
+
+
 def test_restore_and_forget_take_granules_out_of_the_ledger_and_pruning_forgets_old_hand_outs():
     queue = TaskQueue()
     queue.admit(sdr_granule(), "ascending")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from avoviirscollector.granules import GranuleKey, Inventory, keys_of, merge_files, split_dataset
+from avoviirscollector.granules import GranuleKey, GranuleMap, Inventory, Starts, keys_of, merge_files, split_dataset
 from avoviirscollector.viirs import PRODUCTS, format_name
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 3, 300000)
@@ -110,3 +110,49 @@ def test_inventory_keeps_the_recent_window_and_the_listing_window_only():
     assert [item.key for item in inventory.complete(since=5000.0)] == [GranuleKey("tir", "Suomi-NPP", T0)]
     assert inventory.bounds(placed_since=7000.0, start_since=T0 + dt.timedelta(seconds=1)) == 3
     assert len(inventory) == 0
+
+
+# -- two receiving stations: one granule's copies start about 0.1 s apart ----------------------------------------------
+def test_starts_within_the_tolerance_are_one_granule_and_consecutive_granules_are_not():
+    starts = Starts()
+    first = T0.replace(second=36, microsecond=900000)
+    assert starts.canonical(("npp",), first) == first
+    assert starts.canonical(("npp",), first + dt.timedelta(seconds=0.2)) == first  # across a whole second
+    assert starts.canonical(("npp",), first - dt.timedelta(seconds=0.1)) == first
+    assert starts.canonical(("j01",), first) == first and starts.find(("j02",), first) is None
+    later = first + dt.timedelta(seconds=85.35)
+    assert starts.canonical(("npp",), later) == later
+    starts.forget(("npp",), first)
+    assert starts.find(("npp",), first + dt.timedelta(seconds=0.1)) is None
+
+
+def test_a_granule_map_matches_keys_within_the_tolerance():
+    key = GranuleKey("tir", "Suomi-NPP", T0)
+    other_station = GranuleKey("tir", "Suomi-NPP", T0 + dt.timedelta(seconds=0.1))
+    held = GranuleMap([(key, 1)])
+    assert other_station in held and held[other_station] == 1 and held.held(other_station) == key
+    assert GranuleKey("mir", "Suomi-NPP", T0) not in held
+    assert GranuleKey("tir", "Suomi-NPP", T0 + dt.timedelta(seconds=85.35)) not in held
+    held[other_station] = 2
+    assert list(held.items()) == [(key, 2)]
+    del held[other_station]
+    assert not held and key not in held
+
+
+def test_a_granule_whose_files_came_from_two_stations_is_one_granule_with_one_file_per_segment():
+    second = T0 + dt.timedelta(seconds=0.1)
+    gilmore = [name(s, minutes=9) for s in PRODUCTS["vis"][:3]]
+    uafgina = [name(s, start=second, minutes=12) for s in PRODUCTS["vis"][3:]]
+    copy = name(PRODUCTS["vis"][0], start=second, minutes=12)  # the other station's copy of a segment held
+    data = {"platform_name": "Suomi-NPP", "dataset": [item(n) for n in gilmore + uafgina + [copy]]}
+    split = split_dataset("vis", data)
+    assert split.incomplete == [] and len(split.complete) == 1
+    files = [entry["uid"] for entry in split.complete[0]["dataset"]]
+    assert len(files) == len(PRODUCTS["vis"]) and len({f.split("_", 1)[0] for f in files}) == len(files)
+    assert keys_of("vis", data["dataset"]) == {GranuleKey("vis", "Suomi-NPP", T0)}
+    merged = merge_files("vis", [item(n) for n in gilmore], [item(n) for n in uafgina] + [item(copy)])
+    assert len(merged) == len(PRODUCTS["vis"])  # the copy takes its segment's place, it does not add a file
+    inventory = Inventory()
+    for file_name in gilmore + uafgina:
+        inventory.seen(file_name, 1000.0)
+    assert [found.key for found in inventory.complete()] == [GranuleKey("vis", "Suomi-NPP", T0)]

@@ -9,6 +9,7 @@ import pytest
 import trollsift
 
 from avoviirscollector.config import PACKAGE_ETC
+from avoviirscollector.granules import START_TOLERANCE
 from avoviirscollector.viirs import (
     PRODUCTS,
     TROLLSIFT_PATTERN,
@@ -81,7 +82,9 @@ def test_segment_gatherer_ini_matches_products():
             assert sorted(section[key].split(",")) == sorted(":" + s for s in segments)
         assert section["publish_topic"] == f"/AVO/viirs/granule/{product}"
         assert section["nameservers"] == "localhost" and section["time_name"] == "start_time"
-        assert section["time_tolerance"] == "0"
+        # one granule's copies from two stations share a slot (starts 0.1 s apart), as they share a granule key
+        assert float(section["time_tolerance"]) == START_TOLERANCE
+        assert set(section["variable_tags"].split(",")) == {"proctime", "source", "start_time", "end_time"}
 
 
 @pytest.mark.parametrize("orbit", [42, 38780, 99999, 100000, 100001, 999999])

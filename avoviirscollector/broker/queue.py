@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from avoviirscollector.granules import GranuleKey, keys_of, merge_files
+from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of, merge_files, same_start
 
 MERGE_WINDOW = dt.timedelta(minutes=30)
 DIRECTIONS = ("ascending", "descending", "unknown")
@@ -195,9 +195,9 @@ class TaskQueue:
         self._tasks: dict[int, Task] = {}
         self._by_product: dict[str, dict[int, None]] = {}
         self._by_identity: dict[tuple, list[int]] = {}
-        self._by_granule: dict[GranuleKey, int] = {}
+        self._by_granule = GranuleMap()  # granule -> the task holding it (starts matched within the tolerance)
         self._ledger: dict[int, HandOut] = {}  # task id -> hand-out, oldest first
-        self._ledger_keys: dict[GranuleKey, int] = {}
+        self._ledger_keys = GranuleMap()  # granule -> the hand-out it left in
         self.next_id = next_id
         for task in sorted(tasks, key=lambda t: t.id):
             self._insert(task)
@@ -338,7 +338,7 @@ class TaskQueue:
                 continue
             forgotten.append(key)
             entry = self._ledger[task_id]
-            left = tuple(k for k in entry.granules if k != key)
+            left = tuple(k for k in entry.granules if k[:2] != key[:2] or not same_start(k[2], key[2]))
             if left:
                 self._ledger[task_id] = HandOut(entry.task_id, entry.when, entry.worker, entry.kind, left, entry.what)
             else:

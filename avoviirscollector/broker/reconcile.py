@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from avoviirscollector.granules import GranuleKey, Inventory, OnDisk
+from avoviirscollector.granules import GranuleKey, GranuleMap, Inventory, OnDisk
 from avoviirscollector.ondisk.sdr import SdrWatch, names_by_start
 from avoviirscollector.viirs import start_key_of
 
@@ -75,7 +75,7 @@ class Planner:
         self.started_at = started_at  # when this broker started following the bus
         self.timeouts = timeouts or {}
         self.grace = grace
-        self.pending: dict[GranuleKey, float] = {}  # recoveries on their way to the queue -> when sent
+        self.pending = GranuleMap()  # recoveries on their way to the queue -> when sent
 
     def since(self, now: float) -> float:
         """The oldest completion time a scan needs to report."""
@@ -83,7 +83,7 @@ class Planner:
 
     def plan(self, found: Iterable[OnDisk], knows: Callable[[GranuleKey], bool], now: float) -> list[Recovery]:
         since = self.since(now)
-        self.pending = {key: sent for key, sent in self.pending.items() if now - sent < PENDING_SECONDS}
+        self.pending = GranuleMap((key, sent) for key, sent in self.pending.items() if now - sent < PENDING_SECONDS)
         out = []
         for item in found:
             if item.complete_at < since or now - item.complete_at < self.grace:

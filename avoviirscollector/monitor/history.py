@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from avoviirscollector.granules import GranuleKey, keys_of
+from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of
 from avoviirscollector.ondisk.state import PlacedRecord, Source, epoch  # noqa: F401 - Source and epoch: also ours
 from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
 
@@ -137,8 +137,8 @@ class History:
 
     def __init__(self) -> None:
         self.files: dict[str, Placed] = {}
-        self.tasked: dict[GranuleKey, float] = {}  # granule -> when it went into a task
-        self.handed: dict[GranuleKey, tuple[float, str, str]] = {}  # granule -> (when, kind, worker)
+        self.tasked = GranuleMap()  # granule -> when it went into a task (starts matched within the tolerance)
+        self.handed = GranuleMap()  # granule -> (when, kind, worker)
         self.queue_samples: list[list[float]] = []  # [minute start, max queue length], oldest first
         self.listed: dict[str, float] = {}  # name -> first seen listed (health record snapshots)
         self.sources: dict[str, Source] = {}
@@ -317,8 +317,8 @@ class History:
         if any(p.placed < horizon for p in self.files.values()):
             self.files = {n: p for n, p in self.files.items() if p.placed >= horizon}
             self.version += 1
-        self.tasked = {k: t for k, t in self.tasked.items() if t >= horizon}
-        self.handed = {k: v for k, v in self.handed.items() if v[0] >= horizon}
+        self.tasked = GranuleMap((k, t) for k, t in self.tasked.items() if t >= horizon)
+        self.handed = GranuleMap((k, v) for k, v in self.handed.items() if v[0] >= horizon)
         self.listed = {n: t for n, t in self.listed.items() if t >= horizon}
         self.task_ids = {i: t for i, t in self.task_ids.items() if t >= horizon}
         cut = bisect.bisect_left([s[0] for s in self.queue_samples], now - WINDOW)
@@ -337,7 +337,7 @@ class History:
         return rows
 
     def _granules(self, now: float, window: float) -> list[GranuleRow]:
-        groups: dict[tuple[str, dt.datetime], list[tuple[SdrName, float]]] = {}
+        groups = GranuleMap()  # (platform name, start) -> [(parsed name, placed)]
         for name, placed in self.files.items():
             if placed.placed < now - window:
                 continue
@@ -408,8 +408,9 @@ class History:
         out = cls()
         try:
             out.files = {str(n): Placed.from_json(v) for n, v in data["files"].items()}
-            out.tasked = {GranuleKey.from_json(v[:3]): float(v[3]) for v in data["tasked"]}
-            out.handed = {GranuleKey.from_json(v[:3]): (float(v[3]), str(v[4]), str(v[5])) for v in data["handed"]}
+            out.tasked = GranuleMap((GranuleKey.from_json(v[:3]), float(v[3])) for v in data["tasked"])
+            out.handed = GranuleMap((GranuleKey.from_json(v[:3]), (float(v[3]), str(v[4]), str(v[5])))
+                                    for v in data["handed"])
             out.queue_samples = [[float(t), int(n)] for t, n in data["queue_samples"]]
             out.listed = {str(n): float(t) for n, t in data["listed"].items()}
             out.sources = {str(n): Source.from_json(v) for n, v in data["sources"].items()}
