@@ -13,7 +13,8 @@ Commands
         own addresses, so that posttroll's ZAP check on every internal socket (nameserver, registrations, address
         announcements, the publishers of trollstalker and the gatherers) refuses any other peer.
         The supervisor (supervisor_auth.py): the control socket needs the user name and password of
-        ``$VIIRS_BASE/run/supervisor.auth`` (0600; generated unless a private one is there).
+        ``$VIIRS_BASE/run/supervisor.auth`` (0600; generated unless a private one is there). It forgets when
+        mirror_gina last listed GINA in full, so that the suite's first run lists the whole backfill window.
     ``avoviirscollector status [--json]``
         How things stand (see status.py).
     ``avoviirscollector tasks [list | drop ID | requeue --from TIME ...]``
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.ondisk.state import MIRROR_LISTINGS
 from avoviirscollector.supervisor_auth import ensure_credentials, supervisord_environment
 
 INTERNAL_ALLOW = "POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES"
@@ -64,6 +66,20 @@ def access_environment(settings: Settings, env: dict[str, str], log: logging.Log
     log.info("internal posttroll sockets accept peers from %s only (%s)", env[INTERNAL_ALLOW], INTERNAL_ALLOW)
 
 
+def forget_listings(settings: Settings, log: logging.Logger) -> None:
+    """The suite's first mirror_gina run lists GINA's whole backfill window: forget when it last was (mirror_gina's
+    ``state/mirror_gina.listings.json``), whatever happened while the suite was down."""
+    path = settings.state_dir / MIRROR_LISTINGS
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        log.warning("cannot remove %s (%s): the first listings may cover only the last hour", path, err)
+        return
+    log.info("the first mirror_gina run lists GINA's whole backfill window")
+
+
 def supervise(args: argparse.Namespace) -> int:
     settings = settings_or_exit("avoviirscollector")
     conf = Path(args.config).absolute()
@@ -75,6 +91,7 @@ def supervise(args: argparse.Namespace) -> int:
     from avoviirscollector.logs import setup_logging
 
     log = setup_logging("avoviirscollector")
+    forget_listings(settings, log)
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
     access_environment(settings, env, log)

@@ -9,7 +9,7 @@ stops the program at start with one line on stderr naming the variable and what 
 | VIIRS_RETENTION | unset (keep everything) | whole number of days >= 0 |
 | NUM_GINA_CONNECTIONS | 4 | whole number 1..16 |
 | GINA_BACKFILL_DAYS | 2 | whole number 0..30 |
-| VIIRS_FACILITY | gilmore | gilmore, uafgina |
+| VIIRS_FACILITY | all | all (every receiving station, as GINA recommends), or gilmore, uafgina, barrow, uaf5 |
 | MAILHOST, LOG_SENDER, LOG_RECIPIENT | unset | mail of ERROR records when all three are set |
 | GINA_URL | http://nrt-status.gina.alaska.edu | an http:// or https:// URL |
 | MIRROR_GINA_CONFIG | the package's etc/mirror_gina.yaml | path of a YAML queue file |
@@ -24,6 +24,7 @@ stops the program at start with one line on stderr naming the variable and what 
 | MIRROR_STALE_MINUTES | 15 | whole number 2..10080: unhealthy when no mirror_gina run succeeded for this long |
 | VIIRS_MIN_FREE | 5% | percent of the filesystem (e.g. 5%) or bytes (e.g. 20G, 500M, 1000000); 0 turns it off |
 | SILENCE_HOURS | 3 | whole number 1..720: unhealthy when a queued satellite had nothing new listed for this long |
+| MIRROR_POLL_SECONDS | 15 | 0 or 5..55: a mirror_gina run lists what changed this often (0: once a run, by days) |
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from urllib.parse import urlsplit
 
 from avoviirscollector.allowlist import AllowList, AllowListError, parse_allowlist
 
-FACILITIES = ("gilmore", "uafgina")
+#: GINA's receiving stations, as its own scripts name them (``VIIRS_FACILITY`` takes any of them, or ``all``)
+FACILITIES = ("gilmore", "uafgina", "barrow", "uaf5")
 DEFAULT_GINA_URL = "http://nrt-status.gina.alaska.edu"
 DEFAULT_TLE_URL = "https://celestrak.org/NORAD/elements/gp.php?GROUP=weather&FORMAT=tle"
 PACKAGE_ETC = Path(__file__).resolve().parent / "etc"
@@ -103,7 +105,7 @@ class Settings:
     retention_days: int | None = None
     num_gina_connections: int = 4
     gina_backfill_days: int = 2
-    facility: str = "gilmore"
+    facilities: tuple[str, ...] = ()  # the stations asked for; (): all of them (no facility in the query)
     mailhost: str | None = None
     log_sender: str | None = None
     log_recipient: str | None = None
@@ -123,6 +125,7 @@ class Settings:
     min_free: MinFree = MinFree()
     mirror_stale_minutes: int = 15
     silence_hours: int = 3
+    mirror_poll_seconds: int = 15
 
     @property
     def sdr_dir(self) -> Path:
@@ -213,13 +216,31 @@ def _mail_login(env: Mapping[str, str]) -> tuple[str | None, Path | None]:
     return user, path
 
 
+def parse_facilities(raw: object, name: str) -> tuple[str, ...]:
+    """``all`` (or nothing) -> () (every station); else the station names given, in order, each once (commas or
+    blanks between them; the queue file may give a YAML list). Raises :class:`SettingsError` naming ``name``."""
+    items = [str(item) for item in raw] if isinstance(raw, (list, tuple)) else str(raw).replace(",", " ").split()
+    accepted = f"all, or one or more of {', '.join(FACILITIES)} separated by commas or blanks"
+    if not items or items == ["all"]:
+        return ()
+    wrong = [item for item in items if item not in FACILITIES]
+    if wrong:
+        raise SettingsError(f"{name}={raw if isinstance(raw, str) else items!r} is not valid: expected {accepted}")
+    return tuple(dict.fromkeys(items))
+
+
+def _poll_seconds(env: Mapping[str, str]) -> int:
+    value = _int(env, "MIRROR_POLL_SECONDS", 15, 0, 55)
+    if 0 < value < 5:
+        raise SettingsError(f"MIRROR_POLL_SECONDS={env['MIRROR_POLL_SECONDS'].strip()!r} is out of range: expected "
+                            f"0 or a whole number from 5 to 55")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment strictly; raise :class:`SettingsError` on the first bad value."""
     env = os.environ if env is None else env
     base_raw = env.get("VIIRS_BASE", "").strip() or "/viirs"
-    facility = env.get("VIIRS_FACILITY", "").strip() or "gilmore"
-    if facility not in FACILITIES:
-        raise SettingsError(f"VIIRS_FACILITY={facility!r} is not valid: expected one of {', '.join(FACILITIES)}")
     config_raw = env.get("MIRROR_GINA_CONFIG", "").strip()
     mirror_config = Path(config_raw).absolute() if config_raw else PACKAGE_ETC / "mirror_gina.yaml"
     etc_raw = env.get("AVO_ETC", "").strip()
@@ -240,7 +261,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retention_days=_int(env, "VIIRS_RETENTION", None, 0, None),
         num_gina_connections=_int(env, "NUM_GINA_CONNECTIONS", 4, 1, 16),
         gina_backfill_days=_int(env, "GINA_BACKFILL_DAYS", 2, 0, 30),
-        facility=facility,
+        facilities=parse_facilities(env.get("VIIRS_FACILITY", ""), "VIIRS_FACILITY"),
         mailhost=_optional(env, "MAILHOST"),
         log_sender=_optional(env, "LOG_SENDER"),
         log_recipient=_optional(env, "LOG_RECIPIENT"),
@@ -260,6 +281,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         min_free=_min_free(env),
         mirror_stale_minutes=_int(env, "MIRROR_STALE_MINUTES", 15, 2, 10080),
         silence_hours=_int(env, "SILENCE_HOURS", 3, 1, 720),
+        mirror_poll_seconds=_poll_seconds(env),
     )
 
 

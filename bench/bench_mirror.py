@@ -193,7 +193,7 @@ def ours(double: Double, base: Path, queues: list[str], watch_names: list[str] |
     shutil.rmtree(base, ignore_errors=True)
     (base / "sdr").mkdir(parents=True)
     env = dict(os.environ, VIIRS_BASE=str(base), GINA_URL=double.url, NUM_GINA_CONNECTIONS=str(CONNECTIONS))
-    args = [str(BIN / "mirror_gina")]
+    args = [str(BIN / "mirror_gina"), "--once"]
     for queue in queues:
         args += ["--queue", queue]
     watch = Appearances(base / "sdr", lambda name: True)
@@ -446,7 +446,7 @@ def main() -> int:
         watch = Appearances(base / "sdr", lambda n: n == newest)
         start = time.monotonic()
         watch.start(start)
-        run_child([str(BIN / "mirror_gina"), "--queue", "snpp-moderate"], env)
+        run_child([str(BIN / "mirror_gina"), "--once", "--queue", "snpp-moderate"], env)
         watch.stop()
         results["ours"]["one_file"] = watch.times.get(newest)
         results["ours"]["one_file_name"] = newest.split("_")[0]

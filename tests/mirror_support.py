@@ -14,7 +14,8 @@ from avoviirscollector.mirror.engine import MirrorRun
 from avoviirscollector.mirror.gina import load_queues
 from tests.gina_double import GinaDouble
 
-START = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=10, minute=0, second=0, microsecond=0)
+#: 20 minutes ago: within the last hour, which the listings between the hourly full ones ask for
+START = (dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0) - dt.timedelta(minutes=20))
 SIZES = {"GITCO": 700_000, "GMTCO": 400_000, "SVI01": 150_000, "SVI04": 150_000, "SVI05": 150_000,
          "SVM03": 120_000, "SVM04": 120_000, "SVM05": 120_000, "SVM15": 200_000, "SVM16": 200_000,
          "GDNBO": 100_000, "SVDNB": 100_000}
@@ -54,8 +55,10 @@ class Captured(logging.Handler):
         return [line for line in self.lines if line.startswith(text)]
 
 
-def run_mirror(settings, queue_names=None, stall_seconds: int = 2, clock=None, **options) -> tuple[int, Captured]:
-    """One mirror_gina run in this process; returns the exit status and the log lines."""
+def run_mirror(settings, queue_names=None, stall_seconds: int = 2, clock=None, once: bool = True,
+               run_for: float | None = None, **options) -> tuple[int, Captured]:
+    """One mirror_gina run in this process (one listing round unless ``once`` is false: then rounds every
+    MIRROR_POLL_SECONDS for ``run_for`` seconds); returns the exit status and the log lines."""
     queues = load_queues(settings.mirror_gina_config, settings)
     if queue_names:
         queues = [q for q in queues if q.name in queue_names]
@@ -66,7 +69,7 @@ def run_mirror(settings, queue_names=None, stall_seconds: int = 2, clock=None, *
     try:
         extra = {"clock": clock} if clock else {}
         run = MirrorRun(settings, queues, logger, stall_seconds=stall_seconds, connect_timeout=2,
-                        downloader_options={**FAST, **options}, **extra)
+                        downloader_options={**FAST, **options}, once=once, run_for=run_for, **extra)
         status = run.run()
     finally:
         logger.removeHandler(handler)

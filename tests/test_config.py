@@ -17,7 +17,8 @@ def test_defaults():
     s = load_settings({})
     assert s.viirs_base == Path("/viirs") and s.sdr_dir == Path("/viirs/sdr") and s.tmp_dir == Path("/viirs/tmp")
     assert (s.task_port, s.update_port, s.publish_port) == (19091, 19191, 29092)
-    assert s.num_gina_connections == 4 and s.gina_backfill_days == 2 and s.facility == "gilmore"
+    assert s.num_gina_connections == 4 and s.gina_backfill_days == 2 and s.facilities == ()  # every station
+    assert s.mirror_poll_seconds == 15
     assert s.retention_days is None and not s.mail_enabled
     assert s.gina_url == "http://nrt-status.gina.alaska.edu"
     assert s.mirror_gina_config == PACKAGE_ETC / "mirror_gina.yaml"
@@ -32,7 +33,7 @@ def test_values_are_read():
                        "GINA_BACKFILL_DAYS": "1", "VIIRS_FACILITY": "uafgina", "MAILHOST": "mail",
                        "LOG_SENDER": "a@b", "LOG_RECIPIENT": "c@d", "GINA_URL": "http://127.0.0.1:8080/",
                        "TASK_PORT": "1", "UPDATE_PORT": "2", "PUBLISH_PORT": "65535"})
-    assert s.retention_days == 0 and s.num_gina_connections == 8 and s.facility == "uafgina"
+    assert s.retention_days == 0 and s.num_gina_connections == 8 and s.facilities == ("uafgina",)
     assert s.mail_enabled and s.gina_url == "http://127.0.0.1:8080"
     assert (s.task_port, s.update_port, s.publish_port) == (1, 2, 65535)
 
@@ -48,7 +49,12 @@ BAD = [
     ("UPDATE_PORT", "70000", "UPDATE_PORT='70000' is out of range: expected a whole number from 1 to 65535"),
     ("PUBLISH_PORT", "0", "PUBLISH_PORT='0' is out of range"),
     ("MONITOR_PORT", "x1", "MONITOR_PORT='x1' is not valid: expected a whole number from 1 to 65535"),
-    ("VIIRS_FACILITY", "fairbanks", "VIIRS_FACILITY='fairbanks' is not valid: expected one of gilmore, uafgina"),
+    ("VIIRS_FACILITY", "fairbanks", "VIIRS_FACILITY='fairbanks' is not valid: expected all, or one or more of "
+                                    "gilmore, uafgina, barrow, uaf5 separated by commas or blanks"),
+    ("VIIRS_FACILITY", "all, gilmore", "VIIRS_FACILITY='all, gilmore' is not valid: expected all, or one or more of "
+                                       "gilmore, uafgina, barrow, uaf5 separated by commas or blanks"),
+    ("MIRROR_POLL_SECONDS", "2", "MIRROR_POLL_SECONDS='2' is out of range: expected 0 or a whole number from 5 to 55"),
+    ("MIRROR_POLL_SECONDS", "60", "MIRROR_POLL_SECONDS='60' is out of range: expected a whole number from 0 to 55"),
     ("VIIRS_RETENTION", "-1", "VIIRS_RETENTION='-1' is out of range: expected a whole number >= 0"),
     ("VIIRS_RETENTION", "seven", "VIIRS_RETENTION='seven' is not valid"),
     ("NUM_GINA_CONNECTIONS", "0", "NUM_GINA_CONNECTIONS='0' is out of range: expected a whole number from 1 to 16"),

@@ -16,7 +16,7 @@ from tests.gina_double import GinaDouble
 from tests.mirror_support import START
 from tests.test_mailer import Inbox
 
-MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli"]
+MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once"]
 
 
 @pytest.fixture

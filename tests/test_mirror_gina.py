@@ -11,11 +11,13 @@ from avoviirscollector.config import PACKAGE_ETC, load_settings
 from avoviirscollector.mirror.gina import (
     Queue,
     QueueConfigError,
+    Window,
     listing_params,
+    listing_window,
     load_queues,
     parse_records,
-    plan_jobs,
 )
+from avoviirscollector.mirror.plan import plan_jobs
 from avoviirscollector.viirs import PRODUCTS, format_name
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, 0)
@@ -31,7 +33,7 @@ def test_default_queue_file_covers_every_product_segment_for_each_satellite():
     settings = load_settings({"NUM_GINA_CONNECTIONS": "6", "GINA_BACKFILL_DAYS": "1", "VIIRS_FACILITY": "uafgina"})
     queues = load_queues(PACKAGE_ETC / "mirror_gina.yaml", settings)
     assert {q.satellite for q in queues} == {"snpp", "noaa20", "noaa21"}
-    assert all((q.connections, q.backfill_days, q.facility) == (6, 1, "uafgina") for q in queues)
+    assert all((q.connections, q.backfill_days, q.facilities) == (6, 1, ("uafgina",)) for q in queues)
     needed = {seg for segs in PRODUCTS.values() for seg in segs}
     for sat in ("snpp", "noaa20", "noaa21"):
         mine = [q for q in queues if q.satellite == sat]
@@ -62,13 +64,28 @@ def test_queue_keys_win_over_settings(tmp_path):
     path.write_text("queues:\n  - {name: a, satellite: noaa21, match: x, connections: 2, backfill_days: 0,"
                     " facility: uafgina, disabled: true}\n")
     (queue,) = load_queues(path, load_settings({"NUM_GINA_CONNECTIONS": "8"}))
-    assert (queue.connections, queue.backfill_days, queue.facility, queue.disabled) == (2, 0, "uafgina", True)
+    assert (queue.connections, queue.backfill_days, queue.facilities, queue.disabled) == (2, 0, ("uafgina",), True)
 
 
 def test_listing_query_is_the_one_of_the_spec():
-    params = dict(listing_params(("noaa20", "viirs", "level1", "gilmore", 2), dt.date(2026, 11, 23)))
+    full = listing_window(dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC), None, 2, poll=True)
+    params = dict(listing_params(("noaa20", "viirs", "level1", ("gilmore",), 2), full))
     assert params == {"start_date": "2026-11-22", "end_date": "2026-11-24", "sensors[]": "viirs",
                       "processing_levels[]": "level1", "facilities[]": "gilmore", "satellites[]": "noaa20"}
+    # every station (GINA's advice): no facility at all; two stations: the parameter twice; minute bounds
+    assert "facilities[]" not in dict(listing_params(("noaa20", "viirs", "level1", (), 2), full))
+    short = Window(dt.datetime(2026, 11, 23, 10, 59), dt.datetime(2026, 11, 23, 12, 1))
+    query = listing_params(("snpp", "viirs", "level1", ("gilmore", "uafgina"), 2), short)
+    assert query[:2] == [("start_date", "2026-11-23 1059"), ("end_date", "2026-11-23 1201")]
+    assert [v for k, v in query if k == "facilities[]"] == ["gilmore", "uafgina"]
+
+
+def test_a_records_station_is_its_facility_else_the_one_station_asked_for():
+    item = {"url": f"{BASE}/{name('SVM16')}", "md5sum": MD5}
+    assert parse_records([dict(item, facility="uafgina")], BASE)[0][0].station == "uafgina"
+    assert parse_records([item], BASE, ("gilmore",))[0][0].station == "gilmore"
+    assert parse_records([item], BASE, ("gilmore", "uafgina"))[0][0].station == ""
+    assert parse_records([dict(item, facility={"x": 1})], BASE)[0][0].station == ""
 
 
 def test_parse_records_keeps_only_safe_viirs_names():
@@ -102,7 +119,8 @@ def test_plan_orders_newest_orbit_first_and_geolocation_before_bands():
     names.append(name("SVM16", platform="j01"))
     records, _ = parse_records([{"url": f"{BASE}/{n}", "md5sum": MD5} for n in names], BASE)
     have = {name("SVM15", 70000, T0)}
-    jobs, counts = plan_jobs(records, queues, have)
+    plan = plan_jobs(records, queues, have)
+    jobs, counts = plan.jobs, plan.counts
     got = [(j.name[:5], j.name.split("_")[5]) for j in jobs]
     # geolocation first, then the bands that complete btd, then tir's
     assert got == [("GMTCO", "b70001"), ("GITCO", "b70001"), ("SVM15", "b70001"), ("SVM16", "b70001"),
@@ -119,7 +137,7 @@ def test_plan_puts_the_newest_granule_first_across_satellites():
     older_npp = name("SVM16", 78000, T0)
     newer_j02 = name("SVM16", 21000, T0 + dt.timedelta(minutes=50), platform="j02")
     records, _ = parse_records([{"url": f"{BASE}/{n}", "md5sum": MD5} for n in (older_npp, newer_j02)], BASE)
-    jobs, _ = plan_jobs(records, queues, set())
+    jobs = plan_jobs(records, queues, set()).jobs
     assert [j.name for j in jobs] == [newer_j02, older_npp]
 
 

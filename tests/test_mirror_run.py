@@ -194,8 +194,8 @@ def test_journal_lines_are_complete_json(tmp_path, double):
     assert len(lines) == 2
     for line in lines:
         record = json.loads(line)
-        assert set(record) == {"time", "name", "bytes", "md5", "seconds", "connections", "listed"}
-        assert record["bytes"] == sizes[record["name"]]
+        assert set(record) == {"time", "name", "bytes", "md5", "seconds", "connections", "listed", "station"}
+        assert record["bytes"] == sizes[record["name"]] and record["station"] == "gilmore"  # the double's default
         listed, placed = (dt.datetime.fromisoformat(record[k].replace("Z", "+00:00")) for k in ("listed", "time"))
         assert listed <= placed  # first shown by this run's listing, placed after
 

@@ -1,5 +1,11 @@
-"""The engine of mirror_gina: one run over its queues (locks, listings, planning, the downloader, placement, the
-memory of failures and the health record), and the per-queue locks. The command line is mirror/cli.py."""
+"""The engine of mirror_gina: one run over its queues (locks; then its listing rounds, each of them listings,
+planning, the downloader, placement, the memory of failures and the health record), and the per-queue locks. The
+command line is mirror/cli.py.
+
+A run started by cron lists every ``MIRROR_POLL_SECONDS`` (15 s by default) and fetches what is new at once, until
+the next minute's run is about to take over (:func:`next_round`): a file GINA lists starts downloading within
+seconds, with one process a minute as before. ``MIRROR_POLL_SECONDS=0`` (or ``mirror_gina --once``) makes one
+round a run."""
 
 
 from __future__ import annotations
@@ -15,30 +21,27 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from avoviirscollector.config import Settings
+from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.download import Downloader, Fault, Outcome, os_reason, remove_stale_temps
-from avoviirscollector.mirror.gina import (
-    ListingClient,
-    ListingError,
-    Queue,
-    fetch_listing,
-    listing_days,
-    plan_jobs,
-)
+from avoviirscollector.mirror.gina import ListingClient, ListingError, Queue, fetch_listing, listing_window
 from avoviirscollector.mirror.memory import (
     HEALTH_NAME,
     FailureMemory,
     ListingTimes,
     MirrorHealth,
     SkippedRecords,
+    StationCopies,
     is_outage,
 )
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file, warm_up
-from avoviirscollector.ondisk.state import read_json
+from avoviirscollector.mirror.plan import Copy, Held, Plan, granule_file, plan_jobs
+from avoviirscollector.ondisk.state import PlacedRecord, read_json
 from avoviirscollector.space import sweep
-from avoviirscollector.viirs import SATELLITE_TO_SHORT
+from avoviirscollector.viirs import SATELLITE_TO_SHORT, NotASdrName, parse_name
 
 PROGRAM = "mirror_gina"
 
@@ -106,12 +109,42 @@ class _Progress:
         self.bar.close()
 
 
+@dataclass
+class Round:
+    """What one listing round did (a run makes one, or one every MIRROR_POLL_SECONDS until the next run's turn)."""
+
+    placed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    own_faults: dict[str, str] = field(default_factory=dict)  # failures of the files' own fault (backoff)
+    resuming: list[str] = field(default_factory=list)  # failed, partial kept for the next round
+    listing_failed: bool = False
+    bytes_placed: int = 0
+    satellites: dict[str, dt.datetime | None] = field(default_factory=dict)  # newest granule listed (None: failed)
+
+    def exit_status(self, lock_failed: bool, stopped: bool) -> int:
+        return 1 if (self.failed or self.listing_failed or lock_failed or stopped) else 0
+
+
+def next_round(started: float, now: float, poll: int, until: float | None = None) -> float | None:
+    """When the next listing round of a run starts (epoch seconds), or None when the run ends: rounds come every
+    ``poll`` seconds (at once after a round that took longer) while the next one starts over a second before the
+    next minute (when cron starts the next run; a run still going then is not started twice, so "the next minute" is
+    counted from ``now``), or before ``until`` when given. Pure."""
+    if poll <= 0:
+        return None
+    at = max(started + poll, now)
+    end = until if until is not None else (now // 60 + 1) * 60 - 1.0
+    return at if at < end else None
+
+
 class MirrorRun:
-    """One run of mirror_gina over ``queues``. ``run()`` returns the exit status; ``stop()`` may come from a signal."""
+    """One run of mirror_gina over ``queues``: its listing rounds (see :func:`next_round`; one with ``once``).
+    ``run()`` returns the exit status; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: Settings, queues: list[Queue], log: logging.Logger, *, stall_seconds: int = 30,
                  connect_timeout: float = 10.0, show_progress: bool = False,
-                 downloader_options: dict | None = None,
+                 downloader_options: dict | None = None, once: bool = False, run_for: float | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
         self.queues = queues
@@ -120,22 +153,26 @@ class MirrorRun:
         self.connect_timeout = connect_timeout
         self.show_progress = show_progress
         self.downloader_options = downloader_options or {}
+        self.once = once
+        self.run_for = run_for
         self.clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.placed: list[str] = []
         self.first_listed: dict[str, str] = {}  # name -> when a listing first showed it (ISO), for the journal
-        self.failed: list[str] = []
-        self.skipped: list[str] = []
-        self.listing_failed = False
         self.lock_failed = False
-        self.bytes_placed = 0
-        self.own_faults: dict[str, str] = {}  # failures of the files' own fault (FailureMemory counts them)
-        self.resuming: list[str] = []  # failed, partial kept for the next run
-        self.satellites: dict[str, dt.datetime | None] = {}
+        self.rounds: list[Round] = []
+        self._client: ListingClient | None = None
+        self._journal = Journal(settings.state_dir)
+        self._placed: dict[str, PlacedRecord] = {}  # what the journal remembers, and what this run placed
+        self._files = GranuleMap()  # plan.granule_file -> plan.Held of those
+        self._copies = StationCopies(settings.state_dir)
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def placed(self) -> list[str]:
+        return [name for r in self.rounds for name in r.placed]
 
     @property
     def journal_keep(self) -> dt.timedelta:
@@ -173,24 +210,102 @@ class MirrorRun:
                     return 1
                 self.log.info("every queue is busy with another mirror_gina run; exiting")
                 return 0
-            return self._run_queues(mine)
+            return self._serve(mine)
         finally:
             locks.release_all()
 
-    def _listings(self, queues: list[Queue]) -> list:
-        """The good records of every listing these queues need; notes each satellite's newest granule listed
-        (None when its listing failed) in ``self.satellites``."""
-        client = ListingClient()
+    # -- the run: its rounds -------------------------------------------------------------------------------------
+    def _serve(self, queues: list[Queue]) -> int:
+        began = time.time()
+        self._clean_temps()
+        self._remember_placed()
+        self._client = ListingClient()
+        status = 0
         try:
-            return self._list_with(client, queues)
+            while True:
+                started = time.time()
+                status = max(status, self._round(queues, first=not self.rounds))
+                poll = 0 if self.once else self.settings.mirror_poll_seconds
+                until = None if self.run_for is None else began + self.run_for
+                at = next_round(started, time.time(), poll, until)
+                if at is None or self._stop.is_set() or self._stop.wait(max(0.0, at - time.time())):
+                    break
         finally:
-            client.close()
+            self._client.close()
+            self._client = None
+        return status
 
-    def _list_with(self, client: ListingClient, queues: list[Queue]) -> list:
+    def _clean_temps(self) -> None:
+        tmp = self.settings.tmp_dir
+        try:
+            count, size = remove_stale_temps(tmp)
+        except OSError as err:
+            self.log.warning("cannot clean %s of stale temp files: %s", tmp, os_reason(err))
+        else:
+            if count:
+                self.log.info("removed %d stale temp file(s) (%.1f MB) untouched for a day from %s", count,
+                              size / 1e6, tmp)
+
+    def _remember_placed(self) -> None:
+        """What the journal remembers (read once a run; the run's own placements are added as they come)."""
+        self._placed = self._journal.placed(self.journal_keep)
+        self._files = GranuleMap()
+        for record in self._placed.values():
+            self._note_placed(record.name, record.station)
+
+    def _note_placed(self, name: str, station: str) -> None:
+        try:
+            sdr = parse_name(name)
+        except NotASdrName:
+            return
+        self._files.setdefault(granule_file(sdr), Held(name, station, sdr))
+
+    # -- one round ---------------------------------------------------------------------------------------------
+    def _round(self, queues: list[Queue], first: bool) -> int:
+        s = self.settings
         now = self.clock()
-        today = now.date()
+        started = time.monotonic()
+        result = Round()
+        self.rounds.append(result)
+        pending = read_json(s.state_dir / HEALTH_NAME).get("pending")  # first listed by an earlier run
+        listed_now = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        records = self._listings(queues, result, now)
+        for rec in records:
+            if rec.name not in self.first_listed:
+                self.first_listed[rec.name] = (pending.get(rec.name) if isinstance(pending, dict) else None) \
+                    or listed_now
+        if self._stop.is_set():
+            self.log.info("stopped before any download")
+            return 1
+        # placed before and removed since (cleanup, free-space sweep): not fetched again while GINA lists it
+        have = Placed(s.sdr_dir, set(self._placed))
+        memory = FailureMemory(s.state_dir, s.mirror_give_up_tries)
+        plan = plan_jobs(records, queues, have, self._files, self.first_listed,
+                         lambda name: memory.waiting(name, now))
+        quiet = logging.INFO if first else logging.DEBUG
+        held = Counter(plan.waiting.values())
+        if held:
+            self.log.log(quiet, "not fetched now: %d file(s) waiting after failing (backoff), %d given up on (see "
+                         "avo_status)", held["backoff"], held["given up"])
+        self._note_copies(plan.copies, now)
+        listed = sum(c[0] for c in plan.counts.values())
+        wanted = {rec.name for rec in records if any(q.wants(rec.name) and SATELLITE_TO_SHORT[q.satellite] ==
+                                                     rec.sdr.platform for q in queues)}
+        try:
+            if plan.jobs:
+                status = self._fetch(plan, listed, queues, started, result)
+            else:
+                status = self._nothing(listed, queues, result, quiet)
+        finally:
+            self._remember(memory, now, wanted, plan, result)
+        return status
+
+    def _listings(self, queues: list[Queue], result: Round, now: dt.datetime) -> list:
+        """The good records of every listing these queues need; notes each satellite's newest granule listed
+        (None when its listing failed) in ``result.satellites``."""
         listings = ListingTimes(self.settings.state_dir)
         skipped = SkippedRecords(self.settings.state_dir)
+        poll = self.settings.mirror_poll_seconds > 0
         groups: dict[tuple, list[Queue]] = {}
         for queue in queues:
             groups.setdefault(queue.listing_key, []).append(queue)
@@ -199,20 +314,20 @@ class MirrorRun:
             if self._stop.is_set():
                 break
             names = ", ".join(q.name for q in members)
-            days = listing_days(now, listings.last_full(key))
+            window = listing_window(now, listings.last_full(key), key[4], poll)
             try:
-                good, problems = fetch_listing(client, self.settings.gina_url, key, today,
-                                               timeout=(self.connect_timeout, 60.0), days=days)
-                if days is None:
+                good, problems = fetch_listing(self._client, self.settings.gina_url, key, window,
+                                               timeout=(self.connect_timeout, 60.0))
+                if window.full:
                     listings.listed_in_full(key, now)
             except ListingError as err:
-                self.listing_failed = True
-                self.satellites.setdefault(key[0], None)
+                result.listing_failed = True
+                result.satellites.setdefault(key[0], None)
                 self.log.error("listing for %s (queues %s) failed: %s; the next run tries again", key[0], names, err)
                 continue
             newest = max((rec.sdr.start_time.replace(tzinfo=dt.UTC) for rec in good), default=None)
-            if newest is not None or key[0] not in self.satellites:
-                self.satellites[key[0]] = max(filter(None, (newest, self.satellites.get(key[0]))), default=None)
+            if newest is not None or key[0] not in result.satellites:
+                result.satellites[key[0]] = max(filter(None, (newest, result.satellites.get(key[0]))), default=None)
             to_name = skipped.to_name(problems, now)
             for problem in to_name:  # one WARNING per unusable record (again a day later if still listed)
                 self.log.warning("listing for %s: skipped %s", key[0], problem)
@@ -222,90 +337,79 @@ class MirrorRun:
             records += good
         return records
 
-    def _run_queues(self, queues: list[Queue]) -> int:
-        s = self.settings
-        now = self.clock()
-        started = time.monotonic()
+    def _note_copies(self, copies: list[Copy], now: dt.datetime) -> None:
+        """Other stations' copies left alone: each noted once (``state/mirror_gina.copies.json``, with when each
+        copy and the file kept instead were first listed) for status and the monitor; one line a round that found
+        new ones."""
+        if not copies:
+            return
+        listed = {c.name: self.first_listed.get(c.name) for c in copies}
+        listed |= {c.of: self.first_listed.get(c.of) or self._listed_of(c.of) for c in copies}
         try:
-            count, size = remove_stale_temps(s.tmp_dir)
+            new = self._copies.note(copies, listed, now, now - self.journal_keep)
         except OSError as err:
-            self.log.warning("cannot clean %s of stale temp files: %s", s.tmp_dir, os_reason(err))
-        else:
-            if count:
-                self.log.info("removed %d stale temp file(s) (%.1f MB) untouched for a day from %s", count,
-                              size / 1e6, s.tmp_dir)
-        pending = read_json(s.state_dir / HEALTH_NAME).get("pending")  # first listed by an earlier run
-        listed_now = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        records = self._listings(queues)
-        self.first_listed = {rec.name: (pending.get(rec.name) if isinstance(pending, dict) else None) or listed_now
-                             for rec in records}
-        if self._stop.is_set():
-            self.log.info("stopped before any download")
-            return 1
-        journal = Journal(s.state_dir)
-        # placed before and removed since (cleanup, free-space sweep): not fetched again while GINA lists it
-        have = Placed(s.sdr_dir, journal.remembered(self.journal_keep))
-        planned, counts = plan_jobs(records, queues, have)
-        memory = FailureMemory(s.state_dir, s.mirror_give_up_tries)
-        waiting = {job.name: memory.waiting(job.name, now) for job in planned}
-        jobs = [job for job in planned if waiting[job.name] is None]
-        held = Counter(w for w in waiting.values() if w)
-        if held:
-            self.log.info("not fetched now: %d file(s) waiting after failing (backoff), %d given up on (see "
-                          "avo_status)", held["backoff"], held["given up"])
-        listed = sum(c[0] for c in counts.values())
-        wanted = {rec.name for rec in records if any(q.wants(rec.name) and SATELLITE_TO_SHORT[q.satellite] ==
-                                                     rec.sdr.platform for q in queues)}
-        try:
-            status = self._fetch(jobs, listed, queues, journal, started) if jobs else self._nothing(listed, queues)
-        finally:
-            self._remember(memory, now, wanted, planned, waiting)
-        return status
+            self.log.warning("cannot write the record of other stations' copies in %s: %s",
+                             self.settings.state_dir, os_reason(err))
+            return
+        if new:
+            by = Counter(copy.station or "an unknown station" for copy in new)
+            shown = ", ".join(f"{count} from {station}" for station, count in sorted(by.items()))
+            self.log.info("left alone %d copies of granule files another station listed first (%s): placed or "
+                          "being fetched already", len(new), shown)
 
-    def _nothing(self, listed: int, queues: list[Queue]) -> int:
-        if self.lock_failed and not self.listing_failed:
+    def _listed_of(self, name: str) -> str | None:
+        record = self._placed.get(name)
+        if record is None or record.listed is None:
+            return None
+        return dt.datetime.fromtimestamp(record.listed, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _nothing(self, listed: int, queues: list[Queue], result: Round, level: int) -> int:
+        if self.lock_failed and not result.listing_failed:
             self.log.info("nothing fetched: %d wanted files listed, all placed before; a queue's lock could "
                           "not be taken (see above)", listed)
             return 1
-        if self.listing_failed:
+        if result.listing_failed:
             self.log.info("nothing fetched: %d wanted files listed for %d queue(s), all placed before; "
                           "a listing failed (see above)", listed, len(queues))
             return 1
-        self.log.info("nothing new: %d wanted files listed for %d queue(s), all placed before", listed,
-                      len(queues))
+        self.log.log(level, "nothing new: %d wanted files listed for %d queue(s), all placed before", listed,
+                     len(queues))
         return 0
 
-    def _remember(self, memory: FailureMemory, now: dt.datetime, wanted: set[str], planned: list,
-                  waiting: dict[str, str | None]) -> None:
-        """Failure memory and the health record, after the run (both skipped quietly when they cannot be
+    def _remember(self, memory: FailureMemory, now: dt.datetime, wanted: set[str], plan: Plan,
+                  result: Round) -> None:
+        """Failure memory and the health record, after the round (both skipped quietly when they cannot be
         written: a full disk has been reported per file already)."""
         s = self.settings
-        attempted = len(planned) - sum(1 for w in waiting.values() if w)
-        own = {} if self._stop.is_set() else self.own_faults
-        if own and is_outage(len(own), attempted, self.listing_failed):
+        attempted = len(plan.jobs)
+        own = {} if self._stop.is_set() else result.own_faults
+        if own and is_outage(len(own), attempted, result.listing_failed):
             self.log.warning("%d of %d files failed at once (or a listing failed): taken for an outage of GINA, no "
                              "file is put into backoff", len(own), attempted)
             own = {}
         try:
-            for name, entry in memory.record(own, self.placed, now, now - self.journal_keep):
+            for name, entry in memory.record(own, result.placed, now, now - self.journal_keep):
                 self.log.error("giving up on %s after %d tries (last: %s); it is not fetched again (avo_status "
                                "lists it)", name, entry["tries"], entry["reason"])
         except OSError as err:
             self.log.warning("cannot write %s: %s", memory.path, os_reason(err))
         given_up = set(memory.given_up())
-        unplaced = {job.name for job in planned} - set(self.placed) - set(self.skipped) - given_up
-        succeeded = not (self.listing_failed or self.lock_failed or self._stop.is_set()) and \
-            unplaced <= set(self.resuming)
-        summary = (f"placed {len(self.placed)}, failed {len(self.failed)}, waiting {len(unplaced)}"
-                   + ("; a listing failed" if self.listing_failed else ""))
+        tried = {job.name for job in plan.jobs} | set(plan.waiting)
+        unplaced = tried - set(result.placed) - set(result.skipped) - given_up
+        succeeded = not (result.listing_failed or self.lock_failed or self._stop.is_set()) and \
+            unplaced <= set(result.resuming)
+        summary = (f"placed {len(result.placed)}, failed {len(result.failed)}, waiting {len(unplaced)}"
+                   + ("; a listing failed" if result.listing_failed else ""))
         try:
-            MirrorHealth(s.state_dir).record_run(now, succeeded, self.satellites, unplaced,
+            MirrorHealth(s.state_dir).record_run(now, succeeded, result.satellites, unplaced,
                                                  (wanted - unplaced) | given_up, summary)
         except OSError as err:
             self.log.warning("cannot write the health record in %s: %s", s.state_dir, os_reason(err))
 
-    def _fetch(self, jobs: list, listed: int, queues: list[Queue], journal: Journal, started: float) -> int:
+    # -- downloads ---------------------------------------------------------------------------------------------
+    def _fetch(self, plan: Plan, listed: int, queues: list[Queue], started: float, result: Round) -> int:
         s = self.settings
+        jobs = plan.jobs
         try:  # room for the downloads first: below VIIRS_MIN_FREE the oldest granule files go (space.py)
             sweep(s, self.log)
         except OSError as err:
@@ -318,21 +422,23 @@ class MirrorRun:
                                 **self.downloader_options)
         placer = ThreadPoolExecutor(1, thread_name_prefix="place")
         placer.submit(warm_up)
+        journal = self._journal
 
         def failed(name: str, fault: Fault, reason: str, partial_kept: bool = False) -> None:
             with self._lock:
-                self.failed.append(name)
+                result.failed.append(name)
                 if fault is Fault.FILE:
-                    self.own_faults[name] = reason
+                    result.own_faults[name] = reason
                 if partial_kept:
-                    self.resuming.append(name)
+                    result.resuming.append(name)
 
         def place(outcome: Outcome) -> None:
             name = outcome.job.name
+            station = plan.stations.get(name, "")
 
             def journal_entry():
                 record = journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections,
-                                        listed=self.first_listed.get(name))
+                                        listed=self.first_listed.get(name), station=station)
                 return lambda: journal.retract(record)
 
             try:
@@ -340,7 +446,7 @@ class MirrorRun:
             except AlreadyPlaced:
                 self.log.info("skipped %s: another run placed it meanwhile; this copy is removed", name)
                 with self._lock:
-                    self.skipped.append(name)
+                    result.skipped.append(name)
                 return
             except PlacementError as err:
                 self.log.error("FAILED %s: %s; temp removed; the next run tries again", name, err)
@@ -353,12 +459,14 @@ class MirrorRun:
                 return
             mbps = outcome.size / 1e6 / outcome.seconds if outcome.seconds > 0 else 0.0
             resumed = f" resumed from byte {outcome.resumed_from}" if outcome.resumed_from else ""
-            self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d md5_after_last_byte=%.3fs%s",
+            self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d md5_after_last_byte=%.3fs%s%s",
                           name, outcome.size, outcome.seconds, mbps, outcome.connections, outcome.verify_seconds,
-                          resumed)
+                          resumed, f" station={station}" if station else "")
             with self._lock:
-                self.placed.append(name)
-                self.bytes_placed += outcome.size
+                result.placed.append(name)
+                result.bytes_placed += outcome.size
+                self._placed[name] = PlacedRecord(name, time.time(), outcome.size, station=station)
+                self._note_placed(name, station)
 
         def on_outcome(outcome: Outcome) -> None:
             if progress:
@@ -368,7 +476,7 @@ class MirrorRun:
             elif outcome.fault is Fault.SKIPPED:
                 self.log.info("skipped %s: %s", outcome.job.name, outcome.reason)
                 with self._lock:
-                    self.skipped.append(outcome.job.name)
+                    result.skipped.append(outcome.job.name)
             else:
                 self.log.error("FAILED %s: %s; %s", outcome.job.name, outcome.reason, outcome.next_step)
                 failed(outcome.job.name, outcome.fault, outcome.reason, outcome.partial_kept)
@@ -391,8 +499,8 @@ class MirrorRun:
         stopped = self._stop.is_set()
         self.log.info(
             "%s: placed %d files (%.1f MB in %.1f s, %.1f MB/s), failed %d, skipped %d%s",
-            "stopped" if stopped else "done", len(self.placed), self.bytes_placed / 1e6, seconds,
-            self.bytes_placed / 1e6 / seconds if seconds else 0.0, len(self.failed), len(self.skipped),
-            "; listing failed for some queues" if self.listing_failed else "",
+            "stopped" if stopped else "done", len(result.placed), result.bytes_placed / 1e6, seconds,
+            result.bytes_placed / 1e6 / seconds if seconds else 0.0, len(result.failed), len(result.skipped),
+            "; listing failed for some queues" if result.listing_failed else "",
         )
-        return 1 if (self.failed or self.listing_failed or self.lock_failed or stopped) else 0
+        return result.exit_status(self.lock_failed, stopped)

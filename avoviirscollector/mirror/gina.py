@@ -6,11 +6,24 @@ The queue file (``MIRROR_GINA_CONFIG``, default ``etc/mirror_gina.yaml`` in the 
       - name: snpp-moderate        # unique; also names the lock file
         satellite: snpp            # snpp, noaa20 or noaa21
         match: '^(GMTCO|SVM(03|04|05|15|16))_'   # regex on the file name
-        # optional: sensor (viirs), level (level1), facility, connections, backfill_days, disabled (false)
+        # optional: sensor (viirs), level (level1), facility (all, a station, or a list of them), connections,
+        # backfill_days, disabled (false)
 
 A queue key wins; otherwise ``facility``, ``connections`` and ``backfill_days`` come from the settings
 (``VIIRS_FACILITY``, ``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, or their defaults). One run fetches the
 files of all its queues over one set of connections: the largest ``connections`` of those queues.
+
+Which stations: ``all`` (the default) asks with no ``facilities[]`` at all, as GINA recommends (passes may be
+received at any station); names ask for those stations only. Each record's station is its ``facility`` key when
+the record has one (GINA's records are not documented to), else the one station asked for, else unknown (``""``).
+
+What a listing asks for (:class:`Window`, :func:`listing_window`): the whole backfill window, by days, when it was
+not had for an hour (and at the suite's start: ``supervise`` forgets when it was); between those, with
+``MIRROR_POLL_SECONDS`` set, the granules that started in the last :data:`LOOKBACK` (minute bounds,
+``start_date=YYYY-MM-DD HHMM``, as GINA's own ``getGINAsat.py`` asks), which is what can have changed; with polling
+off, today (and yesterday in the first hours of the UTC day), by days, as the original did. A listing whose query
+was answered before is asked with ``If-None-Match`` when the server sent an ``ETag``: a ``304`` costs a few hundred
+bytes instead of the listing.
 
 Nothing in a listing is trusted: a record needs string ``url`` and ``md5sum`` (32 hex digits); the URL must be
 http(s); the local name is the URL path's basename and must be a VIIRS SDR granule name, so no listing can make
@@ -27,7 +40,6 @@ import json
 import logging
 import posixpath
 import re
-from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -35,8 +47,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import pycurl
 import yaml
 
-from avoviirscollector.config import FACILITIES, Settings
-from avoviirscollector.mirror.download import FileJob
+from avoviirscollector.config import Settings, SettingsError, parse_facilities
 from avoviirscollector.viirs import SATELLITE_TO_SHORT, NotASdrName, SdrName, parse_name
 
 log = logging.getLogger("mirror_gina")
@@ -44,6 +55,7 @@ log = logging.getLogger("mirror_gina")
 MAX_LISTING_BYTES = 64 * 1024 * 1024
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_STATION = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _QUEUE_KEYS = {"name", "satellite", "sensor", "level", "facility", "match", "connections", "backfill_days",
                "disabled"}
 
@@ -63,15 +75,15 @@ class Queue:
     match: str
     sensor: str = "viirs"
     level: str = "level1"
-    facility: str = "gilmore"
+    facilities: tuple[str, ...] = ()  # (): every station
     connections: int = 4
     backfill_days: int = 2
     disabled: bool = False
 
     @property
-    def listing_key(self) -> tuple[str, str, str, str, int]:
+    def listing_key(self) -> tuple[str, str, str, tuple[str, ...], int]:
         """Queues with the same key share one listing request."""
-        return (self.satellite, self.sensor, self.level, self.facility, self.backfill_days)
+        return (self.satellite, self.sensor, self.level, self.facilities, self.backfill_days)
 
     def wants(self, name: str) -> bool:
         return re.search(self.match, name) is not None
@@ -108,9 +120,11 @@ def load_queues(path: Path, settings: Settings) -> list[Queue]:
             re.compile(match)
         except (re.error, TypeError):
             raise QueueConfigError(f"{where}: 'match' must be a regular expression") from None
-        facility = item.get("facility", settings.facility)
-        if facility not in FACILITIES:
-            raise QueueConfigError(f"{where}: facility must be one of {', '.join(FACILITIES)}")
+        try:
+            facilities = parse_facilities(item["facility"], "facility") if "facility" in item else \
+                settings.facilities
+        except SettingsError as err:
+            raise QueueConfigError(f"{where}: {err}") from None
         conns = item.get("connections", settings.num_gina_connections)
         days = item.get("backfill_days", settings.gina_backfill_days)
         if not isinstance(conns, int) or not 1 <= conns <= 16:
@@ -121,7 +135,7 @@ def load_queues(path: Path, settings: Settings) -> list[Queue]:
         if not isinstance(disabled, bool):
             raise QueueConfigError(f"{where}: disabled must be true or false")
         queues.append(Queue(name, sat, match, str(item.get("sensor", "viirs")), str(item.get("level", "level1")),
-                            facility, conns, days, disabled))
+                            facilities, conns, days, disabled))
     names = [q.name for q in queues]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -129,29 +143,53 @@ def load_queues(path: Path, settings: Settings) -> list[Queue]:
     return queues
 
 
-def listing_params(key: tuple[str, str, str, str, int], today: dt.date, days: int | None = None
-                   ) -> list[tuple[str, str]]:
-    """The query of SPEC section 4: end = tomorrow (UTC), start = end - backfill days (or ``days``: the runs
-    between full listings ask only for the last day or two, see :func:`listing_days`)."""
-    satellite, sensor, level, facility, backfill = key
-    end = today + dt.timedelta(days=1)
-    start = end - dt.timedelta(days=backfill if days is None else min(days, backfill))
-    return [("start_date", start.isoformat()), ("end_date", end.isoformat()), ("sensors[]", sensor),
-            ("processing_levels[]", level), ("facilities[]", facility), ("satellites[]", satellite)]
-
-
-#: the whole backfill window is listed at most this often (and when never listed yet); runs between ask only for
-#: what can have changed: today, and yesterday too during the first hours of the UTC day
+#: the whole backfill window is listed at most this often (and when never listed yet, or at the suite's start)
 FULL_LISTING_EVERY = dt.timedelta(hours=1)
+#: with polling, the listings between ask for the granules that started this recently (GINA's own getGINAsat.py
+#: looks back 61 minutes); a file GINA lists later than that is found by the next full listing
+LOOKBACK = dt.timedelta(minutes=61)
+#: with polling off, the listings between ask for today, and yesterday too during the first hours of the UTC day
 YESTERDAY_UNTIL_HOUR = 3
 
 
-def listing_days(now: dt.datetime, last_full: dt.datetime | None) -> int | None:
-    """How many days a run lists: None for the full backfill window (due at start and hourly), else 1 (today) or
-    2 (today and yesterday, near midnight UTC). Pure."""
+@dataclass(frozen=True)
+class Window:
+    """What one listing asks for: whole days (``start``, ``end`` dates, as SPEC section 4 says) or minutes (granule
+    starts from ``start`` to ``end``, both minutes included)."""
+
+    start: dt.date | dt.datetime
+    end: dt.date | dt.datetime
+    full: bool = False
+
+    @property
+    def by_minutes(self) -> bool:
+        return isinstance(self.start, dt.datetime)
+
+    def bounds(self) -> list[tuple[str, str]]:
+        if self.by_minutes:
+            return [("start_date", f"{self.start:%Y-%m-%d %H%M}"), ("end_date", f"{self.end:%Y-%m-%d %H%M}")]
+        return [("start_date", self.start.isoformat()), ("end_date", self.end.isoformat())]
+
+
+def listing_window(now: dt.datetime, last_full: dt.datetime | None, backfill_days: int, poll: bool) -> Window:
+    """The window a listing asks for now (see the module docstring). Pure."""
+    today = now.astimezone(dt.UTC).date()
     if last_full is None or now - last_full >= FULL_LISTING_EVERY or now < last_full:
-        return None
-    return 2 if now.hour < YESTERDAY_UNTIL_HOUR else 1
+        end = today + dt.timedelta(days=1)
+        return Window(end - dt.timedelta(days=backfill_days), end, full=True)
+    if poll:
+        minute = now.astimezone(dt.UTC).replace(tzinfo=None, second=0, microsecond=0)
+        return Window(minute - LOOKBACK, minute + dt.timedelta(minutes=1))
+    days = 2 if now.astimezone(dt.UTC).hour < YESTERDAY_UNTIL_HOUR else 1
+    end = today + dt.timedelta(days=1)
+    return Window(end - dt.timedelta(days=min(days, backfill_days)), end)
+
+
+def listing_params(key: tuple[str, str, str, tuple[str, ...], int], window: Window) -> list[tuple[str, str]]:
+    """The query of SPEC section 4 for one listing key and window (no ``facilities[]`` for every station)."""
+    satellite, sensor, level, facilities, _backfill = key
+    return [*window.bounds(), ("sensors[]", sensor), ("processing_levels[]", level),
+            *(("facilities[]", facility) for facility in facilities), ("satellites[]", satellite)]
 
 
 @dataclass(frozen=True)
@@ -162,6 +200,7 @@ class Record:
     url: str
     md5: str
     sdr: SdrName
+    station: str = ""  # the receiving station ("" when unknown)
 
 
 class _Unusable(Exception):
@@ -182,7 +221,15 @@ def _curl_safe(url: str) -> bool:
     return url.isascii() and all(32 < ord(c) < 127 for c in url)
 
 
-def parse_record(item: object, base_url: str) -> Record:
+def record_station(item: dict, asked: tuple[str, ...]) -> str:
+    """A record's station: its ``facility`` when that is a plain name, else the one station asked for, else ""."""
+    facility = item.get("facility")
+    if isinstance(facility, str) and _STATION.match(facility.strip().lower()):
+        return facility.strip().lower()
+    return asked[0] if len(asked) == 1 else ""
+
+
+def parse_record(item: object, base_url: str, asked: tuple[str, ...] = ()) -> Record:
     """One listing record, checked; raises :class:`_Unusable` (or ValueError etc.) when it cannot be used. Pure."""
     if not isinstance(item, dict):
         raise _Unusable("record is not an object")
@@ -203,10 +250,10 @@ def parse_record(item: object, base_url: str) -> Record:
         sdr = parse_name(name)
     except NotASdrName:
         raise _Unusable("not a VIIRS SDR granule name") from None
-    return Record(name, full, md5.lower(), sdr)
+    return Record(name, full, md5.lower(), sdr, record_station(item, asked))
 
 
-def parse_records(items: object, base_url: str) -> tuple[list[Record], list[str]]:
+def parse_records(items: object, base_url: str, asked: tuple[str, ...] = ()) -> tuple[list[Record], list[str]]:
     """Validate listing records. Returns the good ones and one problem string per skipped record. Pure.
 
     No record, whatever its JSON value, stops the others: each unusable one becomes one problem line naming it.
@@ -217,7 +264,7 @@ def parse_records(items: object, base_url: str) -> tuple[list[Record], list[str]
     problems: list[str] = []
     for item in items:
         try:
-            record = parse_record(item, base_url)
+            record = parse_record(item, base_url, asked)
         except (_Unusable, ValueError, TypeError, RecursionError, UnicodeError) as err:
             url = item.get("url") if isinstance(item, dict) else None
             shown = _shown(url) if isinstance(url, str) else _shown(item)
@@ -268,61 +315,105 @@ def split_array(body: bytes | str) -> tuple[list[object], list[str]]:
     raise ValueError("unterminated JSON array")
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a listing request got: status, Content-Type, body, the ETag (when sent), and the bytes on the wire."""
+
+    status: int
+    content_type: str
+    body: bytes
+    etag: str | None = None
+    received: int = 0  # header and body bytes, as they came (compressed, when they were)
+
+
 class ListingClient:
     """GETs of products.json over one pycurl handle (kept alive between a run's listings). pycurl is the transfer
-    library mirror_gina loads anyway: a second HTTP stack would only add its import time to every run."""
+    library mirror_gina loads anyway: a second HTTP stack would only add its import time to every run.
+
+    It remembers the last good answer and ETag of each query (for the run: each minute's query is new), and asks
+    again with ``If-None-Match``; a 304 gives back the remembered answer."""
 
     def __init__(self) -> None:
         self._curl = pycurl.Curl()
+        self._known: dict[str, Answer] = {}
+        self.received = 0  # bytes received for listings by this client, headers included
+        self.requests = 0
+        self.not_modified = 0
 
-    def get(self, url: str, params: list[tuple[str, str]], timeout: tuple[float, float]) -> tuple[int, str, bytes]:
-        """Status, Content-Type and body (at most ``MAX_LISTING_BYTES``, within ``timeout[1]`` s in all). Raises
-        :class:`ListingError`."""
+    def get(self, url: str, params: list[tuple[str, str]], timeout: tuple[float, float]) -> Answer:
+        """The answer to one GET (its body at most ``MAX_LISTING_BYTES``, within ``timeout[1]`` s in all); a 304 to
+        a query answered before gives that answer again. Raises :class:`ListingError`."""
         full = f"{url}?{urlencode(params)}" if params else url
         body = bytearray()
+        headers: dict[str, str] = {}
+        received = [0]
 
         def write(chunk: bytes) -> int | None:
             body.extend(chunk)
+            received[0] += len(chunk)
             return 0 if len(body) > MAX_LISTING_BYTES else None  # 0 ends the transfer (curl error 23)
+
+        def header(line: bytes) -> None:
+            received[0] += len(line)
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
 
         curl = self._curl
         curl.reset()
         curl.setopt(pycurl.URL, full)
         curl.setopt(pycurl.WRITEFUNCTION, write)
+        curl.setopt(pycurl.HEADERFUNCTION, header)
         curl.setopt(pycurl.NOSIGNAL, 1)
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, int(timeout[0] * 1000))
         curl.setopt(pycurl.TIMEOUT_MS, int(timeout[1] * 1000))
         curl.setopt(pycurl.FOLLOWLOCATION, 1)
         curl.setopt(pycurl.MAXREDIRS, 5)
         curl.setopt(pycurl.ACCEPT_ENCODING, "")  # gzip or deflate when the server offers it
+        known = self._known.get(full)
+        if known is not None and known.etag:
+            curl.setopt(pycurl.HTTPHEADER, [f"If-None-Match: {known.etag}"])
         try:
             curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
             curl.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         except (AttributeError, pycurl.error):
             pass
+        self.requests += 1
         try:
             curl.perform()
         except pycurl.error as err:
+            self.received += received[0]
             code, message = (err.args + (None, ""))[:2]
             if len(body) > MAX_LISTING_BYTES:
                 raise ListingError(f"listing larger than {MAX_LISTING_BYTES // (1 << 20)} MB from {url}") from None
             if code == pycurl.E_OPERATION_TIMEDOUT and body:
                 raise ListingError(f"listing took longer than {timeout[1]:.0f} s from {url}") from None
             raise ListingError(f"cannot get {url}: {str(message)[:200]} (curl {code})") from None
-        return int(curl.getinfo(pycurl.RESPONSE_CODE)), curl.getinfo(pycurl.CONTENT_TYPE) or "", bytes(body)
+        self.received += received[0]
+        status = int(curl.getinfo(pycurl.RESPONSE_CODE))
+        if status == 304 and known is not None:
+            self.not_modified += 1
+            return Answer(known.status, known.content_type, known.body, known.etag, received[0])
+        answer = Answer(status, curl.getinfo(pycurl.CONTENT_TYPE) or "", bytes(body), headers.get("etag"), received[0])
+        if status == 200:
+            if len(self._known) >= 64:  # a run asks a handful of queries a minute
+                self._known.clear()
+            self._known[full] = answer
+        return answer
 
     def close(self) -> None:
         self._curl.close()
 
 
-def fetch_listing(client: ListingClient, gina_url: str, key: tuple[str, str, str, str, int], today: dt.date,
-                  timeout: tuple[float, float] = (10.0, 60.0), days: int | None = None
-                  ) -> tuple[list[Record], list[str]]:
-    """GET products.json for ``key``. Raises :class:`ListingError` on HTTP errors, timeouts, non-JSON."""
+def fetch_listing(client: ListingClient, gina_url: str, key: tuple[str, str, str, tuple[str, ...], int],
+                  window: Window, timeout: tuple[float, float] = (10.0, 60.0)) -> tuple[list[Record], list[str]]:
+    """GET products.json for ``key`` and ``window``. Raises :class:`ListingError` on HTTP errors, timeouts,
+    non-JSON."""
     url = f"{gina_url}/products.json"
-    status, ctype, body = client.get(url, listing_params(key, today, days), timeout)
-    if status != 200:
-        raise ListingError(f"HTTP {status} from {url}")
+    answer = client.get(url, listing_params(key, window), timeout)
+    if answer.status != 200:
+        raise ListingError(f"HTTP {answer.status} from {url}")
+    body = answer.body
     extra: list[str] = []
     try:
         try:
@@ -331,43 +422,7 @@ def fetch_listing(client: ListingClient, gina_url: str, key: tuple[str, str, str
             items, extra = split_array(bytes(body))
     except ValueError:
         head = bytes(body[:60]).decode("utf-8", "replace").replace("\n", " ")
-        raise ListingError(f"listing from {url} is not JSON (Content-Type {ctype or 'none'}, starts {head!r})") \
-            from None
-    good, problems = parse_records(items, gina_url)
+        raise ListingError(f"listing from {url} is not JSON (Content-Type {answer.content_type or 'none'}, starts "
+                           f"{head!r})") from None
+    good, problems = parse_records(items, gina_url, key[3])
     return good, extra + problems
-
-
-#: order inside a granule: geolocation first (as in SPEC section 4), then the bands in the order that completes
-#: products soonest: btd (SVM15, SVM16), tir (SVI05), mir (SVI04), vis (SVM03-05, SVI01), dnb (SVDNB)
-SEGMENT_ORDER = ("GMTCO", "GITCO", "GDNBO", "SVM15", "SVM16", "SVI05", "SVI04", "SVM03", "SVM04", "SVM05",
-                 "SVI01", "SVDNB")
-
-
-def fetch_key(sdr: SdrName) -> tuple:
-    """Newest granule first (by start time: orbit numbers are per satellite and cannot be compared across
-    satellites; within one satellite the newest orbit is the newest start); one granule's files together;
-    inside a granule geolocation first, then bands by product."""
-    rank = SEGMENT_ORDER.index(sdr.segment) if sdr.segment in SEGMENT_ORDER else len(SEGMENT_ORDER)
-    return (-sdr.start_time.timestamp(), sdr.platform, 0 if sdr.is_geolocation else 1, rank, sdr.segment)
-
-
-def plan_jobs(records: Iterable[Record], queues: list[Queue], have: Container[str]) -> tuple[list[FileJob], dict]:
-    """Files wanted by some queue and not in ``have`` (placed before), in :func:`fetch_key` order. Pure, given
-    ``have`` (asked once per wanted name).
-
-    Returns the jobs and per-queue counts ``{queue: (wanted, already_have)}``.
-    """
-    chosen: dict[str, Record] = {}
-    counts = {q.name: [0, 0] for q in queues}
-    for rec in records:
-        short = rec.sdr.platform
-        for queue in queues:
-            if SATELLITE_TO_SHORT[queue.satellite] != short or not queue.wants(rec.name):
-                continue
-            counts[queue.name][0] += 1
-            if rec.name in have:
-                counts[queue.name][1] += 1
-            else:
-                chosen.setdefault(rec.name, rec)
-    ordered = sorted(chosen.values(), key=lambda r: fetch_key(r.sdr))
-    return [FileJob(r.name, r.url, r.md5) for r in ordered], {k: tuple(v) for k, v in counts.items()}

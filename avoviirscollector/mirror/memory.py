@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from avoviirscollector.ondisk.state import (  # noqa: F401 - read_json: the readers of these files use it
+    MIRROR_COPIES,
     MIRROR_FAILURES,
     MIRROR_HEALTH,
     MIRROR_LISTINGS,
@@ -154,7 +155,8 @@ class ListingTimes:
 
     @staticmethod
     def _key(key: tuple) -> str:
-        return "/".join(str(part) for part in key)
+        """``snpp/viirs/level1/all/2`` (or ``.../gilmore+uafgina/2`` when stations are named)."""
+        return "/".join("+".join(part) or "all" if isinstance(part, tuple) else str(part) for part in key)
 
     def last_full(self, key: tuple) -> dt.datetime | None:
         return parse_iso(self.times.get(self._key(key)))
@@ -206,6 +208,42 @@ class SkippedRecords:
         except OSError:
             return list(dict.fromkeys(problems))
         return list(fresh.values())
+
+
+class StationCopies:
+    """Other stations' copies that mirror_gina left alone (``state/mirror_gina.copies.json``), each noted once:
+    name -> ``{"station", "listed", "of", "of_station", "of_listed", "noted"}`` (the copy, the station that listed it,
+    when it was first listed; the file of the granule placed or chosen instead, its station and when it was listed),
+    kept for the listing window. status and the monitor count them per station (who listed first, by how much)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / MIRROR_COPIES
+        self._noted: set[str] | None = None
+
+    def noted(self) -> set[str]:
+        if self._noted is None:
+            self._noted = set(read_json(self.path))
+        return self._noted
+
+    def note(self, copies: list, listed: dict[str, str | None], now: dt.datetime, forget_before: dt.datetime
+             ) -> list:
+        """Note the copies (``plan.Copy``) not noted before; returns those. Raises OSError when the file cannot be
+        written (nothing is then noted)."""
+        new = [copy for copy in copies if copy.name not in self.noted()]
+        if not new:
+            return []
+
+        def change(data: dict) -> None:
+            for name in [n for n, e in data.items()
+                         if not isinstance(e, dict) or (parse_iso(e.get("noted")) or now) < forget_before]:
+                del data[name]
+            for copy in new:
+                data.setdefault(copy.name, {"station": copy.station, "listed": listed.get(copy.name),
+                                            "of": copy.of, "of_station": copy.of_station,
+                                            "of_listed": listed.get(copy.of), "noted": _iso(now)})
+
+        self._noted = set(update_json(self.path, change))
+        return new
 
 
 def is_outage(own_faults: int, attempted: int, listing_failed: bool) -> bool:

@@ -109,10 +109,11 @@ class Journal:
         self.path = Path(state_dir) / JOURNAL_NAME
 
     def append(self, name: str, size: int, md5: str, seconds: float, connections: int,
-               listed: str | None = None) -> dict:
+               listed: str | None = None, station: str = "") -> dict:
         """Append one record (one ``write``, ``fsync``). The record's place in the file is kept for
         :meth:`retract` under the private key ``_span`` of the returned dict (not written). ``listed``: when GINA's
-        listing first showed the file (ISO time; written as ``listed`` when given, read by monitor)."""
+        listing first showed the file (ISO time; written as ``listed`` when given, read by monitor); ``station``:
+        the receiving station it came from (written when known)."""
         record = {
             "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "name": name,
@@ -123,6 +124,8 @@ class Journal:
         }
         if listed:
             record["listed"] = listed
+        if station:
+            record["station"] = station
         line = json.dumps(record, separators=(",", ":")) + "\n"
         fd = self._open_locked(os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
@@ -174,19 +177,23 @@ class Journal:
         """Names of the files placed that are still to be remembered (see the module docstring); compacts the
         file when it holds records older than that by more than an hour. A journal that cannot be rewritten (full
         disk) is left as it is."""
+        return set(self.placed(keep, now))
+
+    def placed(self, keep: dt.timedelta, now: dt.datetime | None = None) -> dict[str, PlacedRecord]:
+        """The records still to be remembered, by name (as :meth:`remembered`, which they are)."""
         now = now or dt.datetime.now(dt.UTC)
         horizon = now - keep
-        names: set[str] = set()
+        records: dict[str, PlacedRecord] = {}
         compact = False
         limits, long_ago = _horizon(horizon), _horizon(horizon - dt.timedelta(hours=1))
         for _raw, record in read_placed(self.path):
             if _remembered(record, *limits):
-                names.add(record.name)
+                records[record.name] = record
             elif not _remembered(record, *long_ago):
                 compact = True
         if compact:
             self._compact(horizon)
-        return names
+        return records
 
     def _compact(self, horizon: dt.datetime) -> None:
         try:

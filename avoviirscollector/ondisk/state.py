@@ -7,8 +7,8 @@ only reads it, through the readers here, which never write, move, lock or copy a
   ``forget``, ``event``, ``mark`` and ``stop`` records (store.py says what each means); :func:`read_broker_journal`
   replays it.
 - :data:`MIRROR_JOURNAL`: mirror_gina (``mirror/place.py``); JSON lines, one per placed file (:class:`PlacedRecord`).
-- :data:`MIRROR_FAILURES`, :data:`MIRROR_HEALTH`, :data:`MIRROR_LISTINGS`, :data:`MIRROR_SKIPPED`: mirror_gina
-  (``mirror/memory.py``); one JSON object each (:func:`read_json`).
+- :data:`MIRROR_FAILURES`, :data:`MIRROR_HEALTH`, :data:`MIRROR_LISTINGS`, :data:`MIRROR_SKIPPED`,
+  :data:`MIRROR_COPIES`: mirror_gina (``mirror/memory.py``); one JSON object each (:func:`read_json`).
 - :data:`MONITOR_STATE`: monitor (its history); ``mail-<program>.json``: the mail handler (mailer.py);
   ``refused-<program>.json``: access.py; :func:`mirror_lock` and :data:`FREE_SPACE_LOCK`: mirror_gina and the
   free-space sweep.
@@ -30,6 +30,7 @@ MIRROR_FAILURES = "mirror_gina.failures.json"
 MIRROR_HEALTH = "mirror_gina.health.json"
 MIRROR_LISTINGS = "mirror_gina.listings.json"
 MIRROR_SKIPPED = "mirror_gina.skipped.json"
+MIRROR_COPIES = "mirror_gina.copies.json"
 MONITOR_STATE = "monitor.json"
 FREE_SPACE_LOCK = "free_space.lock"
 
@@ -145,8 +146,8 @@ class PlacedRecord:
     """One line of :data:`MIRROR_JOURNAL`: a file mirror_gina placed in sdr/.
 
     On disk: ``{"time": "<ISO, Z>", "name": ..., "bytes": N, "md5": ..., "seconds": S, "connections": N,
-    "listed": "<ISO, when GINA's listing first showed it>"}`` (``listed`` from version 3 on; ``placed_at`` is read as
-    ``time`` too)."""
+    "listed": "<ISO, when GINA's listing first showed it>", "station": "<receiving station>"}`` (``listed`` and
+    ``station`` only when known; ``placed_at`` is read as ``time`` too)."""
 
     name: str
     time: float | None  # epoch seconds placed
@@ -155,6 +156,7 @@ class PlacedRecord:
     seconds: float | None = None
     connections: int | None = None
     listed: float | None = None  # epoch seconds GINA's listing first showed it
+    station: str = ""  # the receiving station it came from ("" unknown)
 
     @classmethod
     def of(cls, record: Mapping) -> PlacedRecord | None:
@@ -167,11 +169,13 @@ class PlacedRecord:
         connections = record.get("connections")
         listed = next((t for key in ("listed", "first_listed", "first_seen") if (t := epoch(record.get(key)))
                        is not None), None)
+        station = record.get("station")
         return cls(name, epoch(record.get("time", record.get("placed_at"))),
                    size if isinstance(size, int) and not isinstance(size, bool) else None,
                    record.get("md5") if isinstance(record.get("md5"), str) else None,
                    float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None,
-                   connections if isinstance(connections, int) else None, listed)
+                   connections if isinstance(connections, int) else None, listed,
+                   station if isinstance(station, str) else "")
 
 
 def placed_records(lines: Iterator[str | bytes] | list) -> Iterator[PlacedRecord]:

@@ -25,7 +25,7 @@ from tests.mirror_support import SIZES, SdrWatch
 
 pytestmark = pytest.mark.e2e
 
-MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--stall-seconds", "2"]
+MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once", "--stall-seconds", "2"]
 QUEUES = ["--queue", "snpp-moderate", "--queue", "snpp-imagery", "--queue", "snpp-dnb"]
 
 
@@ -67,7 +67,7 @@ def drain(sub, seconds: float) -> list[Message]:
 
 def test_faulty_runs_then_clean_run_one_file_message_per_placed_file(mirrored_suite, double):
     suite = mirrored_suite
-    start = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=9, minute=0, second=0, microsecond=0)
+    start = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0) - dt.timedelta(minutes=30)
     segments = sorted({seg for segs in PRODUCTS.values() for seg in segs})
     served = double.add_granule("npp", 71234, start, segments=segments, sizes=SIZES)
     expected = {s.name: s.md5 for s in served}
@@ -114,7 +114,7 @@ def test_delay_from_listing_to_file_message(mirrored_suite, double, record_prope
     try:
         suite.wait_flowing(sub)
         drain(sub, 0.5)
-        base = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=8, minute=0, second=0, microsecond=0)
+        base = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0) - dt.timedelta(minutes=40)
         for i in range(3):
             start = base + dt.timedelta(minutes=2 * i)
             (item,) = double.add_granule("npp", 72000 + i, start, segments=("SVM16",),

@@ -31,7 +31,7 @@ from tests.mirror_support import SIZES
 
 pytestmark = pytest.mark.e2e
 
-MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--stall-seconds", "2"]
+MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once", "--stall-seconds", "2"]
 QUEUES = ["--queue", "snpp-moderate", "--queue", "snpp-imagery", "--queue", "snpp-dnb",
           "--queue", "noaa20-moderate", "--queue", "noaa20-imagery", "--queue", "noaa20-dnb"]
 SEGMENTS = sorted({seg for segs in PRODUCTS.values() for seg in segs})
