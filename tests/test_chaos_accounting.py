@@ -75,3 +75,20 @@ def test_broker_log_lines(tmp_path):
     read = chaos.BrokerLog.read(log)
     assert read.recovered == [("late file: x", 21.5)]
     assert read.in_doubt_tasks == {("dnb", "Suomi-NPP", 67002, "2026-11-27T19:31:17", "19:32:42")}
+
+
+def test_two_stations_files_are_one_granule_and_two_copies_of_a_segment_are_a_failure():
+    """The second station's copy of a granule starts 0.1 s later: a task holding geolocation from one station and
+    bands from the other holds one granule, whole; a task holding both copies of a band is wrong."""
+    other = START + chaos.COPY_OFFSET
+    btd = key("btd", "Suomi-NPP")
+    split = names("btd", "npp", START)[:1] + names("btd", "npp", other)[1:]
+    result = chaos.account({btd}, [task("btd", "Suomi-NPP", split)])
+    assert result.ok and not result.lost and len(result.tasks[0].granules) == 1
+    doubled = task("btd", "Suomi-NPP", names("btd", "npp", START) + names("btd", "npp", other)[2:])
+    problems = chaos.read_task(doubled).problems
+    assert any("holds 2 copies of SVM16" in p for p in problems), problems
+    made = chaos.satellite_granule_names("npp", 67002, START, "split")
+    assert {n[:5] for n in made if "_t1931173_" in n} == set(chaos.GEOLOCATION)
+    doubled_names = chaos.satellite_granule_names("npp", 67002, START, "both copies of a band")
+    assert len(doubled_names) == len(chaos.ALL_SEGMENTS) + 1

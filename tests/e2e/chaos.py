@@ -28,6 +28,7 @@ from pathlib import Path
 import zmq
 from posttroll.message import Message
 
+from avoviirscollector.granules import GranuleMap
 from avoviirscollector.viirs import (
     PLATFORMS,
     PRODUCTS,
@@ -72,11 +73,30 @@ class Placement:
     late: bool = False  # held back beyond the gatherers' slot timeout
 
 
-def satellite_granule_names(platform: str, orbit: int, start: dt.datetime) -> list[str]:
-    """The files of every product for one satellite-granule, in the order they arrive (geolocation first)."""
+#: how a satellite-granule came from the receiving stations (the second station's copy starts 0.1 s later and was
+#: made 3.5 minutes later): from one station; split (geolocation from one, the bands from the other); from one
+#: station, with the other station's copy of one band placed too (files put into sdr/ by anyone count)
+STATIONS = ("one", "split", "both copies of a band")
+COPY_OFFSET = dt.timedelta(seconds=0.1)
+COPY_DELAY = dt.timedelta(minutes=3.5)
+
+
+def satellite_granule_names(platform: str, orbit: int, start: dt.datetime, stations: str = "one",
+                            rng: random.Random | None = None) -> list[str]:
+    """The files of every product for one satellite-granule, in the order they arrive (geolocation first), from the
+    receiving stations as ``stations`` (one of :data:`STATIONS`) says."""
     end = start + GRANULE
     created = start + dt.timedelta(minutes=9, microseconds=123456)
-    return [format_name(segment, platform, start, end, orbit, created) for segment in ALL_SEGMENTS]
+
+    def other(segment: str) -> str:
+        return format_name(segment, platform, start + COPY_OFFSET, end, orbit, created + COPY_DELAY)
+
+    names = [format_name(segment, platform, start, end, orbit, created) for segment in ALL_SEGMENTS]
+    if stations == "split":
+        names = names[:len(GEOLOCATION)] + [other(segment) for segment in BANDS]
+    elif stations == "both copies of a band":
+        names.append(other((rng or random.Random(4)).choice(BANDS)))
+    return names
 
 
 def passes(first: dt.datetime, per_satellite: int, rng: random.Random | None = None,
@@ -107,7 +127,7 @@ def schedule(plan: list[tuple[str, int, dt.datetime, int]], granule_every: float
     total = granule_every * sum(count for *_, count in plan)
     for platform, orbit, first, count in plan:
         for number in range(count):
-            names = satellite_granule_names(platform, orbit, first + GRANULE * number)
+            names = satellite_granule_names(platform, orbit, first + GRANULE * number, rng.choice(STATIONS), rng)
             # late files only where the stream goes on meanwhile (a late file at the very end would lengthen it)
             chance = late_share if at + late_after < total else 0.0
             late = rng.randrange(len(GEOLOCATION), len(names)) if rng.random() < chance else None
@@ -259,8 +279,8 @@ def complete_on_disk(sdr: Path, older_than: float = 0.0, include_probes: bool = 
                      since: dt.datetime | None = None) -> set[GranuleKey]:
     """Every product granule complete in ``sdr`` (the last of its files placed over ``older_than`` s ago; with
     ``since``, of the granules that start at or after it only: an archive behind them is left out unparsed)."""
-    segments: dict[tuple[str, dt.datetime], set[str]] = defaultdict(set)
-    newest: dict[tuple[str, dt.datetime], dict[str, float]] = defaultdict(dict)
+    segments = GranuleMap()  # (platform name, start; two stations' copies 0.1 s apart are one) -> segments
+    newest = GranuleMap()  # the same -> segment -> its first placement
     now = time.time()
     first = None if since is None else start_key_of(since)
     for entry in os.scandir(sdr):
@@ -273,11 +293,12 @@ def complete_on_disk(sdr: Path, older_than: float = 0.0, include_probes: bool = 
         if name.start_time < PROBE_BEFORE and not include_probes:
             continue
         key = (name.platform_name, name.start_time)
-        segments[key].add(name.segment)
+        segments.setdefault(key, set()).add(name.segment)
         placed = entry.stat().st_ctime
-        newest[key][name.segment] = min(placed, newest[key].get(name.segment, placed))
+        first_placed = newest.setdefault(key, {})
+        first_placed[name.segment] = min(placed, first_placed.get(name.segment, placed))
     out = set()
-    for product, platform, start in granules_of(segments):
+    for product, platform, start in granules_of(dict(segments.items())):
         completed = max(newest[(platform, start)][segment] for segment in PRODUCTS[product])
         if now - completed > older_than:
             out.add((product, platform, start))
@@ -292,7 +313,7 @@ class Task:
     product: str
     platform_name: str
     orbit: int
-    granules: dict[GranuleKey, set[str]]  # granule -> segments in this task
+    granules: GranuleMap  # granule -> segments in this task (starts within the tolerance are one granule)
     start: str = ""  # the task's start and end time as the broker logs them (whole seconds)
     end: str = ""
     problems: list[str] = field(default_factory=list)
@@ -310,10 +331,11 @@ def read_task(raw: bytes) -> Task:
     product = msg.subject.rsplit("/", 1)[-1]
     platform_name = msg.data["platform_name"]
     start, end = (msg.data[k] for k in ("start_time", "end_time"))
-    task = Task(raw, product, platform_name, msg.data["orbit_number"], {},
+    task = Task(raw, product, platform_name, msg.data["orbit_number"], GranuleMap(),
                 start.strftime("%Y-%m-%dT%H:%M:%S") if isinstance(start, dt.datetime) else str(start)[:19],
                 end.strftime("%H:%M:%S") if isinstance(end, dt.datetime) else str(end)[11:19])
-    orbits: dict[GranuleKey, set[int]] = defaultdict(set)
+    orbits = GranuleMap()
+    copies: Counter[tuple] = Counter()
     platforms_by_start: dict[dt.datetime, set[str]] = defaultdict(set)
     for item in msg.data.get("dataset", []):
         try:
@@ -327,13 +349,17 @@ def read_task(raw: bytes) -> Task:
             task.problems.append(f"{name.segment} is not a segment of {product}: {item['uid']}")
         key = (product, name.platform_name, name.start_time)
         task.granules.setdefault(key, set()).add(name.segment)
-        orbits[key].add(name.orbit_number)
+        orbits.setdefault(key, set()).add(name.orbit_number)
+        copies[(task.granules.held(key), name.segment)] += 1
         platforms_by_start[name.start_time].add(name.platform_name)
         if name.platform_name != platform_name:
             task.problems.append(f"{item['uid']} in a task of {platform_name}")
     for key, found in orbits.items():
         if len(found) > 1:
             task.problems.append(f"granule {describe(key)} with orbits {sorted(found)}")
+    for (key, segment), count in copies.items():
+        if count > 1:
+            task.problems.append(f"granule {describe(key)} holds {count} copies of {segment}")
     for start, found in platforms_by_start.items():
         if len(found) > 1:
             task.problems.append(f"start {start} mixes platforms {sorted(found)}")
@@ -429,29 +455,30 @@ class Account:
 def account(complete: set[GranuleKey], raws: list[bytes], in_doubt_tasks: set[tuple] = frozenset(),
             include_probes: bool = False) -> Account:
     tasks = [read_task(raw) for raw in raws]
-    counts: Counter[GranuleKey] = Counter()
-    doubtful: Counter[GranuleKey] = Counter()
-    segments: dict[GranuleKey, set[str]] = defaultdict(set)
+    counts = GranuleMap()  # granule (two stations' starts are one) -> tasks it is in
+    doubtful = GranuleMap()
+    segments = GranuleMap()
     problems = decode_problems(raws)
     for task in tasks:
         problems += task.problems
         for key, segs in task.granules.items():
             if key[2] < PROBE_BEFORE and not include_probes:
                 continue
-            counts[key] += 1
-            segments[key] |= segs
+            counts[key] = counts.get(key, 0) + 1
+            segments[key] = segments.get(key, set()) | segs
             if task.signature in in_doubt_tasks:
-                doubtful[key] += 1
-    lost = {key for key in complete if counts[key] == 0}
+                doubtful[key] = doubtful.get(key, 0) + 1
+    lost = {key for key in complete if counts.get(key, 0) == 0}
     twice, repeats = {}, {}
     for key, times in counts.items():
         if times > 1:
             # a repetition is allowed when the broker logged one of those hand-outs in doubt
-            if times - 1 <= doubtful[key]:
+            if times - 1 <= doubtful.get(key, 0):
                 repeats[key] = times
             else:
                 twice[key] = times
-    partial = {key: segments[key] for key in complete if counts[key] and set(PRODUCTS[key[0]]) - segments[key]}
+    partial = {key: segments[key] for key in complete
+               if counts.get(key, 0) and set(PRODUCTS[key[0]]) - segments[key]}
     return Account(complete, tasks, lost, twice, repeats, partial, problems)
 
 
