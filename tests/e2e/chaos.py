@@ -281,6 +281,7 @@ def complete_on_disk(sdr: Path, older_than: float = 0.0, include_probes: bool = 
     ``since``, of the granules that start at or after it only: an archive behind them is left out unparsed)."""
     segments = GranuleMap()  # (platform name, start; two stations' copies 0.1 s apart are one) -> segments
     newest = GranuleMap()  # the same -> segment -> its first placement
+    earliest = GranuleMap()  # the same -> the earliest start of its files
     now = time.time()
     first = None if since is None else start_key_of(since)
     for entry in os.scandir(sdr):
@@ -294,6 +295,7 @@ def complete_on_disk(sdr: Path, older_than: float = 0.0, include_probes: bool = 
             continue
         key = (name.platform_name, name.start_time)
         segments.setdefault(key, set()).add(name.segment)
+        earliest[key] = min(name.start_time, earliest.get(key, name.start_time))
         placed = entry.stat().st_ctime
         first_placed = newest.setdefault(key, {})
         first_placed[name.segment] = min(placed, first_placed.get(name.segment, placed))
@@ -301,7 +303,7 @@ def complete_on_disk(sdr: Path, older_than: float = 0.0, include_probes: bool = 
     for product, platform, start in granules_of(dict(segments.items())):
         completed = max(newest[(platform, start)][segment] for segment in PRODUCTS[product])
         if now - completed > older_than:
-            out.add((product, platform, start))
+            out.add((product, platform, earliest[(platform, start)]))  # the first station's start, whatever order
     return out
 
 

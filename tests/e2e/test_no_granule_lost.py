@@ -38,7 +38,9 @@ ARCHIVE_FILES = int(os.environ.get("AVO_TEST_ARCHIVE", "100000"))
 
 
 class Granule:
-    """One btd granule of Suomi-NPP: its three file names in arrival order (geolocation first) and its key."""
+    """One btd granule of Suomi-NPP: its three file names in arrival order (geolocation first) and its key. Its
+    files come from two receiving stations: the last one is the second station's (its start 0.1 s later, made 3.5
+    minutes later), as when mirror_gina fetched each file from the station that listed it first."""
 
     def __init__(self, case: str):
         index = CASES[case]
@@ -46,7 +48,10 @@ class Granule:
         self.orbit = 61001 + index
         end = self.start + dt.timedelta(seconds=85.4)
         created = self.start + dt.timedelta(minutes=9, microseconds=123456)
-        self.names = [format_name(seg, "npp", self.start, end, self.orbit, created) for seg in PRODUCTS["btd"]]
+        last = PRODUCTS["btd"][-1]
+        self.names = [format_name(seg, "npp", self.start, end, self.orbit, created) for seg in PRODUCTS["btd"][:-1]]
+        self.names.append(format_name(last, "npp", self.start + dt.timedelta(seconds=0.1), end, self.orbit,
+                                      created + dt.timedelta(minutes=3.5)))
         self.key = ("btd", PLATFORMS["npp"][0], self.start)
 
 
