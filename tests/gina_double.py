@@ -94,6 +94,7 @@ so the latitude at nadir rises over an ascending granule and falls over a descen
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as dt
 import hashlib
 import json
@@ -323,7 +324,7 @@ class Served:
     """One served file: listed from ``listed_at`` (epoch seconds) on, as a file of ``station``."""
 
     name: str
-    path: Path
+    path: Path | None  # None: listed only (a record of a file the double does not serve: 404)
     size: int
     md5: str
     listed_at: float
@@ -405,6 +406,8 @@ class GinaDouble:
         self.slow_rate = slow_rate
         self._lock = threading.Lock()
         self._files: dict[str, Served] = {}
+        self._starts: dict[str, dt.datetime] = {}  # name -> granule start
+        self._by_start: list[tuple[dt.datetime, str]] = []  # (start, name), sorted: listings by time bounds
         self._extra_records: list[dict] = []
         self._raw_records: list[str] = []
         self._faults: dict[str, int | None] = {}
@@ -521,9 +524,27 @@ class GinaDouble:
             while chunk := fh.read(1 << 20):
                 md5.update(chunk)
         served = Served(path.name, path, path.stat().st_size, md5.hexdigest(), epoch(listed_at), station)
-        with self._lock:
-            self._files[path.name] = served
+        self._keep(served)
         return served
+
+    def add_listed(self, name: str, size: int, station: str | None = None,
+                   listed_at: float | dt.datetime | None = None, md5: str | None = None) -> Served:
+        """List a file the double does not serve (its URL answers 404): a record for listings at real volume, where
+        only what a listing costs matters (``md5`` made up from the name unless given)."""
+        parse_name(name)
+        served = Served(name, None, size, md5 or hashlib.md5(name.encode()).hexdigest(), epoch(listed_at),
+                        check_station(station))
+        self._keep(served)
+        return served
+
+    def _keep(self, served: Served) -> None:
+        start = parse_name(served.name).start_time
+        with self._lock:
+            if served.name in self._files:
+                self._by_start.remove((self._starts[served.name], served.name))
+            self._files[served.name] = served
+            self._starts[served.name] = start
+            bisect.insort(self._by_start, (start, served.name))
 
     def list_at(self, names: list[str], when: float | dt.datetime | None = None) -> None:
         """Move the time from which the named files are listed (default: now, i.e. list them at once)."""
@@ -610,30 +631,34 @@ class GinaDouble:
 
     def remove(self, name: str) -> None:
         with self._lock:
-            self._files.pop(name, None)
+            if self._files.pop(name, None) is not None:
+                self._by_start.remove((self._starts.pop(name), name))
 
     def served(self) -> list[Served]:
         with self._lock:
             return sorted(self._files.values(), key=lambda s: s.name)
 
-    def listing(self, query: dict[str, list[str]]) -> list[dict]:
-        """The records ``products.json`` answers for ``query``: the files listed by now (``listed_at``) of the
-        stations in ``facilities[]`` (every station without one) that match the satellites and the time bounds
-        (:func:`time_bounds`, by granule start). Raise :class:`BadQuery` for a malformed bound."""
+    def listing(self, query: dict[str, list[str]], now: float | None = None) -> list[dict]:
+        """The records ``products.json`` answers for ``query``: the files listed by ``now`` (``listed_at``; default
+        the clock) of the stations in ``facilities[]`` (every station without one) that match the satellites and the
+        time bounds (:func:`time_bounds`, by granule start), in name order. Raise :class:`BadQuery` for a malformed
+        bound."""
         sats = query.get("satellites[]", [])
         shorts = {SATELLITE_TO_SHORT.get(s) for s in sats}
         stations = set(query.get("facilities[]", []))
-        now = time.time()
+        now = time.time() if now is None else now
         first, after = time_bounds(query)
         wrong = self.fault_on("wrong_md5")
         records = []
-        for served in self.served():
+        with self._lock:
+            low = bisect.bisect_left(self._by_start, (first, ""))
+            high = bisect.bisect_left(self._by_start, (after, ""))
+            candidates = sorted((self._files[name] for _, name in self._by_start[low:high]), key=lambda s: s.name)
+        for served in candidates:
             if served.listed_at > now or (stations and served.station not in stations):
                 continue
             parsed = parse_name(served.name)
             if sats and parsed.platform not in shorts:
-                continue
-            if not first <= parsed.start_time < after:
                 continue
             md5 = hashlib.md5(served.md5.encode()).hexdigest() if wrong else served.md5
             records.append({
@@ -777,7 +802,7 @@ def _make_handler(double: GinaDouble):
             double._count("file_requests")
             with double._lock:
                 served = double._files.get(name)
-            if served is None:
+            if served is None or served.path is None:
                 self._plain(404, "no such file\n")
                 return
             size = served.size

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from avoviirscollector.broker.geolocation import direction_from_geolocation
-from avoviirscollector.viirs import parse_name
+from avoviirscollector.viirs import format_name, parse_name
 from tests.gina_double import (
     GRANULE,
     ORBIT_MINUTES,
@@ -209,6 +209,22 @@ def test_stations_filter_by_facilities_and_every_station_without_one(double):
         gilmore.name: "gilmore", uafgina.name: "uafgina", barrow.name: "barrow"}
     with pytest.raises(ValueError):
         double.add_granule("npp", 70000, START, segments=("SVM16",), station="Gilmore Creek")
+
+
+def test_listed_only_records_are_listed_by_their_time_and_not_served(double):
+    """Listings at real volume (a day of 27 level-1 files a granule at two stations) need records, not files."""
+    name = format_name("SVM01", "npp", START, START + GRANULE, 70000, START + dt.timedelta(minutes=10))
+    when = START.replace(tzinfo=dt.UTC).timestamp() + 900
+    double.add_listed(name, 25_000_000, station="uafgina", listed_at=when)
+    query = {"start_date": [f"{START:%Y-%m-%d %H%M}"], "end_date": [f"{START:%Y-%m-%d %H%M}"]}
+    assert double.listing(query, now=when - 1) == []
+    (record,) = double.listing(query, now=when)
+    assert record["facility"] == "uafgina" and record["size"] == 25_000_000 and record["url"].endswith(name)
+    assert requests.get(record["url"], timeout=5).status_code == 404
+    later = {"start_date": [f"{START + dt.timedelta(minutes=1):%Y-%m-%d %H%M}"]}
+    assert double.listing(later, now=when) == []  # by granule start, through the index
+    double.remove(name)
+    assert double.listing(query, now=when) == []
 
 
 def test_same_pass_at_two_stations_starts_a_tenth_later_and_is_made_later(double):
