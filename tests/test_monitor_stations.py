@@ -1,15 +1,25 @@
 """monitor's latency legs and receiving stations: every leg from the journals with a fake clock, the stations'
 figures (files first, copies left alone, lead, passes seen at one station only), two stations' starts 0.1 s apart
-taken for one granule, missing data skipped, the history's restart."""
+taken for one granule, missing data skipped, the history's restart, /metrics through prometheus_client's parser and
+the page's tables read back."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import urllib.request
+from html.parser import HTMLParser
 
-from avoviirscollector.monitor import latency
+import pytest
+
+from avoviirscollector.config import load_settings
+from avoviirscollector.monitor import latency, page
 from avoviirscollector.monitor.history import History
+from avoviirscollector.monitor.server import Monitor, make_server
 from avoviirscollector.viirs import format_name
+from tests.broker_support import free_port
+from tests.test_monitor import metrics, write_lines
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 T0 = NOW - dt.timedelta(hours=1)  # when the passes below were listed
@@ -261,3 +271,126 @@ def test_a_save_of_before_stations_and_latency_is_read():
     old = History.from_json(json.loads(json.dumps(saved)))
     assert len(old.files) == len(h.files) and old.copies == {} and len(old.samples) == 0
     assert {p.station for p in old.files.values()} == {""}
+
+
+# -- the page -------------------------------------------------------------------------------------------------------
+class Rows(HTMLParser):
+    """The ``tr`` elements of one table (by id): each row's attributes and its cells' attributes."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__()
+        self.table, self.inside, self.rows = table, False, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.inside = attrs.get("id") == self.table
+        elif self.inside and tag == "tr":
+            self.rows.append({"attrs": attrs, "cells": []})
+        elif self.inside and tag == "td" and self.rows:
+            self.rows[-1]["cells"].append(attrs)
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.inside = False
+
+
+def table(html: str, table_id: str) -> list[dict]:
+    parser = Rows(table_id)
+    parser.feed(html)
+    return parser.rows
+
+
+def test_the_page_shows_the_latency_and_the_stations():
+    h = History()
+    station_day(h)
+    tir_granule(h, GILMORE_START + dt.timedelta(seconds=2 * 85.35))  # a later granule of pass A
+    html = page.render(page.View(now=NOW.timestamp(), history=h))
+    assert "<script" not in html and 'class="latency"' in html and 'class="stations"' in html
+    rows = {(r["attrs"]["data-satellite"], r["attrs"]["data-station"]): {c["data-leg"]: c for c in r["cells"]
+                                                                        if "data-leg" in c}
+            for r in table(html, "latency") if r["attrs"].get("class") == "latency-row"}
+    assert set(rows) == {("NOAA-20", "uafgina"), ("Suomi-NPP", "uafgina"), ("Suomi-NPP", "gilmore"),
+                         ("NOAA-21", "gilmore")}
+    legs = rows[("NOAA-20", "uafgina")]
+    assert list(legs) == list(latency.LEGS)
+    assert (legs["placed_to_tasked"]["data-median"], legs["placed_to_tasked"]["data-samples"]) == ("5.0", "1")
+    assert legs["listed_to_handed_out"]["data-median"] == "50.0"
+    assert legs["listed_to_placed"]["data-samples"] == "6"  # PASS_A, PASS_B and the tir granule's two
+    assert rows[("NOAA-21", "gilmore")]["tasked_to_handed_out"] == {"class": "num leg",
+                                                                  "data-leg": "tasked_to_handed_out",
+                                                                  "data-median": "", "data-samples": "0"}
+    stations = {r["attrs"]["data-station"]: r["attrs"] for r in table(html, "stations")
+                if r["attrs"].get("class") == "station"}
+    assert stations["uafgina"]["data-files-first"] == "7" and stations["uafgina"]["data-lead"] == "210.0"
+    assert stations["uafgina"]["data-one-station-passes"] == "1"
+    assert stations["gilmore"]["data-copies-skipped"] == "1" and stations["gilmore"]["data-lead"] == "45.0"
+    assert stations["barrow"]["data-lead"] == "" and stations["barrow"]["data-leads"] == "0"
+    assert ">3.5 min <" in html  # the 210 s lead, for a person
+
+
+def test_the_page_without_any_sample_says_so():
+    html = page.render(page.View(now=NOW.timestamp(), history=History()))
+    assert not [r for r in table(html, "latency") if r["attrs"].get("class") == "latency-row"]
+    assert "no samples yet" in html and "no files placed yet" in html
+
+
+# -- /metrics from the state files ----------------------------------------------------------------------------------
+@pytest.fixture
+def base(tmp_path):
+    settings = load_settings({"VIIRS_BASE": str(tmp_path / "viirs"), "MONITOR_PORT": str(free_port())})
+    settings.make_dirs()
+    return settings
+
+
+def test_metrics_of_latency_and_stations_from_the_journals_and_copies(base):
+    scratch = History()
+    copies = station_day(scratch)
+    now = NOW.timestamp()
+    records = [journal(name, T0 + dt.timedelta(seconds=i), T0 + dt.timedelta(seconds=60 + i))
+               for i, name in enumerate(PASS_A + PASS_B + [PASS_C_UAFGINA])]
+    records += [journal(name, T0, T0 + dt.timedelta(seconds=30), "gilmore") for name in (PASS_C_GILMORE, PASS_D)]
+    write_lines(base.state_dir / "mirror_gina.journal", records)
+    (base.state_dir / "mirror_gina.copies.json").write_text(json.dumps(copies))
+    write_lines(base.state_dir / "task_queue.journal", [
+        {"format": "avoviirscollector-task-queue", "version": 2, "t": iso(T0), "next_id": 1},
+        put(1, "tir", PASS_A, T0 + dt.timedelta(seconds=70)),
+        take(1, "tir", "NOAA-20", UAFGINA_START, T0 + dt.timedelta(seconds=100))])
+    monitor = Monitor(base, clock=lambda: now)
+    monitor.poll()
+    monitor.poll()  # copies.json unchanged: not read again, nothing counted twice
+    server = make_server(monitor, base, host="127.0.0.1")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{base.monitor_port}/metrics", timeout=10).read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    got = metrics(text)
+    end_to_end = (("leg", "listed_to_handed_out"), ("satellite", "NOAA-20"), ("station", "uafgina"))
+    assert got[("avo_latency_seconds_count", end_to_end)] == 1
+    assert got[("avo_latency_seconds_sum", end_to_end)] == 99.0  # handed out at 100 s, PASS_A's SVI05 listed at 1 s
+    assert got[("avo_latency_seconds_bucket", (("le", "60.0"), *end_to_end))] == 0
+    assert got[("avo_latency_seconds_bucket", (("le", "120.0"), *end_to_end))] == 1
+    tasked = (("leg", "placed_to_tasked"), ("satellite", "NOAA-20"), ("station", "uafgina"))
+    assert got[("avo_latency_seconds_sum", tasked)] == 9.0  # put at 70 s, PASS_A's SVI05 placed at 61 s
+    assert got[("avo_latency_seconds_count", (("leg", "listed_to_placed"), ("satellite", "NOAA-20"),
+                                              ("station", "uafgina")))] == 4
+    assert got[("avo_files_first_total", (("station", "uafgina"),))] == 5
+    assert got[("avo_files_first_total", (("station", "gilmore"),))] == 2
+    assert got[("avo_station_copies_skipped_total", (("station", "gilmore"),))] == 1
+    assert got[("avo_station_copies_skipped_total", (("station", "barrow"),))] == 1
+    assert got[("avo_station_lead_seconds", (("station", "uafgina"),))] == 210
+    assert got[("avo_station_lead_seconds", (("station", "gilmore"),))] == 45
+    assert ("avo_station_lead_seconds", (("station", "barrow"),)) not in got
+    assert got[("avo_passes_one_station", (("station", "uafgina"),))] == 1
+    assert got[("avo_passes_one_station", (("station", "barrow"),))] == 0
+    assert got[("avo_files_placed_total", (("band", "GITCO"), ("satellite", "NOAA-20")))] == 2  # unchanged metrics
+    # a restart of monitor: the counters continue, nothing is counted twice
+    monitor.save()
+    again = Monitor(base, clock=lambda: now + 30)
+    again.poll()
+    assert again.history.counter("copies_skipped") == {("gilmore",): 1, ("barrow",): 1}
+    assert again.history.counter("files_first") == {("uafgina",): 5, ("gilmore",): 2}
+    assert again.history.histograms["latency"]["listed_to_handed_out|NOAA-20|uafgina"].count == 1
