@@ -174,6 +174,20 @@ def test_samples_are_kept_a_day_and_bounded(monkeypatch):
     assert samples(h, "placed_to_tasked") == {("NOAA-21", "uaf5"): [float(i) for i in range(20, 30)]}
 
 
+def test_tasks_and_hand_outs_are_forgotten_after_the_window_only():
+    h = History()
+    tir_granule(h)  # put and handed out at T0 + 50 s and T0 + 80 s
+    h.prune(NOW.timestamp())
+    assert len(h.tasked) == len(h.handed) == len(h.put_at) == 1
+    held = h.tasked
+    h.prune(NOW.timestamp() + 5)
+    assert h.tasked is held  # nothing expired: not rebuilt (a GranuleMap's lookups cost, each poll)
+    h.prune((T0 + dt.timedelta(seconds=60) + dt.timedelta(hours=25)).timestamp())  # the put is older than 25 h
+    assert len(h.tasked) == len(h.put_at) == 0 and len(h.handed) == 1
+    h.prune((T0 + dt.timedelta(seconds=90) + dt.timedelta(hours=25)).timestamp())
+    assert len(h.handed) == 0
+
+
 # -- the stations ---------------------------------------------------------------------------------------------------
 PASS_A = [sdr("GITCO", orbit=1000), sdr("SVI05", orbit=1000)]  # NOAA-20 at uafgina, gilmore's copy left alone
 PASS_B_START = UAFGINA_START + dt.timedelta(minutes=101)

@@ -175,6 +175,7 @@ class History:
         self._groups = GranuleMap()  # (platform name, start) -> names of the files (the granules' files, found fast)
         self._cache: dict[str, tuple[tuple[int, int], Any]] = {}  # the views, until the history or the minute changes
         self._samples_pruned = float("-inf")
+        self._oldest_granule = float("inf")  # at most the oldest time of tasked, handed and put_at
 
     # -- counters -------------------------------------------------------------------------------------------------
     def count(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
@@ -337,6 +338,7 @@ class History:
             self.task_ids[task_id] = when
             self.changes.append((when, 1))
         dataset = data.get("dataset") if isinstance(data.get("dataset"), list) else []
+        self._oldest_granule = min(self._oldest_granule, when)
         for key in keys_of(product, [item for item in dataset if isinstance(item, Mapping)]):
             if key not in self.tasked:
                 self.tasked[key] = when
@@ -376,6 +378,7 @@ class History:
             product, satellite = "?", "?"
         self.count("handed_out" if kind == "handed out" else "dropped", (product, satellite))
         self.changes.append((when, -1))
+        self._oldest_granule = min(self._oldest_granule, when)
         for key in keys:
             before = self.handed.get(key)
             if kind == "handed out" and (before is None or before[1] != "handed out"):
@@ -383,6 +386,10 @@ class History:
             self.handed[key] = (when, kind, worker)
             self.tasked.setdefault(key, when)
         self.version += 1
+
+    def _oldest_of_granules(self) -> float:
+        times = [*self.tasked.values(), *(v[0] for v in self.handed.values()), *self.put_at.values()]
+        return min(times, default=float("inf"))
 
     # -- queue length ---------------------------------------------------------------------------------------------
     def queue_sample(self, when: float, length: int) -> None:
@@ -437,16 +444,17 @@ class History:
                 del self.files[name]
                 self._unindex(name)
             self.version += 1
-        self.tasked = GranuleMap((k, t) for k, t in self.tasked.items() if t >= horizon)
-        if any(t < horizon for t in self.put_at.values()):
+        if self._oldest_granule < horizon:  # a GranuleMap's items cost a lookup each: rebuilt when one expired
+            self.tasked = GranuleMap((k, t) for k, t in self.tasked.items() if t >= horizon)
+            self.handed = GranuleMap((k, v) for k, v in self.handed.items() if v[0] >= horizon)
             self.put_at = GranuleMap((k, t) for k, t in self.put_at.items() if t >= horizon)
+            self._oldest_granule = self._oldest_of_granules()
         if any(note.noted < horizon for note in self.copies.values()):
             self.copies = {n: c for n, c in self.copies.items() if c.noted >= horizon}
             self.version += 1
         if now - self._samples_pruned >= SAMPLE_SECONDS:  # at most once a minute: the medians look at the window
             self.samples.prune(now - WINDOW)
             self._samples_pruned = now
-        self.handed = GranuleMap((k, v) for k, v in self.handed.items() if v[0] >= horizon)
         self.listed = {n: t for n, t in self.listed.items() if t >= horizon}
         self.task_ids = {i: t for i, t in self.task_ids.items() if t >= horizon}
         cut = bisect.bisect_left([s[0] for s in self.queue_samples], now - WINDOW)
@@ -573,6 +581,7 @@ class History:
             out.watching_since = float(since) if since is not None else None
             # since stations and latency (absent from an older save)
             out.put_at = GranuleMap((GranuleKey.from_json(v[:3]), float(v[3])) for v in data.get("put_at", []))
+            out._oldest_granule = out._oldest_of_granules()
             out.copies = {str(n): CopyNote.from_json(n, v) for n, v in data.get("copies", {}).items()}
             out.samples = Samples.from_json(data.get("samples", {}))
             out._reindex()
