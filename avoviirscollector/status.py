@@ -7,6 +7,10 @@ What it shows
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``:
       JSON lines with time, name, bytes, md5, seconds, connections) with rates, and the last hour's totals
+    - stations (last 24 h): per receiving station the files placed from it (the journal's tail, as above: the
+      figures say since when when that tail does not reach a day back), the other stations' copies mirror_gina
+      left alone (``state/mirror_gina.copies.json``), by how much earlier a station listed the files kept than the
+      copies (median), and the passes seen at one station only (``monitor/stations.py`` says how each is counted)
     - files given up on: what mirror_gina no longer fetches after ``MIRROR_GIVE_UP_TRIES`` failures of the file's own
       fault (``state/mirror_gina.failures.json``)
     - mirror health: the last run and last successful run of mirror_gina (``state/mirror_gina.health.json``)
@@ -49,7 +53,9 @@ from urllib.parse import quote
 
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.monitor.stations import copy_notes, station_rows
 from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status's own API too
+    MIRROR_COPIES,
     MIRROR_FAILURES,
     MIRROR_HEALTH,
     MIRROR_JOURNAL,
@@ -67,6 +73,7 @@ ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
 DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
 TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
 SDR = "sdr"  # the folder of placed files: never walked (months of files)
+DAY_SECONDS = 24 * 3600.0
 
 
 # ----------------------------------------------------------------------------------------------- pure parts
@@ -80,6 +87,7 @@ class Report:
     queue_error: str | None = None
     last_files: list[dict] = field(default_factory=list)
     last_hour: dict = field(default_factory=dict)
+    stations: dict = field(default_factory=dict)
     last_errors: list[dict] = field(default_factory=list)
     disk: dict = field(default_factory=dict)
     refused: list[dict] = field(default_factory=list)
@@ -169,6 +177,23 @@ def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict],
     return entries[-count:][::-1], last_hour
 
 
+def station_summary(lines: list[str], copies: dict, now: float, cut: bool = False) -> dict:
+    """The receiving stations of the last 24 hours from the journal's tail and copies.json: ``{"since": ISO or
+    None, "partial": bool, "by_station": [{"station", "files", "copies", "lead_median", "leads",
+    "one_station_passes"}, ...]}``. ``cut``: the tail is not the whole journal (then, when its oldest record is less
+    than a day old, the files are counted since that record: ``partial``)."""
+    since = now - DAY_SECONDS
+    records = [p for p in placed_records(lines) if p.time is not None]
+    oldest = min((p.time for p in records), default=None)
+    partial = cut and (oldest is None or oldest > since)
+    recent = [p for p in records if p.time >= since]
+    listed = {p.name: p.listed for p in recent if p.listed is not None}
+    notes = list(copy_notes(copies, listed.get, since))
+    rows = station_rows(((p.name, p.station) for p in recent), notes)
+    return {"since": _iso(oldest if partial else since), "partial": partial,
+            "by_station": [row.to_json() for row in rows.values()]}
+
+
 def _iso(when: float | None) -> str | None:
     return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -192,6 +217,28 @@ def human_bytes(count: float | None) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     return "?"  # not reached
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if abs(seconds) < 120 else f"{seconds / 60:.1f} min"
+
+
+def render_stations(stations: dict) -> list[str]:
+    """The "stations (last 24 h)" lines: per receiving station the files placed from it, its copies left alone
+    (another station's copy was placed or being fetched), by how much earlier it listed the files kept than the
+    copies (median, and of how many), the passes seen there only."""
+    rows = stations.get("by_station") or []
+    if not rows:
+        return ["stations (last 24 h): no files placed, no copies left alone"]
+    out = [f"{'stations (last 24 h)':22s} {'files':>6s} {'copies left alone':>18s}   {'came first by (median)':24s}"
+           f"passes seen there only"]
+    for row in rows:
+        lead = "-" if row.get("lead_median") is None else f"{_duration(row['lead_median'])} ({row['leads']})"
+        out.append(f"  {row['station']:20s} {row['files']:6d} {row['copies']:18d}   {lead:24s}"
+                   f"{row['one_station_passes']:d}")
+    if stations.get("partial"):
+        out.append(f"  (files placed since {stations['since']}: the journal's tail read does not reach a day back)")
+    return out
 
 
 def render_text(report: Report) -> str:
@@ -226,6 +273,9 @@ def render_text(report: Report) -> str:
         out.append(f"  {item.get('time') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
                    f"{seconds} = {rate}")
     out.append("")
+    if report.stations:
+        out.extend(render_stations(report.stations))
+        out.append("")
     mirror = report.mirror
     out.append(f"mirror_gina: last run {mirror.get('last_run') or 'never'}"
                + (f" ({mirror['last_run_summary']})" if mirror.get("last_run_summary") else "")
@@ -427,11 +477,14 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
             report.queue_error = f"no status message on port {settings.update_port} within {wait:g} s"
     except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
         report.queue_error = f"{type(err).__name__}: {err}"
+    journal = settings.state_dir / MIRROR_JOURNAL
     try:
-        journal_lines = tail_lines(settings.state_dir / MIRROR_JOURNAL, 4 * TAIL_BYTES)
+        journal_lines = tail_lines(journal, 4 * TAIL_BYTES)
+        cut = journal.stat().st_size > 4 * TAIL_BYTES
     except OSError:
-        journal_lines = []
+        journal_lines, cut = [], False
     report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
+    report.stations = station_summary(journal_lines, read_json(settings.state_dir / MIRROR_COPIES), now, cut)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)
     report.refused = read_refusals(settings.state_dir)

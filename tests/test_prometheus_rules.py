@@ -30,7 +30,7 @@ def promtool() -> str:
 def test_promtool_checks_the_rules():
     result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout + result.stderr
 
 
 def test_each_alert_fires_when_it_should():
@@ -43,7 +43,8 @@ def test_the_rules_use_only_metrics_monitor_exports(tmp_path):
     settings = load_settings({"VIIRS_BASE": str(tmp_path)})
     exported = set()
     for family in Monitor(settings).collect():
-        exported.add(family.name + ("_total" if family.type == "counter" else ""))
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",))
+        exported |= {family.name + suffix for suffix in suffixes}
     # the gauges that appear only once there is something to show
     exported |= {"avo_queue_length", "avo_mirror_last_success_timestamp_seconds", "avo_healthy",
                  "avo_filesystem_free_bytes"}
@@ -51,5 +52,5 @@ def test_the_rules_use_only_metrics_monitor_exports(tmp_path):
     used = {name for group in groups for rule in group["rules"]
             for name in re.findall(r"\bavo_[a-z_]+", rule["expr"])}
     assert {"avo_files_placed_total", "avo_granules_complete", "avo_queue_length", "avo_program_starts_total",
-            "avo_mirror_last_success_timestamp_seconds"} <= used
+            "avo_mirror_last_success_timestamp_seconds", "avo_latency_seconds_bucket"} <= used
     assert used <= exported, used - exported

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +22,10 @@ from avoviirscollector.status import (
     parse_journal,
     parse_queue_status,
     render_text,
+    station_summary,
     tail_lines,
 )
+from avoviirscollector.viirs import format_name
 
 BIN = Path(sys.executable).parent
 NOW = time.time()
@@ -206,3 +210,83 @@ def test_bad_setting_exits_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "avoviirscollector.status"], env=env, capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 2 and "UPDATE_PORT" in result.stderr
+
+
+# -- stations (last 24 h) -------------------------------------------------------------------------------------------
+def granule_name(segment: str, platform: str, start: dt.datetime, orbit: int) -> str:
+    return format_name(segment, platform, start, start + dt.timedelta(seconds=85), orbit,
+                       start + dt.timedelta(minutes=5))
+
+
+START = dt.datetime(2026, 11, 23, 10, 0, 0, 300000)
+UAFGINA = [granule_name(s, "j01", START + dt.timedelta(seconds=0.1), 1000) for s in ("GITCO", "SVI05")]
+GILMORE_COPY = granule_name("GITCO", "j01", START, 1000)
+ALONE = granule_name("GDNBO", "npp", START, 2000)  # a pass seen at gilmore only
+
+
+def station_files(state: Path) -> None:
+    """A journal (one record older than a day) and copies.json: gilmore's copy of uafgina's GITCO, listed 210 s
+    later; a copy noted two days ago (not of the day)."""
+    records = [{"time": iso(90_000), "name": granule_name("SVM15", "j01", START, 900), "station": "uafgina"}]
+    records += [{"time": iso(600 - i), "name": n, "bytes": 1, "listed": iso(700 - i), "station": "uafgina"}
+                for i, n in enumerate(UAFGINA)]
+    records.append({"time": iso(300), "name": ALONE, "bytes": 1, "listed": iso(320), "station": "gilmore"})
+    (state / "mirror_gina.journal").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (state / "mirror_gina.copies.json").write_text(json.dumps({
+        GILMORE_COPY: {"station": "gilmore", "listed": iso(490), "of": UAFGINA[0], "of_station": "uafgina",
+                       "of_listed": None, "noted": iso(480)},
+        granule_name("SVM16", "j01", START, 900): {"station": "barrow", "listed": None, "of": "x",
+                                                   "of_station": "gilmore", "of_listed": None,
+                                                   "noted": iso(2 * 86400)}}))
+
+
+def test_stations_of_the_day_from_the_journal_tail_and_copies(tmp_path):
+    station_files(tmp_path)
+    lines = (tmp_path / "mirror_gina.journal").read_text().splitlines()
+    copies = json.loads((tmp_path / "mirror_gina.copies.json").read_text())
+    summary = station_summary(lines, copies, NOW)
+    assert summary["partial"] is False
+    assert summary["by_station"] == [
+        {"station": "gilmore", "files": 1, "copies": 1, "lead_median": None, "leads": 0, "one_station_passes": 1},
+        {"station": "uafgina", "files": 2, "copies": 0, "lead_median": 210.0, "leads": 1,
+         "one_station_passes": 0}]  # its pass has gilmore's copy; the lead from the journal's listed of UAFGINA[0]
+    cut = station_summary(lines[2:], copies, NOW, cut=True)  # a tail of the last 10 minutes
+    assert cut["partial"] is True and cut["since"] == iso(599)[:-1] + ".000000Z"
+    assert [row["files"] for row in cut["by_station"]] == [1, 1]
+    text = render_text(Report(time="t", viirs_base="/viirs", stations=summary))
+    assert re.search(r"stations \(last 24 h\) +files +copies left alone +came first by \(median\) +passes seen", text)
+    assert re.search(r"\n  uafgina +2 +0 +3\.5 min \(1\) +0\n", text)
+    assert re.search(r"\n  gilmore +1 +1 +- +1\n", text)
+    assert "(files placed since 2026" not in text
+    assert f"(files placed since {cut['since']}: the journal's tail" in render_text(
+        Report(time="t", viirs_base="/viirs", stations=cut))
+    assert "no files placed" in render_text(Report(time="t", viirs_base="/viirs",
+                                                   stations=station_summary([], {}, NOW)))
+
+
+def test_stations_cost_little_with_a_day_of_copies():
+    lines = [json.dumps({"time": iso(i * 20), "name": granule_name("SVM15", "j01", START + dt.timedelta(
+        seconds=86 * i), 1000 + i // 12), "bytes": 1, "listed": iso(i * 20 + 30), "station": "uafgina"})
+        for i in range(4000)]  # about the 1 MB of the journal status reads
+    copies = {granule_name("SVM16", "npp", START + dt.timedelta(seconds=i), 2000 + i // 100): {
+        "station": "gilmore", "listed": iso(i), "of": "x", "of_station": "uafgina", "of_listed": iso(i + 60),
+        "noted": iso(i)} for i in range(30_000)}  # three days of copies at four stations
+    started = time.process_time()  # CPU time: the test machine may be busy with others
+    summary = station_summary(lines, copies, NOW)
+    assert time.process_time() - started < 1.0
+    assert {row["station"]: row["copies"] for row in summary["by_station"]}["gilmore"] == 30_000
+
+
+def test_status_shows_the_stations_in_both_forms(tmp_path):
+    base = tmp_path / "viirs"
+    for sub in ("log", "run", "state", "sdr"):
+        (base / sub).mkdir(parents=True)
+    station_files(base / "state")
+    text = status(base, "--quick")
+    assert text.returncode == 1  # no supervisord here
+    assert "stations (last 24 h)" in text.stdout
+    assert re.search(r"\n  uafgina +2 +0 +3\.5 min \(1\) +0\n", text.stdout)
+    data = json.loads(status(base, "--json", "--quick").stdout)
+    assert data["stations"]["partial"] is False
+    assert [(r["station"], r["files"], r["copies"], r["lead_median"]) for r in data["stations"]["by_station"]] == [
+        ("gilmore", 1, 1, None), ("uafgina", 2, 0, 210.0)]

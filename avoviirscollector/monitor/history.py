@@ -4,13 +4,20 @@ Pure: fed records and snapshots, no files or sockets (``sources.py`` reads them,
 
 What it keeps (bounded: about 24 hours plus one hour of margin; a day of passes is a few thousand files)
     - every file placed (from ``state/mirror_gina.journal``, or only seen in ``sdr/``), with its placement time,
-      size, download seconds and, when known, when GINA's listing first showed it;
-    - the granules that went into a task, were handed out (with the worker) or dropped (from
-      ``state/task_queue.journal``);
+      size, download seconds and, when known, when GINA's listing first showed it and the receiving station it
+      came from;
+    - the granules that went into a task (and when the task was put, when its record says), were handed out (with
+      the worker) or dropped (from ``state/task_queue.journal``);
+    - the other stations' copies mirror_gina left alone (``state/mirror_gina.copies.json``: each copy's station,
+      the station of the file kept instead and the lead between their listings; ``stations.py``), and from files
+      and copies the stations' figures of the day (:meth:`History.station_stats`);
+    - latency samples of the last 24 hours in legs, per satellite and station (``latency.py``: created -> listed
+      -> placed -> tasked -> handed out), for the page's medians, and the same legs as histograms;
     - the queue length, one sample a minute (the maximum of that minute), from task_broker's status stream, and
       after monitor's own downtime rebuilt from the broker's journal (new tasks and hand-outs);
-    - monotonic counters and histograms for ``/metrics`` (files, bytes, delays, hand-outs, bad requests,
-      recoveries, program starts) that continue across restarts.
+    - monotonic counters and histograms for ``/metrics`` (files, bytes, delays, latency legs, hand-outs, bad
+      requests, recoveries, program starts, files by station, copies left alone by station) that continue across
+      restarts (a copy is counted once: it is kept while it is in the window, and one noted earlier is not taken).
 
 Each journal is read from where the last read stopped (file identity and offset are part of the saved state); a
 journal that was rewritten meanwhile (compaction) is read again from its start, and records at or before the
@@ -22,12 +29,14 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of
+from avoviirscollector.monitor.latency import LATENCY_BUCKETS, Samples, key_text
+from avoviirscollector.monitor.stations import CopyNote, StationRow, copy_notes, label, station_rows
 from avoviirscollector.ondisk.state import PlacedRecord, Source, epoch  # noqa: F401 - Source and epoch: also ours
 from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
 
@@ -91,13 +100,24 @@ class Placed:
     seconds: float | None = None
     listed: float | None = None
     journal: bool = False  # known from mirror_gina's journal (else only seen in sdr/)
+    station: str = ""  # the receiving station it came from ("" unknown)
 
     def to_json(self) -> list:
-        return [self.placed, self.size, self.seconds, self.listed, self.journal]
+        return [self.placed, self.size, self.seconds, self.listed, self.journal, self.station]
 
     @classmethod
     def from_json(cls, value: list) -> Placed:
-        return cls(float(value[0]), value[1], value[2], value[3], bool(value[4]))
+        return cls(float(value[0]), value[1], value[2], value[3], bool(value[4]),
+                   str(value[5]) if len(value) > 5 else "")
+
+
+@dataclass(frozen=True)
+class GranuleTimes:
+    """When a product granule's files came, from the files that completed it (per segment its first copy)."""
+
+    complete_at: float  # the placement of its last file
+    station: str  # the station of that last file ("" unknown)
+    listed_last: float | None  # the first listing of its file listed last; None when any file's is unknown
 
 
 @dataclass(frozen=True)
@@ -138,6 +158,7 @@ class History:
     def __init__(self) -> None:
         self.files: dict[str, Placed] = {}
         self.tasked = GranuleMap()  # granule -> when it went into a task (starts matched within the tolerance)
+        self.put_at = GranuleMap()  # granule -> when its task was put, from a put record with its time
         self.handed = GranuleMap()  # granule -> (when, kind, worker)
         self.queue_samples: list[list[float]] = []  # [minute start, max queue length], oldest first
         self.listed: dict[str, float] = {}  # name -> first seen listed (health record snapshots)
@@ -149,7 +170,12 @@ class History:
         self.version = 0  # changes whenever files, tasks or hand-outs change (the views are cached by it)
         self.watching_since: float | None = None  # when monitor first watched sdr/ (files placed before it count
         # only from the journals)
-        self._views: tuple[tuple[int, int], list[GranuleRow]] | None = None
+        self.copies: dict[str, CopyNote] = {}  # other stations' copies left alone, noted in the window
+        self.samples = Samples()  # latency samples of the last 24 hours
+        self._groups = GranuleMap()  # (platform name, start) -> names of the files (the granules' files, found fast)
+        self._cache: dict[str, tuple[tuple[int, int], Any]] = {}  # the views, until the history or the minute changes
+        self._samples_pruned = float("-inf")
+        self._oldest_granule = float("inf")  # at most the oldest time of tasked, handed and put_at
 
     # -- counters -------------------------------------------------------------------------------------------------
     def count(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
@@ -162,6 +188,14 @@ class History:
 
     def observe(self, name: str, bounds: tuple[float, ...], label: str, value: float) -> None:
         self.histograms.setdefault(name, {}).setdefault(label, Histogram(bounds)).observe(value)
+
+    def observe_leg(self, leg: str, satellite: str, station: str, when: float, seconds: float) -> None:
+        """One latency sample (``latency.py``): the histogram and the day's samples; a negative leg (clock skew)
+        counts as 0."""
+        seconds = max(0.0, seconds)
+        station = label(station)
+        self.observe("latency", LATENCY_BUCKETS, key_text(leg, satellite, station), seconds)
+        self.samples.add(leg, satellite, station, when, seconds)
 
     # -- mirror_gina ----------------------------------------------------------------------------------------------
     def placed_record(self, record: Mapping, now: float) -> bool:
@@ -179,9 +213,12 @@ class History:
         satellite, band = which
         size, seconds = placed.size, placed.seconds
         listed = placed.listed if placed.listed is not None else self.listed.get(name)
-        self.files[name] = Placed(min(when, known.placed) if known else when, size, seconds, listed, True)
+        self.files[name] = Placed(min(when, known.placed) if known else when, size, seconds, listed, True,
+                                  placed.station)
+        self._index(name)
         self.version += 1
         self.count("files", (satellite, band))
+        self.count("files_first", (label(placed.station),))
         if size is not None:
             self.count("bytes", (satellite, band), size)
         if seconds is not None:
@@ -190,13 +227,73 @@ class History:
         self.observe("acquisition", ACQUISITION_BUCKETS, satellite, max(0.0, when - start))
         if listed is not None:
             self.observe("listing", LISTING_BUCKETS, satellite, max(0.0, when - listed))
+            created = utc_epoch(parsed_name(name).proctime)
+            self.observe_leg("created_to_listed", satellite, placed.station, listed, listed - created)
+            self.observe_leg("listed_to_placed", satellite, placed.station, when, when - listed)
         return True
 
     def seen_in_sdr(self, name: str, placed: float, now: float) -> None:
         """A file in ``sdr/`` (placed by anyone): counts for completeness, not as a download."""
         if name not in self.files and placed >= now - KEEP and _satellite_band(name) is not None:
             self.files[name] = Placed(placed)
+            self._index(name)
             self.version += 1
+
+    def _index(self, name: str) -> None:
+        parsed = parsed_name(name)
+        self._groups.setdefault((parsed.platform_name, parsed.start_time), set()).add(name)
+
+    def _unindex(self, name: str) -> None:
+        parsed = parsed_name(name)
+        key = (parsed.platform_name, parsed.start_time)
+        names = self._groups.get(key)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._groups[key]
+
+    def _reindex(self) -> None:
+        self._groups = GranuleMap()
+        for name in self.files:
+            self._index(name)
+
+    def granule_times(self, key: GranuleKey) -> GranuleTimes | None:
+        """When the granule's files came; None unless each segment it needs has a file whose first copy is known
+        from mirror_gina's journal (a file only seen in sdr/ has no listing time nor station)."""
+        needed = PRODUCTS.get(key.product)
+        names = self._groups.get((key.platform_name, key.start_time)) if needed else None
+        if not names:
+            return None
+        first: dict[str, Placed] = {}
+        for name in names:
+            segment = parsed_name(name).segment
+            held = first.get(segment)
+            if segment in needed and (held is None or self.files[name].placed < held.placed):
+                first[segment] = self.files[name]
+        if len(first) < len(needed) or not all(p.journal for p in first.values()):
+            return None
+        last = max(first.values(), key=lambda p: p.placed)
+        listed = [p.listed for p in first.values()]
+        return GranuleTimes(last.placed, last.station, None if None in listed else max(listed))
+
+    def copies_snapshot(self, data: Mapping, now: float) -> int:
+        """mirror_gina's copies.json: take the copies noted in the window and not taken before, each counted once
+        for its station (one noted before the window is never taken: it may have been counted and forgotten).
+        Returns how many were new."""
+        def listed_of(name: str) -> float | None:
+            placed = self.files.get(name)
+            return None if placed is None else placed.listed
+
+        new = 0
+        for note in copy_notes(data, listed_of, now - KEEP):
+            if note.name in self.copies:
+                continue
+            self.copies[note.name] = note
+            self.count("copies_skipped", (note.station,))
+            new += 1
+        if new:
+            self.version += 1
+        return new
 
     def listing_snapshot(self, pending: Mapping[str, Any]) -> None:
         """mirror_gina's health record: wanted files listed and not yet placed, each with when first listed."""
@@ -215,8 +312,8 @@ class History:
             return
         if when is not None and when < now - KEEP:
             return
-        if kind == "put":
-            self._put(op.get("task"), when if when is not None else now)
+        if kind == "put":  # a compaction's puts have no time: they tell which granules are tasked, not when
+            self._put(op.get("task"), when if when is not None else now, when is not None)
         elif kind == "take":
             self._take(op, when if when is not None else now)
         elif kind == "event":
@@ -225,7 +322,7 @@ class History:
                 count = op.get("count", 1)
                 self.count(counter, (), float(count) if isinstance(count, int) and count > 0 else 1.0)
 
-    def _put(self, task: Any, when: float) -> None:
+    def _put(self, task: Any, when: float, timed: bool = True) -> None:
         if not isinstance(task, Mapping):
             return
         subject = str(task.get("subject", ""))
@@ -241,11 +338,30 @@ class History:
             self.task_ids[task_id] = when
             self.changes.append((when, 1))
         dataset = data.get("dataset") if isinstance(data.get("dataset"), list) else []
+        self._oldest_granule = min(self._oldest_granule, when)
         for key in keys_of(product, [item for item in dataset if isinstance(item, Mapping)]):
             if key not in self.tasked:
                 self.tasked[key] = when
                 self.version += 1
                 self.count("tasked", (product, key.platform_name))
+                if timed:
+                    self._tasked(key, when)
+
+    def _tasked(self, key: GranuleKey, when: float) -> None:
+        self.put_at[key] = when
+        times = self.granule_times(key)
+        if times is not None:
+            self.observe_leg("placed_to_tasked", key.platform_name, times.station, when, when - times.complete_at)
+
+    def _handed_out(self, key: GranuleKey, when: float) -> None:
+        """The latency legs of a granule's first hand-out."""
+        put = self.put_at.get(key)
+        times = self.granule_times(key)
+        station = times.station if times is not None else ""
+        if put is not None:
+            self.observe_leg("tasked_to_handed_out", key.platform_name, station, when, when - put)
+        if times is not None and times.listed_last is not None:
+            self.observe_leg("listed_to_handed_out", key.platform_name, station, when, when - times.listed_last)
 
     def _take(self, op: Mapping, when: float) -> None:
         kind = str(op.get("kind", "handed out"))
@@ -262,10 +378,18 @@ class History:
             product, satellite = "?", "?"
         self.count("handed_out" if kind == "handed out" else "dropped", (product, satellite))
         self.changes.append((when, -1))
+        self._oldest_granule = min(self._oldest_granule, when)
         for key in keys:
+            before = self.handed.get(key)
+            if kind == "handed out" and (before is None or before[1] != "handed out"):
+                self._handed_out(key, when)
             self.handed[key] = (when, kind, worker)
             self.tasked.setdefault(key, when)
         self.version += 1
+
+    def _oldest_of_granules(self) -> float:
+        times = [*self.tasked.values(), *(v[0] for v in self.handed.values()), *self.put_at.values()]
+        return min(times, default=float("inf"))
 
     # -- queue length ---------------------------------------------------------------------------------------------
     def queue_sample(self, when: float, length: int) -> None:
@@ -314,27 +438,42 @@ class History:
     # -- upkeep ---------------------------------------------------------------------------------------------------
     def prune(self, now: float) -> None:
         horizon = now - KEEP
-        if any(p.placed < horizon for p in self.files.values()):
-            self.files = {n: p for n, p in self.files.items() if p.placed >= horizon}
+        old = [n for n, p in self.files.items() if p.placed < horizon]
+        if old:
+            for name in old:
+                del self.files[name]
+                self._unindex(name)
             self.version += 1
-        self.tasked = GranuleMap((k, t) for k, t in self.tasked.items() if t >= horizon)
-        self.handed = GranuleMap((k, v) for k, v in self.handed.items() if v[0] >= horizon)
+        if self._oldest_granule < horizon:  # a GranuleMap's items cost a lookup each: rebuilt when one expired
+            self.tasked = GranuleMap((k, t) for k, t in self.tasked.items() if t >= horizon)
+            self.handed = GranuleMap((k, v) for k, v in self.handed.items() if v[0] >= horizon)
+            self.put_at = GranuleMap((k, t) for k, t in self.put_at.items() if t >= horizon)
+            self._oldest_granule = self._oldest_of_granules()
+        if any(note.noted < horizon for note in self.copies.values()):
+            self.copies = {n: c for n, c in self.copies.items() if c.noted >= horizon}
+            self.version += 1
+        if now - self._samples_pruned >= SAMPLE_SECONDS:  # at most once a minute: the medians look at the window
+            self.samples.prune(now - WINDOW)
+            self._samples_pruned = now
         self.listed = {n: t for n, t in self.listed.items() if t >= horizon}
         self.task_ids = {i: t for i, t in self.task_ids.items() if t >= horizon}
         cut = bisect.bisect_left([s[0] for s in self.queue_samples], now - WINDOW)
         del self.queue_samples[:cut]
 
     # -- views ----------------------------------------------------------------------------------------------------
+    def _cached(self, name: str, now: float, compute: Callable[[], Any]) -> Any:
+        stamp = (self.version, int(now // SAMPLE_SECONDS))
+        held = self._cache.get(name)
+        if held is None or held[0] != stamp:
+            held = self._cache[name] = (stamp, compute())
+        return held[1]
+
     def granules(self, now: float, window: float = WINDOW) -> list[GranuleRow]:
         """Every product granule with at least one file of its (platform, start) group placed in the window
         (cached until the history changes or the minute turns; do not change the list)."""
-        stamp = (self.version, int(now // SAMPLE_SECONDS))
-        if window == WINDOW and self._views is not None and self._views[0] == stamp:
-            return self._views[1]
-        rows = self._granules(now, window)
-        if window == WINDOW:
-            self._views = (stamp, rows)
-        return rows
+        if window != WINDOW:
+            return self._granules(now, window)
+        return self._cached("granules", now, lambda: self._granules(now, window))
 
     def _granules(self, now: float, window: float) -> list[GranuleRow]:
         groups = GranuleMap()  # (platform name, start) -> [(parsed name, placed)]
@@ -383,6 +522,18 @@ class History:
     def placed_since(self, since: float) -> int:
         return sum(1 for p in self.files.values() if p.journal and p.placed >= since)
 
+    def station_stats(self, now: float) -> dict[str, StationRow]:
+        """Per station over the window (``stations.py``): files placed from it, its copies left alone, by how much
+        earlier it listed the files kept, passes seen at it only (cached like :meth:`granules`)."""
+        since = now - WINDOW
+        return self._cached("stations", now, lambda: station_rows(
+            ((n, p.station) for n, p in self.files.items() if p.journal and p.placed >= since),
+            (c for c in self.copies.values() if c.noted >= since)))
+
+    def latency_medians(self, now: float) -> dict[tuple[str, str], dict[str, tuple[float, int]]]:
+        """(satellite, station) -> leg -> (median seconds, samples) over the window (cached like :meth:`granules`)."""
+        return self._cached("latency", now, lambda: self.samples.medians(now - WINDOW))
+
     # -- persistence ----------------------------------------------------------------------------------------------
     def to_json(self) -> dict:
         return {
@@ -398,6 +549,9 @@ class History:
                            for n, family in self.histograms.items()},
             "task_ids": {str(i): t for i, t in self.task_ids.items()},
             "watching_since": self.watching_since,
+            "put_at": [[*k.to_json(), t] for k, t in self.put_at.items()],
+            "copies": {n: c.to_json() for n, c in self.copies.items()},
+            "samples": self.samples.to_json(),
         }
 
     @classmethod
@@ -415,15 +569,22 @@ class History:
             out.listed = {str(n): float(t) for n, t in data["listed"].items()}
             out.sources = {str(n): Source.from_json(v) for n, v in data["sources"].items()}
             out.counters = {str(n): {str(k): float(v) for k, v in fam.items()} for n, fam in data["counters"].items()}
-            bounds = {"download": DOWNLOAD_BUCKETS, "acquisition": ACQUISITION_BUCKETS, "listing": LISTING_BUCKETS}
+            bounds = {"download": DOWNLOAD_BUCKETS, "acquisition": ACQUISITION_BUCKETS, "listing": LISTING_BUCKETS,
+                      "latency": LATENCY_BUCKETS}
             for name, family in data["histograms"].items():
-                for label, saved in family.items():
+                for labels, saved in family.items():
                     hist = Histogram(bounds.get(name, DOWNLOAD_BUCKETS))
                     hist.load(saved)
-                    out.histograms.setdefault(str(name), {})[str(label)] = hist
+                    out.histograms.setdefault(str(name), {})[str(labels)] = hist
             out.task_ids = {int(i): float(t) for i, t in data.get("task_ids", {}).items()}
             since = data.get("watching_since")
             out.watching_since = float(since) if since is not None else None
+            # since stations and latency (absent from an older save)
+            out.put_at = GranuleMap((GranuleKey.from_json(v[:3]), float(v[3])) for v in data.get("put_at", []))
+            out._oldest_granule = out._oldest_of_granules()
+            out.copies = {str(n): CopyNote.from_json(n, v) for n, v in data.get("copies", {}).items()}
+            out.samples = Samples.from_json(data.get("samples", {}))
+            out._reindex()
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
             raise ValueError(f"damaged monitor history: {err}") from None
         return out

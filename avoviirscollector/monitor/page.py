@@ -3,6 +3,15 @@
 Pure: :func:`render` turns a :class:`View` (a snapshot of monitor's state) into text. Elements carry classes and
 ``data-`` attributes (``granule``, ``complete``/``incomplete``, ``tasked``, ``handed-out``; ``data-satellite``,
 ``data-product``, ``data-start``) so that a person's browser and a test's headless browser read the same thing.
+
+Two tables of the last 24 hours:
+
+- ``table#latency.latency``: one ``tr.latency-row`` per satellite and station (``data-satellite``,
+  ``data-station``), one ``td.leg`` per leg (``data-leg``: created_to_listed, listed_to_placed, placed_to_tasked,
+  tasked_to_handed_out, listed_to_handed_out; ``data-median`` in seconds, empty without samples; ``data-samples``);
+- ``table#stations.stations``: one ``tr.station`` per receiving station (``data-station``, ``data-files-first``,
+  ``data-copies-skipped``, ``data-lead`` (median seconds, empty when unknown), ``data-leads`` (samples),
+  ``data-one-station-passes``).
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from dataclasses import dataclass, field
 from html import escape
 
 from avoviirscollector.monitor.history import WINDOW, GranuleRow, History
+from avoviirscollector.monitor.latency import LEG_TITLES, LEGS
+from avoviirscollector.monitor.stations import StationRow
 from avoviirscollector.status import human_bytes
 from avoviirscollector.viirs import PRODUCTS
 
@@ -72,6 +83,61 @@ def _epoch(text: object) -> float | None:
     from avoviirscollector.monitor.history import epoch
 
     return epoch(text)
+
+
+def _seconds(value: float) -> str:
+    """A duration for a person: ``4.2 s``, ``85 s``, ``3.5 min``, ``1.2 h``."""
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _data_number(value: float | None) -> str:
+    """A number for a ``data-`` attribute (seconds to the millisecond); empty when unknown."""
+    return "" if value is None else repr(round(value, 3))
+
+
+def latency_table(medians: dict[tuple[str, str], dict[str, tuple[float, int]]]) -> str:
+    """Per satellite and station, each leg's median over 24 hours and its number of samples."""
+    out = ['<table id="latency" class="latency"><tr><th>satellite</th><th>station</th>',
+           *(f'<th data-leg="{leg}">{escape(LEG_TITLES[leg])}</th>' for leg in LEGS), "</tr>"]
+    if not medians:
+        out.append(f'<tr><td colspan="{2 + len(LEGS)}" class="small">no samples yet</td></tr>')
+    for (satellite, station), legs in sorted(medians.items()):
+        out.append(f'<tr class="latency-row" data-satellite="{escape(satellite)}" data-station="{escape(station)}">'
+                   f"<td>{escape(satellite)}</td><td>{escape(station)}</td>")
+        for leg in LEGS:
+            median, count = legs.get(leg, (None, 0))
+            shown = "-" if median is None else f'{_seconds(median)} <span class="small">({count})</span>'
+            out.append(f'<td class="num leg" data-leg="{leg}" data-median="{_data_number(median)}"'
+                       f' data-samples="{count}">{shown}</td>')
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def stations_table(rows: dict[str, StationRow]) -> str:
+    """Per receiving station: files first from it, its copies left alone, by how much earlier it came first
+    (median), passes seen there only; over 24 hours."""
+    out = ['<table id="stations" class="stations"><tr><th>station</th><th>files first</th>'
+           '<th>copies left alone</th><th>came first by (median)</th><th>passes seen there only</th></tr>']
+    if not rows:
+        out.append('<tr><td colspan="5" class="small">no files placed yet</td></tr>')
+    for station, row in rows.items():
+        lead = row.lead_median
+        shown = "-" if lead is None else f'{_seconds(lead)} <span class="small">({len(row.leads)})</span>'
+        out.append(f'<tr class="station" data-station="{escape(station)}" data-files-first="{row.files_first}" '
+                   f'data-copies-skipped="{row.copies_skipped}" data-lead="{_data_number(lead)}" '
+                   f'data-leads="{len(row.leads)}" data-one-station-passes="{row.one_station_passes}">'
+                   f'<td>{escape(station)}</td><td class="num">{row.files_first}</td>'
+                   f'<td class="num">{row.copies_skipped}</td><td class="num">{shown}</td>'
+                   f'<td class="num">{row.one_station_passes}</td></tr>')
+    out.append("</table>")
+    return "".join(out)
 
 
 def queue_class(length: int) -> str:
@@ -281,6 +347,15 @@ def render(view: View) -> str:
                      f'<b>{current}</b> tasks waiting{": " + by_product if by_product else ""}; '
                      f'{handed_24h} handed out in 24 h{"; " + day if day else ""}</div>')
     parts.append(queue_chart(h.queue_samples, now, current))
+    # latency and stations
+    parts.append('<h2>Latency, last 24 hours</h2><div class="small">median of each leg (samples): the creation '
+                 'time in the file name -> first listed by GINA -> placed in sdr/ -> the granule tasked -> handed '
+                 'out to a worker; and listed (the granule\'s file listed last) -> handed out, end to end</div>')
+    parts.append(latency_table(h.latency_medians(now)))
+    parts.append('<h2>Stations, last 24 hours</h2><div class="small">files placed from each receiving station, '
+                 'its copies left alone (another station\'s copy of the file was placed or being fetched), by how '
+                 'much earlier it listed the files kept (median), and the passes seen at it only</div>')
+    parts.append(stations_table(h.station_stats(now)))
     # mirror
     health = view.health
     pending = health.get("pending") if isinstance(health.get("pending"), dict) else {}

@@ -7,15 +7,18 @@ its request is read):
 - ``GET /metrics``: Prometheus text format through ``prometheus_client`` (names below, all ``avo_``);
 - ``GET /``: a status page (server-rendered HTML, inline SVG, refreshes itself every 30 s, nothing fetched from
   anywhere: it works on an isolated network): per satellite the last granule and its delay, 24 hours of passes
-  with each granule's completeness per product and its task state, the queue length over 24 hours with the
-  thresholds 6 and 10, programs, the last ERROR lines, disk;
+  with each granule's completeness per product and its task state, the latency legs' medians of 24 hours per
+  satellite and station, the receiving stations (files first, copies left alone, lead, passes seen there only),
+  the queue length over 24 hours with the thresholds 6 and 10, programs, the last ERROR lines, disk;
 - ``GET /healthz``: the verdict of ``avoviirscollector status --quick`` (the same code: status.collect), ``200
   healthy`` or ``503 unhealthy`` and the reasons, one a line.
 
 Where its figures come from (read-only: it changes nothing, shows no settings and no secrets; credentials in URLs
 of log lines are blanked)
     - ``state/mirror_gina.journal``: files placed (name, bytes, download seconds; the time GINA first listed the
-      file when the record holds it), read from where it stopped;
+      file and the station it came from when the record holds them), read from where it stopped;
+    - ``state/mirror_gina.copies.json``: other stations' copies mirror_gina left alone (read again when it
+      changed);
     - ``state/mirror_gina.health.json`` / ``.failures.json`` (when mirror_gina writes them): last (successful)
       run, files listed but not placed (with when first listed), files given up on;
     - ``state/task_queue.journal``: granules put into tasks, hand-outs with the worker's address, drops, and the
@@ -40,7 +43,11 @@ not_placed`` and ``avo_files_given_up`` {satellite}; ``avo_queue_length``, ``avo
 ``avo_granules_recovered_total``, ``avo_handouts_in_doubt_total``, ``avo_duplicates_refused_total``;
 ``avo_mirror_last_success_timestamp_seconds``, ``avo_mirror_last_run_timestamp_seconds``; ``avo_program_up``
 {program}, ``avo_program_starts_total`` {program}; ``avo_filesystem_free_bytes``, ``avo_filesystem_size_bytes``;
-``avo_last_granule_timestamp_seconds`` and ``avo_last_granule_delay_seconds`` {satellite}; ``avo_healthy``.
+``avo_last_granule_timestamp_seconds`` and ``avo_last_granule_delay_seconds`` {satellite}; ``avo_healthy``;
+the latency legs (``latency.py``) as the histogram ``avo_latency_seconds`` {leg, satellite, station}; per receiving
+station (``stations.py``) ``avo_files_first_total`` {station} (files placed from it), ``avo_station_copies_skipped_
+total`` {station} (its copies left alone, each once), and over 24 h ``avo_station_lead_seconds`` {station} (the
+median lead when it came first) and ``avo_passes_one_station`` {station}.
 
 Settings (environment, see config.py): ``VIIRS_BASE``, ``MONITOR_PORT``, ``UPDATE_PORT``, ``ALLOWED_CLIENTS``.
 Signals: SIGTERM or SIGINT save the state and exit 0 within a second.
@@ -72,6 +79,7 @@ from avoviirscollector.monitor.history import KEEP, History, Source, epoch
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import (
     BROKER_JOURNAL,
+    MIRROR_COPIES,
     MIRROR_FAILURES,
     MIRROR_HEALTH,
     MIRROR_JOURNAL,
@@ -112,6 +120,7 @@ class Monitor:
         if self.history.watching_since is None:  # the first start: files placed before it count from the journals
             self.history.watching_since = clock()
         self.new_in_sdr = sources.NewInSdr(self._sdr_floor(clock()))
+        self.copies = sources.ChangedJson(settings.state_dir / MIRROR_COPIES)
         self.live: dict = {}  # the broker's last status and when it was heard
         self.live_at: float | None = None
         self.programs: list[dict] = []
@@ -173,6 +182,7 @@ class Monitor:
         now = self.clock()
         health = read_json(s.state_dir / MIRROR_HEALTH)
         failures = read_json(s.state_dir / MIRROR_FAILURES)
+        copies = self.copies.read()
         try:
             programs = suite_status.supervisor_programs(s.viirs_base / "run" / "supervisor.sock")
             supervisor_error = None
@@ -189,6 +199,8 @@ class Monitor:
             lines, _ = new_lines(s.state_dir / MIRROR_JOURNAL, source)
             for record in json_records(lines):
                 h.placed_record(record, now)
+            if copies is not None:  # after the journal: a copy's lead may need the listing of the file it gave way to
+                h.copies_snapshot(copies, now)
             source = self._source(BROKER_JOURNAL)
             newest = source.newest
             lines, rewritten = new_lines(s.state_dir / BROKER_JOURNAL, source)
@@ -361,6 +373,31 @@ class Monitor:
         if verdict is not None:
             yield GaugeMetricFamily("avo_healthy", "1 when `avoviirscollector status --quick` says healthy",
                                     value=1.0 if verdict[0] else 0.0)
+        yield from self._station_metrics(now, counter)
+
+    def _station_metrics(self, now: float, counter: Callable) -> Iterator:
+        """The latency legs and the receiving stations' figures."""
+        h = self.history
+        latency = HistogramMetricFamily("avo_latency_seconds", "Latency legs: created -> listed -> placed -> tasked "
+                                        "-> handed out, and listed -> handed out", labels=["leg", "satellite",
+                                                                                           "station"])
+        for text, hist in sorted(h.histograms.get("latency", {}).items()):
+            latency.add_metric(text.split("|"), hist.buckets(), hist.sum)
+        yield latency
+        yield counter("avo_files_first", "Files placed in sdr/ by mirror_gina, by the station they came from",
+                      "files_first", ["station"])
+        yield counter("avo_station_copies_skipped", "Other stations' copies of files placed or being fetched, left "
+                      "alone (by the copy's station)", "copies_skipped", ["station"])
+        lead = GaugeMetricFamily("avo_station_lead_seconds", "Median lead of a station when it came first: a copy's "
+                                 "first listing minus the kept file's (last 24 h)", labels=["station"])
+        passes = GaugeMetricFamily("avo_passes_one_station", "Passes all of whose files and copies came from this "
+                                   "station (last 24 h)", labels=["station"])
+        for station, row in h.station_stats(now).items():
+            if row.lead_median is not None:
+                lead.add_metric([station], row.lead_median)
+            passes.add_metric([station], row.one_station_passes)
+        yield lead
+        yield passes
 
 
 class StatusListener(threading.Thread):

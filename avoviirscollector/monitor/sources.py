@@ -1,13 +1,17 @@
 """What monitor reads, read-only, besides the state files (``ondisk.state`` reads those): supervisord's log, the
-files seen in ``sdr/`` (:class:`NewInSdr`), log lines fit to show. Nothing here writes, moves or locks a file of
-another program."""
+files seen in ``sdr/`` (:class:`NewInSdr`), a state file read again only when it changed (:class:`ChangedJson`),
+log lines fit to show. Nothing here writes, moves or locks a file of another program."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+
+from avoviirscollector.ondisk.state import read_json
 
 #: supervisord's own log line when it starts a program: ``2026-01-01 00:00:00,123 INFO spawned: 'name' with pid 1``
 SPAWNED_RE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) INFO spawned: '([^']+)' with pid")
@@ -52,6 +56,28 @@ class NewInSdr:
         with self._lock:
             new, self._new = self._new, []
         return new
+
+
+class ChangedJson:
+    """One JSON object file (e.g. ``state/mirror_gina.copies.json``, rewritten by one rename whenever it changes),
+    parsed again only when its identity, size or modification time changed: polling it every few seconds costs a
+    ``stat``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int, int, int] | None = None
+
+    def read(self) -> dict | None:
+        """The object when the file changed since the last call (the first call: when it exists); else None."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        return read_json(self.path)
 
 
 def redact(line: str) -> str:
