@@ -224,7 +224,8 @@ class DeployedWorker(threading.Thread):
     as a hang (and ends the loop) so a failing test reports it instead of hanging the suite. ``source`` binds the
     worker's connections to that local address (e.g. 127.0.0.2 to play a foreign host; ``host`` is the broker's
     address, IPv6 ones without brackets); ``heard`` counts the status
-    messages received and ``latencies`` the seconds each request took to be answered."""
+    messages received, ``latencies`` the seconds each request took to be answered and ``received_at`` when each
+    task came."""
 
     def __init__(self, task_port: int, update_port: int, products: list[str], hang_after: float = 20.0,
                  source: str | None = None, host: str = "127.0.0.1") -> None:
@@ -235,6 +236,7 @@ class DeployedWorker(threading.Thread):
         self.heard = 0
         self.latencies: list[float] = []
         self.received: list[bytes] = []
+        self.received_at: list[float] = []  # when each task came (epoch seconds), in step with received
         self.empty = 0
         self.hung = False
         self.stopping = threading.Event()
@@ -269,6 +271,7 @@ class DeployedWorker(threading.Thread):
                 reply = client.recv()
                 self.latencies.append(time.perf_counter() - sent)
                 if reply:
+                    self.received_at.append(time.time())
                     self.received.append(reply)
                 else:
                     self.empty += 1

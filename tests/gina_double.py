@@ -118,6 +118,7 @@ from avoviirscollector.viirs import (
     PRODUCTS,
     SATELLITE_TO_SHORT,
     NotASdrName,
+    SdrName,
     format_name,
     is_sdr_name,
     parse_name,
@@ -406,7 +407,7 @@ class GinaDouble:
         self.slow_rate = slow_rate
         self._lock = threading.Lock()
         self._files: dict[str, Served] = {}
-        self._starts: dict[str, dt.datetime] = {}  # name -> granule start
+        self._parsed: dict[str, SdrName] = {}  # name -> its parsed name (listings at real volume parse nothing)
         self._by_start: list[tuple[dt.datetime, str]] = []  # (start, name), sorted: listings by time bounds
         self._extra_records: list[dict] = []
         self._raw_records: list[str] = []
@@ -538,13 +539,13 @@ class GinaDouble:
         return served
 
     def _keep(self, served: Served) -> None:
-        start = parse_name(served.name).start_time
+        parsed = parse_name(served.name)
         with self._lock:
             if served.name in self._files:
-                self._by_start.remove((self._starts[served.name], served.name))
+                self._by_start.remove((self._parsed[served.name].start_time, served.name))
             self._files[served.name] = served
-            self._starts[served.name] = start
-            bisect.insort(self._by_start, (start, served.name))
+            self._parsed[served.name] = parsed
+            bisect.insort(self._by_start, (parsed.start_time, served.name))
 
     def list_at(self, names: list[str], when: float | dt.datetime | None = None) -> None:
         """Move the time from which the named files are listed (default: now, i.e. list them at once)."""
@@ -632,7 +633,7 @@ class GinaDouble:
     def remove(self, name: str) -> None:
         with self._lock:
             if self._files.pop(name, None) is not None:
-                self._by_start.remove((self._starts.pop(name), name))
+                self._by_start.remove((self._parsed.pop(name).start_time, name))
 
     def served(self) -> list[Served]:
         with self._lock:
@@ -653,11 +654,11 @@ class GinaDouble:
         with self._lock:
             low = bisect.bisect_left(self._by_start, (first, ""))
             high = bisect.bisect_left(self._by_start, (after, ""))
-            candidates = sorted((self._files[name] for _, name in self._by_start[low:high]), key=lambda s: s.name)
-        for served in candidates:
+            candidates = sorted(((self._files[name], self._parsed[name]) for _, name in self._by_start[low:high]),
+                                key=lambda pair: pair[0].name)
+        for served, parsed in candidates:
             if served.listed_at > now or (stations and served.station not in stations):
                 continue
-            parsed = parse_name(served.name)
             if sats and parsed.platform not in shorts:
                 continue
             md5 = hashlib.md5(served.md5.encode()).hexdigest() if wrong else served.md5
