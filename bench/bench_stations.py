@@ -9,11 +9,13 @@ again with If-None-Match), measured in one run.
    (the second station's copy 0.1 s later in start, made 3.5 minutes later), some at one only; each file listed 2
    minutes after it was made, 4-12 minutes after its granule's end. A day of mirror_gina's listing requests is
    replayed against it with the mirror's own query (gina.listing_window, gina.listing_params), on the double's own
-   listing code (``listing(query, now=...)``): today's way asks gilmore once a minute by days; the new way asks every
-   station every ``--poll`` seconds by minutes; both list the whole backfill window at the first run and hourly. A
-   query asked again whose answer did not change is a 304 when the server sends ETags (the double's: a hash of the
-   body, as the mirror's client uses them), and is answered in full without them (GINA's support for ETags is
-   unknown, so both are shown). Bytes = the JSON bodies plus the status line and headers of one real answer.
+   listing code (``listing(query, now=...)``): today's way asks gilmore once a minute by days, every answer in full
+   (its client sent no ``If-None-Match``); the new way asks every station every ``--poll`` seconds by minutes; both
+   list the whole backfill window at the first run and hourly. In the new way a query asked again whose answer did
+   not change is a 304 when the server sends ETags (the double's: a hash of the body, as the mirror's client uses
+   them), and is answered in full without them (GINA's support for ETags is unknown, so both are shown). Bytes =
+   the JSON bodies plus the status line and headers of one real answer. File sizes are the double's rough real ones
+   (GITCO 60 MB, GMTCO 16 MB, GDNBO 8 MB, SVDNB 4 MB, the other geolocation files 16-60 MB, bands 6-20 MB).
    Goal: the new way, with two stations, asks at most what today's way asks of one station, with and without ETags.
 2. File bytes a day at real volume: mirror_gina's planner (mirror/plan.py) over that day's listing, with the default
    queues: one station's wanted files, two stations' with one copy of each granule file (the new way), and twice
@@ -161,7 +163,7 @@ def real_volume(poll: int, rng: random.Random) -> dict:
         print(f"  the double holds {records:,} listed records (4 days, 2 stations) ({time.monotonic() - began:.0f} s)")
         headers = header_bytes(double)
         out = {"headers": headers}
-        for label, step, stations, etags in (("today: gilmore, by days, once a minute", 0, ("gilmore",), True),
+        for label, step, stations, etags in (("today: gilmore, by days, once a minute", 0, ("gilmore",), False),
                                              (f"new: every station, by minutes, every {poll} s, with ETags", poll,
                                               (), True),
                                              (f"new: every station, by minutes, every {poll} s, no ETags", poll,

@@ -1,0 +1,196 @@
+"""make demo: the whole suite against the GINA double, to watch it work in a minute without GINA.
+
+``make demo`` (or ``.venv/bin/python -m tests.demo [--port 29093] [--dir var/demo]``) starts, inside a private
+network namespace that has only loopback (``scripts/loopback-netns``: nothing leaves the machine, as in the tests):
+
+- the GINA double (tests/gina_double.py) at two receiving stations, gilmore and uafgina: each satellite's latest
+  passes at start, then a new granule of each satellite every ``--every`` seconds; most granules at both stations
+  (uafgina's copy listed ``--station-lag`` seconds after gilmore's), some at one station only; small real HDF5 files;
+- a TLE server for the hourly refresh (the test set, ``tests/data/weather.txt``);
+- the suite itself: ``avoviirscollector supervise -c supervisord.conf``, every program, cron running mirror_gina
+  every minute (``VIIRS_BASE`` in ``--dir``, default ``./var/demo``, emptied at start);
+- a worker like the deployed viirsprocessor, taking every product's tasks (a second each).
+
+The monitor serves on ``MONITOR_PORT`` inside the namespace; the demo brings it out to this host's
+``127.0.0.1:--port`` through a Unix socket (namespaces share the filesystem, not the network) and prints the address:
+open it in a browser, watch the passes come in, complete, be tasked and handed out, with their latency per station.
+Ctrl-C stops everything. ``--screenshot FILE --after S`` saves the page as headless Chromium shows it after S seconds
+and stops (the README's picture, ``docs/monitor.png``, is made so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+# -- the bridge: TCP on this host <-> a Unix socket <-> TCP inside the namespace -----------------------------------
+def _pipe(a: socket.socket, b: socket.socket) -> None:
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (a, b):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _join(a: socket.socket, b: socket.socket) -> None:
+    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+    threading.Thread(target=_pipe, args=(b, a), daemon=True).start()
+
+
+def bridge(listener: socket.socket, connect, stopping: threading.Event) -> None:
+    """Accept on ``listener`` until ``stopping``; join each connection with a new one from ``connect()``."""
+    listener.settimeout(0.5)
+    while not stopping.is_set():
+        try:
+            client, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        try:
+            _join(client, connect())
+        except OSError:
+            client.close()
+
+
+# -- inside the namespace ----------------------------------------------------------------------------------------
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, fmt: str, *args) -> None:  # the TLE refresh's requests are not the demo's news
+        return
+
+
+
+def inside(args: argparse.Namespace) -> int:
+    from avoviirscollector.viirs import PRODUCTS
+    from tests.broker_support import DeployedWorker, free_port
+    from tests.e2e.harness import CONF, Suite
+
+    base = args.dir.resolve()
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    gina_port, tle_port = free_port(), free_port()
+    double = subprocess.Popen(
+        [sys.executable, "-m", "tests.gina_double", "--port", str(gina_port), "--dir", str(base / "gina"),
+         "--granules", str(args.granules), "--every", str(args.every), "--scale", "0.004",
+         "--stations", "gilmore,uafgina", "--station-lag", str(args.station_lag), "--one-station-every", "4"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tles = ThreadingHTTPServer(("127.0.0.1", tle_port), partial(_Quiet, directory=str(REPO / "tests" / "data")))
+    threading.Thread(target=tles.serve_forever, daemon=True).start()
+    suite = Suite(base, extra_env={
+        "GINA_URL": f"http://127.0.0.1:{gina_port}", "TLE_URL": f"http://127.0.0.1:{tle_port}/weather.txt",
+        "MONITOR_PORT": "29093", "TASK_PORT": "19091", "UPDATE_PORT": "19191", "PUBLISH_PORT": "29092"})
+    worker = None
+    unix = socket.socket(socket.AF_UNIX)
+    try:
+        suite.start(timeout=60)
+        worker = DeployedWorker(19091, 19191, list(PRODUCTS), hang_after=3600)
+        worker.start()
+        unix.bind(str(args.sock))
+        unix.listen(64)
+        threading.Thread(target=bridge, args=(unix, lambda: socket.create_connection(("127.0.0.1", 29093)),
+                                               stopping), daemon=True).start()
+        print(f"demo: the suite runs with {CONF.name} in {suite.base}; the GINA double lists two stations' passes",
+              flush=True)
+        began = time.monotonic()
+        while not stopping.wait(1.0):
+            if args.screenshot and time.monotonic() - began >= args.after:
+                screenshot(args.screenshot, base)
+                break
+    finally:
+        stopping.set()
+        if worker is not None:
+            worker.stopping.set()
+            worker.join(5)
+        suite.stop()
+        double.terminate()
+        double.wait(10)
+        tles.shutdown()
+        unix.close()
+    return 0
+
+
+def screenshot(path: Path, scratch: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("demo: no chromium here (apt-get install chromium): no screenshot", flush=True)
+        return
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                    f"--user-data-dir={scratch / 'chromium'}", "--disable-dev-shm-usage",
+                    f"--screenshot={path.resolve()}", "--window-size=1140,1500", "http://127.0.0.1:29093/"],
+                   capture_output=True, timeout=120, check=True)
+    print(f"demo: screenshot {path}", flush=True)
+
+
+# -- on this host --------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=29093, help="this host's port for the monitor (%(default)s)")
+    parser.add_argument("--dir", type=Path, default=REPO / "var" / "demo", help="the demo's files (%(default)s)")
+    parser.add_argument("--granules", type=int, default=12, help="granules per satellite at start (%(default)s)")
+    parser.add_argument("--every", type=float, default=20.0, help="a new granule every S seconds (%(default)s)")
+    parser.add_argument("--station-lag", type=float, default=25.0,
+                        help="uafgina lists its copies S seconds after gilmore (%(default)s)")
+    parser.add_argument("--screenshot", type=Path, help="save the page here after --after seconds, then stop")
+    parser.add_argument("--after", type=float, default=240.0, help="seconds before the screenshot (%(default)s)")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sock", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inside:
+        return inside(args)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    sock = args.dir.resolve().parent / f".{args.dir.name}.monitor.sock"
+    sock.unlink(missing_ok=True)
+    listener = socket.create_server(("127.0.0.1", args.port))
+    command = [str(REPO / "scripts" / "loopback-netns"), sys.executable, "-m", "tests.demo", "--inside",
+               "--sock", str(sock), "--dir", str(args.dir), "--granules", str(args.granules), "--every",
+               str(args.every), "--station-lag", str(args.station_lag), "--after", str(args.after)]
+    if args.screenshot:
+        command += ["--screenshot", str(args.screenshot.resolve())]
+    child = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    stopping = threading.Event()
+    threading.Thread(target=bridge, args=(listener, lambda: _unix(sock), stopping), daemon=True).start()
+    print(f"demo: starting the suite (about 20 s); then open http://127.0.0.1:{args.port}/ (Ctrl-C stops)",
+          flush=True)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        return child.wait(60)
+    finally:
+        stopping.set()
+        listener.close()
+        sock.unlink(missing_ok=True)
+
+
+def _unix(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(path))
+    return sock
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
