@@ -12,7 +12,7 @@ import pytest
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.engine import next_round
 from avoviirscollector.mirror.gina import ListingClient, Queue, fetch_listing, listing_window, parse_records
-from avoviirscollector.mirror.plan import Held, granule_file, plan_jobs
+from avoviirscollector.mirror.plan import granule_file, placed_file, plan_jobs
 from avoviirscollector.viirs import format_name, parse_name
 from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, START, run_mirror, settings_for
@@ -52,7 +52,8 @@ def test_of_two_stations_copies_the_one_listed_first_is_fetched_the_other_left_a
 
 def test_a_copy_of_a_file_placed_before_is_left_alone_and_a_reissue_is_fetched():
     placed = GranuleMap()
-    placed[granule_file(parse_name(name("SVM16")))] = Held(name("SVM16"), "gilmore", parse_name(name("SVM16")))
+    placed.setdefault(*placed_file(name("SVM16"), "gilmore"))
+    assert placed_file(name("SVM16"), "gilmore")[0] == granule_file(parse_name(name("SVM16")))
     copy, reissue = name("SVM16", OTHER, minutes=12.5), name("SVM16", minutes=45)
     plan = plan_jobs(records((copy, "uafgina"), (reissue, "gilmore")), QUEUES, {name("SVM16")}, placed)
     assert [job.name for job in plan.jobs] == [reissue]

@@ -38,10 +38,10 @@ from avoviirscollector.mirror.memory import (
     is_outage,
 )
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file, warm_up
-from avoviirscollector.mirror.plan import Copy, Held, Plan, granule_file, plan_jobs
+from avoviirscollector.mirror.plan import Copy, Plan, placed_file, plan_jobs
 from avoviirscollector.ondisk.state import PlacedRecord, read_json
 from avoviirscollector.space import sweep
-from avoviirscollector.viirs import SATELLITE_TO_SHORT, NotASdrName, parse_name
+from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
 PROGRAM = "mirror_gina"
 
@@ -254,11 +254,9 @@ class MirrorRun:
             self._note_placed(record.name, record.station)
 
     def _note_placed(self, name: str, station: str) -> None:
-        try:
-            sdr = parse_name(name)
-        except NotASdrName:
-            return
-        self._files.setdefault(granule_file(sdr), Held(name, station, sdr))
+        placed = placed_file(name, station)
+        if placed is not None:
+            self._files.setdefault(*placed)
 
     # -- one round ---------------------------------------------------------------------------------------------
     def _round(self, queues: list[Queue], first: bool) -> int:

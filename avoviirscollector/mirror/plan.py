@@ -16,13 +16,14 @@ then the bands in the order that completes products soonest.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.download import FileJob
 from avoviirscollector.mirror.gina import Queue, Record
-from avoviirscollector.viirs import SATELLITE_TO_SHORT, SdrName
+from avoviirscollector.viirs import SATELLITE_TO_SHORT, SdrName, start_key
 
 #: order inside a granule: geolocation first (as in SPEC section 4), then the bands in the order that completes
 #: products soonest: btd (SVM15, SVM16), tir (SVI05), mir (SVI04), vis (SVM03-05, SVI01), dnb (SVDNB)
@@ -36,7 +37,7 @@ class Held:
 
     name: str
     station: str
-    sdr: SdrName
+    start: dt.datetime  # its granule start (naive UTC)
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,25 @@ def granule_file(sdr: SdrName) -> tuple:
     return (sdr.segment, sdr.platform, sdr.start_time)
 
 
+def placed_file(name: str, station: str) -> tuple[tuple, Held] | None:
+    """(:func:`granule_file`, :class:`Held`) of a file placed before, read from the name's fixed places (a run reads
+    days of journal records: no full parse of each); None when the name is not shaped like a VIIRS SDR name."""
+    key = start_key(name)
+    if key is None:
+        return None
+    try:
+        start = dt.datetime(int(key[:4]), int(key[4:6]), int(key[6:8]), int(key[8:10]), int(key[10:12]),
+                            int(key[12:14]), int(key[14]) * 100000)
+    except ValueError:
+        return None
+    return (name[:5], name[6:9], start), Held(name, station, start)
+
+
 def another_station(name: SdrName, station: str, held: Held) -> bool:
     """Whether ``name`` (listed at ``station``) is another station's copy of ``held`` rather than a reissue."""
     if station and held.station:
         return station != held.station
-    return name.start_time != held.sdr.start_time
+    return name.start_time != held.start
 
 
 def plan_jobs(records: Iterable[Record], queues: list[Queue], have: Container[str],
@@ -106,7 +121,7 @@ def plan_jobs(records: Iterable[Record], queues: list[Queue], have: Container[st
     in_sdr = GranuleMap()  # the files of this listing placed before (the journal may not know them all)
     for rec in records:
         if rec.name not in fresh and granule_file(rec.sdr) in groups:
-            in_sdr.setdefault(granule_file(rec.sdr), Held(rec.name, rec.station, rec.sdr))
+            in_sdr.setdefault(granule_file(rec.sdr), Held(rec.name, rec.station, rec.sdr.start_time))
     chosen: list[Record] = []
     copies: list[Copy] = []
     for key, listed in groups.items():
@@ -121,7 +136,7 @@ def plan_jobs(records: Iterable[Record], queues: list[Queue], have: Container[st
                 waiting[rec.name] = why
                 continue
             chosen.append(rec)
-            held = held or Held(rec.name, rec.station, rec.sdr)
+            held = held or Held(rec.name, rec.station, rec.sdr.start_time)
     chosen.sort(key=lambda r: fetch_key(r.sdr))
     return Plan([FileJob(r.name, r.url, r.md5) for r in chosen], {k: (v[0], v[1]) for k, v in counts.items()},
                 copies, {r.name: r.station for r in chosen}, waiting)
