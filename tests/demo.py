@@ -4,8 +4,9 @@
 network namespace that has only loopback (``scripts/loopback-netns``: nothing leaves the machine, as in the tests):
 
 - the GINA double (tests/gina_double.py) at two receiving stations, gilmore and uafgina: each satellite's latest
-  passes at start, then a new granule of each satellite every ``--every`` seconds; most granules at both stations
-  (uafgina's copy listed ``--station-lag`` seconds after gilmore's), some at one station only; small real HDF5 files;
+  granules at start, then a new granule of each satellite every ``--every`` seconds, each listed 12 minutes after
+  its end (made 10 minutes after it, as GINA's own delay); most granules at both stations (uafgina's copy listed
+  ``--station-lag`` seconds after gilmore's), some at one station only; small real HDF5 files;
 - a TLE server for the hourly refresh (the test set, ``tests/data/weather.txt``);
 - the suite itself: ``avoviirscollector supervise -c supervisord.conf``, every program, cron running mirror_gina
   every minute (``VIIRS_BASE`` in ``--dir``, default ``./var/demo``, emptied at start);
@@ -94,7 +95,7 @@ def inside(args: argparse.Namespace) -> int:
     gina_port, tle_port = free_port(), free_port()
     double = subprocess.Popen(
         [sys.executable, "-m", "tests.gina_double", "--port", str(gina_port), "--dir", str(base / "gina"),
-         "--granules", str(args.granules), "--every", str(args.every), "--scale", "0.004",
+         "--granules", str(args.granules), "--every", str(args.every), "--scale", "0.004", "--latency", "12",
          "--stations", "gilmore,uafgina", "--station-lag", str(args.station_lag), "--one-station-every", "4"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tles = ThreadingHTTPServer(("127.0.0.1", tle_port), partial(_Quiet, directory=str(REPO / "tests" / "data")))
@@ -137,12 +138,19 @@ def screenshot(path: Path, scratch: Path) -> None:
     if browser is None:
         print("demo: no chromium here (apt-get install chromium): no screenshot", flush=True)
         return
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                    f"--user-data-dir={scratch / 'chromium'}", "--disable-dev-shm-usage",
-                    f"--screenshot={path.resolve()}", "--window-size=1140,1500", "http://127.0.0.1:29093/"],
-                   capture_output=True, timeout=120, check=True)
-    print(f"demo: screenshot {path}", flush=True)
+    with open(scratch / "chromium.log", "wb") as out:  # not pipes: chromium's helpers may outlive it holding them
+        browser_run = subprocess.Popen(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             f"--user-data-dir={scratch / 'chromium'}", "--hide-scrollbars", f"--screenshot={path.resolve()}",
+             "--window-size=1140,1500", "http://127.0.0.1:29093/"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            browser_run.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(browser_run.pid, signal.SIGKILL)
+            browser_run.wait()
+    print(f"demo: screenshot {path}" if path.exists() else f"demo: no screenshot (see {scratch / 'chromium.log'})",
+          flush=True)
 
 
 # -- on this host --------------------------------------------------------------------------------------------------
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=29093, help="this host's port for the monitor (%(default)s)")
     parser.add_argument("--dir", type=Path, default=REPO / "var" / "demo", help="the demo's files (%(default)s)")
-    parser.add_argument("--granules", type=int, default=12, help="granules per satellite at start (%(default)s)")
+    parser.add_argument("--granules", type=int, default=4, help="granules per satellite at start (%(default)s)")
     parser.add_argument("--every", type=float, default=20.0, help="a new granule every S seconds (%(default)s)")
     parser.add_argument("--station-lag", type=float, default=25.0,
                         help="uafgina lists its copies S seconds after gilmore (%(default)s)")

@@ -68,7 +68,9 @@ Standalone (``make run`` with ``GINA_URL=http://127.0.0.1:PORT``)::
 Files already in ``DIR/files`` (an earlier run, or made by a script) are served too (at the first station).
 ``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, each one
 starting where that satellite's previous granule ended, so the whole suite can be watched working without
-internet. SIGTERM or Ctrl-C stops it.
+internet. ``--latency M`` lists each granule M minutes after its end, made two minutes before that (GINA's own
+delay, as the monitor's latency legs show it; default 0: granules end now and are listed at once). SIGTERM or
+Ctrl-C stops it.
 
 Without ``--stations`` every file is at gilmore. ``--stations gilmore,uafgina`` puts every granule (those of the
 start and those ``--every`` adds) at each station, as :meth:`GinaDouble.add_granule_at_stations` does: the second
@@ -934,6 +936,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--station-lag", type=float, default=30.0, metavar="SECONDS",
                         help="with --stations: each further station's copies are listed SECONDS after the first's "
                              "(default 30)")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MINUTES",
+                        help="list each granule MINUTES after its end, made two minutes before that (GINA's part of "
+                             "the delay; default 0: granules end now and are listed at once)")
     parser.add_argument("--one-station-every", type=int, default=4, metavar="N",
                         help="with --stations: every Nth granule of a satellite is at one station only, the "
                              "stations taking turns (default 4; 0: never)")
@@ -951,20 +956,21 @@ def main(argv: list[str] | None = None) -> int:
     for fault, count in args.fault:
         double.set_fault(fault, count)
     schedule = Schedule(same_start=args.same_start)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=args.latency)
     latest: dict[str, Granule] = {}
     added: dict[str, int] = {}  # granules added so far, per satellite
 
     def add(granule: Granule) -> None:
+        made = granule.end + dt.timedelta(minutes=max(0.0, args.latency - 2)) if args.latency else None
         if args.stations:
             index = added.get(granule.platform, 0)
             at = time.time()
             double.add_granule_at_stations(
                 granule.platform, granule.orbit, granule.start, stations=args.stations, scale=args.scale,
                 segments_at=dict.fromkeys(stations_of(args.stations, index, args.one_station_every), ALL_SEGMENTS),
-                listed_at=[at + args.station_lag * i for i in range(len(args.stations))])
+                listed_at=[at + args.station_lag * i for i in range(len(args.stations))], created=made)
         else:
-            double.add_scheduled(granule, scale=args.scale)
+            double.add_scheduled(granule, scale=args.scale, created=made)
         added[granule.platform] = added.get(granule.platform, 0) + 1
         latest[granule.platform] = granule
         logger.debug("listed %s orbit %d %s %s", granule.platform, granule.orbit, granule.direction,

@@ -36,6 +36,7 @@ from avoviirscollector.ondisk.state import (  # noqa: F401 - read_json: the read
     MIRROR_LISTINGS,
     MIRROR_SKIPPED,
     read_json,
+    utc,
 )
 
 FAILURES_NAME = MIRROR_FAILURES
@@ -53,16 +54,6 @@ PENDING_HOURS = 1.0
 
 def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: object) -> dt.datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 @contextmanager
@@ -106,7 +97,7 @@ class FailureMemory:
             return None
         if entry.get("given_up"):
             return "given up"
-        not_before = parse_iso(entry.get("not_before"))
+        not_before = utc(entry.get("not_before"))
         if not_before is not None and now < not_before:
             return "backoff"
         return None
@@ -124,7 +115,7 @@ class FailureMemory:
             for name in placed:
                 files.pop(name, None)
             for name in [n for n, e in files.items()
-                         if not isinstance(e, dict) or (parse_iso(e.get("last")) or now) < forget_before]:
+                         if not isinstance(e, dict) or (utc(e.get("last")) or now) < forget_before]:
                 del files[name]
             for name, reason in failed.items():
                 entry = files.get(name) or {"tries": 0, "first": _iso(now)}
@@ -159,7 +150,7 @@ class ListingTimes:
         return "/".join("+".join(part) or "all" if isinstance(part, tuple) else str(part) for part in key)
 
     def last_full(self, key: tuple) -> dt.datetime | None:
-        return parse_iso(self.times.get(self._key(key)))
+        return utc(self.times.get(self._key(key)))
 
     def listed_in_full(self, key: tuple, now: dt.datetime) -> None:
         """Remember a full listing (a full disk only means the next run lists in full again)."""
@@ -191,7 +182,7 @@ class SkippedRecords:
         def change(data: dict) -> None:
             cutoff = now - SKIPPED_NAMED_AGAIN
             for digest, when in list(data.items()):
-                named = parse_iso(when)
+                named = utc(when)
                 if named is None or named <= cutoff:
                     del data[digest]
             for problem in problems:
@@ -235,7 +226,7 @@ class StationCopies:
 
         def change(data: dict) -> None:
             for name in [n for n, e in data.items()
-                         if not isinstance(e, dict) or (parse_iso(e.get("noted")) or now) < forget_before]:
+                         if not isinstance(e, dict) or (utc(e.get("noted")) or now) < forget_before]:
                 del data[name]
             for copy in new:
                 data.setdefault(copy.name, {"station": copy.station, "listed": listed.get(copy.name),
@@ -283,7 +274,7 @@ class MirrorHealth:
             for name in pending:
                 waiting.setdefault(name, _iso(now))
             horizon = now - dt.timedelta(days=3)  # not listed any more: forget
-            for name in [n for n, t in waiting.items() if (parse_iso(t) or now) < horizon]:
+            for name in [n for n, t in waiting.items() if (utc(t) or now) < horizon]:
                 del waiting[name]
 
         return update_json(self.path, change)
@@ -295,7 +286,7 @@ def mirror_problems(health: dict, now: dt.datetime, stale_minutes: int, silence_
     cron started (with no successful run at all, the mirror is stale once that is ``stale_minutes`` ago). Pure."""
     problems = []
     stale = dt.timedelta(minutes=stale_minutes)
-    last_success = parse_iso(health.get("last_success"))
+    last_success = utc(health.get("last_success"))
     if last_success is None:
         if running_since is not None and now - running_since > stale:
             problems.append(f"mirror_gina: no run has succeeded since the suite started "
@@ -306,13 +297,13 @@ def mirror_problems(health: dict, now: dt.datetime, stale_minutes: int, silence_
                         f"(limit MIRROR_STALE_MINUTES={stale_minutes}){_last_run(health)}")
     pending = health.get("pending") if isinstance(health.get("pending"), dict) else {}
     overdue = sorted((t, n) for n, t in pending.items()
-                     if (first := parse_iso(t)) is not None and now - first > dt.timedelta(hours=PENDING_HOURS))
+                     if (first := utc(t)) is not None and now - first > dt.timedelta(hours=PENDING_HOURS))
     if overdue:
         problems.append(f"mirror_gina: {len(overdue)} file(s) listed by GINA for over an hour are neither placed nor "
                         f"given up on (oldest {overdue[0][1]}, listed {overdue[0][0]})")
     sats = health.get("satellites") if isinstance(health.get("satellites"), dict) else {}
     for sat, entry in sorted(sats.items()):
-        since = parse_iso(entry.get("new_listed")) if isinstance(entry, dict) else None
+        since = utc(entry.get("new_listed")) if isinstance(entry, dict) else None
         if since is not None and now - since > dt.timedelta(hours=silence_hours):
             problems.append(f"mirror_gina: nothing new listed for {sat} for "
                             f"{(now - since).total_seconds() / 3600:.1f} h (limit SILENCE_HOURS={silence_hours}): "

@@ -19,7 +19,7 @@ from posttroll.message import Message
 
 from avoviirscollector.mirror.place import read_journal
 from avoviirscollector.viirs import PRODUCTS
-from tests.e2e.harness import Suite, only_loopback
+from tests.e2e.harness import Suite
 from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, SdrWatch
 
@@ -33,21 +33,6 @@ QUEUES = ["--queue", "snpp-moderate", "--queue", "snpp-imagery", "--queue", "snp
 def double(tmp_path):
     with GinaDouble(tmp_path / "gina", slow_seconds=3.0) as d:
         yield d
-
-
-@pytest.fixture
-def mirrored_suite(tmp_path, double):
-    if not only_loopback():
-        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
-    s = Suite(tmp_path, extra_env={"GINA_URL": double.url})
-    try:
-        s.start()
-        # the tests start each mirror_gina run themselves, as cron would: the suite's own cron, which runs one at
-        # every minute against the same double, would fetch a granule between its listing and the fault set
-        s.supervisorctl("stop", "cron")
-        yield s
-    finally:
-        s.stop()
 
 
 def mirror_run(suite: Suite) -> tuple[int, str]:

@@ -19,7 +19,7 @@ import pytest
 from avoviirscollector.viirs import PRODUCTS, parse_name
 from tests.broker_support import DeployedWorker, Status
 from tests.e2e.chaos import log_tails, read_task
-from tests.e2e.harness import Suite, only_loopback
+from tests.e2e.harness import Suite
 from tests.gina_double import GinaDouble
 
 pytestmark = pytest.mark.e2e
@@ -33,19 +33,6 @@ MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once", "--sta
 def double(tmp_path):
     with GinaDouble(tmp_path / "gina") as d:
         yield d
-
-
-@pytest.fixture
-def suite(tmp_path, double):
-    if not only_loopback():
-        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
-    s = Suite(tmp_path, extra_env={"GINA_URL": double.url})
-    try:
-        s.start()
-        s.supervisorctl("stop", "cron")
-        yield s
-    finally:
-        s.stop()
 
 
 def mirror(suite: Suite, **env: str) -> str:
@@ -70,7 +57,8 @@ def drain(suite: Suite, worker: DeployedWorker, orbit: int, granules: int, timeo
     return [task for task in map(read_task, list(worker.received)) if task.orbit == orbit]
 
 
-def test_two_stations_one_copy_of_every_pass_and_one_task_per_granule(suite, double):
+def test_two_stations_one_copy_of_every_pass_and_one_task_per_granule(mirrored_suite, double):
+    suite = mirrored_suite
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0)
     both_start = now - dt.timedelta(minutes=30, seconds=-3.3)
     only_start = both_start + dt.timedelta(seconds=85.4)
@@ -130,7 +118,8 @@ def _names(task) -> list[str]:
     return [item["uid"] for item in Message.decode(task.raw.decode()).data["dataset"]]
 
 
-def test_one_named_station_takes_its_passes_only(suite, double):
+def test_one_named_station_takes_its_passes_only(mirrored_suite, double):
+    suite = mirrored_suite
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0) - dt.timedelta(minutes=20)
     theirs = double.add_granule("j01", 35000, now, segments=SEGMENTS, sizes=SIZES, station="uafgina")
     ours = double.add_granule("j01", 35000, now + dt.timedelta(seconds=85.4), segments=SEGMENTS, sizes=SIZES)
