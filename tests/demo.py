@@ -4,13 +4,14 @@
 network namespace that has only loopback (``scripts/loopback-netns``: nothing leaves the machine, as in the tests):
 
 - the GINA double (tests/gina_double.py) at two receiving stations, gilmore and uafgina: each satellite's latest
-  granules at start, then a new granule of each satellite every ``--every`` seconds, each listed 12 minutes after
-  its end (made 10 minutes after it, as GINA's own delay); most granules at both stations (uafgina's copy listed
+  granules at start, then each new one as the clock makes it due (a granule of each satellite every 85.4 s), each
+  listed 12 minutes after its end (made 10 minutes after it, as GINA's own delay); most granules at both stations
+  (uafgina's copy listed
   ``--station-lag`` seconds after gilmore's), some at one station only; small real HDF5 files;
 - a TLE server for the hourly refresh (the test set, ``tests/data/weather.txt``);
 - the suite itself: ``avoviirscollector supervise -c supervisord.conf``, every program, cron running mirror_gina
   every minute (``VIIRS_BASE`` in ``--dir``, default ``./var/demo``, emptied at start);
-- a worker like the deployed viirsprocessor, taking every product's tasks (a second each).
+- a worker like the deployed viirsprocessor, taking every product's tasks.
 
 The monitor serves on ``MONITOR_PORT`` inside the namespace; the demo brings it out to this host's
 ``127.0.0.1:--port`` through a Unix socket (namespaces share the filesystem, not the network) and prints the address:
@@ -95,7 +96,7 @@ def inside(args: argparse.Namespace) -> int:
     gina_port, tle_port = free_port(), free_port()
     double = subprocess.Popen(
         [sys.executable, "-m", "tests.gina_double", "--port", str(gina_port), "--dir", str(base / "gina"),
-         "--granules", str(args.granules), "--every", str(args.every), "--scale", "0.004", "--latency", "12",
+         "--granules", str(args.granules), "--every", "2", "--scale", "0.004", "--latency", "12",
          "--stations", "gilmore,uafgina", "--station-lag", str(args.station_lag), "--one-station-every", "4"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tles = ThreadingHTTPServer(("127.0.0.1", tle_port), partial(_Quiet, directory=str(REPO / "tests" / "data")))
@@ -158,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=29093, help="this host's port for the monitor (%(default)s)")
     parser.add_argument("--dir", type=Path, default=REPO / "var" / "demo", help="the demo's files (%(default)s)")
-    parser.add_argument("--granules", type=int, default=4, help="granules per satellite at start (%(default)s)")
-    parser.add_argument("--every", type=float, default=20.0, help="a new granule every S seconds (%(default)s)")
+    parser.add_argument("--granules", type=int, default=8, help="granules per satellite at start (%(default)s)")
     parser.add_argument("--station-lag", type=float, default=25.0,
                         help="uafgina lists its copies S seconds after gilmore (%(default)s)")
     parser.add_argument("--screenshot", type=Path, help="save the page here after --after seconds, then stop")
@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     sock.unlink(missing_ok=True)
     listener = socket.create_server(("127.0.0.1", args.port))
     command = [str(REPO / "scripts" / "loopback-netns"), sys.executable, "-m", "tests.demo", "--inside",
-               "--sock", str(sock), "--dir", str(args.dir), "--granules", str(args.granules), "--every",
-               str(args.every), "--station-lag", str(args.station_lag), "--after", str(args.after)]
+               "--sock", str(sock), "--dir", str(args.dir), "--granules", str(args.granules),
+               "--station-lag", str(args.station_lag), "--after", str(args.after)]
     if args.screenshot:
         command += ["--screenshot", str(args.screenshot.resolve())]
     child = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -69,8 +69,9 @@ Files already in ``DIR/files`` (an earlier run, or made by a script) are served 
 ``--every N`` adds a new granule (all segments of every product, each satellite given) every N seconds, each one
 starting where that satellite's previous granule ended, so the whole suite can be watched working without
 internet. ``--latency M`` lists each granule M minutes after its end, made two minutes before that (GINA's own
-delay, as the monitor's latency legs show it; default 0: granules end now and are listed at once). SIGTERM or
-Ctrl-C stops it.
+delay, as the monitor's latency legs show it), on the clock: ``--every`` then only looks for the granules that are
+due (one per satellite every 85.4 s); default 0: granules end now and are listed at once. SIGTERM or Ctrl-C stops
+it.
 
 Without ``--stations`` every file is at gilmore. ``--stations gilmore,uafgina`` puts every granule (those of the
 start and those ``--every`` adds) at each station, as :meth:`GinaDouble.add_granule_at_stations` does: the second
@@ -938,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(default 30)")
     parser.add_argument("--latency", type=float, default=0.0, metavar="MINUTES",
                         help="list each granule MINUTES after its end, made two minutes before that (GINA's part of "
-                             "the delay; default 0: granules end now and are listed at once)")
+                             "the delay), on the clock: --every then only looks for granules due (default 0: "
+                             "granules end now and are listed at once, --every adds one each time)")
     parser.add_argument("--one-station-every", type=int, default=4, metavar="N",
                         help="with --stations: every Nth granule of a satellite is at one station only, the "
                              "stations taking turns (default 4; 0: never)")
@@ -977,10 +979,17 @@ def main(argv: list[str] | None = None) -> int:
                      granule.start.isoformat(timespec="milliseconds"))
 
     def add_granule() -> None:
-        """The next granule of each satellite: it starts where that satellite's previous one ended."""
+        """The next granule of each satellite: it starts where that satellite's previous one ended. With
+        ``--latency``, the granules of the clock instead: every one that ended ``--latency`` minutes ago or more and
+        is not listed yet."""
         for sat in sats:
             short = SATELLITE_TO_SHORT[sat]
-            add(schedule.following(latest[short]) if short in latest else schedule.containing(short, now))
+            if not args.latency:
+                add(schedule.following(latest[short]) if short in latest else schedule.containing(short, now))
+                continue
+            due = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=args.latency)
+            while short in latest and schedule.following(latest[short]).end <= due:
+                add(schedule.following(latest[short]))
 
     for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
         if is_sdr_name(path.name):
