@@ -4,12 +4,13 @@ with only the files of the listing window.
 Two VIIRS_BASEs, one after the other in one run (never at the same time, so the CPU figures do not disturb each
 other): "empty", whose sdr/ holds only the files of the 2-day listing window, and "archive", the same plus
 ``--files`` older files (default 600,000: four months at 3 satellites x 150 granules x 12 files a day). Every file
-is an empty file with a real VIIRS SDR name (the 12 segments of ``viirs.PRODUCTS``; npp, j01 and j02 on granule
-grids of their own, 85.35 s apart, passes of 10 granules, about 150 granules a day each; created 10 min after the
-granule's start, which is also its mtime), made before the suite's first start in that VIIRS_BASE; the archive's
-granules end an hour before the window begins. The GINA double (``tests/gina_double.py``) lists the window's
-files, so every mirror_gina run finds them all placed. Each case starts the real suite (``tests/e2e/harness.py``:
-supervisord with the repo's supervisord.conf) twice: a first start and a restart on the same VIIRS_BASE.
+is an empty file with a real VIIRS SDR name (the 12 segments of ``viirs.PRODUCTS``; the window's: npp, j01 and j02
+on granule grids of their own, 85.35 s apart, passes of 10 granules, about 150 granules a day each, created 10 min
+after the granule's start, which is also its mtime; the archive's: ``tests/archive.py``), made before the suite's
+first start in that VIIRS_BASE; the archive's granules end an hour before the window begins. The GINA double
+(``tests/gina_double.py``) lists the window's files, so every mirror_gina run finds them all placed. Each case
+starts the real suite (``tests/e2e/harness.py``: supervisord with the repo's supervisord.conf) twice: a first start
+and a restart on the same VIIRS_BASE.
 
 First start:
 
@@ -55,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import json
 import math
 import os
@@ -79,6 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avoviirscollector.mirror.memory import LISTINGS_NAME  # noqa: E402
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS, format_name  # noqa: E402
+from tests import archive  # noqa: E402
 from tests.e2e.chaos import rss_kib  # noqa: E402
 from tests.e2e.harness import BIN, Suite  # noqa: E402
 from tests.gina_double import GinaDouble, orbit_number  # noqa: E402
@@ -180,15 +181,12 @@ def make_window(sdr: Path, double: GinaDouble, now: dt.datetime) -> int:
 
 
 def make_archive(sdr: Path, now: dt.datetime, count: int) -> tuple[int, float, dt.datetime, dt.datetime]:
-    """``count`` older files in sdr/, newest granule first; (files, seconds it took, oldest and newest start)."""
+    """``count`` older files in sdr/ (tests/archive.py); (files, seconds it took, oldest and newest start)."""
     last = now - WINDOW - ARCHIVE_ENDS_BEFORE_WINDOW
-    first = last - dt.timedelta(days=count / FILES_PER_DAY * 1.05 + 1)
     started = time.monotonic()
-    made, oldest = make_empty_files(sdr, itertools.islice(files_between(first, last), count))
-    if made < count:
-        raise RuntimeError(f"only {made} archive files generated, {count} asked for")
-    oldest_start = dt.datetime.fromtimestamp(oldest, dt.UTC).replace(tzinfo=None) - CREATED_AFTER
-    return made, time.monotonic() - started, oldest_start, last
+    made = archive.fill(sdr, count, newest=last)
+    oldest = last - dt.timedelta(days=made / FILES_PER_DAY)
+    return made, time.monotonic() - started, oldest, last
 
 
 # -- the suite's processes ---------------------------------------------------------------------------------------
@@ -539,7 +537,7 @@ def forget_full_listing(state: Path, satellite: str) -> None:
 
 def mirror_runs(suite: Suite, double: GinaDouble, case: Case, timeout: float) -> None:
     requests = len(double.listing_requests)
-    times, codes = timed_runs([str(BIN / "mirror_gina"), "--queue", MIRROR_QUEUE], suite.env, 3, timeout,
+    times, codes = timed_runs([str(BIN / "mirror_gina"), "--once", "--queue", MIRROR_QUEUE], suite.env, 3, timeout,
                               before=lambda: forget_full_listing(suite.settings.state_dir, NEW_SATELLITE))
     case.figures["mirror"] = median(times)
     spans = sorted({(q.get("start_date", ["?"])[0], q.get("end_date", ["?"])[0])
@@ -559,7 +557,7 @@ def new_granule(suite: Suite, double: GinaDouble, watcher: TaskWatcher, orbit: i
     double.add_granule(NEW_PLATFORM, orbit, start, created=utcnow())
     listed = time.monotonic()
     with open(suite.base.parent / "bench-mirror.out", "ab") as out:
-        proc = subprocess.Popen([str(BIN / "mirror_gina"), *(a for q in NEW_QUEUES for a in ("--queue", q))],
+        proc = subprocess.Popen([str(BIN / "mirror_gina"), "--once", *(a for q in NEW_QUEUES for a in ("--queue", q))],
                                 env=suite.env, stdout=out, stderr=subprocess.STDOUT)
     got = watcher.wait_for(PLATFORMS[NEW_PLATFORM][0], orbit, listed + wait)
     try:
