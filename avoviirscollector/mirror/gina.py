@@ -36,6 +36,7 @@ library the downloads use: at most ``MAX_LISTING_BYTES``, within 60 s, redirects
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import posixpath
@@ -203,6 +204,10 @@ class Record:
     station: str = ""  # the receiving station ("" when unknown)
 
 
+#: a run lists every 15 s and mostly sees the names it saw: each is parsed once a run
+_parsed = functools.lru_cache(maxsize=100_000)(parse_name)
+
+
 class _Unusable(Exception):
     """This record cannot be used; the message says why."""
 
@@ -247,7 +252,7 @@ def parse_record(item: object, base_url: str, asked: tuple[str, ...] = ()) -> Re
     parts.port  # noqa: B018 -- raises ValueError on a port out of range
     name = posixpath.basename(parts.path)
     try:
-        sdr = parse_name(name)
+        sdr = _parsed(name)
     except NotASdrName:
         raise _Unusable("not a VIIRS SDR granule name") from None
     return Record(name, full, md5.lower(), sdr, record_station(item, asked))
