@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from avoviirscollector.ondisk.sdr import SdrWatch, names_by_start
+from avoviirscollector.ondisk.sdr import NICE, SdrWatch, names_by_start
 
 
 class Recorder:
@@ -158,6 +158,9 @@ def test_the_periodic_work_runs_in_the_watchs_thread(tmp_path):
     watch.start()
     try:
         wait_until(lambda: len(threads) >= 3, what="three ticks")
+        # below the program's other threads: a full pass over months of files yields to the live path
+        assert os.getpriority(os.PRIO_PROCESS, watch.native_id) == NICE
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
     finally:
         watch.stop()
         watch.join(2)

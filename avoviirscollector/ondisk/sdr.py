@@ -47,6 +47,7 @@ WATCH_MASK = (InotifyConstants.IN_MOVED_TO | InotifyConstants.IN_CREATE | Inotif
 CHECK_STOP_EVERY = 4096  # entries of a pass between two looks at the stop flag
 EVENTS_PER_ROUND = 10_000  # events taken before the periodic work gets its turn
 COMPLAIN_EVERY = 600.0  # seconds between two log lines about the same trouble
+NICE = 10  # the watch's thread's nice value (its steady work is a few milliseconds now and then)
 
 
 class Sink(Protocol):
@@ -118,6 +119,7 @@ class SdrWatch(threading.Thread):
     # -- the thread --------------------------------------------------------------------------------------------
     def run(self) -> None:
         next_tick = time.monotonic()
+        self._be_nice()
         try:
             while not self.stopping.is_set():
                 if self._wd is None and not self._watch():
@@ -134,6 +136,15 @@ class SdrWatch(threading.Thread):
                 self._take_hints(max(0.0, min(1.0, next_tick - time.monotonic())))
         finally:
             self._close()
+
+    def _be_nice(self) -> None:
+        """Run this thread below its program's other work (Linux keeps a nice value per thread): a full pass over
+        months of files at a start then takes the CPU the live path (trollstalker, the gatherers, the broker's loop)
+        does not need, instead of competing with the first granule after the start."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except (AttributeError, OSError):
+            pass
 
     def _guarded(self, work: Callable[[], None], what: str) -> None:
         try:
