@@ -3,7 +3,8 @@
 What it does
     ``avo_cron CRONTAB`` execs ``supercronic CRONTAB`` when supercronic is on PATH (the image ships it).
     Elsewhere (``make run`` on a plain Linux host) it runs the same file itself, so the same schedule drives the
-    same jobs: at each second boundary every due line's command is started with ``/bin/sh -c``, with this
+    same jobs: at each second boundary every due line's command is started with ``/bin/sh -c`` (``exec`` before a
+    simple command, so the job's process is the program itself and a stop's SIGTERM reaches it), with this
     process's environment (jobs read their settings from the environment, not from the crontab). A line whose
     previous run is still going is not started again (logged), as supercronic does by default. Job output goes
     to this program's stdout, which supervisord logs.
@@ -23,6 +24,8 @@ Options
 
 Signals
     SIGTERM, SIGINT: start nothing new, pass SIGTERM to running jobs, wait up to 30 s for them, exit 0.
+    supervisord stops the ``cron`` program as a group (``stopasgroup``): supercronic does not pass a SIGTERM on to
+    its jobs, the group's does (a mirror_gina run drains its downloads and exits, releasing its queues' locks).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ SHORTCUTS = {
 # (name, low, high) of the 7-field form
 FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
           ("day-of-week", 0, 7), ("year", 1970, 2199))
+SIMPLE_COMMAND = re.compile(r"[\w@%+=:,./-]+(?:[ \t]+[\w@%+=:,./-]+)*")
 ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
 
 
@@ -150,6 +154,13 @@ def parse_crontab(text: str) -> list[CronLine]:
     return lines
 
 
+def shell_line(command: str) -> str:
+    """What ``/bin/sh -c`` runs for a crontab command: ``exec command`` for a simple command (words, no shell syntax),
+    so the shell becomes the program: its pid, exit status and signals are the job's. A shell left in between would
+    die of a stop's SIGTERM at once and leave the program running on, unsignalled."""
+    return f"exec {command}" if SIMPLE_COMMAND.fullmatch(command) else command
+
+
 class CronRunner:
     """Start due lines every second; never two runs of one line at once."""
 
@@ -179,7 +190,7 @@ class CronRunner:
                             line.command, self._running[index].pid)
                 continue
             LOG.info("starting job: %s", line.command)
-            self._running[index] = subprocess.Popen(["/bin/sh", "-c", line.command])
+            self._running[index] = subprocess.Popen(["/bin/sh", "-c", shell_line(line.command)])
 
     def run(self) -> None:
         LOG.info("running %d crontab line(s) with the built-in runner", len(self.lines))

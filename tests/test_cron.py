@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from avoviirscollector.cron import CronLine, CrontabError, parse_crontab
+from avoviirscollector.cron import CronLine, CrontabError, parse_crontab, shell_line
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -73,3 +73,45 @@ def test_runner_runs_due_jobs_without_overlap_and_stops_on_sigterm(tmp_path):
     runs = marks.read_text().splitlines()
     assert 2 <= len(runs) <= 3, out
     assert "is still going" in out and "starting job" in out
+
+
+JOB = """\
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+stopped = []
+signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+out.write_text("started\\n")
+deadline = time.monotonic() + 20
+while not stopped and time.monotonic() < deadline:
+    time.sleep(0.05)
+with out.open("a") as f:
+    f.write("drained\\n" if stopped else "never told to stop\\n")
+"""
+
+
+def test_a_stop_reaches_the_running_job_itself_and_waits_for_its_drain(tmp_path):
+    # mirror_gina polls until the next minute: a SIGTERM that stopped only a shell in between would leave it
+    # running, holding its queues' locks, after cron is STOPPED
+    job, marks, crontab = tmp_path / "job.py", tmp_path / "marks", tmp_path / "crontab"
+    job.write_text(JOB)
+    crontab.write_text(f"* * * * * * * {sys.executable} {job} {marks}\n")
+    proc = subprocess.Popen([str(BIN / "avo_cron"), "--runner", "builtin", str(crontab)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin"})
+    try:
+        deadline = time.monotonic() + 10
+        while not (marks.exists() and marks.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert marks.read_text().splitlines() == ["started", "drained"], out  # the job drained before cron exited
+    assert "job finished with exit status 0" in out, out
+
+
+def test_only_a_simple_command_is_execd():
+    assert shell_line("mirror_gina") == "exec mirror_gina"
+    assert shell_line("cleanup --dry-run /viirs/x.h5") == "exec cleanup --dry-run /viirs/x.h5"
+    for compound in ("echo run >> marks; sleep 2.5", "a && b", "a | b", "x=$(date) job", "job &"):
+        assert shell_line(compound) == compound

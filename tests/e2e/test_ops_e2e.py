@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -10,7 +11,8 @@ import time
 
 import pytest
 
-from tests.e2e.harness import BIN
+from tests.e2e.harness import BIN, Suite
+from tests.gina_double import GinaDouble
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +73,50 @@ def test_cleanup_beside_the_running_suite_spares_what_is_in_use(suite):
     # logs written since they were aged count as kept; the others are spared because supervisord has them open
     assert int(re.search(r"(\d+) in use", result.stdout).group(1)) >= 1
     suite.wait_running(timeout=5)  # the suite did not notice
+
+
+def processes_of(base) -> list[str]:
+    """Command lines of the processes whose environment has ``VIIRS_BASE=base``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if f"VIIRS_BASE={base}".encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                found.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
+        except OSError:
+            continue
+    return found
+
+
+def test_stopping_cron_stops_the_mirror_gina_run_it_started(tmp_path):
+    # a run lists every MIRROR_POLL_SECONDS until the next minute's is due: a stop of cron must reach it and wait for
+    # it, not leave it running with its queues' locks (the next start's runs, or an operator's, would skip them)
+    with GinaDouble(tmp_path / "gina") as double:
+        suite = Suite(tmp_path, extra_env={"GINA_URL": double.url, "MIRROR_POLL_SECONDS": "5"})
+        try:
+            suite.start()
+            cron_log = suite.settings.log_dir / "cron.log"
+            deadline = time.monotonic() + 75  # cron starts mirror_gina at the next minute
+            while time.monotonic() < deadline:
+                text = cron_log.read_text(errors="replace") if cron_log.exists() else ""
+                run = text.split("starting job: mirror_gina")
+                if len(run) > 1 and "mirror_gina INFO" in run[-1]:  # a run started and has listed
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"no mirror_gina run listed within 75 s:\n{text}")
+            assert any(cmd.endswith("/mirror_gina") for cmd in processes_of(suite.base)), processes_of(suite.base)
+            suite.supervisorctl("stop", "cron")
+            assert suite.programs()["cron"][0] == "STOPPED"
+            assert not [cmd for cmd in processes_of(suite.base) if "mirror_gina" in cmd], "left running after stop"
+            for lock in suite.settings.state_dir.glob("mirror_gina.*.lock"):
+                with open(lock) as f:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no run holds it
+            tail = cron_log.read_text(errors="replace").split("starting job: mirror_gina")[-1]
+            assert "job finished with exit status 0: mirror_gina" in tail, tail
+        finally:
+            suite.stop()
