@@ -529,29 +529,9 @@ def test_faults(double, one_file):
 
 
 def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir",
-                             str(tmp_path / "g"), "--granules", "1", "--scale", "0.002", "--satellites", "snpp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        records = None
-        while time.monotonic() < deadline:
-            try:
-                records = requests.get(f"http://127.0.0.1:{port}/products.json", timeout=2).json()
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        assert records and len(records) == 12  # one granule of every segment the products need
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
-        assert proc.returncode == 0 and "stopped" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with standalone(tmp_path, "--granules", "1", "--satellites", "snpp") as url:  # SIGTERM after: exit 0, "stopped"
+        records = requests.get(f"{url}/products.json", timeout=2).json()
+    assert len(records) == 12  # one granule of every segment the products need
 
 
 @pytest.mark.parametrize("same_start", [False, True])
