@@ -19,6 +19,7 @@ from avoviirscollector.config import load_settings
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, WINDOW, History, Source
 from avoviirscollector.monitor.server import Monitor, make_server
+from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import new_lines
 from avoviirscollector.viirs import PRODUCTS, format_name
 from tests.broker_support import free_port
@@ -253,6 +254,56 @@ def test_monitor_rebuilds_its_downtime_from_the_journals_and_keeps_its_history(b
     assert sum(files.values()) == len(names) + 2  # the five it had, the two of its downtime, none twice
     assert len(again.history.queue_samples) >= 1
     assert b"NOAA-20" in again.page()
+
+
+def _watched(monitor: Monitor, settings) -> SdrWatch:
+    watch = SdrWatch(settings.sdr_dir, monitor.new_in_sdr, interval=0.1)
+    watch.start()
+    assert watch.ready.wait(10)
+    return watch
+
+
+def _until(monitor: Monitor, product: str, wanted: tuple[int, int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        monitor.poll()
+        got = monitor.history.completeness(time.time()).get(("NOAA-20", product))
+        if got == wanted:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{product} of NOAA-20: {got}, not {wanted}, after {timeout} s")
+
+
+def test_a_file_put_into_sdr_by_hand_counts_and_one_removed_by_hand_stops_counting(base):
+    """monitor's view of sdr/ (a real inotify watch): a granule placed by hand (no journal) is complete; a file of it
+    removed makes it incomplete, put back complete again; one removed while monitor is stopped is gone after the
+    next start's full pass. The download of a file stays counted (history), its presence does not."""
+    monitor = Monitor(base)
+    watch = _watched(monitor, base)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    files = [base.sdr_dir / name(segment, "j01", start) for segment in PRODUCTS["tir"]]
+    try:
+        for path in files:
+            path.write_bytes(b"x")
+        _until(monitor, "tir", (1, 1))
+        files[0].unlink()
+        _until(monitor, "tir", (0, 1))
+        files[0].write_bytes(b"x")
+        _until(monitor, "tir", (1, 1))
+        monitor.save()
+    finally:
+        watch.stop()
+        watch.join(5)
+    files[1].unlink()  # while monitor is not watching
+    again = Monitor(base)
+    assert again.history.completeness(time.time()).get(("NOAA-20", "tir")) == (1, 1)  # as saved
+    watch = _watched(again, base)
+    try:
+        _until(again, "tir", (0, 1))
+    finally:
+        watch.stop()
+        watch.join(5)
 
 
 def test_page_renders_a_day_of_passes_quickly():

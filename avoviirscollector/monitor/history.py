@@ -101,14 +101,15 @@ class Placed:
     listed: float | None = None
     journal: bool = False  # known from mirror_gina's journal (else only seen in sdr/)
     station: str = ""  # the receiving station it came from ("" unknown)
+    present: bool = True  # still in sdr/ (False once removed by anyone: no longer counts for its granule)
 
     def to_json(self) -> list:
-        return [self.placed, self.size, self.seconds, self.listed, self.journal, self.station]
+        return [self.placed, self.size, self.seconds, self.listed, self.journal, self.station, self.present]
 
     @classmethod
     def from_json(cls, value: list) -> Placed:
         return cls(float(value[0]), value[1], value[2], value[3], bool(value[4]),
-                   str(value[5]) if len(value) > 5 else "")
+                   str(value[5]) if len(value) > 5 else "", bool(value[6]) if len(value) > 6 else True)
 
 
 @dataclass(frozen=True)
@@ -233,10 +234,32 @@ class History:
         return True
 
     def seen_in_sdr(self, name: str, placed: float, now: float) -> None:
-        """A file in ``sdr/`` (placed by anyone): counts for completeness, not as a download."""
-        if name not in self.files and placed >= now - KEEP and _satellite_band(name) is not None:
+        """A file in ``sdr/`` (placed by anyone, or put back): counts for completeness, not as a download."""
+        known = self.files.get(name)
+        if known is not None:
+            if not known.present:
+                known.present = True
+                self.version += 1
+        elif placed >= now - KEEP and _satellite_band(name) is not None:
             self.files[name] = Placed(placed)
             self._index(name)
+            self.version += 1
+
+    def gone_from_sdr(self, name: str) -> None:
+        """A file left ``sdr/`` (removed by anyone): its granule no longer counts it; what its download was (the
+        counters, the latency samples, its station) stays history."""
+        known = self.files.get(name)
+        if known is not None and known.present:
+            known.present = False
+            self.version += 1
+
+    def sdr_pass(self, names: set[str], floor: float) -> None:
+        """A complete pass over ``sdr/`` saw ``names`` (every file placed at or after ``floor``, and some before):
+        the files of the window placed since ``floor`` that it did not see were removed meanwhile."""
+        gone = [p for n, p in self.files.items() if p.present and p.placed >= floor and n not in names]
+        for placed in gone:
+            placed.present = False
+        if gone:
             self.version += 1
 
     def _index(self, name: str) -> None:
@@ -478,7 +501,7 @@ class History:
     def _granules(self, now: float, window: float) -> list[GranuleRow]:
         groups = GranuleMap()  # (platform name, start) -> [(parsed name, placed)]
         for name, placed in self.files.items():
-            if placed.placed < now - window:
+            if placed.placed < now - window or not placed.present:
                 continue
             parsed = parsed_name(name)
             groups.setdefault((parsed.platform_name, parsed.start_time), []).append((parsed, placed.placed))

@@ -27,7 +27,8 @@ of log lines are blanked)
     - ``UPDATE_PORT``: the broker's status once a second (queue length, tasks by product);
     - supervisord, through its socket with the credentials ``supervisorctl`` uses (run/supervisor.auth): program
       states; ``log/supervisord.log``: every program start (restarts);
-    - ``sdr/``: files placed by anyone (for completeness); ``log/*.log``: the last ERROR lines; the filesystem.
+    - ``sdr/``: files placed by anyone count for their granule's completeness, files removed by anyone stop
+      counting (a download stays counted); ``log/*.log``: the last ERROR lines; the filesystem.
 
 Its own state, ``state/monitor.json`` (written atomically every 30 s and at a stop): 24 hours of history (files,
 granules, hand-outs, queue-length samples) and where it stopped reading each journal, so after its own downtime the
@@ -217,8 +218,13 @@ class Monitor:
                     h.program_started(program)
                 source.newest = max(source.newest, when)
             self.new_in_sdr.floor = self._sdr_floor(now)
-            for name, placed in self.new_in_sdr.take():
-                h.seen_in_sdr(name, placed, now)
+            for kind, what in self.new_in_sdr.take():
+                if kind == "seen":
+                    h.seen_in_sdr(*what, now)
+                elif kind == "gone":
+                    h.gone_from_sdr(what)
+                else:
+                    h.sdr_pass(what, self.new_in_sdr.floor)
             h.prune(now)
             self.health, self.failures = health, failures
             self.programs, self.supervisor_error = programs, supervisor_error
