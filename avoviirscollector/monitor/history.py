@@ -253,10 +253,10 @@ class History:
             known.present = False
             self.version += 1
 
-    def sdr_pass(self, names: set[str], floor: float) -> None:
-        """A complete pass over ``sdr/`` saw ``names`` (every file placed at or after ``floor``, and some before):
-        the files of the window placed since ``floor`` that it did not see were removed meanwhile."""
-        gone = [p for n, p in self.files.items() if p.present and p.placed >= floor and n not in names]
+    def sdr_pass(self, exists: Callable[[str], bool]) -> None:
+        """A complete pass over ``sdr/`` ended: the files of the history that ``exists`` says are not there were
+        removed while nobody watched (one lookup each: a day's files, not the archive's)."""
+        gone = [p for n, p in self.files.items() if p.present and not exists(n)]
         for placed in gone:
             placed.present = False
         if gone:

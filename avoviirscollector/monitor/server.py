@@ -224,7 +224,7 @@ class Monitor:
                 elif kind == "gone":
                     h.gone_from_sdr(what)
                 else:
-                    h.sdr_pass(what, self.new_in_sdr.floor)
+                    h.sdr_pass(lambda name: os.path.lexists(s.sdr_dir / name))
             h.prune(now)
             self.health, self.failures = health, failures
             self.programs, self.supervisor_error = programs, supervisor_error

@@ -27,33 +27,24 @@ def spawned(lines: list[bytes]) -> Iterator[tuple[float, str]]:
             yield when.timestamp() + int(match.group(2)) / 1000, match.group(3)
 
 
-#: a pass also keeps the names placed this long before the floor: a file's placement in the journal and the inode
-#: change time of its rename into sdr/ differ by a moment, and neither must make a present file look gone
-PASS_MARGIN = 3600.0
-
-
 class NewInSdr:
     """monitor's ``ondisk.sdr.Sink``: what changed in sdr/ among the files placed at or after ``floor`` (a day ago,
     and not before monitor first watched sdr/), kept for :meth:`take` (thread-safe: the watch's thread adds, the poll
     takes). Events, in order: ``("seen", (name, placed))`` a file is in sdr/ (placed by anyone, or put back);
-    ``("gone", name)`` a file left sdr/ (removed by anyone); ``("pass", names)`` a complete full pass saw these
-    files of the window and no others (what it did not see is gone: removed while monitor was not watching)."""
+    ``("gone", name)`` a file left sdr/ (removed by anyone); ``("pass", None)`` a complete full pass ended (files
+    removed while monitor was not watching are found by the poll: it looks up the files of its window, a day's, not
+    the archive's)."""
 
     def __init__(self, floor: float = float("inf")) -> None:
         self.floor = floor
         self._lock = threading.Lock()
         self._events: list[tuple[str, object]] = []
-        self._pass: set[str] | None = None
 
     def begin_pass(self) -> None:
-        self._pass = set()
+        return
 
     def seen(self, name: str, placed: float) -> None:
-        if name.startswith("."):
-            return
-        if self._pass is not None and placed >= self.floor - PASS_MARGIN:
-            self._pass.add(name)
-        if placed >= self.floor:
+        if placed >= self.floor and not name.startswith("."):
             with self._lock:
                 self._events.append(("seen", (name, placed)))
 
@@ -62,10 +53,9 @@ class NewInSdr:
             self._events.append(("gone", name))
 
     def end_pass(self, complete: bool) -> None:
-        names, self._pass = self._pass, None
-        if complete and names is not None:
+        if complete:
             with self._lock:
-                self._events.append(("pass", names))
+                self._events.append(("pass", None))
 
     def take(self) -> list[tuple[str, object]]:
         """What happened since the last call, oldest first."""
