@@ -24,8 +24,10 @@ Options
 
 Signals
     SIGTERM, SIGINT: start nothing new, pass SIGTERM to running jobs, wait up to 30 s for them, exit 0.
-    supervisord stops the ``cron`` program as a group (``stopasgroup``): supercronic does not pass a SIGTERM on to
-    its jobs, the group's does (a mirror_gina run drains its downloads and exits, releasing its queues' locks).
+    Each job runs in a process group of its own and gets the SIGTERM once, from here, to its whole group. supervisord
+    stops the ``cron`` program as a group (``stopasgroup``) for supercronic, which passes no signal on to its jobs
+    (they are in its group): either way a mirror_gina run drains its downloads and exits, releasing its queues'
+    locks, before cron is STOPPED.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -190,7 +193,9 @@ class CronRunner:
                             line.command, self._running[index].pid)
                 continue
             LOG.info("starting job: %s", line.command)
-            self._running[index] = subprocess.Popen(["/bin/sh", "-c", shell_line(line.command)])
+            # a process group of its own: the stop's SIGTERM reaches it once, from here (see run())
+            self._running[index] = subprocess.Popen(["/bin/sh", "-c", shell_line(line.command)],
+                                                    start_new_session=True)
 
     def run(self) -> None:
         LOG.info("running %d crontab line(s) with the built-in runner", len(self.lines))
@@ -205,15 +210,27 @@ class CronRunner:
                 self._reap()
                 self._stop.wait(max(0.05, 1.0 - (self._clock().microsecond / 1e6)))
         finally:
+            # one SIGTERM to each job's group: a second one (supervisord's to the cron group, say) could land while
+            # the job's interpreter is already exiting, its handler gone, and kill it
             for proc in self._running.values():
-                proc.terminate()
+                _signal_group(proc, signal.SIGTERM)
             deadline = time.monotonic() + 30
             for proc in self._running.values():
                 try:
                     proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    LOG.warning("job still running 30 s after SIGTERM, killed: %s (pid %d)", proc.args[-1], proc.pid)
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
             self._reap()
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to the process group of a job started in a session of its own (its pid is the group's)."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:  # the job and its group are gone
+        pass
 
 
 def start_detached(command: str) -> None:
