@@ -278,7 +278,7 @@ def _until(monitor: Monitor, product: str, wanted: tuple[int, int], timeout: flo
 def test_a_file_put_into_sdr_by_hand_counts_and_one_removed_by_hand_stops_counting(base):
     """monitor's view of sdr/ (a real inotify watch): a granule placed by hand (no journal) is complete; a file of it
     removed makes it incomplete, put back complete again; one removed while monitor is stopped is gone after the
-    next start's full pass. The download of a file stays counted (history), its presence does not."""
+    next start's full pass."""
     monitor = Monitor(base)
     watch = _watched(monitor, base)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
