@@ -72,7 +72,7 @@ _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 def _min_free(env: Mapping[str, str]) -> MinFree:
     raw = env.get("VIIRS_MIN_FREE", "").strip()
     if raw == "":
-        return MinFree()
+        return DEFAULTS.min_free
     accepted = "a percentage 0-90 (e.g. 5%) or bytes with an optional K, M, G or T (e.g. 20G); 0 turns it off"
     text = raw.upper().replace(" ", "")
     try:
@@ -161,6 +161,11 @@ class Settings:
             path.mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
+#: the default of every setting: the one place they are written (README's table and docker-compose.yml are checked
+#: against it by tests/test_config.py)
+DEFAULTS = Settings()
+
+
 def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high: int | None) -> int | None:
     raw = env.get(name, "").strip()
     if raw == "":
@@ -230,7 +235,7 @@ def parse_facilities(raw: object, name: str) -> tuple[str, ...]:
 
 
 def _poll_seconds(env: Mapping[str, str]) -> int:
-    value = _int(env, "MIRROR_POLL_SECONDS", 15, 0, 55)
+    value = _int(env, "MIRROR_POLL_SECONDS", DEFAULTS.mirror_poll_seconds, 0, 55)
     if 0 < value < 5:
         raise SettingsError(f"MIRROR_POLL_SECONDS={env['MIRROR_POLL_SECONDS'].strip()!r} is out of range: expected "
                             f"0 or a whole number from 5 to 55")
@@ -240,47 +245,46 @@ def _poll_seconds(env: Mapping[str, str]) -> int:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment strictly; raise :class:`SettingsError` on the first bad value."""
     env = os.environ if env is None else env
-    base_raw = env.get("VIIRS_BASE", "").strip() or "/viirs"
+    base_raw = env.get("VIIRS_BASE", "").strip() or str(DEFAULTS.viirs_base)
     config_raw = env.get("MIRROR_GINA_CONFIG", "").strip()
-    mirror_config = Path(config_raw).absolute() if config_raw else PACKAGE_ETC / "mirror_gina.yaml"
+    mirror_config = Path(config_raw).absolute() if config_raw else DEFAULTS.mirror_gina_config
     etc_raw = env.get("AVO_ETC", "").strip()
-    etc_dir = Path(etc_raw).absolute() if etc_raw else PACKAGE_ETC
+    etc_dir = Path(etc_raw).absolute() if etc_raw else DEFAULTS.etc_dir
     for needed in ("trollstalker.ini", "segment_gatherer.ini"):
         if not (etc_dir / needed).is_file():
             raise SettingsError(f"AVO_ETC={etc_raw!r} is not valid: expected a folder holding {needed}")
     ports = {}
-    for name, default in (("TASK_PORT", 19091), ("UPDATE_PORT", 19191), ("PUBLISH_PORT", 29092),
-                          ("MONITOR_PORT", 29093)):
-        ports[name] = _int(env, name, default, 1, 65535)
+    for name in ("TASK_PORT", "UPDATE_PORT", "PUBLISH_PORT", "MONITOR_PORT"):
+        ports[name] = _int(env, name, getattr(DEFAULTS, name.lower()), 1, 65535)
     if len(set(ports.values())) != len(ports):
         shown = ", ".join(f"{k}={v}" for k, v in ports.items())
         raise SettingsError(f"TASK_PORT, UPDATE_PORT, PUBLISH_PORT and MONITOR_PORT must differ: got {shown}")
     mail_user, mail_password_file = _mail_login(env)
     return Settings(
         viirs_base=Path(base_raw).absolute(),
-        retention_days=_int(env, "VIIRS_RETENTION", None, 0, None),
-        num_gina_connections=_int(env, "NUM_GINA_CONNECTIONS", 4, 1, 16),
-        gina_backfill_days=_int(env, "GINA_BACKFILL_DAYS", 2, 0, 30),
+        retention_days=_int(env, "VIIRS_RETENTION", DEFAULTS.retention_days, 0, None),
+        num_gina_connections=_int(env, "NUM_GINA_CONNECTIONS", DEFAULTS.num_gina_connections, 1, 16),
+        gina_backfill_days=_int(env, "GINA_BACKFILL_DAYS", DEFAULTS.gina_backfill_days, 0, 30),
         facilities=parse_facilities(env.get("VIIRS_FACILITY", ""), "VIIRS_FACILITY"),
         mailhost=_optional(env, "MAILHOST"),
         log_sender=_optional(env, "LOG_SENDER"),
         log_recipient=_optional(env, "LOG_RECIPIENT"),
-        gina_url=_url(env, "GINA_URL", DEFAULT_GINA_URL),
+        gina_url=_url(env, "GINA_URL", DEFAULTS.gina_url),
         mirror_gina_config=mirror_config,
         task_port=ports["TASK_PORT"],
         update_port=ports["UPDATE_PORT"],
         publish_port=ports["PUBLISH_PORT"],
         monitor_port=ports["MONITOR_PORT"],
-        tle_url=_url(env, "TLE_URL", DEFAULT_TLE_URL),
-        recovery_hours=_int(env, "RECOVERY_HOURS", 6, 1, 168),
+        tle_url=_url(env, "TLE_URL", DEFAULTS.tle_url),
+        recovery_hours=_int(env, "RECOVERY_HOURS", DEFAULTS.recovery_hours, 1, 168),
         etc_dir=etc_dir,
         allowed_clients=_allowed_clients(env),
         mail_user=mail_user,
         mail_password_file=mail_password_file,
-        mirror_give_up_tries=_int(env, "MIRROR_GIVE_UP_TRIES", 10, 1, 1000),
+        mirror_give_up_tries=_int(env, "MIRROR_GIVE_UP_TRIES", DEFAULTS.mirror_give_up_tries, 1, 1000),
         min_free=_min_free(env),
-        mirror_stale_minutes=_int(env, "MIRROR_STALE_MINUTES", 15, 2, 10080),
-        silence_hours=_int(env, "SILENCE_HOURS", 3, 1, 720),
+        mirror_stale_minutes=_int(env, "MIRROR_STALE_MINUTES", DEFAULTS.mirror_stale_minutes, 2, 10080),
+        silence_hours=_int(env, "SILENCE_HOURS", DEFAULTS.silence_hours, 1, 720),
         mirror_poll_seconds=_poll_seconds(env),
     )
 

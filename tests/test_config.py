@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from avoviirscollector.config import PACKAGE_ETC, SettingsError, load_settings
+from avoviirscollector import config
+from avoviirscollector.config import DEFAULTS, PACKAGE_ETC, SettingsError, load_settings
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults():
@@ -131,3 +136,50 @@ def test_bad_allowed_clients_stops_supervise_with_one_line(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "ALLOWED_CLIENTS='10.0.0.1/8' is not valid" in lines[0], lines
+
+
+
+# The settings whose default is one value, as the README's table and docker-compose.yml write it
+SHOWN_DEFAULTS = {
+    "VIIRS_BASE": str(DEFAULTS.viirs_base),
+    "NUM_GINA_CONNECTIONS": str(DEFAULTS.num_gina_connections),
+    "GINA_BACKFILL_DAYS": str(DEFAULTS.gina_backfill_days),
+    "VIIRS_FACILITY": "all" if DEFAULTS.facilities == () else ",".join(DEFAULTS.facilities),
+    "GINA_URL": DEFAULTS.gina_url,
+    "TASK_PORT": str(DEFAULTS.task_port),
+    "UPDATE_PORT": str(DEFAULTS.update_port),
+    "PUBLISH_PORT": str(DEFAULTS.publish_port),
+    "MONITOR_PORT": str(DEFAULTS.monitor_port),
+    "RECOVERY_HOURS": str(DEFAULTS.recovery_hours),
+    "MIRROR_GIVE_UP_TRIES": str(DEFAULTS.mirror_give_up_tries),
+    "VIIRS_MIN_FREE": str(DEFAULTS.min_free),
+    "MIRROR_STALE_MINUTES": str(DEFAULTS.mirror_stale_minutes),
+    "SILENCE_HOURS": str(DEFAULTS.silence_hours),
+    "MIRROR_POLL_SECONDS": str(DEFAULTS.mirror_poll_seconds),
+}
+
+
+def test_the_readme_and_compose_file_show_the_defaults_config_py_has():
+    """config.py's dataclass is the one place a default is written: the README's settings table, the table in
+    config.py's docstring and docker-compose.yml (``${NAME:-default}``, or the value it fixes) say the same, and
+    every variable load_settings reads is in both tables and in docker-compose.yml."""
+    readme = dict(re.findall(r"^\| `([A-Z_]+)` \| `?([^`|]*?)`? \|", (REPO / "README.md").read_text(), re.M))
+    doc = {}
+    for names, default in re.findall(r"^\| ([A-Z_, ]+) \| ([^|]+?) \|", config.__doc__, re.M):
+        for name in names.split(", "):
+            doc[name] = default
+    environment = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["viirscollector"]["environment"]
+    for name, shown in SHOWN_DEFAULTS.items():
+        assert readme.get(name) == shown, f"README: {name} default {readme.get(name)!r}, config.py {shown!r}"
+        assert shown in doc.get(name, ""), f"config.py's docstring: {name} {doc.get(name)!r}, dataclass {shown!r}"
+        value = str(environment[name])
+        given = re.fullmatch(r"\$\{" + name + r":-(.*)\}", value)
+        assert (given.group(1) if given else value) == shown, f"docker-compose.yml: {name}={value!r}, want {shown!r}"
+    source = inspect.getsource(config.load_settings) + inspect.getsource(config)
+    read = set(re.findall(r'(?:env\.get\(|_int\(env, |_url\(env, |_optional\(env, )"([A-Z_]+)"', source))
+    assert len(read) > 20
+    readme_names = {n for row in re.findall(r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)*) \|", (REPO / "README.md").read_text(),
+                                             re.M) for n in re.findall(r"[A-Z_]+", row)}
+    assert read - readme_names == set(), "settings missing from the README's table"
+    assert read - set(doc) == set(), "settings missing from config.py's docstring"
+    assert read - set(environment) - {"AVO_ETC"} == set(), "settings missing from docker-compose.yml"
