@@ -1,6 +1,7 @@
 """Queue file, listing validation and fetch planning (pure parts of mirror_gina)."""
 
 import datetime as dt
+import json
 import os
 
 import pytest
@@ -8,16 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from avoviirscollector.config import PACKAGE_ETC, load_settings
-from avoviirscollector.mirror.gina import (
-    Queue,
-    QueueConfigError,
-    Window,
-    listing_params,
-    listing_window,
-    load_queues,
-    parse_records,
-)
+from avoviirscollector.mirror.listing import split_array
+from avoviirscollector.mirror.listing_records import parse_records
 from avoviirscollector.mirror.plan import plan_jobs
+from avoviirscollector.mirror.queues import Queue, QueueConfigError, load_queues
+from avoviirscollector.mirror.window import Window, listing_params, listing_window
 from avoviirscollector.viirs import PRODUCTS, format_name
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, 0)
@@ -201,3 +197,16 @@ def test_bad_ipv6_url_and_deep_nesting_are_one_problem_each():
                                       BASE)
     assert sorted(r.name for r in records) == sorted(name(seg) for seg in ("GITCO", "SVI05", "SVI04"))
     assert len(problems) == 2 and "[::1" in problems[0]
+
+
+def test_a_listing_too_deep_for_the_json_parser_is_split_record_by_record():
+    good = {"url": f"{BASE}/files/{name('SVM16')}", "md5sum": MD5, "note": "a [string] with {brackets}, \"quotes\\"}
+    body = "[" + json.dumps(good) + ", " + "[" * 100_000 + "]" * 100_000 + ', {"x": [1, {"y": "]"}]}, {bad}]'
+    items, problems = split_array(body.encode())
+    assert items == [good, {"x": [1, {"y": "]"}]}]
+    assert [p.split(":")[0] for p in problems] == ["record nested too deeply", "record not valid JSON"]
+    assert split_array(" [] ") == ([], [])
+    for broken, complaint in (('{"a": 1}', "not a JSON array"), ('x[1]', "not a JSON array"),
+                              ('[1, "2]', "unterminated"), ("[[1], 2", "unterminated")):
+        with pytest.raises(ValueError, match=complaint):
+            split_array(broken)

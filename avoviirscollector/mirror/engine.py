@@ -1,7 +1,8 @@
 """The engine of mirror_gina: one run over its queues (their locks, then its listing rounds) and the per-queue
 locks. Each round goes through five phases, one method each: list (the listings its queues need), plan (what to
 fetch, in what order: mirror/plan.py), fetch (the downloader: mirror/download.py), place (verify and rename into
-sdr/, journalled: mirror/place.py) and summarise (failure memory and health record: mirror/memory.py). What a run
+sdr/, journalled: mirror/place.py) and summarise (failure memory and health record: mirror/backoff.py,
+mirror/health.py). What a run
 did is one :class:`~avoviirscollector.mirror.results.RunResult`, which alone decides the exit status and whether a
 round counts as a success. The command line is mirror/cli.py.
 
@@ -29,21 +30,18 @@ from pathlib import Path
 
 from avoviirscollector.config import Settings
 from avoviirscollector.granules import GranuleMap
+from avoviirscollector.mirror.backoff import FailureMemory, is_outage
 from avoviirscollector.mirror.download import Downloader, Fault, Outcome, os_reason, remove_stale_temps
-from avoviirscollector.mirror.gina import ListingClient, ListingError, Queue, Record, fetch_listing, listing_window
-from avoviirscollector.mirror.memory import (
-    HEALTH_NAME,
-    FailureMemory,
-    ListingTimes,
-    MirrorHealth,
-    SkippedRecords,
-    StationCopies,
-    is_outage,
-)
+from avoviirscollector.mirror.health import MirrorHealth
+from avoviirscollector.mirror.listing import ListingClient, ListingError, fetch_listing
+from avoviirscollector.mirror.listing_records import Record
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file, warm_up
 from avoviirscollector.mirror.plan import Copy, Plan, placed_file, plan_jobs
+from avoviirscollector.mirror.queues import Queue
 from avoviirscollector.mirror.results import RoundResult, RunResult
-from avoviirscollector.ondisk.state import PlacedRecord, read_json
+from avoviirscollector.mirror.state_files import ListingTimes, SkippedRecords, StationCopies
+from avoviirscollector.mirror.window import listing_window
+from avoviirscollector.ondisk.state import MIRROR_HEALTH, PlacedRecord, read_json
 from avoviirscollector.space import sweep
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
@@ -294,7 +292,7 @@ class MirrorRun:
             if self._stop.is_set():
                 break
             records += self._listing(key, members, listings, skipped, result, now)
-        pending = read_json(self.settings.state_dir / HEALTH_NAME).get("pending")  # first listed by an earlier run
+        pending = read_json(self.settings.state_dir / MIRROR_HEALTH).get("pending")  # first listed by an earlier run
         listed_now = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for rec in records:
             if rec.name not in self.first_listed:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.download import FileJob
-from avoviirscollector.mirror.gina import Queue, Record
+from avoviirscollector.mirror.listing_records import Record
+from avoviirscollector.mirror.queues import Queue
 from avoviirscollector.viirs import SATELLITE_TO_SHORT, SdrName, start_key
 
 #: order inside a granule: geolocation first (as in SPEC section 4), then the bands in the order that completes
