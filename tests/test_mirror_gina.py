@@ -11,10 +11,16 @@ from hypothesis import strategies as st
 from avoviirscollector.config import PACKAGE_ETC, load_settings
 from avoviirscollector.mirror.listing import split_array
 from avoviirscollector.mirror.listing_records import parse_records
-from avoviirscollector.mirror.plan import plan_jobs
+from avoviirscollector.mirror.plan import SEGMENT_ORDER, plan_jobs
 from avoviirscollector.mirror.queues import Queue, QueueConfigError, load_queues
 from avoviirscollector.mirror.window import Window, listing_params, listing_window
-from avoviirscollector.viirs import PRODUCTS, format_name
+from avoviirscollector.viirs import (
+    GEOLOCATION_SEGMENTS,
+    PRODUCT_FETCH_ORDER,
+    PRODUCTS,
+    SATELLITE_TO_SHORT,
+    format_name,
+)
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, 0)
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -25,17 +31,39 @@ def name(segment, orbit=70000, start=T0, platform="npp"):
     return format_name(segment, platform, start, start + dt.timedelta(seconds=85), orbit, start)
 
 
-def test_default_queue_file_covers_every_product_segment_for_each_satellite():
+#: every VIIRS SDR segment GINA lists (level 1): geolocation, moderate, imagery and day/night band
+EVERY_SEGMENT = (*GEOLOCATION_SEGMENTS, *(f"SVM{i:02d}" for i in range(1, 17)), *(f"SVI0{i}" for i in range(1, 6)),
+                 "SVDNB")
+
+
+def test_default_queue_file_fetches_exactly_the_product_segments_for_each_satellite():
+    """The queue file's regexes are one of the places the product table (viirs.PRODUCTS) is written: each satellite's
+    queues want every segment a product needs and no other."""
     settings = load_settings({"NUM_GINA_CONNECTIONS": "6", "GINA_BACKFILL_DAYS": "1", "VIIRS_FACILITY": "uafgina"})
     queues = load_queues(PACKAGE_ETC / "mirror_gina.yaml", settings)
     assert {q.satellite for q in queues} == {"snpp", "noaa20", "noaa21"}
     assert all((q.connections, q.backfill_days, q.facilities) == (6, 1, ("uafgina",)) for q in queues)
     needed = {seg for segs in PRODUCTS.values() for seg in segs}
-    for sat in ("snpp", "noaa20", "noaa21"):
+    assert needed <= set(EVERY_SEGMENT)
+    for sat, short in SATELLITE_TO_SHORT.items():
         mine = [q for q in queues if q.satellite == sat]
-        assert {seg for seg in needed if any(q.wants(name(seg)) for q in mine)} == needed
-        assert not any(q.wants(name("SVM01")) for q in mine)  # bands no product needs are not fetched
+        assert {seg for seg in EVERY_SEGMENT if any(q.wants(name(seg, platform=short)) for q in mine)} == needed
+        assert not any(q.wants(name("SVM01", platform=short)) for q in mine)  # bands no product needs: not fetched
     assert len({q.listing_key for q in queues}) == 3  # one listing request per satellite
+
+
+def test_segment_order_comes_from_the_product_table():
+    """Geolocation first, then the products' bands in PRODUCT_FETCH_ORDER: btd is complete first, dnb last."""
+    assert SEGMENT_ORDER == ("GMTCO", "GITCO", "GDNBO", "SVM15", "SVM16", "SVI05", "SVI04", "SVM03", "SVM04",
+                             "SVM05", "SVI01", "SVDNB")
+    assert sorted(PRODUCT_FETCH_ORDER) == sorted(PRODUCTS)
+    assert set(SEGMENT_ORDER) == {seg for segs in PRODUCTS.values() for seg in segs}
+
+
+def test_a_queue_built_without_settings_takes_the_settings_defaults():
+    queue, settings = Queue("a", "snpp", "x"), load_settings({})
+    assert (queue.connections, queue.backfill_days, queue.facilities) == \
+        (settings.num_gina_connections, settings.gina_backfill_days, settings.facilities)
 
 
 @pytest.mark.parametrize("text, complaint", [
