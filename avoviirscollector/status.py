@@ -449,7 +449,7 @@ def disk_use(base: Path, budget: float | None) -> dict:
 
 def mirror_state(settings: Settings, report: Report, now: float) -> None:
     """The files mirror_gina gave up on, its health record, and what makes it unhealthy."""
-    from avoviirscollector.mirror.memory import mirror_problems
+    from avoviirscollector.mirror.health import mirror_problems
 
     failures = read_json(settings.state_dir / MIRROR_FAILURES)
     report.given_up = sorted(({"name": name, **{k: entry.get(k) for k in ("tries", "reason", "first", "last")}}

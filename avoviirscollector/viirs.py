@@ -33,6 +33,11 @@ PRODUCTS: dict[str, tuple[str, ...]] = {
     "dnb": ("GDNBO", "SVDNB"),
 }
 
+#: the order in which mirror_gina completes the products of one granule: after the geolocation, each product's bands
+#: are fetched before those of the products after it (mirror/plan.py derives its segment order from this and
+#: :data:`PRODUCTS`)
+PRODUCT_FETCH_ORDER = ("btd", "tir", "mir", "vis", "dnb")
+
 GEOLOCATION_SEGMENTS = ("GMTCO", "GITCO", "GDNBO", "GIMGO", "GMODO")
 
 TROLLSIFT_PATTERN = (

@@ -334,7 +334,8 @@ def listing_cost(backfill_days: int = 2) -> dict:
     Records are the GINA double's (url, md5sum, satellite, sensor, processing_level, size) for real file names;
     the files listed for a day grow through it (a file is listed once its granule is processed). Bytes are the
     JSON bodies; CPU is measured here, parsing a real body with mirror_gina's own code (json + parse_records)."""
-    from avoviirscollector.mirror.gina import listing_days, parse_records
+    from avoviirscollector.mirror.listing_records import parse_records
+    from avoviirscollector.mirror.window import listing_window
 
     day0 = dt.datetime(2026, 11, 27)
     segs = ["GITCO", "GMTCO", "GDNBO", "GIMGO", "GMODO", "SVDNB"] + [f"SVI0{i}" for i in range(1, 6)] + \
@@ -364,7 +365,8 @@ def listing_cost(backfill_days: int = 2) -> dict:
     for minute in range(1440):
         now = day0.replace(tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
         before += day_records(None, minute)
-        days = listing_days(now, last_full)
+        window = listing_window(now, last_full, backfill_days, poll=False)  # the by-days listings of this figure
+        days = None if window.full else (window.end - window.start).days
         if days is None:
             last_full = now
         after += day_records(days, minute)

@@ -77,7 +77,7 @@ from posttroll.message import Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avoviirscollector.mirror.memory import LISTINGS_NAME  # noqa: E402
+from avoviirscollector.ondisk.state import MIRROR_LISTINGS  # noqa: E402
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS, format_name  # noqa: E402
 from tests import archive  # noqa: E402
 from tests.e2e.chaos import rss_kib  # noqa: E402
@@ -524,7 +524,7 @@ def status_runs(suite: Suite, case: Case, timeout: float) -> None:
 def forget_full_listing(state: Path, satellite: str) -> None:
     """Make the next mirror_gina run list ``satellite``'s whole backfill window (it lists in full when its entry in
     state/mirror_gina.listings.json is missing)."""
-    path = state / LISTINGS_NAME
+    path = state / MIRROR_LISTINGS
     try:
         times = json.loads(path.read_text())
     except (OSError, ValueError):

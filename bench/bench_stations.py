@@ -47,8 +47,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avoviirscollector.config import load_settings  # noqa: E402
-from avoviirscollector.mirror.gina import listing_params, listing_window, load_queues, parse_records  # noqa: E402
+from avoviirscollector.mirror.listing_records import parse_records  # noqa: E402
 from avoviirscollector.mirror.plan import plan_jobs  # noqa: E402
+from avoviirscollector.mirror.queues import load_queues  # noqa: E402
+from avoviirscollector.mirror.window import listing_params, listing_window  # noqa: E402
 from avoviirscollector.viirs import PRODUCTS, format_name  # noqa: E402
 from tests.broker_support import DeployedWorker  # noqa: E402
 from tests.e2e.chaos import percentile, read_task  # noqa: E402

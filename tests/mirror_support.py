@@ -11,7 +11,7 @@ from pathlib import Path
 
 from avoviirscollector.config import load_settings
 from avoviirscollector.mirror.engine import MirrorRun
-from avoviirscollector.mirror.gina import load_queues
+from avoviirscollector.mirror.queues import load_queues
 from tests.gina_double import GinaDouble
 
 #: 20 minutes ago: within the last hour, which the listings between the hourly full ones ask for

@@ -1,6 +1,7 @@
 """Queue file, listing validation and fetch planning (pure parts of mirror_gina)."""
 
 import datetime as dt
+import json
 import os
 
 import pytest
@@ -8,17 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from avoviirscollector.config import PACKAGE_ETC, load_settings
-from avoviirscollector.mirror.gina import (
-    Queue,
-    QueueConfigError,
-    Window,
-    listing_params,
-    listing_window,
-    load_queues,
-    parse_records,
+from avoviirscollector.mirror.listing import split_array
+from avoviirscollector.mirror.listing_records import parse_records
+from avoviirscollector.mirror.plan import SEGMENT_ORDER, plan_jobs
+from avoviirscollector.mirror.queues import Queue, QueueConfigError, load_queues
+from avoviirscollector.mirror.window import Window, listing_params, listing_window
+from avoviirscollector.viirs import (
+    GEOLOCATION_SEGMENTS,
+    PRODUCT_FETCH_ORDER,
+    PRODUCTS,
+    SATELLITE_TO_SHORT,
+    format_name,
 )
-from avoviirscollector.mirror.plan import plan_jobs
-from avoviirscollector.viirs import PRODUCTS, format_name
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, 0)
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -29,17 +31,39 @@ def name(segment, orbit=70000, start=T0, platform="npp"):
     return format_name(segment, platform, start, start + dt.timedelta(seconds=85), orbit, start)
 
 
-def test_default_queue_file_covers_every_product_segment_for_each_satellite():
+#: every VIIRS SDR segment GINA lists (level 1): geolocation, moderate, imagery and day/night band
+EVERY_SEGMENT = (*GEOLOCATION_SEGMENTS, *(f"SVM{i:02d}" for i in range(1, 17)), *(f"SVI0{i}" for i in range(1, 6)),
+                 "SVDNB")
+
+
+def test_default_queue_file_fetches_exactly_the_product_segments_for_each_satellite():
+    """The queue file's regexes are one of the places the product table (viirs.PRODUCTS) is written: each satellite's
+    queues want every segment a product needs and no other."""
     settings = load_settings({"NUM_GINA_CONNECTIONS": "6", "GINA_BACKFILL_DAYS": "1", "VIIRS_FACILITY": "uafgina"})
     queues = load_queues(PACKAGE_ETC / "mirror_gina.yaml", settings)
     assert {q.satellite for q in queues} == {"snpp", "noaa20", "noaa21"}
     assert all((q.connections, q.backfill_days, q.facilities) == (6, 1, ("uafgina",)) for q in queues)
     needed = {seg for segs in PRODUCTS.values() for seg in segs}
-    for sat in ("snpp", "noaa20", "noaa21"):
+    assert needed <= set(EVERY_SEGMENT)
+    for sat, short in SATELLITE_TO_SHORT.items():
         mine = [q for q in queues if q.satellite == sat]
-        assert {seg for seg in needed if any(q.wants(name(seg)) for q in mine)} == needed
-        assert not any(q.wants(name("SVM01")) for q in mine)  # bands no product needs are not fetched
+        assert {seg for seg in EVERY_SEGMENT if any(q.wants(name(seg, platform=short)) for q in mine)} == needed
+        assert not any(q.wants(name("SVM01", platform=short)) for q in mine)  # bands no product needs: not fetched
     assert len({q.listing_key for q in queues}) == 3  # one listing request per satellite
+
+
+def test_segment_order_comes_from_the_product_table():
+    """Geolocation first, then the products' bands in PRODUCT_FETCH_ORDER: btd is complete first, dnb last."""
+    assert SEGMENT_ORDER == ("GMTCO", "GITCO", "GDNBO", "SVM15", "SVM16", "SVI05", "SVI04", "SVM03", "SVM04",
+                             "SVM05", "SVI01", "SVDNB")
+    assert sorted(PRODUCT_FETCH_ORDER) == sorted(PRODUCTS)
+    assert set(SEGMENT_ORDER) == {seg for segs in PRODUCTS.values() for seg in segs}
+
+
+def test_a_queue_built_without_settings_takes_the_settings_defaults():
+    queue, settings = Queue("a", "snpp", "x"), load_settings({})
+    assert (queue.connections, queue.backfill_days, queue.facilities) == \
+        (settings.num_gina_connections, settings.gina_backfill_days, settings.facilities)
 
 
 @pytest.mark.parametrize("text, complaint", [
@@ -201,3 +225,16 @@ def test_bad_ipv6_url_and_deep_nesting_are_one_problem_each():
                                       BASE)
     assert sorted(r.name for r in records) == sorted(name(seg) for seg in ("GITCO", "SVI05", "SVI04"))
     assert len(problems) == 2 and "[::1" in problems[0]
+
+
+def test_a_listing_too_deep_for_the_json_parser_is_split_record_by_record():
+    good = {"url": f"{BASE}/files/{name('SVM16')}", "md5sum": MD5, "note": "a [string] with {brackets}, \"quotes\\"}
+    body = "[" + json.dumps(good) + ", " + "[" * 100_000 + "]" * 100_000 + ', {"x": [1, {"y": "]"}]}, {bad}]'
+    items, problems = split_array(body.encode())
+    assert items == [good, {"x": [1, {"y": "]"}]}]
+    assert [p.split(":")[0] for p in problems] == ["record nested too deeply", "record not valid JSON"]
+    assert split_array(" [] ") == ([], [])
+    for broken, complaint in (('{"a": 1}', "not a JSON array"), ('x[1]', "not a JSON array"),
+                              ('[1, "2]', "unterminated"), ("[[1], 2", "unterminated")):
+        with pytest.raises(ValueError, match=complaint):
+            split_array(broken)

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from avoviirscollector.mirror.memory import mirror_problems
+from avoviirscollector.mirror.health import mirror_problems
 from avoviirscollector.viirs import format_name
 from tests.gina_double import GinaDouble
 from tests.mirror_support import START, add_pass, run_mirror, settings_for

@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from avoviirscollector.mirror.gina import LOOKBACK, listing_window
+from avoviirscollector.mirror.window import LOOKBACK, listing_window
 from tests.gina_double import GinaDouble
 from tests.mirror_support import add_pass, run_mirror, settings_for
 

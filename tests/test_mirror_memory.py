@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from avoviirscollector.mirror.memory import FailureMemory, SkippedRecords
+from avoviirscollector.mirror.backoff import FailureMemory
+from avoviirscollector.mirror.state_files import SkippedRecords
 from avoviirscollector.status import collect, render_text
 from avoviirscollector.viirs import format_name
 from tests.gina_double import GinaDouble

@@ -164,7 +164,7 @@ def test_why_four_connections_gave_three_per_file():
     plan.set_total(32 * MiB)
     pieces = [plan.take(slot) for slot in (1, 2, 3)]
     assert all(p is not None for p in pieces)
-    assert sorted(plan.busy_slots()) == [0, 1, 2, 3]
+    assert sorted(plan.owned) == [0, 1, 2, 3]
     assert sorted((o.pos, o.end) for o in plan.owned.values()) == [(i * 8 * MiB, (i + 1) * 8 * MiB) for i in range(4)]
 
 

@@ -235,12 +235,12 @@ def test_listing_http_error_and_refused_connection_are_one_line_each(tmp_path, d
 
 
 def test_a_listing_over_the_size_cap_is_one_line_and_nothing_is_fetched(tmp_path, double, monkeypatch):
-    from avoviirscollector.mirror import gina
+    from avoviirscollector.mirror import listing
 
     add_pass(double, granules=1, segments=("SVM16",))
     for i in range(2000):
         double.add_record({"url": f"{double.url}/files/junk{i}.h5", "md5sum": "0" * 32})
-    monkeypatch.setattr(gina, "MAX_LISTING_BYTES", 50_000)
+    monkeypatch.setattr(listing, "MAX_LISTING_BYTES", 50_000)
     settings = settings_for(tmp_path / "viirs", double)
     status, log = run_mirror(settings, ["snpp-moderate"])
     assert status == 1

@@ -11,8 +11,11 @@ import pytest
 
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.engine import next_round
-from avoviirscollector.mirror.gina import ListingClient, Queue, fetch_listing, listing_window, parse_records
+from avoviirscollector.mirror.listing import ListingClient, fetch_listing
+from avoviirscollector.mirror.listing_records import parse_records
 from avoviirscollector.mirror.plan import granule_file, placed_file, plan_jobs
+from avoviirscollector.mirror.queues import Queue
+from avoviirscollector.mirror.window import listing_window
 from avoviirscollector.viirs import format_name, parse_name
 from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, START, run_mirror, settings_for

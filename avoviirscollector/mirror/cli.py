@@ -14,7 +14,7 @@ on, are fetched newest orbit first, geolocation before bands, each over ``NUM_GI
 requests into ``tmp/``, md5-verified while they stream, checked as HDF5, and renamed into ``sdr/`` in one step;
 every placed file gets a line in the log and one in ``state/mirror_gina.journal``. Before downloading, the
 free-space sweep (space.py) makes room when free space is below ``VIIRS_MIN_FREE``. Each run is recorded for the
-health check (mirror/memory.py). The engine is mirror/engine.py; this module is the command line.
+health check (mirror/health.py). The engine is mirror/engine.py; this module is the command line.
 
 Settings (environment, SPEC section 3): ``VIIRS_BASE``, ``GINA_URL``, ``MIRROR_GINA_CONFIG``,
 ``NUM_GINA_CONNECTIONS``, ``GINA_BACKFILL_DAYS``, ``VIIRS_FACILITY``, ``RECOVERY_HOURS`` (how long the journal
@@ -38,7 +38,7 @@ import sys
 from avoviirscollector.config import settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.mirror.engine import PROGRAM, MirrorRun
-from avoviirscollector.mirror.gina import QueueConfigError, load_queues
+from avoviirscollector.mirror.queues import QueueConfigError, load_queues
 from avoviirscollector.signals import stop_on_signals
 
 

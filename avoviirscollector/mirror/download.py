@@ -376,7 +376,6 @@ class _Slot:
                 plan.wrote(self.index, keep)  # advances tr.pos
                 active.catch_up(CATCH_UP_STEP)
                 active.slots_used.add(self.index)
-                self.downloader._bytes += keep
             if keep < len(data):
                 tr.cut = True  # another connection took over the rest of this range
                 return 0
@@ -418,21 +417,17 @@ class Downloader:
         self.max_piece = max_piece
         self.steal_big = steal_big
         self.progress = progress
-        self._bytes = 0
         self._multi = pycurl.CurlMulti()
         self._slots = [_Slot(i, self) for i in range(connections)]
         self._active: list[_Active] = []
         self._fresh = False
         self._rate_ref = 0.0  # the best per-connection rate of a finished piece of this run (bytes/s)
         self._slow_checked = 0.0
+        self._last_save = 0.0  # when the received ranges were last saved (and the progress shown)
         # The placement's fsync had to write the whole file (the kernel keeps dirty pages for up to 30 s): for
         # one 300 MB file a quarter of a second after its last byte. Writing back while the bytes stream in
         # leaves it at most the last fraction of a second's worth.
         self._start_writeback = start_writeback_call()
-
-    @property
-    def bytes_received(self) -> int:
-        return self._bytes
 
     def close(self) -> None:
         for slot in self._slots:
@@ -749,90 +744,115 @@ class Downloader:
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, jobs: Iterable[FileJob], on_outcome: Callable[[Outcome], None],
             stop: threading.Event | None = None) -> None:
-        """Fetch ``jobs`` in order (a few at once); call ``on_outcome`` for each as soon as it is decided."""
+        """Fetch ``jobs`` in order (a few at once); call ``on_outcome`` for each as soon as it is decided. On a stop
+        (or an error) the files still going end as interrupted, their partial files kept for resume where they
+        can be."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         pending = iter(jobs)
         outcomes: list[Outcome] = []
-        started = last_save = time.monotonic()
+        started = self._last_save = time.monotonic()
         try:
-            while True:
-                now = time.monotonic()
-                if now - self._slow_checked >= SLOW_WINDOW / 2:
-                    self._slow_checked = now
-                    self._restart_laggards(now)
-                    if self._start_writeback is not None:
-                        for active in self._active:
-                            if active.fd >= 0:
-                                self._start_writeback(active.fd)
-                for active in list(self._active):  # complete, but its last transfer ended in an error
-                    if active.plan.complete and not self._busy_on(active):
-                        self._finish_file(active, outcomes)
-                for slot in self._slots:
-                    if slot.transfer is None:
-                        self._assign(slot, pending, outcomes)
-                for outcome in outcomes:
-                    on_outcome(outcome)
-                outcomes.clear()
-                busy = any(s.transfer is not None for s in self._slots)
-                if not busy and not self._active:
-                    return  # every idle slot looked for work: nothing is left
+            while self._schedule(pending, outcomes, on_outcome):
                 if stop is not None and stop.is_set():
                     break
-                if busy:
-                    if not self._fresh:  # a request just added is sent at once, without waiting for others
-                        timeout = self._multi.timeout()
-                        wait = 0.2 if timeout < 0 else min(0.2, timeout / 1000)
-                        if wait > 0:
-                            self._multi.select(wait)
-                    self._fresh = False
-                    while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
-                        pass
-                    while True:
-                        queued, ok_list, err_list = self._multi.info_read()
-                        for handle in ok_list:
-                            self._ended(self._slot_of(handle), 0, "", outcomes)
-                        for handle, code, message in err_list:
-                            self._ended(self._slot_of(handle), code, message, outcomes)
-                        if not queued:
-                            break
-                else:  # every active file waits for its backoff
-                    time.sleep(min(0.2, max(0.0, min(a.not_before for a in self._active) - time.monotonic())))
-                now = time.monotonic()
-                if now - last_save >= 1.0:
-                    last_save = now
-                    for active in self._active:
-                        if active.dirty:
-                            try:
-                                active.save_state()
-                            except OSError:
-                                pass  # kept dirty; the previous state stays valid; the file's outcome tells
-
-                    if self.progress:
-                        self.progress([(a.job.name, a.plan.done.covered(), a.plan.total) for a in self._active])
+                self._advance(outcomes)
+                self._save_now_and_then()
         finally:
-            for active in list(self._active):
-                self._abort_file_transfers(active)
-                keep = active.plan.total is not None and active.ranges_ok and active.plan.done.covered()
-                why_not = active.keep_for_resume() if keep else None
-                if keep and why_not is None:
-                    outcomes.append(Outcome(active.job, False, reason="interrupted",
-                                            next_step="partial file kept; the next run resumes it",
-                                            fault=Fault.TRANSIENT, partial_kept=True))
-                elif keep:
-                    outcomes.append(Outcome(active.job, False, reason=f"interrupted; {why_not}",
-                                            next_step="temp removed; the next run tries again", fault=Fault.LOCAL))
-                else:
-                    active.discard()
-                    outcomes.append(Outcome(active.job, False, reason="interrupted",
-                                            next_step="temp removed; the next run tries again",
-                                            fault=Fault.TRANSIENT))
-            self._active.clear()
+            outcomes += self._interrupt_all()
             for outcome in outcomes:
                 on_outcome(outcome)
             elapsed = time.monotonic() - started
             for slot in self._slots:
                 log.debug("connection %d: %d requests, busy %.2f s of %.2f s", slot.index, slot.requests,
                           slot.busy_seconds, elapsed)
+
+    def _schedule(self, pending: Iterator[FileJob], outcomes: list[Outcome],
+                  on_outcome: Callable[[Outcome], None]) -> bool:
+        """One turn of bookkeeping: laggards cut, complete files finished, idle connections given work, the
+        outcomes decided so far handed over. False when nothing is left to do (every idle connection looked)."""
+        now = time.monotonic()
+        if now - self._slow_checked >= SLOW_WINDOW / 2:
+            self._slow_checked = now
+            self._restart_laggards(now)
+            self._write_back()
+        for active in list(self._active):  # complete, but its last transfer ended in an error
+            if active.plan.complete and not self._busy_on(active):
+                self._finish_file(active, outcomes)
+        for slot in self._slots:
+            if slot.transfer is None:
+                self._assign(slot, pending, outcomes)
+        for outcome in outcomes:
+            on_outcome(outcome)
+        outcomes.clear()
+        return self._busy() or bool(self._active)
+
+    def _busy(self) -> bool:
+        return any(s.transfer is not None for s in self._slots)
+
+    def _write_back(self) -> None:
+        if self._start_writeback is None:
+            return
+        for active in self._active:
+            if active.fd >= 0:
+                self._start_writeback(active.fd)
+
+    def _advance(self, outcomes: list[Outcome]) -> None:
+        """Move the transfers on (at most 0.2 s of waiting) and take in those that ended; with no transfer going,
+        wait for the earliest backoff to pass instead."""
+        if not self._busy():  # every active file waits for its backoff
+            time.sleep(min(0.2, max(0.0, min(a.not_before for a in self._active) - time.monotonic())))
+            return
+        if not self._fresh:  # a request just added is sent at once, without waiting for others
+            timeout = self._multi.timeout()
+            wait = 0.2 if timeout < 0 else min(0.2, timeout / 1000)
+            if wait > 0:
+                self._multi.select(wait)
+        self._fresh = False
+        while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        while True:
+            queued, ok_list, err_list = self._multi.info_read()
+            for handle in ok_list:
+                self._ended(self._slot_of(handle), 0, "", outcomes)
+            for handle, code, message in err_list:
+                self._ended(self._slot_of(handle), code, message, outcomes)
+            if not queued:
+                return
+
+    def _save_now_and_then(self) -> None:
+        """About once a second: the received ranges of every file saved for resume, and the progress shown."""
+        now = time.monotonic()
+        if now - self._last_save < 1.0:
+            return
+        self._last_save = now
+        for active in self._active:
+            if active.dirty:
+                try:
+                    active.save_state()
+                except OSError:
+                    pass  # kept dirty; the previous state stays valid; the file's outcome tells
+        if self.progress:
+            self.progress([(a.job.name, a.plan.done.covered(), a.plan.total) for a in self._active])
+
+    def _interrupt_all(self) -> list[Outcome]:
+        """End every file still going (a stop, or an error): each partial file kept for resume where it can be."""
+        outcomes = [self._interrupt(active) for active in list(self._active)]
+        self._active.clear()
+        return outcomes
+
+    def _interrupt(self, active: _Active) -> Outcome:
+        self._abort_file_transfers(active)
+        keep = active.plan.total is not None and active.ranges_ok and active.plan.done.covered()
+        why_not = active.keep_for_resume() if keep else None
+        if keep and why_not is None:
+            return Outcome(active.job, False, reason="interrupted", next_step="partial file kept; the next run "
+                           "resumes it", fault=Fault.TRANSIENT, partial_kept=True)
+        if keep:
+            return Outcome(active.job, False, reason=f"interrupted; {why_not}",
+                           next_step="temp removed; the next run tries again", fault=Fault.LOCAL)
+        active.discard()
+        return Outcome(active.job, False, reason="interrupted", next_step="temp removed; the next run tries again",
+                       fault=Fault.TRANSIENT)
 
     def _slot_of(self, handle: pycurl.Curl) -> _Slot:
         for slot in self._slots:

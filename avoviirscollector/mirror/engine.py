@@ -1,6 +1,10 @@
-"""The engine of mirror_gina: one run over its queues (locks; then its listing rounds, each of them listings,
-planning, the downloader, placement, the memory of failures and the health record), and the per-queue locks. The
-command line is mirror/cli.py.
+"""The engine of mirror_gina: one run over its queues (their locks, then its listing rounds) and the per-queue
+locks. Each round goes through five phases, one method each: list (the listings its queues need), plan (what to
+fetch, in what order: mirror/plan.py), fetch (the downloader: mirror/download.py), place (verify and rename into
+sdr/, journalled: mirror/place.py) and summarise (failure memory and health record: mirror/backoff.py,
+mirror/health.py). What a run
+did is one :class:`~avoviirscollector.mirror.results.RunResult`, which alone decides the exit status and whether a
+round counts as a success. The command line is mirror/cli.py.
 
 A run started by cron lists every ``MIRROR_POLL_SECONDS`` (15 s by default) and fetches what is new at once, until
 the next minute's run is about to take over (:func:`next_round`): a file GINA lists starts downloading within
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import logging
 import os
 import sys
@@ -21,25 +26,22 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from avoviirscollector.config import Settings
 from avoviirscollector.granules import GranuleMap
+from avoviirscollector.mirror.backoff import FailureMemory, is_outage
 from avoviirscollector.mirror.download import Downloader, Fault, Outcome, os_reason, remove_stale_temps
-from avoviirscollector.mirror.gina import ListingClient, ListingError, Queue, fetch_listing, listing_window
-from avoviirscollector.mirror.memory import (
-    HEALTH_NAME,
-    FailureMemory,
-    ListingTimes,
-    MirrorHealth,
-    SkippedRecords,
-    StationCopies,
-    is_outage,
-)
+from avoviirscollector.mirror.health import MirrorHealth
+from avoviirscollector.mirror.listing import ListingClient, ListingError, fetch_listing
+from avoviirscollector.mirror.listing_records import Record
 from avoviirscollector.mirror.place import AlreadyPlaced, Journal, PlacementError, place_file, warm_up
 from avoviirscollector.mirror.plan import Copy, Plan, placed_file, plan_jobs
-from avoviirscollector.ondisk.state import PlacedRecord, read_json
+from avoviirscollector.mirror.queues import Queue
+from avoviirscollector.mirror.results import RoundResult, RunResult
+from avoviirscollector.mirror.state_files import ListingTimes, SkippedRecords, StationCopies
+from avoviirscollector.mirror.window import listing_window
+from avoviirscollector.ondisk.state import MIRROR_HEALTH, PlacedRecord, read_json
 from avoviirscollector.space import sweep
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
@@ -105,25 +107,15 @@ class _Progress:
     def one_done(self) -> None:
         self.bar.update(1)
 
+    @staticmethod
+    def logging_above() -> contextlib.AbstractContextManager:
+        """Log lines go above the bar instead of through it."""
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
+
     def close(self) -> None:
         self.bar.close()
-
-
-@dataclass
-class Round:
-    """What one listing round did (a run makes one, or one every MIRROR_POLL_SECONDS until the next run's turn)."""
-
-    placed: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    own_faults: dict[str, str] = field(default_factory=dict)  # failures of the files' own fault (backoff)
-    resuming: list[str] = field(default_factory=list)  # failed, partial kept for the next round
-    listing_failed: bool = False
-    bytes_placed: int = 0
-    satellites: dict[str, dt.datetime | None] = field(default_factory=dict)  # newest granule listed (None: failed)
-
-    def exit_status(self, lock_failed: bool, stopped: bool) -> int:
-        return 1 if (self.failed or self.listing_failed or lock_failed or stopped) else 0
 
 
 def next_round(started: float, now: float, poll: int, until: float | None = None) -> float | None:
@@ -138,9 +130,13 @@ def next_round(started: float, now: float, poll: int, until: float | None = None
     return at if at < end else None
 
 
+
 class MirrorRun:
-    """One run of mirror_gina over ``queues``: its listing rounds (see :func:`next_round`; one with ``once``).
-    ``run()`` returns the exit status; ``stop()`` may come from a signal."""
+    """One run of mirror_gina over ``queues``: its listing rounds (see :func:`next_round`; one with ``once``), each
+    in named phases: list (:meth:`_list`), plan (:meth:`_plan`), fetch (:meth:`_fetch`), place (:meth:`_place`, on
+    a thread of its own while the transfers go on) and summarise (:meth:`_summarise`: failure memory and health
+    record). What the run did is :attr:`result` (mirror/results.py decides what it means); ``run()`` returns its
+    exit status; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: Settings, queues: list[Queue], log: logging.Logger, *, stall_seconds: int = 30,
                  connect_timeout: float = 10.0, show_progress: bool = False,
@@ -156,11 +152,10 @@ class MirrorRun:
         self.once = once
         self.run_for = run_for
         self.clock = clock
+        self.result = RunResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.first_listed: dict[str, str] = {}  # name -> when a listing first showed it (ISO), for the journal
-        self.lock_failed = False
-        self.rounds: list[Round] = []
         self._client: ListingClient | None = None
         self._journal = Journal(settings.state_dir)
         self._placed: dict[str, PlacedRecord] = {}  # what the journal remembers, and what this run placed
@@ -169,10 +164,6 @@ class MirrorRun:
 
     def stop(self) -> None:
         self._stop.set()
-
-    @property
-    def placed(self) -> list[str]:
-        return [name for r in self.rounds for name in r.placed]
 
     @property
     def journal_keep(self) -> dt.timedelta:
@@ -188,43 +179,48 @@ class MirrorRun:
                 path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             self.log.error("cannot create %s: %s; the next run tries again", err.filename, os_reason(err))
-            return 1
+            self.result.cannot_start = True
+            return self.result.exit_status()
         locks = QueueLocks(s.state_dir)
         try:
-            mine = []
-            for queue in self.queues:
-                try:
-                    got = locks.acquire(queue.name)
-                except OSError as err:
-                    self.log.error("queue %s: cannot create its lock %s: %s; the next run tries again", queue.name,
-                                   locks.path(queue.name), os_reason(err))
-                    self.lock_failed = True
-                    continue
-                if got:
-                    mine.append(queue)
-                else:
-                    self.log.info("queue %s: another mirror_gina run still holds %s; skipping this queue",
-                                  queue.name, locks.path(queue.name))
-            if not mine:
-                if self.lock_failed:
-                    return 1
+            mine = self._take_locks(locks)
+            if mine:
+                self._serve(mine)
+            elif not self.result.lock_failed:
                 self.log.info("every queue is busy with another mirror_gina run; exiting")
-                return 0
-            return self._serve(mine)
         finally:
             locks.release_all()
+        return self.result.exit_status()
+
+    def _take_locks(self, locks: QueueLocks) -> list[Queue]:
+        """The queues whose lock this run now holds (the others are busy with another run, or their lock file
+        cannot be created: ``result.lock_failed``)."""
+        mine = []
+        for queue in self.queues:
+            try:
+                got = locks.acquire(queue.name)
+            except OSError as err:
+                self.log.error("queue %s: cannot create its lock %s: %s; the next run tries again", queue.name,
+                               locks.path(queue.name), os_reason(err))
+                self.result.lock_failed = True
+                continue
+            if got:
+                mine.append(queue)
+            else:
+                self.log.info("queue %s: another mirror_gina run still holds %s; skipping this queue",
+                              queue.name, locks.path(queue.name))
+        return mine
 
     # -- the run: its rounds -------------------------------------------------------------------------------------
-    def _serve(self, queues: list[Queue]) -> int:
+    def _serve(self, queues: list[Queue]) -> None:
         began = time.time()
         self._clean_temps()
         self._remember_placed()
         self._client = ListingClient()
-        status = 0
         try:
             while True:
                 started = time.time()
-                status = max(status, self._round(queues, first=not self.rounds))
+                self._round(queues, first=not self.result.rounds)
                 poll = 0 if self.once else self.settings.mirror_poll_seconds
                 until = None if self.run_for is None else began + self.run_for
                 at = next_round(started, time.time(), poll, until)
@@ -233,7 +229,6 @@ class MirrorRun:
         finally:
             self._client.close()
             self._client = None
-        return status
 
     def _clean_temps(self) -> None:
         tmp = self.settings.tmp_dir
@@ -259,81 +254,94 @@ class MirrorRun:
             self._files.setdefault(*placed)
 
     # -- one round ---------------------------------------------------------------------------------------------
-    def _round(self, queues: list[Queue], first: bool) -> int:
-        s = self.settings
+    def _round(self, queues: list[Queue], first: bool) -> None:
         now = self.clock()
         started = time.monotonic()
-        result = Round()
-        self.rounds.append(result)
-        pending = read_json(s.state_dir / HEALTH_NAME).get("pending")  # first listed by an earlier run
-        listed_now = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        records = self._listings(queues, result, now)
-        for rec in records:
-            if rec.name not in self.first_listed:
-                self.first_listed[rec.name] = (pending.get(rec.name) if isinstance(pending, dict) else None) \
-                    or listed_now
+        result = RoundResult()
+        self.result.rounds.append(result)
+        records = self._list(queues, result, now)
         if self._stop.is_set():
             self.log.info("stopped before any download")
-            return 1
-        # placed before and removed since (cleanup, free-space sweep): not fetched again while GINA lists it
-        have = Placed(s.sdr_dir, set(self._placed))
-        memory = FailureMemory(s.state_dir, s.mirror_give_up_tries)
-        plan = plan_jobs(records, queues, have, self._files, self.first_listed,
-                         lambda name: memory.waiting(name, now))
+            result.stopped = True
+            return
+        memory = FailureMemory(self.settings.state_dir, self.settings.mirror_give_up_tries)
         quiet = logging.INFO if first else logging.DEBUG
-        held = Counter(plan.waiting.values())
-        if held:
-            self.log.log(quiet, "not fetched now: %d file(s) waiting after failing (backoff), %d given up on (see "
-                         "avo_status)", held["backoff"], held["given up"])
-        self._note_copies(plan.copies, now)
+        plan = self._plan(records, queues, memory, now, quiet)
         listed = sum(c[0] for c in plan.counts.values())
         wanted = {rec.name for rec in records if any(q.wants(rec.name) and SATELLITE_TO_SHORT[q.satellite] ==
                                                      rec.sdr.platform for q in queues)}
         try:
             if plan.jobs:
-                status = self._fetch(plan, listed, queues, started, result)
+                self._fetch(plan, listed, queues, started, result)
             else:
-                status = self._nothing(listed, queues, result, quiet)
+                self._nothing(listed, queues, result, quiet)
         finally:
-            self._remember(memory, now, wanted, plan, result)
-        return status
+            self._summarise(memory, now, wanted, plan, result)
 
-    def _listings(self, queues: list[Queue], result: Round, now: dt.datetime) -> list:
-        """The good records of every listing these queues need; notes each satellite's newest granule listed
-        (None when its listing failed) in ``result.satellites``."""
+    # -- phase: list -------------------------------------------------------------------------------------------
+    def _list(self, queues: list[Queue], result: RoundResult, now: dt.datetime) -> list[Record]:
+        """The good records of every listing these queues need (one request per listing key); each name's first
+        listing is remembered for the journal (from the health record when an earlier run listed it first)."""
         listings = ListingTimes(self.settings.state_dir)
         skipped = SkippedRecords(self.settings.state_dir)
-        poll = self.settings.mirror_poll_seconds > 0
         groups: dict[tuple, list[Queue]] = {}
         for queue in queues:
             groups.setdefault(queue.listing_key, []).append(queue)
-        records = []
+        records: list[Record] = []
         for key, members in groups.items():
             if self._stop.is_set():
                 break
-            names = ", ".join(q.name for q in members)
-            window = listing_window(now, listings.last_full(key), key[4], poll)
-            try:
-                good, problems = fetch_listing(self._client, self.settings.gina_url, key, window,
-                                               timeout=(self.connect_timeout, 60.0))
-                if window.full:
-                    listings.listed_in_full(key, now)
-            except ListingError as err:
-                result.listing_failed = True
-                result.satellites.setdefault(key[0], None)
-                self.log.error("listing for %s (queues %s) failed: %s; the next run tries again", key[0], names, err)
-                continue
-            newest = max((rec.sdr.start_time.replace(tzinfo=dt.UTC) for rec in good), default=None)
-            if newest is not None or key[0] not in result.satellites:
-                result.satellites[key[0]] = max(filter(None, (newest, result.satellites.get(key[0]))), default=None)
-            to_name = skipped.to_name(problems, now)
-            for problem in to_name:  # one WARNING per unusable record (again a day later if still listed)
-                self.log.warning("listing for %s: skipped %s", key[0], problem)
-            if len(problems) > len(to_name):
-                self.log.info("listing for %s: skipped %d unusable records again (each named in a WARNING within "
-                              "the last 24 hours)", key[0], len(problems) - len(to_name))
-            records += good
+            records += self._listing(key, members, listings, skipped, result, now)
+        pending = read_json(self.settings.state_dir / MIRROR_HEALTH).get("pending")  # first listed by an earlier run
+        listed_now = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for rec in records:
+            if rec.name not in self.first_listed:
+                self.first_listed[rec.name] = (pending.get(rec.name) if isinstance(pending, dict) else None) \
+                    or listed_now
         return records
+
+    def _listing(self, key: tuple, members: list[Queue], listings: ListingTimes, skipped: SkippedRecords,
+                 result: RoundResult, now: dt.datetime) -> list[Record]:
+        """One listing (shared by the queues ``members``): its good records; notes the satellite's newest granule
+        listed (None when the listing failed) in ``result.satellites``."""
+        satellite = key[0]
+        window = listing_window(now, listings.last_full(key), key[4], self.settings.mirror_poll_seconds > 0)
+        try:
+            good, problems = fetch_listing(self._client, self.settings.gina_url, key, window,
+                                           timeout=(self.connect_timeout, 60.0))
+            if window.full:
+                listings.listed_in_full(key, now)
+        except ListingError as err:
+            result.listing_failed = True
+            result.satellites.setdefault(satellite, None)
+            self.log.error("listing for %s (queues %s) failed: %s; the next run tries again", satellite,
+                           ", ".join(q.name for q in members), err)
+            return []
+        newest = max((rec.sdr.start_time.replace(tzinfo=dt.UTC) for rec in good), default=None)
+        if newest is not None or satellite not in result.satellites:
+            result.satellites[satellite] = max(filter(None, (newest, result.satellites.get(satellite))), default=None)
+        to_name = skipped.to_name(problems, now)
+        for problem in to_name:  # one WARNING per unusable record (again a day later if still listed)
+            self.log.warning("listing for %s: skipped %s", satellite, problem)
+        if len(problems) > len(to_name):
+            self.log.info("listing for %s: skipped %d unusable records again (each named in a WARNING within "
+                          "the last 24 hours)", satellite, len(problems) - len(to_name))
+        return good
+
+    # -- phase: plan -------------------------------------------------------------------------------------------
+    def _plan(self, records: list[Record], queues: list[Queue], memory: FailureMemory, now: dt.datetime,
+              quiet: int) -> Plan:
+        """What to fetch and in what order (mirror/plan.py); other stations' copies left alone are noted."""
+        # placed before and removed since (cleanup, free-space sweep): not fetched again while GINA lists it
+        have = Placed(self.settings.sdr_dir, set(self._placed))
+        plan = plan_jobs(records, queues, have, self._files, self.first_listed,
+                         lambda name: memory.waiting(name, now))
+        held = Counter(plan.waiting.values())
+        if held:
+            self.log.log(quiet, "not fetched now: %d file(s) waiting after failing (backoff), %d given up on (see "
+                         "avo_status)", held["backoff"], held["given up"])
+        self._note_copies(plan.copies, now)
+        return plan
 
     def _note_copies(self, copies: list[Copy], now: dt.datetime) -> None:
         """Other stations' copies left alone: each noted once (``state/mirror_gina.copies.json``, with when each
@@ -361,29 +369,144 @@ class MirrorRun:
             return None
         return dt.datetime.fromtimestamp(record.listed, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def _nothing(self, listed: int, queues: list[Queue], result: Round, level: int) -> int:
-        if self.lock_failed and not result.listing_failed:
+    def _nothing(self, listed: int, queues: list[Queue], result: RoundResult, level: int) -> None:
+        """The round's line when its plan has nothing to fetch."""
+        if self.result.lock_failed and not result.listing_failed:
             self.log.info("nothing fetched: %d wanted files listed, all placed before; a queue's lock could "
                           "not be taken (see above)", listed)
-            return 1
-        if result.listing_failed:
+        elif result.listing_failed:
             self.log.info("nothing fetched: %d wanted files listed for %d queue(s), all placed before; "
                           "a listing failed (see above)", listed, len(queues))
-            return 1
-        self.log.log(level, "nothing new: %d wanted files listed for %d queue(s), all placed before", listed,
-                     len(queues))
-        return 0
+        else:
+            self.log.log(level, "nothing new: %d wanted files listed for %d queue(s), all placed before", listed,
+                         len(queues))
 
-    def _remember(self, memory: FailureMemory, now: dt.datetime, wanted: set[str], plan: Plan,
-                  result: Round) -> None:
+    # -- phase: fetch ------------------------------------------------------------------------------------------
+    def _fetch(self, plan: Plan, listed: int, queues: list[Queue], started: float, result: RoundResult) -> None:
+        """Room made first, then the plan's jobs through the downloader; each verified file goes to the place phase
+        (one thread of its own: placing never holds the transfers back)."""
+        self._make_room()
+        connections = max(q.connections for q in queues)
+        self.log.info("%d of %d wanted files to fetch with %d connections per file", len(plan.jobs), listed,
+                      connections)
+        progress = _Progress(len(plan.jobs)) if self.show_progress else None
+        downloader = Downloader(self.settings.tmp_dir, connections, connect_timeout=self.connect_timeout,
+                                low_speed_time=self.stall_seconds, progress=progress.active if progress else None,
+                                **self.downloader_options)
+        placer = ThreadPoolExecutor(1, thread_name_prefix="place")
+        placer.submit(warm_up)
+        on_outcome = functools.partial(self._on_outcome, plan=plan, result=result, placer=placer, progress=progress)
+        try:
+            with progress.logging_above() if progress else contextlib.nullcontext():
+                downloader.run(plan.jobs, on_outcome, self._stop)
+        finally:
+            placer.shutdown(wait=True)
+            downloader.close()
+            if progress:
+                progress.close()
+        result.stopped = self._stop.is_set()
+        self._log_fetched(result, time.monotonic() - started)
+
+    def _make_room(self) -> None:
+        """Room for the downloads first: below VIIRS_MIN_FREE the oldest granule files go (space.py)."""
+        try:
+            sweep(self.settings, self.log)
+        except OSError as err:
+            self.log.warning("free-space sweep of %s failed: %s", self.settings.sdr_dir, os_reason(err))
+
+    def _on_outcome(self, outcome: Outcome, *, plan: Plan, result: RoundResult, placer: ThreadPoolExecutor,
+                    progress: _Progress | None) -> None:
+        """The downloader's word on one file: a verified file goes to the placer, anything else is noted."""
+        if progress:
+            progress.one_done()
+        name = outcome.job.name
+        if outcome.ok:
+            placer.submit(self._place, outcome, plan.stations.get(name, ""), result)
+        elif outcome.fault is Fault.SKIPPED:
+            self.log.info("skipped %s: %s", name, outcome.reason)
+            self._note(result, name, Fault.SKIPPED)
+        else:
+            self.log.error("FAILED %s: %s; %s", name, outcome.reason, outcome.next_step)
+            self._note(result, name, outcome.fault, outcome.reason, outcome.partial_kept)
+
+    def _note(self, result: RoundResult, name: str, fault: Fault, reason: str = "", partial_kept: bool = False
+              ) -> None:
+        with self._lock:
+            result.note(name, fault, reason, partial_kept)
+
+    def _log_fetched(self, result: RoundResult, seconds: float) -> None:
+        megabytes = result.bytes_placed / 1e6
+        self.log.info(
+            "%s: placed %d files (%.1f MB in %.1f s, %.1f MB/s), failed %d, skipped %d%s",
+            "stopped" if result.stopped else "done", len(result.placed), megabytes, seconds,
+            megabytes / seconds if seconds else 0.0, len(result.failed), len(result.skipped),
+            "; listing failed for some queues" if result.listing_failed else "",
+        )
+
+    # -- phase: place (the placer's thread) --------------------------------------------------------------------
+    def _place(self, outcome: Outcome, station: str, result: RoundResult) -> None:
+        """Check a verified file and rename it into sdr/, journalled just before the rename (mirror/place.py)."""
+        name = outcome.job.name
+        try:
+            place_file(outcome.path, self.settings.sdr_dir, name,
+                       before_rename=functools.partial(self._journal_entry, outcome, station))
+        except AlreadyPlaced:
+            self.log.info("skipped %s: another run placed it meanwhile; this copy is removed", name)
+            self._note(result, name, Fault.SKIPPED)
+            return
+        except PlacementError as err:
+            self.log.error("FAILED %s: %s; temp removed; the next run tries again", name, err)
+            self._note(result, name, Fault.FILE, str(err))
+            return
+        except OSError as err:
+            self.log.error("FAILED %s: cannot place (%s); temp removed; the next run tries again", name,
+                           os_reason(err))
+            self._note(result, name, Fault.LOCAL, os_reason(err))
+            return
+        mbps = outcome.size / 1e6 / outcome.seconds if outcome.seconds > 0 else 0.0
+        resumed = f" resumed from byte {outcome.resumed_from}" if outcome.resumed_from else ""
+        self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d md5_after_last_byte=%.3fs%s%s",
+                      name, outcome.size, outcome.seconds, mbps, outcome.connections, outcome.verify_seconds,
+                      resumed, f" station={station}" if station else "")
+        with self._lock:
+            result.note(name, Fault.NONE, size=outcome.size)
+            self._placed[name] = PlacedRecord(name, time.time(), outcome.size, station=station)
+            self._note_placed(name, station)
+
+    def _journal_entry(self, outcome: Outcome, station: str) -> Callable[[], None]:
+        """The journal record of a file about to be renamed into sdr/; returns what blanks it out again (called
+        when the rename fails)."""
+        name = outcome.job.name
+        record = self._journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections,
+                                      listed=self.first_listed.get(name), station=station)
+        return functools.partial(self._journal.retract, record)
+
+    # -- phase: summarise --------------------------------------------------------------------------------------
+    def _summarise(self, memory: FailureMemory, now: dt.datetime, wanted: set[str], plan: Plan,
+                   result: RoundResult) -> None:
         """Failure memory and the health record, after the round (both skipped quietly when they cannot be
         written: a full disk has been reported per file already)."""
-        s = self.settings
-        attempted = len(plan.jobs)
-        own = {} if self._stop.is_set() else result.own_faults
-        if own and is_outage(len(own), attempted, result.listing_failed):
+        result.stopped = result.stopped or self._stop.is_set()
+        given_up = self._remember_failures(memory, now, plan, result)
+        tried = {job.name for job in plan.jobs} | set(plan.waiting)
+        unplaced = tried - set(result.placed) - set(result.skipped) - given_up
+        summary = (f"placed {len(result.placed)}, failed {len(result.failed)}, waiting {len(unplaced)}"
+                   + ("; a listing failed" if result.listing_failed else ""))
+        try:
+            MirrorHealth(self.settings.state_dir).record_run(now, self.result.round_succeeded(result, unplaced),
+                                                             result.satellites, unplaced,
+                                                             (wanted - unplaced) | given_up, summary)
+        except OSError as err:
+            self.log.warning("cannot write the health record in %s: %s", self.settings.state_dir, os_reason(err))
+
+    def _remember_failures(self, memory: FailureMemory, now: dt.datetime, plan: Plan, result: RoundResult
+                           ) -> set[str]:
+        """Backoff for the files that failed of their own fault (none when the round looks like an outage of GINA
+        or was stopped), placed files forgotten; returns the names given up on."""
+        own = {} if result.stopped else result.own_faults
+        if own and is_outage(len(own), len(plan.jobs), result.listing_failed):
             self.log.warning("%d of %d files failed at once (or a listing failed): taken for an outage of GINA, no "
-                             "file is put into backoff", len(own), attempted)
+                             "file is put into backoff", len(own), len(plan.jobs))
             own = {}
         try:
             for name, entry in memory.record(own, result.placed, now, now - self.journal_keep):
@@ -391,114 +514,4 @@ class MirrorRun:
                                "lists it)", name, entry["tries"], entry["reason"])
         except OSError as err:
             self.log.warning("cannot write %s: %s", memory.path, os_reason(err))
-        given_up = set(memory.given_up())
-        tried = {job.name for job in plan.jobs} | set(plan.waiting)
-        unplaced = tried - set(result.placed) - set(result.skipped) - given_up
-        succeeded = not (result.listing_failed or self.lock_failed or self._stop.is_set()) and \
-            unplaced <= set(result.resuming)
-        summary = (f"placed {len(result.placed)}, failed {len(result.failed)}, waiting {len(unplaced)}"
-                   + ("; a listing failed" if result.listing_failed else ""))
-        try:
-            MirrorHealth(s.state_dir).record_run(now, succeeded, result.satellites, unplaced,
-                                                 (wanted - unplaced) | given_up, summary)
-        except OSError as err:
-            self.log.warning("cannot write the health record in %s: %s", s.state_dir, os_reason(err))
-
-    # -- downloads ---------------------------------------------------------------------------------------------
-    def _fetch(self, plan: Plan, listed: int, queues: list[Queue], started: float, result: Round) -> int:
-        s = self.settings
-        jobs = plan.jobs
-        try:  # room for the downloads first: below VIIRS_MIN_FREE the oldest granule files go (space.py)
-            sweep(s, self.log)
-        except OSError as err:
-            self.log.warning("free-space sweep of %s failed: %s", s.sdr_dir, os_reason(err))
-        connections = max(q.connections for q in queues)
-        self.log.info("%d of %d wanted files to fetch with %d connections per file", len(jobs), listed, connections)
-        progress = _Progress(len(jobs)) if self.show_progress else None
-        downloader = Downloader(s.tmp_dir, connections, connect_timeout=self.connect_timeout,
-                                low_speed_time=self.stall_seconds, progress=progress.active if progress else None,
-                                **self.downloader_options)
-        placer = ThreadPoolExecutor(1, thread_name_prefix="place")
-        placer.submit(warm_up)
-        journal = self._journal
-
-        def failed(name: str, fault: Fault, reason: str, partial_kept: bool = False) -> None:
-            with self._lock:
-                result.failed.append(name)
-                if fault is Fault.FILE:
-                    result.own_faults[name] = reason
-                if partial_kept:
-                    result.resuming.append(name)
-
-        def place(outcome: Outcome) -> None:
-            name = outcome.job.name
-            station = plan.stations.get(name, "")
-
-            def journal_entry():
-                record = journal.append(name, outcome.size, outcome.md5, outcome.seconds, outcome.connections,
-                                        listed=self.first_listed.get(name), station=station)
-                return lambda: journal.retract(record)
-
-            try:
-                place_file(outcome.path, s.sdr_dir, name, before_rename=journal_entry)
-            except AlreadyPlaced:
-                self.log.info("skipped %s: another run placed it meanwhile; this copy is removed", name)
-                with self._lock:
-                    result.skipped.append(name)
-                return
-            except PlacementError as err:
-                self.log.error("FAILED %s: %s; temp removed; the next run tries again", name, err)
-                failed(name, Fault.FILE, str(err))
-                return
-            except OSError as err:
-                self.log.error("FAILED %s: cannot place (%s); temp removed; the next run tries again", name,
-                               os_reason(err))
-                failed(name, Fault.LOCAL, os_reason(err))
-                return
-            mbps = outcome.size / 1e6 / outcome.seconds if outcome.seconds > 0 else 0.0
-            resumed = f" resumed from byte {outcome.resumed_from}" if outcome.resumed_from else ""
-            self.log.info("placed %s bytes=%d seconds=%.2f MB/s=%.1f connections=%d md5_after_last_byte=%.3fs%s%s",
-                          name, outcome.size, outcome.seconds, mbps, outcome.connections, outcome.verify_seconds,
-                          resumed, f" station={station}" if station else "")
-            with self._lock:
-                result.placed.append(name)
-                result.bytes_placed += outcome.size
-                self._placed[name] = PlacedRecord(name, time.time(), outcome.size, station=station)
-                self._note_placed(name, station)
-
-        def on_outcome(outcome: Outcome) -> None:
-            if progress:
-                progress.one_done()
-            if outcome.ok:
-                placer.submit(place, outcome)
-            elif outcome.fault is Fault.SKIPPED:
-                self.log.info("skipped %s: %s", outcome.job.name, outcome.reason)
-                with self._lock:
-                    result.skipped.append(outcome.job.name)
-            else:
-                self.log.error("FAILED %s: %s; %s", outcome.job.name, outcome.reason, outcome.next_step)
-                failed(outcome.job.name, outcome.fault, outcome.reason, outcome.partial_kept)
-
-        if progress:  # log lines go above the bar instead of through it
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            redirect = logging_redirect_tqdm()
-        else:
-            redirect = contextlib.nullcontext()
-        try:
-            with redirect:
-                downloader.run(jobs, on_outcome, self._stop)
-        finally:
-            placer.shutdown(wait=True)
-            downloader.close()
-            if progress:
-                progress.close()
-        seconds = time.monotonic() - started
-        stopped = self._stop.is_set()
-        self.log.info(
-            "%s: placed %d files (%.1f MB in %.1f s, %.1f MB/s), failed %d, skipped %d%s",
-            "stopped" if stopped else "done", len(result.placed), result.bytes_placed / 1e6, seconds,
-            result.bytes_placed / 1e6 / seconds if seconds else 0.0, len(result.failed), len(result.skipped),
-            "; listing failed for some queues" if result.listing_failed else "",
-        )
-        return result.exit_status(self.lock_failed, stopped)
+        return set(memory.given_up())

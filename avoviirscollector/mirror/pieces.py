@@ -145,9 +145,6 @@ class PiecePlan:
     def needs_probe(self) -> bool:
         return self.total is None and not self.owned
 
-    def busy_slots(self) -> list[int]:
-        return list(self.owned)
-
     # -- assignment --------------------------------------------------------------------------------------
     def probe(self, slot: int) -> Request:
         """The first request when the size is unknown: ``[0, probe_size)``."""

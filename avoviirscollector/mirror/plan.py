@@ -22,13 +22,29 @@ from dataclasses import dataclass
 
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.download import FileJob
-from avoviirscollector.mirror.gina import Queue, Record
-from avoviirscollector.viirs import SATELLITE_TO_SHORT, SdrName, start_key
+from avoviirscollector.mirror.listing_records import Record
+from avoviirscollector.mirror.queues import Queue
+from avoviirscollector.viirs import (
+    GEOLOCATION_SEGMENTS,
+    PRODUCT_FETCH_ORDER,
+    PRODUCTS,
+    SATELLITE_TO_SHORT,
+    SdrName,
+    start_key,
+)
 
-#: order inside a granule: geolocation first (as in SPEC section 4), then the bands in the order that completes
-#: products soonest: btd (SVM15, SVM16), tir (SVI05), mir (SVI04), vis (SVM03-05, SVI01), dnb (SVDNB)
-SEGMENT_ORDER = ("GMTCO", "GITCO", "GDNBO", "SVM15", "SVM16", "SVI05", "SVI04", "SVM03", "SVM04", "SVM05",
-                 "SVI01", "SVDNB")
+
+def _segment_order() -> tuple[str, ...]:
+    """The order inside a granule, from ``viirs.PRODUCTS``: geolocation first (as in SPEC section 4), then the bands
+    product by product in ``viirs.PRODUCT_FETCH_ORDER`` (a product missing there comes last), so that the products
+    complete in that order: btd (SVM15, SVM16), tir (SVI05), mir (SVI04), vis (SVM03-05, SVI01), dnb (SVDNB)."""
+    products = [*PRODUCT_FETCH_ORDER, *(p for p in PRODUCTS if p not in PRODUCT_FETCH_ORDER)]
+    segments = [segment for product in products for segment in PRODUCTS[product]]
+    geolocation = [segment for segment in segments if segment in GEOLOCATION_SEGMENTS]
+    return tuple(dict.fromkeys(geolocation + [segment for segment in segments if segment not in geolocation]))
+
+
+SEGMENT_ORDER = _segment_order()
 
 
 @dataclass(frozen=True)

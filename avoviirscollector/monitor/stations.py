@@ -3,7 +3,7 @@ much earlier the kept file was listed, and the passes seen at one station only. 
 
 GINA receives a pass at one or more stations (gilmore, uafgina, barrow, uaf5); mirror_gina fetches each granule
 file once, from the station that listed it first, and notes every other station's copy it left alone in
-``state/mirror_gina.copies.json`` (``mirror/memory.py`` class StationCopies): copy name -> ``{"station", "listed",
+``state/mirror_gina.copies.json`` (``mirror/state_files.py`` class StationCopies): copy name -> ``{"station", "listed",
 "of", "of_station", "of_listed", "noted"}``. Used by the monitor (its history keeps the window's copies) and by
 ``avoviirscollector status`` (the journal's tail and copies.json):
 

@@ -8,7 +8,8 @@ only reads it, through the readers here, which never write, move, lock or copy a
   replays it.
 - :data:`MIRROR_JOURNAL`: mirror_gina (``mirror/place.py``); JSON lines, one per placed file (:class:`PlacedRecord`).
 - :data:`MIRROR_FAILURES`, :data:`MIRROR_HEALTH`, :data:`MIRROR_LISTINGS`, :data:`MIRROR_SKIPPED`,
-  :data:`MIRROR_COPIES`: mirror_gina (``mirror/memory.py``); one JSON object each (:func:`read_json`).
+  :data:`MIRROR_COPIES`: mirror_gina (``mirror/backoff.py``, ``health.py``, ``state_files.py``); one JSON object
+  each (:func:`read_json`).
 - :data:`MONITOR_STATE`: monitor (its history); ``mail-<program>.json``: the mail handler (mailer.py);
   ``refused-<program>.json``: access.py; :func:`mirror_lock` and :data:`FREE_SPACE_LOCK`: mirror_gina and the
   free-space sweep.
