@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.formatting import human_bytes
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.status import human_bytes
 
 PROGRAM = "cleanup"
 LOG = logging.getLogger(PROGRAM)

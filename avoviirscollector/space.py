@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avoviirscollector.config import Settings
+from avoviirscollector.formatting import human_bytes
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.ondisk.sdr import names_by_start
 from avoviirscollector.ondisk.state import BROKER_JOURNAL, FREE_SPACE_LOCK, read_broker_journal, utc
@@ -144,14 +145,14 @@ def _sweep(settings: Settings, log: logging.Logger, now: dt.datetime,
     result.short = result.free_after < result.needed
     if result.removed:
         log.info("free space: removed %d granule file(s) (%s) from sdr/, oldest first up to granule time %s; "
-                 "%s free now (VIIRS_MIN_FREE %s = %s)", result.removed, _human(result.removed_bytes),
-                 f"{result.up_to:%Y-%m-%dT%H:%M:%S}", _human(result.free_after), settings.min_free,
-                 _human(result.needed))
+                 "%s free now (VIIRS_MIN_FREE %s = %s)", result.removed, human_bytes(result.removed_bytes),
+                 f"{result.up_to:%Y-%m-%dT%H:%M:%S}", human_bytes(result.free_after), settings.min_free,
+                 human_bytes(result.needed))
     if result.short:
         log.error("free space: %s free, below VIIRS_MIN_FREE %s = %s, and nothing more may go: %d file(s) in sdr/ "
                   "are kept (queued tasks, hand-outs of the last hour, placed within RECOVERY_HOURS=%d); writes "
-                  "that do not fit fail as disk full", _human(result.free_after), settings.min_free,
-                  _human(result.needed), result.kept_protected, settings.recovery_hours)
+                  "that do not fit fail as disk full", human_bytes(result.free_after), settings.min_free,
+                  human_bytes(result.needed), result.kept_protected, settings.recovery_hours)
 
 
 def _consider(settings: Settings, name: str, names: set[str], granules: GranuleMap,
@@ -175,9 +176,3 @@ def _consider(settings: Settings, name: str, names: set[str], granules: GranuleM
     result.removed += 1
     result.removed_bytes += st.st_blocks * 512 or st.st_size
     result.up_to = sdr.start_time
-
-
-def _human(count: float) -> str:
-    from avoviirscollector.status import human_bytes
-
-    return human_bytes(count)

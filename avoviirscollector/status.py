@@ -53,6 +53,7 @@ from urllib.parse import quote
 
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.formatting import human_bytes
 from avoviirscollector.monitor.stations import copy_notes, station_rows
 from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status's own API too
     MIRROR_COPIES,
@@ -207,16 +208,6 @@ def parse_error_lines(source: str, lines: list[str]) -> list[dict]:
             key = f"{match.group(1)}T{match.group(2)}" if match else ""
             found.append({"log": source, "time": key, "line": line.rstrip()[:500]})
     return found
-
-
-def human_bytes(count: float | None) -> str:
-    if not isinstance(count, (int, float)):
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return "?"  # not reached
 
 
 def _duration(seconds: float) -> str:

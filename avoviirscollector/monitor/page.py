@@ -20,10 +20,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from html import escape
 
+from avoviirscollector.formatting import human_bytes
 from avoviirscollector.monitor.history import WINDOW, GranuleRow, History
 from avoviirscollector.monitor.latency import LEG_TITLES, LEGS
 from avoviirscollector.monitor.stations import StationRow
-from avoviirscollector.status import human_bytes
 from avoviirscollector.viirs import PRODUCTS
 
 REFRESH_SECONDS = 30
