@@ -2,7 +2,7 @@
 
 What it shows
     - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``,
-      logged in with ``run/supervisor.auth``, see supervisor_auth.py)
+      logged in with ``run/supervisor.auth``, see supervisor_client.py)
     - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product, and the
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``:
@@ -37,19 +37,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
 import json
 import os
 import re
 import shutil
-import socket
 import stat
 import sys
 import time
-import xmlrpc.client
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
@@ -64,7 +60,7 @@ from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status'
     read_json,
     tail_lines,
 )
-from avoviirscollector.supervisor_auth import credentials_path, read_credentials
+from avoviirscollector.supervisor_client import ask_programs
 
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
@@ -309,51 +305,6 @@ def render_text(report: Report) -> str:
 
 
 # ------------------------------------------------------------------------------------------- I/O wrappers
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
-        self.unix_path = path
-        self.timeout = timeout
-
-    def make_connection(self, host):
-        _, self._extra_headers, _ = self.get_host_info(host)  # the Authorization header, when the URL has a user
-        return _UnixHTTPConnection(self.unix_path, self.timeout)
-
-
-def supervisor_programs(sock_path: Path, timeout: float = 3.0) -> list[dict]:
-    """Every process supervisord manages, as {name, group, state, description, pid}; raises OSError and such.
-
-    Logs in with the credentials ``supervise`` keeps beside the socket (``run/supervisor.auth``), when there."""
-    creds = read_credentials(credentials_path(sock_path.parent))
-    login = f"{quote(creds.username, safe='')}:{quote(creds.password, safe='')}@" if creds else ""
-    proxy = xmlrpc.client.ServerProxy(f"http://{login}localhost/RPC2", transport=_UnixTransport(str(sock_path),
-                                                                                                  timeout))
-    infos = proxy.supervisor.getAllProcessInfo()
-    programs = []
-    for info in infos:
-        name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
-        programs.append({"name": name, "group": info["group"], "state": info["statename"],
-                         "description": info.get("description", ""), "pid": info.get("pid", 0),
-                         "start": info.get("start", 0)})
-    return programs
-
-
 def broker_status(port: int, wait: float) -> dict | None:
     """The first status message task_broker publishes on ``port`` within ``wait`` seconds, or None."""
     import zmq
@@ -458,10 +409,7 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     now = time.time()
     report = Report(time=dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     viirs_base=str(settings.viirs_base))
-    try:
-        report.programs = supervisor_programs(settings.viirs_base / "run" / "supervisor.sock")
-    except (OSError, xmlrpc.client.Error, http.client.HTTPException) as err:
-        report.supervisor_error = f"{type(err).__name__}: {err}"
+    report.programs, report.supervisor_error = ask_programs(settings.viirs_base)
     try:
         report.queue = broker_status(settings.update_port, wait)
         if report.queue is None:

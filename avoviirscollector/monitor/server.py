@@ -57,14 +57,12 @@ Signals: SIGTERM or SIGINT save the state and exit 0 within a second.
 from __future__ import annotations
 
 import argparse
-import http.client
 import http.server
 import json
 import logging
 import os
 import threading
 import time
-import xmlrpc.client
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -90,6 +88,7 @@ from avoviirscollector.ondisk.state import (
     read_json,
 )
 from avoviirscollector.signals import stop_on_signals
+from avoviirscollector.supervisor_client import ask_programs
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
 PROGRAM = "monitor"
@@ -184,11 +183,7 @@ class Monitor:
         health = read_json(s.state_dir / MIRROR_HEALTH)
         failures = read_json(s.state_dir / MIRROR_FAILURES)
         copies = self.copies.read()
-        try:
-            programs = suite_status.supervisor_programs(s.viirs_base / "run" / "supervisor.sock")
-            supervisor_error = None
-        except (OSError, xmlrpc.client.Error, http.client.HTTPException) as err:
-            programs, supervisor_error = [], f"{type(err).__name__}: {err}"
+        programs, supervisor_error = ask_programs(s.viirs_base)
         disk = suite_status.disk_use(s.viirs_base, None)
         errors = [dict(e, line=sources.redact(e["line"])) for e in suite_status.last_errors(s.log_dir, 10)]
         with self.lock:
