@@ -38,20 +38,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import re
-import shutil
-import stat
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.formatting import human_bytes
 from avoviirscollector.monitor.stations import copy_notes, station_rows
-from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status's own API too
+from avoviirscollector.ondisk.log_errors import last_errors
+from avoviirscollector.ondisk.state import (
     MIRROR_COPIES,
     MIRROR_FAILURES,
     MIRROR_HEALTH,
@@ -60,16 +56,14 @@ from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status'
     read_json,
     tail_lines,
 )
+from avoviirscollector.ondisk.usage import disk_use
 from avoviirscollector.supervisor_client import ask_programs
 
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
-ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
 #: the broker's counts of the last day (its status stream), shown when present
 DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
-TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
-SDR = "sdr"  # the folder of placed files: never walked (months of files)
 DAY_SECONDS = 24 * 3600.0
 
 
@@ -195,17 +189,6 @@ def _iso(when: float | None) -> str | None:
     return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_error_lines(source: str, lines: list[str]) -> list[dict]:
-    """ERROR / CRITICAL lines of one log, each with a sortable time key (``""`` when the line has none)."""
-    found = []
-    for line in lines:
-        if ERROR_RE.search(line):
-            match = TIME_RE.search(line[:64])
-            key = f"{match.group(1)}T{match.group(2)}" if match else ""
-            found.append({"log": source, "time": key, "line": line.rstrip()[:500]})
-    return found
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if abs(seconds) < 120 else f"{seconds / 60:.1f} min"
 
@@ -325,68 +308,6 @@ def broker_status(port: int, wait: float) -> dict | None:
         return None
     finally:
         sub.close()
-
-
-def last_errors(log_dir: Path, count: int) -> list[dict]:
-    found = []
-    try:
-        logs = sorted(p for p in log_dir.glob("*.log") if p.is_file())
-    except OSError:
-        return []
-    for path in logs:
-        try:
-            found += parse_error_lines(path.stem, tail_lines(path))
-        except OSError:
-            continue
-    found.sort(key=lambda e: e["time"])
-    return found[-count:][::-1]
-
-
-def disk_use(base: Path, budget: float | None) -> dict:
-    """Filesystem figures for ``base`` (statvfs), and (unless ``budget`` is None) the size of each top-level folder
-    but sdr/: it holds months of files, and the filesystem's figures already count them (a walk of every file would
-    cost seconds)."""
-    result: dict = {}
-    try:
-        usage = shutil.disk_usage(base)
-    except OSError as err:
-        return {"error": str(err)}
-    result.update(total=usage.total, used=usage.used, free=usage.free,
-                  percent_used=round(100.0 * usage.used / usage.total, 1) if usage.total else 0.0)
-    if budget is None:
-        return result
-    deadline = time.monotonic() + budget
-    folders: dict = {}
-    complete = True
-    try:
-        with os.scandir(base) as entries:
-            tops = sorted((e for e in entries if e.is_dir(follow_symlinks=False) and e.name != SDR),
-                          key=lambda e: e.name)
-    except OSError:
-        tops = []
-    for top in tops:
-        total = files = 0
-        stack = [top.path]
-        while stack and complete:
-            try:
-                with os.scandir(stack.pop()) as entries:
-                    for entry in entries:
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if stat.S_ISDIR(st.st_mode):
-                            stack.append(entry.path)
-                        elif stat.S_ISREG(st.st_mode):
-                            total += st.st_blocks * 512
-                            files += 1
-            except OSError:
-                continue
-            if time.monotonic() > deadline:
-                complete = False
-        folders[top.name] = {"bytes": total, "files": files}
-    result.update(folders=folders, complete=complete)
-    return result
 
 
 def mirror_state(settings: Settings, report: Report, now: float) -> None:

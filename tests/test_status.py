@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 
 from avoviirscollector.bus import encode_legacy, new_message
+from avoviirscollector.ondisk.log_errors import parse_error_lines
+from avoviirscollector.ondisk.state import tail_lines
+from avoviirscollector.ondisk.usage import disk_use
 from avoviirscollector.status import (
     Report,
     find_problems,
-    parse_error_lines,
     parse_journal,
     parse_queue_status,
     render_text,
     station_summary,
-    tail_lines,
 )
 from avoviirscollector.viirs import format_name
 
@@ -87,6 +88,23 @@ def test_tail_reads_only_complete_lines_of_the_end(tmp_path):
     lines = tail_lines(path, 1000)
     assert lines[-1] == "line 99999" and all(line.startswith("line ") for line in lines)
     assert len(lines) < 110
+
+
+def test_disk_use_walks_the_top_folders_but_sdr_within_its_time_limit(tmp_path):
+    for folder, count in (("log", 3), ("sdr", 5), ("state", 1)):
+        (tmp_path / folder / "deeper").mkdir(parents=True)
+        for i in range(count):
+            (tmp_path / folder / ("deeper" if i % 2 else ".") / f"f{i}").write_bytes(b"x" * 5000)
+    (tmp_path / "log" / "link").symlink_to(tmp_path / "state" / "f0")
+    quick = disk_use(tmp_path, None)
+    assert set(quick) == {"total", "used", "free", "percent_used"} and quick["total"] > 0
+    walked = disk_use(tmp_path, 10.0)
+    assert walked["complete"] is True
+    assert {name: v["files"] for name, v in walked["folders"].items()} == {"log": 3, "state": 1}
+    assert walked["folders"]["log"]["bytes"] >= 3 * 5000
+    stopped = disk_use(tmp_path, -1.0)  # the time limit is past after the first folder read
+    assert stopped["complete"] is False and stopped["folders"]["state"] == {"bytes": 0, "files": 0}
+    assert disk_use(tmp_path / "missing", None).keys() == {"error"}
 
 
 def test_problems():

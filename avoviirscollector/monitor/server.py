@@ -75,6 +75,7 @@ from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, History, Source, epoch
+from avoviirscollector.ondisk.log_errors import last_errors
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import (
     BROKER_JOURNAL,
@@ -87,6 +88,7 @@ from avoviirscollector.ondisk.state import (
     new_lines,
     read_json,
 )
+from avoviirscollector.ondisk.usage import disk_use
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.supervisor_client import ask_programs
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
@@ -184,8 +186,8 @@ class Monitor:
         failures = read_json(s.state_dir / MIRROR_FAILURES)
         copies = self.copies.read()
         programs, supervisor_error = ask_programs(s.viirs_base)
-        disk = suite_status.disk_use(s.viirs_base, None)
-        errors = [dict(e, line=sources.redact(e["line"])) for e in suite_status.last_errors(s.log_dir, 10)]
+        disk = disk_use(s.viirs_base, None)
+        errors = [dict(e, line=sources.redact(e["line"])) for e in last_errors(s.log_dir, 10)]
         with self.lock:
             h = self.history
             pending = health.get("pending")
