@@ -57,13 +57,12 @@ from avoviirscollector.ondisk.state import (
     tail_lines,
 )
 from avoviirscollector.ondisk.usage import disk_use
+from avoviirscollector.queue_status import DAY_COUNTS, first_status, not_heard
 from avoviirscollector.supervisor_client import ask_programs
 
 PROGRAM = "avo_status"
 FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
-#: the broker's counts of the last day (its status stream), shown when present
-DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
 DAY_SECONDS = 24 * 3600.0
 
 
@@ -109,40 +108,6 @@ def find_problems(report: Report) -> list[str]:
         problems.append(f"filesystem of {report.viirs_base} is {percent:.0f}% full")
     problems += report.mirror_problems
     return problems
-
-
-def parse_queue_status(frames: list[bytes]) -> dict | None:
-    """task_broker's status from one ZeroMQ message: JSON or a posttroll message whose data holds the keys."""
-    for frame in reversed(frames):
-        try:
-            text = frame.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            continue
-        data = None
-        if text.startswith("pytroll://"):
-            try:
-                from posttroll.message import Message
-
-                data = Message.decode(text).data
-            except Exception:  # noqa: BLE001 (anything undecodable is simply not a status)
-                data = None
-        else:
-            try:
-                data = json.loads(text)
-            except ValueError:
-                data = None
-        if isinstance(data, dict) and data.get("stopping"):  # the broker's last word before a stop: not its queue
-            continue
-        if isinstance(data, dict) and isinstance(data.get("queue length"), int):
-            waiting = data.get("products waiting", [])
-            by_product = data.get("tasks by product", {})
-            out = {"queue length": data["queue length"],
-                   "products waiting": [str(p) for p in waiting] if isinstance(waiting, list) else [],
-                   "tasks by product": {str(k): v for k, v in by_product.items() if isinstance(v, int)}
-                   if isinstance(by_product, dict) else {}}
-            out.update({key: data[key] for key in DAY_COUNTS if isinstance(data.get(key), int)})
-            return out
-    return None
 
 
 def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
@@ -288,28 +253,6 @@ def render_text(report: Report) -> str:
 
 
 # ------------------------------------------------------------------------------------------- I/O wrappers
-def broker_status(port: int, wait: float) -> dict | None:
-    """The first status message task_broker publishes on ``port`` within ``wait`` seconds, or None."""
-    import zmq
-
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    try:
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(f"tcp://127.0.0.1:{port}")
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            if not sub.poll(int(left * 1000) + 1):
-                break
-            status = parse_queue_status(sub.recv_multipart())
-            if status is not None:
-                return status
-        return None
-    finally:
-        sub.close()
-
-
 def mirror_state(settings: Settings, report: Report, now: float) -> None:
     """The files mirror_gina gave up on, its health record, and what makes it unhealthy."""
     from avoviirscollector.mirror.memory import mirror_problems
@@ -332,9 +275,9 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
                     viirs_base=str(settings.viirs_base))
     report.programs, report.supervisor_error = ask_programs(settings.viirs_base)
     try:
-        report.queue = broker_status(settings.update_port, wait)
+        report.queue = first_status(settings.update_port, wait)
         if report.queue is None:
-            report.queue_error = f"no status message on port {settings.update_port} within {wait:g} s"
+            report.queue_error = not_heard(settings.update_port, wait)
     except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
         report.queue_error = f"{type(err).__name__}: {err}"
     journal = settings.state_dir / MIRROR_JOURNAL

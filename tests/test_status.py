@@ -18,11 +18,11 @@ from avoviirscollector.bus import encode_legacy, new_message
 from avoviirscollector.ondisk.log_errors import parse_error_lines
 from avoviirscollector.ondisk.state import tail_lines
 from avoviirscollector.ondisk.usage import disk_use
+from avoviirscollector.queue_status import parse_queue_status
 from avoviirscollector.status import (
     Report,
     find_problems,
     parse_journal,
-    parse_queue_status,
     render_text,
     station_summary,
 )

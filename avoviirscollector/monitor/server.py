@@ -89,6 +89,7 @@ from avoviirscollector.ondisk.state import (
     read_json,
 )
 from avoviirscollector.ondisk.usage import disk_use
+from avoviirscollector.queue_status import parse_queue_status, subscribe
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.supervisor_client import ask_programs
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
@@ -413,21 +414,13 @@ class StatusListener(threading.Thread):
     def run(self) -> None:
         import zmq
 
-        context = zmq.Context()
-        sub = context.socket(zmq.SUB)
-        try:
-            sub.setsockopt(zmq.LINGER, 0)
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.connect(f"tcp://127.0.0.1:{self.port}")
+        with zmq.Context() as context, subscribe(context, self.port) as sub:
             while not self.stopping.is_set():
                 if not sub.poll(250):
                     continue
-                status = suite_status.parse_queue_status(sub.recv_multipart())
+                status = parse_queue_status(sub.recv_multipart())
                 if status is not None:
                     self.monitor.heard(status)
-        finally:
-            sub.close()
-            context.term()
 
 
 class MonitorServer(GatedServerMixin, http.server.ThreadingHTTPServer):
