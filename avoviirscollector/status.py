@@ -28,7 +28,8 @@ Exit status: 0 healthy; 1 unhealthy, with the reasons listed: supervisord does n
 RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), the
 filesystem is 98% full or more, or the mirror is unhealthy: no mirror_gina run succeeded for
 ``MIRROR_STALE_MINUTES``, files GINA listed over an hour ago are neither placed nor given up on, or a satellite of
-the queues had nothing new listed for ``SILENCE_HOURS``; 2 a bad setting.
+the queues had nothing new listed for ``SILENCE_HOURS`` (health.py judges; the monitor's ``/healthz`` the same way);
+2 a bad setting.
 Settings (environment, see config.py): ``VIIRS_BASE``, ``UPDATE_PORT``. Reads files and sockets only; changes
 nothing. Signals: none handled (it runs for a few seconds at most).
 """
@@ -45,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.formatting import human_bytes
+from avoviirscollector.health import Facts, assess
 from avoviirscollector.monitor.stations import copy_notes, station_rows
 from avoviirscollector.ondisk.log_errors import last_errors
 from avoviirscollector.ondisk.state import (
@@ -61,7 +63,6 @@ from avoviirscollector.queue_status import DAY_COUNTS, first_status, not_heard
 from avoviirscollector.supervisor_client import ask_programs
 
 PROGRAM = "avo_status"
-FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
 DAY_SECONDS = 24 * 3600.0
 
@@ -89,25 +90,6 @@ class Report:
     @property
     def healthy(self) -> bool:
         return not self.problems
-
-
-def find_problems(report: Report) -> list[str]:
-    """Why the suite is unhealthy (empty when it is healthy)."""
-    problems = []
-    if report.supervisor_error:
-        problems.append(f"supervisord: {report.supervisor_error}")
-    for prog in report.programs:
-        if prog["state"] != "RUNNING":
-            problems.append(f"{prog['name']} is {prog['state']}" + (f" ({prog['description']})"
-                                                                   if prog.get("description") else ""))
-    broker_configured = any(p["name"] == "task_broker" for p in report.programs)
-    if broker_configured and report.queue is None:
-        problems.append(f"task_broker status not heard: {report.queue_error}")
-    percent = report.disk.get("percent_used")
-    if percent is not None and percent >= FULL_PERCENT:
-        problems.append(f"filesystem of {report.viirs_base} is {percent:.0f}% full")
-    problems += report.mirror_problems
-    return problems
 
 
 def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
@@ -253,20 +235,15 @@ def render_text(report: Report) -> str:
 
 
 # ------------------------------------------------------------------------------------------- I/O wrappers
-def mirror_state(settings: Settings, report: Report, now: float) -> None:
-    """The files mirror_gina gave up on, its health record, and what makes it unhealthy."""
-    from avoviirscollector.mirror.memory import mirror_problems
-
+def mirror_state(settings: Settings, report: Report) -> dict:
+    """The files mirror_gina gave up on and its last (successful) run, into ``report``; its health record."""
     failures = read_json(settings.state_dir / MIRROR_FAILURES)
     report.given_up = sorted(({"name": name, **{k: entry.get(k) for k in ("tries", "reason", "first", "last")}}
                               for name, entry in failures.items() if isinstance(entry, dict) and entry.get("given_up")),
                              key=lambda item: item["name"])
     health = read_json(settings.state_dir / MIRROR_HEALTH)
     report.mirror = {k: health.get(k) for k in ("last_run", "last_success", "last_run_summary")}
-    cron = [p for p in report.programs if p["name"] == "cron" and p["state"] == "RUNNING" and p.get("start")]
-    since = dt.datetime.fromtimestamp(cron[0]["start"], dt.UTC) if cron else None
-    report.mirror_problems = mirror_problems(health, dt.datetime.fromtimestamp(now, dt.UTC),
-                                             settings.mirror_stale_minutes, settings.silence_hours, since)
+    return health
 
 
 def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: float | None = 3.0) -> Report:
@@ -295,8 +272,11 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
         needed = settings.min_free.bytes_of(report.disk["total"])
         report.disk.update(min_free=needed, min_free_setting=str(settings.min_free),
                            headroom=report.disk["free"] - needed)
-    mirror_state(settings, report, now)
-    report.problems = find_problems(report)
+    facts = Facts(viirs_base=report.viirs_base, programs=report.programs, supervisor_error=report.supervisor_error,
+                  queue=report.queue, queue_error=report.queue_error, disk=report.disk,
+                  mirror_health=mirror_state(settings, report))
+    verdict = assess(facts, now, settings.mirror_stale_minutes, settings.silence_hours)
+    report.mirror_problems, report.problems = verdict.mirror_problems, verdict.problems
     return report
 
 

@@ -21,7 +21,6 @@ from avoviirscollector.ondisk.usage import disk_use
 from avoviirscollector.queue_status import parse_queue_status
 from avoviirscollector.status import (
     Report,
-    find_problems,
     parse_journal,
     render_text,
     station_summary,
@@ -105,22 +104,6 @@ def test_disk_use_walks_the_top_folders_but_sdr_within_its_time_limit(tmp_path):
     stopped = disk_use(tmp_path, -1.0)  # the time limit is past after the first folder read
     assert stopped["complete"] is False and stopped["folders"]["state"] == {"bytes": 0, "files": 0}
     assert disk_use(tmp_path / "missing", None).keys() == {"error"}
-
-
-def test_problems():
-    report = Report(time="t", viirs_base="/viirs", disk={"percent_used": 99.0},
-                    programs=[{"name": "nameserver", "state": "RUNNING"},
-                              {"name": "task_broker", "state": "BACKOFF", "description": "Exited too quickly"}],
-                    queue_error="no status message on port 19191 within 3 s")
-    problems = find_problems(report)
-    assert problems == ["task_broker is BACKOFF (Exited too quickly)",
-                        "task_broker status not heard: no status message on port 19191 within 3 s",
-                        "filesystem of /viirs is 99% full"]
-    report.problems = problems
-    assert "UNHEALTHY" in render_text(report)
-    fine = Report(time="t", viirs_base="/viirs", programs=[{"name": "nameserver", "state": "RUNNING"}],
-                  queue_error="no broker configured here", disk={"percent_used": 40.0})
-    assert find_problems(fine) == []
 
 
 SUPERVISORD_CONF = """
