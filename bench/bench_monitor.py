@@ -15,7 +15,8 @@ status publisher stands in for task_broker's status stream (1 message a second, 
    time: the ingest cost at real-time rate.
 2. Real time with 24 h of history: ``--idle`` seconds (default 60) with Prometheus-like scrapes (/metrics every
    15 s, / every 30 s); CPU over that time is the fixed cost (polls of the journals, sdr/, the logs, the disk;
-   the health verdict every 15 s). Goal: ingest + fixed under 2% of one core; RSS under 100 MB.
+   the health verdict at each scrape, from what monitor holds). Goal: ingest + fixed under 2% of one core; RSS
+   under 100 MB.
 3. Response times with 24 hours of history: ``--requests`` (default 200) sequential GETs of /metrics and of /,
    p50 and p99. Goal p99 under 200 ms.
 

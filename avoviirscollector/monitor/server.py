@@ -10,8 +10,9 @@ its request is read):
   with each granule's completeness per product and its task state, the latency legs' medians of 24 hours per
   satellite and station, the receiving stations (files first, copies left alone, lead, passes seen there only),
   the queue length over 24 hours with the thresholds 6 and 10, programs, the last ERROR lines, disk;
-- ``GET /healthz``: the verdict of ``avoviirscollector status --quick`` (the same code: status.collect), ``200
-  healthy`` or ``503 unhealthy`` and the reasons, one a line.
+- ``GET /healthz``: the verdict on what monitor holds (its last poll and the broker's status heard within
+  ``LIVE_SECONDS``), judged by health.py as ``avoviirscollector status --quick`` judges: ``200 healthy`` or ``503
+  unhealthy`` and the reasons, one a line (before monitor's first poll, ``503`` and that it has not looked yet).
 
 Where its figures come from (read-only: it changes nothing, shows no settings and no secrets; credentials in URLs
 of log lines are blanked)
@@ -69,9 +70,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from avoviirscollector import status as suite_status
 from avoviirscollector.access import DualStackServer, GatedServerMixin, bind_dual_stack, make_gate
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.health import Facts, assess
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, History, Source, epoch
@@ -89,7 +90,7 @@ from avoviirscollector.ondisk.state import (
     read_json,
 )
 from avoviirscollector.ondisk.usage import disk_use
-from avoviirscollector.queue_status import parse_queue_status, subscribe
+from avoviirscollector.queue_status import not_heard, parse_queue_status, subscribe
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.supervisor_client import ask_programs
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
@@ -98,8 +99,10 @@ PROGRAM = "monitor"
 STATE_NAME = MONITOR_STATE
 POLL_SECONDS = 5.0
 SAVE_SECONDS = 30.0
-HEALTH_CACHE_SECONDS = 5.0
+LIVE_SECONDS = 10.0  # the broker's status counts as current this long (it publishes once a second)
 SATELLITE_OF = {sat: name for name, sat in PLATFORMS.values()}  # "snpp" -> "Suomi-NPP"
+
+NOT_POLLED = "monitor has not read the suite's state yet"
 
 log = logging.getLogger(PROGRAM)
 
@@ -132,10 +135,9 @@ class Monitor:
         self.failures: dict = {}
         self.disk: dict = {}
         self.errors: list[dict] = []
+        self.polled = False
         self.gap_checked = False
         self.saved_at = 0.0
-        self._verdict: tuple[float, bool, list[str]] | None = None
-        self._verdict_lock = threading.Lock()
 
     # -- state ------------------------------------------------------------------------------------------------------
     def _restore(self) -> History:
@@ -227,6 +229,7 @@ class Monitor:
             self.health, self.failures = health, failures
             self.programs, self.supervisor_error = programs, supervisor_error
             self.disk, self.errors = disk, errors
+            self.polled = True
         if now - self.saved_at >= SAVE_SECONDS:
             self.save()
 
@@ -247,23 +250,24 @@ class Monitor:
             self.live, self.live_at = message, now
 
     # -- verdict ----------------------------------------------------------------------------------------------------
-    def verdict(self) -> tuple[bool, list[str]]:
-        """What ``avoviirscollector status --quick`` says (cached for 5 s: a flood of probes costs nothing)."""
-        with self._verdict_lock:
-            now = time.monotonic()
-            if self._verdict is None or now - self._verdict[0] > HEALTH_CACHE_SECONDS:
-                report = suite_status.collect(self.settings, lines=0, wait=3.0, du_seconds=None)
-                self._verdict = (time.monotonic(), report.healthy, list(report.problems))
-            return self._verdict[1], self._verdict[2]
-
-    def cached_verdict(self) -> tuple[bool, list[str]] | None:
-        verdict = self._verdict
-        return None if verdict is None else (verdict[1], verdict[2])
+    def verdict(self) -> tuple[bool, list[str]] | None:
+        """health.py's verdict on what monitor holds (None before its first poll): healthy, and the reasons."""
+        s = self.settings
+        with self.lock:
+            if not self.polled:
+                return None
+            live = self.live_status()
+            facts = Facts(viirs_base=str(s.viirs_base), programs=list(self.programs),
+                          supervisor_error=self.supervisor_error, queue=live,
+                          queue_error=None if live else not_heard(s.update_port, LIVE_SECONDS), disk=self.disk,
+                          mirror_health=self.health)
+            verdict = assess(facts, self.clock(), s.mirror_stale_minutes, s.silence_hours)
+        return verdict.healthy, verdict.problems
 
     # -- views ------------------------------------------------------------------------------------------------------
     def live_status(self) -> dict | None:
-        """The broker's status if heard within the last 10 s."""
-        if self.live_at is None or self.clock() - self.live_at > 10:
+        """The broker's status if heard within the last LIVE_SECONDS."""
+        if self.live_at is None or self.clock() - self.live_at > LIVE_SECONDS:
             return None
         return self.live
 
@@ -272,7 +276,7 @@ class Monitor:
             view = page.View(
                 now=self.clock(), history=self.history, live=self.live_status(), programs=list(self.programs),
                 supervisor_error=self.supervisor_error, health=self.health, failures=self.failures,
-                disk=self.disk, errors=list(self.errors), verdict=self.cached_verdict())
+                disk=self.disk, errors=list(self.errors), verdict=self.verdict())
             return page.render(view).encode("utf-8")
 
     def collect(self) -> Iterator:
@@ -373,7 +377,7 @@ class Monitor:
             last_d.add_metric([satellite], entry["delay"])
         yield last_t
         yield last_d
-        verdict = self.cached_verdict()
+        verdict = self.verdict()
         if verdict is not None:
             yield GaugeMetricFamily("avo_healthy", "1 when `avoviirscollector status --quick` says healthy",
                                     value=1.0 if verdict[0] else 0.0)
@@ -446,7 +450,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif path == "/":
                 self._send(200, "text/html; charset=utf-8", self.monitor.page())
             elif path == "/healthz":
-                healthy, problems = self.monitor.verdict()
+                healthy, problems = self.monitor.verdict() or (False, [NOT_POLLED])
                 text = ("healthy\n" if healthy else "unhealthy\n" + "".join(f"{p}\n" for p in problems))
                 self._send(200 if healthy else 503, "text/plain; charset=utf-8", text.encode())
             else:
@@ -507,14 +511,10 @@ def run(settings: Settings, stopping: threading.Event) -> int:
     serving.start()
     log.info("serving /, /metrics and /healthz on port %d%s", settings.monitor_port,
              "" if settings.allowed_clients is None else " (ALLOWED_CLIENTS only)")
-    polls = 0
     try:
         while not stopping.wait(POLL_SECONDS):
-            polls += 1
             try:
                 monitor.poll()
-                if polls % 3 == 1:  # the page and avo_healthy show the verdict of at most 15 s ago
-                    monitor.verdict()
             except Exception:  # noqa: BLE001 - a bad record or file must not stop the monitor
                 log.exception("reading the suite's state failed; trying again in %.0f s", POLL_SECONDS)
     finally:
