@@ -43,7 +43,6 @@ from avoviirscollector.ondisk.state import BROKER_JOURNAL, FREE_SPACE_LOCK, read
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
 HANDED_OUT_KEEP = dt.timedelta(hours=1)
-LOCK_NAME = FREE_SPACE_LOCK
 #: a sweep frees this share of the filesystem more than VIIRS_MIN_FREE asks, so that the next one is hours away
 MARGIN = 0.01
 #: the oldest names taken from one pass over sdr/ (a pass reads names only; a sweep that needs more makes another)
@@ -108,7 +107,7 @@ def sweep(settings: Settings, log: logging.Logger, now: dt.datetime | None = Non
     if free >= result.needed:
         return result
     try:
-        lock = os.open(settings.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.open(settings.state_dir / FREE_SPACE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         lock = None  # a disk too full for an empty lock file: sweep anyway, freeing space is what is needed
     try:

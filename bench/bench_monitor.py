@@ -44,6 +44,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avoviirscollector.ondisk.state import BROKER_JOURNAL, MIRROR_JOURNAL  # noqa: E402
 from avoviirscollector.viirs import PRODUCTS, format_name  # noqa: E402
 from tests.broker_support import free_port  # noqa: E402
 
@@ -172,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                    TASK_PORT=str(free_port()), PUBLISH_PORT=str(free_port()))
         status = StatusStandIn(update_port)
         status.start()
-        mirror = open(base / "state" / "mirror_gina.journal", "a")
-        broker = open(base / "state" / "task_queue.journal", "a")
+        mirror = open(base / "state" / MIRROR_JOURNAL, "a")
+        broker = open(base / "state" / BROKER_JOURNAL, "a")
         broker.write(json.dumps({"format": "avoviirscollector-task-queue", "version": 2, "t": now.isoformat(),
                                  "next_id": 1, "ledger_since": (now - dt.timedelta(days=2)).isoformat()}) + "\n")
         broker.flush()

@@ -96,7 +96,6 @@ from avoviirscollector.supervisor_client import ask_programs
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
 PROGRAM = "monitor"
-STATE_NAME = MONITOR_STATE
 POLL_SECONDS = 5.0
 SAVE_SECONDS = 30.0
 LIVE_SECONDS = 10.0  # the broker's status counts as current this long (it publishes once a second)
@@ -121,7 +120,7 @@ class Monitor:
         self.settings = settings
         self.clock = clock
         self.lock = threading.RLock()
-        self.state_path = settings.state_dir / STATE_NAME
+        self.state_path = settings.state_dir / MONITOR_STATE
         self.history = self._restore()
         if self.history.watching_since is None:  # the first start: files placed before it count from the journals
             self.history.watching_since = clock()
