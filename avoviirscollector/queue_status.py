@@ -21,25 +21,16 @@ DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
 
 
 def parse_queue_status(frames: list[bytes]) -> dict | None:
-    """task_broker's status from one ZeroMQ message: JSON or a posttroll message whose data holds the keys."""
+    """task_broker's status from one ZeroMQ message (the last frame that is one), or None."""
     for frame in reversed(frames):
         try:
             text = frame.decode("utf-8").strip()
         except UnicodeDecodeError:
             continue
-        data = None
-        if text.startswith("pytroll://"):
-            try:
-                from posttroll.message import Message
-
-                data = Message.decode(text).data
-            except Exception:  # noqa: BLE001 (anything undecodable is simply not a status)
-                data = None
-        else:
-            try:
-                data = json.loads(text)
-            except ValueError:
-                data = None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
         if isinstance(data, dict) and data.get("stopping"):  # the broker's last word before a stop: not its queue
             continue
         if isinstance(data, dict) and isinstance(data.get("queue length"), int):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from avoviirscollector.bus import encode_legacy, new_message
 from avoviirscollector.ondisk.log_errors import parse_error_lines
 from avoviirscollector.ondisk.state import tail_lines
 from avoviirscollector.ondisk.usage import disk_use
@@ -35,14 +34,14 @@ def iso(seconds_ago: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - seconds_ago))
 
 
-def test_queue_status_from_json_or_posttroll():
+def test_queue_status_from_json():
     expected = {"queue length": 3, "products waiting": ["dnb", "tir"], "tasks by product": {"tir": 2, "dnb": 1}}
     plain = json.dumps(expected).encode()
     assert parse_queue_status([plain]) == expected
     assert parse_queue_status([b"status", plain]) == expected
-    wrapped = encode_legacy(new_message("/AVO/viirs/queue", "info", {"queue length": 0, "products waiting": []}))
-    assert parse_queue_status([wrapped.encode()]) == {"queue length": 0, "products waiting": [],
-                                                      "tasks by product": {}}
+    assert parse_queue_status([json.dumps({"queue length": 0, "products waiting": []}).encode()]) == {
+        "queue length": 0, "products waiting": [], "tasks by product": {}}
+    assert parse_queue_status([plain, b"junk"]) == expected
     report = Report(time="t", viirs_base="/viirs", queue=expected)
     assert "queue: 3 tasks waiting; by product: dnb 1, tir 2" in render_text(report)
     stopping = json.dumps({"queue length": 0, "products waiting": [], "stopping": True, "queued": 3}).encode()
