@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.viirs import NORAD_IDS, PLATFORMS, tle_checksum_ok
+from avoviirscollector.viirs import NORAD_IDS, PLATFORMS
 
 PROGRAM = "tle_refresh"
 LOG = logging.getLogger(PROGRAM)
@@ -42,7 +42,6 @@ TLE_NAME = "tle.txt"
 MAX_BYTES = 10 * 1024 * 1024
 # NORAD catalog numbers of the satellites whose granules the suite handles
 VIIRS_SATELLITES = {NORAD_IDS[short]: name for short, (name, _) in PLATFORMS.items()}
-checksum_ok = tle_checksum_ok
 
 if TYPE_CHECKING:
     import requests
@@ -71,6 +70,14 @@ def _epoch(line1: str) -> dt.datetime:
     if not 1 <= day < 367:
         raise ValueError(f"day of the year {day} out of range")
     return dt.datetime(year, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day - 1)
+
+
+def checksum_ok(line: str) -> bool:
+    """TLE line checksum: digits count their value, '-' counts 1, modulo 10, in column 69."""
+    if len(line) < 69 or not line[68].isdigit():
+        return False
+    total = sum(int(c) if c.isdigit() else 1 if c == "-" else 0 for c in line[:68])
+    return total % 10 == int(line[68])
 
 
 _BROKEN = "broken line 1"  # stands for a line 1 already reported, so that its line 2 is dropped silently
