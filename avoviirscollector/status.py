@@ -159,29 +159,48 @@ def render_stations(stations: dict) -> list[str]:
 
 
 def render_text(report: Report) -> str:
+    """The report for a terminal: a headline, then one block per section, the problems last."""
     out = [f"avoviirscollector at {report.time}   VIIRS_BASE={report.viirs_base}   "
-           + ("HEALTHY" if report.healthy else "UNHEALTHY")]
-    out.append("")
-    out.append("programs (supervisord)")
+           + ("HEALTHY" if report.healthy else "UNHEALTHY"), ""]
+    out += [*_program_lines(report), "", *_queue_lines(report), "", *_placed_lines(report), ""]
+    if report.stations:
+        out += [*render_stations(report.stations), ""]
+    out += [*_mirror_lines(report), "", *_error_lines(report)]
+    if report.refused:
+        out += ["", *_refused_lines(report.refused)]
+    out += ["", *_disk_lines(report.disk)]
+    if report.problems:
+        out += ["", "problems", *(f"  {p}" for p in report.problems)]
+    return "\n".join(out) + "\n"
+
+
+def _program_lines(report: Report) -> list[str]:
+    out = ["programs (supervisord)"]
     if report.supervisor_error:
         out.append(f"  supervisord does not answer: {report.supervisor_error}")
     for prog in report.programs:
         out.append(f"  {prog['name']:32s} {prog['state']:9s} {prog.get('description', '')}")
-    out.append("")
-    if report.queue is not None:
-        counts = report.queue.get("tasks by product") or {}
-        waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in report.queue["products waiting"])
-        out.append(f"queue: {report.queue['queue length']} tasks waiting; by product: {waiting or 'none'}")
-        day = [f"{report.queue[key]} {key[:-7]}" for key in DAY_COUNTS if key in report.queue]
-        if day:
-            out.append(f"granules in the last 24 h: {', '.join(day)} (recovered from sdr/ after the bus missed them; "
-                       f"hand-outs re-queued in doubt; duplicates refused)")
-    else:
-        out.append(f"queue: unknown ({report.queue_error})")
-    out.append("")
+    return out
+
+
+def _queue_lines(report: Report) -> list[str]:
+    queue = report.queue
+    if queue is None:
+        return [f"queue: unknown ({report.queue_error})"]
+    counts = queue.get("tasks by product") or {}
+    waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in queue["products waiting"])
+    out = [f"queue: {queue['queue length']} tasks waiting; by product: {waiting or 'none'}"]
+    day = [f"{queue[key]} {key[:-7]}" for key in DAY_COUNTS if key in queue]
+    if day:
+        out.append(f"granules in the last 24 h: {', '.join(day)} (recovered from sdr/ after the bus missed them; "
+                   f"hand-outs re-queued in doubt; duplicates refused)")
+    return out
+
+
+def _placed_lines(report: Report) -> list[str]:
     hour = report.last_hour
-    out.append(f"last files placed (last hour: {hour.get('files', 0)} files, {human_bytes(hour.get('bytes', 0))}"
-               + (f", {hour['mb_per_s']} MB/s while downloading" if hour.get("mb_per_s") else "") + ")")
+    out = [f"last files placed (last hour: {hour.get('files', 0)} files, {human_bytes(hour.get('bytes', 0))}"
+           + (f", {hour['mb_per_s']} MB/s while downloading" if hour.get("mb_per_s") else "") + ")"]
     if not report.last_files:
         out.append("  none in the journal")
     for item in report.last_files:
@@ -189,34 +208,42 @@ def render_text(report: Report) -> str:
         seconds = f"{item['seconds']:.1f} s" if isinstance(item["seconds"], (int, float)) else "? s"
         out.append(f"  {item.get('time') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
                    f"{seconds} = {rate}")
-    out.append("")
-    if report.stations:
-        out.extend(render_stations(report.stations))
-        out.append("")
+    return out
+
+
+def _mirror_lines(report: Report) -> list[str]:
     mirror = report.mirror
-    out.append(f"mirror_gina: last run {mirror.get('last_run') or 'never'}"
-               + (f" ({mirror['last_run_summary']})" if mirror.get("last_run_summary") else "")
-               + f", last successful run {mirror.get('last_success') or 'never'}")
+    out = [f"mirror_gina: last run {mirror.get('last_run') or 'never'}"
+           + (f" ({mirror['last_run_summary']})" if mirror.get("last_run_summary") else "")
+           + f", last successful run {mirror.get('last_success') or 'never'}"]
     if report.given_up:
         out.append(f"files given up on ({len(report.given_up)}; not fetched again while GINA lists them)")
         for item in report.given_up:
             out.append(f"  {item['name']}  {item.get('tries')} tries, last: {item.get('reason')} ({item.get('last')})")
-    out.append("")
-    out.append("last errors (log/*.log)")
+    return out
+
+
+def _error_lines(report: Report) -> list[str]:
+    out = ["last errors (log/*.log)"]
     if not report.last_errors:
         out.append("  none")
     for err in report.last_errors:
         out.append(f"  {err['log']}: {err['line']}")
-    if report.refused:
-        out.append("")
-        total = sum(item["total"] for item in report.refused)
-        out.append(f"refused connections (ALLOWED_CLIENTS): {total}")
-        for item in report.refused:
-            peers = sorted(item["peers"].items(), key=lambda kv: -kv[1])
-            shown = ", ".join(f"{addr} {count}" for addr, count in peers[:5]) + (" ..." if len(peers) > 5 else "")
-            out.append(f"  {item['program']:32s} {item['total']} since {item.get('since') or '?'}: {shown}")
-    out.append("")
-    disk = report.disk
+    return out
+
+
+def _refused_lines(refused: list[dict]) -> list[str]:
+    total = sum(item["total"] for item in refused)
+    out = [f"refused connections (ALLOWED_CLIENTS): {total}"]
+    for item in refused:
+        peers = sorted(item["peers"].items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{addr} {count}" for addr, count in peers[:5]) + (" ..." if len(peers) > 5 else "")
+        out.append(f"  {item['program']:32s} {item['total']} since {item.get('since') or '?'}: {shown}")
+    return out
+
+
+def _disk_lines(disk: dict) -> list[str]:
+    out = []
     if "total" in disk:
         out.append(f"disk: {human_bytes(disk['used'])} used of {human_bytes(disk['total'])} "
                    f"({disk['percent_used']:.0f}%), {human_bytes(disk['free'])} free"
@@ -227,11 +254,7 @@ def render_text(report: Report) -> str:
                           for name, v in disk["folders"].items())
         out.append(f"  {sizes}; sdr/ not walked" + ("" if disk.get("complete", True)
                                                   else "  (partial: walk stopped at time limit)"))
-    if report.problems:
-        out.append("")
-        out.append("problems")
-        out.extend(f"  {p}" for p in report.problems)
-    return "\n".join(out) + "\n"
+    return out
 
 
 # ------------------------------------------------------------------------------------------- I/O wrappers
