@@ -284,18 +284,28 @@ class Monitor:
             yield from self._metrics(self.clock())
 
     def _metrics(self, now: float) -> Iterator:
+        yield from self._placement_metrics(now)
+        yield from self._mirror_file_metrics()
+        yield from self._broker_metrics()
+        yield from self._suite_metrics()
+        yield from self._station_metrics(now)
+
+    def _counter(self, name: str, doc: str, key: str, labels: list[str]) -> CounterMetricFamily:
+        """One of the history's counters (``key``) as a Prometheus counter; 0 for a counter without labels that has
+        counted nothing yet."""
+        counts = self.history.counter(key)
+        family = CounterMetricFamily(name, doc, labels=labels)
+        for values, value in sorted(counts.items()):
+            family.add_metric(list(values) if labels else [], value)
+        if not labels and not counts:
+            family.add_metric([], 0.0)
+        return family
+
+    def _placement_metrics(self, now: float) -> Iterator:
+        """Files and bytes placed, their delays, and the product granules complete, expected and tasked."""
         h = self.history
-
-        def counter(name: str, doc: str, key: str, labels: list[str]) -> CounterMetricFamily:
-            family = CounterMetricFamily(name, doc, labels=labels)
-            for values, value in sorted(h.counter(key).items()):
-                family.add_metric(list(values) if labels else [], value)
-            if not labels and not h.counter(key):
-                family.add_metric([], 0.0)
-            return family
-
-        yield counter("avo_files_placed", "Files placed in sdr/ by mirror_gina", "files", ["satellite", "band"])
-        yield counter("avo_bytes_placed", "Bytes placed in sdr/ by mirror_gina", "bytes", ["satellite", "band"])
+        yield self._counter("avo_files_placed", "Files placed in sdr/ by mirror_gina", "files", ["satellite", "band"])
+        yield self._counter("avo_bytes_placed", "Bytes placed in sdr/ by mirror_gina", "bytes", ["satellite", "band"])
         for key, name, doc in (("download", "avo_download_seconds", "Download time of a placed file"),
                                ("acquisition", "avo_acquisition_delay_seconds",
                                 "Placed minus the granule's start time (from the file name)"),
@@ -314,25 +324,26 @@ class Monitor:
             expected.add_metric([product, satellite], total)
         yield complete
         yield expected
-        yield counter("avo_granules_tasked", "Product granules put into a task by task_broker", "tasked",
-                      ["product", "satellite"])
-        pending = GaugeMetricFamily("avo_files_listed_not_placed", "Files GINA listed that are not placed yet "
-                                    "(nor given up on)", labels=["satellite"])
-        counts: dict[str, int] = {}
+        yield self._counter("avo_granules_tasked", "Product granules put into a task by task_broker", "tasked",
+                            ["product", "satellite"])
+
+    def _mirror_file_metrics(self) -> Iterator:
+        """Files listed and not placed, and given up on, by satellite (mirror_gina's health and failure records)."""
         waiting = self.health.get("pending") if isinstance(self.health.get("pending"), dict) else {}
-        for name in waiting:
-            counts[_platform_of(name)] = counts.get(_platform_of(name), 0) + 1
-        for satellite, count in sorted(counts.items()):
-            pending.add_metric([satellite], count)
-        yield pending
-        given_up = GaugeMetricFamily("avo_files_given_up", "Files mirror_gina gave up on", labels=["satellite"])
-        counts = {}
-        for name, entry in self.failures.items():
-            if isinstance(entry, dict) and entry.get("given_up"):
-                counts[_platform_of(name)] = counts.get(_platform_of(name), 0) + 1
-        for satellite, count in sorted(counts.items()):
-            given_up.add_metric([satellite], count)
-        yield given_up
+        given_up = [name for name, entry in self.failures.items() if isinstance(entry, dict) and entry.get("given_up")]
+        for name, doc, names in (("avo_files_listed_not_placed", "Files GINA listed that are not placed yet "
+                                  "(nor given up on)", waiting),
+                                 ("avo_files_given_up", "Files mirror_gina gave up on", given_up)):
+            family = GaugeMetricFamily(name, doc, labels=["satellite"])
+            counts: dict[str, int] = {}
+            for file_name in names:
+                counts[_platform_of(file_name)] = counts.get(_platform_of(file_name), 0) + 1
+            for satellite, count in sorted(counts.items()):
+                family.add_metric([satellite], count)
+            yield family
+
+    def _broker_metrics(self) -> Iterator:
+        """The queue as last heard (when live), and the broker's counters from its journal."""
         live = self.live_status()
         if live is not None:
             yield GaugeMetricFamily("avo_queue_length", "Tasks waiting in task_broker's queue",
@@ -343,12 +354,16 @@ class Monitor:
                 if isinstance(count, int):
                     tasks.add_metric([str(product)], count)
             yield tasks
+        counter = self._counter
         yield counter("avo_tasks_handed_out", "Tasks handed out to workers", "handed_out", ["product", "satellite"])
         yield counter("avo_tasks_dropped", "Tasks dropped by operators", "dropped", ["product", "satellite"])
         yield counter("avo_bad_requests", "Requests task_broker answered with an error", "bad_requests", [])
         yield counter("avo_granules_recovered", "Granules task_broker recovered from sdr/", "recovered", [])
         yield counter("avo_handouts_in_doubt", "Hand-outs re-queued in doubt after a kill", "in_doubt", [])
         yield counter("avo_duplicates_refused", "Granules refused as already handed out", "duplicate", [])
+
+    def _suite_metrics(self) -> Iterator:
+        """mirror_gina's last runs, the programs, the disk, the newest granule per satellite, the verdict."""
         for key, name, doc in (("last_success", "avo_mirror_last_success_timestamp_seconds",
                                 "When a mirror_gina run last succeeded"),
                                ("last_run", "avo_mirror_last_run_timestamp_seconds", "When mirror_gina last ran")):
@@ -360,8 +375,8 @@ class Monitor:
         for prog in self.programs:
             up.add_metric([prog["name"], prog["state"]], 1.0 if prog["state"] == "RUNNING" else 0.0)
         yield up
-        yield counter("avo_program_starts", "Program starts by supervisord (log/supervisord.log)", "starts",
-                      ["program"])
+        yield self._counter("avo_program_starts", "Program starts by supervisord (log/supervisord.log)", "starts",
+                            ["program"])
         if "free" in self.disk:
             yield GaugeMetricFamily("avo_filesystem_free_bytes", "Free bytes of the filesystem of VIIRS_BASE",
                                     value=self.disk["free"])
@@ -371,7 +386,7 @@ class Monitor:
                                    labels=["satellite"])
         last_d = GaugeMetricFamily("avo_last_granule_delay_seconds", "Placed minus start of the newest granule",
                                    labels=["satellite"])
-        for satellite, entry in sorted(h.last_granule().items()):
+        for satellite, entry in sorted(self.history.last_granule().items()):
             last_t.add_metric([satellite], entry["start"])
             last_d.add_metric([satellite], entry["delay"])
         yield last_t
@@ -380,9 +395,8 @@ class Monitor:
         if verdict is not None:
             yield GaugeMetricFamily("avo_healthy", "1 when `avoviirscollector status --quick` says healthy",
                                     value=1.0 if verdict[0] else 0.0)
-        yield from self._station_metrics(now, counter)
 
-    def _station_metrics(self, now: float, counter: Callable) -> Iterator:
+    def _station_metrics(self, now: float) -> Iterator:
         """The latency legs and the receiving stations' figures."""
         h = self.history
         latency = HistogramMetricFamily("avo_latency_seconds", "Latency legs: created -> listed -> placed -> tasked "
@@ -391,10 +405,10 @@ class Monitor:
         for text, hist in sorted(h.histograms.get("latency", {}).items()):
             latency.add_metric(text.split("|"), hist.buckets(), hist.sum)
         yield latency
-        yield counter("avo_files_first", "Files placed in sdr/ by mirror_gina, by the station they came from",
-                      "files_first", ["station"])
-        yield counter("avo_station_copies_skipped", "Other stations' copies of files placed or being fetched, left "
-                      "alone (by the copy's station)", "copies_skipped", ["station"])
+        yield self._counter("avo_files_first", "Files placed in sdr/ by mirror_gina, by the station they came from",
+                            "files_first", ["station"])
+        yield self._counter("avo_station_copies_skipped", "Other stations' copies of files placed or being fetched, "
+                            "left alone (by the copy's station)", "copies_skipped", ["station"])
         lead = GaugeMetricFamily("avo_station_lead_seconds", "Median lead of a station when it came first: a copy's "
                                  "first listing minus the kept file's (last 24 h)", labels=["station"])
         passes = GaugeMetricFamily("avo_passes_one_station", "Passes all of whose files and copies came from this "
