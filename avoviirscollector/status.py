@@ -270,6 +270,9 @@ def mirror_state(settings: Settings, report: Report) -> dict:
 
 
 def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: float | None = 3.0) -> Report:
+    """Gather the report (supervisord, task_broker's status within ``wait`` s, the journal's tail, the last
+    ``lines`` files and errors, the disk with a folder walk of ``du_seconds`` or none, the refusals, mirror_gina's
+    records) and judge it with health.assess."""
     now = time.time()
     report = Report(time=dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     viirs_base=str(settings.viirs_base))
