@@ -52,13 +52,6 @@ def encode_legacy(msg: Message) -> str:
     return legacy_message(msg).encode()
 
 
-def new_message(subject: str, atype: str, data: Any) -> Message:
-    """A message created by this suite, stamped now (naive UTC) and in the legacy version."""
-    msg = Message(subject, atype, legacy_data(data), version=LEGACY_VERSION)
-    msg.time = naive_utc(dt.datetime.now(dt.UTC))
-    return msg
-
-
 class Follower:
     """Subscribe to every publisher on the internal bus, including ones that start or restart later.
 

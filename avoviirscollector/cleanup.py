@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.formatting import human_bytes
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.status import human_bytes
 
 PROGRAM = "cleanup"
 LOG = logging.getLogger(PROGRAM)
@@ -91,41 +91,52 @@ def files_in_use(base: Path, proc: Path = Path("/proc")) -> tuple[set[str], set[
     process are ignored: it has exited, or it is not ours.
     """
     prefix = str(base).rstrip("/") + "/"
-    open_paths: set[str] = set()
     try:
         pids = [name for name in os.listdir(proc) if name.isdigit()]
     except OSError:
         pids = []
+    open_paths: set[str] = set()
     for pid in pids:
-        fd_dir = f"{proc}/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
-            if target.startswith(prefix):
-                open_paths.add(target)
+        open_paths |= _open_under(f"{proc}/{pid}/fd", prefix)
     locked: set[tuple[int, int]] = set()
     try:
         with open(proc / "locks", encoding="ascii", errors="replace") as locks:
-            for line in locks:
-                # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (major:minor:inode, hexadecimal device)
-                for part in line.split():
-                    bits = part.split(":")
-                    if len(bits) == 3 and all(bits):
-                        try:
-                            major, minor, inode = int(bits[0], 16), int(bits[1], 16), int(bits[2])
-                        except ValueError:
-                            continue
-                        locked.add((os.makedev(major, minor), inode))
-                        break
+            locked = {ident for ident in map(_locked_file, locks) if ident is not None}
     except OSError:
         pass
     return open_paths, locked
+
+
+def _open_under(fd_dir: str, prefix: str) -> set[str]:
+    """The paths starting with ``prefix`` that one process (its ``/proc/<pid>/fd``) has open."""
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return set()
+    found = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            found.add(target)
+    return found
+
+
+def _locked_file(line: str) -> tuple[int, int] | None:
+    """The (device, inode) of one line of ``/proc/locks``: ``1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF``
+    (major:minor:inode, the device in hexadecimal); None when the line has none."""
+    for part in line.split():
+        bits = part.split(":")
+        if len(bits) != 3 or not all(bits):
+            continue
+        try:
+            major, minor, inode = int(bits[0], 16), int(bits[1], 16), int(bits[2])
+        except ValueError:
+            continue
+        return os.makedev(major, minor), inode
+    return None
 
 
 @dataclass

@@ -1,27 +1,22 @@
 """Logging set-up shared by every program of the suite.
 
-Each program logs one line per record to stdout, UTC timestamps, ``<time> <program> <LEVEL> <message>``.
-supervisord writes that stream to ``$VIIRS_BASE/log/<program>.log`` and forwards it to the container's stdout, so
-programs never open log files themselves. Given the settings, ERROR records of mirror_gina and task_broker are also
-mailed, batched, when MAILHOST, LOG_SENDER and LOG_RECIPIENT are all set (see mailer.py).
+Each program logs one line per record to stdout, UTC timestamps, ``<time> <program> <LEVEL> <message>`` (the
+format of log_format.py). supervisord writes that stream to ``$VIIRS_BASE/log/<program>.log`` and forwards it to
+the container's stdout, so programs never open log files themselves. Given the settings, ERROR records of
+mirror_gina and task_broker are also mailed, batched, when MAILHOST, LOG_SENDER and LOG_RECIPIENT are all set (see
+mailer.py, loaded only then).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import TYPE_CHECKING
+
+from avoviirscollector.log_format import line_formatter
 
 if TYPE_CHECKING:
     from avoviirscollector.config import Settings
-
-FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
-DATEFMT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-class UTCFormatter(logging.Formatter):
-    converter = time.gmtime
 
 
 def setup_logging(program: str, verbose: bool = False, settings: Settings | None = None) -> logging.Logger:
@@ -30,7 +25,7 @@ def setup_logging(program: str, verbose: bool = False, settings: Settings | None
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(UTCFormatter(FORMAT, DATEFMT))
+    handler.setFormatter(line_formatter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     try:

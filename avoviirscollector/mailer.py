@@ -46,7 +46,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from avoviirscollector.config import Settings
-from avoviirscollector.logs import DATEFMT, FORMAT, UTCFormatter
+from avoviirscollector.log_format import line_formatter
 
 DEFAULT_INTERVAL = 600.0
 MAX_LINES = 50  # records shown in one mail; the rest are counted as suppressed
@@ -282,7 +282,7 @@ def attach_mail_handler(logger: logging.Logger, settings: Settings, program: str
     handler = BatchingMailHandler(program, settings.mailhost, settings.log_sender, settings.log_recipient,
                                   settings.state_dir, interval=interval, user=settings.mail_user,
                                   password_file=settings.mail_password_file)
-    handler.setFormatter(UTCFormatter(FORMAT, DATEFMT))
+    handler.setFormatter(line_formatter())
     logger.addHandler(handler)
     return handler
 

@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avoviirscollector.config import Settings
+from avoviirscollector.formatting import human_bytes
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.ondisk.sdr import names_by_start
 from avoviirscollector.ondisk.state import BROKER_JOURNAL, FREE_SPACE_LOCK, read_broker_journal, utc
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
 HANDED_OUT_KEEP = dt.timedelta(hours=1)
-LOCK_NAME = FREE_SPACE_LOCK
 #: a sweep frees this share of the filesystem more than VIIRS_MIN_FREE asks, so that the next one is hours away
 MARGIN = 0.01
 #: the oldest names taken from one pass over sdr/ (a pass reads names only; a sweep that needs more makes another)
@@ -107,7 +107,7 @@ def sweep(settings: Settings, log: logging.Logger, now: dt.datetime | None = Non
     if free >= result.needed:
         return result
     try:
-        lock = os.open(settings.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.open(settings.state_dir / FREE_SPACE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         lock = None  # a disk too full for an empty lock file: sweep anyway, freeing space is what is needed
     try:
@@ -144,14 +144,14 @@ def _sweep(settings: Settings, log: logging.Logger, now: dt.datetime,
     result.short = result.free_after < result.needed
     if result.removed:
         log.info("free space: removed %d granule file(s) (%s) from sdr/, oldest first up to granule time %s; "
-                 "%s free now (VIIRS_MIN_FREE %s = %s)", result.removed, _human(result.removed_bytes),
-                 f"{result.up_to:%Y-%m-%dT%H:%M:%S}", _human(result.free_after), settings.min_free,
-                 _human(result.needed))
+                 "%s free now (VIIRS_MIN_FREE %s = %s)", result.removed, human_bytes(result.removed_bytes),
+                 f"{result.up_to:%Y-%m-%dT%H:%M:%S}", human_bytes(result.free_after), settings.min_free,
+                 human_bytes(result.needed))
     if result.short:
         log.error("free space: %s free, below VIIRS_MIN_FREE %s = %s, and nothing more may go: %d file(s) in sdr/ "
                   "are kept (queued tasks, hand-outs of the last hour, placed within RECOVERY_HOURS=%d); writes "
-                  "that do not fit fail as disk full", _human(result.free_after), settings.min_free,
-                  _human(result.needed), result.kept_protected, settings.recovery_hours)
+                  "that do not fit fail as disk full", human_bytes(result.free_after), settings.min_free,
+                  human_bytes(result.needed), result.kept_protected, settings.recovery_hours)
 
 
 def _consider(settings: Settings, name: str, names: set[str], granules: GranuleMap,
@@ -175,9 +175,3 @@ def _consider(settings: Settings, name: str, names: set[str], granules: GranuleM
     result.removed += 1
     result.removed_bytes += st.st_blocks * 512 or st.st_size
     result.up_to = sdr.start_time
-
-
-def _human(count: float) -> str:
-    from avoviirscollector.status import human_bytes
-
-    return human_bytes(count)

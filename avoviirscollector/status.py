@@ -2,7 +2,7 @@
 
 What it shows
     - programs: every program supervisord runs and its state (XML-RPC over ``$VIIRS_BASE/run/supervisor.sock``,
-      logged in with ``run/supervisor.auth``, see supervisor_auth.py)
+      logged in with ``run/supervisor.auth``, see supervisor_client.py)
     - queue: task_broker's latest status message on ``UPDATE_PORT`` (queue length, tasks by product, and the
       granules recovered from sdr/, hand-outs re-queued in doubt and duplicates refused in the last 24 hours)
     - last files placed: the tail of mirror_gina's download journal (``$VIIRS_BASE/state/mirror_gina.journal``:
@@ -28,7 +28,8 @@ Exit status: 0 healthy; 1 unhealthy, with the reasons listed: supervisord does n
 RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), the
 filesystem is 98% full or more, or the mirror is unhealthy: no mirror_gina run succeeded for
 ``MIRROR_STALE_MINUTES``, files GINA listed over an hour ago are neither placed nor given up on, or a satellite of
-the queues had nothing new listed for ``SILENCE_HOURS``; 2 a bad setting.
+the queues had nothing new listed for ``SILENCE_HOURS`` (health.py judges; the monitor's ``/healthz`` the same way);
+2 a bad setting.
 Settings (environment, see config.py): ``VIIRS_BASE``, ``UPDATE_PORT``. Reads files and sockets only; changes
 nothing. Signals: none handled (it runs for a few seconds at most).
 """
@@ -37,24 +38,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
 import json
-import os
-import re
-import shutil
-import socket
-import stat
 import sys
 import time
-import xmlrpc.client
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from urllib.parse import quote
 
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.formatting import human_bytes
+from avoviirscollector.health import Facts, assess
 from avoviirscollector.monitor.stations import copy_notes, station_rows
-from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status's own API too
+from avoviirscollector.ondisk.log_errors import last_errors
+from avoviirscollector.ondisk.state import (
     MIRROR_COPIES,
     MIRROR_FAILURES,
     MIRROR_HEALTH,
@@ -63,16 +58,12 @@ from avoviirscollector.ondisk.state import (  # noqa: F401 - tail_lines: status'
     read_json,
     tail_lines,
 )
-from avoviirscollector.supervisor_auth import credentials_path, read_credentials
+from avoviirscollector.ondisk.usage import disk_use
+from avoviirscollector.queue_status import DAY_COUNTS, first_status, not_heard
+from avoviirscollector.supervisor_client import ask_programs
 
 PROGRAM = "avo_status"
-FULL_PERCENT = 98.0
 TAIL_BYTES = 256 * 1024
-ERROR_RE = re.compile(r"\b(ERROR|CRITICAL|CRIT|FATAL)\b")
-#: the broker's counts of the last day (its status stream), shown when present
-DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
-TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
-SDR = "sdr"  # the folder of placed files: never walked (months of files)
 DAY_SECONDS = 24 * 3600.0
 
 
@@ -99,59 +90,6 @@ class Report:
     @property
     def healthy(self) -> bool:
         return not self.problems
-
-
-def find_problems(report: Report) -> list[str]:
-    """Why the suite is unhealthy (empty when it is healthy)."""
-    problems = []
-    if report.supervisor_error:
-        problems.append(f"supervisord: {report.supervisor_error}")
-    for prog in report.programs:
-        if prog["state"] != "RUNNING":
-            problems.append(f"{prog['name']} is {prog['state']}" + (f" ({prog['description']})"
-                                                                   if prog.get("description") else ""))
-    broker_configured = any(p["name"] == "task_broker" for p in report.programs)
-    if broker_configured and report.queue is None:
-        problems.append(f"task_broker status not heard: {report.queue_error}")
-    percent = report.disk.get("percent_used")
-    if percent is not None and percent >= FULL_PERCENT:
-        problems.append(f"filesystem of {report.viirs_base} is {percent:.0f}% full")
-    problems += report.mirror_problems
-    return problems
-
-
-def parse_queue_status(frames: list[bytes]) -> dict | None:
-    """task_broker's status from one ZeroMQ message: JSON or a posttroll message whose data holds the keys."""
-    for frame in reversed(frames):
-        try:
-            text = frame.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            continue
-        data = None
-        if text.startswith("pytroll://"):
-            try:
-                from posttroll.message import Message
-
-                data = Message.decode(text).data
-            except Exception:  # noqa: BLE001 (anything undecodable is simply not a status)
-                data = None
-        else:
-            try:
-                data = json.loads(text)
-            except ValueError:
-                data = None
-        if isinstance(data, dict) and data.get("stopping"):  # the broker's last word before a stop: not its queue
-            continue
-        if isinstance(data, dict) and isinstance(data.get("queue length"), int):
-            waiting = data.get("products waiting", [])
-            by_product = data.get("tasks by product", {})
-            out = {"queue length": data["queue length"],
-                   "products waiting": [str(p) for p in waiting] if isinstance(waiting, list) else [],
-                   "tasks by product": {str(k): v for k, v in by_product.items() if isinstance(v, int)}
-                   if isinstance(by_product, dict) else {}}
-            out.update({key: data[key] for key in DAY_COUNTS if isinstance(data.get(key), int)})
-            return out
-    return None
 
 
 def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
@@ -198,27 +136,6 @@ def _iso(when: float | None) -> str | None:
     return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_error_lines(source: str, lines: list[str]) -> list[dict]:
-    """ERROR / CRITICAL lines of one log, each with a sortable time key (``""`` when the line has none)."""
-    found = []
-    for line in lines:
-        if ERROR_RE.search(line):
-            match = TIME_RE.search(line[:64])
-            key = f"{match.group(1)}T{match.group(2)}" if match else ""
-            found.append({"log": source, "time": key, "line": line.rstrip()[:500]})
-    return found
-
-
-def human_bytes(count: float | None) -> str:
-    if not isinstance(count, (int, float)):
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return "?"  # not reached
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if abs(seconds) < 120 else f"{seconds / 60:.1f} min"
 
@@ -242,29 +159,48 @@ def render_stations(stations: dict) -> list[str]:
 
 
 def render_text(report: Report) -> str:
+    """The report for a terminal: a headline, then one block per section, the problems last."""
     out = [f"avoviirscollector at {report.time}   VIIRS_BASE={report.viirs_base}   "
-           + ("HEALTHY" if report.healthy else "UNHEALTHY")]
-    out.append("")
-    out.append("programs (supervisord)")
+           + ("HEALTHY" if report.healthy else "UNHEALTHY"), ""]
+    out += [*_program_lines(report), "", *_queue_lines(report), "", *_placed_lines(report), ""]
+    if report.stations:
+        out += [*render_stations(report.stations), ""]
+    out += [*_mirror_lines(report), "", *_error_lines(report)]
+    if report.refused:
+        out += ["", *_refused_lines(report.refused)]
+    out += ["", *_disk_lines(report.disk)]
+    if report.problems:
+        out += ["", "problems", *(f"  {p}" for p in report.problems)]
+    return "\n".join(out) + "\n"
+
+
+def _program_lines(report: Report) -> list[str]:
+    out = ["programs (supervisord)"]
     if report.supervisor_error:
         out.append(f"  supervisord does not answer: {report.supervisor_error}")
     for prog in report.programs:
         out.append(f"  {prog['name']:32s} {prog['state']:9s} {prog.get('description', '')}")
-    out.append("")
-    if report.queue is not None:
-        counts = report.queue.get("tasks by product") or {}
-        waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in report.queue["products waiting"])
-        out.append(f"queue: {report.queue['queue length']} tasks waiting; by product: {waiting or 'none'}")
-        day = [f"{report.queue[key]} {key[:-7]}" for key in DAY_COUNTS if key in report.queue]
-        if day:
-            out.append(f"granules in the last 24 h: {', '.join(day)} (recovered from sdr/ after the bus missed them; "
-                       f"hand-outs re-queued in doubt; duplicates refused)")
-    else:
-        out.append(f"queue: unknown ({report.queue_error})")
-    out.append("")
+    return out
+
+
+def _queue_lines(report: Report) -> list[str]:
+    queue = report.queue
+    if queue is None:
+        return [f"queue: unknown ({report.queue_error})"]
+    counts = queue.get("tasks by product") or {}
+    waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in queue["products waiting"])
+    out = [f"queue: {queue['queue length']} tasks waiting; by product: {waiting or 'none'}"]
+    day = [f"{queue[key]} {key[:-7]}" for key in DAY_COUNTS if key in queue]
+    if day:
+        out.append(f"granules in the last 24 h: {', '.join(day)} (recovered from sdr/ after the bus missed them; "
+                   f"hand-outs re-queued in doubt; duplicates refused)")
+    return out
+
+
+def _placed_lines(report: Report) -> list[str]:
     hour = report.last_hour
-    out.append(f"last files placed (last hour: {hour.get('files', 0)} files, {human_bytes(hour.get('bytes', 0))}"
-               + (f", {hour['mb_per_s']} MB/s while downloading" if hour.get("mb_per_s") else "") + ")")
+    out = [f"last files placed (last hour: {hour.get('files', 0)} files, {human_bytes(hour.get('bytes', 0))}"
+           + (f", {hour['mb_per_s']} MB/s while downloading" if hour.get("mb_per_s") else "") + ")"]
     if not report.last_files:
         out.append("  none in the journal")
     for item in report.last_files:
@@ -272,34 +208,42 @@ def render_text(report: Report) -> str:
         seconds = f"{item['seconds']:.1f} s" if isinstance(item["seconds"], (int, float)) else "? s"
         out.append(f"  {item.get('time') or '?':26s} {item['name']}  {human_bytes(item['bytes'])} in "
                    f"{seconds} = {rate}")
-    out.append("")
-    if report.stations:
-        out.extend(render_stations(report.stations))
-        out.append("")
+    return out
+
+
+def _mirror_lines(report: Report) -> list[str]:
     mirror = report.mirror
-    out.append(f"mirror_gina: last run {mirror.get('last_run') or 'never'}"
-               + (f" ({mirror['last_run_summary']})" if mirror.get("last_run_summary") else "")
-               + f", last successful run {mirror.get('last_success') or 'never'}")
+    out = [f"mirror_gina: last run {mirror.get('last_run') or 'never'}"
+           + (f" ({mirror['last_run_summary']})" if mirror.get("last_run_summary") else "")
+           + f", last successful run {mirror.get('last_success') or 'never'}"]
     if report.given_up:
         out.append(f"files given up on ({len(report.given_up)}; not fetched again while GINA lists them)")
         for item in report.given_up:
             out.append(f"  {item['name']}  {item.get('tries')} tries, last: {item.get('reason')} ({item.get('last')})")
-    out.append("")
-    out.append("last errors (log/*.log)")
+    return out
+
+
+def _error_lines(report: Report) -> list[str]:
+    out = ["last errors (log/*.log)"]
     if not report.last_errors:
         out.append("  none")
     for err in report.last_errors:
         out.append(f"  {err['log']}: {err['line']}")
-    if report.refused:
-        out.append("")
-        total = sum(item["total"] for item in report.refused)
-        out.append(f"refused connections (ALLOWED_CLIENTS): {total}")
-        for item in report.refused:
-            peers = sorted(item["peers"].items(), key=lambda kv: -kv[1])
-            shown = ", ".join(f"{addr} {count}" for addr, count in peers[:5]) + (" ..." if len(peers) > 5 else "")
-            out.append(f"  {item['program']:32s} {item['total']} since {item.get('since') or '?'}: {shown}")
-    out.append("")
-    disk = report.disk
+    return out
+
+
+def _refused_lines(refused: list[dict]) -> list[str]:
+    total = sum(item["total"] for item in refused)
+    out = [f"refused connections (ALLOWED_CLIENTS): {total}"]
+    for item in refused:
+        peers = sorted(item["peers"].items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{addr} {count}" for addr, count in peers[:5]) + (" ..." if len(peers) > 5 else "")
+        out.append(f"  {item['program']:32s} {item['total']} since {item.get('since') or '?'}: {shown}")
+    return out
+
+
+def _disk_lines(disk: dict) -> list[str]:
+    out = []
     if "total" in disk:
         out.append(f"disk: {human_bytes(disk['used'])} used of {human_bytes(disk['total'])} "
                    f"({disk['percent_used']:.0f}%), {human_bytes(disk['free'])} free"
@@ -310,171 +254,33 @@ def render_text(report: Report) -> str:
                           for name, v in disk["folders"].items())
         out.append(f"  {sizes}; sdr/ not walked" + ("" if disk.get("complete", True)
                                                   else "  (partial: walk stopped at time limit)"))
-    if report.problems:
-        out.append("")
-        out.append("problems")
-        out.extend(f"  {p}" for p in report.problems)
-    return "\n".join(out) + "\n"
+    return out
 
 
 # ------------------------------------------------------------------------------------------- I/O wrappers
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
-        self.unix_path = path
-        self.timeout = timeout
-
-    def make_connection(self, host):
-        _, self._extra_headers, _ = self.get_host_info(host)  # the Authorization header, when the URL has a user
-        return _UnixHTTPConnection(self.unix_path, self.timeout)
-
-
-def supervisor_programs(sock_path: Path, timeout: float = 3.0) -> list[dict]:
-    """Every process supervisord manages, as {name, group, state, description, pid}; raises OSError and such.
-
-    Logs in with the credentials ``supervise`` keeps beside the socket (``run/supervisor.auth``), when there."""
-    creds = read_credentials(credentials_path(sock_path.parent))
-    login = f"{quote(creds.username, safe='')}:{quote(creds.password, safe='')}@" if creds else ""
-    proxy = xmlrpc.client.ServerProxy(f"http://{login}localhost/RPC2", transport=_UnixTransport(str(sock_path),
-                                                                                                  timeout))
-    infos = proxy.supervisor.getAllProcessInfo()
-    programs = []
-    for info in infos:
-        name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
-        programs.append({"name": name, "group": info["group"], "state": info["statename"],
-                         "description": info.get("description", ""), "pid": info.get("pid", 0),
-                         "start": info.get("start", 0)})
-    return programs
-
-
-def broker_status(port: int, wait: float) -> dict | None:
-    """The first status message task_broker publishes on ``port`` within ``wait`` seconds, or None."""
-    import zmq
-
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    try:
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(f"tcp://127.0.0.1:{port}")
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            if not sub.poll(int(left * 1000) + 1):
-                break
-            status = parse_queue_status(sub.recv_multipart())
-            if status is not None:
-                return status
-        return None
-    finally:
-        sub.close()
-
-
-def last_errors(log_dir: Path, count: int) -> list[dict]:
-    found = []
-    try:
-        logs = sorted(p for p in log_dir.glob("*.log") if p.is_file())
-    except OSError:
-        return []
-    for path in logs:
-        try:
-            found += parse_error_lines(path.stem, tail_lines(path))
-        except OSError:
-            continue
-    found.sort(key=lambda e: e["time"])
-    return found[-count:][::-1]
-
-
-def disk_use(base: Path, budget: float | None) -> dict:
-    """Filesystem figures for ``base`` (statvfs), and (unless ``budget`` is None) the size of each top-level folder
-    but sdr/: it holds months of files, and the filesystem's figures already count them (a walk of every file would
-    cost seconds)."""
-    result: dict = {}
-    try:
-        usage = shutil.disk_usage(base)
-    except OSError as err:
-        return {"error": str(err)}
-    result.update(total=usage.total, used=usage.used, free=usage.free,
-                  percent_used=round(100.0 * usage.used / usage.total, 1) if usage.total else 0.0)
-    if budget is None:
-        return result
-    deadline = time.monotonic() + budget
-    folders: dict = {}
-    complete = True
-    try:
-        with os.scandir(base) as entries:
-            tops = sorted((e for e in entries if e.is_dir(follow_symlinks=False) and e.name != SDR),
-                          key=lambda e: e.name)
-    except OSError:
-        tops = []
-    for top in tops:
-        total = files = 0
-        stack = [top.path]
-        while stack and complete:
-            try:
-                with os.scandir(stack.pop()) as entries:
-                    for entry in entries:
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if stat.S_ISDIR(st.st_mode):
-                            stack.append(entry.path)
-                        elif stat.S_ISREG(st.st_mode):
-                            total += st.st_blocks * 512
-                            files += 1
-            except OSError:
-                continue
-            if time.monotonic() > deadline:
-                complete = False
-        folders[top.name] = {"bytes": total, "files": files}
-    result.update(folders=folders, complete=complete)
-    return result
-
-
-def mirror_state(settings: Settings, report: Report, now: float) -> None:
-    """The files mirror_gina gave up on, its health record, and what makes it unhealthy."""
-    from avoviirscollector.mirror.health import mirror_problems
-
+def mirror_state(settings: Settings, report: Report) -> dict:
+    """The files mirror_gina gave up on and its last (successful) run, into ``report``; its health record."""
     failures = read_json(settings.state_dir / MIRROR_FAILURES)
     report.given_up = sorted(({"name": name, **{k: entry.get(k) for k in ("tries", "reason", "first", "last")}}
                               for name, entry in failures.items() if isinstance(entry, dict) and entry.get("given_up")),
                              key=lambda item: item["name"])
     health = read_json(settings.state_dir / MIRROR_HEALTH)
     report.mirror = {k: health.get(k) for k in ("last_run", "last_success", "last_run_summary")}
-    cron = [p for p in report.programs if p["name"] == "cron" and p["state"] == "RUNNING" and p.get("start")]
-    since = dt.datetime.fromtimestamp(cron[0]["start"], dt.UTC) if cron else None
-    report.mirror_problems = mirror_problems(health, dt.datetime.fromtimestamp(now, dt.UTC),
-                                             settings.mirror_stale_minutes, settings.silence_hours, since)
+    return health
 
 
 def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: float | None = 3.0) -> Report:
+    """Gather the report (supervisord, task_broker's status within ``wait`` s, the journal's tail, the last
+    ``lines`` files and errors, the disk with a folder walk of ``du_seconds`` or none, the refusals, mirror_gina's
+    records) and judge it with health.assess."""
     now = time.time()
     report = Report(time=dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     viirs_base=str(settings.viirs_base))
+    report.programs, report.supervisor_error = ask_programs(settings.viirs_base)
     try:
-        report.programs = supervisor_programs(settings.viirs_base / "run" / "supervisor.sock")
-    except (OSError, xmlrpc.client.Error, http.client.HTTPException) as err:
-        report.supervisor_error = f"{type(err).__name__}: {err}"
-    try:
-        report.queue = broker_status(settings.update_port, wait)
+        report.queue = first_status(settings.update_port, wait)
         if report.queue is None:
-            report.queue_error = f"no status message on port {settings.update_port} within {wait:g} s"
+            report.queue_error = not_heard(settings.update_port, wait)
     except Exception as err:  # noqa: BLE001 (zmq errors: report, don't crash the health check)
         report.queue_error = f"{type(err).__name__}: {err}"
     journal = settings.state_dir / MIRROR_JOURNAL
@@ -492,8 +298,11 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
         needed = settings.min_free.bytes_of(report.disk["total"])
         report.disk.update(min_free=needed, min_free_setting=str(settings.min_free),
                            headroom=report.disk["free"] - needed)
-    mirror_state(settings, report, now)
-    report.problems = find_problems(report)
+    facts = Facts(viirs_base=report.viirs_base, programs=report.programs, supervisor_error=report.supervisor_error,
+                  queue=report.queue, queue_error=report.queue_error, disk=report.disk,
+                  mirror_health=mirror_state(settings, report))
+    verdict = assess(facts, now, settings.mirror_stale_minutes, settings.silence_hours)
+    report.mirror_problems, report.problems = verdict.mirror_problems, verdict.problems
     return report
 
 

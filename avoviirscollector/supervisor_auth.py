@@ -11,7 +11,8 @@ Who finds them
     - ``supervisorctl -c supervisord.conf ...``: the ``[ctlplugin:avoviirscollector]`` section of supervisord.conf
       loads :func:`make_ctl_plugin`, which reads the file and logs supervisorctl in (unless ``-u``/``-p`` were given).
       Same command as before; only the suite's user (or root) can read the file.
-    - ``avoviirscollector status`` and anything else speaking XML-RPC: :func:`read_credentials`.
+    - ``avoviirscollector status``, the monitor and anything else speaking XML-RPC: :func:`read_credentials`
+      (supervisor_client.py).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
-from avoviirscollector.viirs import NORAD_IDS, PLATFORMS, tle_checksum_ok
+from avoviirscollector.viirs import NORAD_IDS, PLATFORMS
 
 PROGRAM = "tle_refresh"
 LOG = logging.getLogger(PROGRAM)
@@ -42,7 +42,6 @@ TLE_NAME = "tle.txt"
 MAX_BYTES = 10 * 1024 * 1024
 # NORAD catalog numbers of the satellites whose granules the suite handles
 VIIRS_SATELLITES = {NORAD_IDS[short]: name for short, (name, _) in PLATFORMS.items()}
-checksum_ok = tle_checksum_ok
 
 if TYPE_CHECKING:
     import requests
@@ -73,6 +72,14 @@ def _epoch(line1: str) -> dt.datetime:
     return dt.datetime(year, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day - 1)
 
 
+def checksum_ok(line: str) -> bool:
+    """TLE line checksum: digits count their value, '-' counts 1, modulo 10, in column 69."""
+    if len(line) < 69 or not line[68].isdigit():
+        return False
+    total = sum(int(c) if c.isdigit() else 1 if c == "-" else 0 for c in line[:68])
+    return total % 10 == int(line[68])
+
+
 _BROKEN = "broken line 1"  # stands for a line 1 already reported, so that its line 2 is dropped silently
 
 
@@ -86,69 +93,99 @@ def parse_tles(lines: Iterable[str], source: str = "",
     line (the pass-direction helper skips bad sets in a file and uses the good ones). A text with no element set
     at all is a problem too.
     """
-    found: list[ElementSet] = []
-    pending: str | None = None  # line 1 waiting for its line 2 (or _BROKEN)
-    name_seen = False  # a name line waiting for its set
-
-    def problem(message: str) -> None:
-        nonlocal pending, name_seen
-        pending, name_seen = None, False
-        error = TLEError(f"{source}: {message}" if source else message)
-        if on_error is None:
-            raise error
-        on_error(error)
-
+    reader = _TLEReader(source, on_error)
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip()
-        if not line:
-            continue
-        if pending is _BROKEN and not line.startswith("2 "):
-            pending, name_seen = None, False
+        if line:
+            reader.take(number, line)
+    return reader.end()
+
+
+class _NotASet(Exception):
+    """A line 2 that does not complete its line 1 (the message says why)."""
+
+
+class _TLEReader:
+    """One read of :func:`parse_tles`: the sets found, a line 1 waiting for its line 2 (or :data:`_BROKEN`) and
+    whether a name line waits for its set."""
+
+    def __init__(self, source: str, on_error: Callable[[TLEError], None] | None) -> None:
+        self.source, self.on_error = source, on_error
+        self.found: list[ElementSet] = []
+        self.pending: str | None = None
+        self.name_seen = False
+
+    def problem(self, message: str) -> None:
+        """Report a problem (raise it, without ``on_error``) and forget the set being read."""
+        self.pending, self.name_seen = None, False
+        error = TLEError(f"{self.source}: {message}" if self.source else message)
+        if self.on_error is None:
+            raise error
+        self.on_error(error)
+
+    def take(self, number: int, line: str) -> None:
+        """Line ``number`` of the text, stripped and not blank."""
+        if self.pending is _BROKEN and not line.startswith("2 "):
+            self.pending, self.name_seen = None, False
         if line.startswith("1 ") and len(line) == 69:
-            if pending is not None:
-                problem(f"line {number}: line 1 follows a line 1")  # the earlier set is skipped; this one may do
-            if not checksum_ok(line):
-                problem(f"line {number}: bad checksum")
-                pending = _BROKEN
-                continue
-            pending = line
+            self._line1(number, line)
         elif line.startswith("2 ") and len(line) == 69:
-            if pending is _BROKEN:
-                pending, name_seen = None, False
-                continue
-            if pending is None:
-                problem(f"line {number}: line 2 without its line 1")
-                continue
-            if not checksum_ok(line):
-                problem(f"line {number}: bad checksum")
-                continue
-            if line[2:7] != pending[2:7]:
-                problem(f"line {number}: catalog number differs from its line 1")
-                continue
-            try:
-                norad = int(line[2:7])
-            except ValueError:
-                problem(f"line {number}: catalog number {line[2:7]!r} is not a number")
-                continue
-            try:
-                epoch = _epoch(pending)
-            except ValueError as err:
-                problem(f"line {number - 1}: epoch {pending[18:32]!r} is not a date ({err})")
-                continue
-            found.append(ElementSet(norad, epoch, pending, line, source))
-            pending, name_seen = None, False
+            self._line2(number, line)
         else:
             name_like = len(line) <= 24 and line.isprintable()
-            if pending is not None or name_seen or not name_like:
-                problem(f"line {number}: not a TLE line: {line[:40]!r}")
-            name_seen = name_like  # satellite name line of a 3-line set (after a problem: maybe the next set's)
-    if pending is _BROKEN:
-        pending = None
-    if pending is not None or name_seen:
-        problem("the text ends inside an element set")
-    if not found:
-        problem("no element set in the text")
-    return found
+            if self.pending is not None or self.name_seen or not name_like:
+                self.problem(f"line {number}: not a TLE line: {line[:40]!r}")
+            self.name_seen = name_like  # satellite name line of a 3-line set (after a problem: maybe the next set's)
+
+    def _line1(self, number: int, line: str) -> None:
+        if self.pending is not None:
+            self.problem(f"line {number}: line 1 follows a line 1")  # the earlier set is skipped; this one may do
+        if not checksum_ok(line):
+            self.problem(f"line {number}: bad checksum")
+            self.pending = _BROKEN
+            return
+        self.pending = line
+
+    def _line2(self, number: int, line: str) -> None:
+        if self.pending is _BROKEN:
+            self.pending, self.name_seen = None, False
+            return
+        if self.pending is None:
+            self.problem(f"line {number}: line 2 without its line 1")
+            return
+        try:
+            self.found.append(_element_set(number, self.pending, line, self.source))
+        except _NotASet as err:
+            self.problem(str(err))
+            return
+        self.pending, self.name_seen = None, False
+
+    def end(self) -> list[ElementSet]:
+        """After the last line: the sets found (a set cut off, or none at all, is a problem)."""
+        if self.pending is _BROKEN:
+            self.pending = None
+        if self.pending is not None or self.name_seen:
+            self.problem("the text ends inside an element set")
+        if not self.found:
+            self.problem("no element set in the text")
+        return self.found
+
+
+def _element_set(number: int, line1: str, line2: str, source: str) -> ElementSet:
+    """The set of ``line1`` and ``line2`` (line ``number`` of the text); raises :class:`_NotASet`."""
+    if not checksum_ok(line2):
+        raise _NotASet(f"line {number}: bad checksum")
+    if line2[2:7] != line1[2:7]:
+        raise _NotASet(f"line {number}: catalog number differs from its line 1")
+    try:
+        norad = int(line2[2:7])
+    except ValueError:
+        raise _NotASet(f"line {number}: catalog number {line2[2:7]!r} is not a number") from None
+    try:
+        epoch = _epoch(line1)
+    except ValueError as err:
+        raise _NotASet(f"line {number - 1}: epoch {line1[18:32]!r} is not a date ({err})") from None
+    return ElementSet(norad, epoch, line1, line2, source)
 
 
 def file_md5(path: Path) -> str | None:

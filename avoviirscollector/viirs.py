@@ -123,14 +123,6 @@ def start_key_of(when: dt.datetime) -> str:
     return f"{when:%Y%m%d%H%M%S}{when.microsecond // 100000}"
 
 
-def is_sdr_name(name: str) -> bool:
-    try:
-        parse_name(name)
-    except NotASdrName:
-        return False
-    return True
-
-
 def format_name(
     segment: str, platform: str, start: dt.datetime, end: dt.datetime, orbit: int, created: dt.datetime,
     source: str = "cspp_dev",
@@ -140,16 +132,3 @@ def format_name(
         f"{segment}_{platform}_d{start:%Y%m%d}_t{start:%H%M%S}{start.microsecond // 100000}"
         f"_e{end:%H%M%S}{end.microsecond // 100000}_b{orbit:05d}_c{created:%Y%m%d%H%M%S%f}_{source}.h5"
     )
-
-
-def products_of(segment: str) -> list[str]:
-    """The products that need this segment."""
-    return [product for product, segments in PRODUCTS.items() if segment in segments]
-
-
-def tle_checksum_ok(line: str) -> bool:
-    """TLE line checksum: digits count their value, '-' counts 1, modulo 10, in column 69."""
-    if len(line) < 69 or not line[68].isdigit():
-        return False
-    total = sum(int(c) if c.isdigit() else 1 if c == "-" else 0 for c in line[:68])
-    return total % 10 == int(line[68])

@@ -15,7 +15,8 @@ status publisher stands in for task_broker's status stream (1 message a second, 
    time: the ingest cost at real-time rate.
 2. Real time with 24 h of history: ``--idle`` seconds (default 60) with Prometheus-like scrapes (/metrics every
    15 s, / every 30 s); CPU over that time is the fixed cost (polls of the journals, sdr/, the logs, the disk;
-   the health verdict every 15 s). Goal: ingest + fixed under 2% of one core; RSS under 100 MB.
+   the health verdict at each scrape, from what monitor holds). Goal: ingest + fixed under 2% of one core; RSS
+   under 100 MB.
 3. Response times with 24 hours of history: ``--requests`` (default 200) sequential GETs of /metrics and of /,
    p50 and p99. Goal p99 under 200 ms.
 
@@ -43,6 +44,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avoviirscollector.ondisk.state import BROKER_JOURNAL, MIRROR_JOURNAL  # noqa: E402
 from avoviirscollector.viirs import PRODUCTS, format_name  # noqa: E402
 from tests.broker_support import free_port  # noqa: E402
 
@@ -171,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                    TASK_PORT=str(free_port()), PUBLISH_PORT=str(free_port()))
         status = StatusStandIn(update_port)
         status.start()
-        mirror = open(base / "state" / "mirror_gina.journal", "a")
-        broker = open(base / "state" / "task_queue.journal", "a")
+        mirror = open(base / "state" / MIRROR_JOURNAL, "a")
+        broker = open(base / "state" / BROKER_JOURNAL, "a")
         broker.write(json.dumps({"format": "avoviirscollector-task-queue", "version": 2, "t": now.isoformat(),
                                  "next_id": 1, "ledger_since": (now - dt.timedelta(days=2)).isoformat()}) + "\n")
         broker.flush()

@@ -123,7 +123,6 @@ from avoviirscollector.viirs import (
     NotASdrName,
     SdrName,
     format_name,
-    is_sdr_name,
     parse_name,
 )
 
@@ -992,8 +991,11 @@ def main(argv: list[str] | None = None) -> int:
                 add(schedule.following(latest[short]))
 
     for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
-        if is_sdr_name(path.name):
-            double.add_existing(path, args.stations[0] if args.stations else None)
+        try:
+            parse_name(path.name)
+        except NotASdrName:
+            continue
+        double.add_existing(path, args.stations[0] if args.stations else None)
     for sat in sats:
         for granule in schedule.latest(SATELLITE_TO_SHORT[sat], now, args.granules):
             add(granule)

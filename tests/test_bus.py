@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from posttroll.message import Message
 
-from avoviirscollector.bus import encode_legacy, legacy_message, naive_utc, new_message
+from avoviirscollector.bus import encode_legacy, legacy_message, naive_utc
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
 
 AK = dt.timezone(dt.timedelta(hours=-9))
@@ -42,7 +42,7 @@ def test_decodes_with_posttroll_1_5():
     if not legacy_available():
         pytest.skip("no .venv-legacy (needs a Python < 3.12; make test builds it)")
     raws = [encode_legacy(Message("/AVO/viirs/sdr", "file", {"start_time": dt.datetime(2026, 1, 1, 3, tzinfo=AK)})),
-            new_message("/AVO/viirs/granule/dnb", "dataset", {"dataset": []}).encode()]
+            encode_legacy(Message("/AVO/viirs/granule/dnb", "dataset", {"dataset": []}))]
     decoded = legacy_decode(raws)
     assert decoded["posttroll"].startswith("1.5")
     assert decoded["messages"][0]["data"]["start_time"] == {"__datetime__": "2026-01-01T12:00:00", "aware": False}

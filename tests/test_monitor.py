@@ -18,9 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from avoviirscollector.config import load_settings
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, WINDOW, History, Source
-from avoviirscollector.monitor.server import Monitor, make_server
+from avoviirscollector.monitor.server import LIVE_SECONDS, Monitor, make_server
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import new_lines
+from avoviirscollector.status import collect
 from avoviirscollector.viirs import PRODUCTS, format_name
 from tests.broker_support import free_port
 
@@ -235,6 +236,31 @@ def test_monitor_reads_the_state_and_serves_metrics_page_and_health(base):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_verdict_is_status_quicks_on_what_monitor_holds(base):
+    """No second look: the programs, mirror_gina's health record and the disk of monitor's last poll, the broker's
+    status heard within LIVE_SECONDS; the same reasons, in the same words, as avoviirscollector status --quick."""
+    now = dt.datetime.now(dt.UTC)
+    (base.state_dir / "mirror_gina.health.json").write_text(json.dumps({
+        "last_run": now.isoformat(), "last_success": (now - dt.timedelta(hours=2)).isoformat()}))
+    clock = [now.timestamp()]
+    monitor = Monitor(base, clock=lambda: clock[0])
+    assert monitor.verdict() is None  # nothing read yet
+    monitor.poll()
+    report = collect(base, lines=0, wait=0.1, du_seconds=None)  # no supervisord, no broker here
+    assert monitor.verdict() == (report.healthy, report.problems) and not report.healthy
+    assert report.problems[0].startswith("supervisord: ") and "no run has succeeded for 120 min" in report.problems[1]
+    (base.state_dir / "mirror_gina.health.json").write_text(json.dumps({"last_success": now.isoformat()}))
+    monitor.poll()
+    monitor.programs, monitor.supervisor_error = [{"name": "task_broker", "state": "RUNNING"}], None
+    assert monitor.verdict() == (False, [f"task_broker status not heard: no status message on port "
+                                         f"{base.update_port} within 10 s"])
+    monitor.heard({"queue length": 2, "products waiting": ["tir"]})
+    clock[0] += LIVE_SECONDS
+    assert monitor.verdict() == (True, [])
+    clock[0] += 0.5
+    assert monitor.verdict()[0] is False
 
 
 def test_monitor_rebuilds_its_downtime_from_the_journals_and_keeps_its_history(base):

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from avoviirscollector.bus import encode_legacy, new_message
+from avoviirscollector.ondisk.log_errors import parse_error_lines
+from avoviirscollector.ondisk.state import tail_lines
+from avoviirscollector.ondisk.usage import disk_use
+from avoviirscollector.queue_status import parse_queue_status
 from avoviirscollector.status import (
     Report,
-    find_problems,
-    parse_error_lines,
     parse_journal,
-    parse_queue_status,
     render_text,
     station_summary,
-    tail_lines,
 )
 from avoviirscollector.viirs import format_name
 
@@ -35,14 +34,14 @@ def iso(seconds_ago: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - seconds_ago))
 
 
-def test_queue_status_from_json_or_posttroll():
+def test_queue_status_from_json():
     expected = {"queue length": 3, "products waiting": ["dnb", "tir"], "tasks by product": {"tir": 2, "dnb": 1}}
     plain = json.dumps(expected).encode()
     assert parse_queue_status([plain]) == expected
     assert parse_queue_status([b"status", plain]) == expected
-    wrapped = encode_legacy(new_message("/AVO/viirs/queue", "info", {"queue length": 0, "products waiting": []}))
-    assert parse_queue_status([wrapped.encode()]) == {"queue length": 0, "products waiting": [],
-                                                      "tasks by product": {}}
+    assert parse_queue_status([json.dumps({"queue length": 0, "products waiting": []}).encode()]) == {
+        "queue length": 0, "products waiting": [], "tasks by product": {}}
+    assert parse_queue_status([plain, b"junk"]) == expected
     report = Report(time="t", viirs_base="/viirs", queue=expected)
     assert "queue: 3 tasks waiting; by product: dnb 1, tir 2" in render_text(report)
     stopping = json.dumps({"queue length": 0, "products waiting": [], "stopping": True, "queued": 3}).encode()
@@ -89,20 +88,21 @@ def test_tail_reads_only_complete_lines_of_the_end(tmp_path):
     assert len(lines) < 110
 
 
-def test_problems():
-    report = Report(time="t", viirs_base="/viirs", disk={"percent_used": 99.0},
-                    programs=[{"name": "nameserver", "state": "RUNNING"},
-                              {"name": "task_broker", "state": "BACKOFF", "description": "Exited too quickly"}],
-                    queue_error="no status message on port 19191 within 3 s")
-    problems = find_problems(report)
-    assert problems == ["task_broker is BACKOFF (Exited too quickly)",
-                        "task_broker status not heard: no status message on port 19191 within 3 s",
-                        "filesystem of /viirs is 99% full"]
-    report.problems = problems
-    assert "UNHEALTHY" in render_text(report)
-    fine = Report(time="t", viirs_base="/viirs", programs=[{"name": "nameserver", "state": "RUNNING"}],
-                  queue_error="no broker configured here", disk={"percent_used": 40.0})
-    assert find_problems(fine) == []
+def test_disk_use_walks_the_top_folders_but_sdr_within_its_time_limit(tmp_path):
+    for folder, count in (("log", 3), ("sdr", 5), ("state", 1)):
+        (tmp_path / folder / "deeper").mkdir(parents=True)
+        for i in range(count):
+            (tmp_path / folder / ("deeper" if i % 2 else ".") / f"f{i}").write_bytes(b"x" * 5000)
+    (tmp_path / "log" / "link").symlink_to(tmp_path / "state" / "f0")
+    quick = disk_use(tmp_path, None)
+    assert set(quick) == {"total", "used", "free", "percent_used"} and quick["total"] > 0
+    walked = disk_use(tmp_path, 10.0)
+    assert walked["complete"] is True
+    assert {name: v["files"] for name, v in walked["folders"].items()} == {"log": 3, "state": 1}
+    assert walked["folders"]["log"]["bytes"] >= 3 * 5000
+    stopped = disk_use(tmp_path, -1.0)  # the time limit is past after the first folder read
+    assert stopped["complete"] is False and stopped["folders"]["state"] == {"bytes": 0, "files": 0}
+    assert disk_use(tmp_path / "missing", None).keys() == {"error"}
 
 
 SUPERVISORD_CONF = """

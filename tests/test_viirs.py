@@ -15,9 +15,7 @@ from avoviirscollector.viirs import (
     TROLLSIFT_PATTERN,
     NotASdrName,
     format_name,
-    is_sdr_name,
     parse_name,
-    products_of,
 )
 
 EXAMPLE = "SVM16_npp_d20190422_t1828348_e1829590_b38780_c20190422183926285541_cspp_dev.h5"
@@ -49,17 +47,12 @@ def test_format_round_trips():
     EXAMPLE.replace("SVM16", "svm16"), EXAMPLE.replace("_cspp_dev", ""), "SVM16_npp.h5",
 ])
 def test_not_sdr_names(name):
-    assert not is_sdr_name(name)
     with pytest.raises(NotASdrName):
         parse_name(name)
 
 
 def test_geolocation_segments():
     assert parse_name(EXAMPLE.replace("SVM16", "GMTCO")).is_geolocation and not parse_name(EXAMPLE).is_geolocation
-
-
-def test_products_of():
-    assert products_of("GITCO") == ["tir", "mir", "vis"] and products_of("SVM01") == []
 
 
 def test_trollstalker_ini_uses_the_pattern():

@@ -20,10 +20,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from html import escape
 
+from avoviirscollector.formatting import human_bytes
 from avoviirscollector.monitor.history import WINDOW, GranuleRow, History
 from avoviirscollector.monitor.latency import LEG_TITLES, LEGS
 from avoviirscollector.monitor.stations import StationRow
-from avoviirscollector.status import human_bytes
 from avoviirscollector.viirs import PRODUCTS
 
 REFRESH_SECONDS = 30
@@ -290,8 +290,30 @@ def queue_chart(samples: list[list[float]], now: float, current: int | None) -> 
 
 
 def render(view: View) -> str:
+    """The whole page: headline and verdict, satellites, passes, queue, latency, stations, mirror_gina, programs,
+    last errors, disk."""
     h, now = view.history, view.now
-    rows = h.granules(now)
+    parts = _head(view)
+    parts += _satellites(h, now)
+    parts += _passes(h, now)
+    parts += _queue(view)
+    parts.append('<h2>Latency, last 24 hours</h2><div class="small">median of each leg (samples): the creation '
+                 'time in the file name -> first listed by GINA -> placed in sdr/ -> the granule tasked -> handed '
+                 'out to a worker; and listed (the granule\'s file listed last) -> handed out, end to end</div>')
+    parts.append(latency_table(h.latency_medians(now)))
+    parts.append('<h2>Stations, last 24 hours</h2><div class="small">files placed from each receiving station, '
+                 'its copies left alone (another station\'s copy of the file was placed or being fetched), by how '
+                 'much earlier it listed the files kept (median), and the passes seen at it only</div>')
+    parts.append(stations_table(h.station_stats(now)))
+    parts += _mirror(view)
+    parts += _programs(view)
+    parts += _errors(view.errors)
+    parts += _disk(view.disk)
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _head(view: View) -> list[str]:
     verdict = view.verdict
     verdict_html = ('<span class="verdict unknown">health not checked yet</span>' if verdict is None else
                     '<span class="verdict ok" id="verdict">HEALTHY</span>' if verdict[0] else
@@ -300,16 +322,19 @@ def render(view: View) -> str:
              f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
              '<title>avoviirscollector monitor</title>', f"<style>{CSS}</style></head><body>",
              f'<h1>avoviirscollector {verdict_html}</h1>',
-             f'<div class="small">at {_t(now)}; this page refreshes every {REFRESH_SECONDS} s; '
+             f'<div class="small">at {_t(view.now)}; this page refreshes every {REFRESH_SECONDS} s; '
              f'<a href="metrics">/metrics</a> <a href="healthz">/healthz</a></div>']
     if verdict is not None and not verdict[0]:
         parts.append('<ul class="problems">' + "".join(f'<li class="bad">{escape(p)}</li>' for p in verdict[1])
                      + "</ul>")
-    # satellites
+    return parts
+
+
+def _satellites(h: History, now: float) -> list[str]:
     completeness = h.completeness(now)
     last = h.last_granule()
-    parts.append('<h2>Satellites</h2><table id="satellites"><tr><th>satellite</th><th>last granule (start)</th>'
-                 '<th>placed</th><th>delay</th><th>complete, 24 h</th></tr>')
+    parts = ['<h2>Satellites</h2><table id="satellites"><tr><th>satellite</th><th>last granule (start)</th>'
+             '<th>placed</th><th>delay</th><th>complete, 24 h</th></tr>']
     for satellite in sorted(set(last) | {s for s, _ in completeness}):
         entry = last.get(satellite, {})
         done = sum(v[0] for (s, _), v in completeness.items() if s == satellite)
@@ -324,20 +349,25 @@ def render(view: View) -> str:
                      f'<td class="{cls}">{"?" if ratio is None else f"{100 * ratio:.0f}%"} '
                      f'<span class="small">({done}/{total} granules: {per_product})</span></td></tr>')
     parts.append("</table>")
-    # passes
-    parts.append('<h2>Passes, last 24 hours</h2><div class="small">each bar a pass: green every granule complete, '
-                 'orange some incomplete, red none; below, the newest passes granule by granule (ring: tasked, '
-                 'dot: handed out)</div>')
-    parts.append(timeline(rows, now))
-    parts.append('<div class="grid" id="passes">')
+    return parts
+
+
+def _passes(h: History, now: float) -> list[str]:
+    rows = h.granules(now)
+    parts = ['<h2>Passes, last 24 hours</h2><div class="small">each bar a pass: green every granule complete, '
+             'orange some incomplete, red none; below, the newest passes granule by granule (ring: tasked, '
+             'dot: handed out)</div>', timeline(rows, now), '<div class="grid" id="passes">']
     for satellite, members in passes(rows)[:MAX_PASSES]:
         parts.append(pass_detail(satellite, members))
     parts.append("</div>")
-    # queue
-    live = view.live
+    return parts
+
+
+def _queue(view: View) -> list[str]:
+    h, now, live = view.history, view.now, view.live
     current = live["queue length"] if live else None
     handed_24h = sum(1 for when, kind, _ in h.handed.values() if kind == "handed out" and when >= now - WINDOW)
-    parts.append("<h2>Queue</h2>")
+    parts = ["<h2>Queue</h2>"]
     if live is None:
         parts.append('<div class="bad" id="queue-now">task_broker status not heard</div>')
     else:
@@ -347,36 +377,31 @@ def render(view: View) -> str:
                      f'<b>{current}</b> tasks waiting{": " + by_product if by_product else ""}; '
                      f'{handed_24h} handed out in 24 h{"; " + day if day else ""}</div>')
     parts.append(queue_chart(h.queue_samples, now, current))
-    # latency and stations
-    parts.append('<h2>Latency, last 24 hours</h2><div class="small">median of each leg (samples): the creation '
-                 'time in the file name -> first listed by GINA -> placed in sdr/ -> the granule tasked -> handed '
-                 'out to a worker; and listed (the granule\'s file listed last) -> handed out, end to end</div>')
-    parts.append(latency_table(h.latency_medians(now)))
-    parts.append('<h2>Stations, last 24 hours</h2><div class="small">files placed from each receiving station, '
-                 'its copies left alone (another station\'s copy of the file was placed or being fetched), by how '
-                 'much earlier it listed the files kept (median), and the passes seen at it only</div>')
-    parts.append(stations_table(h.station_stats(now)))
-    # mirror
-    health = view.health
+    return parts
+
+
+def _mirror(view: View) -> list[str]:
+    h, now, health = view.history, view.now, view.health
     pending = health.get("pending") if isinstance(health.get("pending"), dict) else {}
     given_up = [n for n, e in view.failures.items() if isinstance(e, dict) and e.get("given_up")]
-    parts.append("<h2>mirror_gina</h2>")
-    if health:
-        success = _epoch(health.get("last_success"))
-        parts.append(f'<div id="mirror">last run {escape(str(health.get("last_run", "?")))} '
-                     f'({escape(str(health.get("last_run_summary", "")))}); last success '
-                     f'{_ago(now - success) + " ago" if success else "never"}; {len(pending)} files listed and not '
-                     f'placed; {len(given_up)} given up on; {h.placed_since(now - 3600)} files placed in the last '
-                     f'hour</div>')
-    else:
-        parts.append(f'<div id="mirror">no health record yet; {h.placed_since(now - 3600)} files placed in the '
-                     f'last hour</div>')
-    # programs
-    parts.append('<h2>Programs</h2><table id="programs"><tr><th>program</th><th>state</th><th></th></tr>')
+    if not health:
+        return ["<h2>mirror_gina</h2>", f'<div id="mirror">no health record yet; {h.placed_since(now - 3600)} files '
+                f'placed in the last hour</div>']
+    success = _epoch(health.get("last_success"))
+    return ["<h2>mirror_gina</h2>",
+            f'<div id="mirror">last run {escape(str(health.get("last_run", "?")))} '
+            f'({escape(str(health.get("last_run_summary", "")))}); last success '
+            f'{_ago(now - success) + " ago" if success else "never"}; {len(pending)} files listed and not '
+            f'placed; {len(given_up)} given up on; {h.placed_since(now - 3600)} files placed in the last '
+            f'hour</div>']
+
+
+def _programs(view: View) -> list[str]:
+    parts = ['<h2>Programs</h2><table id="programs"><tr><th>program</th><th>state</th><th></th></tr>']
     if view.supervisor_error:
         parts.append(f'<tr><td colspan="3" class="bad">supervisord does not answer: '
                      f'{escape(view.supervisor_error)}</td></tr>')
-    starts = h.counter("starts")
+    starts = view.history.counter("starts")
     for prog in view.programs:
         cls = "ok" if prog["state"] == "RUNNING" else "bad"
         count = int(starts.get((prog["name"].split(":")[-1],), 0))
@@ -384,22 +409,19 @@ def render(view: View) -> str:
                      f'<td class="{cls}">{escape(prog["state"])}</td><td class="small">'
                      f'{escape(prog.get("description", ""))}; started {count}x</td></tr>')
     parts.append("</table>")
-    # errors
-    parts.append("<h2>Last errors</h2>")
-    if view.errors:
-        parts.append('<div class="errors" id="errors">' + "\n".join(
-            f"{escape(e['log'])}: {escape(e['line'])}" for e in view.errors) + "</div>")
-    else:
-        parts.append('<div id="errors" class="ok">none</div>')
-    # disk
-    disk = view.disk
-    parts.append("<h2>Disk</h2>")
-    if "total" in disk:
-        cls = "bad" if disk["percent_used"] >= 95 else "warn" if disk["percent_used"] >= 85 else "ok"
-        parts.append(f'<div id="disk" class="{cls}">{human_bytes(disk["used"])} used of '
-                     f'{human_bytes(disk["total"])} ({disk["percent_used"]:.0f}%), {human_bytes(disk["free"])} '
-                     f'free</div>')
-    else:
-        parts.append(f'<div id="disk" class="bad">{escape(str(disk.get("error", "unknown")))}</div>')
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    return parts
+
+
+def _errors(errors: list[dict]) -> list[str]:
+    if not errors:
+        return ["<h2>Last errors</h2>", '<div id="errors" class="ok">none</div>']
+    return ["<h2>Last errors</h2>", '<div class="errors" id="errors">' + "\n".join(
+        f"{escape(e['log'])}: {escape(e['line'])}" for e in errors) + "</div>"]
+
+
+def _disk(disk: dict) -> list[str]:
+    if "total" not in disk:
+        return ["<h2>Disk</h2>", f'<div id="disk" class="bad">{escape(str(disk.get("error", "unknown")))}</div>']
+    cls = "bad" if disk["percent_used"] >= 95 else "warn" if disk["percent_used"] >= 85 else "ok"
+    return ["<h2>Disk</h2>", f'<div id="disk" class="{cls}">{human_bytes(disk["used"])} used of '
+            f'{human_bytes(disk["total"])} ({disk["percent_used"]:.0f}%), {human_bytes(disk["free"])} free</div>']

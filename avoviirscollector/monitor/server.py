@@ -10,8 +10,9 @@ its request is read):
   with each granule's completeness per product and its task state, the latency legs' medians of 24 hours per
   satellite and station, the receiving stations (files first, copies left alone, lead, passes seen there only),
   the queue length over 24 hours with the thresholds 6 and 10, programs, the last ERROR lines, disk;
-- ``GET /healthz``: the verdict of ``avoviirscollector status --quick`` (the same code: status.collect), ``200
-  healthy`` or ``503 unhealthy`` and the reasons, one a line.
+- ``GET /healthz``: the verdict on what monitor holds (its last poll and the broker's status heard within
+  ``LIVE_SECONDS``), judged by health.py as ``avoviirscollector status --quick`` judges: ``200 healthy`` or ``503
+  unhealthy`` and the reasons, one a line (before monitor's first poll, ``503`` and that it has not looked yet).
 
 Where its figures come from (read-only: it changes nothing, shows no settings and no secrets; credentials in URLs
 of log lines are blanked)
@@ -57,26 +58,25 @@ Signals: SIGTERM or SIGINT save the state and exit 0 within a second.
 from __future__ import annotations
 
 import argparse
-import http.client
 import http.server
 import json
 import logging
 import os
 import threading
 import time
-import xmlrpc.client
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from avoviirscollector import status as suite_status
 from avoviirscollector.access import DualStackServer, GatedServerMixin, bind_dual_stack, make_gate
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.health import Facts, assess
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, History, Source, epoch
+from avoviirscollector.ondisk.log_errors import last_errors
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import (
     BROKER_JOURNAL,
@@ -89,15 +89,19 @@ from avoviirscollector.ondisk.state import (
     new_lines,
     read_json,
 )
+from avoviirscollector.ondisk.usage import disk_use
+from avoviirscollector.queue_status import not_heard, parse_queue_status, subscribe
 from avoviirscollector.signals import stop_on_signals
+from avoviirscollector.supervisor_client import ask_programs
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
 PROGRAM = "monitor"
-STATE_NAME = MONITOR_STATE
 POLL_SECONDS = 5.0
 SAVE_SECONDS = 30.0
-HEALTH_CACHE_SECONDS = 5.0
+LIVE_SECONDS = 10.0  # the broker's status counts as current this long (it publishes once a second)
 SATELLITE_OF = {sat: name for name, sat in PLATFORMS.values()}  # "snpp" -> "Suomi-NPP"
+
+NOT_POLLED = "monitor has not read the suite's state yet"
 
 log = logging.getLogger(PROGRAM)
 
@@ -116,7 +120,7 @@ class Monitor:
         self.settings = settings
         self.clock = clock
         self.lock = threading.RLock()
-        self.state_path = settings.state_dir / STATE_NAME
+        self.state_path = settings.state_dir / MONITOR_STATE
         self.history = self._restore()
         if self.history.watching_since is None:  # the first start: files placed before it count from the journals
             self.history.watching_since = clock()
@@ -130,10 +134,9 @@ class Monitor:
         self.failures: dict = {}
         self.disk: dict = {}
         self.errors: list[dict] = []
+        self.polled = False
         self.gap_checked = False
         self.saved_at = 0.0
-        self._verdict: tuple[float, bool, list[str]] | None = None
-        self._verdict_lock = threading.Lock()
 
     # -- state ------------------------------------------------------------------------------------------------------
     def _restore(self) -> History:
@@ -184,13 +187,9 @@ class Monitor:
         health = read_json(s.state_dir / MIRROR_HEALTH)
         failures = read_json(s.state_dir / MIRROR_FAILURES)
         copies = self.copies.read()
-        try:
-            programs = suite_status.supervisor_programs(s.viirs_base / "run" / "supervisor.sock")
-            supervisor_error = None
-        except (OSError, xmlrpc.client.Error, http.client.HTTPException) as err:
-            programs, supervisor_error = [], f"{type(err).__name__}: {err}"
-        disk = suite_status.disk_use(s.viirs_base, None)
-        errors = [dict(e, line=sources.redact(e["line"])) for e in suite_status.last_errors(s.log_dir, 10)]
+        programs, supervisor_error = ask_programs(s.viirs_base)
+        disk = disk_use(s.viirs_base, None)
+        errors = [dict(e, line=sources.redact(e["line"])) for e in last_errors(s.log_dir, 10)]
         with self.lock:
             h = self.history
             pending = health.get("pending")
@@ -229,6 +228,7 @@ class Monitor:
             self.health, self.failures = health, failures
             self.programs, self.supervisor_error = programs, supervisor_error
             self.disk, self.errors = disk, errors
+            self.polled = True
         if now - self.saved_at >= SAVE_SECONDS:
             self.save()
 
@@ -249,23 +249,24 @@ class Monitor:
             self.live, self.live_at = message, now
 
     # -- verdict ----------------------------------------------------------------------------------------------------
-    def verdict(self) -> tuple[bool, list[str]]:
-        """What ``avoviirscollector status --quick`` says (cached for 5 s: a flood of probes costs nothing)."""
-        with self._verdict_lock:
-            now = time.monotonic()
-            if self._verdict is None or now - self._verdict[0] > HEALTH_CACHE_SECONDS:
-                report = suite_status.collect(self.settings, lines=0, wait=3.0, du_seconds=None)
-                self._verdict = (time.monotonic(), report.healthy, list(report.problems))
-            return self._verdict[1], self._verdict[2]
-
-    def cached_verdict(self) -> tuple[bool, list[str]] | None:
-        verdict = self._verdict
-        return None if verdict is None else (verdict[1], verdict[2])
+    def verdict(self) -> tuple[bool, list[str]] | None:
+        """health.py's verdict on what monitor holds (None before its first poll): healthy, and the reasons."""
+        s = self.settings
+        with self.lock:
+            if not self.polled:
+                return None
+            live = self.live_status()
+            facts = Facts(viirs_base=str(s.viirs_base), programs=list(self.programs),
+                          supervisor_error=self.supervisor_error, queue=live,
+                          queue_error=None if live else not_heard(s.update_port, LIVE_SECONDS), disk=self.disk,
+                          mirror_health=self.health)
+            verdict = assess(facts, self.clock(), s.mirror_stale_minutes, s.silence_hours)
+        return verdict.healthy, verdict.problems
 
     # -- views ------------------------------------------------------------------------------------------------------
     def live_status(self) -> dict | None:
-        """The broker's status if heard within the last 10 s."""
-        if self.live_at is None or self.clock() - self.live_at > 10:
+        """The broker's status if heard within the last LIVE_SECONDS."""
+        if self.live_at is None or self.clock() - self.live_at > LIVE_SECONDS:
             return None
         return self.live
 
@@ -274,7 +275,7 @@ class Monitor:
             view = page.View(
                 now=self.clock(), history=self.history, live=self.live_status(), programs=list(self.programs),
                 supervisor_error=self.supervisor_error, health=self.health, failures=self.failures,
-                disk=self.disk, errors=list(self.errors), verdict=self.cached_verdict())
+                disk=self.disk, errors=list(self.errors), verdict=self.verdict())
             return page.render(view).encode("utf-8")
 
     def collect(self) -> Iterator:
@@ -283,18 +284,28 @@ class Monitor:
             yield from self._metrics(self.clock())
 
     def _metrics(self, now: float) -> Iterator:
+        yield from self._placement_metrics(now)
+        yield from self._mirror_file_metrics()
+        yield from self._broker_metrics()
+        yield from self._suite_metrics()
+        yield from self._station_metrics(now)
+
+    def _counter(self, name: str, doc: str, key: str, labels: list[str]) -> CounterMetricFamily:
+        """One of the history's counters (``key``) as a Prometheus counter; 0 for a counter without labels that has
+        counted nothing yet."""
+        counts = self.history.counter(key)
+        family = CounterMetricFamily(name, doc, labels=labels)
+        for values, value in sorted(counts.items()):
+            family.add_metric(list(values) if labels else [], value)
+        if not labels and not counts:
+            family.add_metric([], 0.0)
+        return family
+
+    def _placement_metrics(self, now: float) -> Iterator:
+        """Files and bytes placed, their delays, and the product granules complete, expected and tasked."""
         h = self.history
-
-        def counter(name: str, doc: str, key: str, labels: list[str]) -> CounterMetricFamily:
-            family = CounterMetricFamily(name, doc, labels=labels)
-            for values, value in sorted(h.counter(key).items()):
-                family.add_metric(list(values) if labels else [], value)
-            if not labels and not h.counter(key):
-                family.add_metric([], 0.0)
-            return family
-
-        yield counter("avo_files_placed", "Files placed in sdr/ by mirror_gina", "files", ["satellite", "band"])
-        yield counter("avo_bytes_placed", "Bytes placed in sdr/ by mirror_gina", "bytes", ["satellite", "band"])
+        yield self._counter("avo_files_placed", "Files placed in sdr/ by mirror_gina", "files", ["satellite", "band"])
+        yield self._counter("avo_bytes_placed", "Bytes placed in sdr/ by mirror_gina", "bytes", ["satellite", "band"])
         for key, name, doc in (("download", "avo_download_seconds", "Download time of a placed file"),
                                ("acquisition", "avo_acquisition_delay_seconds",
                                 "Placed minus the granule's start time (from the file name)"),
@@ -313,25 +324,26 @@ class Monitor:
             expected.add_metric([product, satellite], total)
         yield complete
         yield expected
-        yield counter("avo_granules_tasked", "Product granules put into a task by task_broker", "tasked",
-                      ["product", "satellite"])
-        pending = GaugeMetricFamily("avo_files_listed_not_placed", "Files GINA listed that are not placed yet "
-                                    "(nor given up on)", labels=["satellite"])
-        counts: dict[str, int] = {}
+        yield self._counter("avo_granules_tasked", "Product granules put into a task by task_broker", "tasked",
+                            ["product", "satellite"])
+
+    def _mirror_file_metrics(self) -> Iterator:
+        """Files listed and not placed, and given up on, by satellite (mirror_gina's health and failure records)."""
         waiting = self.health.get("pending") if isinstance(self.health.get("pending"), dict) else {}
-        for name in waiting:
-            counts[_platform_of(name)] = counts.get(_platform_of(name), 0) + 1
-        for satellite, count in sorted(counts.items()):
-            pending.add_metric([satellite], count)
-        yield pending
-        given_up = GaugeMetricFamily("avo_files_given_up", "Files mirror_gina gave up on", labels=["satellite"])
-        counts = {}
-        for name, entry in self.failures.items():
-            if isinstance(entry, dict) and entry.get("given_up"):
-                counts[_platform_of(name)] = counts.get(_platform_of(name), 0) + 1
-        for satellite, count in sorted(counts.items()):
-            given_up.add_metric([satellite], count)
-        yield given_up
+        given_up = [name for name, entry in self.failures.items() if isinstance(entry, dict) and entry.get("given_up")]
+        for name, doc, names in (("avo_files_listed_not_placed", "Files GINA listed that are not placed yet "
+                                  "(nor given up on)", waiting),
+                                 ("avo_files_given_up", "Files mirror_gina gave up on", given_up)):
+            family = GaugeMetricFamily(name, doc, labels=["satellite"])
+            counts: dict[str, int] = {}
+            for file_name in names:
+                counts[_platform_of(file_name)] = counts.get(_platform_of(file_name), 0) + 1
+            for satellite, count in sorted(counts.items()):
+                family.add_metric([satellite], count)
+            yield family
+
+    def _broker_metrics(self) -> Iterator:
+        """The queue as last heard (when live), and the broker's counters from its journal."""
         live = self.live_status()
         if live is not None:
             yield GaugeMetricFamily("avo_queue_length", "Tasks waiting in task_broker's queue",
@@ -342,12 +354,16 @@ class Monitor:
                 if isinstance(count, int):
                     tasks.add_metric([str(product)], count)
             yield tasks
+        counter = self._counter
         yield counter("avo_tasks_handed_out", "Tasks handed out to workers", "handed_out", ["product", "satellite"])
         yield counter("avo_tasks_dropped", "Tasks dropped by operators", "dropped", ["product", "satellite"])
         yield counter("avo_bad_requests", "Requests task_broker answered with an error", "bad_requests", [])
         yield counter("avo_granules_recovered", "Granules task_broker recovered from sdr/", "recovered", [])
         yield counter("avo_handouts_in_doubt", "Hand-outs re-queued in doubt after a kill", "in_doubt", [])
         yield counter("avo_duplicates_refused", "Granules refused as already handed out", "duplicate", [])
+
+    def _suite_metrics(self) -> Iterator:
+        """mirror_gina's last runs, the programs, the disk, the newest granule per satellite, the verdict."""
         for key, name, doc in (("last_success", "avo_mirror_last_success_timestamp_seconds",
                                 "When a mirror_gina run last succeeded"),
                                ("last_run", "avo_mirror_last_run_timestamp_seconds", "When mirror_gina last ran")):
@@ -359,8 +375,8 @@ class Monitor:
         for prog in self.programs:
             up.add_metric([prog["name"], prog["state"]], 1.0 if prog["state"] == "RUNNING" else 0.0)
         yield up
-        yield counter("avo_program_starts", "Program starts by supervisord (log/supervisord.log)", "starts",
-                      ["program"])
+        yield self._counter("avo_program_starts", "Program starts by supervisord (log/supervisord.log)", "starts",
+                            ["program"])
         if "free" in self.disk:
             yield GaugeMetricFamily("avo_filesystem_free_bytes", "Free bytes of the filesystem of VIIRS_BASE",
                                     value=self.disk["free"])
@@ -370,18 +386,17 @@ class Monitor:
                                    labels=["satellite"])
         last_d = GaugeMetricFamily("avo_last_granule_delay_seconds", "Placed minus start of the newest granule",
                                    labels=["satellite"])
-        for satellite, entry in sorted(h.last_granule().items()):
+        for satellite, entry in sorted(self.history.last_granule().items()):
             last_t.add_metric([satellite], entry["start"])
             last_d.add_metric([satellite], entry["delay"])
         yield last_t
         yield last_d
-        verdict = self.cached_verdict()
+        verdict = self.verdict()
         if verdict is not None:
             yield GaugeMetricFamily("avo_healthy", "1 when `avoviirscollector status --quick` says healthy",
                                     value=1.0 if verdict[0] else 0.0)
-        yield from self._station_metrics(now, counter)
 
-    def _station_metrics(self, now: float, counter: Callable) -> Iterator:
+    def _station_metrics(self, now: float) -> Iterator:
         """The latency legs and the receiving stations' figures."""
         h = self.history
         latency = HistogramMetricFamily("avo_latency_seconds", "Latency legs: created -> listed -> placed -> tasked "
@@ -390,10 +405,10 @@ class Monitor:
         for text, hist in sorted(h.histograms.get("latency", {}).items()):
             latency.add_metric(text.split("|"), hist.buckets(), hist.sum)
         yield latency
-        yield counter("avo_files_first", "Files placed in sdr/ by mirror_gina, by the station they came from",
-                      "files_first", ["station"])
-        yield counter("avo_station_copies_skipped", "Other stations' copies of files placed or being fetched, left "
-                      "alone (by the copy's station)", "copies_skipped", ["station"])
+        yield self._counter("avo_files_first", "Files placed in sdr/ by mirror_gina, by the station they came from",
+                            "files_first", ["station"])
+        yield self._counter("avo_station_copies_skipped", "Other stations' copies of files placed or being fetched, "
+                            "left alone (by the copy's station)", "copies_skipped", ["station"])
         lead = GaugeMetricFamily("avo_station_lead_seconds", "Median lead of a station when it came first: a copy's "
                                  "first listing minus the kept file's (last 24 h)", labels=["station"])
         passes = GaugeMetricFamily("avo_passes_one_station", "Passes all of whose files and copies came from this "
@@ -416,21 +431,13 @@ class StatusListener(threading.Thread):
     def run(self) -> None:
         import zmq
 
-        context = zmq.Context()
-        sub = context.socket(zmq.SUB)
-        try:
-            sub.setsockopt(zmq.LINGER, 0)
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.connect(f"tcp://127.0.0.1:{self.port}")
+        with zmq.Context() as context, subscribe(context, self.port) as sub:
             while not self.stopping.is_set():
                 if not sub.poll(250):
                     continue
-                status = suite_status.parse_queue_status(sub.recv_multipart())
+                status = parse_queue_status(sub.recv_multipart())
                 if status is not None:
                     self.monitor.heard(status)
-        finally:
-            sub.close()
-            context.term()
 
 
 class MonitorServer(GatedServerMixin, http.server.ThreadingHTTPServer):
@@ -456,7 +463,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif path == "/":
                 self._send(200, "text/html; charset=utf-8", self.monitor.page())
             elif path == "/healthz":
-                healthy, problems = self.monitor.verdict()
+                healthy, problems = self.monitor.verdict() or (False, [NOT_POLLED])
                 text = ("healthy\n" if healthy else "unhealthy\n" + "".join(f"{p}\n" for p in problems))
                 self._send(200 if healthy else 503, "text/plain; charset=utf-8", text.encode())
             else:
@@ -517,14 +524,10 @@ def run(settings: Settings, stopping: threading.Event) -> int:
     serving.start()
     log.info("serving /, /metrics and /healthz on port %d%s", settings.monitor_port,
              "" if settings.allowed_clients is None else " (ALLOWED_CLIENTS only)")
-    polls = 0
     try:
         while not stopping.wait(POLL_SECONDS):
-            polls += 1
             try:
                 monitor.poll()
-                if polls % 3 == 1:  # the page and avo_healthy show the verdict of at most 15 s ago
-                    monitor.verdict()
             except Exception:  # noqa: BLE001 - a bad record or file must not stop the monitor
                 log.exception("reading the suite's state failed; trying again in %.0f s", POLL_SECONDS)
     finally:

@@ -6,4 +6,6 @@
 - ``ondisk.state``: the name of every file in ``$VIIRS_BASE/state``, its record format, and the read-only readers
   (the download journal's records, the broker's journal replayed without touching it, JSON records, the tail of a
   growing file). The programs that write a file keep their writers; everything that only reads goes through here.
+- ``ondisk.usage``: how full the filesystem of ``$VIIRS_BASE`` is, and the size of its top folders but ``sdr/``.
+- ``ondisk.log_errors``: the newest ERROR / CRITICAL lines of ``log/*.log``.
 """

@@ -112,10 +112,6 @@ class SdrWatch(threading.Thread):
         self.stopping.set()
         self.hints.put(None)  # wakes the thread at once
 
-    def request_pass(self, why: str) -> None:
-        """Ask for a full pass (thread-safe)."""
-        self.hints.put(("pass", why))
-
     # -- the thread --------------------------------------------------------------------------------------------
     def run(self) -> None:
         next_tick = time.monotonic()
@@ -214,7 +210,7 @@ class SdrWatch(threading.Thread):
             elif kind == "lost":
                 self._unwatch()
                 self._pass_due = self._pass_due or value
-            else:  # an overflow or a pass asked for
+            else:  # the kernel's queue overflowed
                 self._pass_due = self._pass_due or value
             try:
                 hint = self.hints.get_nowait()

@@ -278,24 +278,27 @@ def read_broker_journal(path: Path, decode: Callable[[dict], Any] = lambda recor
 def _replay(op: dict, out: Loaded, tasks: dict[int, Any], recent: list, decode: Callable[[dict], Any]) -> None:
     kind = op["op"]
     when = _op_time(op)
-    if kind == "put":
-        task_id = int(op["task"]["id"])
-        tasks[task_id] = decode(op["task"])
-        out.next_id = max(out.next_id, task_id + 1)
-    elif kind == "take":
-        task_id = int(op["id"])
-        task = tasks.pop(task_id, None)
-        out.next_id = max(out.next_id, task_id + 1)
-        if "granules" in op:
+    match kind:
+        case "put":
+            task_id = int(op["task"]["id"])
+            tasks[task_id] = decode(op["task"])
+            out.next_id = max(out.next_id, task_id + 1)
+        case "take":
+            task_id = int(op["id"])
+            task = tasks.pop(task_id, None)
+            out.next_id = max(out.next_id, task_id + 1)
+            if "granules" in op:
+                out.ledger.append(op)
+            if task is not None and when is not None and op.get("kind", "handed out") == "handed out":
+                recent.append((when, task, op))
+        case "forget":
             out.ledger.append(op)
-        if task is not None and when is not None and op.get("kind", "handed out") == "handed out":
-            recent.append((when, task, op))
-    elif kind == "forget":
-        out.ledger.append(op)
-    elif kind == "event":
-        out.events.append(op)
-    elif kind not in ("mark", "stop"):
-        raise ValueError(f"unknown op {kind!r}")
+        case "event":
+            out.events.append(op)
+        case "mark" | "stop":
+            pass
+        case _:
+            raise ValueError(f"unknown op {kind!r}")
     out.clean = kind == "stop"
     if when is not None:
         out.last_time = when
