@@ -71,8 +71,8 @@ def seed_queue(base: Path, products: list[str], orbit: int = 40000, files_of: st
     """Write one queued task per entry of ``products`` as the broker's own state in ``base/state``: NOAA-20,
     orbits from ``orbit`` on, granules two minutes apart (each a granule of its own), all ascending; the files are
     those of ``files_of`` when given (for made-up product names), else of the task's product. The tasks, in order."""
-    from avoviirscollector.broker.queue import TaskQueue, parse_granule, task_to_record
     from avoviirscollector.broker.store import JournalStore
+    from avoviirscollector.broker.taskqueue import TaskQueue, parse_granule, task_to_record
 
     queue = TaskQueue()
     now = dt.datetime.now(dt.UTC)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from avoviirscollector.broker.queue import TaskQueue, parse_granule, task_to_record
 from avoviirscollector.broker.server import TaskBroker
 from avoviirscollector.broker.store import JournalStore
+from avoviirscollector.broker.taskqueue import TaskQueue, parse_granule, task_to_record
 from avoviirscollector.config import load_settings
 from tests.broker_support import ASCENDING_TIME, granule_data
 

@@ -88,7 +88,9 @@ from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.allowlist import shown_address
 from avoviirscollector.broker.control import BadCommand, Command, control_address, parse_command
 from avoviirscollector.broker.direction import Direction, DirectionHelper
-from avoviirscollector.broker.queue import (
+from avoviirscollector.broker.reconcile import SCAN_SECONDS, Planner, SdrView, complete_between, gatherer_timeouts
+from avoviirscollector.broker.store import DOUBT_SECONDS, JournalStore
+from avoviirscollector.broker.taskqueue import (
     ADMIT_DUPLICATE,
     ADMIT_MERGED,
     Granule,
@@ -100,8 +102,6 @@ from avoviirscollector.broker.queue import (
     task_from_record,
     task_to_record,
 )
-from avoviirscollector.broker.reconcile import SCAN_SECONDS, Planner, SdrView, complete_between, gatherer_timeouts
-from avoviirscollector.broker.store import DOUBT_SECONDS, JournalStore
 from avoviirscollector.bus import encode_legacy, follow
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.granules import GranuleKey, granule_data, keys_of, split_dataset
