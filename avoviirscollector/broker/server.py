@@ -87,7 +87,8 @@ from posttroll.message import Message
 from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.allowlist import shown_address
 from avoviirscollector.broker.control import BadCommand, Command, control_address, parse_command
-from avoviirscollector.broker.direction import Direction, DirectionHelper
+from avoviirscollector.broker.direction import Direction
+from avoviirscollector.broker.direction_helper import DirectionHelper
 from avoviirscollector.broker.reconcile import SCAN_SECONDS, Planner, SdrView, complete_between, gatherer_timeouts
 from avoviirscollector.broker.store import DOUBT_SECONDS, JournalStore
 from avoviirscollector.broker.taskqueue import (
