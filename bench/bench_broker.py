@@ -29,7 +29,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avoviirscollector.broker.direction_helper import DirectionHelper  # noqa: E402
-from avoviirscollector.broker.server import encode_task  # noqa: E402
+from avoviirscollector.broker.protocol import encode_task  # noqa: E402
 from tests.broker_support import ASCENDING_TIME, Broker, Status, seed_queue  # noqa: E402
 
 CLIENT_PROCESSES = 2

@@ -1,13 +1,12 @@
-"""task_broker's start from its journal (TaskBroker._load), without sockets: the ledger as replayed."""
+"""task_broker's start from its journal (BrokerCore.load), without sockets: the ledger as replayed."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from avoviirscollector.broker.server import TaskBroker
+from avoviirscollector.broker.core import BrokerCore
 from avoviirscollector.broker.store import JournalStore
 from avoviirscollector.broker.taskqueue import TaskQueue, parse_granule, task_to_record
-from avoviirscollector.config import load_settings
 from tests.broker_support import ASCENDING_TIME, granule_data
 
 NOW = dt.datetime.now(dt.UTC)
@@ -28,8 +27,8 @@ def test_a_task_put_back_after_a_failed_delivery_is_queued_and_not_in_the_ledger
     store.put(task_to_record(task))  # the reply could not be delivered: put back
     store.append({"op": "stop"})
     store.close()
-    broker = TaskBroker(load_settings({"VIIRS_BASE": str(tmp_path)}))
-    broker._load()
-    broker.store.close()
+    broker = BrokerCore(JournalStore(tmp_path / "state"), tmp_path / "sdr", dt.timedelta(hours=6))
+    broker.load()
+    broker.close()
     assert [t.id for t in broker.queue] == [task.id] and broker.queue.ledger() == []
     assert broker.queue.admit(granule(tmp_path), "ascending")[1] == "merged"

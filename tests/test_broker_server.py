@@ -18,7 +18,7 @@ import zmq
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
-from avoviirscollector.broker.server import MAX_REQUEST_BYTES, parse_request, split_envelope
+from avoviirscollector.broker.protocol import MAX_REQUEST_BYTES, parse_request, split_envelope
 from tests.broker_support import (
     ASCENDING_TIME,
     DESCENDING_TIME,
