@@ -509,7 +509,7 @@ class BrokerCore:
         """Carry out one operator command: its answer, and the granules it re-queues."""
         if command.name == "list":
             return {
-                "queued": [task_summary(task) for task in self.queue],
+                "queued": [_task_summary(task) for task in self.queue],
                 "handed out": [entry.to_record() for entry in self.queue.ledger()],
             }, []
         if command.name == "drop":
@@ -563,7 +563,7 @@ class BrokerCore:
         self.store.close()
 
 
-def task_summary(task: Task) -> dict:
+def _task_summary(task: Task) -> dict:
     """A queued task as the operators' ``list`` shows it."""
     return {"id": task.id, "product": task.product, "platform_name": task.data["platform_name"],
             "orbit_number": task.data["orbit_number"], "pass_direction": task.pass_direction,
