@@ -264,6 +264,31 @@ def test_workers_asking_while_the_broker_stops_each_get_a_reply_and_ask_the_next
         broker.stop()
 
 
+def take_while_fed_then_kill(broker: Broker, status: Status, feed, seconds: float, handed: list[int],
+                             acknowledged: int) -> int:
+    """One round: granules fed from a thread while a worker takes tasks for ``seconds``, then a SIGKILL. The
+    orbits handed out are appended to ``handed``; the most acknowledged (queue length seen + handed out before) is
+    returned."""
+    stop = threading.Event()
+    feeder = threading.Thread(target=feed, args=(stop,), daemon=True)
+    feeder.start()
+    try:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            before = len(handed)
+            reply = request(broker.task_port, b'{"desired products": ["vis"]}', timeout=5)
+            if reply:
+                handed.append(Message.decode(reply).data["orbit_number"])
+            while (got := status.next(0.01)) is not None:  # the worker is slower than the feed
+                acknowledged = max(acknowledged, got["queue length"] + before)
+        broker.signal(signal.SIGKILL)
+        broker.wait(5)
+    finally:
+        stop.set()
+        feeder.join(5)
+    return acknowledged
+
+
 def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_out_nothing_twice(
         broker, publisher):
     """Orbits 1, 2, 3, ... arrive in order while a worker takes tasks; the broker is SIGKILLed at a random moment
@@ -289,23 +314,8 @@ def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_
 
     with Status(broker.update_port) as status:  # ZeroMQ reconnects it to each new broker process
         for _ in range(3):
-            stop = threading.Event()
-            feeder = threading.Thread(target=feed, args=(stop,), daemon=True)
-            feeder.start()
-            try:
-                until = time.monotonic() + rng.uniform(1.2, 2.5)
-                while time.monotonic() < until:
-                    before = len(handed)
-                    reply = request(broker.task_port, b'{"desired products": ["vis"]}', timeout=5)
-                    if reply:
-                        handed.append(Message.decode(reply).data["orbit_number"])
-                    while (got := status.next(0.01)) is not None:  # the worker is slower than the feed
-                        acknowledged = max(acknowledged, got["queue length"] + before)
-                broker.signal(signal.SIGKILL)
-                broker.wait(5)
-            finally:
-                stop.set()
-                feeder.join(5)
+            acknowledged = take_while_fed_then_kill(broker, status, feed, rng.uniform(1.2, 2.5), handed,
+                                                    acknowledged)
             broker.start()
             assert broker.wait_status()["queue length"] + len(handed) >= acknowledged
     queued = []

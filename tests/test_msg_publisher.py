@@ -82,6 +82,17 @@ def test_follows_a_later_publisher_and_converts(stack, host):
     assert Message.decode(raw).data["start_time"] == dt.datetime(2026, 1, 1, 10)
 
 
+def send_batch_and_receive(pub, sub: Sub, uids: range, pad: str, got: set[str]) -> None:
+    """Publish one message per uid, then add what ``sub`` receives to ``got`` until the batch is in (10 s at most)."""
+    for i in uids:
+        pub.send(Message("/AVO/viirs/sdr", "file", {"uid": f"{i}", "pad": pad}).encode())
+    deadline = time.monotonic() + 10
+    while len(got) < uids.stop and time.monotonic() < deadline:
+        raw = sub.recv_raw(0.5)
+        if raw is not None and '"pad"' in raw:
+            got.add(Message.decode(raw).data["uid"])
+
+
 def test_a_subscriber_that_never_reads_does_not_block(stack):
     port, proc, _ = stack
     ctx = zmq.Context.instance()
@@ -98,13 +109,7 @@ def test_a_subscriber_that_never_reads_does_not_block(stack):
             sent = 3000  # ~60 MB in all: far more than the stuck subscriber's buffers
             got: set[str] = set()
             for batch in range(0, sent, 100):  # batches, so the test's own publisher never hits its HWM
-                for i in range(batch, batch + 100):
-                    pub.send(Message("/AVO/viirs/sdr", "file", {"uid": f"{i}", "pad": big}).encode())
-                deadline = time.monotonic() + 10
-                while len(got) < batch + 100 and time.monotonic() < deadline:
-                    raw = fast.recv_raw(0.5)
-                    if raw is not None and '"pad"' in raw:
-                        got.add(Message.decode(raw).data["uid"])
+                send_batch_and_receive(pub, fast, range(batch, batch + 100), big, got)
     finally:
         fast.close()
         stuck.close(linger=0)
