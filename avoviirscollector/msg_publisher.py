@@ -67,6 +67,7 @@ class MsgPublisher:
         self._stop = threading.Event()
         self.forwarded = 0
         self.dropped = 0
+        self._last_summary, self._last_count = time.monotonic(), (0, 0)
 
     def stop(self) -> None:
         self._stop.set()
@@ -95,28 +96,36 @@ class MsgPublisher:
 
     def run(self) -> None:
         pub = self._open_pub()
-        LOG.info("publishing the internal bus on tcp://%s:%d", self.config.bind_host, self.config.port)
-        last_summary, last_count = time.monotonic(), (0, 0)
+        self._last_summary, self._last_count = time.monotonic(), (0, 0)
         try:
-            with self._follow([""]) as sub:
+            with self._follow([""]) as sub:  # subscribed (and the nameserver asked) before the start line
+                LOG.info("publishing the internal bus on tcp://%s:%d", self.config.bind_host, self.config.port)
                 while not self._stop.is_set():
-                    try:
-                        for msg in sub.recv(timeout=1):
-                            if msg is not None:
-                                self.forward(pub, msg)
-                            now = time.monotonic()
-                            if now - last_summary >= SUMMARY_EVERY_S:
-                                if (self.forwarded, self.dropped) != last_count:
-                                    LOG.info("forwarded %d messages, dropped %d (totals since start)",
-                                             self.forwarded, self.dropped)
-                                last_summary, last_count = now, (self.forwarded, self.dropped)
-                            if self._stop.is_set():
-                                break
-                    except MessageError as err:
-                        LOG.error("undecodable message on the internal bus skipped: %s", err)
+                    self._forward_until_stop(pub, sub)
         finally:
             pub.close(linger=0)
             LOG.info("stopped after forwarding %d messages (%d dropped)", self.forwarded, self.dropped)
+
+    def _forward_until_stop(self, pub: zmq.Socket, sub) -> None:
+        """Forward what the bus brings until :meth:`stop`; an undecodable message is logged and ends the round."""
+        try:
+            for msg in sub.recv(timeout=1):
+                if msg is not None:
+                    self.forward(pub, msg)
+                self._summarize()
+                if self._stop.is_set():
+                    return
+        except MessageError as err:
+            LOG.error("undecodable message on the internal bus skipped: %s", err)
+
+    def _summarize(self) -> None:
+        """One line a minute while messages flow."""
+        now = time.monotonic()
+        if now - self._last_summary < SUMMARY_EVERY_S:
+            return
+        if (self.forwarded, self.dropped) != self._last_count:
+            LOG.info("forwarded %d messages, dropped %d (totals since start)", self.forwarded, self.dropped)
+        self._last_summary, self._last_count = now, (self.forwarded, self.dropped)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,8 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avoviirscollector.broker.direction import DirectionHelper  # noqa: E402
-from avoviirscollector.broker.server import encode_task  # noqa: E402
+from avoviirscollector.broker.direction_helper import DirectionHelper  # noqa: E402
+from avoviirscollector.broker.protocol import encode_task  # noqa: E402
 from tests.broker_support import ASCENDING_TIME, Broker, Status, seed_queue  # noqa: E402
 
 CLIENT_PROCESSES = 2
@@ -124,6 +124,27 @@ def rss_kb(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
+def measure_bare_rep(reply: bytes, payload: bytes, seconds: float) -> tuple[float, list[float]]:
+    """Throughput and latencies of the bare REP loop (in a process of its own) answering ``reply``."""
+    from tests.broker_support import free_port
+
+    port = free_port()
+    ready = mp.Event()
+    rep = mp.Process(target=bare_rep, args=(port, reply, ready))
+    rep.start()
+    ready.wait(10)
+    rate, latencies, _ = drive(port, payload, seconds)
+    context = zmq.Context()
+    stopper = context.socket(zmq.REQ)
+    stopper.connect(f"tcp://127.0.0.1:{port}")
+    stopper.send(b"stop")
+    stopper.recv()
+    stopper.close()
+    context.term()
+    rep.join(5)
+    return rate, latencies
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput run; default %(default)s")
@@ -137,23 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"task reply size: {len(reply)} bytes; {args.tasks} tasks queued; "
               f"{CLIENT_PROCESSES * SOCKETS_PER_PROCESS} REQ clients")
 
-        from tests.broker_support import free_port
-
-        port = free_port()
-        ready = mp.Event()
-        rep = mp.Process(target=bare_rep, args=(port, reply, ready))
-        rep.start()
-        ready.wait(10)
-        bare_rate, bare_lat, _ = drive(port, peek, args.seconds)
-        context = zmq.Context()
-        stopper = context.socket(zmq.REQ)
-        stopper.connect(f"tcp://127.0.0.1:{port}")
-        stopper.send(b"stop")
-        stopper.recv()
-        stopper.close()
-        context.term()
-        rep.join(5)
-
+        bare_rate, bare_lat = measure_bare_rep(reply, peek, args.seconds)
         broker = Broker(base)
         started = time.perf_counter()
         broker.start()

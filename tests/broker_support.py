@@ -1,5 +1,7 @@
-"""Helpers for the task_broker tests: the real broker and nameserver as processes, granule messages, and a worker
-loop written like the deployed viirsprocessor one. Nothing here is a double: every process and socket is real."""
+"""Helpers for the task_broker tests: the real broker and nameserver as processes, the broker's shell in a thread of
+the test process, a clock that moves when told (for the broker's core), granule messages and files, and a worker
+loop written like the deployed viirsprocessor one. The processes and sockets are real; the in-process broker differs
+from the daemon only in having no bus to follow (and no signal handlers)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import zmq
@@ -32,6 +35,51 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class FakeClock:
+    """Wall and monotonic time (epoch seconds) that move only when told: the broker core's clock in tests."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.t = time.time() if start is None else start
+
+    def wall(self) -> float:
+        return self.t
+
+    def ticks(self) -> float:
+        return self.t
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.t, dt.UTC)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def place(base: Path, product: str, short: str, start: dt.datetime, orbit: int = 70000) -> list[str]:
+    """Place one granule's files in ``base/sdr`` as the suite does (written in tmp/, renamed in); their names."""
+    from avoviirscollector.viirs import PRODUCTS, format_name
+
+    names = [format_name(segment, short, start, start + dt.timedelta(seconds=85.4), orbit,
+                         start + dt.timedelta(minutes=9)) for segment in PRODUCTS[product]]
+    (base / "sdr").mkdir(parents=True, exist_ok=True)
+    (base / "tmp").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (base / "tmp" / name).write_bytes(b"x")
+        os.replace(base / "tmp" / name, base / "sdr" / name)
+    return names
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.05):
+    """Poll ``condition()`` until it returns something true (which is returned); AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not so after {timeout} s")
+        time.sleep(every)
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -71,8 +119,8 @@ def seed_queue(base: Path, products: list[str], orbit: int = 40000, files_of: st
     """Write one queued task per entry of ``products`` as the broker's own state in ``base/state``: NOAA-20,
     orbits from ``orbit`` on, granules two minutes apart (each a granule of its own), all ascending; the files are
     those of ``files_of`` when given (for made-up product names), else of the task's product. The tasks, in order."""
-    from avoviirscollector.broker.queue import TaskQueue, parse_granule, task_to_record
     from avoviirscollector.broker.store import JournalStore
+    from avoviirscollector.broker.taskqueue import TaskQueue, parse_granule, task_to_record
 
     queue = TaskQueue()
     now = dt.datetime.now(dt.UTC)
@@ -216,6 +264,66 @@ def request(port: int, body: bytes, timeout: float = 10.0) -> bytes:
         context.term()
 
 
+@contextmanager
+def no_bus(topics: list[str]):
+    """A bus follower that never receives anything (the in-process broker's: its granules come from sdr/)."""
+
+    class Silent:
+        def recv(self, timeout: float):
+            while True:
+                time.sleep(timeout)
+                yield None
+
+    yield Silent()
+
+
+class InProcessBroker:
+    """task_broker's shell and core in a thread of this process: real sockets on free ports (TASK_PORT, UPDATE_PORT,
+    the operators' ipc socket), the state in ``base/state``, the direction decided in-process from the test TLE set,
+    sdr/ scanned every ``scan_seconds``; no bus. ``stop()`` is what SIGTERM does to the daemon."""
+
+    def __init__(self, base: Path, scan_seconds: float = 0.2) -> None:
+        from avoviirscollector.broker.core import BrokerCore
+        from avoviirscollector.broker.direction import DirectionFinder
+        from avoviirscollector.broker.reconcile import gatherer_timeouts
+        from avoviirscollector.broker.server import TaskBroker
+        from avoviirscollector.broker.store import JournalStore
+        from avoviirscollector.config import load_settings
+
+        class Finder(DirectionFinder):
+            def close(self) -> None:
+                pass
+
+        self.base = base
+        self.task_port, self.update_port = free_port(), free_port()
+        (base / "elements").mkdir(parents=True, exist_ok=True)
+        shutil.copy(TLE_FILE, base / "elements" / "weather.txt")
+        self.env = {"VIIRS_BASE": str(base), "TASK_PORT": str(self.task_port), "UPDATE_PORT": str(self.update_port)}
+        settings = load_settings(self.env)
+        core = BrokerCore(JournalStore(settings.state_dir), settings.sdr_dir,
+                          dt.timedelta(hours=settings.recovery_hours),
+                          gatherer_timeouts(settings.etc_dir / "segment_gatherer.ini"))
+        self.broker = TaskBroker(settings, core, Finder(settings.elements_dir), no_bus, scan_seconds)
+        self.returned: int | None = None
+        self.thread = threading.Thread(target=self._run, name="task_broker", daemon=True)
+
+    def _run(self) -> None:
+        self.returned = self.broker.run()
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.thread.start()
+        with Status(self.update_port) as status:
+            if status.next(timeout) is None:
+                raise AssertionError(f"no status from the in-process broker in {timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop it as SIGTERM does; what ``run()`` returned."""
+        self.broker.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the broker did not stop within {timeout} s"
+        return self.returned
+
+
 class DeployedWorker(threading.Thread):
     """A worker loop written like the deployed viirsprocessor: SUB to the status stream, ask only while
     ``queue length > 0``, blocking REQ on the task port, empty reply = no job.
@@ -225,7 +333,8 @@ class DeployedWorker(threading.Thread):
     worker's connections to that local address (e.g. 127.0.0.2 to play a foreign host; ``host`` is the broker's
     address, IPv6 ones without brackets); ``heard`` counts the status
     messages received, ``latencies`` the seconds each request took to be answered and ``received_at`` when each
-    task came."""
+    task came. ``settled`` is true while the last status it read said no task waits and no request of its own is
+    in flight: once the queue stays empty and every worker is settled, no worker asks again on a stale status."""
 
     def __init__(self, task_port: int, update_port: int, products: list[str], hang_after: float = 20.0,
                  source: str | None = None, host: str = "127.0.0.1") -> None:
@@ -239,7 +348,13 @@ class DeployedWorker(threading.Thread):
         self.received_at: list[float] = []  # when each task came (epoch seconds), in step with received
         self.empty = 0
         self.hung = False
+        self.waiting = False  # what the last status read said: a task waits
+        self.in_flight = False
         self.stopping = threading.Event()
+
+    @property
+    def settled(self) -> bool:
+        return not self.waiting and not self.in_flight
 
     def run(self) -> None:
         context = zmq.Context()
@@ -253,16 +368,16 @@ class DeployedWorker(threading.Thread):
             sock.setsockopt(zmq.IPV6, int(ipv6))
             sock.connect(f"tcp://{via}{bracket(self.host)}:{port}")
         request_body = json.dumps({"desired products": self.products, "just testing": False}).encode()
-        task_waiting = False
         try:
             while not self.stopping.is_set():
                 # the deployed worker's updater thread: the latest status decides whether a task is waiting
                 while updates.poll(0):
-                    task_waiting = json.loads(updates.recv())["queue length"] > 0
+                    self.waiting = json.loads(updates.recv())["queue length"] > 0
                     self.heard += 1
-                if not task_waiting:
+                if not self.waiting:
                     time.sleep(0.1)
                     continue
+                self.in_flight = True
                 sent = time.perf_counter()
                 client.send(request_body)
                 if not client.poll(int(self.hang_after * 1000)):
@@ -273,7 +388,8 @@ class DeployedWorker(threading.Thread):
                 if reply:
                     self.received_at.append(time.time())
                     self.received.append(reply)
-                else:
+                self.in_flight = False
+                if not reply:
                     self.empty += 1
                     time.sleep(0.1)
         finally:

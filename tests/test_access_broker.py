@@ -18,7 +18,7 @@ import zmq
 from posttroll.publisher import Publish
 
 from avoviirscollector.access import read_refusals
-from tests.broker_support import ASCENDING_TIME, BIN, Broker, DeployedWorker, Status, granule_data
+from tests.broker_support import ASCENDING_TIME, BIN, Broker, DeployedWorker, Status, granule_data, wait_until
 from tests.test_broker_server import send_until_visible
 
 FOREIGN = "127.0.0.2"
@@ -70,9 +70,9 @@ def test_only_allowed_clients_get_tasks_and_status(tmp_path, broker):
     assert listed.returncode == 0, listed.stderr
     log = broker.log_text()
     assert log.count("refused a connection") == 1 and REFUSED_LINE in log, log[-3000:]
-    time.sleep(1.2)  # the counter file is written at most once a second
-    (counts,) = read_refusals(broker.base / "state")
-    assert counts["program"] == "task_broker" and counts["total"] >= 2 and set(counts["peers"]) == {FOREIGN}
+    (counts,) = wait_until(lambda: [c for c in read_refusals(broker.base / "state") if c["total"] >= 2], 5,
+                           "both refusals counted")  # the counter file is written at most once a second
+    assert counts["program"] == "task_broker" and set(counts["peers"]) == {FOREIGN}
 
 
 def test_ipv6_entries_admit_ipv6_workers_and_ipv4_peers_are_checked_as_ipv4(tmp_path, nameserver, ipv6_hosts):
@@ -90,7 +90,12 @@ def test_ipv6_entries_admit_ipv6_workers_and_ipv4_peers_are_checked_as_ipv4(tmp_
                       DeployedWorker(broker.task_port, broker.update_port, ["tir"], source=FOREIGN)]
         for worker in foreigners:
             worker.start()
-        time.sleep(3)
+
+        def both_refused() -> bool:  # each foreign worker's two sockets (status and tasks) refused
+            peers = {peer: count for c in read_refusals(broker.base / "state") for peer, count in c["peers"].items()}
+            return all(peers.get(address, 0) >= 2 for address in (foreign6, FOREIGN))
+
+        wait_until(both_refused, 10, "the foreign workers refused")
         for worker in foreigners:
             worker.stop()
             assert worker.heard == 0 and not worker.received and not worker.latencies
@@ -183,8 +188,8 @@ def test_refused_connects_do_not_stall_the_allowed_worker(broker):
     finally:
         out, _ = flooder.communicate(timeout=30)
     result = [int(out.strip())]
-    time.sleep(1.2)
-    (counts,) = read_refusals(broker.base / "state")
+    (counts,) = wait_until(lambda: [c for c in read_refusals(broker.base / "state")
+                                    if c["total"] >= 0.9 * result[0]], 5, "the refusals counted")
     print(f"\nallowed worker reply time: p99 {p99(loaded) * 1000:.2f} ms, median "
           f"{statistics.median(loaded) * 1000:.2f} ms, max {max(loaded) * 1000:.2f} ms over {len(loaded)} requests "
           f"under {result[0]} refused connects in 30 s ({counts['total']} refusals counted by the broker); "

@@ -124,9 +124,10 @@ def test_local_path_of_dataset_uris():
 
 
 def test_the_broker_side_loads_no_science_stack():
-    """The broker imports Direction and DirectionHelper from here: pyorbital, scipy, numpy, h5py (and requests,
-    which tle.py's downloader uses) must stay in the helper process."""
-    code = ("import sys; from avoviirscollector.broker.direction import Direction, DirectionHelper; "
+    """The broker imports Direction from here and DirectionHelper from direction_helper: pyorbital, scipy, numpy,
+    h5py (and requests, which tle.py's downloader uses) must stay in the helper process."""
+    code = ("import sys; from avoviirscollector.broker.direction import Direction; "
+            "from avoviirscollector.broker.direction_helper import DirectionHelper; "
             "import avoviirscollector.broker.server; "
             "print(sorted(m for m in ('pyorbital', 'scipy', 'numpy', 'h5py', 'requests') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

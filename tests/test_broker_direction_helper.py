@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import json
 
-from avoviirscollector.broker.direction import DirectionHelper
-from avoviirscollector.broker.direction_helper import serve
+from avoviirscollector.broker.direction import serve
+from avoviirscollector.broker.direction_helper import DirectionHelper
 from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME
 
 

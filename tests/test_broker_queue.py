@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from avoviirscollector.broker.queue import (
+from avoviirscollector.broker.taskqueue import (
     MERGE_WINDOW,
     NotAGranule,
     TaskQueue,
@@ -276,7 +276,7 @@ def test_a_dropped_task_is_in_the_ledger_as_dropped():
 
 
 def test_hand_out_records_round_trip():
-    from avoviirscollector.broker.queue import HandOut
+    from avoviirscollector.broker.taskqueue import HandOut
 
     queue = TaskQueue()
     queue.admit(sdr_granule(), "ascending")

@@ -1,5 +1,6 @@
 """task_broker as a process: a real posttroll nameserver, real publishers sending segment_gatherer-like dataset
-messages, the broker's console script with its own VIIRS_BASE and ports, and workers on real ZeroMQ sockets."""
+messages, the broker's console script with its own VIIRS_BASE and ports, and workers on real ZeroMQ sockets: what
+needs the real sockets, signals and SIGKILL. The broker's rules are tested in this process in test_broker_core.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import zmq
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
-from avoviirscollector.broker.server import MAX_REQUEST_BYTES, parse_request, split_envelope
+from avoviirscollector.broker.store import JournalStore
+from avoviirscollector.viirs import PRODUCTS
 from tests.broker_support import (
     ASCENDING_TIME,
     DESCENDING_TIME,
@@ -28,8 +30,10 @@ from tests.broker_support import (
     granule_data,
     request,
     seed_queue,
+    wait_until,
 )
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
+from tests.test_broker_protocol import BAD
 
 GRANULE = "/AVO/viirs/granule/"
 TWO_MINUTES = dt.timedelta(minutes=2)
@@ -73,45 +77,6 @@ def ask(broker: Broker, products: list[str], just_testing: bool = False) -> byte
     return request(broker.task_port, json.dumps({"desired products": products, "just testing": just_testing}).encode())
 
 
-# -- pure request handling -------------------------------------------------------------------------------------
-
-GOOD = [
-    (b'{"desired products": ["tir"]}', (("tir",), False)),
-    (b'{"desired products": ["tir", "mir"], "just testing": true}', (("tir", "mir"), True)),
-    (b'{"desired products": ["x"], "just testing": false, "extra": 1}', (("x",), False)),
-]
-BAD = [
-    (b"", "not JSON"), (b"gimme something to do", "not JSON"), (b"\xff\xfe", "not JSON"),
-    (b"[1, 2]", "not a JSON object"), (b'"tir"', "not a JSON object"), (b"null", "not a JSON object"),
-    (b"{}", 'no "desired products"'), (b'{"desired products": "tir"}', "not a list"),
-    (b'{"desired products": []}', "empty"), (b'{"desired products": [1]}', "product names"),
-    (b'{"desired products": [""]}', "product names"), (b'{"desired products": [null]}', "product names"),
-    (b'{"desired products": ["tir"], "just testing": "yes"}', '"just testing"'),
-    (b'{"desired products": ["tir"], "just testing": 1}', '"just testing"'),
-    (b'{"desired products": ["tir"], "pad": "' + b"x" * MAX_REQUEST_BYTES + b'"}', "limit"),
-    (b"[" * 100000 + b"]" * 100000, "limit"),
-    (b"[" * 5000 + b"]" * 5000, "not a JSON object"),
-]
-
-
-@pytest.mark.parametrize("payload,expected", GOOD)
-def test_parse_request_accepts_the_original_schema(payload, expected):
-    got = parse_request(payload)
-    assert (got.desired_products, got.just_testing) == expected
-
-
-@pytest.mark.parametrize("payload,reason", BAD, ids=[repr(p[:30]) for p, _ in BAD])
-def test_parse_request_refuses_with_a_reason(payload, reason):
-    with pytest.raises(ValueError, match=reason):
-        parse_request(payload)
-
-
-def test_split_envelope():
-    assert split_envelope([b"id", b"", b"body"]) == ([b"id", b""], [b"body"])
-    assert split_envelope([b"id", b"body"]) == ([b"id"], [b"body"])
-    assert split_envelope([b"id", b"", b"a", b"b"]) == ([b"id", b""], [b"a", b"b"])
-
-
 # -- the daemon ----------------------------------------------------------------------------------------------
 
 def test_granules_become_tasks_a_deployed_worker_receives_exactly_once(tmp_path, broker, publisher):
@@ -139,7 +104,8 @@ def test_granules_become_tasks_a_deployed_worker_receives_exactly_once(tmp_path,
     try:
         with Status(broker.update_port) as status:
             status.wait_for(lambda s: s["queue length"] == 0, 20)
-        time.sleep(1.5)  # workers keep asking on stale statuses: late duplicates would show up now
+        # workers keep asking on stale statuses until they hear the empty queue: late duplicates would show up now
+        wait_until(lambda: all(worker.settled for worker in workers), 10, "the workers heard the queue is empty")
     finally:
         for worker in workers:
             worker.stop()
@@ -165,17 +131,6 @@ def test_granules_become_tasks_a_deployed_worker_receives_exactly_once(tmp_path,
         assert decoded["posttroll"].startswith("1.5")
     log = broker.log_text()
     assert "pass direction ascending from tle" in log and "pass direction descending from tle" in log
-
-
-def test_just_testing_leaves_the_task_and_empty_reply_when_nothing_matches(broker, publisher):
-    data = granule_data("mir", "NOAA-21", 61000, DESCENDING_TIME, broker.base)
-    send_until_visible(publisher, broker, "mir", data, 1)
-    assert ask(broker, ["tir"]) == b""
-    peeked = Message.decode(ask(broker, ["mir"], just_testing=True))
-    assert peeked.data["orbit_number"] == 61000 and peeked.data["pass_direction"] == "descending"
-    taken = Message.decode(ask(broker, ["vis", "mir"]))
-    assert taken.data == peeked.data
-    assert ask(broker, ["mir"]) == b""
 
 
 def test_every_bad_request_gets_one_error_reply_and_serving_goes_on(broker, publisher):
@@ -286,8 +241,8 @@ def test_workers_asking_while_the_broker_stops_each_get_a_reply_and_ask_the_next
         broker.start()
         for worker in workers:
             worker.start()
+        wait_until(lambda: sum(worker.empty for worker in workers) >= 20, 8, "the workers ask")
         for _ in range(3):
-            time.sleep(1.5)
             asked = sum(worker.empty for worker in workers)
             started = time.monotonic()
             broker.signal(signal.SIGTERM)
@@ -307,6 +262,31 @@ def test_workers_asking_while_the_broker_stops_each_get_a_reply_and_ask_the_next
         for worker in workers:
             worker.stop()
         broker.stop()
+
+
+def take_while_fed_then_kill(broker: Broker, status: Status, feed, seconds: float, handed: list[int],
+                             acknowledged: int) -> int:
+    """One round: granules fed from a thread while a worker takes tasks for ``seconds``, then a SIGKILL. The
+    orbits handed out are appended to ``handed``; the most acknowledged (queue length seen + handed out before) is
+    returned."""
+    stop = threading.Event()
+    feeder = threading.Thread(target=feed, args=(stop,), daemon=True)
+    feeder.start()
+    try:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            before = len(handed)
+            reply = request(broker.task_port, b'{"desired products": ["vis"]}', timeout=5)
+            if reply:
+                handed.append(Message.decode(reply).data["orbit_number"])
+            while (got := status.next(0.01)) is not None:  # the worker is slower than the feed
+                acknowledged = max(acknowledged, got["queue length"] + before)
+        broker.signal(signal.SIGKILL)
+        broker.wait(5)
+    finally:
+        stop.set()
+        feeder.join(5)
+    return acknowledged
 
 
 def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_out_nothing_twice(
@@ -334,23 +314,8 @@ def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_
 
     with Status(broker.update_port) as status:  # ZeroMQ reconnects it to each new broker process
         for _ in range(3):
-            stop = threading.Event()
-            feeder = threading.Thread(target=feed, args=(stop,), daemon=True)
-            feeder.start()
-            try:
-                until = time.monotonic() + rng.uniform(1.2, 2.5)
-                while time.monotonic() < until:
-                    before = len(handed)
-                    reply = request(broker.task_port, b'{"desired products": ["vis"]}', timeout=5)
-                    if reply:
-                        handed.append(Message.decode(reply).data["orbit_number"])
-                    while (got := status.next(0.01)) is not None:  # the worker is slower than the feed
-                        acknowledged = max(acknowledged, got["queue length"] + before)
-                broker.signal(signal.SIGKILL)
-                broker.wait(5)
-            finally:
-                stop.set()
-                feeder.join(5)
+            acknowledged = take_while_fed_then_kill(broker, status, feed, rng.uniform(1.2, 2.5), handed,
+                                                    acknowledged)
             broker.start()
             assert broker.wait_status()["queue length"] + len(handed) >= acknowledged
     queued = []
@@ -376,34 +341,37 @@ def test_sigkill_while_granules_arrive_and_workers_take_loses_nothing_and_hands_
     assert broker.starts == 4
 
 
-def test_a_foreign_state_file_is_moved_aside_and_the_broker_serves(tmp_path, nameserver):
+def test_a_graceful_stop_answers_requests_that_arrive_while_it_writes_its_state(tmp_path, nameserver):
     broker = Broker(tmp_path / "viirs")
-    state = broker.base / "state"
-    state.mkdir(parents=True)
-    (state / "task_queue.journal").write_bytes(b"\x00\x01 not a journal at all\n")
+    seed_queue(broker.base, list(PRODUCTS) * 6000)  # the final write takes a while
+    replies: list[bytes | None] = []
+
+    def worker(delay: float) -> None:
+        time.sleep(delay)
+        context = zmq.Context()
+        sock = context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(f"tcp://127.0.0.1:{broker.task_port}")
+            sock.send(b'{"desired products": ["vis"]}')
+            replies.append(sock.recv() if sock.poll(10000) else None)
+        finally:
+            sock.close()
+            context.term()
+
     try:
-        broker.start()
-        assert broker.wait_status()["queue length"] == 0
-        assert ask(broker, ["tir"]) == b""
-        assert len(list(state.glob("task_queue.journal.foreign-*"))) == 1
-        assert "is not a task queue journal: moved aside" in broker.log_text()
+        broker.start(timeout=60)
+        # requests keep coming during the first 0.4 s of the stop; writing 30,000 tasks takes about a second
+        workers = [threading.Thread(target=worker, args=(0.01 * i,)) for i in range(40)]
         broker.signal(signal.SIGTERM)
-        assert broker.wait(5) == 0
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join(20)
+        assert broker.wait(10) == 0
+        assert len(replies) == 40 and None not in replies, f"{replies.count(None)} requests were never answered"
+        assert all(r.startswith(b"pytroll://AVO/viirs/granule/vis") for r in replies)
+        loaded = JournalStore(broker.base / "state").load()
+        assert loaded.clean and len(loaded.tasks) == 30000 - 40 and len(loaded.ledger) == 40
     finally:
         broker.stop()
-    assert broker.starts == 1
-
-
-def test_bad_requests_are_counted_in_the_status_and_the_journal_across_a_restart(broker):
-    for _ in range(5):
-        assert "error" in json.loads(request(broker.task_port, b"not json"))
-    with Status(broker.update_port) as status:
-        status.wait_for(lambda s: s.get("bad request (24 h)") == 5, 5)
-    broker.stop()  # a clean stop writes the bad requests not yet in the journal
-    lines = [json.loads(line) for line in (broker.base / "state" / "task_queue.journal").read_text().splitlines()]
-    events = [op for op in lines if op.get("op") == "event" and op.get("kind") == "bad request"]
-    assert sum(op.get("count", 1) for op in events) == 5
-    broker.start()
-    assert "error" in json.loads(request(broker.task_port, b"[]"))
-    with Status(broker.update_port) as status:
-        status.wait_for(lambda s: s.get("bad request (24 h)") == 6, 5)

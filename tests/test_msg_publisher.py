@@ -17,6 +17,7 @@ import zmq
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
+from tests.broker_support import wait_for_port, wait_until
 from tests.e2e.harness import Sub, free_ports, only_loopback
 from tests.legacy import legacy_rule_violations
 
@@ -41,10 +42,12 @@ def _run(env, procs, tmp_path, publish):
     try:
         procs.append(subprocess.Popen([str(BIN / "nameserver"), "--no-multicast"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
-        log = open(tmp_path / "msg_publisher.log", "w")
+        wait_for_port(int(env["POSTTROLL_NAMESERVER_PORT"]))
+        log_path = tmp_path / "msg_publisher.log"
+        log = open(log_path, "w")
         procs.append(subprocess.Popen([str(BIN / "msg_publisher")], env=env, stdout=log, stderr=subprocess.STDOUT))
-        yield publish, procs[-1], tmp_path / "msg_publisher.log"
+        wait_until(lambda: "publishing the internal bus" in log_path.read_text(), 15, "msg_publisher started")
+        yield publish, procs[-1], log_path
     finally:
         for proc in procs:
             proc.kill()
@@ -68,8 +71,7 @@ def send_until_received(pub, sub, make, timeout=15.0) -> str:
 def test_follows_a_later_publisher_and_converts(stack, host):
     port, proc, _ = stack
     sub = Sub(port, "pytroll://AVO/viirs/sdr", host=host)  # PUBLISH_PORT listens on IPv4 and IPv6
-    try:
-        time.sleep(1)  # the publisher starts well after msg_publisher
+    try:  # the publisher starts after msg_publisher is up (the stack waited for its start line)
         ak = dt.timezone(dt.timedelta(hours=-9))
         with Publish("trollstalker_test", nameservers=["localhost"]) as pub:
             raw = send_until_received(pub, sub, lambda: Message(
@@ -78,6 +80,17 @@ def test_follows_a_later_publisher_and_converts(stack, host):
         sub.close()
     assert legacy_rule_violations(raw) == []
     assert Message.decode(raw).data["start_time"] == dt.datetime(2026, 1, 1, 10)
+
+
+def send_batch_and_receive(pub, sub: Sub, uids: range, pad: str, got: set[str]) -> None:
+    """Publish one message per uid, then add what ``sub`` receives to ``got`` until the batch is in (10 s at most)."""
+    for i in uids:
+        pub.send(Message("/AVO/viirs/sdr", "file", {"uid": f"{i}", "pad": pad}).encode())
+    deadline = time.monotonic() + 10
+    while len(got) < uids.stop and time.monotonic() < deadline:
+        raw = sub.recv_raw(0.5)
+        if raw is not None and '"pad"' in raw:
+            got.add(Message.decode(raw).data["uid"])
 
 
 def test_a_subscriber_that_never_reads_does_not_block(stack):
@@ -96,13 +109,7 @@ def test_a_subscriber_that_never_reads_does_not_block(stack):
             sent = 3000  # ~60 MB in all: far more than the stuck subscriber's buffers
             got: set[str] = set()
             for batch in range(0, sent, 100):  # batches, so the test's own publisher never hits its HWM
-                for i in range(batch, batch + 100):
-                    pub.send(Message("/AVO/viirs/sdr", "file", {"uid": f"{i}", "pad": big}).encode())
-                deadline = time.monotonic() + 10
-                while len(got) < batch + 100 and time.monotonic() < deadline:
-                    raw = fast.recv_raw(0.5)
-                    if raw is not None and '"pad"' in raw:
-                        got.add(Message.decode(raw).data["uid"])
+                send_batch_and_receive(pub, fast, range(batch, batch + 100), big, got)
     finally:
         fast.close()
         stuck.close(linger=0)
@@ -112,8 +119,7 @@ def test_a_subscriber_that_never_reads_does_not_block(stack):
 
 
 def test_sigterm_stops_it_within_two_seconds(stack):
-    port, proc, log = stack
-    time.sleep(1)
+    port, proc, log = stack  # up: its signal handlers are in place before its start line
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=5) == 0

@@ -7,26 +7,28 @@ first geolocation file of the dataset (GITCO, GMTCO, GDNBO, ...) whose ``Latitud
 says which method gave it (``tle``, ``geolocation`` or ``none``) and why, and the broker logs that.
 
 Where it runs: :class:`DirectionFinder` does the work in a helper child process that task_broker starts,
-``python -m avoviirscollector.broker.direction ELEMENTS_DIR``; the broker talks to it through
-:class:`DirectionHelper` (``direction_helper.py``: the line protocol and its client). So pyorbital, scipy, numpy
-and h5py never load into the process that holds the queue, and a crash reading someone's HDF5 file cannot take
-the queue down. Importing this module loads none of them either: the broker imports :class:`Direction` and
-:class:`DirectionHelper` from here.
+``python -m avoviirscollector.broker.direction ELEMENTS_DIR`` (:func:`main`; :func:`serve` is its side of the line
+protocol described in ``direction_helper.py``); the broker talks to it through ``direction_helper.DirectionHelper``.
+So pyorbital, scipy, numpy and h5py never load into the process that holds the queue, and a crash reading someone's
+HDF5 file cannot take the queue down. Importing this module loads none of them either: the broker imports
+:class:`Direction` from here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import signal
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-from avoviirscollector.broker.direction_helper import DirectionHelper
 from avoviirscollector.broker.elements import MAX_TLE_AGE, ElementStore, direction_from_elements
 from avoviirscollector.broker.geolocation import direction_from_geolocation, local_path
+from avoviirscollector.logs import setup_logging
 from avoviirscollector.viirs import GEOLOCATION_SEGMENTS, PLATFORMS, NotASdrName, parse_name
 from avoviirscollector.viirs import NORAD_IDS as VIIRS_NORAD_IDS
-
-__all__ = ["NORAD_BY_PLATFORM", "Direction", "DirectionFinder", "DirectionHelper"]
 
 #: platform names as in messages (and file-name short names) -> NORAD catalogue number
 NORAD_BY_PLATFORM: dict[str, int] = {
@@ -90,7 +92,30 @@ class DirectionFinder:
         return Direction("unknown", "none", "; ".join(reasons))
 
 
-if __name__ == "__main__":  # the helper process (see direction_helper.py)
-    from avoviirscollector.broker.direction_helper import main
+def serve(elements_dir: Path, requests, replies) -> None:
+    """The helper's loop: one JSON request per line in, one JSON answer per line out, until end of input."""
+    finder = DirectionFinder(elements_dir)
+    for line in requests:
+        try:
+            request = json.loads(line)
+            when = dt.datetime.fromisoformat(request["start_time"])
+            found = finder.find(request["platform_name"], when, request.get("dataset", []))
+        except Exception as err:  # noqa: BLE001 - a bad request still gets an answer
+            found = Direction("unknown", "none", f"error: {err}")
+        replies.write(json.dumps({"value": found.value, "method": found.method, "detail": found.detail}) + "\n")
+        replies.flush()
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m avoviirscollector.broker.direction ELEMENTS_DIR``: the helper task_broker starts."""
+    args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when the helper ends (end of input)
+    replies = sys.stdout
+    sys.stdout = sys.stderr  # log lines go to stderr, the answers alone to stdout
+    setup_logging("task_broker.direction")
+    serve(Path(args[0]), sys.stdin, replies)
+    return 0
+
+
+if __name__ == "__main__":  # the helper process
     raise SystemExit(main())

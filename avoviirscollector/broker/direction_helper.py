@@ -1,8 +1,9 @@
 """The pass-direction helper process of task_broker: its line protocol and the broker's client for it.
 
 task_broker starts the helper as a child process, ``python -m avoviirscollector.broker.direction ELEMENTS_DIR``
-(:func:`main`), on its first granule, and again on the next granule after the child died or failed to answer.
-The protocol is one JSON object per line in each direction, over the child's stdin and stdout:
+(``direction.main``, whose loop is ``direction.serve``), on its first granule, and again on the next granule after
+the child died or failed to answer. The protocol is one JSON object per line in each direction, over the child's
+stdin and stdout:
 
 - request: ``{"platform_name": "NOAA-20", "start_time": "<ISO 8601>", "dataset": [{"uri": ..., "uid": ...}]}``
 - answer: ``{"value": "ascending|descending|unknown", "method": "tle|geolocation|none", "detail": "..."}``
@@ -20,47 +21,15 @@ import datetime as dt
 import json
 import logging
 import select
-import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from avoviirscollector.broker.direction import Direction
+from avoviirscollector.broker.direction import Direction
 
 log = logging.getLogger("task_broker.direction")
 
 HELPER_MODULE = "avoviirscollector.broker.direction"
-
-
-def serve(elements_dir: Path, requests, replies) -> None:
-    """The helper's loop: one JSON request per line in, one JSON answer per line out, until end of input."""
-    from avoviirscollector.broker.direction import Direction, DirectionFinder
-
-    finder = DirectionFinder(elements_dir)
-    for line in requests:
-        try:
-            request = json.loads(line)
-            when = dt.datetime.fromisoformat(request["start_time"])
-            found = finder.find(request["platform_name"], when, request.get("dataset", []))
-        except Exception as err:  # noqa: BLE001 - a bad request still gets an answer
-            found = Direction("unknown", "none", f"error: {err}")
-        replies.write(json.dumps({"value": found.value, "method": found.method, "detail": found.detail}) + "\n")
-        replies.flush()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m avoviirscollector.broker.direction ELEMENTS_DIR``: the helper task_broker starts."""
-    from avoviirscollector.logs import setup_logging
-
-    args = sys.argv[1:] if argv is None else argv
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when the helper ends (end of input)
-    replies = sys.stdout
-    sys.stdout = sys.stderr  # log lines go to stderr, the answers alone to stdout
-    setup_logging("task_broker.direction")
-    serve(Path(args[0]), sys.stdin, replies)
-    return 0
 
 
 class DirectionHelper:
@@ -82,8 +51,6 @@ class DirectionHelper:
         return self.proc
 
     def find(self, platform_name: str, start_time: dt.datetime, dataset: list[dict]) -> Direction:
-        from avoviirscollector.broker.direction import Direction
-
         proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
         request = {"platform_name": platform_name, "start_time": start_time.isoformat(),
                    "dataset": [{"uri": str(i.get("uri", "")), "uid": str(i.get("uid", ""))} for i in dataset]}

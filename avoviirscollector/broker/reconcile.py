@@ -3,9 +3,9 @@
 The pytroll bus is the fast path, and it keeps nothing: a granule whose ``dataset`` message was published while the
 broker was down, whose files arrived while trollstalker was down, whose gatherer restarted half-way or whose last
 file came after the gatherer's slot timed out never reaches the broker by the bus. So the broker keeps a view of
-sdr/ (:class:`SdrView`: one full pass at start, then inotify, never a listing of the archive again) and every
-:data:`SCAN_SECONDS` hands the complete granules of the recovery window to the broker's loop; :class:`Planner`
-(pure) then picks those that are neither queued nor in the hand-out ledger and have been complete for
+sdr/ (:class:`SdrView`: one full pass at start, then inotify, never a listing of the archive again) and every few
+seconds (``server.SCAN_SECONDS``) hands the complete granules of the recovery window to the broker's loop;
+:class:`Planner` (pure) then picks those that are neither queued nor in the hand-out ledger and have been complete for
 :data:`GRACE_SECONDS` (time for the live path, whose dataset follows the last file within a second), and names the
 case for the log. The broker queues them through the same direction finder and queue rules as live granules, and
 checks again at that moment, so a dataset that arrives meanwhile never makes a second task.
@@ -28,7 +28,6 @@ from avoviirscollector.viirs import start_key_of
 
 log = logging.getLogger("task_broker.reconcile")
 
-SCAN_SECONDS = 5.0
 GRACE_SECONDS = 10.0
 #: a recovery sent to the direction finder and not back after this long may be sent again
 PENDING_SECONDS = 300.0
@@ -118,7 +117,7 @@ class SdrView:
     What it costs follows the window, not the archive. Stops within a second of :meth:`stop`."""
 
     def __init__(self, folder: Path, since: Callable[[float], float], deliver: Callable[[list[OnDisk]], None],
-                 horizon: dt.timedelta, interval: float = SCAN_SECONDS, clock: Callable[[], float] = time.time) -> None:
+                 horizon: dt.timedelta, interval: float, clock: Callable[[], float] = time.time) -> None:
         self.since = since
         self.deliver = deliver
         self.horizon = horizon

@@ -66,514 +66,198 @@ forever), stop taking bus messages, queue (and write) those already received, wr
 request received until none has come for 0.2 s (at most 1.5 s: so requests that came while the state was written
 are answered too), mark the stop clean and exit 0, within about two seconds (more with a queue of tens of
 thousands of tasks).
+
+Layout. This module is the shell: it owns the ZeroMQ context and sockets, the threads (``intake.py``: the bus
+follower and the direction resolver; ``reconcile.SdrView``: the view of sdr/), the loop, the signals and the stop.
+Every rule (replay, admission, the ledger, hand-outs in doubt, the compaction policy, reconciliation decisions,
+operator commands, the status to publish) is in ``core.py``, which has no sockets and takes its clock; the wire
+format of requests and replies is ``protocol.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
-import queue as stdqueue
+import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import zmq
-from posttroll.message import Message
 
 from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.allowlist import shown_address
-from avoviirscollector.broker.control import BadCommand, Command, control_address, parse_command
-from avoviirscollector.broker.direction import Direction, DirectionHelper
-from avoviirscollector.broker.queue import (
-    ADMIT_DUPLICATE,
-    ADMIT_MERGED,
-    Granule,
-    HandOut,
-    NotAGranule,
-    Task,
-    TaskQueue,
-    parse_granule,
-    task_from_record,
-    task_to_record,
-)
-from avoviirscollector.broker.reconcile import SCAN_SECONDS, Planner, SdrView, complete_between, gatherer_timeouts
-from avoviirscollector.broker.store import DOUBT_SECONDS, JournalStore
-from avoviirscollector.bus import encode_legacy, follow
+from avoviirscollector.broker.control import control_address
+from avoviirscollector.broker.core import BrokerCore, Resolve, Scan
+from avoviirscollector.broker.direction_helper import DirectionHelper
+from avoviirscollector.broker.intake import DirectionFinding, Ingest, Resolver
+from avoviirscollector.broker.protocol import split_envelope
+from avoviirscollector.broker.reconcile import SdrView, gatherer_timeouts
+from avoviirscollector.broker.store import JournalStore
+from avoviirscollector.bus import follow
 from avoviirscollector.config import Settings, settings_or_exit
-from avoviirscollector.granules import GranuleKey, granule_data, keys_of, split_dataset
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.signals import stop_on_signals
 
 PROGRAM = "task_broker"
-TOPIC = "/AVO/viirs/granule"
-MAX_REQUEST_BYTES = 64 * 1024
-MAX_PRODUCTS = 64
-MAX_PRODUCT_NAME = 64
 ZMQ_MAX_MESSAGE = 256 * 1024 * 1024  # larger frames make ZeroMQ drop the connection (no worker sends those)
 STATUS_INTERVAL = 1.0
 POLL_SECONDS = 0.05
-#: the ledger keeps a hand-out this long beyond RECOVERY_HOURS
-LEDGER_MARGIN = dt.timedelta(hours=1)
-EVENT_KINDS = ("recovered", "in doubt", "duplicate", "bad request")
-#: bad requests are written to the journal as one event with their count at most this often
-BAD_REQUEST_EVERY = 10.0
-SENDER = "task_broker@reconciliation"
+#: how often the view of sdr/ hands the recovery window's complete granules to the loop
+SCAN_SECONDS = 5.0
+#: a stop answers requests until none has come for QUIET_SECONDS, for STOP_ANSWERING_SECONDS at most
+QUIET_SECONDS = 0.2
+STOP_ANSWERING_SECONDS = 1.5
 
 log = logging.getLogger(PROGRAM)
 
 
-class BadRequest(ValueError):
-    """A request the broker answers with ``{"error": ...}``."""
+class Sockets:
+    """The broker's three sockets: ROUTER on TASK_PORT, XPUB on UPDATE_PORT, the operators' ROUTER on ipc."""
 
+    def __init__(self, context: zmq.Context) -> None:
+        self.router = context.socket(zmq.ROUTER)
+        self.status = context.socket(zmq.XPUB)  # a PUB that hears each new subscriber: it gets a status at once
+        self.control = context.socket(zmq.ROUTER)
 
-@dataclass(frozen=True)
-class Request:
-    desired_products: tuple[str, ...]
-    just_testing: bool
-
-
-def parse_request(payload: bytes) -> Request:
-    """Validate one request body (the schema of the original task_broker); raise :class:`BadRequest`."""
-    if len(payload) > MAX_REQUEST_BYTES:
-        raise BadRequest(f"request is {len(payload)} bytes, the limit is {MAX_REQUEST_BYTES}")
-    try:
-        body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest("request is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request is not a JSON object")
-    if "desired products" not in body:
-        raise BadRequest('request has no "desired products"')
-    products = body["desired products"]
-    if not isinstance(products, list):
-        raise BadRequest('"desired products" is not a list')
-    if not products:
-        raise BadRequest('"desired products" is empty')
-    if len(products) > MAX_PRODUCTS:
-        raise BadRequest(f'"desired products" has more than {MAX_PRODUCTS} entries')
-    for product in products:
-        if not isinstance(product, str) or not product or len(product) > MAX_PRODUCT_NAME:
-            raise BadRequest(f'"desired products" entries must be product names of 1-{MAX_PRODUCT_NAME} characters')
-    just_testing = body.get("just testing", False)
-    if not isinstance(just_testing, bool):
-        raise BadRequest('"just testing" is not true or false')
-    return Request(tuple(products), just_testing)
-
-
-def error_reply(reason: str) -> bytes:
-    return json.dumps({"error": reason}).encode("utf-8")
-
-
-def encode_task(task: Task) -> bytes:
-    """The reply for a task: a posttroll message that posttroll 1.5 and today's posttroll both decode."""
-    msg = Message(task.subject, task.atype, task.handout_data())
-    msg.sender = task.sender
-    msg.time = task.time
-    return encode_legacy(msg).encode("utf-8")
-
-
-def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """ROUTER frames -> (routing envelope including the empty delimiter, body frames)."""
-    for index, frame in enumerate(frames):
-        if frame == b"":
-            return frames[: index + 1], frames[index + 1:]
-    return frames[:1], frames[1:]
-
-
-class RateLimitedWarning:
-    """At most ``burst`` WARNING lines per minute for one kind of event, then one summary line per minute."""
-
-    def __init__(self, logger: logging.Logger, what: str, burst: int = 10, clock: Callable[[], float] = time.monotonic):
-        self.logger, self.what, self.burst, self.clock = logger, what, burst, clock
-        self.window_start = clock()
-        self.count = 0
-
-    def warn(self, fmt: str, *args) -> None:
-        now = self.clock()
-        if now - self.window_start >= 60:
-            if self.count > self.burst:
-                self.logger.warning("%d more %s in the last minute (not each logged)", self.count - self.burst,
-                                    self.what)
-            self.window_start, self.count = now, 0
-        self.count += 1
-        if self.count <= self.burst:
-            self.logger.warning(fmt, *args)
-
-
-class Ingest(threading.Thread):
-    """Follows the granule topic and checks each message: whole granules of one platform and start time go on to
-    the direction finder (a gatherer slot keyed by start time alone can mix granules: only the complete ones are
-    taken; the rest is left to reconciliation)."""
-
-    def __init__(self, resolver: Resolver, follow_bus=follow) -> None:
-        super().__init__(name="ingest", daemon=True)
-        self.resolver = resolver
-        self.follow_bus = follow_bus
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                with self.follow_bus([TOPIC]) as sub:
-                    log.info("following %s on the bus", TOPIC)
-                    for msg in sub.recv(timeout=0.25):  # wakes 4 times a second to see the stop flag
-                        if self.stopping.is_set():
-                            break
-                        if msg is not None:
-                            self.handle(msg)
-            except TimeoutError as err:
-                log.warning("no answer from the posttroll nameserver on localhost (%s); retrying", err)
-                self.stopping.wait(1)
-            except Exception:  # noqa: BLE001 - keep following whatever the bus does
-                log.exception("bus subscription failed; retrying in 1 s")
-                self.stopping.wait(1)
-
-    def handle(self, msg: Message) -> None:
+    def bind(self, settings: Settings) -> bool:
+        """Set the options and bind; False when TASK_PORT or UPDATE_PORT cannot be bound (logged)."""
+        listen_dual_stack(self.router)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
+        listen_dual_stack(self.status)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
+        self.router.setsockopt(zmq.LINGER, 1000)
+        self.status.setsockopt(zmq.LINGER, 0)
+        self.status.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only the first of each topic
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.MAXMSGSIZE, 65536)
         try:
-            granule = parse_granule(msg.subject, msg.type, msg.sender, msg.time, msg.data)
-            split = split_dataset(granule.product, granule.data)
-            if not split.complete and not split.incomplete:
-                raise NotAGranule("dataset names no VIIRS SDR granule file")
-            parts = [parse_granule(msg.subject, msg.type, msg.sender, msg.time, data) for data in split.complete]
-        except NotAGranule as err:
-            log.warning("ignored %s message on %s from %s: %s", msg.type, msg.subject, msg.sender, err)
-            return
-        if split.incomplete or len(parts) > 1 or split.foreign:
-            log.warning("dataset from %s on %s mixes granules: %d complete taken; incomplete %s and %d foreign "
-                        "entries left to reconciliation with sdr/", msg.sender, msg.subject, len(parts),
-                        ", ".join(key.describe() for key in split.incomplete) or "none", split.foreign)
-        for part in parts:
-            self.resolver.submit(part, "live")
-
-
-class Resolver(threading.Thread):
-    """Decides the pass direction of each granule submitted (live or recovered), one at a time, and hands
-    ``(granule, direction, origin, note)`` to the broker's loop."""
-
-    def __init__(self, finder: DirectionHelper, out: stdqueue.SimpleQueue) -> None:
-        super().__init__(name="direction", daemon=True)
-        self.finder = finder
-        self.out = out
-        self.jobs: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
-
-    def submit(self, granule: Granule, origin: str, note: object = None) -> None:
-        self.jobs.put((granule, origin, note))
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-
-    def run(self) -> None:
-        try:
-            while (job := self.jobs.get()) is not None:
-                granule, origin, note = job
-                try:
-                    direction = self.finder.find(granule.platform_name, granule.start_time,
-                                                 granule.data.get("dataset", []))
-                except Exception as err:  # noqa: BLE001 - a granule is queued even if its direction cannot be found
-                    direction = Direction("unknown", "none", f"error: {err}")
-                self.out.put(("granule", granule, direction, origin, note))
-        finally:
-            self.finder.close()
-
-
-class StateWriter:
-    """The broker's writes to its journal, and what happens when they fail (a full disk, say).
-
-    A failed write leaves the journal behind the queue in memory: from then on nothing is appended (a torn line
-    is possible), the broker serves from memory, one ERROR line a minute says so, and every
-    :data:`RETRY_SECONDS` a full compaction of the state in memory is tried; when it succeeds the journal is whole
-    again and one INFO line says so."""
-
-    RETRY_SECONDS = 10.0
-
-    def __init__(self, store: JournalStore, clock: Callable[[], float] = time.monotonic) -> None:
-        self.store = store
-        self.clock = clock
-        self.behind_since: float | None = None  # monotonic time of the first failed write
-        self.failed = 0
-        self._logged_at = float("-inf")
-        self._retry_at = float("-inf")
-
-    @property
-    def behind(self) -> bool:
-        return self.behind_since is not None
-
-    def write(self, action: Callable[[], None], what: str) -> bool:
-        if self.behind:
-            self.failed += 1
+            self.router.bind(f"tcp://*:{settings.task_port}")
+            self.status.bind(f"tcp://*:{settings.update_port}")
+        except zmq.ZMQError as err:
+            log.error("cannot bind TASK_PORT %d / UPDATE_PORT %d: %s", settings.task_port, settings.update_port, err)
             return False
+        run_dir = settings.viirs_base / "run"
         try:
-            action()
-            return True
-        except OSError as err:
-            self.behind_since = self.clock()
-            self.failed = 1
-            self._complain(what, err)
-            return False
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.control.bind(control_address(run_dir))
+        except (OSError, zmq.ZMQError) as err:
+            log.error("cannot open the operators' socket %s (%s): `avoviirscollector tasks` will not work",
+                      control_address(run_dir), err)
+        return True
 
-    def _complain(self, what: str, err: OSError) -> None:
-        now = self.clock()
-        if now - self._logged_at >= 60:
-            self._logged_at = now
-            log.error("state: cannot write %s to %s (%s): serving from memory; %d writes not made since it began "
-                      "%.0f s ago; trying again every %.0f s", what, self.store.path, err, self.failed,
-                      now - self.behind_since, self.RETRY_SECONDS)
-
-    def catch_up(self, compact: Callable[[], None], force: bool = False) -> None:
-        """While behind, try a full compaction every RETRY_SECONDS (at once with ``force``)."""
-        now = self.clock()
-        if not self.behind or (now < self._retry_at and not force):
-            return
-        self._retry_at = now + self.RETRY_SECONDS
-        try:
-            compact()
-        except OSError as err:
-            self._complain("the whole state", err)
-            return
-        log.info("state: %s written again after %.0f s behind (%d writes had not been made)", self.store.path,
-                 now - self.behind_since, self.failed)
-        self.behind_since = None
-        self.failed = 0
+    def close(self) -> None:
+        for sock in (self.router, self.status, self.control):
+            sock.close()
 
 
 class TaskBroker:
-    """The daemon. ``run()`` blocks until ``stop()``; one thread owns the queue, the journal and the sockets."""
+    """The daemon. ``run()`` blocks until ``stop()``; one thread owns the core and the sockets.
 
-    def __init__(self, settings: Settings, follow_bus=follow, wall: Callable[[], float] = time.time) -> None:
+    Collaborators passed in: the core (queue, journal, rules), the direction finder (the helper process in the
+    daemon), the bus to follow and the interval of the view of sdr/; :meth:`from_settings` builds them as deployed."""
+
+    def __init__(self, settings: Settings, core: BrokerCore, finder: DirectionFinding, follow_bus=follow,
+                 scan_seconds: float = SCAN_SECONDS) -> None:
         self.settings = settings
-        self.wall = wall
-        self.store = JournalStore(settings.state_dir)
-        self.writer = StateWriter(self.store)
-        self.queue = TaskQueue()
-        self.incoming: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
-        self.resolver = Resolver(DirectionHelper(settings.elements_dir), self.incoming)
+        self.core = core
+        self.scan_seconds = scan_seconds
+        self.incoming: queue.SimpleQueue = queue.SimpleQueue()
+        self.resolver = Resolver(finder, self.incoming)
         self.ingest = Ingest(self.resolver, follow_bus)
-        self.window = dt.timedelta(hours=settings.recovery_hours)
-        self.planner: Planner | None = None  # made once the ledger is loaded
         self.sdr_view: SdrView | None = None
-        self.ledger_since = dt.datetime.now(dt.UTC)
-        self.events: deque[tuple[float, str, int]] = deque()  # (epoch, kind, count) of the last day's events
-        self._recent: deque[tuple[float, Task]] = deque()  # hand-outs of the last 2 s (kept whole for compaction)
         self._stop = threading.Event()
-        self._bad = RateLimitedWarning(log, "bad requests")
-        self._bad_pending = 0  # bad requests not yet in the journal (written as one counted event every 10 s)
-        self._bad_written = 0.0
-        self._encoded: dict[int, bytes] = {}  # task id -> its reply, made when queued or merged (or first asked for)
-        self._unsynced = False
-        self._marks = 0
-        self._next_prune = 0.0
-        self.served = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, follow_bus=follow, scan_seconds: float = SCAN_SECONDS) -> TaskBroker:
+        """The broker as deployed: its journal in ``state/``, the direction helper process, the gatherers' slot
+        timeouts from ``$AVO_ETC/segment_gatherer.ini``."""
+        core = BrokerCore(JournalStore(settings.state_dir), settings.sdr_dir,
+                          dt.timedelta(hours=settings.recovery_hours),
+                          gatherer_timeouts(settings.etc_dir / "segment_gatherer.ini"))
+        return cls(settings, core, DirectionHelper(settings.elements_dir), follow_bus, scan_seconds)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish (safe from a signal handler: only sets a flag)."""
         self._stop.set()
 
-    def _now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.wall(), dt.UTC)
+    def run(self) -> int:
+        """Load the state, serve until :meth:`stop`, stop cleanly; 0, or 1 when the ports cannot be bound."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.core.load()
+        self.sdr_view = SdrView(self.settings.sdr_dir, self.core.recovery_since,
+                                lambda found: self.incoming.put(Scan(found)),
+                                horizon=dt.timedelta(days=self.settings.gina_backfill_days + 1),
+                                interval=self.scan_seconds, clock=self.core.wall)
+        context = zmq.Context()
+        start_access_control(context, self.settings, log)  # ALLOWED_CLIENTS (SPEC 12): before any socket is made
+        sockets = Sockets(context)
+        threads_started = False
+        try:
+            if not sockets.bind(self.settings):
+                return 1
+            log.info("serving tasks on %d, status on %d; reconciling with %s every %.0f s (window %d hours)",
+                     self.settings.task_port, self.settings.update_port, self.settings.sdr_dir, self.scan_seconds,
+                     self.settings.recovery_hours)
+            self._start_threads()
+            threads_started = True
+            self._loop(sockets)
+            self._shutdown(sockets)
+            return 0
+        finally:
+            if threads_started:
+                self._stop_threads()
+            self.core.close()
+            sockets.close()
+            context.term()
 
-    # -- state -------------------------------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        loaded = self.store.load(decode=task_from_record)
-        self.queue = TaskQueue(loaded.tasks, next_id=loaded.next_id)
-        for op in loaded.ledger:
-            try:
-                if op["op"] == "take":
-                    self.queue.record(HandOut.from_record(op))
-                else:
-                    self.queue.forget(GranuleKey.from_json(key) for key in op["granules"])
-            except (ValueError, KeyError, TypeError) as err:
-                log.error("state: a ledger record of %s is damaged (%s): skipped", self.store.path, err)
-        for task in self.queue:  # a hand-out whose reply could not be delivered was put back: queued, not handed out
-            self.queue.unrecord(task.id)
-        for op in loaded.events:
-            when = _epoch(op.get("t"))
-            if when is not None:
-                self.events.append((when, str(op.get("kind")), _count(op)))
-        now = self._now()
-        if loaded.ledger_since is None:
-            log.info("state: no hand-out ledger in %s yet: granules completed before now (%s) are not recovered",
-                     self.store.path, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        self.ledger_since = loaded.ledger_since or now
-        if not loaded.clean:
-            log.warning("state: task_broker did not stop cleanly last time (last record %s)",
-                        loaded.last_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if loaded.last_time else "none")
-        for task, op in loaded.in_doubt:
-            if self.queue.get(task.id) is not None:
+    def _loop(self, sockets: Sockets) -> None:
+        poller = zmq.Poller()
+        for sock in (sockets.router, sockets.control, sockets.status):
+            poller.register(sock, zmq.POLLIN)
+        next_status = time.monotonic()
+        while not self._stop.is_set():
+            self._take_in()
+            now = time.monotonic()
+            if now >= next_status:
+                self._publish(sockets.status, self.core.status())
+                self.core.tick()
+                next_status = max(next_status + STATUS_INTERVAL, now)
                 continue
-            self.queue.restore(task)
-            self._event("in doubt")
-            log.warning("hand-out of %s to %s at %s is in doubt (task_broker stopped uncleanly within %.0f s of "
-                        "it; the reply may never have left): queued again in its place", task.describe(),
-                        op.get("worker") or "an unknown worker", op.get("t"), DOUBT_SECONDS)
-        self._prune(now)
-        self._encoded = {task.id: encode_task(task) for task in self.queue}  # hand-outs only send bytes
-        self.writer.write(self._compact, "the state at start")
-        log.info("state: %d tasks queued from %s %s; %d hand-outs in the ledger (since %s)", len(self.queue),
-                 self.store.path, self.queue.products_waiting(), len(self.queue.ledger()),
-                 self.ledger_since.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if self.core.compaction_due:  # advances in small steps between requests
+                self.core.compaction_step()
+                wait = 0.0
+            else:
+                wait = min(POLL_SECONDS, next_status - now)
+            ready = dict(poller.poll(int(wait * 1000) + (wait > 0)))
+            if ready:
+                self._take_in()
+                self._handle(ready, sockets)
 
-    def _records(self, tasks: list[Task], ledger: list[HandOut], events: list[tuple[float, str, int]],
-                 recent: dict[int, Task]) -> Iterator[dict]:
-        """Ops of a compacted journal (made lazily: a task is serialised when its turn comes)."""
-        for task in tasks:
-            yield {"op": "put", "task": task_to_record(task)}
-        for entry in ledger:
-            if entry.task_id in recent:  # a hand-out that may still be in doubt keeps its task whole
-                yield {"op": "put", "task": task_to_record(recent[entry.task_id])}
-            yield {"op": "take", "t": entry.when.isoformat(), **entry.to_record()}
-        for when, kind, count in events:
-            yield {"op": "event", "t": _iso(when), "kind": kind, **({"count": count} if count != 1 else {})}
+    def _handle(self, ready: dict, sockets: Sockets) -> None:
+        if sockets.router in ready:
+            self._serve(sockets.router)
+        if sockets.control in ready:
+            self._control(sockets.control)
+        if sockets.status in ready:
+            self._greet(sockets.status)
 
-    def _snapshot(self) -> tuple[Iterator[dict], dict]:
-        recent = {task.id: task for _, task in self._recent}
-        records = self._records(list(self.queue), self.queue.ledger(), list(self.events), recent)
-        return records, self.store.header(self.queue.next_id, self.ledger_since)
-
-    def _compact(self) -> None:
-        records, header = self._snapshot()
-        self.store.compact(records, header)
-
-    def _live(self) -> int:
-        return len(self.queue) + self.queue.ledger_size + len(self.events)
-
-    def _event(self, kind: str, count: int = 1) -> None:
-        now = self.wall()
-        self.events.append((now, kind, count))
-        extra = {"count": count} if count != 1 else {}
-        self.writer.write(lambda: self.store.append({"op": "event", "kind": kind, **extra}), f"a {kind} event")
-
-    def _write_bad_requests(self, force: bool = False) -> None:
-        """Bad requests reach the journal as one ``bad request`` event with their ``count``, every 10 s at most."""
-        now = self.wall()
-        if self._bad_pending and (force or now - self._bad_written >= BAD_REQUEST_EVERY):
-            self._bad_written = now
-            count, self._bad_pending = self._bad_pending, 0
-            self._event("bad request", count)
-
-    def _prune(self, now: dt.datetime) -> None:
-        forgotten = self.queue.prune_ledger(now - self.window - LEDGER_MARGIN)
-        if forgotten:
-            log.info("state: %d hand-outs older than %d hours left the ledger", forgotten,
-                     self.settings.recovery_hours + 1)
-        day_ago = now.timestamp() - 86400
-        while self.events and self.events[0][0] < day_ago:
-            self.events.popleft()
-
-    def counts(self) -> dict[str, int]:
-        """Events of the last day by kind."""
-        day_ago = self.wall() - 86400
-        out = {kind: 0 for kind in EVENT_KINDS}
-        for when, kind, count in self.events:
-            if when >= day_ago and kind in out:
-                out[kind] += count
-        out["bad request"] += self._bad_pending
-        return out
-
-    # -- granules ----------------------------------------------------------------------------------------------
-
-    def _queue_incoming(self) -> None:
-        """Act on everything the threads handed over; new tasks become visible only after the journal is fsync'd."""
-        wrote = False
+    def _take_in(self) -> None:
+        """Hand everything the threads brought to the core; the granules it wants recovered go to the resolver."""
+        items = []
         while True:
             try:
-                item = self.incoming.get_nowait()
-            except stdqueue.Empty:
+                items.append(self.incoming.get_nowait())
+            except queue.Empty:
                 break
-            try:
-                if item[0] == "scan":
-                    self._reconcile(item[1])
-                else:
-                    wrote = self._admit(*item[1:]) or wrote
-            except Exception:  # noqa: BLE001 - one odd item must not stop the broker
-                log.exception("could not act on %s", item[0])
-        if wrote:
-            self.writer.write(self.store.sync, "queued tasks")
+        if items:
+            self._submit(self.core.take_in(items))
 
-    def _admit(self, granule: Granule, direction: Direction, origin: str, note: object) -> bool:
-        """Queue one granule (one platform and start time); True when the journal was written."""
-        key = next(iter(keys_of(granule.product, granule.data.get("dataset", []))), None)
-        if origin == "recovered":
-            self.planner.done(key)
-            if self.queue.knows(key):
-                log.info("granule %s reached the queue by the bus meanwhile: not recovered", key.describe())
-                return False
-        task, outcome, entry = self.queue.admit(granule, direction.value)
-        if outcome == ADMIT_DUPLICATE:
-            self._event("duplicate")
-            log.info("dropped %s granule %s: it was %s as task %d to %s at %s (never a second task)", origin,
-                     key.describe() if key else granule.subject, entry.kind, entry.task_id, entry.worker or "?",
-                     entry.when.strftime("%Y-%m-%dT%H:%M:%SZ"))
-            return False
-        merged = outcome == ADMIT_MERGED
-        self._encoded[task.id] = encode_task(task)
-        self.writer.write(lambda: self.store.put(task_to_record(task), sync=False), task.describe())
-        done = f"{'merged into' if merged else 'queued as'} {task.describe()}, pass direction {direction.describe()}"
-        if origin == "recovered":
-            self._event("recovered")
-            log.warning("recovered granule %s (%s): complete in sdr/ for %.1f s; %s", key.describe(), note.case,
-                        note.waited + (self.wall() - note.planned_at), done)
-        elif origin == "operator":
-            log.warning("re-queued granule %s for an operator: %s", key.describe() if key else "?", done)
-        else:
-            log.info("%s", done[0].upper() + done[1:])
-        return True
-
-    def _reconcile(self, found: list) -> None:
-        recoveries = self.planner.plan(found, self.queue.knows, self.wall())
-        for recovery in recoveries:
-            granule = self._granule_of(recovery.found.key.product, recovery.found.files)
-            self.resolver.submit(granule, "recovered", _Planned(recovery.case, recovery.waited, self.wall()))
-
-    def _granule_of(self, product: str, files) -> Granule:
-        sdr = self.settings.sdr_dir
-        data = granule_data(product, files, lambda name: str(sdr / name))
-        return parse_granule(f"{TOPIC}/{product}", "dataset", SENDER, self._now(), data)
-
-    # -- requests ----------------------------------------------------------------------------------------------
-
-    def _answer(self, body: list[bytes], worker: Callable[[], str]) -> tuple[bytes, Task | None]:
-        if len(body) != 1:
-            self._bad_pending += 1
-            return error_reply(f"a request is one frame, got {len(body)}"), None
-        try:
-            request = parse_request(body[0])
-        except BadRequest as err:
-            self._bad_pending += 1
-            self._bad.warn("bad request answered with an error: %s", err)
-            return error_reply(str(err)), None
-        task = self.queue.peek(request.desired_products)
-        if task is None:
-            return b"", None
-        try:
-            reply = self._encode(task)
-        except Exception:  # noqa: BLE001 - a task that cannot be encoded must not block its product for ever
-            log.exception("dropped %s: it cannot be encoded", task.describe())
-            entry = self.queue.drop(task.id, self._now(), "task_broker")
-            self.writer.write(lambda: self.store.take(task.id, **entry.to_record()), f"drop of task {task.id}")
-            return error_reply(f"task {task.id} could not be encoded; ask again"), None
-        if request.just_testing:
-            return reply, None
-        self.queue.take(request.desired_products, when=self._now(), worker=worker())
-        self._encoded.pop(task.id, None)
-        entry = self.queue.ledger_entry_of(task.id)
-        # written (it survives a kill of this process) before the reply goes out; fsync'd at the next tick
-        self.writer.write(lambda: self.store.take(task.id, sync=False, **entry.to_record()),
-                          f"hand-out of task {task.id}")
-        self._recent.append((self.wall(), task))
-        self._unsynced = True
-        self._marks = 2
-        return reply, task
-
-    def _encode(self, task: Task) -> bytes:
-        reply = self._encoded.get(task.id)
-        if reply is None:
-            reply = self._encoded[task.id] = encode_task(task)
-        return reply
+    def _submit(self, resolves: list[Resolve]) -> None:
+        for resolve in resolves:
+            self.resolver.submit(resolve)
 
     def _serve(self, router: zmq.Socket, limit: int = 1000) -> int:
         """Answer the requests waiting on the socket (up to ``limit``), each exactly once."""
@@ -584,171 +268,31 @@ class TaskBroker:
             except zmq.Again:
                 break
             envelope, body = split_envelope([frame.bytes for frame in frames])
-            try:
-                reply, task = self._answer(body, lambda last=frames[-1]: _peer(last))
-            except Exception as err:  # noqa: BLE001 - a bug must still produce a reply, never a hung worker
-                log.exception("request failed")
-                reply, task = error_reply(f"internal error: {type(err).__name__}"), None
+            reply, task = self.core.request(body, lambda last=frames[-1]: _peer(last))
             try:
                 router.send_multipart(envelope + [reply], zmq.NOBLOCK)
-                if task is not None:
-                    entry = self.queue.ledger_entry_of(task.id)
-                    log.info("handed out %s to %s", task.describe(), entry.worker if entry else "?")
             except zmq.ZMQError as err:
                 if task is not None:
-                    self.queue.restore(task)
-                    self._encoded[task.id] = encode_task(task)
-                    self.writer.write(lambda t=task: self.store.put(task_to_record(t)), f"return of {task.id}")
-                    log.warning("could not deliver %s (%s): put back in its place", task.describe(), err)
+                    self.core.undelivered(task, err)
                 else:
                     log.warning("could not deliver a reply (%s): the client has gone", err)
+            else:
+                if task is not None:
+                    self.core.delivered(task)
             served += 1
-        self.served += served
         return served
-
-    # -- operators ---------------------------------------------------------------------------------------------
 
     def _control(self, sock: zmq.Socket) -> None:
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
-            envelope, body = split_envelope(frames)
+            envelope, body = split_envelope(sock.recv_multipart(zmq.NOBLOCK))
+            answer, resolves = self.core.control(body)
+            self._submit(resolves)
             try:
-                answer = self._command(parse_command(body[0] if len(body) == 1 else b""))
-            except BadCommand as err:
-                answer = {"error": str(err)}
-            except Exception as err:  # noqa: BLE001 - an operator always gets an answer
-                log.exception("control command failed")
-                answer = {"error": f"internal error: {type(err).__name__}: {err}"}
-            try:
-                sock.send_multipart(envelope + [json.dumps(answer, default=str).encode()], zmq.NOBLOCK)
+                sock.send_multipart(envelope + [answer], zmq.NOBLOCK)
             except zmq.ZMQError as err:
                 log.warning("could not answer a control request (%s)", err)
 
-    def _command(self, command: Command) -> dict:
-        if command.name == "list":
-            return {
-                "queued": [_task_summary(task) for task in self.queue],
-                "handed out": [entry.to_record() for entry in self.queue.ledger()],
-            }
-        if command.name == "drop":
-            entry = self.queue.drop(command.task_id, self._now(), "operator")
-            if entry is None:
-                return {"error": f"no queued task {command.task_id}"}
-            self._encoded.pop(entry.task_id, None)
-            self.writer.write(lambda: self.store.take(entry.task_id, sync=True, **entry.to_record()),
-                              f"drop of task {entry.task_id}")
-            log.warning("dropped %s for an operator", entry.what)
-            return {"dropped": entry.what}
-        found = [item for item in complete_between(self.settings.sdr_dir, command.start, command.end)
-                 if command.product in (None, item.key.product)
-                 and command.platform_name in (None, item.key.platform_name)]
-        keys = [item.key for item in found]
-        forgotten = self.queue.forget(keys)
-        if forgotten:
-            self.writer.write(lambda: self.store.append(
-                {"op": "forget", "granules": [key.to_json() for key in forgotten]}, sync=True),
-                f"re-queue of {len(forgotten)} granules")
-        for item in sorted(found, key=lambda item: item.key):
-            self.resolver.submit(self._granule_of(item.key.product, item.files), "operator")
-        log.warning("operator re-queues %d granules (%d were handed out or dropped) with start times %s..%s",
-                    len(found), len(forgotten), command.start, command.end)
-        return {"requeued": [key.describe() for key in sorted(keys)]}
-
-    # -- the loop ----------------------------------------------------------------------------------------------
-
-    def run(self) -> int:
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._load()
-        started_at = self.wall()
-        self.planner = Planner(self.window.total_seconds(), self.ledger_since.timestamp(), started_at,
-                               gatherer_timeouts(self.settings.etc_dir / "segment_gatherer.ini"))
-        self.sdr_view = SdrView(self.settings.sdr_dir, self.planner.since,
-                                lambda found: self.incoming.put(("scan", found)),
-                                horizon=dt.timedelta(days=self.settings.gina_backfill_days + 1))
-        context = zmq.Context()
-        start_access_control(context, self.settings, log)  # ALLOWED_CLIENTS (SPEC 12): before any socket is made
-        router = context.socket(zmq.ROUTER)
-        status = context.socket(zmq.XPUB)  # a PUB that hears each new subscriber: it gets a status at once
-        control = context.socket(zmq.ROUTER)
-        threads_started = False
-        try:
-            listen_dual_stack(router)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
-            listen_dual_stack(status)
-            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            router.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
-            router.setsockopt(zmq.LINGER, 1000)
-            status.setsockopt(zmq.LINGER, 0)
-            status.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only the first of each topic
-            control.setsockopt(zmq.LINGER, 0)
-            control.setsockopt(zmq.MAXMSGSIZE, 65536)
-            try:
-                router.bind(f"tcp://*:{self.settings.task_port}")
-                status.bind(f"tcp://*:{self.settings.update_port}")
-            except zmq.ZMQError as err:
-                log.error("cannot bind TASK_PORT %d / UPDATE_PORT %d: %s", self.settings.task_port,
-                          self.settings.update_port, err)
-                return 1
-            run_dir = self.settings.viirs_base / "run"
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                control.bind(control_address(run_dir))
-            except (OSError, zmq.ZMQError) as err:
-                log.error("cannot open the operators' socket %s (%s): `avoviirscollector tasks` will not work",
-                          control_address(run_dir), err)
-            log.info("serving tasks on %d, status on %d; reconciling with %s every %.0f s (window %d hours)",
-                     self.settings.task_port, self.settings.update_port, self.settings.sdr_dir, SCAN_SECONDS,
-                     self.settings.recovery_hours)
-            self.resolver.start()
-            self.ingest.start()
-            self.sdr_view.start()
-            threads_started = True
-            poller = zmq.Poller()
-            poller.register(router, zmq.POLLIN)
-            poller.register(control, zmq.POLLIN)
-            poller.register(status, zmq.POLLIN)
-            next_status = time.monotonic()
-            while not self._stop.is_set():
-                self._queue_incoming()
-                now = time.monotonic()
-                if now >= next_status:
-                    self._tick(status)
-                    next_status = max(next_status + STATUS_INTERVAL, now)
-                    continue
-                if self.store.compacting and not self.writer.behind:  # advances in small steps between requests
-                    self.writer.write(lambda: self.store.compaction_step(0.001), "compacted state")
-                    wait = 0.0
-                else:
-                    wait = min(POLL_SECONDS, next_status - now)
-                ready = dict(poller.poll(int(wait * 1000) + (wait > 0)))
-                if ready:
-                    self._queue_incoming()
-                    if router in ready:
-                        self._serve(router)
-                    if control in ready:
-                        self._control(control)
-                    if status in ready:
-                        self._greet(status)
-            self._shutdown(router, status)
-            return 0
-        finally:
-            if threads_started:
-                self._stop_threads()
-            self.store.abort_compaction()
-            self.store.close()
-            router.close()
-            status.close()
-            control.close()
-            context.term()
-
-    def _status(self, status: zmq.Socket, stopping: bool = False) -> None:
-        """Publish the status: the queue and the day's counts; when ``stopping``, the last word before a stop."""
-        message = self.queue.status()
-        if stopping:
-            message.update({"queue length": 0, "products waiting": [], "tasks by product": {}, "stopping": True,
-                            "queued": len(self.queue)})
-        message.update({f"{kind} (24 h)": count for kind, count in self.counts().items()})
-        if self.writer.behind:
-            message["state behind"] = True
+    def _publish(self, status: zmq.Socket, message: dict) -> None:
         try:
             status.send_json(message, zmq.NOBLOCK)
         except zmq.ZMQError as err:
@@ -765,26 +309,14 @@ class TaskBroker:
                 break
             subscribed = subscribed or frame[:1] == b"\x01"
         if subscribed:
-            self._status(status)
+            self._publish(status, self.core.status())
 
-    def _tick(self, status: zmq.Socket) -> None:
-        self._status(status)
-        self._write_bad_requests()
-        wall = self.wall()
-        while self._recent and wall - self._recent[0][0] > 2 * DOUBT_SECONDS:
-            self._recent.popleft()
-        if self._marks:  # the journal's last record tells a later start when the broker was last alive
-            self._marks -= 1
-            self.writer.write(lambda: self.store.append({"op": "mark"}), "a mark")
-        if self._unsynced:
-            self._unsynced = False
-            self.writer.write(self.store.sync, "hand-outs")
-        self.writer.catch_up(self._compact)
-        if wall >= self._next_prune:
-            self._next_prune = wall + 60
-            self._prune(self._now())
-        if self.store.needs_compaction(self._live()) and not self.store.compacting and not self.writer.behind:
-            self.writer.write(lambda: self.store.start_compaction(*self._snapshot()), "compacted state")
+    # -- threads and the stop ----------------------------------------------------------------------------------
+
+    def _start_threads(self) -> None:
+        self.resolver.start()
+        self.ingest.start()
+        self.sdr_view.start()
 
     def _stop_threads(self) -> None:
         self.ingest.stopping.set()
@@ -796,7 +328,7 @@ class TaskBroker:
         self.resolver.join(timeout=2)
         self.sdr_view.join(timeout=1)
 
-    def _shutdown(self, router: zmq.Socket, status: zmq.Socket) -> None:
+    def _shutdown(self, sockets: Sockets) -> None:
         """Tell the workers to stop asking, stop taking granules, write the state, then answer every request
         received until 0.2 s pass without one (so a request that came while the state was written is answered
         too), then mark the stop clean.
@@ -806,32 +338,22 @@ class TaskBroker:
         resend it to the next broker). So the first thing a stop does is publish a status with ``queue length`` 0
         and ``"stopping": true`` (``"queued"`` keeps the real count): the workers stop asking within a message's
         time, the requests already sent are answered, and the quiet comes."""
-        self._status(status, stopping=True)
+        self._publish(sockets.status, self.core.status(stopping=True))
         log.info("stopping: workers told so; no more bus messages; answering the requests received")
         self._stop_threads()
-        self._queue_incoming()
-        self._write_bad_requests(force=True)
-        if self.writer.behind:
-            self.writer.catch_up(self._compact, force=True)
-        else:
-            self.writer.write(self._compact, "final state")
-        quiet_until = time.monotonic() + 0.2
-        give_up = time.monotonic() + 1.5
+        self._take_in()
+        self.core.write_state()
+        self._answer_until_quiet(sockets.router)
+        self.core.mark_clean_stop()
+
+    def _answer_until_quiet(self, router: zmq.Socket) -> None:
+        quiet_until = time.monotonic() + QUIET_SECONDS
+        give_up = time.monotonic() + STOP_ANSWERING_SECONDS
         while time.monotonic() < min(quiet_until, give_up):
             if self._serve(router, limit=100000):
-                quiet_until = time.monotonic() + 0.2
+                quiet_until = time.monotonic() + QUIET_SECONDS
             else:
                 router.poll(20)
-        self._write_bad_requests(force=True)
-        self.writer.write(lambda: self.store.append({"op": "stop"}, sync=True), "the clean stop")
-        log.info("stopped: %d tasks queued and written to %s", len(self.queue), self.store.path)
-
-
-@dataclass(frozen=True)
-class _Planned:
-    case: str
-    waited: float
-    planned_at: float
 
 
 def _peer(frame: zmq.Frame) -> str:
@@ -843,38 +365,13 @@ def _peer(frame: zmq.Frame) -> str:
         return ""
 
 
-def _epoch(value: object) -> float | None:
-    try:
-        when = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
-
-
-def _count(op: dict) -> int:
-    count = op.get("count", 1)
-    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
-
-
-def _task_summary(task: Task) -> dict:
-    return {"id": task.id, "product": task.product, "platform_name": task.data["platform_name"],
-            "orbit_number": task.data["orbit_number"], "pass_direction": task.pass_direction,
-            "start_time": task.start_time.isoformat(), "end_time": task.end_time.isoformat(),
-            "files": len(task.data.get("dataset", [])),
-            "granules": [key.to_json() for key in sorted(keys_of(task.product, task.data.get("dataset", [])))]}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     settings = settings_or_exit(PROGRAM)
     setup_logging(PROGRAM, args.verbose, settings)  # ERROR lines are mailed when MAILHOST etc. are set
-    broker = TaskBroker(settings)
+    broker = TaskBroker.from_settings(settings)
     stop_on_signals(broker.stop)
     return broker.run()
 

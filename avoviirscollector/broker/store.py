@@ -84,10 +84,13 @@ def _now() -> dt.datetime:
 
 
 class JournalStore:
-    """Reads, appends to and compacts the journal. Not thread-safe: one owner (the broker's main loop)."""
+    """Reads, appends to and compacts the journal. Not thread-safe: one owner (the broker's main loop).
 
-    def __init__(self, state_dir: Path, name: str = JOURNAL_NAME) -> None:
+    ``now`` gives the time written in each record (the broker's wall clock; a test's clock in tests)."""
+
+    def __init__(self, state_dir: Path, name: str = JOURNAL_NAME, now: Callable[[], dt.datetime] = _now) -> None:
         self.state_dir = Path(state_dir)
+        self.now = now
         self.path = self.state_dir / name
         self._fd: int | None = None
         self.records_written = 0
@@ -124,7 +127,7 @@ class JournalStore:
     # -- writing ---------------------------------------------------------------------------------------------
 
     def header(self, next_id: int, ledger_since: dt.datetime) -> dict:
-        return {"format": FORMAT, "version": VERSION, "t": _now().isoformat(), "next_id": next_id,
+        return {"format": FORMAT, "version": VERSION, "t": self.now().isoformat(), "next_id": next_id,
                 "ledger_since": ledger_since.isoformat()}
 
     def compact(self, records: Iterable[dict], header: dict) -> None:
@@ -158,7 +161,7 @@ class JournalStore:
         (then the file may end with a torn line: the broker stops appending until a compaction has succeeded)."""
         if self._fd is None:
             raise OSError(f"{self.path} is not open for appending (no compaction has succeeded yet)")
-        data = _line({"op": obj.pop("op"), "t": _now().isoformat(), **obj})
+        data = _line({"op": obj.pop("op"), "t": self.now().isoformat(), **obj})
         written = os.write(self._fd, data)
         if written != len(data):  # a regular file short write means the disk is full
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")

@@ -17,7 +17,15 @@ import pytest
 from posttroll.message import Message
 
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS, format_name
-from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME, TLE_FILE, DeployedWorker, Status, request
+from tests.broker_support import (
+    ASCENDING_TIME,
+    DESCENDING_TIME,
+    TLE_FILE,
+    DeployedWorker,
+    Status,
+    request,
+    wait_until,
+)
 from tests.e2e.harness import Suite, only_loopback
 from tests.legacy import legacy_rule_violations
 
@@ -73,7 +81,8 @@ def drain(suite: Suite, product_sets: list[list[str]], want: set, timeout: float
             time.sleep(0.1)
         with Status(s.update_port) as status:
             status.wait_for(lambda st: st["queue length"] == 0, 10)
-        time.sleep(1.5)  # stale statuses make workers ask again: a duplicate would arrive now
+        # stale statuses make workers ask again until they hear the empty queue: a duplicate would arrive now
+        wait_until(lambda: all(worker.settled for worker in workers), 10, "the workers heard the queue is empty")
     finally:
         for worker in workers:
             worker.stop()

@@ -352,11 +352,6 @@ class TaskQueue:
         task_id = self._ledger_keys.get(key)
         return None if task_id is None else self._ledger[task_id]
 
-    def holder(self, key: GranuleKey) -> Task | None:
-        """The queued task that holds granule ``key``."""
-        task_id = self._by_granule.get(key)
-        return None if task_id is None else self._tasks[task_id]
-
     def knows(self, key: GranuleKey) -> bool:
         """True when the granule is queued, handed out or dropped (within the ledger's memory)."""
         return key in self._by_granule or key in self._ledger_keys
