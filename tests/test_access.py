@@ -23,7 +23,7 @@ from avoviirscollector.access import (
     start_access_control,
 )
 from avoviirscollector.config import load_settings
-from tests.broker_support import free_port
+from tests.support import free_port
 
 FOREIGN = "127.0.0.2"
 

@@ -16,7 +16,8 @@ from posttroll.message import Message
 from posttroll.publisher import Publish
 
 from avoviirscollector.bus import Follower
-from tests.e2e.harness import free_ports, only_loopback
+from tests.e2e.harness import only_loopback
+from tests.support import free_ports
 
 BIN = Path(sys.executable).parent
 

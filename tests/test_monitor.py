@@ -22,7 +22,7 @@ from avoviirscollector.monitor.server import Monitor, make_server
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import new_lines
 from avoviirscollector.viirs import PRODUCTS, format_name
-from tests.broker_support import free_port
+from tests.support import free_port
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

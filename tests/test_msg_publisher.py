@@ -17,8 +17,9 @@ import zmq
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
-from tests.e2e.harness import Sub, free_ports, only_loopback
+from tests.e2e.harness import Sub, only_loopback
 from tests.legacy import legacy_rule_violations
+from tests.support import free_ports
 
 BIN = Path(sys.executable).parent
 

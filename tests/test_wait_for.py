@@ -13,7 +13,8 @@ import posttroll
 import pytest
 from posttroll.publisher import Publish
 
-from tests.e2e.harness import free_ports, only_loopback
+from tests.e2e.harness import only_loopback
+from tests.support import free_ports
 
 BIN = Path(sys.executable).parent
 
