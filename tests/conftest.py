@@ -1,4 +1,7 @@
-"""Shared test helpers."""
+"""The fixtures any test module may ask for: the test TLE set (``elements``), posttroll's nameserver
+(``nameserver``), the GINA double (``double``), a local SMTP server (``smtp``) and IPv6 addresses on lo
+(``ipv6_hosts``); and, with pytest-xdist, each worker in a loopback-only network namespace of its own. Helpers
+that are functions, not fixtures, are in ``tests/support``."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ if str(REPO) not in sys.path:
 _NETNS = pytest.StashKey[str]()  # the worker's network namespace (set by pytest_configure)
 
 
-def pytest_configure(config):
+def _enter_the_workers_namespace(config) -> None:
     """With pytest-xdist (``make test`` runs two workers), each worker moves into a loopback-only network namespace
     of its own before any test runs: the suite's fixed posttroll ports (nameserver 5557, 21200, 16543), the
     addresses tests add to lo and every free port found are then the worker's alone, exactly as when one pytest
@@ -30,6 +33,15 @@ def pytest_configure(config):
     os.unshare(os.CLONE_NEWNET)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     config.stash[_NETNS] = os.readlink("/proc/thread-self/ns/net")
+
+
+GINA_DOUBLE_MARK = "gina_double"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{GINA_DOUBLE_MARK}(**options): the options of the module's or test's "
+                            "``double`` fixture (GinaDouble keywords: slow_seconds=1.5, rate=...)")
+    _enter_the_workers_namespace(config)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -78,3 +90,34 @@ def ipv6_hosts():
         if done.returncode != 0:
             pytest.skip(f"cannot add {address} to lo (no IPv6 here?): {done.stderr.strip()}")
     return IPV6_ALLOWED, IPV6_FOREIGN
+
+
+@pytest.fixture
+def double(request, tmp_path):
+    """The GINA double (tests/gina_double.py) serving on a free port of 127.0.0.1, stopped after the test. Its
+    options come from a ``gina_double`` mark on the test or its module: ``pytestmark =
+    pytest.mark.gina_double(slow_seconds=3.0)``."""
+    from tests.gina_double import GinaDouble
+
+    mark = request.node.get_closest_marker(GINA_DOUBLE_MARK)
+    with GinaDouble(tmp_path / "gina", **(mark.kwargs if mark else {})) as running:
+        yield running
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1: the :class:`tests.support.mail.Inbox` it fills
+    (its ``port``), stopped after the test."""
+    from aiosmtpd.controller import Controller
+
+    from tests.support import free_port
+    from tests.support.mail import Inbox
+
+    inbox = Inbox()
+    inbox.port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()

@@ -20,19 +20,12 @@ from posttroll.message import Message
 from avoviirscollector.mirror.place import read_journal
 from avoviirscollector.viirs import PRODUCTS
 from tests.e2e.harness import Suite
-from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, SdrWatch
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.gina_double(slow_seconds=3.0)]  # slow_first_byte: 3 s
 
 MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once", "--stall-seconds", "2"]
 QUEUES = ["--queue", "snpp-moderate", "--queue", "snpp-imagery", "--queue", "snpp-dnb"]
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina", slow_seconds=3.0) as d:
-        yield d
 
 
 def mirror_run(suite: Suite) -> tuple[int, str]:

@@ -70,12 +70,6 @@ def wait_metrics(url: str, predicate, timeout: float = 60) -> dict:
                          f"{ {k: v for k, v in got.items() if not k[0].startswith('avo_download')} }")
 
 
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
-
-
 def mirror_run(suite: Suite, double: GinaDouble) -> None:
     env = dict(suite.env, GINA_URL=double.url)
     proc = subprocess.run(MIRROR + QUEUES, env=env, capture_output=True, text=True, timeout=120)

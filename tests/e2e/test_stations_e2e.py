@@ -20,19 +20,12 @@ from avoviirscollector.viirs import PRODUCTS, parse_name
 from tests.broker_support import DeployedWorker, Status
 from tests.e2e.chaos import log_tails, read_task
 from tests.e2e.harness import Suite
-from tests.gina_double import GinaDouble
 
 pytestmark = pytest.mark.e2e
 
 SEGMENTS = sorted({segment for segments in PRODUCTS.values() for segment in segments})
 SIZES = {segment: 60_000 for segment in SEGMENTS}
 MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once", "--stall-seconds", "2"]
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def mirror(suite: Suite, **env: str) -> str:
