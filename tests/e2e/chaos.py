@@ -39,6 +39,7 @@ from avoviirscollector.viirs import (
     start_key_of,
 )
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
+from tests.support import percentile
 
 #: granules follow each other every 85.4 s (VIIRS SDR granule length)
 GRANULE = dt.timedelta(seconds=85.4)
@@ -56,13 +57,6 @@ assert sorted(ALL_SEGMENTS) == sorted({s for segs in PRODUCTS.values() for s in 
 KILLABLE = ("nameserver", "trollstalker", *(f"segment_gatherer-{p}" for p in PRODUCTS), "task_broker", "msg_publisher")
 
 GranuleKey = tuple[str, str, dt.datetime]  # product, platform_name, start time (naive UTC)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # -- the stream ------------------------------------------------------------------------------------------------------
@@ -237,7 +231,7 @@ class DrainingWorker(threading.Thread):
                 while updates.poll(0):
                     waiting, seen = json.loads(updates.recv())["queue length"] > 0, time.monotonic()
                 if not waiting or time.monotonic() - seen > 5:  # no status for 5 s: the broker is down
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # the deployed worker's pace while there is nothing to ask for
                     continue
                 if client is None:
                     client = context.socket(zmq.REQ)
@@ -256,7 +250,7 @@ class DrainingWorker(threading.Thread):
                     self.received.append(reply)
                 else:
                     self.empty += 1
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # the deployed worker's pace after an empty reply
         finally:
             updates.close(linger=0)
             if client is not None:
@@ -624,7 +618,7 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
         time.sleep(max(settle, placer.last_placed + due_after + 1 - time.monotonic()))
         if not queue_empty(suite, drain_timeout):
             errors.append(f"the queue did not drain in {drain_timeout} s after the last reconciliation")
-        time.sleep(2.0)
+        time.sleep(2.0)  # workers ask again on stale statuses: a task handed out twice would come now
     finally:
         placer.stop()
         if killer:

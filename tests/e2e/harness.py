@@ -163,7 +163,12 @@ class Suite:
         self.start(timeout)
 
     def __enter__(self) -> Suite:
-        self.start()
+        """Started (stopped again, everything it started, when the start fails)."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,7 +9,7 @@ from tests.support.clients import ask, endpoint, heard, request
 from tests.support.figures import percentile
 from tests.support.ports import free_port, free_ports, wait_for_port
 from tests.support.settings import settings_for
-from tests.support.waiting import WaitTimeout, wait_until
+from tests.support.waiting import WaitTimeout, seconds_until, wait_until
 
 __all__ = ["WaitTimeout", "ask", "endpoint", "free_port", "free_ports", "heard", "percentile", "request",
-           "settings_for", "wait_for_port", "wait_until"]
+           "seconds_until", "settings_for", "wait_for_port", "wait_until"]

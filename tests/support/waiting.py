@@ -31,3 +31,14 @@ def wait_until[T](condition: Callable[[], T], timeout: float = 10.0, what: str |
     if len(shown) > 300:
         shown = shown[:300] + "..."
     raise WaitTimeout(f"{text}: not within {timeout:g} s (last: {shown})")
+
+
+def seconds_until(condition: Callable[[], object], timeout: float, every: float = 0.05) -> float | None:
+    """A measurement: the seconds until ``condition`` returns a true value, or None when it did not within
+    ``timeout`` seconds."""
+    began = time.monotonic()
+    try:
+        wait_until(condition, timeout, every=every)
+    except WaitTimeout:
+        return None
+    return time.monotonic() - began
