@@ -230,7 +230,7 @@ class DeployedWorker(threading.Thread):
                     task_waiting = json.loads(updates.recv())["queue length"] > 0
                     self.heard += 1
                 if not task_waiting:
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # the deployed worker's pace while there is nothing to ask for
                     continue
                 sent = time.perf_counter()
                 client.send(request_body)
@@ -244,7 +244,7 @@ class DeployedWorker(threading.Thread):
                     self.received.append(reply)
                 else:
                     self.empty += 1
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # the deployed worker's pace after an empty reply
         finally:
             updates.close(linger=0)
             client.close(linger=0)

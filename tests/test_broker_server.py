@@ -30,6 +30,7 @@ from tests.broker_support import (
     seed_queue,
 )
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
+from tests.support import wait_until
 
 GRANULE = "/AVO/viirs/granule/"
 TWO_MINUTES = dt.timedelta(minutes=2)
@@ -59,14 +60,14 @@ def send_until_visible(pub, broker: Broker, product: str, data: dict, length: in
     """Resend one granule (resending merges: it is idempotent) until the status shows ``length`` tasks.
 
     Covers the moment the broker's subscriber needs to learn the new publisher's address from the nameserver."""
+    def sent_and_queued() -> bool:
+        send(pub, product, data)
+        got = status.next(0.3)
+        return got is not None and got["queue length"] >= length
+
     with Status(broker.update_port) as status:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            send(pub, product, data)
-            got = status.next(0.3)
-            if got is not None and got["queue length"] >= length:
-                return
-    raise AssertionError(f"granule never queued; broker log:\n{broker.log_text()[-3000:]}")
+        wait_until(sent_and_queued, timeout, lambda: f"the granule queued; broker log:\n{broker.log_text()[-3000:]}",
+                   every=0)
 
 
 def ask(broker: Broker, products: list[str], just_testing: bool = False) -> bytes:

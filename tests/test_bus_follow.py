@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import posttroll
@@ -17,7 +16,7 @@ from posttroll.publisher import Publish
 
 from avoviirscollector.bus import Follower
 from tests.e2e.harness import only_loopback
-from tests.support import free_ports
+from tests.support import free_ports, wait_for_port, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -33,7 +32,7 @@ def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver
     received: list[Message] = []
     stop = threading.Event()
     try:
-        time.sleep(0.5)
+        wait_for_port(ns)
         # the follower listens for announcements on a port where nobody announces: it hears none of them
         with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=deaf):
             follower = Follower(["/test"], refresh=0.5)
@@ -50,10 +49,13 @@ def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver
                 reader.start()
                 try:
                     with Publish("late_publisher", nameservers=["localhost"]) as pub:
-                        deadline = time.monotonic() + 15
-                        while not received and time.monotonic() < deadline:
-                            pub.send(Message("/test/x", "info", {"n": 1}).encode())
-                            time.sleep(0.2)
+
+                        def received_after_sending() -> bool:
+                            if not received:
+                                pub.send(Message("/test/x", "info", {"n": 1}).encode())
+                            return bool(received)
+
+                        wait_until(received_after_sending, 15, "the late publisher's message", 0.2)
                 finally:
                     stop.set()
                     reader.join(timeout=5)

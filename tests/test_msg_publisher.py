@@ -19,7 +19,7 @@ from posttroll.publisher import Publish
 
 from tests.e2e.harness import Sub, only_loopback
 from tests.legacy import legacy_rule_violations
-from tests.support import free_ports
+from tests.support import free_ports, wait_for_port, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -42,7 +42,7 @@ def _run(env, procs, tmp_path, publish):
     try:
         procs.append(subprocess.Popen([str(BIN / "nameserver"), "--no-multicast"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
+        wait_for_port(int(env["POSTTROLL_NAMESERVER_PORT"]))
         log = open(tmp_path / "msg_publisher.log", "w")
         procs.append(subprocess.Popen([str(BIN / "msg_publisher")], env=env, stdout=log, stderr=subprocess.STDOUT))
         yield publish, procs[-1], tmp_path / "msg_publisher.log"
@@ -53,16 +53,14 @@ def _run(env, procs, tmp_path, publish):
 
 
 def send_until_received(pub, sub, make, timeout=15.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = make()
-        pub.send(msg.encode())
-        until = time.monotonic() + 0.3
-        while time.monotonic() < until:
-            raw = sub.recv_raw(0.05)
-            if raw is not None:
-                return raw
-    raise TimeoutError("nothing came through msg_publisher")
+    """Send ``make()``'s message every 0.3 s until something comes out of ``sub`` (the first message, raw): the
+    subscriptions are made in the background after each start."""
+
+    def sent_and_heard() -> str | None:
+        pub.send(make().encode())
+        return sub.recv_raw(0.3)
+
+    return wait_until(sent_and_heard, timeout, "a message through msg_publisher", every=0)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
@@ -114,7 +112,7 @@ def test_a_subscriber_that_never_reads_does_not_block(stack):
 
 def test_sigterm_stops_it_within_two_seconds(stack):
     port, proc, log = stack
-    time.sleep(1)
+    wait_until(lambda: "publishing the internal bus" in log.read_text(), 10, "msg_publisher publishing")
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=5) == 0

@@ -54,7 +54,7 @@ class Celestrak:
             def do_GET(self):  # noqa: N802 (http.server's name)
                 outer.requests += 1
                 if outer.delay:
-                    time.sleep(outer.delay)
+                    time.sleep(outer.delay)  # a slow server
                 self.send_response(outer.status)
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
