@@ -239,16 +239,21 @@ class DeployedWorker(threading.Thread):
                     return
                 reply = client.recv()
                 self.latencies.append(time.perf_counter() - sent)
-                if reply:
-                    self.received_at.append(time.time())
-                    self.received.append(reply)
-                else:
-                    self.empty += 1
-                    time.sleep(0.1)  # the deployed worker's pace after an empty reply
+                self.take(reply)
         finally:
             updates.close(linger=0)
             client.close(linger=0)
             context.term()
+
+    def take(self, reply: bytes) -> None:
+        """A reply as the deployed worker takes it: a task is kept (and when it came), an empty one counted and
+        followed by the worker's pause."""
+        if reply:
+            self.received_at.append(time.time())
+            self.received.append(reply)
+        else:
+            self.empty += 1
+            time.sleep(0.1)  # the deployed worker's pace after an empty reply
 
     def stop(self) -> None:
         self.stopping.set()

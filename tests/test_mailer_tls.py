@@ -102,18 +102,23 @@ def mail_one_error(settings: Settings, name: str, caplog, wait: float) -> None:
         handler.close()
 
 
+def mailed(relay: Relay, settings: Settings, name: str) -> list:
+    """One error logged by a program's mail handler: the mails the relay got for it (within 10 s)."""
+    logger = logging.getLogger(f"task_broker.{name}")
+    logger.propagate = False
+    handler = attach_mail_handler(logger, settings, "task_broker", interval=60)
+    try:
+        logger.error("queue file unreadable")
+        return relay.wait_for(1, 10)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def test_login_over_starttls_reaches_the_relay(tmp_path, trust, caplog):
     relay, controller = start_relay(trust)
     try:
-        logger = logging.getLogger("task_broker.tls-ok")
-        logger.propagate = False
-        handler = attach_mail_handler(logger, login_settings(tmp_path, relay.port), "task_broker", interval=60)
-        try:
-            logger.error("queue file unreadable")
-            mails = relay.wait_for(1, 10)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+        mails = mailed(relay, login_settings(tmp_path, relay.port), "tls-ok")
     finally:
         controller.stop()
     assert len(mails) == 1 and "queue file unreadable" in mails[0][2].get_content()
@@ -173,15 +178,7 @@ def test_smtps_on_465(tmp_path, trust, caplog):
         pytest.skip("port 465 cannot be bound here (needs root in the tests' own network namespace)")
     relay, controller = start_relay(trust, smtps=True, port=465)
     try:
-        logger = logging.getLogger("task_broker.smtps")
-        logger.propagate = False
-        handler = attach_mail_handler(logger, login_settings(tmp_path, 465), "task_broker", interval=60)
-        try:
-            logger.error("queue file unreadable")
-            mails = relay.wait_for(1, 10)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+        mails = mailed(relay, login_settings(tmp_path, 465), "smtps")
     finally:
         controller.stop()
     # aiosmtpd sets session.ssl for STARTTLS only; this relay speaks nothing but TLS

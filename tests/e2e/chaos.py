@@ -38,6 +38,7 @@ from avoviirscollector.viirs import (
     start_key,
     start_key_of,
 )
+from tests.broker_support import DeployedWorker, Status
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
 from tests.support import percentile
 
@@ -202,20 +203,17 @@ class Killer(threading.Thread):
 
 
 # -- the workers -----------------------------------------------------------------------------------------------------
-class DrainingWorker(threading.Thread):
+class DrainingWorker(DeployedWorker):
     """A worker like the deployed one (SUB on the status stream, ask while ``queue length > 0``), with a receive
     timeout and reconnect (lazy pirate: close the REQ socket, open a new one) so a killed broker cannot hang it.
     Every request whose reply never came is counted."""
 
     def __init__(self, task_port: int, update_port: int, products: Iterable[str] = tuple(PRODUCTS),
                  timeout: float = 5.0) -> None:
-        super().__init__(daemon=True)
-        self.task_port, self.update_port, self.products, self.timeout = task_port, update_port, list(products), timeout
-        self.received: list[bytes] = []
-        self.empty = 0
+        super().__init__(task_port, update_port, list(products))
+        self.timeout = timeout
         self.requests = 0
         self.unanswered = 0
-        self.stopping = threading.Event()
 
     def run(self) -> None:
         context = zmq.Context()
@@ -245,12 +243,7 @@ class DrainingWorker(threading.Thread):
                     client = None
                     waiting = False
                     continue
-                reply = client.recv()
-                if reply:
-                    self.received.append(reply)
-                else:
-                    self.empty += 1
-                    time.sleep(0.1)  # the deployed worker's pace after an empty reply
+                self.take(client.recv())
         finally:
             updates.close(linger=0)
             if client is not None:
@@ -563,8 +556,6 @@ class Report:
 
 
 def queue_empty(suite, timeout: float) -> bool:
-    from tests.broker_support import Status
-
     with Status(suite.settings.update_port) as status:
         try:
             status.wait_for(lambda st: st["queue length"] == 0, timeout)

@@ -116,6 +116,12 @@ def arrive(suite: Suite, names: list[str]) -> None:
         time.sleep(0.3)
 
 
+def two_files_held(suite: Suite, granule: Granule) -> None:
+    """The granule's first two files placed, and a second for the gatherer to hold its slot with them."""
+    arrive(suite, granule.names[:2])
+    time.sleep(1.0)  # the gatherer takes both into the slot
+
+
 def status_now(suite: Suite) -> dict:
     with Status(suite.settings.update_port) as status:
         return status.next(5) or {}
@@ -163,8 +169,7 @@ def test_a_files_arrive_while_trollstalker_is_stopped(suite, workers):
 
 def test_b_gatherer_sigkilled_between_the_files(suite, workers):
     granule = Granule("B")
-    arrive(suite, granule.names[:2])
-    time.sleep(1.0)  # the gatherer holds the slot with two files
+    two_files_held(suite, granule)
     old = suite.pid("segment_gatherer-btd")
     os.kill(old, signal.SIGKILL)
     suite.wait_running(timeout=60, since={"segment_gatherer-btd": old})
@@ -194,8 +199,7 @@ def test_c_granule_completes_while_the_broker_is_stopped(suite, workers):
 
 def test_d_whole_suite_restarted_between_the_files(suite, workers):
     granule = Granule("D")
-    arrive(suite, granule.names[:2])
-    time.sleep(1.0)  # the gatherer holds the slot with two files
+    two_files_held(suite, granule)
     workers.stop()  # the workers keep their sockets; new ones after the restart, as in the field
     suite.restart()
     suite.wait_flowing()
