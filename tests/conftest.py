@@ -36,12 +36,52 @@ def _enter_the_workers_namespace(config) -> None:
 
 
 GINA_DOUBLE_MARK = "gina_double"
+#: the fixtures that start programs as processes or need the loopback-only network namespace
+PROCESS_FIXTURES = {"nameserver", "ipv6_hosts", "loopback_only"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--in-process", action="store_true",
+                     help="only the tests that run in this process (make check): leave out those marked "
+                          "'processes' and skip any other test at the moment it starts a process")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", f"{GINA_DOUBLE_MARK}(**options): the options of the module's or test's "
                             "``double`` fixture (GinaDouble keywords: slow_seconds=1.5, rate=...)")
+    config.addinivalue_line("markers", "processes: starts programs as processes or needs the loopback-only network "
+                            "namespace (set by tests/conftest.py on tests/e2e and on users of "
+                            f"{', '.join(sorted(PROCESS_FIXTURES))}); --in-process leaves them out")
     _enter_the_workers_namespace(config)
+
+
+def pytest_collection_modifyitems(config, items):
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if item.path.is_relative_to(e2e) or PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("processes")
+    if config.getoption("--in-process"):
+        kept = [item for item in items if item.get_closest_marker("processes") is None]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _in_process_only(request):
+    """With --in-process, a test that starts a process (a console script, a child Python, openssl...) is skipped
+    at that moment, in its fixtures too: make test runs it."""
+    if not request.config.getoption("--in-process"):
+        yield
+        return
+
+    def skipped(popen, args, *rest, **options):
+        program = args if isinstance(args, str | bytes) else args[0]
+        pytest.skip(f"starts a process ({Path(os.fsdecode(program)).name}): make test runs it")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "_execute_child", skipped)
+        patch.setattr(os, "fork", lambda: pytest.skip("forks a process: make test runs it"))
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -50,6 +90,18 @@ def _in_the_workers_namespace(request):
     expected = request.config.stash.get(_NETNS, None)
     if expected is not None:
         assert os.readlink("/proc/thread-self/ns/net") == expected, "tests run outside the worker's network namespace"
+
+
+@pytest.fixture
+def loopback_only():
+    """For a test that starts posttroll's nameserver or publishers on fixed or advertised addresses: it fails at
+    once outside a loopback-only network namespace (scripts/loopback-netns, which make test uses), where posttroll
+    would advertise, and multicast on, a real interface."""
+    from tests.e2e.harness import only_loopback
+
+    if not only_loopback():
+        pytest.fail("this test must run in a loopback-only network namespace: run it with scripts/loopback-netns "
+                    "(make test does)")
 
 
 @pytest.fixture

@@ -10,20 +10,16 @@ import threading
 from pathlib import Path
 
 import posttroll
-import pytest
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
 from avoviirscollector.bus import Follower
-from tests.e2e.harness import only_loopback
 from tests.support import free_ports, wait_for_port, wait_until
 
 BIN = Path(sys.executable).parent
 
 
-def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver(caplog):
-    if not only_loopback():
-        pytest.fail("run with scripts/loopback-netns")
+def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver(caplog, loopback_only):
     ns, bcast, addr, deaf = free_ports(4)
     env = {**os.environ, "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
            "POSTTROLL_ADDRESS_PUBLISH_PORT": str(addr)}

@@ -17,7 +17,7 @@ import zmq
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
-from tests.e2e.harness import Sub, only_loopback
+from tests.e2e.harness import Sub
 from tests.legacy import legacy_rule_violations
 from tests.support import free_ports, wait_for_port, wait_until
 
@@ -25,9 +25,7 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def stack(tmp_path):
-    if not only_loopback():
-        pytest.fail("run with scripts/loopback-netns")
+def stack(tmp_path, loopback_only):
     publish, ns, bcast, addr = free_ports(4)
     env = {**os.environ, "VIIRS_BASE": str(tmp_path), "PUBLISH_PORT": str(publish),
            "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),

@@ -10,18 +10,14 @@ import time
 from pathlib import Path
 
 import posttroll
-import pytest
 from posttroll.publisher import Publish
 
-from tests.e2e.harness import only_loopback
 from tests.support import free_ports
 
 BIN = Path(sys.executable).parent
 
 
-def test_waits_for_the_service_then_execs_the_command(tmp_path):
-    if not only_loopback():
-        pytest.fail("run with scripts/loopback-netns")
+def test_waits_for_the_service_then_execs_the_command(tmp_path, loopback_only):
     ns, bcast, addr = free_ports(3)
     env = {**os.environ, "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
            "POSTTROLL_ADDRESS_PUBLISH_PORT": str(addr)}
