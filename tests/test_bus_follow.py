@@ -19,6 +19,15 @@ from tests.support import free_ports, wait_for_port, wait_until
 BIN = Path(sys.executable).parent
 
 
+def collect(follower: Follower, received: list[Message], stop: threading.Event) -> None:
+    """The follower's messages into ``received`` until ``stop`` is set."""
+    for msg in follower.recv(timeout=0.2):
+        if msg is not None:
+            received.append(msg)
+        if stop.is_set():
+            return
+
+
 def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver(caplog, loopback_only):
     ns, bcast, addr, deaf = free_ports(4)
     env = {**os.environ, "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
@@ -30,31 +39,17 @@ def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver
     try:
         wait_for_port(ns)
         # the follower listens for announcements on a port where nobody announces: it hears none of them
-        with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=deaf):
-            follower = Follower(["/test"], refresh=0.5)
-            with caplog.at_level(logging.WARNING, logger="bus"), follower:
-
-                def consume():
-                    for msg in follower.recv(timeout=0.2):
-                        if msg is not None:
-                            received.append(msg)
-                        if stop.is_set():
-                            return
-
-                reader = threading.Thread(target=consume)
-                reader.start()
-                try:
-                    with Publish("late_publisher", nameservers=["localhost"]) as pub:
-
-                        def received_after_sending() -> bool:
-                            if not received:
-                                pub.send(Message("/test/x", "info", {"n": 1}).encode())
-                            return bool(received)
-
-                        wait_until(received_after_sending, 15, "the late publisher's message", 0.2)
-                finally:
-                    stop.set()
-                    reader.join(timeout=5)
+        with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=deaf), \
+                caplog.at_level(logging.WARNING, logger="bus"), Follower(["/test"], refresh=0.5) as follower:
+            reader = threading.Thread(target=collect, args=(follower, received, stop))
+            reader.start()
+            try:
+                with Publish("late_publisher", nameservers=["localhost"]) as pub:
+                    wait_until(lambda: received or pub.send(Message("/test/x", "info", {"n": 1}).encode()), 15,
+                               "the late publisher's message", 0.2)  # sent until it is received
+            finally:
+                stop.set()
+                reader.join(timeout=5)
     finally:
         server.kill()
         server.wait()

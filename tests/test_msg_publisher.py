@@ -92,14 +92,17 @@ def test_a_subscriber_that_never_reads_does_not_block(stack):
             big = "x" * 20000
             sent = 3000  # ~60 MB in all: far more than the stuck subscriber's buffers
             got: set[str] = set()
+
+            def batch_received(count: int) -> bool:
+                raw = fast.recv_raw(0.5)
+                if raw is not None and '"pad"' in raw:
+                    got.add(Message.decode(raw).data["uid"])
+                return len(got) >= count
+
             for batch in range(0, sent, 100):  # batches, so the test's own publisher never hits its HWM
                 for i in range(batch, batch + 100):
                     pub.send(Message("/AVO/viirs/sdr", "file", {"uid": f"{i}", "pad": big}).encode())
-                deadline = time.monotonic() + 10
-                while len(got) < batch + 100 and time.monotonic() < deadline:
-                    raw = fast.recv_raw(0.5)
-                    if raw is not None and '"pad"' in raw:
-                        got.add(Message.decode(raw).data["uid"])
+                wait_until(lambda: batch_received(batch + 100), 10, f"messages {batch} to {batch + 99}", every=0)  # noqa: B023
     finally:
         fast.close()
         stuck.close(linger=0)

@@ -564,6 +564,41 @@ def queue_empty(suite, timeout: float) -> bool:
             return False
 
 
+def _while_placing(suite, placer: Placer, killer: Killer | None, pool: list[DrainingWorker],
+                   restart_at: list[float], began: float, progress=None) -> int:
+    """Until the placer is done: the whole suite restarted at each of ``restart_at`` (seconds after ``began``),
+    progress told every 30 s. The number of restarts."""
+    restarts, last_note = 0, 0.0
+    while placer.is_alive():
+        elapsed = time.monotonic() - began
+        if restart_at and elapsed >= restart_at[0]:
+            restart_at.pop(0)
+            with killer.lock if killer else threading.Lock():
+                suite.restart(timeout=60)
+            restarts += 1
+        if progress and elapsed - last_note >= 30:
+            last_note = elapsed
+            progress(f"{elapsed:.0f} s: {len(placer.placed)}/{len(placer.placements)} files placed, "
+                     f"{sum(len(w.received) for w in pool)} tasks, {len(killer.kills) if killer else 0} kills, "
+                     f"{restarts} restarts")
+        placer.join(0.5)
+    return restarts
+
+
+def _settled(suite, placer: Placer, settle: float, drain_timeout: float, due_after: float) -> list[str]:
+    """The queue drained, one more reconciliation period, every granule complete for ``due_after`` s, the queue
+    drained again and a moment for late duplicates. What went wrong."""
+    errors = []
+    if not queue_empty(suite, drain_timeout):
+        errors.append(f"the queue did not drain in {drain_timeout} s")
+    # one more reconciliation period (what it finds comes now), and every granule complete for due_after s
+    time.sleep(max(settle, placer.last_placed + due_after + 1 - time.monotonic()))
+    if not queue_empty(suite, drain_timeout):
+        errors.append(f"the queue did not drain in {drain_timeout} s after the last reconciliation")
+    time.sleep(2.0)  # workers ask again on stale statuses: a task handed out twice would come now
+    return errors
+
+
 def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[float, float] | None = (3.0, 6.0),
         restart_at: Iterable[float] = (), settle: float = 25.0, drain_timeout: float = 60.0,
         due_after: float = 60.0, rng_seed: int = 4, progress=None) -> Report:
@@ -584,32 +619,11 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
         placer.start()
         if killer:
             killer.start()
-        pending_restarts = sorted(restart_at)
-        last_note = 0.0
-        while placer.is_alive():
-            elapsed = time.monotonic() - began
-            if pending_restarts and elapsed >= pending_restarts[0]:
-                pending_restarts.pop(0)
-                lock = killer.lock if killer else threading.Lock()
-                with lock:
-                    suite.restart(timeout=60)
-                restarts += 1
-            if progress and elapsed - last_note >= 30:
-                last_note = elapsed
-                progress(f"{elapsed:.0f} s: {len(placer.placed)}/{len(placements)} files placed, "
-                         f"{sum(len(w.received) for w in pool)} tasks, {len(killer.kills) if killer else 0} kills, "
-                         f"{restarts} restarts")
-            placer.join(0.5)
+        restarts = _while_placing(suite, placer, killer, pool, sorted(restart_at), began, progress)
         if killer:
             killer.stop()
         suite.wait_running(timeout=90)
-        if not queue_empty(suite, drain_timeout):
-            errors.append(f"the queue did not drain in {drain_timeout} s")
-        # one more reconciliation period (what it finds comes now), and every granule complete for due_after s
-        time.sleep(max(settle, placer.last_placed + due_after + 1 - time.monotonic()))
-        if not queue_empty(suite, drain_timeout):
-            errors.append(f"the queue did not drain in {drain_timeout} s after the last reconciliation")
-        time.sleep(2.0)  # workers ask again on stale statuses: a task handed out twice would come now
+        errors += _settled(suite, placer, settle, drain_timeout, due_after)
     finally:
         placer.stop()
         if killer:
