@@ -1,6 +1,7 @@
 # avoviirscollector: the two commands.
 #   make run    the whole suite in the foreground (supervisord), state under ./var; Ctrl-C stops everything
 #   make test   lint and the full test suite (in a loopback-only network namespace)
+#   make check  lint and the tests that run in pytest's own process (no daemons, no container): the edit loop
 #   make demo   the suite against the GINA double (two stations) in a loopback-only namespace; its monitor on
 #               http://127.0.0.1:29093/ of this host
 # Everything they need is installed into ./.venv from setup.py (the one place where versions are pinned).
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 # pytest-xdist workers (each moves into a loopback-only network namespace of its own: tests/conftest.py)
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint bench demo clean container-image test-tools
+.PHONY: run test check lint bench demo clean container-image test-tools
 
 $(STAMP): setup.py pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python 3.12+ found" >&2; exit 1; }
@@ -57,6 +58,11 @@ test-tools:
 
 test: $(STAMP) $(LEGACY_STAMP) lint container-image test-tools
 	scripts/loopback-netns $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS)
+
+# tests/conftest.py: --in-process leaves out the tests marked `processes` (tests/e2e, the nameserver's and the
+# network namespace's users) and skips any other test when it starts a process
+check: $(STAMP) lint
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --in-process $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m tests.demo $(DEMO_ARGS)

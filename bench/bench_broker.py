@@ -31,15 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avoviirscollector.broker.direction_helper import DirectionHelper  # noqa: E402
 from avoviirscollector.broker.protocol import encode_task  # noqa: E402
 from tests.broker_support import ASCENDING_TIME, Broker, Status, seed_queue  # noqa: E402
+from tests.support import percentile  # noqa: E402
 
 CLIENT_PROCESSES = 2
 SOCKETS_PER_PROCESS = 4
 PRODUCTS = ["tir", "mir", "btd", "vis", "dnb"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def client(port: int, payload: bytes, seconds: float, limit: int, out: mp.Queue) -> None:

@@ -27,11 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avoviirscollector.viirs import PRODUCTS, format_name  # noqa: E402
 from tests.e2e.harness import Suite  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+from tests.support import percentile  # noqa: E402
 
 
 def direct_address(suite: Suite, service: str) -> str:

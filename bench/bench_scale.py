@@ -83,6 +83,7 @@ from tests import archive  # noqa: E402
 from tests.e2e.chaos import rss_kib  # noqa: E402
 from tests.e2e.harness import BIN, Suite  # noqa: E402
 from tests.gina_double import GinaDouble, orbit_number  # noqa: E402
+from tests.support import percentile  # noqa: E402 (nearest rank: an Over among the values stays one)
 
 SEGMENTS = sorted({segment for segments in PRODUCTS.values() for segment in segments})
 STEP = dt.timedelta(seconds=85.35)
@@ -115,16 +116,8 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def pct(values: list[float], q: float) -> float | None:
-    """The q-th percentile (nearest rank); an :class:`Over` among the values stays one."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def median(values: list[float]) -> float | None:
-    return pct(values, 50)
+    return percentile(values, 50)
 
 
 # -- the files -----------------------------------------------------------------------------------------------------
@@ -487,8 +480,8 @@ def timed_gets(url: str, count: int, timeout: float) -> list[float]:
 def monitor_requests(suite: Suite, case: Case, count: int, timeout: float) -> None:
     for path, key in (("/", "page"), ("/metrics", "metrics")):
         times = timed_gets(f"http://127.0.0.1:{suite.settings.monitor_port}{path}", count, timeout)
-        case.figures[f"{key}.p50"] = pct(times, 50)
-        case.figures[f"{key}.p99"] = pct(times, 99)
+        case.figures[f"{key}.p50"] = percentile(times, 50)
+        case.figures[f"{key}.p99"] = percentile(times, 99)
         if len(times) < count:
             case.notes.append(f"GET {path}: request {len(times)} of {count} got no answer within {timeout:.0f} s; "
                               "the series stopped there")

@@ -53,9 +53,10 @@ from avoviirscollector.mirror.queues import load_queues  # noqa: E402
 from avoviirscollector.mirror.window import listing_params, listing_window  # noqa: E402
 from avoviirscollector.viirs import PRODUCTS, format_name  # noqa: E402
 from tests.broker_support import DeployedWorker  # noqa: E402
-from tests.e2e.chaos import percentile, read_task  # noqa: E402
+from tests.e2e.chaos import read_task  # noqa: E402
 from tests.e2e.harness import Suite  # noqa: E402
 from tests.gina_double import COPY_DELAY, COPY_OFFSET, GinaDouble  # noqa: E402
+from tests.support import percentile  # noqa: E402
 
 SATELLITES = {"npp": ("snpp", 0.0), "j01": ("noaa20", 0.25), "j02": ("noaa21", 0.5)}  # orbit phase offsets
 ORBIT = dt.timedelta(minutes=101.5)

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import zmq
+
+# free_port, request, wait_for_port and wait_until live in tests.support; imported here for the modules that import
+# them from here
+from tests.support import free_port, request, wait_for_port, wait_until  # noqa: F401
 
 BIN = Path(sys.executable).parent
 DATA = Path(__file__).parent / "data"
@@ -29,12 +32,6 @@ TLE_EPOCH = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
 ASCENDING_TIME = TLE_EPOCH + dt.timedelta(minutes=10)
 DESCENDING_TIME = TLE_EPOCH + dt.timedelta(minutes=60)
 SHORT = {"Suomi-NPP": "npp", "NOAA-20": "j01", "NOAA-21": "j02"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class FakeClock:
@@ -68,29 +65,6 @@ def place(base: Path, product: str, short: str, start: dt.datetime, orbit: int =
         (base / "tmp" / name).write_bytes(b"x")
         os.replace(base / "tmp" / name, base / "sdr" / name)
     return names
-
-
-def wait_until(condition, timeout: float, what: str, every: float = 0.05):
-    """Poll ``condition()`` until it returns something true (which is returned); AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = condition()
-        if got:
-            return got
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not so after {timeout} s")
-        time.sleep(every)
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port} after {timeout} s")
 
 
 def granule_files(product: str, platform_name: str, orbit: int, start: dt.datetime, base: Path) -> list[dict]:
@@ -246,22 +220,6 @@ class Status:
     def close(self) -> None:
         self.sock.close()
         self.context.term()
-
-
-def request(port: int, body: bytes, timeout: float = 10.0) -> bytes:
-    """One REQ round trip."""
-    context = zmq.Context()
-    sock = context.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(f"tcp://127.0.0.1:{port}")
-        sock.send(body)
-        if not sock.poll(int(timeout * 1000)):
-            raise AssertionError(f"no reply in {timeout} s to {body[:80]!r}")
-        return sock.recv()
-    finally:
-        sock.close()
-        context.term()
 
 
 @contextmanager

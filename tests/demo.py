@@ -84,8 +84,9 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 def inside(args: argparse.Namespace) -> int:
     from avoviirscollector.viirs import PRODUCTS
-    from tests.broker_support import DeployedWorker, free_port
+    from tests.broker_support import DeployedWorker
     from tests.e2e.harness import CONF, Suite
+    from tests.support import free_port
 
     base = args.dir.resolve()
     shutil.rmtree(base, ignore_errors=True)

@@ -9,10 +9,10 @@ import os
 import threading
 from pathlib import Path
 
-from avoviirscollector.config import load_settings
 from avoviirscollector.mirror.engine import MirrorRun
 from avoviirscollector.mirror.queues import load_queues
 from tests.gina_double import GinaDouble
+from tests.support import settings_for  # noqa: F401 (the mirror tests import it from here)
 
 #: 20 minutes ago: within the last hour, which the listings between the hourly full ones ask for
 START = (dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0) - dt.timedelta(minutes=20))
@@ -27,12 +27,6 @@ FAST = {"probe_size": 64 * 1024, "min_piece": 32 * 1024, "steal_big": 128 * 1024
 def add_pass(double: GinaDouble, granules: int = 2, segments=("GITCO", "GMTCO", "SVM15", "SVM16", "SVI05"),
              platform: str = "npp", orbit: int = 70000, start: dt.datetime = START):
     return double.add_pass(platform, orbit, start, granules=granules, segments=segments, sizes=SIZES)
-
-
-def settings_for(base: Path, double: GinaDouble, **env):
-    values = {"VIIRS_BASE": str(base), "GINA_URL": double.url}
-    values.update({k: str(v) for k, v in env.items()})
-    return load_settings(values)
 
 
 class Captured(logging.Handler):

@@ -8,7 +8,6 @@ import http.server
 import json
 import logging
 import threading
-import time
 
 import pytest
 import zmq
@@ -23,7 +22,7 @@ from avoviirscollector.access import (
     start_access_control,
 )
 from avoviirscollector.config import load_settings
-from tests.broker_support import free_port
+from tests.support import free_port, wait_until
 
 FOREIGN = "127.0.0.2"
 
@@ -173,7 +172,7 @@ def test_http_gate(tmp_path, caplog):
                     foreign.request("GET", "/")
                     foreign.getresponse()
                 foreign.close()
-            time.sleep(0.1)
+            wait_until(lambda: server.gate.refusals.total >= 3, 5, "three refusals counted")
         assert [r.getMessage().split(":")[0] for r in caplog.records] == [
             f"refused a connection from {FOREIGN} to MONITOR_PORT"]
         assert server.gate.refusals.total == 3
@@ -214,7 +213,7 @@ def test_http_gate_on_both_stacks_checks_ipv6_entries_and_ipv4_peers_as_ipv4(tmp
             for host, source in (("::1", foreign6), ("127.0.0.1", FOREIGN), ("::1", foreign6)):
                 with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
                     get(host, source)
-            time.sleep(0.1)
+            wait_until(lambda: server.gate.refusals.total >= 3, 5, "three refusals counted")
         assert sorted(r.getMessage().split(" to ")[0] for r in caplog.records) == sorted([
             f"refused a connection from {foreign6}", f"refused a connection from {FOREIGN}"])
         assert server.gate.refusals.total == 3

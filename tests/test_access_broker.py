@@ -18,7 +18,8 @@ import zmq
 from posttroll.publisher import Publish
 
 from avoviirscollector.access import read_refusals
-from tests.broker_support import ASCENDING_TIME, BIN, Broker, DeployedWorker, Status, granule_data, wait_until
+from tests.broker_support import ASCENDING_TIME, BIN, Broker, DeployedWorker, Status, granule_data
+from tests.support import ask, wait_until
 from tests.test_broker_server import send_until_visible
 
 FOREIGN = "127.0.0.2"
@@ -37,32 +38,38 @@ def broker(tmp_path, nameserver):
         b.stop()
 
 
+def served_worker(broker: Broker, timeout: float = 15, **where: str) -> DeployedWorker:
+    """A deployed-style worker asking for tir (from and to the addresses ``where`` names), run until a task came
+    and stopped."""
+    worker = DeployedWorker(broker.task_port, broker.update_port, ["tir"], **where)
+    worker.start()
+    try:
+        wait_until(lambda: worker.received, timeout, lambda: f"a task for the worker\n{broker.log_text()[-3000:]}")
+    finally:
+        worker.stop()
+    return worker
+
+
+def counted_refusals(broker: Broker, at_least: float) -> list[dict]:
+    """The broker's refusal counts (``read_refusals``) once they hold ``at_least`` refusals: the file is rewritten
+    at most once a second."""
+    return wait_until(lambda: (found := read_refusals(broker.base / "state")) and found[0]["total"] >= at_least
+                      and found, 5, f"{at_least:g} refusals in the counts file")
+
+
 def test_only_allowed_clients_get_tasks_and_status(tmp_path, broker):
     with Publish("segment_gatherer_test", nameservers=["localhost"]) as pub:
         send_until_visible(pub, broker, "tir", granule_data("tir", "NOAA-20", 70001, ASCENDING_TIME, tmp_path), 1)
     foreign = DeployedWorker(broker.task_port, broker.update_port, ["tir"], source=FOREIGN)
     foreign.start()
     # a foreign client that asks without waiting for the status: its request is never delivered, so never answered
-    context = zmq.Context()
-    try:
-        req = context.socket(zmq.REQ)
-        req.setsockopt(zmq.LINGER, 0)
-        req.connect(f"tcp://{FOREIGN}:0;127.0.0.1:{broker.task_port}")
-        req.send(json.dumps({"desired products": ["tir"], "just testing": False}).encode())
-        assert not req.poll(3000)
-        req.close()
-    finally:
-        context.term()
+    body = json.dumps({"desired products": ["tir"], "just testing": False}).encode()
+    assert ask(broker.task_port, body, 3.0, source=FOREIGN) is None
     foreign.stop()
     assert foreign.heard == 0 and not foreign.received and not foreign.latencies
     with Status(broker.update_port) as status:  # the task is still there for the allowed worker
         assert status.wait_for(lambda s: True, 5)["queue length"] == 1
-    allowed = DeployedWorker(broker.task_port, broker.update_port, ["tir"])
-    allowed.start()
-    deadline = time.monotonic() + 15
-    while not allowed.received and time.monotonic() < deadline:
-        time.sleep(0.05)
-    allowed.stop()
+    allowed = served_worker(broker)
     assert len(allowed.received) == 1 and b"/AVO/viirs/granule/tir" in allowed.received[0]
     # the operators' socket (ipc://, no IP address) is not refused
     listed = subprocess.run([str(BIN / "avoviirscollector"), "tasks", "list"], env=broker.env, capture_output=True,
@@ -70,9 +77,8 @@ def test_only_allowed_clients_get_tasks_and_status(tmp_path, broker):
     assert listed.returncode == 0, listed.stderr
     log = broker.log_text()
     assert log.count("refused a connection") == 1 and REFUSED_LINE in log, log[-3000:]
-    (counts,) = wait_until(lambda: [c for c in read_refusals(broker.base / "state") if c["total"] >= 2], 5,
-                           "both refusals counted")  # the counter file is written at most once a second
-    assert counts["program"] == "task_broker" and set(counts["peers"]) == {FOREIGN}
+    (counts,) = counted_refusals(broker, 2)
+    assert counts["program"] == "task_broker" and counts["total"] >= 2 and set(counts["peers"]) == {FOREIGN}
 
 
 def test_ipv6_entries_admit_ipv6_workers_and_ipv4_peers_are_checked_as_ipv4(tmp_path, nameserver, ipv6_hosts):
@@ -99,12 +105,7 @@ def test_ipv6_entries_admit_ipv6_workers_and_ipv4_peers_are_checked_as_ipv4(tmp_
         for worker in foreigners:
             worker.stop()
             assert worker.heard == 0 and not worker.received and not worker.latencies
-        allowed = DeployedWorker(broker.task_port, broker.update_port, ["tir"], source=allowed6, host="::1")
-        allowed.start()
-        deadline = time.monotonic() + 15
-        while not allowed.received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        allowed.stop()
+        allowed = served_worker(broker, source=allowed6, host="::1")
         assert allowed.heard > 0 and len(allowed.received) == 1, broker.log_text()[-3000:]
         log = broker.log_text()
         assert log.count("refused a connection") == 2, log[-3000:]
@@ -128,7 +129,7 @@ def flood(port: int, seconds: float, per_second: int = 100, keep: float = 0.5) -
             while opened and now - opened[0][0] >= keep:
                 opened.pop(0)[1].close(linger=0)
             if now < next_at:
-                time.sleep(min(0.005, next_at - now))
+                time.sleep(min(0.005, next_at - now))  # the flood's pace: per_second connections
                 continue
             sock = context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
@@ -164,7 +165,7 @@ def reply_times(port: int, seconds: float, every: float = 0.02) -> list[float]:
             assert sock.poll(5000), "no reply in 5 s"
             sock.recv()
             times.append(time.perf_counter() - sent)
-            time.sleep(every)
+            time.sleep(every)  # the client's pace: a request every ``every`` s
     finally:
         sock.close()
         context.term()
@@ -188,8 +189,7 @@ def test_refused_connects_do_not_stall_the_allowed_worker(broker):
     finally:
         out, _ = flooder.communicate(timeout=30)
     result = [int(out.strip())]
-    (counts,) = wait_until(lambda: [c for c in read_refusals(broker.base / "state")
-                                    if c["total"] >= 0.9 * result[0]], 5, "the refusals counted")
+    (counts,) = counted_refusals(broker, 0.9 * result[0])
     print(f"\nallowed worker reply time: p99 {p99(loaded) * 1000:.2f} ms, median "
           f"{statistics.median(loaded) * 1000:.2f} ms, max {max(loaded) * 1000:.2f} ms over {len(loaded)} requests "
           f"under {result[0]} refused connects in 30 s ({counts['total']} refusals counted by the broker); "

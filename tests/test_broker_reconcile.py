@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 
 from avoviirscollector.broker.reconcile import Planner, SdrView, complete_between, gatherer_timeouts
 from avoviirscollector.config import PACKAGE_ETC
 from avoviirscollector.granules import GranuleKey, OnDisk
 from avoviirscollector.viirs import PRODUCTS, format_name, parse_name
+from tests.support import wait_until
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 3, 300000)
 
@@ -84,12 +84,8 @@ def test_the_view_of_sdr_reports_complete_granules_of_its_folder_and_follows_its
 
 
 def _next(deliveries: list, good, timeout: float = 10.0) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if deliveries and good(deliveries[-1]):
-            return deliveries[-1]
-        time.sleep(0.05)
-    raise AssertionError(f"no delivery like that in {timeout} s: {deliveries[-1:] or 'none'}")
+    return wait_until(lambda: deliveries and good(deliveries[-1]) and deliveries[-1], timeout,
+                      lambda: f"a delivery like that (last: {deliveries[-1:] or 'none'})")
 
 
 def test_an_operators_requeue_finds_the_complete_granules_of_its_range_only(tmp_path):

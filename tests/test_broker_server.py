@@ -30,9 +30,9 @@ from tests.broker_support import (
     granule_data,
     request,
     seed_queue,
-    wait_until,
 )
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
+from tests.support import wait_until
 from tests.test_broker_protocol import BAD
 
 GRANULE = "/AVO/viirs/granule/"
@@ -63,14 +63,14 @@ def send_until_visible(pub, broker: Broker, product: str, data: dict, length: in
     """Resend one granule (resending merges: it is idempotent) until the status shows ``length`` tasks.
 
     Covers the moment the broker's subscriber needs to learn the new publisher's address from the nameserver."""
+    def sent_and_queued() -> bool:
+        send(pub, product, data)
+        got = status.next(0.3)
+        return got is not None and got["queue length"] >= length
+
     with Status(broker.update_port) as status:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            send(pub, product, data)
-            got = status.next(0.3)
-            if got is not None and got["queue length"] >= length:
-                return
-    raise AssertionError(f"granule never queued; broker log:\n{broker.log_text()[-3000:]}")
+        wait_until(sent_and_queued, timeout, lambda: f"the granule queued; broker log:\n{broker.log_text()[-3000:]}",
+                   every=0)
 
 
 def ask(broker: Broker, products: list[str], just_testing: bool = False) -> bytes:

@@ -7,23 +7,28 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import posttroll
-import pytest
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
 from avoviirscollector.bus import Follower
-from tests.e2e.harness import free_ports, only_loopback
+from tests.support import free_ports, wait_for_port, wait_until
 
 BIN = Path(sys.executable).parent
 
 
-def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver(caplog):
-    if not only_loopback():
-        pytest.fail("run with scripts/loopback-netns")
+def collect(follower: Follower, received: list[Message], stop: threading.Event) -> None:
+    """The follower's messages into ``received`` until ``stop`` is set."""
+    for msg in follower.recv(timeout=0.2):
+        if msg is not None:
+            received.append(msg)
+        if stop.is_set():
+            return
+
+
+def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver(caplog, loopback_only):
     ns, bcast, addr, deaf = free_ports(4)
     env = {**os.environ, "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
            "POSTTROLL_ADDRESS_PUBLISH_PORT": str(addr)}
@@ -32,30 +37,19 @@ def test_publisher_missed_by_the_announcements_is_found_by_asking_the_nameserver
     received: list[Message] = []
     stop = threading.Event()
     try:
-        time.sleep(0.5)
+        wait_for_port(ns)
         # the follower listens for announcements on a port where nobody announces: it hears none of them
-        with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=deaf):
-            follower = Follower(["/test"], refresh=0.5)
-            with caplog.at_level(logging.WARNING, logger="bus"), follower:
-
-                def consume():
-                    for msg in follower.recv(timeout=0.2):
-                        if msg is not None:
-                            received.append(msg)
-                        if stop.is_set():
-                            return
-
-                reader = threading.Thread(target=consume)
-                reader.start()
-                try:
-                    with Publish("late_publisher", nameservers=["localhost"]) as pub:
-                        deadline = time.monotonic() + 15
-                        while not received and time.monotonic() < deadline:
-                            pub.send(Message("/test/x", "info", {"n": 1}).encode())
-                            time.sleep(0.2)
-                finally:
-                    stop.set()
-                    reader.join(timeout=5)
+        with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=deaf), \
+                caplog.at_level(logging.WARNING, logger="bus"), Follower(["/test"], refresh=0.5) as follower:
+            reader = threading.Thread(target=collect, args=(follower, received, stop))
+            reader.start()
+            try:
+                with Publish("late_publisher", nameservers=["localhost"]) as pub:
+                    wait_until(lambda: received or pub.send(Message("/test/x", "info", {"n": 1}).encode()), 15,
+                               "the late publisher's message", 0.2)  # sent until it is received
+            finally:
+                stop.set()
+                reader.join(timeout=5)
     finally:
         server.kill()
         server.wait()

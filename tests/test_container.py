@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support import free_ports, wait_until
 from tests.test_tle import Celestrak
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,17 +72,6 @@ def image() -> str:
     return build.stdout.strip().splitlines()[-1]
 
 
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 @pytest.fixture
 def container(image, tmp_path):
     """The suite's container, started as production starts it, always removed."""
@@ -102,17 +92,21 @@ def container(image, tmp_path):
 
 
 def wait_all_running(cid: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    """The container's ``avo_status --json`` once every program in it is RUNNING."""
+    last: list[dict] = []
+
+    def report() -> dict | None:
         out = podman("exec", cid, "avo_status", "--json", "--quick", "--wait", "1.5", check=False)
         if out.stdout.strip().startswith("{"):
-            last = json.loads(out.stdout)
-            if last["programs"] and all(p["state"] == "RUNNING" for p in last["programs"]):
-                return last
-        time.sleep(1)
-    logs = podman("logs", "--tail", "60", cid, check=False)
-    pytest.fail(f"not every program RUNNING within {timeout} s: {last}\n{logs.stdout}{logs.stderr}")
+            last[:] = [json.loads(out.stdout)]
+        running = last and last[0]["programs"] and all(p["state"] == "RUNNING" for p in last[0]["programs"])
+        return last[0] if running else None
+
+    def logs() -> str:
+        tail = podman("logs", "--tail", "60", cid, check=False)
+        return f"every program RUNNING (last report {last[-1:]}); the container's log:\n{tail.stdout}{tail.stderr}"
+
+    return wait_until(report, timeout, logs, every=1.0)
 
 
 @needs_podman
@@ -258,9 +252,7 @@ def test_compose_up_through_podmans_docker_api(image, tmp_path):
     compose = [tool, "-p", project, "-f", str(REPO / "docker-compose.yml"), "-f", str(override)]
     env = dict(podman_env(), DOCKER_HOST=f"unix://{sock}")
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(sock.exists, 10, f"podman's API socket {sock}")
         up = subprocess.run([*compose, "up", "-d", "--no-build"], env=env, capture_output=True, text=True,
                             timeout=120)
         assert up.returncode == 0, up.stdout + up.stderr

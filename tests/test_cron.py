@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from avoviirscollector.cron import CronLine, CrontabError, parse_crontab, shell_line
+from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,7 +65,7 @@ def test_runner_runs_due_jobs_without_overlap_and_stops_on_sigterm(tmp_path):
     proc = subprocess.Popen([str(BIN / "avo_cron"), "--runner", "builtin", str(crontab)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin"})
     try:
-        time.sleep(5.5)
+        time.sleep(5.5)  # five and a half seconds of a job due every second
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     finally:
@@ -83,7 +84,7 @@ signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
 out.write_text("started\\n")
 deadline = time.monotonic() + 20
 while not stopped and time.monotonic() < deadline:
-    time.sleep(0.05)
+    time.sleep(0.05)  # the job's work: it goes on until told to stop
 with out.open("a") as f:
     f.write("drained\\n" if stopped else "never told to stop\\n")
 """
@@ -98,9 +99,7 @@ def test_a_stop_reaches_the_running_job_itself_and_waits_for_its_drain(tmp_path)
     proc = subprocess.Popen([str(BIN / "avo_cron"), "--runner", "builtin", str(crontab)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin"})
     try:
-        deadline = time.monotonic() + 10
-        while not (marks.exists() and marks.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: marks.exists() and marks.read_text(), 10, "the job started")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:

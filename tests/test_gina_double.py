@@ -29,14 +29,9 @@ from tests.gina_double import (
     stations_of,
     subsatellite,
 )
+from tests.support import free_port, wait_until
 
 START = dt.datetime(2026, 11, 23, 10, 0, 0)
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 @pytest.fixture
@@ -278,7 +273,7 @@ def test_files_are_listed_from_their_listed_at_on(double):
     assert listed(double) == [served[0].name]  # the second station's copy and the later file wait
     r = requests.get(f"{double.url}/files/{served[1].name}", timeout=5)
     assert r.status_code == 200 and len(r.content) == served[1].size  # not listed yet, but there
-    time.sleep(max(0.0, soon - time.time()) + 0.05)
+    time.sleep(max(0.0, soon - time.time()) + 0.05)  # listed_at is a wall-clock time: let it pass
     assert listed(double) == sorted(s.name for s in served)
     double.list_at([later.name])  # now
     assert later.name in listed(double)
@@ -359,7 +354,7 @@ def test_listing_etag_and_304(double, one_file):
     soon = time.time() + 0.5
     double.add_granule("npp", 70000, START + GRANULE, segments=("SVM16",), scale=0.001, listed_at=soon)
     assert products(double, headers={"If-None-Match": tag}).status_code == 304  # not listed yet: same body
-    time.sleep(max(0.0, soon - time.time()) + 0.05)
+    time.sleep(max(0.0, soon - time.time()) + 0.05)  # listed_at is a wall-clock time: let it pass
     r = products(double, headers={"If-None-Match": tag})
     assert r.status_code == 200 and len(r.json()) == 2 and r.headers["ETag"] != tag
 
@@ -429,8 +424,11 @@ def test_bytes_served_counts_listings_and_files_apart(double):
     assert now["files"] == uafgina.size + 100 and now["stations"] == {"uafgina": uafgina.size, "gilmore": 100}
     assert now["file_requests"] == 4
     # a 304 is a listing request with headers and no body
-    tag = products(double).headers["ETag"]
-    before = double.bytes_served()
+    answer = products(double)
+    tag = answer.headers["ETag"]
+    # the handler counts the body just after writing it: requests may have read it before
+    before = wait_until(lambda: (seen := double.bytes_served())["listing"] == now["listing"] + len(answer.content)
+                        and seen, 5, "the listing's body counted")
     head, body = raw_get(double, "/products.json", f"If-None-Match: {tag}\r\n")
     now = double.bytes_served()
     assert head.startswith(b"HTTP/1.1 304") and body == b""
@@ -451,10 +449,8 @@ def test_bytes_served_counts_cut_bodies_as_far_as_they_went_and_parallel_fetches
     for thread in threads:
         thread.join()
     expected = {"gilmore": 50000 + 8 * one_file.size}
-    deadline = time.monotonic() + 5  # the handlers count what they wrote just after the client has read it
-    while double.bytes_served()["stations"] != expected and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert double.bytes_served()["stations"] == expected
+    # the handlers count what they wrote just after the client has read it
+    wait_until(lambda: double.bytes_served()["stations"] == expected, 5, f"{expected} bytes served by station")
 
 
 def test_range_semantics(double, one_file):
@@ -538,29 +534,25 @@ def test_standalone_console_script_serves_and_stops_on_sigterm(tmp_path):
 def test_standalone_schedule_grows_with_every(tmp_path, same_start):
     """``--every``: each satellite's next granule starts where its previous one ended; start times differ between
     satellites, unless ``--same-start``."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     args = [sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir", str(tmp_path / "g"),
             "--granules", "2", "--every", "0.5", "--scale", "0.0005", "--satellites", "snpp,noaa20,noaa21"]
     proc = subprocess.Popen(args + (["--same-start"] if same_start else []), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
         by_platform: dict[str, list] = {}
-        while time.monotonic() < deadline:
+
+        def four_granules_each() -> bool:
             try:
                 records = requests.get(f"http://127.0.0.1:{port}/products.json", timeout=2).json()
             except requests.ConnectionError:
-                time.sleep(0.1)
-                continue
+                return False  # not serving yet
             names = [parse_name(r["url"].rsplit("/", 1)[1]) for r in records if "/GITCO_" in r["url"]]
-            by_platform = {p: sorted((n for n in names if n.platform == p), key=lambda n: n.start_time)
-                           for p in ("npp", "j01", "j02")}
-            if all(len(granules) >= 4 for granules in by_platform.values()):
-                break
-            time.sleep(0.2)
-        assert all(len(granules) >= 4 for granules in by_platform.values()), by_platform
+            by_platform.update({p: sorted((n for n in names if n.platform == p), key=lambda n: n.start_time)
+                                for p in ("npp", "j01", "j02")})
+            return all(len(granules) >= 4 for granules in by_platform.values())
+
+        wait_until(four_granules_each, 30, lambda: f"4 granules of each satellite listed (got {by_platform})", 0.2)
         for granules in by_platform.values():
             assert all(a.end_time == b.start_time for a, b in zip(granules, granules[1:], strict=False))
             assert all(0 <= b.orbit_number - a.orbit_number <= 1 for a, b in zip(granules, granules[1:], strict=False))
@@ -581,22 +573,22 @@ def test_standalone_schedule_grows_with_every(tmp_path, same_start):
 @contextlib.contextmanager
 def standalone(tmp_path, *args: str):
     """Run the double's command line with ``args``; yield its URL once it answers; SIGTERM it after (exit 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir",
                              str(tmp_path / "g"), "--scale", "0.0005", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answering() -> bool:
+            assert proc.poll() is None, f"the double exited: {proc.stdout.read() if proc.stdout else ''}"
             try:
                 requests.get(f"{url}/products.json", timeout=2)
-                break
+                return True
             except requests.ConnectionError:
-                assert time.monotonic() < deadline and proc.poll() is None, "the double did not start"
-                time.sleep(0.1)
+                return False
+
+        wait_until(answering, 30, "the double's command line answering", 0.1)
         yield url
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
@@ -643,10 +635,6 @@ def test_standalone_stations_copies_and_one_station_granules(tmp_path):
 def test_standalone_station_lag_holds_back_the_further_stations_copies(tmp_path):
     with standalone(tmp_path, "--granules", "1", "--every", "0.3", "--satellites", "noaa20", "--stations",
                     "gilmore,uafgina", "--station-lag", "3600", "--one-station-every", "0") as url:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            records = requests.get(f"{url}/products.json", timeout=5).json()
-            if len(records) >= 3 * 12:
-                break
-            time.sleep(0.2)
+        records = wait_until(lambda: len(got := requests.get(f"{url}/products.json", timeout=5).json()) >= 3 * 12
+                             and got, 30, "3 granules listed", 0.2)
     assert len(records) >= 3 * 12 and {r["facility"] for r in records} == {"gilmore"}

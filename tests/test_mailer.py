@@ -7,62 +7,17 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from avoviirscollector.config import Settings
 from avoviirscollector.mailer import MAX_LINES, attach_mail_handler, install_mail_handler, parse_mailhost
+from tests.support import free_port, settings_for
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.mails = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
-        with self.lock:
-            message = message_from_bytes(envelope.content, policy=policy.default)
-            self.mails.append((envelope.mail_from, list(envelope.rcpt_tos), message))
-        return "250 OK"
-
-    def wait_for(self, count: int, timeout: float) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.mails) >= count:
-                    return list(self.mails)
-            time.sleep(0.05)
-        with self.lock:
-            return list(self.mails)
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    inbox.port = port
-    try:
-        yield inbox
-    finally:
-        controller.stop()
-
-
-def settings_for(base: Path, mailhost: str | None) -> Settings:
-    return Settings(viirs_base=base, mailhost=mailhost, log_sender="viirs@example.org",
-                    log_recipient="ops@example.org, duty@example.org")
+#: the sender and recipients of the tests' error mail (with MAILHOST, all three settings mail needs)
+MAIL_TO = {"LOG_SENDER": "viirs@example.org", "LOG_RECIPIENT": "ops@example.org, duty@example.org"}
 
 
 def body(mail) -> str:
@@ -72,8 +27,8 @@ def body(mail) -> str:
 def test_a_burst_of_errors_is_one_mail_with_a_count_of_the_suppressed(tmp_path, smtp):
     logger = logging.getLogger("task_broker.test-burst")
     logger.propagate = False
-    handler = attach_mail_handler(logger, settings_for(tmp_path, f"127.0.0.1:{smtp.port}"), "task_broker",
-                                  interval=3.0)
+    settings = settings_for(tmp_path, MAILHOST=f"127.0.0.1:{smtp.port}", **MAIL_TO)
+    handler = attach_mail_handler(logger, settings, "task_broker", interval=3.0)
     try:
         logger.info("not mailed")
         logger.error("queue file unreadable")
@@ -122,7 +77,7 @@ while time.monotonic() < end:
     log.error("run %s: tick %d failed", sys.argv[4], ticks)
     worst = max(worst, time.perf_counter() - started)
     ticks += 1
-    time.sleep(0.05)
+    time.sleep(0.05)  # a tick every 50 ms: the program goes on working for its seconds
 print(f"done ticks={ticks} worst={worst:.4f}", flush=True)
 """
 
@@ -184,7 +139,7 @@ def test_mail_host_down_never_breaks_or_stalls_the_program(tmp_path, kind):
 
 def test_nothing_happens_unless_all_three_settings_are_given(tmp_path):
     logger = logging.getLogger("mirror_gina.test-off")
-    for settings in (settings_for(tmp_path, None),
+    for settings in (settings_for(tmp_path, **MAIL_TO),
                      Settings(viirs_base=tmp_path, mailhost="localhost", log_sender="a@b.c"),
                      Settings(viirs_base=tmp_path, mailhost="localhost", log_recipient="a@b.c")):
         assert attach_mail_handler(logger, settings, "mirror_gina") is None
@@ -193,7 +148,7 @@ def test_nothing_happens_unless_all_three_settings_are_given(tmp_path):
 
 
 def test_only_mirror_gina_and_task_broker_mail(tmp_path):
-    settings = settings_for(tmp_path, "127.0.0.1:9")
+    settings = settings_for(tmp_path, MAILHOST="127.0.0.1:9", **MAIL_TO)
     assert install_mail_handler(settings, "cleanup") is None
     handler = install_mail_handler(settings, "task_broker")
     try:

@@ -16,7 +16,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from avoviirscollector.config import Settings
 from avoviirscollector.mailer import attach_mail_handler
-from tests.test_mailer import Inbox, free_port
+from tests.support import free_port, settings_for, wait_until
+from tests.support.mail import Inbox
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 USER, PASSWORD = "avo-mailer", "correct horse battery staple"
@@ -73,36 +74,42 @@ def start_relay(certificate, starttls: bool = True, smtps: bool = False, port: i
     return relay, controller
 
 
-def settings_for(tmp_path, port: int, password: str = PASSWORD) -> Settings:
+def login_settings(tmp_path, port: int, password: str = PASSWORD) -> Settings:
+    """Mail through 127.0.0.1:``port`` as MAIL_USER, with ``password`` in MAIL_PASSWORD_FILE (mode 0600)."""
     secret = tmp_path / "mail.pw"
     secret.write_text(password + "\n")
     secret.chmod(0o600)
-    return Settings(viirs_base=tmp_path, mailhost=f"127.0.0.1:{port}", log_sender="viirs@example.org",
-                    log_recipient="ops@example.org", mail_user=USER, mail_password_file=secret)
+    return settings_for(tmp_path, MAILHOST=f"127.0.0.1:{port}", LOG_SENDER="viirs@example.org",
+                        LOG_RECIPIENT="ops@example.org", MAIL_USER=USER, MAIL_PASSWORD_FILE=secret)
 
 
 def own_errors(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == OWN and r.levelno == logging.ERROR]
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def mail_one_error(settings: Settings, name: str, caplog, wait: float) -> None:
+    """An error logged, and once the mailer has said (within ``wait`` s) why it failed to mail it, another."""
     logger = logging.getLogger(f"task_broker.{name}")
     logger.propagate = False
     handler = attach_mail_handler(logger, settings, "task_broker", interval=60)
     try:
         with caplog.at_level(logging.INFO):
             logger.error("queue file unreadable")
-            time.sleep(wait)
+            wait_until(lambda: own_errors(caplog), wait, "the mailer's own error line")
             logger.error("still going after the mail failed")  # the program keeps running
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def mailed(relay: Relay, settings: Settings, name: str) -> list:
+    """One error logged by a program's mail handler: the mails the relay got for it (within 10 s)."""
+    logger = logging.getLogger(f"task_broker.{name}")
+    logger.propagate = False
+    handler = attach_mail_handler(logger, settings, "task_broker", interval=60)
+    try:
+        logger.error("queue file unreadable")
+        return relay.wait_for(1, 10)
     finally:
         logger.removeHandler(handler)
         handler.close()
@@ -111,15 +118,7 @@ def mail_one_error(settings: Settings, name: str, caplog, wait: float) -> None:
 def test_login_over_starttls_reaches_the_relay(tmp_path, trust, caplog):
     relay, controller = start_relay(trust)
     try:
-        logger = logging.getLogger("task_broker.tls-ok")
-        logger.propagate = False
-        handler = attach_mail_handler(logger, settings_for(tmp_path, relay.port), "task_broker", interval=60)
-        try:
-            logger.error("queue file unreadable")
-            mails = relay.wait_for(1, 10)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+        mails = mailed(relay, login_settings(tmp_path, relay.port), "tls-ok")
     finally:
         controller.stop()
     assert len(mails) == 1 and "queue file unreadable" in mails[0][2].get_content()
@@ -131,7 +130,7 @@ def test_a_relay_without_starttls_gets_no_password(tmp_path, trust, caplog):
     relay, controller = start_relay(trust, starttls=False)
     try:
         with caplog.at_level(logging.INFO):
-            mail_one_error(settings_for(tmp_path, relay.port), "no-tls", caplog, wait=3)
+            mail_one_error(login_settings(tmp_path, relay.port), "no-tls", caplog, wait=3)
     finally:
         controller.stop()
     assert relay.logins == [] and relay.mails == []
@@ -145,11 +144,11 @@ def test_a_wrong_password_is_one_error_line_never_mailed_and_the_program_goes_on
     root = logging.getLogger()
     try:
         with caplog.at_level(logging.INFO):
-            settings = settings_for(tmp_path, relay.port, password="wrong")
+            settings = login_settings(tmp_path, relay.port, password="wrong")
             handler = attach_mail_handler(root, settings, "task_broker", interval=60)  # the program's real set-up
             try:
                 logging.getLogger("task_broker").error("queue file unreadable")
-                assert wait_until(lambda: own_errors(caplog), 10)
+                wait_until(lambda: own_errors(caplog), 10, "the mailer's own error line")
                 time.sleep(1.5)  # the next spool pass would carry the mailer's own line if it were mailed
                 logging.getLogger("task_broker").error("still going")
             finally:
@@ -179,15 +178,7 @@ def test_smtps_on_465(tmp_path, trust, caplog):
         pytest.skip("port 465 cannot be bound here (needs root in the tests' own network namespace)")
     relay, controller = start_relay(trust, smtps=True, port=465)
     try:
-        logger = logging.getLogger("task_broker.smtps")
-        logger.propagate = False
-        handler = attach_mail_handler(logger, settings_for(tmp_path, 465), "task_broker", interval=60)
-        try:
-            logger.error("queue file unreadable")
-            mails = relay.wait_for(1, 10)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+        mails = mailed(relay, login_settings(tmp_path, 465), "smtps")
     finally:
         controller.stop()
     # aiosmtpd sets session.ssl for STARTTLS only; this relay speaks nothing but TLS

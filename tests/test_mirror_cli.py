@@ -5,24 +5,16 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.gina_double import GinaDouble
 from tests.mirror_support import START
-from tests.test_mailer import Inbox
+from tests.support import wait_until
 
 MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once"]
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def _env(base, double, **extra):
@@ -64,15 +56,6 @@ def _lock_held(path):
         os.close(fd)
 
 
-def _wait(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_overlapping_run_exits_at_once_then_sigterm_keeps_partial_and_next_run_resumes(tmp_path, double):
     (item,) = double.add_granule("npp", 70000, START, segments=("GITCO",), sizes={"GITCO": 3_000_000})
     double.rate = 150e3  # 4 connections x 150 kB/s: the first run needs about 5 s
@@ -81,14 +64,15 @@ def test_overlapping_run_exits_at_once_then_sigterm_keeps_partial_and_next_run_r
     first = Proc(["--queue", "snpp-imagery"], env)
     try:
         lock = base / "state" / "mirror_gina.snpp-imagery.lock"
-        assert _wait(lambda: _lock_held(lock) and (base / "tmp" / (item.name + ".part")).exists())
+        part = base / "tmp" / (item.name + ".part")
+        wait_until(lambda: _lock_held(lock) and part.exists(), 15, "the run's lock and part file")
         t0 = time.monotonic()
         status, out = Proc(["--queue", "snpp-imagery"], env).finish()
         assert time.monotonic() - t0 < 5
         assert status == 0
         assert "queue snpp-imagery: another mirror_gina run still holds" in out
         assert "every queue is busy" in out
-        assert _wait(lambda: (base / "tmp" / (item.name + ".part.json")).exists())
+        wait_until(lambda: (base / "tmp" / (item.name + ".part.json")).exists(), 15, "the part file's record")
         t0 = time.monotonic()
         first.p.send_signal(signal.SIGTERM)
         status, out = first.finish()
@@ -187,7 +171,7 @@ def test_two_queues_wanting_one_file_in_overlapping_runs_fetch_it_once(tmp_path,
     env = _env(base, double, MIRROR_GINA_CONFIG=queues)
     first = Proc(["--queue", "geo-a"], env)
     try:
-        assert _wait(lambda: (base / "tmp" / (item.name + ".part")).exists())
+        wait_until(lambda: (base / "tmp" / (item.name + ".part")).exists(), 15, "the part file")
         status_b, out_b = Proc(["--queue", "geo-b"], env).finish()
         status_a, out_a = first.finish()
     finally:
@@ -196,23 +180,6 @@ def test_two_queues_wanting_one_file_in_overlapping_runs_fetch_it_once(tmp_path,
     assert f"skipped {item.name}: another run is fetching it" in out_b
     assert f"placed {item.name}" in out_a
     assert (base / "sdr" / item.name).read_bytes() == item.path.read_bytes()
-
-
-@pytest.fixture
-def smtp():
-    """A real SMTP server on 127.0.0.1 (aiosmtpd), always stopped."""
-    from aiosmtpd.controller import Controller
-
-    inbox = Inbox()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        inbox.port = s.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
-    controller.start()
-    try:
-        yield inbox
-    finally:
-        controller.stop()
 
 
 def test_failures_are_mailed_in_one_batch(tmp_path, double, smtp):

@@ -17,17 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.gina_double import GinaDouble
 from tests.mirror_support import START, add_pass, run_mirror, settings_for
 from tests.test_mirror_cli import MIRROR, _env
 
 SEGMENTS = ("GITCO", "SVI05")
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def _fd_path(fd: int) -> str:

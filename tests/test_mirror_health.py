@@ -11,11 +11,8 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from avoviirscollector.mirror.health import mirror_problems
 from avoviirscollector.viirs import format_name
-from tests.gina_double import GinaDouble
 from tests.mirror_support import START, add_pass, run_mirror, settings_for
 from tests.test_mirror_cli import _env
 
@@ -24,12 +21,6 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 def _iso(when):
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def test_problems_are_one_line_per_reason():

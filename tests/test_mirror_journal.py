@@ -11,19 +11,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from avoviirscollector.mirror.place import Journal, read_journal
 from avoviirscollector.viirs import format_name
-from tests.gina_double import GinaDouble
 from tests.mirror_support import add_pass
 from tests.test_mirror_cli import MIRROR, _env
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def _run(args, env):

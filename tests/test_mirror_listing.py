@@ -10,16 +10,9 @@ import datetime as dt
 import pytest
 
 from avoviirscollector.mirror.window import LOOKBACK, listing_window
-from tests.gina_double import GinaDouble
 from tests.mirror_support import add_pass, run_mirror, settings_for
 
 TODAY = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0)
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def test_listing_window():

@@ -7,20 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import pytest
-
 from avoviirscollector.mirror.backoff import FailureMemory
 from avoviirscollector.mirror.state_files import SkippedRecords
 from avoviirscollector.status import collect, render_text
 from avoviirscollector.viirs import format_name
-from tests.gina_double import GinaDouble
 from tests.mirror_support import START, add_pass, run_mirror, settings_for
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def _backoff_over(settings):

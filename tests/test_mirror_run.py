@@ -12,13 +12,8 @@ from avoviirscollector.mirror.place import read_journal
 from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, START, Captured, SdrWatch, add_pass, run_mirror, settings_for
 
+pytestmark = pytest.mark.gina_double(slow_seconds=1.5)  # the double of the fixture: slow_first_byte takes 1.5 s
 IMAGERY_MODERATE = ["snpp-moderate", "snpp-imagery"]
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina", slow_seconds=1.5) as d:
-        yield d
 
 
 def _served(double):

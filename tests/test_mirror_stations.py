@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import time
 
-import pytest
-
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.engine import next_round
 from avoviirscollector.mirror.listing import ListingClient, fetch_listing
@@ -17,7 +15,6 @@ from avoviirscollector.mirror.plan import granule_file, placed_file, plan_jobs
 from avoviirscollector.mirror.queues import Queue
 from avoviirscollector.mirror.window import listing_window
 from avoviirscollector.viirs import format_name, parse_name
-from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, START, run_mirror, settings_for
 
 BASE = "http://gina.example"
@@ -98,12 +95,6 @@ def test_rounds_come_every_poll_seconds_until_the_next_minutes_run_is_due():
 
 
 # -- against the GINA double ---------------------------------------------------------------------------------------
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
-
-
 SEGMENTS = ("GITCO", "GMTCO", "SVM15", "SVM16", "SVI05")
 
 

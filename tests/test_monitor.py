@@ -23,7 +23,7 @@ from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import new_lines
 from avoviirscollector.status import collect
 from avoviirscollector.viirs import PRODUCTS, format_name
-from tests.broker_support import free_port
+from tests.support import free_port, wait_until
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -290,15 +290,12 @@ def _watched(monitor: Monitor, settings) -> SdrWatch:
 
 
 def _until(monitor: Monitor, product: str, wanted: tuple[int, int], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    got = None
-    while time.monotonic() < deadline:
+    def completeness() -> tuple[int, int] | None:
         monitor.poll()
-        got = monitor.history.completeness(time.time()).get(("NOAA-20", product))
-        if got == wanted:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{product} of NOAA-20: {got}, not {wanted}, after {timeout} s")
+        return monitor.history.completeness(time.time()).get(("NOAA-20", product))
+
+    wait_until(lambda: completeness() == wanted, timeout,
+               lambda: f"{product} of NOAA-20 {wanted} (now {completeness()})")
 
 
 def test_a_file_put_into_sdr_by_hand_counts_and_one_removed_by_hand_stops_counting(base):

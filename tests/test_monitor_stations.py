@@ -18,7 +18,7 @@ from avoviirscollector.monitor import latency, page
 from avoviirscollector.monitor.history import History
 from avoviirscollector.monitor.server import Monitor, make_server
 from avoviirscollector.viirs import format_name
-from tests.broker_support import free_port
+from tests.support import free_port
 from tests.test_monitor import metrics, write_lines
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

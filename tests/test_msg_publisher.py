@@ -17,17 +17,15 @@ import zmq
 from posttroll.message import Message
 from posttroll.publisher import Publish
 
-from tests.broker_support import wait_for_port, wait_until
-from tests.e2e.harness import Sub, free_ports, only_loopback
+from tests.e2e.harness import Sub
 from tests.legacy import legacy_rule_violations
+from tests.support import free_ports, wait_for_port, wait_until
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def stack(tmp_path):
-    if not only_loopback():
-        pytest.fail("run with scripts/loopback-netns")
+def stack(tmp_path, loopback_only):
     publish, ns, bcast, addr = free_ports(4)
     env = {**os.environ, "VIIRS_BASE": str(tmp_path), "PUBLISH_PORT": str(publish),
            "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
@@ -55,16 +53,14 @@ def _run(env, procs, tmp_path, publish):
 
 
 def send_until_received(pub, sub, make, timeout=15.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = make()
-        pub.send(msg.encode())
-        until = time.monotonic() + 0.3
-        while time.monotonic() < until:
-            raw = sub.recv_raw(0.05)
-            if raw is not None:
-                return raw
-    raise TimeoutError("nothing came through msg_publisher")
+    """Send ``make()``'s message every 0.3 s until something comes out of ``sub`` (the first message, raw): the
+    subscriptions are made in the background after each start."""
+
+    def sent_and_heard() -> str | None:
+        pub.send(make().encode())
+        return sub.recv_raw(0.3)
+
+    return wait_until(sent_and_heard, timeout, "a message through msg_publisher", every=0)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
@@ -108,6 +104,13 @@ def test_a_subscriber_that_never_reads_does_not_block(stack):
             big = "x" * 20000
             sent = 3000  # ~60 MB in all: far more than the stuck subscriber's buffers
             got: set[str] = set()
+
+            def batch_received(count: int) -> bool:
+                raw = fast.recv_raw(0.5)
+                if raw is not None and '"pad"' in raw:
+                    got.add(Message.decode(raw).data["uid"])
+                return len(got) >= count
+
             for batch in range(0, sent, 100):  # batches, so the test's own publisher never hits its HWM
                 send_batch_and_receive(pub, fast, range(batch, batch + 100), big, got)
     finally:

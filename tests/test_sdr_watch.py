@@ -12,6 +12,7 @@ import time
 import pytest
 
 from avoviirscollector.ondisk.sdr import NICE, SdrWatch, names_by_start
+from tests.support import wait_until
 
 
 class Recorder:
@@ -56,14 +57,6 @@ class Recorder:
             return sum(1 for call in self.calls if call == ("end", True))
 
 
-def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def watched(tmp_path):
     sdr = tmp_path / "sdr"
@@ -97,7 +90,7 @@ def test_every_way_a_file_comes_or_goes_is_seen(watched, tmp_path):
     os.unlink(sdr / "before")
     os.replace(sdr / "renamed-in", tmp_path / "moved-out")
     wait_until(lambda: not {"before", "renamed-in"} & sink.names(), what="two files gone")
-    time.sleep(0.3)
+    time.sleep(0.3)  # the dot-file and the folder would have been reported by now
     assert sink.names() == {"written-in-place", "hard-link"}  # no dot-file, no folder
     assert sink.passes() == 1  # all of it from the kernel's word, no second listing
 
@@ -114,7 +107,7 @@ def test_an_overflow_of_the_kernels_queue_is_repaired_by_a_full_pass(watched):
 def test_sdr_removed_and_made_again_is_watched_again_and_passed(watched, tmp_path):
     sdr, sink, _watch = watched
     shutil.rmtree(sdr)
-    time.sleep(0.3)
+    wait_until(lambda: ("gone", "before") in sink.calls, what="sdr/'s file gone")
     sdr.mkdir()
     (sdr / "new-one").write_bytes(b"x")
     wait_until(lambda: sink.passes() >= 2 and sink.names() == {"new-one"}, what="the new sdr/ passed")
@@ -130,7 +123,7 @@ def test_sdr_moved_away_and_replaced_is_followed_where_it_is_now(watched, tmp_pa
     (tmp_path / "old-sdr" / "in-the-old-one").write_bytes(b"x")
     (sdr / "in-the-new-one").write_bytes(b"x")
     wait_until(lambda: "in-the-new-one" in sink.names(), what="the new sdr/ followed")
-    time.sleep(0.3)
+    time.sleep(0.3)  # a file of the old folder, written at the same time, would have been reported by now
     assert "in-the-old-one" not in sink.names()
 
 
@@ -139,7 +132,7 @@ def test_a_missing_sdr_is_waited_for(tmp_path):
     watch = SdrWatch(tmp_path / "sdr", sink, interval=0.1)
     watch.start()
     try:
-        time.sleep(0.5)
+        time.sleep(0.5)  # five of its intervals: still no sdr/, still not ready
         assert not watch.ready.is_set()
         (tmp_path / "sdr").mkdir()
         (tmp_path / "sdr" / "first").write_bytes(b"x")

@@ -54,7 +54,7 @@ class Celestrak:
             def do_GET(self):  # noqa: N802 (http.server's name)
                 outer.requests += 1
                 if outer.delay:
-                    time.sleep(outer.delay)
+                    time.sleep(outer.delay)  # a slow server
                 self.send_response(outer.status)
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
@@ -127,6 +127,23 @@ def test_changed_set_replaces_the_file_atomically(tmp_path, celestrak):
     assert leftovers(base) == []
 
 
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stdout.splitlines() if " ERROR " in line]
+
+
+def fails_keeping_the_old_file(base: Path, celestrak: Celestrak, status: int, body: bytes) -> list[str]:
+    """A good refresh, then one against an answer of ``status`` with ``body``: it fails (exit status 1), keeps the
+    first file and leaves nothing behind. Its ERROR lines."""
+    assert refresh(base, celestrak.url).returncode == 0
+    good = celestrak.body
+    celestrak.status, celestrak.body = status, body
+    result = refresh(base, celestrak.url)
+    assert result.returncode == 1
+    assert (base / "elements" / "tle.txt").read_bytes() == good
+    assert leftovers(base) == []
+    return error_lines(result)
+
+
 @pytest.mark.parametrize("garbage", [
     b"<html><body>Rate limit exceeded</body></html>\n",
     b"",
@@ -135,29 +152,13 @@ def test_changed_set_replaces_the_file_atomically(tmp_path, celestrak):
     "\n".join([ISS[0], ISS[1], ISS[2][:-1] + "0"]).encode() + b"\n",  # bad checksum
 ])
 def test_garbage_keeps_the_old_file(tmp_path, celestrak, garbage):
-    base = tmp_path / "viirs"
-    assert refresh(base, celestrak.url).returncode == 0
-    good = celestrak.body
-    celestrak.body = garbage
-    result = refresh(base, celestrak.url)
-    assert result.returncode == 1
-    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    errors = fails_keeping_the_old_file(tmp_path / "viirs", celestrak, 200, garbage)
     assert len(errors) == 1 and "not TLEs" in errors[0] and "keeping" in errors[0]
-    assert (base / "elements" / "tle.txt").read_bytes() == good
-    assert leftovers(base) == []
 
 
 def test_http_500_keeps_the_old_file(tmp_path, celestrak):
-    base = tmp_path / "viirs"
-    assert refresh(base, celestrak.url).returncode == 0
-    good = celestrak.body
-    celestrak.status, celestrak.body = 500, b"1 broken\n"
-    result = refresh(base, celestrak.url)
-    assert result.returncode == 1
-    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    errors = fails_keeping_the_old_file(tmp_path / "viirs", celestrak, 500, b"1 broken\n")
     assert len(errors) == 1 and "HTTP 500" in errors[0]
-    assert (base / "elements" / "tle.txt").read_bytes() == good
-    assert leftovers(base) == []
 
 
 def test_timeout_keeps_the_old_file_and_gives_up_in_time(tmp_path, celestrak):
@@ -169,7 +170,7 @@ def test_timeout_keeps_the_old_file_and_gives_up_in_time(tmp_path, celestrak):
     result = refresh(base, celestrak.url, "--timeout", "1")
     assert time.monotonic() - started < 4.5
     assert result.returncode == 1
-    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    errors = error_lines(result)
     assert len(errors) == 1 and "Timeout" in errors[0]
     assert (base / "elements" / "tle.txt").read_bytes() == good
     assert leftovers(base) == []

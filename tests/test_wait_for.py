@@ -10,17 +10,14 @@ import time
 from pathlib import Path
 
 import posttroll
-import pytest
 from posttroll.publisher import Publish
 
-from tests.e2e.harness import free_ports, only_loopback
+from tests.support import free_ports
 
 BIN = Path(sys.executable).parent
 
 
-def test_waits_for_the_service_then_execs_the_command(tmp_path):
-    if not only_loopback():
-        pytest.fail("run with scripts/loopback-netns")
+def test_waits_for_the_service_then_execs_the_command(tmp_path, loopback_only):
     ns, bcast, addr = free_ports(3)
     env = {**os.environ, "POSTTROLL_NAMESERVER_PORT": str(ns), "POSTTROLL_BROADCAST_PORT": str(bcast),
            "POSTTROLL_ADDRESS_PUBLISH_PORT": str(addr)}
@@ -30,8 +27,8 @@ def test_waits_for_the_service_then_execs_the_command(tmp_path):
     waiter = subprocess.Popen([str(BIN / "avo_wait_for"), "late_service", "--", "/bin/sh", "-c",
                                f"echo $$ > {marker}"], env=env)
     try:
-        time.sleep(3)
-        assert not marker.exists()  # nothing registered yet: still waiting
+        time.sleep(3)  # three seconds with nothing registered: still waiting
+        assert not marker.exists()
         with posttroll.config.set(nameserver_port=ns, broadcast_port=bcast, address_publish_port=addr), \
                 Publish("late_service", nameservers=["localhost"]):
             assert waiter.wait(timeout=15) == 0
@@ -55,7 +52,7 @@ def test_a_stop_while_waiting_exits_zero_without_starting_the_command(tmp_path):
     marker = tmp_path / "started"
     proc = subprocess.Popen([str(BIN / "avo_wait_for"), "never_registered_service", "--", "/bin/sh", "-c",
                              f"touch {marker}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(1.5)
+    time.sleep(1.5)  # waiting by now (nothing shows it: it prints only when it gives up)
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)  # supervisord stops a gatherer that way, even before it started
     assert proc.wait(5) == 0, proc.stdout.read()

@@ -38,7 +38,9 @@ from avoviirscollector.viirs import (
     start_key,
     start_key_of,
 )
+from tests.broker_support import DeployedWorker, Status
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
+from tests.support import percentile
 
 #: granules follow each other every 85.4 s (VIIRS SDR granule length)
 GRANULE = dt.timedelta(seconds=85.4)
@@ -56,13 +58,6 @@ assert sorted(ALL_SEGMENTS) == sorted({s for segs in PRODUCTS.values() for s in 
 KILLABLE = ("nameserver", "trollstalker", *(f"segment_gatherer-{p}" for p in PRODUCTS), "task_broker", "msg_publisher")
 
 GranuleKey = tuple[str, str, dt.datetime]  # product, platform_name, start time (naive UTC)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # -- the stream ------------------------------------------------------------------------------------------------------
@@ -208,20 +203,17 @@ class Killer(threading.Thread):
 
 
 # -- the workers -----------------------------------------------------------------------------------------------------
-class DrainingWorker(threading.Thread):
+class DrainingWorker(DeployedWorker):
     """A worker like the deployed one (SUB on the status stream, ask while ``queue length > 0``), with a receive
     timeout and reconnect (lazy pirate: close the REQ socket, open a new one) so a killed broker cannot hang it.
     Every request whose reply never came is counted."""
 
     def __init__(self, task_port: int, update_port: int, products: Iterable[str] = tuple(PRODUCTS),
                  timeout: float = 5.0) -> None:
-        super().__init__(daemon=True)
-        self.task_port, self.update_port, self.products, self.timeout = task_port, update_port, list(products), timeout
-        self.received: list[bytes] = []
-        self.empty = 0
+        super().__init__(task_port, update_port, list(products))
+        self.timeout = timeout
         self.requests = 0
         self.unanswered = 0
-        self.stopping = threading.Event()
 
     def run(self) -> None:
         context = zmq.Context()
@@ -237,7 +229,7 @@ class DrainingWorker(threading.Thread):
                 while updates.poll(0):
                     waiting, seen = json.loads(updates.recv())["queue length"] > 0, time.monotonic()
                 if not waiting or time.monotonic() - seen > 5:  # no status for 5 s: the broker is down
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # the deployed worker's pace while there is nothing to ask for
                     continue
                 if client is None:
                     client = context.socket(zmq.REQ)
@@ -251,12 +243,7 @@ class DrainingWorker(threading.Thread):
                     client = None
                     waiting = False
                     continue
-                reply = client.recv()
-                if reply:
-                    self.received.append(reply)
-                else:
-                    self.empty += 1
-                    time.sleep(0.1)
+                self.take(client.recv())
         finally:
             updates.close(linger=0)
             if client is not None:
@@ -569,14 +556,47 @@ class Report:
 
 
 def queue_empty(suite, timeout: float) -> bool:
-    from tests.broker_support import Status
-
     with Status(suite.settings.update_port) as status:
         try:
             status.wait_for(lambda st: st["queue length"] == 0, timeout)
             return True
         except AssertionError:
             return False
+
+
+def _while_placing(suite, placer: Placer, killer: Killer | None, pool: list[DrainingWorker],
+                   restart_at: list[float], began: float, progress=None) -> int:
+    """Until the placer is done: the whole suite restarted at each of ``restart_at`` (seconds after ``began``),
+    progress told every 30 s. The number of restarts."""
+    restarts, last_note = 0, 0.0
+    while placer.is_alive():
+        elapsed = time.monotonic() - began
+        if restart_at and elapsed >= restart_at[0]:
+            restart_at.pop(0)
+            with killer.lock if killer else threading.Lock():
+                suite.restart(timeout=60)
+            restarts += 1
+        if progress and elapsed - last_note >= 30:
+            last_note = elapsed
+            progress(f"{elapsed:.0f} s: {len(placer.placed)}/{len(placer.placements)} files placed, "
+                     f"{sum(len(w.received) for w in pool)} tasks, {len(killer.kills) if killer else 0} kills, "
+                     f"{restarts} restarts")
+        placer.join(0.5)
+    return restarts
+
+
+def _settled(suite, placer: Placer, settle: float, drain_timeout: float, due_after: float) -> list[str]:
+    """The queue drained, one more reconciliation period, every granule complete for ``due_after`` s, the queue
+    drained again and a moment for late duplicates. What went wrong."""
+    errors = []
+    if not queue_empty(suite, drain_timeout):
+        errors.append(f"the queue did not drain in {drain_timeout} s")
+    # one more reconciliation period (what it finds comes now), and every granule complete for due_after s
+    time.sleep(max(settle, placer.last_placed + due_after + 1 - time.monotonic()))
+    if not queue_empty(suite, drain_timeout):
+        errors.append(f"the queue did not drain in {drain_timeout} s after the last reconciliation")
+    time.sleep(2.0)  # workers ask again on stale statuses: a task handed out twice would come now
+    return errors
 
 
 def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[float, float] | None = (3.0, 6.0),
@@ -599,32 +619,11 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
         placer.start()
         if killer:
             killer.start()
-        pending_restarts = sorted(restart_at)
-        last_note = 0.0
-        while placer.is_alive():
-            elapsed = time.monotonic() - began
-            if pending_restarts and elapsed >= pending_restarts[0]:
-                pending_restarts.pop(0)
-                lock = killer.lock if killer else threading.Lock()
-                with lock:
-                    suite.restart(timeout=60)
-                restarts += 1
-            if progress and elapsed - last_note >= 30:
-                last_note = elapsed
-                progress(f"{elapsed:.0f} s: {len(placer.placed)}/{len(placements)} files placed, "
-                         f"{sum(len(w.received) for w in pool)} tasks, {len(killer.kills) if killer else 0} kills, "
-                         f"{restarts} restarts")
-            placer.join(0.5)
+        restarts = _while_placing(suite, placer, killer, pool, sorted(restart_at), began, progress)
         if killer:
             killer.stop()
         suite.wait_running(timeout=90)
-        if not queue_empty(suite, drain_timeout):
-            errors.append(f"the queue did not drain in {drain_timeout} s")
-        # one more reconciliation period (what it finds comes now), and every granule complete for due_after s
-        time.sleep(max(settle, placer.last_placed + due_after + 1 - time.monotonic()))
-        if not queue_empty(suite, drain_timeout):
-            errors.append(f"the queue did not drain in {drain_timeout} s after the last reconciliation")
-        time.sleep(2.0)
+        errors += _settled(suite, placer, settle, drain_timeout, due_after)
     finally:
         placer.stop()
         if killer:

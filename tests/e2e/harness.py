@@ -25,25 +25,11 @@ from posttroll.message import Message
 
 from avoviirscollector.config import PACKAGE_ETC, Settings, load_settings
 from avoviirscollector.viirs import PRODUCTS, format_name
+from tests.support import free_ports, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONF = REPO / "supervisord.conf"
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 right now."""
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-            ports.append(sock.getsockname()[1])
-    finally:
-        for sock in socks:
-            sock.close()
-    return ports
 
 
 def short_slot_etc(folder: Path, timeliness: int = 20) -> Path:
@@ -145,17 +131,16 @@ class Suite:
 
     def wait_running(self, timeout: float = 30, since: dict[str, int | None] | None = None) -> dict:
         """Wait until every program is RUNNING (and, given ``since``, has a pid other than the one there)."""
-        deadline = time.monotonic() + timeout
-        states: dict = {}
-        while time.monotonic() < deadline:
+
+        def all_running() -> dict | None:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"supervisord exited ({self.proc.returncode}): {self.output.read_text()[-2000:]}")
             states = self.programs()
-            if states and all(state == "RUNNING" for state, _ in states.values()):
-                if since is None or all(states[n][1] != pid for n, pid in since.items()):
-                    return states
-            time.sleep(0.2)
-        raise TimeoutError(f"programs not all RUNNING after {timeout} s: {states}")
+            running = states and all(state == "RUNNING" for state, _ in states.values())
+            restarted = since is None or all(states[n][1] != pid for n, pid in since.items())
+            return states if running and restarted else None
+
+        return wait_until(all_running, timeout, lambda: f"every program RUNNING (now {self.programs()})", every=0.2)
 
     def stop(self, timeout: float = 30) -> None:
         if self.proc is None:
@@ -178,7 +163,12 @@ class Suite:
         self.start(timeout)
 
     def __enter__(self) -> Suite:
-        self.start()
+        """Started (stopped again, everything it started, when the start fails)."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -227,8 +217,9 @@ class Suite:
             finally:
                 own.close()
         missing = set(PRODUCTS)
-        deadline = time.monotonic() + timeout
-        while missing and time.monotonic() < deadline:
+
+        def probed() -> bool:
+            """One probe granule of the products still missing, and 3 s to hear their ``dataset`` messages."""
             self._probe += 1
             start = dt.datetime(2001, 1, 1) + dt.timedelta(minutes=2 * self._probe)
             segments = sorted({segment for product in missing for segment in PRODUCTS[product]})
@@ -240,5 +231,6 @@ class Suite:
                 raw = sub.recv_raw(0.2)
                 if raw is not None and " dataset " in raw[:80]:
                     missing.discard(raw.split(" ", 1)[0].rsplit("/", 1)[-1])
-        if missing:
-            raise TimeoutError(f"no dataset message came through the suite for {sorted(missing)}")
+            return not missing
+
+        wait_until(probed, timeout, lambda: f"a dataset message through the suite for {sorted(missing)}", every=0)

@@ -19,53 +19,16 @@ from posttroll.message import Message
 from avoviirscollector.viirs import PRODUCTS, format_name
 from tests.broker_support import DeployedWorker
 from tests.e2e.harness import Suite
+from tests.support import ask, endpoint, heard, wait_until
 
 pytestmark = pytest.mark.e2e
 FOREIGN = "127.0.0.2"
 
 
-def via(source: str | None, port: int) -> str:
-    return f"tcp://{source}:0;127.0.0.1:{port}" if source else f"tcp://127.0.0.1:{port}"
-
-
-def ask(context: zmq.Context, port: int, body: bytes, source: str | None, timeout: float = 2.0) -> bytes | None:
-    """One REQ round trip from ``source``; None when no reply came within ``timeout``."""
-    sock = context.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(via(source, port))
-        sock.send(body)
-        return sock.recv() if sock.poll(int(timeout * 1000)) else None
-    finally:
-        sock.close(linger=0)
-
-
-def heard(context: zmq.Context, port: int, source: str | None, seconds: float) -> int:
-    """Messages a SUB (every topic) from ``source`` receives on ``port`` within ``seconds``."""
-    sock = context.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(via(source, port))
-    count = 0
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            if sock.poll(100):
-                sock.recv()
-                count += 1
-    finally:
-        sock.close(linger=0)
-    return count
-
-
 @pytest.fixture
 def guarded(tmp_path):
-    s = Suite(tmp_path, {"ALLOWED_CLIENTS": "127.0.0.1"})
-    try:
-        s.start()
-        yield s
-    finally:
-        s.stop()
+    with Suite(tmp_path, {"ALLOWED_CLIENTS": "127.0.0.1"}) as running:
+        yield running
 
 
 def test_only_allowed_clients_reach_the_public_ports_and_no_one_else_the_internal_ones(guarded):
@@ -80,42 +43,40 @@ def test_only_allowed_clients_reach_the_public_ports_and_no_one_else_the_interna
         for segment in PRODUCTS["tir"]:
             s.place(format_name(segment, "j01", start, start + dt.timedelta(seconds=85), 12345, start))
         # public ports from 127.0.0.2: nothing at all
-        assert heard(context, ports.publish_port, FOREIGN, 3) == 0
-        assert ask(context, ports.task_port, json.dumps({"desired products": ["tir"], "just testing": True}).encode(),
-                   FOREIGN) is None
+        assert heard(ports.publish_port, 3, FOREIGN) == 0
+        assert ask(ports.task_port, json.dumps({"desired products": ["tir"], "just testing": True}).encode(),
+                   source=FOREIGN) is None
         foreign.stop()
         assert foreign.heard == 0 and not foreign.received and not foreign.latencies
         # ... and from 127.0.0.1 everything
-        assert heard(context, ports.update_port, None, 2.5) >= 2
+        assert heard(ports.update_port, 2.5) >= 2
         allowed = DeployedWorker(ports.task_port, ports.update_port, ["tir"])
         allowed.start()
-        deadline = time.monotonic() + 30
-        while not any(b"j01" in r or b"NOAA-20" in r for r in allowed.received) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: any(b"j01" in r or b"NOAA-20" in r for r in allowed.received), 30, "the granule's task")
         allowed.stop()
         assert any(b"NOAA-20" in r and b"12345" in r for r in allowed.received), allowed.received
 
         # internal sockets: the nameserver answers 127.0.0.1 only
         lookup = Message("/oper/ns", "request", {"service": ""}).encode().encode()
         ns_port = int(s.env["POSTTROLL_NAMESERVER_PORT"])
-        answer = ask(context, ns_port, lookup, None, 5)
+        answer = ask(ns_port, lookup, 5)
         assert answer is not None and b"trollstalker" in answer
-        assert ask(context, ns_port, lookup, FOREIGN) is None
+        assert ask(ns_port, lookup, source=FOREIGN) is None
         # registering a publisher of granules from 127.0.0.2 gets no "ok" and is not listed
         fake = Message("/address/segment_gatherer_tir", "info",
                        {"URI": "tcp://192.0.2.66:40000", "service": ["segment_gatherer_tir"]}).encode().encode()
-        assert ask(context, int(s.env["POSTTROLL_BROADCAST_PORT"]), fake, FOREIGN) is None
-        assert b"192.0.2.66" not in ask(context, ns_port, lookup, None, 5)
+        assert ask(int(s.env["POSTTROLL_BROADCAST_PORT"]), fake, source=FOREIGN) is None
+        assert b"192.0.2.66" not in ask(ns_port, lookup, 5)
         # the nameserver's address announcements and trollstalker's own publisher: nothing for 127.0.0.2
-        assert heard(context, int(s.env["POSTTROLL_ADDRESS_PUBLISH_PORT"]), FOREIGN, 1.5) == 0
+        assert heard(int(s.env["POSTTROLL_ADDRESS_PUBLISH_PORT"]), 1.5, FOREIGN) == 0
         trollstalker = next(a["URI"] for a in Message.decode(answer.decode()).data
                             if "trollstalker" in str(a.get("name", "")) or "trollstalker" in str(a.get("service")))
         stalker_port = int(trollstalker.rsplit(":", 1)[1])
         probe = context.socket(zmq.SUB)
         probe.setsockopt(zmq.LINGER, 0)
         probe.setsockopt(zmq.SUBSCRIBE, b"")
-        probe.connect(via(FOREIGN, stalker_port))
-        time.sleep(0.5)
+        probe.connect(endpoint(stalker_port, source=FOREIGN))
+        time.sleep(0.5)  # the refused connection attempt is made before the file comes (nothing can show it)
         s.place(format_name("SVI05", "j01", start + dt.timedelta(minutes=5), start + dt.timedelta(minutes=6), 12345,
                             start))
         assert not probe.poll(3000)

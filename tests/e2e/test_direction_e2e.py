@@ -7,7 +7,6 @@ satellites' granules start at identical times (the double's ``--same-start`` sch
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from avoviirscollector.viirs import PLATFORMS, PRODUCTS
 from tests.broker_support import DeployedWorker
 from tests.e2e.harness import Suite
 from tests.gina_double import GinaDouble, Granule, Schedule
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +39,14 @@ def place_and_receive(suite: Suite, gina: Path, granules: list[Granule], product
     worker.start()
     got: dict[tuple, dict] = {}
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and want - set(got):
+
+        def every_task_came() -> bool:
             for raw in list(worker.received):
                 data = Message.decode(raw).data
                 got[(data["platform_name"], data["orbit_number"])] = data
-            time.sleep(0.1)
+            return not want - set(got)
+
+        wait_until(every_task_came, 60, lambda: f"a task for each of {sorted(want - set(got))}", 0.1)
     finally:
         worker.stop()
     assert not worker.hung

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import REPO, Suite
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -48,10 +49,8 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert took < 15
-    deadline = time.monotonic() + 5
-    while processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_with(marker) == []
+    wait_until(lambda: processes_with(marker) == [], 5, lambda: f"no process left (left: {processes_with(marker)})",
+               0.1)
     log = (suite.base / "log" / "supervisord.log").read_text()
     assert "received SIGINT indicating exit request" in log
     for program in states:

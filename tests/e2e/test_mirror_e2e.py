@@ -9,6 +9,7 @@ of 0-60 s until the next minute comes on top).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import subprocess
 import sys
 import time
@@ -20,19 +21,13 @@ from posttroll.message import Message
 from avoviirscollector.mirror.place import read_journal
 from avoviirscollector.viirs import PRODUCTS
 from tests.e2e.harness import Suite
-from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, SdrWatch
+from tests.support import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.gina_double(slow_seconds=3.0)]  # slow_first_byte: 3 s
 
 MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once", "--stall-seconds", "2"]
 QUEUES = ["--queue", "snpp-moderate", "--queue", "snpp-imagery", "--queue", "snpp-dnb"]
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina", slow_seconds=3.0) as d:
-        yield d
 
 
 def mirror_run(suite: Suite) -> tuple[int, str]:
@@ -92,6 +87,13 @@ def test_faulty_runs_then_clean_run_one_file_message_per_placed_file(mirrored_su
     assert datasets == set(PRODUCTS)
 
 
+def file_message_of(sub, name: str) -> bool:
+    """Whether the next message ``sub`` hears within 50 ms is the file message of ``name``."""
+    raw = sub.recv_raw(0.05)
+    msg = None if raw is None else Message.decode(raw)
+    return msg is not None and msg.type == "file" and msg.data["uid"] == name
+
+
 def test_delay_from_listing_to_file_message(mirrored_suite, double, record_property):
     suite = mirrored_suite
     sub = suite.subscriber()
@@ -107,16 +109,9 @@ def test_delay_from_listing_to_file_message(mirrored_suite, double, record_prope
             listed = time.monotonic()  # in the listing from now on; the cron tick comes at once here
             status, out = mirror_run(suite)
             assert status == 0, out
-            got = None
-            deadline = time.monotonic() + 10
-            while got is None and time.monotonic() < deadline:
-                raw = sub.recv_raw(0.05)
-                if raw is not None:
-                    msg = Message.decode(raw)
-                    if msg.type == "file" and msg.data["uid"] == item.name:
-                        got = time.monotonic()
-            assert got is not None, f"no file message for {item.name}"
-            delays.append(got - listed)
+            wait_until(functools.partial(file_message_of, sub, item.name), 10, f"a file message for {item.name}",
+                       every=0)
+            delays.append(time.monotonic() - listed)
     finally:
         sub.close()
     record_property("listing_to_file_message_s", delays)

@@ -24,7 +24,8 @@ from avoviirscollector.viirs import PLATFORMS, PRODUCTS, format_name
 from tests import archive
 from tests.broker_support import DeployedWorker, Status
 from tests.e2e.chaos import account, complete_on_disk, describe, log_tails, read_task
-from tests.e2e.harness import Suite, only_loopback, short_slot_etc
+from tests.e2e.harness import Suite, short_slot_etc
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,18 +58,13 @@ class Granule:
 
 @pytest.fixture
 def suite(tmp_path):
-    if not only_loopback():
-        pytest.fail("end-to-end tests must run in a loopback-only network namespace (scripts/loopback-netns)")
     s = Suite(tmp_path, extra_env={"AVO_ETC": str(short_slot_etc(tmp_path / "etc", SLOT_TIMEOUT))})
     if ARCHIVE_FILES:
         began = time.monotonic()
         made = archive.fill(s.settings.sdr_dir, ARCHIVE_FILES)
         print(f"\narchive: {made} files in sdr/ ({time.monotonic() - began:.1f} s to make)")
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 class Workers:
@@ -93,11 +89,37 @@ class Workers:
         """The queue is empty (the probe granules' tasks taken) and stays so for a second."""
         with Status(self.suite.settings.update_port) as status:
             status.wait_for(lambda st: st["queue length"] == 0, timeout)
-        time.sleep(1.0)
+        time.sleep(1.0)  # a task handed out late (on a stale status) would come now
 
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+
+@pytest.fixture
+def workers(suite):
+    """Workers draining every product's tasks, started once the bus flows and the probe granules' tasks are taken;
+    always stopped."""
+    suite.wait_flowing()
+    drainers = Workers(suite)
+    try:
+        drainers.drained()
+        yield drainers
+    finally:
+        drainers.stop()
+
+
+def arrive(suite: Suite, names: list[str]) -> None:
+    """Place the files one after another, 0.3 s apart: each its own message to the gatherers, as in the field."""
+    for name in names:
+        suite.place(name)
+        time.sleep(0.3)
+
+
+def two_files_held(suite: Suite, granule: Granule) -> None:
+    """The granule's first two files placed, and a second for the gatherer to hold its slot with them."""
+    arrive(suite, granule.names[:2])
+    time.sleep(1.0)  # the gatherer takes both into the slot
 
 
 def status_now(suite: Suite) -> dict:
@@ -108,16 +130,17 @@ def status_now(suite: Suite) -> dict:
 def exactly_once(suite: Suite, workers: Workers, granule: Granule, completed: float) -> None:
     """The granule is handed out within RECOVERY_BOUND s of ``completed`` (monotonic), in exactly one task, whole,
     and nothing more comes after a further reconciliation period."""
-    deadline = completed + RECOVERY_BOUND
-    while not workers.tasks_with(granule.key) and time.monotonic() < deadline:
+
+    def handed_out() -> bool:
         assert not any(w.hung for w in workers.workers), f"a worker got no reply\n{log_tails(suite)}"
-        time.sleep(0.2)
-    found = workers.tasks_with(granule.key)
+        return bool(workers.tasks_with(granule.key))
+
+    wait_until(handed_out, completed + RECOVERY_BOUND - time.monotonic(), lambda: (
+        f"granule {describe(granule.key)} complete in sdr/ for {time.monotonic() - completed:.0f} s handed out in a "
+        f"task (lost)\n{log_tails(suite)}"), 0.2)
     took = time.monotonic() - completed
-    assert found, (f"granule {describe(granule.key)} complete in sdr/ for {took:.0f} s is in no task handed out "
-                   f"(lost)\n{log_tails(suite)}")
     print(f"\n{describe(granule.key)}: handed out {took:.1f} s after it was complete")
-    time.sleep(FURTHER_PERIOD)
+    time.sleep(FURTHER_PERIOD)  # further reconciliation periods: nothing more may come
     workers.drained()
     status = status_now(suite)
     workers.stop()
@@ -135,111 +158,67 @@ def exactly_once(suite: Suite, workers: Workers, granule: Granule, completed: fl
     assert result.ok, result.summary()
 
 
-def test_a_files_arrive_while_trollstalker_is_stopped(suite):
+def test_a_files_arrive_while_trollstalker_is_stopped(suite, workers):
     granule = Granule("A")
-    suite.wait_flowing()
-    workers = Workers(suite)
-    try:
-        workers.drained()
-        suite.supervisorctl("stop", "trollstalker")
-        for name in granule.names:
-            suite.place(name)
-            time.sleep(0.3)
-        completed = time.monotonic()
-        suite.supervisorctl("start", "trollstalker")
-        exactly_once(suite, workers, granule, completed)
-    finally:
-        workers.stop()
+    suite.supervisorctl("stop", "trollstalker")
+    arrive(suite, granule.names)
+    completed = time.monotonic()
+    suite.supervisorctl("start", "trollstalker")
+    exactly_once(suite, workers, granule, completed)
 
 
-def test_b_gatherer_sigkilled_between_the_files(suite):
+def test_b_gatherer_sigkilled_between_the_files(suite, workers):
     granule = Granule("B")
+    two_files_held(suite, granule)
+    old = suite.pid("segment_gatherer-btd")
+    os.kill(old, signal.SIGKILL)
+    suite.wait_running(timeout=60, since={"segment_gatherer-btd": old})
+    # the restarted gatherer hears other granules first (here wait_flowing's probes), as it would in the field
     suite.wait_flowing()
-    workers = Workers(suite)
-    try:
-        workers.drained()
-        for name in granule.names[:2]:
-            suite.place(name)
-            time.sleep(0.3)
-        time.sleep(1.0)  # the gatherer holds the slot with two files
-        old = suite.pid("segment_gatherer-btd")
-        os.kill(old, signal.SIGKILL)
-        suite.wait_running(timeout=60, since={"segment_gatherer-btd": old})
-        # the restarted gatherer hears other granules first (here wait_flowing's probes), as it would in the field
-        suite.wait_flowing()
-        suite.place(granule.names[2])
-        completed = time.monotonic()
-        exactly_once(suite, workers, granule, completed)
-    finally:
-        workers.stop()
+    suite.place(granule.names[2])
+    completed = time.monotonic()
+    exactly_once(suite, workers, granule, completed)
 
 
-def test_c_granule_completes_while_the_broker_is_stopped(suite):
+def test_c_granule_completes_while_the_broker_is_stopped(suite, workers):
     granule = Granule("C")
-    suite.wait_flowing()
-    workers = Workers(suite)
+    suite.supervisorctl("stop", "task_broker")
+    sub = suite.subscriber("pytroll://AVO/viirs/granule/btd")
     try:
-        workers.drained()
-        suite.supervisorctl("stop", "task_broker")
-        sub = suite.subscriber("pytroll://AVO/viirs/granule/btd")
-        try:
-            time.sleep(1.0)
-            for name in granule.names:
-                suite.place(name)
-                time.sleep(0.3)
-            completed = time.monotonic()
-            # the gatherer publishes the granule's dataset into the void (nobody queues it)
-            published = None
-            while published is None and time.monotonic() < completed + 15:
-                raw = sub.recv_raw(0.5)
-                if raw and granule.names[0] in raw:
-                    published = raw
-            assert published, f"the gatherer never published the granule\n{log_tails(suite)}"
-        finally:
-            sub.close()
-        suite.supervisorctl("start", "task_broker")
-        exactly_once(suite, workers, granule, completed)
+        time.sleep(1.0)  # PUB/SUB: the subscription reaches the gatherer before the granule does
+        arrive(suite, granule.names)
+        completed = time.monotonic()
+        # the gatherer publishes the granule's dataset into the void (nobody queues it)
+        wait_until(lambda: granule.names[0] in (sub.recv_raw(0.5) or ""), 15,
+                   lambda: f"the gatherer publishing the granule\n{log_tails(suite)}", every=0)
     finally:
-        workers.stop()
+        sub.close()
+    suite.supervisorctl("start", "task_broker")
+    exactly_once(suite, workers, granule, completed)
 
 
-def test_d_whole_suite_restarted_between_the_files(suite):
+def test_d_whole_suite_restarted_between_the_files(suite, workers):
     granule = Granule("D")
+    two_files_held(suite, granule)
+    workers.stop()  # the workers keep their sockets; new ones after the restart, as in the field
+    suite.restart()
     suite.wait_flowing()
-    workers = Workers(suite)
+    after = Workers(suite)
     try:
-        workers.drained()
-        for name in granule.names[:2]:
-            suite.place(name)
-            time.sleep(0.3)
-        time.sleep(1.0)
-        workers.stop()  # the workers keep their sockets; new ones after the restart, as in the field
-        kept = workers.raws
-        suite.restart()
-        suite.wait_flowing()
-        workers = Workers(suite)
-        workers.workers[0].received.extend(kept)
+        after.workers[0].received.extend(workers.raws)
         suite.place(granule.names[2])
         completed = time.monotonic()
-        exactly_once(suite, workers, granule, completed)
+        exactly_once(suite, after, granule, completed)
     finally:
-        workers.stop()
+        after.stop()
 
 
-def test_late_file_after_the_gatherer_gave_up_on_the_slot(suite):
+def test_late_file_after_the_gatherer_gave_up_on_the_slot(suite, workers):
     granule = Granule("late")
-    suite.wait_flowing()
-    workers = Workers(suite)
-    try:
-        workers.drained()
-        for name in granule.names[:2]:
-            suite.place(name)
-            time.sleep(0.3)
-        time.sleep(SLOT_TIMEOUT + 8)  # the slot times out without its third file
-        log = (suite.base / "log" / "segment_gatherer-btd.log").read_text(errors="replace")
-        print(f"gatherer log mentions the timeout: {'timed out' in log.lower() or 'timeout' in log.lower()}")
-        suite.place(granule.names[2])
-        completed = time.monotonic()
-        exactly_once(suite, workers, granule, completed)
-    finally:
-        workers.stop()
+    arrive(suite, granule.names[:2])
+    time.sleep(SLOT_TIMEOUT + 8)  # the slot times out without its third file
+    log = (suite.base / "log" / "segment_gatherer-btd.log").read_text(errors="replace")
+    print(f"gatherer log mentions the timeout: {'timed out' in log.lower() or 'timeout' in log.lower()}")
+    suite.place(granule.names[2])
+    completed = time.monotonic()
+    exactly_once(suite, workers, granule, completed)

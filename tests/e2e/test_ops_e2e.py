@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.harness import BIN, Suite
 from tests.gina_double import GinaDouble
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -100,15 +101,16 @@ def test_stopping_cron_stops_the_mirror_gina_run_it_started(tmp_path):
         try:
             suite.start()
             cron_log = suite.settings.log_dir / "cron.log"
-            deadline = time.monotonic() + 75  # cron starts mirror_gina at the next minute
-            while time.monotonic() < deadline:
-                text = cron_log.read_text(errors="replace") if cron_log.exists() else ""
-                run = text.split("starting job: mirror_gina")
-                if len(run) > 1 and "mirror_gina INFO" in run[-1]:  # a run started and has listed
-                    break
-                time.sleep(0.2)
-            else:
-                pytest.fail(f"no mirror_gina run listed within 75 s:\n{text}")
+
+            def cron_text() -> str:
+                return cron_log.read_text(errors="replace") if cron_log.exists() else ""
+
+            def a_run_listed() -> bool:
+                run = cron_text().split("starting job: mirror_gina")
+                return len(run) > 1 and "mirror_gina INFO" in run[-1]  # a run started and has listed
+
+            # cron starts mirror_gina at the next minute
+            wait_until(a_run_listed, 75, lambda: f"a mirror_gina run listed; cron.log:\n{cron_text()}", 0.2)
             assert any(cmd.endswith("/mirror_gina") for cmd in processes_of(suite.base)), processes_of(suite.base)
             suite.supervisorctl("stop", "cron")
             assert suite.programs()["cron"][0] == "STOPPED"

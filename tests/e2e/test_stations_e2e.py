@@ -20,19 +20,13 @@ from avoviirscollector.viirs import PRODUCTS, parse_name
 from tests.broker_support import DeployedWorker, Status
 from tests.e2e.chaos import log_tails, read_task
 from tests.e2e.harness import Suite
-from tests.gina_double import GinaDouble
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
 SEGMENTS = sorted({segment for segments in PRODUCTS.values() for segment in segments})
 SIZES = {segment: 60_000 for segment in SEGMENTS}
 MIRROR = [sys.executable, "-m", "avoviirscollector.mirror.cli", "--once", "--stall-seconds", "2"]
-
-
-@pytest.fixture
-def double(tmp_path):
-    with GinaDouble(tmp_path / "gina") as d:
-        yield d
 
 
 def mirror(suite: Suite, **env: str) -> str:
@@ -44,16 +38,17 @@ def mirror(suite: Suite, **env: str) -> str:
 def drain(suite: Suite, worker: DeployedWorker, orbit: int, granules: int, timeout: float = 60.0) -> list:
     """Wait until the worker's tasks of ``orbit`` hold ``granules`` product granules (and the queue is empty); those
     tasks, read."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def granules_handed_out() -> bool:
         assert not worker.hung, f"a worker got no reply\n{log_tails(suite)}"
         tasks = [task for task in map(read_task, list(worker.received)) if task.orbit == orbit]
-        if sum(len(task.granules) for task in tasks) >= granules:
-            break
-        time.sleep(0.2)
+        return sum(len(task.granules) for task in tasks) >= granules
+
+    wait_until(granules_handed_out, timeout, lambda: f"{granules} granules of orbit {orbit} handed out\n"
+               f"{log_tails(suite)}", 0.2)
     with Status(suite.settings.update_port) as status:
         status.wait_for(lambda st: st["queue length"] == 0, 30)
-    time.sleep(1.0)
+    time.sleep(1.0)  # workers ask again on stale statuses: a task handed out twice would come now
     return [task for task in map(read_task, list(worker.received)) if task.orbit == orbit]
 
 

@@ -15,22 +15,18 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from tests.e2e.harness import Suite
+from tests.support import wait_until
 
 SUITE_IP, REFUSED_IP, ALLOWED_IP = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 
 PROBE = textwrap.dedent('''
-    import json, socket, sys, time
-    import zmq
+    import json, socket, sys
     from posttroll.message import Message
+    from tests.support import ask, heard
     target, ports = sys.argv[1], json.loads(sys.argv[2])
-    ctx = zmq.Context()
-
-    def via(source, port):
-        return f"tcp://{source}:0;{target}:{port}"
 
     def tcp(source, port):
         try:
@@ -39,21 +35,9 @@ PROBE = textwrap.dedent('''
         except OSError:
             return False
 
-    def ask(source, port, body, timeout=2.0):
-        s = ctx.socket(zmq.REQ); s.setsockopt(zmq.LINGER, 0); s.connect(via(source, port)); s.send(body)
-        got = s.recv() if s.poll(int(timeout * 1000)) else None
-        s.close(linger=0)
+    def answer(source, port, body):
+        got = ask(port, body, 2.0, source, target)
         return None if got is None else got.decode("utf-8", "replace")[:200]
-
-    def heard(source, port, seconds=2.5):
-        s = ctx.socket(zmq.SUB); s.setsockopt(zmq.LINGER, 0); s.setsockopt(zmq.SUBSCRIBE, b"")
-        s.connect(via(source, port))
-        n, end = 0, time.monotonic() + seconds
-        while time.monotonic() < end:
-            if s.poll(100):
-                s.recv(); n += 1
-        s.close(linger=0)
-        return n
 
     lookup = Message("/oper/ns", "request", {"service": ""}).encode().encode()
     fake = Message("/address/segment_gatherer_tir", "info",
@@ -63,15 +47,14 @@ PROBE = textwrap.dedent('''
     for source in sys.argv[3:]:
         out[source] = {
             "tcp": {name: tcp(source, port) for name, port in ports.items()},
-            "task": ask(source, ports["task"], task),
-            "update": heard(source, ports["update"]),
-            "publish": heard(source, ports["publish"]),
-            "nameserver": ask(source, ports["nameserver"], lookup),
-            "register": ask(source, ports["broadcast"], fake),
-            "announcements": heard(source, ports["announcements"], 1.5),
-            "trollstalker": heard(source, ports["trollstalker"], 1.5),
+            "task": answer(source, ports["task"], task),
+            "update": heard(ports["update"], 2.5, source, target),
+            "publish": heard(ports["publish"], 2.5, source, target),
+            "nameserver": answer(source, ports["nameserver"], lookup),
+            "register": answer(source, ports["broadcast"], fake),
+            "announcements": heard(ports["announcements"], 1.5, source, target),
+            "trollstalker": heard(ports["trollstalker"], 1.5, source, target),
         }
-    ctx.term()
     print(json.dumps(out))
 ''')
 
@@ -85,8 +68,8 @@ def main(tmp: Path) -> int:
     suite = Suite(tmp, {"ALLOWED_CLIENTS": f"127.0.0.1 {ALLOWED_IP}"})  # checks that only lo exists: before the veth
     host = subprocess.Popen(["unshare", "--net", "sleep", "600"])
     try:
-        time.sleep(0.3)
         netns = f"/proc/{host.pid}/ns/net"
+        wait_until(lambda: os.readlink(netns) != os.readlink("/proc/self/ns/net"), 5, "the host's own namespace")
         sh("ip", "link", "add", "avo-suite", "type", "veth", "peer", "name", "avo-host")
         sh("ip", "link", "set", "avo-host", "netns", str(host.pid))
         sh("ip", "addr", "add", f"{SUITE_IP}/24", "dev", "avo-suite")
@@ -98,15 +81,12 @@ def main(tmp: Path) -> int:
         suite.start()
         try:
             suite.wait_flowing()
-            import zmq
             from posttroll.message import Message
 
-            from tests.e2e.test_access_e2e import ask
+            from tests.support import ask
 
-            ctx = zmq.Context()
-            answer = ask(ctx, int(suite.env["POSTTROLL_NAMESERVER_PORT"]),
-                         Message("/oper/ns", "request", {"service": ""}).encode().encode(), None, 5)
-            ctx.term()
+            answer = ask(int(suite.env["POSTTROLL_NAMESERVER_PORT"]),
+                         Message("/oper/ns", "request", {"service": ""}).encode().encode(), 5)
             uri = next(a["URI"] for a in Message.decode(answer.decode()).data if "trollstalker" in str(a))
             ports = {"task": suite.settings.task_port, "update": suite.settings.update_port,
                      "publish": suite.settings.publish_port,
@@ -121,8 +101,7 @@ def main(tmp: Path) -> int:
                 print(json.dumps({"error": probe.stderr[-3000:]}))
                 return 1
             result = json.loads(probe.stdout)
-            listed = ask(zmq.Context.instance(), ports["nameserver"],
-                         Message("/oper/ns", "request", {"service": ""}).encode().encode(), None, 5)
+            listed = ask(ports["nameserver"], Message("/oper/ns", "request", {"service": ""}).encode().encode(), 5)
             result["registered"] = "192.0.2.66" in (listed or b"").decode()
             result["advertised"] = uri
             result["logs"] = {p: [line for line in (suite.base / "log" / f"{p}.log").read_text().splitlines()
