@@ -1,0 +1,145 @@
+"""The code's shape, held by a test: what a maintainer can rely on when changing a module.
+
+- no function or method over 60 lines, none nested over 4 blocks deep (if/for/while/with/try/match);
+- no import circle between the package's modules (imports inside functions count too);
+- every public function and method has a caller somewhere in the package, bench/ or scripts/ (by name; the hooks
+  that a library calls by name are listed in ``HOOKS``); a function only the tests call is dead code.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "avoviirscollector"
+MAX_LINES = 60
+MAX_DEPTH = 4
+BLOCKS = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.Match)
+try:
+    BLOCKS += (ast.TryStar,)
+except AttributeError:  # Python < 3.11
+    pass
+#: methods that a library calls by their name, not our code
+HOOKS = {
+    "do_GET", "do_HEAD", "log_message",  # http.server.BaseHTTPRequestHandler
+    "make_connection",  # xmlrpc.client.Transport
+    "on_event", "on_watch_deleted", "on_queue_overflow",  # watchdog's InotifyFD callback
+}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def functions(tree: ast.AST):
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def depth(node: ast.AST, level: int = 0) -> int:
+    """How many blocks deep the body of ``node`` goes (nested functions and classes are measured on their own)."""
+    deepest = level
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        deepest = max(deepest, depth(child, level + 1 if isinstance(child, BLOCKS) else level))
+    return deepest
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in known}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            for alias in node.names:
+                if f"{base}.{alias.name}" in known:
+                    found.add(f"{base}.{alias.name}")
+                elif base in known:
+                    found.add(base)
+    found.discard(name)
+    return found
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_no_function_is_over_60_lines_or_nested_over_4_blocks():
+    long, deep = [], []
+    for path in modules().values():
+        for node in functions(ast.parse(path.read_text())):
+            where = f"{path.relative_to(REPO)}:{node.lineno} {node.name}"
+            if node.end_lineno - node.lineno + 1 > MAX_LINES:
+                long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
+            if depth(node) > MAX_DEPTH:
+                deep.append(f"{where} ({depth(node)} deep)")
+    assert long == [] and deep == []
+
+
+def test_the_measures_see_what_they_measure():
+    """The checks above find a deep function and a circle when there is one."""
+    source = "def f(x):\n" + "".join("    " * level + "if x:\n" for level in range(1, 6)) + "    " * 6 + "pass\n"
+    assert depth(functions(ast.parse(source))[0]) == 5
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle():
+    known = modules()
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    assert sum(len(edges) for edges in graph.values()) > 50  # the graph was read
+    assert circles(graph) == []
+
+
+def test_every_public_function_has_a_caller():
+    texts = [path.read_text() for path in PACKAGE.rglob("*.py")]
+    texts += [path.read_text() for folder in ("bench", "scripts") for path in (REPO / folder).iterdir()
+              if path.is_file()]
+    texts += [(REPO / name).read_text() for name in ("setup.py", "supervisord.conf", "crontab")]
+    words = collections.Counter(word for text in texts for word in re.findall(r"[A-Za-z_]\w*", text))
+    defined = [(path, node) for path in PACKAGE.rglob("*.py") for node in functions(ast.parse(path.read_text()))
+               if not node.name.startswith("_") and node.name not in HOOKS]
+    times_defined = collections.Counter(node.name for _, node in defined)
+    uncalled = sorted(f"{path.relative_to(REPO)}:{node.lineno} {node.name}" for path, node in defined
+                      if words[node.name] <= times_defined[node.name])
+    assert len(defined) > 200
+    assert uncalled == []
