@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -358,3 +359,23 @@ class DeployedWorker(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(10)
+
+
+def run_until_drained(workers: list[DeployedWorker], update_port: int, timeout: float,
+                      first: Callable[[], object] | None = None) -> list[bytes]:
+    """Start ``workers``, wait for ``first()`` (if given), for an empty queue in the status stream and for every
+    worker to have heard it (workers keep asking on stale statuses: late duplicates would come by then); stop them,
+    check none hung, and return every reply they got."""
+    for worker in workers:
+        worker.start()
+    try:
+        if first is not None:
+            first()
+        with Status(update_port) as status:
+            status.wait_for(lambda st: st["queue length"] == 0, timeout)
+        wait_until(lambda: all(worker.settled for worker in workers), 10, "the workers heard the queue is empty")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert not any(worker.hung for worker in workers)
+    return [raw for worker in workers for raw in worker.received]

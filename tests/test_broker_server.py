@@ -29,6 +29,7 @@ from tests.broker_support import (
     Status,
     granule_data,
     request,
+    run_until_drained,
     seed_queue,
 )
 from tests.legacy import legacy_available, legacy_decode, legacy_rule_violations
@@ -99,18 +100,7 @@ def test_granules_become_tasks_a_deployed_worker_receives_exactly_once(tmp_path,
 
     workers = [DeployedWorker(broker.task_port, broker.update_port, products)
                for products in (["tir", "mir"], ["btd", "vis", "dnb"], ["tir", "btd"])]
-    for worker in workers:
-        worker.start()
-    try:
-        with Status(broker.update_port) as status:
-            status.wait_for(lambda s: s["queue length"] == 0, 20)
-        # workers keep asking on stale statuses until they hear the empty queue: late duplicates would show up now
-        wait_until(lambda: all(worker.settled for worker in workers), 10, "the workers heard the queue is empty")
-    finally:
-        for worker in workers:
-            worker.stop()
-    assert not any(worker.hung for worker in workers)
-    raws = [raw for worker in workers for raw in worker.received]
+    raws = run_until_drained(workers, broker.update_port, 20)
     messages = [Message.decode(raw) for raw in raws]
     keys = Counter((m.subject, m.data["orbit_number"], m.data["pass_direction"]) for m in messages)
     assert keys == Counter({(GRANULE + product, data["orbit_number"], direction): 1

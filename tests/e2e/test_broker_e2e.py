@@ -23,6 +23,7 @@ from tests.broker_support import (
     DeployedWorker,
     Status,
     request,
+    run_until_drained,
 )
 from tests.e2e.harness import Suite
 from tests.legacy import legacy_rule_violations
@@ -64,20 +65,9 @@ def drain(suite: Suite, product_sets: list[list[str]], want: set, timeout: float
     like the others and must not come twice either."""
     s = suite.settings
     workers = [DeployedWorker(s.task_port, s.update_port, products) for products in product_sets]
-    for worker in workers:
-        worker.start()
-    try:
-        wait_until(lambda: want <= {key(Message.decode(raw)) for w in workers for raw in list(w.received)}, timeout,
-                   f"every task of {sorted(want)} handed out", 0.1)
-        with Status(s.update_port) as status:
-            status.wait_for(lambda st: st["queue length"] == 0, 10)
-        # stale statuses make workers ask again until they hear the empty queue: a duplicate would arrive now
-        wait_until(lambda: all(worker.settled for worker in workers), 10, "the workers heard the queue is empty")
-    finally:
-        for worker in workers:
-            worker.stop()
-    assert not any(worker.hung for worker in workers)
-    raws = [raw for worker in workers for raw in worker.received]
+    raws = run_until_drained(workers, s.update_port, 10, lambda: wait_until(
+        lambda: want <= {key(Message.decode(raw)) for w in workers for raw in list(w.received)}, timeout,
+        f"every task of {sorted(want)} handed out", 0.1))
     for raw in raws:
         assert legacy_rule_violations(raw.decode()) == []
     messages = [Message.decode(raw) for raw in raws]
