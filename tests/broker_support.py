@@ -344,17 +344,22 @@ class DeployedWorker(threading.Thread):
                     return
                 reply = client.recv()
                 self.latencies.append(time.perf_counter() - sent)
-                if reply:
-                    self.received_at.append(time.time())
-                    self.received.append(reply)
-                self.in_flight = False
-                if not reply:
-                    self.empty += 1
-                    time.sleep(0.1)
+                self.take(reply)
         finally:
             updates.close(linger=0)
             client.close(linger=0)
             context.term()
+
+    def take(self, reply: bytes) -> None:
+        """A reply as the deployed worker takes it: a task is kept (and when it came), an empty one counted and
+        followed by the worker's pause; the request is no longer in flight."""
+        if reply:
+            self.received_at.append(time.time())
+            self.received.append(reply)
+        self.in_flight = False
+        if not reply:
+            self.empty += 1
+            time.sleep(0.1)  # the deployed worker's pace after an empty reply
 
     def stop(self) -> None:
         self.stopping.set()
