@@ -123,7 +123,9 @@ def test_placed_files_become_tasks_a_deployed_worker_gets_exactly_once(broker_su
 def test_supervisord_restarts_a_sigkilled_broker_with_its_queue(broker_suite):
     suite = broker_suite
     suite.wait_flowing()
-    drain(suite, [list(PRODUCTS)], set())  # the probe granules' tasks
+    with Status(suite.settings.update_port) as status:  # the probes' datasets were published: their tasks come
+        status.wait_for(lambda st: st["queue length"] > 0, 10)
+    drain(suite, [list(PRODUCTS)], set())  # the probe granules' tasks (a late one is taken by wait_acknowledged)
     place_granule(suite, "j02", 50010, ASCENDING_TIME, segments=PRODUCTS["tir"] + PRODUCTS["dnb"])
     place_granule(suite, "npp", 50011, DESCENDING_TIME, segments=PRODUCTS["btd"])
     for product, orbit in [("tir", 50010), ("dnb", 50010), ("btd", 50011)]:
