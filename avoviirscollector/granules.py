@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from avoviirscollector import isotime
 from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name, start_key, start_key_of
 
 #: starts closer than this (seconds) are one granule's: segment_gatherer's ``time_tolerance`` (etc/segment_gatherer.ini)
@@ -145,7 +146,7 @@ class GranuleKey(NamedTuple):
         product, platform, start = value
         if not isinstance(product, str) or not isinstance(platform, str):
             raise TypeError(f"not a granule key: {value!r}")
-        return cls(product, platform, dt.datetime.fromisoformat(start))
+        return cls(product, platform, isotime.naive(start))
 
 
 def key_of(product: str, name: SdrName) -> GranuleKey:

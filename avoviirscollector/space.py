@@ -37,9 +37,10 @@ from pathlib import Path
 
 from avoviirscollector.config import Settings
 from avoviirscollector.formatting import human_bytes
-from avoviirscollector.granules import GranuleMap
+from avoviirscollector.granules import GranuleKey, GranuleMap
+from avoviirscollector.isotime import utc
 from avoviirscollector.ondisk.sdr import names_by_start
-from avoviirscollector.ondisk.state import BROKER_JOURNAL, FREE_SPACE_LOCK, read_broker_journal, utc
+from avoviirscollector.ondisk.state import BROKER_JOURNAL, FREE_SPACE_LOCK, read_broker_journal
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
 
 HANDED_OUT_KEEP = dt.timedelta(hours=1)
@@ -87,10 +88,10 @@ def protected(state_dir: Path, now: dt.datetime) -> tuple[set[str], GranuleMap]:
             continue
         for key in op.get("granules") or []:
             try:
-                _product, platform_name, start = key
-                granules[(str(platform_name), dt.datetime.fromisoformat(start))] = None
+                granule = GranuleKey.from_json(key)
             except (TypeError, ValueError):
                 continue
+            granules[(granule.platform_name, granule.start_time)] = None
     return names, granules
 
 

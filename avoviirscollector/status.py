@@ -37,12 +37,12 @@ nothing. Signals: none handled (it runs for a few seconds at most).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from avoviirscollector import isotime
 from avoviirscollector.access import read_refusals
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.formatting import human_bytes
@@ -133,7 +133,7 @@ def station_summary(lines: list[str], copies: dict, now: float, cut: bool = Fals
 
 
 def _iso(when: float | None) -> str | None:
-    return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if when is None else isotime.stamp(when, micro=True)
 
 
 def _duration(seconds: float) -> str:
@@ -274,7 +274,7 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     ``lines`` files and errors, the disk with a folder walk of ``du_seconds`` or none, the refusals, mirror_gina's
     records) and judge it with health.assess."""
     now = time.time()
-    report = Report(time=dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    report = Report(time=isotime.stamp(now),
                     viirs_base=str(settings.viirs_base))
     report.programs, report.supervisor_error = ask_programs(settings.viirs_base)
     try:

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from avoviirscollector import isotime
 from avoviirscollector.viirs import PLATFORMS, PRODUCTS
 
 CONTROL_NAME = "task_broker.ctl"
@@ -51,12 +52,9 @@ def control_address(run_dir: Path) -> str:
 def _when(body: dict, key: str) -> dt.datetime:
     value = body.get(key)
     try:
-        when = dt.datetime.fromisoformat(str(value))
+        return isotime.naive(value)
     except ValueError:
         raise BadCommand(f'"{key}" is not an ISO time: {value!r}') from None
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC).replace(tzinfo=None)
-    return when
 
 
 def parse_command(payload: bytes) -> Command:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from avoviirscollector import isotime
 from avoviirscollector.broker.control import BadCommand, Command, parse_command
 from avoviirscollector.broker.direction import Direction
 from avoviirscollector.broker.protocol import BadRequest, encode_task, error_reply, parse_request
@@ -218,13 +219,13 @@ class BrokerCore:
         self.queue = TaskQueue(loaded.tasks, next_id=loaded.next_id)
         self._replay_ledger(loaded.ledger)
         for op in loaded.events:
-            when = _epoch(op.get("t"))
+            when = isotime.epoch(op.get("t"))
             if when is not None:
                 self.events.append((when, str(op.get("kind")), _count(op)))
         now = self._now()
         if loaded.ledger_since is None:
             log.info("state: no hand-out ledger in %s yet: granules completed before now (%s) are not recovered",
-                     self.store.path, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                     self.store.path, isotime.stamp(now))
         self.ledger_since = loaded.ledger_since or now
         self._requeue_in_doubt(loaded)
         self._prune(now)
@@ -232,7 +233,7 @@ class BrokerCore:
         self.writer.write(self._compact, "the state at start")
         log.info("state: %d tasks queued from %s %s; %d hand-outs in the ledger (since %s)", len(self.queue),
                  self.store.path, self.queue.products_waiting(), len(self.queue.ledger()),
-                 self.ledger_since.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                 isotime.stamp(self.ledger_since))
         self.planner = Planner(self.window.total_seconds(), self.ledger_since.timestamp(), self.wall(),
                                self.timeouts)
 
@@ -251,7 +252,7 @@ class BrokerCore:
     def _requeue_in_doubt(self, loaded: Loaded) -> None:
         if not loaded.clean:
             log.warning("state: task_broker did not stop cleanly last time (last record %s)",
-                        loaded.last_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if loaded.last_time else "none")
+                        isotime.stamp(loaded.last_time, micro=True) if loaded.last_time else "none")
         for task, op in loaded.in_doubt:
             if self.queue.get(task.id) is not None:
                 continue
@@ -397,7 +398,7 @@ class BrokerCore:
             self._event("duplicate")
             log.info("dropped %s granule %s: it was %s as task %d to %s at %s (never a second task)", origin,
                      key.describe() if key else granule.subject, entry.kind, entry.task_id, entry.worker or "?",
-                     entry.when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                     isotime.stamp(entry.when))
             return False
         self._encoded[task.id] = encode_task(task)
         self.writer.write(lambda: self.store.put(task_to_record(task), sync=False), task.describe())
@@ -570,14 +571,6 @@ def _task_summary(task: Task) -> dict:
             "start_time": task.start_time.isoformat(), "end_time": task.end_time.isoformat(),
             "files": len(task.data.get("dataset", [])),
             "granules": [key.to_json() for key in sorted(keys_of(task.product, task.data.get("dataset", [])))]}
-
-
-def _epoch(value: object) -> float | None:
-    try:
-        when = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _count(op: dict) -> int:

@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from avoviirscollector import isotime
 from avoviirscollector.broker.elements import MAX_TLE_AGE, ElementStore, direction_from_elements
 from avoviirscollector.broker.geolocation import direction_from_geolocation, local_path
 from avoviirscollector.logs import setup_logging
@@ -98,7 +99,7 @@ def serve(elements_dir: Path, requests, replies) -> None:
     for line in requests:
         try:
             request = json.loads(line)
-            when = dt.datetime.fromisoformat(request["start_time"])
+            when = isotime.parse(request["start_time"])
             found = finder.find(request["platform_name"], when, request.get("dataset", []))
         except Exception as err:  # noqa: BLE001 - a bad request still gets an answer
             found = Direction("unknown", "none", f"error: {err}")

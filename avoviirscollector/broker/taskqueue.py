@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from avoviirscollector import isotime
 from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of, merge_files, same_start
 
 MERGE_WINDOW = dt.timedelta(minutes=30)
@@ -50,16 +51,11 @@ def product_of(subject: str) -> str:
 
 
 def _utc(value: Any, key: str) -> dt.datetime:
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise NotAGranule(f"{key} is not an ISO datetime: {value!r}") from None
-    if not isinstance(value, dt.datetime):
-        raise NotAGranule(f"{key} is not a datetime: {value!r}")
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
+    try:
+        return isotime.parse(value)
+    except ValueError:
+        kind = "an ISO datetime" if isinstance(value, str) else "a datetime"
+        raise NotAGranule(f"{key} is not {kind}: {value!r}") from None
 
 
 def _intern(value: Any) -> Any:
@@ -411,7 +407,7 @@ def _encode(value: Any) -> Any:
 def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and "$datetime" in value:
-            return dt.datetime.fromisoformat(value["$datetime"])
+            return isotime.parse(value["$datetime"])
         return {key: _decode(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_decode(item) for item in value]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from avoviirscollector.mirror.state_files import iso, update_json
-from avoviirscollector.ondisk.state import MIRROR_FAILURES, read_json, utc
+from avoviirscollector.isotime import stamp, utc
+from avoviirscollector.mirror.state_files import update_json
+from avoviirscollector.ondisk.state import MIRROR_FAILURES, read_json
 
 BACKOFF_FIRST = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=4)
@@ -57,14 +58,14 @@ class FailureMemory:
                          if not isinstance(e, dict) or (utc(e.get("last")) or now) < forget_before]:
                 del files[name]
             for name, reason in failed.items():
-                entry = files.get(name) or {"tries": 0, "first": iso(now)}
+                entry = files.get(name) or {"tries": 0, "first": stamp(now)}
                 if entry.get("given_up"):
                     continue
                 entry["tries"] = int(entry.get("tries", 0)) + 1
-                entry["last"] = iso(now)
+                entry["last"] = stamp(now)
                 entry["reason"] = reason[:300]
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (entry["tries"] - 1))
-                entry["not_before"] = iso(now + delay)
+                entry["not_before"] = stamp(now + delay)
                 if entry["tries"] >= self.give_up_tries:
                     entry["given_up"] = True
                     newly.append((name, entry))

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from avoviirscollector import isotime
 from avoviirscollector.config import Settings
 from avoviirscollector.granules import GranuleMap
 from avoviirscollector.mirror.backoff import FailureMemory, is_outage
@@ -293,7 +294,7 @@ class MirrorRun:
                 break
             records += self._listing(key, members, listings, skipped, result, now)
         pending = read_json(self.settings.state_dir / MIRROR_HEALTH).get("pending")  # first listed by an earlier run
-        listed_now = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        listed_now = isotime.stamp(now)
         for rec in records:
             if rec.name not in self.first_listed:
                 self.first_listed[rec.name] = (pending.get(rec.name) if isinstance(pending, dict) else None) \
@@ -367,7 +368,7 @@ class MirrorRun:
         record = self._placed.get(name)
         if record is None or record.listed is None:
             return None
-        return dt.datetime.fromtimestamp(record.listed, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return isotime.stamp(record.listed)
 
     def _nothing(self, listed: int, queues: list[Queue], result: RoundResult, level: int) -> None:
         """The round's line when its plan has nothing to fetch."""

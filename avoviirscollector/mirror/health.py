@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from avoviirscollector.mirror.state_files import iso, update_json
-from avoviirscollector.ondisk.state import MIRROR_HEALTH, utc
+from avoviirscollector.isotime import stamp, utc
+from avoviirscollector.mirror.state_files import update_json
+from avoviirscollector.ondisk.state import MIRROR_HEALTH
 
 PENDING_HOURS = 1.0
 
@@ -31,24 +32,24 @@ class MirrorHealth:
         ``settled``: files of this run's queues that are placed or given up (no longer pending)."""
 
         def change(data: dict) -> None:
-            data["last_run"] = iso(now)
+            data["last_run"] = stamp(now)
             data["last_run_summary"] = summary[:300]
             if succeeded:
-                data["last_success"] = iso(now)
+                data["last_success"] = stamp(now)
             sats = data.setdefault("satellites", {})
             for sat, newest in satellites.items():
-                entry = sats.setdefault(sat, {"new_listed": iso(now)})
+                entry = sats.setdefault(sat, {"new_listed": stamp(now)})
                 if newest is None:
                     continue
-                newest_text = iso(newest)
+                newest_text = stamp(newest)
                 if entry.get("newest") != newest_text and newest_text > entry.get("newest", ""):
                     entry["newest"] = newest_text
-                    entry["new_listed"] = iso(now)
+                    entry["new_listed"] = stamp(now)
             waiting = data.setdefault("pending", {})
             for name in settled:
                 waiting.pop(name, None)
             for name in pending:
-                waiting.setdefault(name, iso(now))
+                waiting.setdefault(name, stamp(now))
             horizon = now - dt.timedelta(days=3)  # not listed any more: forget
             for name in [n for n, t in waiting.items() if (utc(t) or now) < horizon]:
                 del waiting[name]

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from avoviirscollector import isotime
 from avoviirscollector.fsutil import fsync_dir
 from avoviirscollector.ondisk.state import MIRROR_JOURNAL, PlacedRecord, placed_records, read_placed
 from avoviirscollector.viirs import start_key, start_key_of
@@ -115,7 +116,7 @@ class Journal:
         listing first showed the file (ISO time; written as ``listed`` when given, read by monitor); ``station``:
         the receiving station it came from (written when known)."""
         record = {
-            "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "time": isotime.stamp(dt.datetime.now(dt.UTC), micro=True),
             "name": name,
             "bytes": size,
             "md5": md5,

@@ -24,15 +24,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from avoviirscollector.ondisk.state import MIRROR_COPIES, MIRROR_LISTINGS, MIRROR_SKIPPED, read_json, utc
+from avoviirscollector.isotime import stamp, utc
+from avoviirscollector.ondisk.state import MIRROR_COPIES, MIRROR_LISTINGS, MIRROR_SKIPPED, read_json
 
 MIRROR_SKIPPEDD_AGAIN = dt.timedelta(hours=24)  # an unusable record still listed is named again after a day
 SKIPPED_MAX = 50_000  # unusable records remembered (the most recently named)
-
-
-def iso(when: dt.datetime) -> str:
-    """How the state files write a time: ``2026-11-23T10:00:00Z``."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextmanager
@@ -80,7 +76,7 @@ class ListingTimes:
     def listed_in_full(self, key: tuple, now: dt.datetime) -> None:
         """Remember a full listing (a full disk only means the next run lists in full again)."""
         try:
-            self.times = update_json(self.path, lambda data: data.update({self._key(key): iso(now)}))
+            self.times = update_json(self.path, lambda data: data.update({self._key(key): stamp(now)}))
         except OSError:
             pass
 
@@ -114,7 +110,7 @@ class SkippedRecords:
                 digest = self._digest(problem)
                 if digest not in data and digest not in fresh:
                     fresh[digest] = problem
-            data.update(dict.fromkeys(fresh, iso(now)))
+            data.update(dict.fromkeys(fresh, stamp(now)))
             if len(data) > SKIPPED_MAX:
                 for digest in sorted(data, key=lambda d: str(data[d]))[:len(data) - SKIPPED_MAX]:
                     del data[digest]
@@ -156,7 +152,7 @@ class StationCopies:
             for copy in new:
                 data.setdefault(copy.name, {"station": copy.station, "listed": listed.get(copy.name),
                                             "of": copy.of, "of_station": copy.of_station,
-                                            "of_listed": listed.get(copy.of), "noted": iso(now)})
+                                            "of_listed": listed.get(copy.of), "noted": stamp(now)})
 
         self._noted = set(update_json(self.path, change))
         return new

@@ -35,9 +35,10 @@ from functools import lru_cache
 from typing import Any
 
 from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of
+from avoviirscollector.isotime import epoch
 from avoviirscollector.monitor.latency import LATENCY_BUCKETS, Samples, key_text
 from avoviirscollector.monitor.stations import CopyNote, StationRow, copy_notes, label, station_rows
-from avoviirscollector.ondisk.state import PlacedRecord, Source, epoch  # noqa: F401 - Source and epoch: also ours
+from avoviirscollector.ondisk.state import PlacedRecord, Source  # noqa: F401 - Source: also ours
 from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
 
 VERSION = 1

@@ -20,6 +20,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from html import escape
 
+from avoviirscollector import isotime
 from avoviirscollector.formatting import human_bytes
 from avoviirscollector.monitor.history import WINDOW, GranuleRow, History
 from avoviirscollector.monitor.latency import LEG_TITLES, LEGS
@@ -77,12 +78,6 @@ def _ago(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _epoch(text: object) -> float | None:
-    from avoviirscollector.monitor.history import epoch
-
-    return epoch(text)
 
 
 def _seconds(value: float) -> str:
@@ -387,7 +382,7 @@ def _mirror(view: View) -> list[str]:
     if not health:
         return ["<h2>mirror_gina</h2>", f'<div id="mirror">no health record yet; {h.placed_since(now - 3600)} files '
                 f'placed in the last hour</div>']
-    success = _epoch(health.get("last_success"))
+    success = isotime.epoch(health.get("last_success"))
     return ["<h2>mirror_gina</h2>",
             f'<div id="mirror">last run {escape(str(health.get("last_run", "?")))} '
             f'({escape(str(health.get("last_run_summary", "")))}); last success '

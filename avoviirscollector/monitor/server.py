@@ -73,9 +73,10 @@ from prometheus_client.registry import CollectorRegistry
 from avoviirscollector.access import DualStackServer, GatedServerMixin, bind_dual_stack, make_gate
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.health import Facts, assess
+from avoviirscollector.isotime import epoch
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.monitor import page, sources
-from avoviirscollector.monitor.history import KEEP, History, Source, epoch
+from avoviirscollector.monitor.history import KEEP, History, Source
 from avoviirscollector.ondisk.log_errors import last_errors
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import (

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from avoviirscollector.ondisk.state import epoch
+from avoviirscollector.isotime import epoch
 from avoviirscollector.viirs import NAME_RE, PLATFORMS
 
 UNKNOWN = "unknown"

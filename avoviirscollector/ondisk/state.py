@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avoviirscollector.isotime import epoch, utc
+
 BROKER_JOURNAL = "task_queue.journal"
 MIRROR_JOURNAL = "mirror_gina.journal"
 MIRROR_FAILURES = "mirror_gina.failures.json"
@@ -56,25 +58,6 @@ def read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def utc(value: Any) -> dt.datetime | None:
-    """An ISO 8601 time (``Z``, an offset or naive UTC) as an aware UTC datetime; None when it is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def epoch(value: Any) -> float | None:
-    """Epoch seconds of an ISO 8601 time (naive = UTC) or a number; None when it is neither."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    when = utc(value)
-    return None if when is None else when.timestamp()
 
 
 # -- growing files --------------------------------------------------------------------------------------------------
