@@ -716,173 +716,213 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None | str:
     return start, end
 
 
-def _make_handler(double: GinaDouble):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "gina-double/1"
-        _kind: str | None = None  # what the answer being sent is, for the byte log: listing, file or None
+class _Handler(BaseHTTPRequestHandler):
+    """The HTTP side of a :class:`GinaDouble` (HTTP/1.1, keep-alive): ``/products.json``, the files under
+    ``/files/`` with range semantics, the double's faults and its byte log. The double it serves is the class
+    attribute :attr:`double`, set in the subclass :func:`_make_handler` makes for it."""
 
-        def log_message(self, fmt, *args):  # quiet: tests and demos read the mirror's log, not ours
-            log.debug("%s " + fmt, self.address_string(), *args)
+    protocol_version = "HTTP/1.1"
+    server_version = "gina-double/1"
+    double: GinaDouble  # set by _make_handler
+    _kind: str | None = None  # what the answer being sent is, for the byte log: listing, file or None
 
-        def setup(self):
-            super().setup()
-            with double._lock:
-                double._connections.add(self.connection)
-                double.connections_accepted += 1
+    def log_message(self, fmt, *args):  # quiet: tests and demos read the mirror's log, not ours
+        log.debug("%s " + fmt, self.address_string(), *args)
 
-        def finish(self):
-            try:
-                super().finish()
-            except (OSError, ValueError):
-                pass
-            finally:
-                with double._lock:
-                    double._connections.discard(self.connection)
+    def setup(self):
+        super().setup()
+        with self.double._lock:
+            self.double._connections.add(self.connection)
+            self.double.connections_accepted += 1
 
-        def do_GET(self):
-            parts = urlsplit(self.path)
-            if double._fault("slow_first_byte"):
-                time.sleep(double.slow_seconds)
-            try:
-                if parts.path == "/products.json":
-                    self._kind = "listing"
-                    self._listing(parse_qs(parts.query))
-                elif parts.path.startswith("/files/"):
-                    self._kind = "file"
-                    self._file(parts.path[len("/files/"):])
-                else:
-                    self._plain(404, "not found\n")
-            finally:
-                self._kind = None
+    def finish(self):
+        try:
+            super().finish()
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.double._lock:
+                self.double._connections.discard(self.connection)
 
-        def flush_headers(self):
-            if self._kind and hasattr(self, "_headers_buffer"):
-                double._count(f"{self._kind}_headers", sum(len(line) for line in self._headers_buffer))
-            super().flush_headers()
-
-        def _plain(self, status: int, text: str, ctype: str = "text/plain", extra: dict | None = None):
-            body = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-            if self._kind == "listing":
-                double._count("listing", len(body))
-
-        def _listing(self, query):
-            double.listing_requests.append(query)
-            double._count("listing_requests")
-            if double._fault("html"):
-                self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
-                return
-            try:
-                records = double.listing(query)
-            except BadQuery as err:
-                self._plain(400, f"{err}\n")
-                return
-            with double._lock:
-                raw = list(double._raw_records)
-            body = "[" + ",".join([json.dumps(r) for r in records] + raw) + "]" if raw else json.dumps(records)
-            if double._fault("bad_json"):
-                body = body[: max(1, len(body) // 2)]
-            if double._fault("no_etag"):
-                self._plain(200, body, "application/json")
-                return
-            tag = etag(body.encode())
-            if none_match(self.headers.get("If-None-Match"), tag):
-                double._count("not_modified")
-                self.send_response(304)
-                self.send_header("ETag", tag)
-                self.end_headers()
-                return
-            self._plain(200, body, "application/json", extra={"ETag": tag})
-
-        def _file(self, name):
-            double._count("file_requests")
-            with double._lock:
-                served = double._files.get(name)
-            if served is None or served.path is None:
-                self._plain(404, "no such file\n")
-                return
-            size = served.size
-            header = self.headers.get("Range")
-            wanted = _parse_range(header, size) if header else None
-            if header and double._fault("ignore_ranges"):
-                wanted = None
-                accept = False
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        if self.double._fault("slow_first_byte"):
+            time.sleep(self.double.slow_seconds)
+        try:
+            if parts.path == "/products.json":
+                self._kind = "listing"
+                self._listing(parse_qs(parts.query))
+            elif parts.path.startswith("/files/"):
+                self._kind = "file"
+                self._file(parts.path[len("/files/"):])
             else:
-                accept = True
-            if wanted == "unsatisfiable":
-                double.file_requests.append((name, header, 416))
-                self._plain(416, "", extra={"Content-Range": f"bytes */{size}"})
-                return
-            if wanted is not None and wanted[0] > 0 and double._fault("error5xx"):
-                double.file_requests.append((name, header, 503))
-                self._plain(503, "try later\n")
-                return
-            start, end = wanted if wanted else (0, size)
-            status = 206 if wanted else 200
-            double.file_requests.append((name, header, status))
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-hdf5")
-            self.send_header("Content-Length", str(end - start))
-            if accept:
-                self.send_header("Accept-Ranges", "bytes")
-            if status == 206:
-                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+                self._plain(404, "not found\n")
+        finally:
+            self._kind = None
+
+    def flush_headers(self):
+        if self._kind and hasattr(self, "_headers_buffer"):
+            self.double._count(f"{self._kind}_headers", sum(len(line) for line in self._headers_buffer))
+        super().flush_headers()
+
+    def _plain(self, status: int, text: str, ctype: str = "text/plain", extra: dict | None = None):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+        if self._kind == "listing":
+            self.double._count("listing", len(body))
+
+    # -- /products.json ----------------------------------------------------------------------------------
+    def _listing(self, query):
+        """The listing for ``query``: an HTML page with the html fault, 400 for a malformed bound, else the JSON
+        array (:meth:`_listing_body`), with its ETag unless the no_etag fault is on (:meth:`_tagged`)."""
+        double = self.double
+        double.listing_requests.append(query)
+        double._count("listing_requests")
+        if double._fault("html"):
+            self._plain(200, "<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
+            return
+        try:
+            records = double.listing(query)
+        except BadQuery as err:
+            self._plain(400, f"{err}\n")
+            return
+        body = self._listing_body(records)
+        if double._fault("no_etag"):
+            self._plain(200, body, "application/json")
+            return
+        self._tagged(body)
+
+    def _listing_body(self, records: list[dict]) -> str:
+        """The JSON text of ``records`` followed by the double's raw records; cut in half with the bad_json
+        fault."""
+        with self.double._lock:
+            raw = list(self.double._raw_records)
+        body = "[" + ",".join([json.dumps(r) for r in records] + raw) + "]" if raw else json.dumps(records)
+        if self.double._fault("bad_json"):
+            body = body[: max(1, len(body) // 2)]
+        return body
+
+    def _tagged(self, body: str) -> None:
+        """200 with ``body`` and its ETag, or 304 (the ETag, no body) when ``If-None-Match`` names it."""
+        tag = etag(body.encode())
+        if none_match(self.headers.get("If-None-Match"), tag):
+            self.double._count("not_modified")
+            self.send_response(304)
+            self.send_header("ETag", tag)
             self.end_headers()
-            self.wfile.flush()
-            send_end = end
-            drop = double._fault("drop")
-            short = not drop and double._fault("short_body")
-            if drop or short:
-                send_end = start + (end - start) // 2
-            rate = double.slow_rate if double._fault("slow_body") else double.rate
-            with open(served.path, "rb") as fh:
-                self._send(fh, start, send_end, rate, served.station)
-            if drop:  # abortive close: the client sees a connection reset mid-piece
-                self.close_connection = True
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.connection.close()
-            elif short:  # orderly close before Content-Length bytes were sent
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            return
+        self._plain(200, body, "application/json", extra={"ETag": tag})
 
-        def _send(self, fh, start: int, end: int, rate: float | None, station: str) -> None:
-            """sendfile in steps, each counted as bytes of ``station``'s files; with a rate, each step waits for
-            its turn on this connection's clock, which runs on across the responses of a keep-alive connection
-            (a link cap: no idle gap, no burst)."""
-            sock = self.connection
-            pos = start
-            step = 1 << 20 if not rate else max(16384, min(1 << 18, int(rate / 50)))
-            while pos < end:
-                n = min(step, end - pos)
-                if rate:
-                    now = time.monotonic()
-                    # a late wake-up of this thread (up to 50 ms) is made up; idle time is not (no burst)
-                    clock = getattr(self, "_clock", 0.0)
-                    turn = clock if clock >= now - 0.05 else now
-                    if turn > now:
-                        time.sleep(turn - now)
-                    self._clock = turn + n / rate
-                try:
-                    n = os.sendfile(sock.fileno(), fh.fileno(), pos, n)
-                except (BrokenPipeError, ConnectionResetError, OSError):
-                    self.close_connection = True
-                    return
-                if n == 0:
-                    return
-                double._count("files", n, station)
-                pos += n
+    # -- /files/ -----------------------------------------------------------------------------------------
+    def _file(self, name):
+        """One file, or the part its ``Range`` header asks for: 404, 416, 503 (error5xx), 200 or 206."""
+        double = self.double
+        double._count("file_requests")
+        with double._lock:
+            served = double._files.get(name)
+        if served is None or served.path is None:
+            self._plain(404, "no such file\n")
+            return
+        size = served.size
+        header = self.headers.get("Range")
+        wanted, accept = self._wanted(header, size)
+        if wanted == "unsatisfiable":
+            double.file_requests.append((name, header, 416))
+            self._plain(416, "", extra={"Content-Range": f"bytes */{size}"})
+            return
+        if wanted is not None and wanted[0] > 0 and double._fault("error5xx"):
+            double.file_requests.append((name, header, 503))
+            self._plain(503, "try later\n")
+            return
+        start, end = wanted if wanted else (0, size)
+        status = 206 if wanted else 200
+        double.file_requests.append((name, header, status))
+        self._file_headers(status, start, end, size, accept)
+        self._file_body(served, start, end)
 
-    return Handler
+    def _wanted(self, header: str | None, size: int) -> tuple[tuple[int, int] | None | str, bool]:
+        """(the range ``header`` asks for, as :func:`_parse_range` reads it; whether the answer says
+        ``Accept-Ranges``): with the ignore_ranges fault, a request with a ``Range`` header gets (None, False)."""
+        wanted = _parse_range(header, size) if header else None
+        if header and self.double._fault("ignore_ranges"):
+            return None, False
+        return wanted, True
+
+    def _file_headers(self, status: int, start: int, end: int, size: int, accept: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-hdf5")
+        self.send_header("Content-Length", str(end - start))
+        if accept:
+            self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        self.wfile.flush()
+
+    def _file_body(self, served: Served, start: int, end: int) -> None:
+        """Bytes ``start`` to ``end`` of ``served``'s file at the double's rate (``slow_rate`` with the slow_body
+        fault); with the drop or short_body fault, half of them, then the connection is cut."""
+        double = self.double
+        send_end = end
+        drop = double._fault("drop")
+        short = not drop and double._fault("short_body")
+        if drop or short:
+            send_end = start + (end - start) // 2
+        rate = double.slow_rate if double._fault("slow_body") else double.rate
+        with open(served.path, "rb") as fh:
+            self._send(fh, start, send_end, rate, served.station)
+        if drop:  # abortive close: the client sees a connection reset mid-piece
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        elif short:  # orderly close before Content-Length bytes were sent
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _send(self, fh, start: int, end: int, rate: float | None, station: str) -> None:
+        """sendfile in steps, each counted as bytes of ``station``'s files; with a rate, each step waits for
+        its turn on this connection's clock, which runs on across the responses of a keep-alive connection
+        (a link cap: no idle gap, no burst)."""
+        sock = self.connection
+        pos = start
+        step = 1 << 20 if not rate else max(16384, min(1 << 18, int(rate / 50)))
+        while pos < end:
+            n = min(step, end - pos)
+            if rate:
+                self._wait_turn(n, rate)
+            try:
+                n = os.sendfile(sock.fileno(), fh.fileno(), pos, n)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                self.close_connection = True
+                return
+            if n == 0:
+                return
+            self.double._count("files", n, station)
+            pos += n
+
+    def _wait_turn(self, n: int, rate: float) -> None:
+        """Wait for the turn of the next ``n`` bytes on this connection's clock at ``rate`` bytes/s."""
+        now = time.monotonic()
+        # a late wake-up of this thread (up to 50 ms) is made up; idle time is not (no burst)
+        clock = getattr(self, "_clock", 0.0)
+        turn = clock if clock >= now - 0.05 else now
+        if turn > now:
+            time.sleep(turn - now)
+        self._clock = turn + n / rate
+
+
+def _make_handler(double: GinaDouble) -> type[_Handler]:
+    """The handler class of ``double``'s server: :class:`_Handler` with ``double`` as its :attr:`_Handler.double`."""
+    return type("Handler", (_Handler,), {"double": double})
 
 
 def _fault_arg(text: str) -> tuple[str, int | None]:
