@@ -952,7 +952,8 @@ def stations_of(stations: Sequence[str], index: int, one_every: int) -> list[str
     return [stations[(index // one_every) % len(stations)]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="gina_double", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
@@ -983,62 +984,98 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-station-every", type=int, default=4, metavar="N",
                         help="with --stations: every Nth granule of a satellite is at one station only, the "
                              "stations taking turns (default 4; 0: never)")
-    args = parser.parse_args(argv)
-    from avoviirscollector.logs import setup_logging
+    return parser
 
-    logger = setup_logging("gina_double")
-    sats = [s.strip() for s in args.satellites.split(",") if s.strip()]
+
+def _satellites(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The satellites of ``--satellites`` (comma-separated); an unknown one is an error of ``parser``."""
+    sats = [s.strip() for s in text.split(",") if s.strip()]
     for sat in sats:
         if sat not in SATELLITE_TO_SHORT:
             parser.error(f"unknown satellite {sat!r}; known: {', '.join(SATELLITE_TO_SHORT)}")
-    stop = threading.Event()
-    stop_on_signals(stop.set)
-    double = GinaDouble(args.dir, args.host, args.port, rate=args.rate, slow_rate=args.slow_rate)
-    for fault, count in args.fault:
-        double.set_fault(fault, count)
-    schedule = Schedule(same_start=args.same_start)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=args.latency)
-    latest: dict[str, Granule] = {}
-    added: dict[str, int] = {}  # granules added so far, per satellite
+    return sats
 
-    def add(granule: Granule) -> None:
+
+class _Feed:
+    """The command line's granules: each satellite's latest at start, then those ``--every`` adds, at the
+    ``--stations`` given (:meth:`add`)."""
+
+    def __init__(self, double: GinaDouble, args: argparse.Namespace, sats: list[str], logger: logging.Logger):
+        self.double = double
+        self.args = args
+        self.sats = sats
+        self.logger = logger
+        self.schedule = Schedule(same_start=args.same_start)
+        self.now = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=args.latency)
+        self.latest: dict[str, Granule] = {}
+        self.added: dict[str, int] = {}  # granules added so far, per satellite
+
+    def add_existing(self) -> None:
+        """Serve the files already in the double's directory (of an earlier run or made by a script), at the first
+        station."""
+        for path in sorted(self.double.files_dir.glob("*.h5")):
+            try:
+                parse_name(path.name)
+            except NotASdrName:
+                continue
+            self.double.add_existing(path, self.args.stations[0] if self.args.stations else None)
+
+    def add_latest(self) -> None:
+        """Each satellite's latest ``--granules`` granules, ending now (``--latency`` minutes ago)."""
+        for sat in self.sats:
+            for granule in self.schedule.latest(SATELLITE_TO_SHORT[sat], self.now, self.args.granules):
+                self.add(granule)
+
+    def add(self, granule: Granule) -> None:
+        """List ``granule``: at every station of ``--stations`` (or those :func:`stations_of` gives it), each
+        further station's copy listed ``--station-lag`` s after the one before, or at the default station."""
+        args = self.args
         made = granule.end + dt.timedelta(minutes=max(0.0, args.latency - 2)) if args.latency else None
         if args.stations:
-            index = added.get(granule.platform, 0)
+            index = self.added.get(granule.platform, 0)
             at = time.time()
-            double.add_granule_at_stations(
+            self.double.add_granule_at_stations(
                 granule.platform, granule.orbit, granule.start, stations=args.stations, scale=args.scale,
                 segments_at=dict.fromkeys(stations_of(args.stations, index, args.one_station_every), ALL_SEGMENTS),
                 listed_at=[at + args.station_lag * i for i in range(len(args.stations))], created=made)
         else:
-            double.add_scheduled(granule, scale=args.scale, created=made)
-        added[granule.platform] = added.get(granule.platform, 0) + 1
-        latest[granule.platform] = granule
-        logger.debug("listed %s orbit %d %s %s", granule.platform, granule.orbit, granule.direction,
-                     granule.start.isoformat(timespec="milliseconds"))
+            self.double.add_scheduled(granule, scale=args.scale, created=made)
+        self.added[granule.platform] = self.added.get(granule.platform, 0) + 1
+        self.latest[granule.platform] = granule
+        self.logger.debug("listed %s orbit %d %s %s", granule.platform, granule.orbit, granule.direction,
+                          granule.start.isoformat(timespec="milliseconds"))
 
-    def add_granule() -> None:
+    def add_next(self) -> None:
         """The next granule of each satellite: it starts where that satellite's previous one ended. With
         ``--latency``, the granules of the clock instead: every one that ended ``--latency`` minutes ago or more and
         is not listed yet."""
-        for sat in sats:
+        latest, schedule = self.latest, self.schedule
+        for sat in self.sats:
             short = SATELLITE_TO_SHORT[sat]
-            if not args.latency:
-                add(schedule.following(latest[short]) if short in latest else schedule.containing(short, now))
+            if not self.args.latency:
+                self.add(schedule.following(latest[short]) if short in latest else schedule.containing(short, self.now))
                 continue
-            due = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=args.latency)
+            due = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=self.args.latency)
             while short in latest and schedule.following(latest[short]).end <= due:
-                add(schedule.following(latest[short]))
+                self.add(schedule.following(latest[short]))
 
-    for path in sorted(double.files_dir.glob("*.h5")):  # files of an earlier run or made by a script
-        try:
-            parse_name(path.name)
-        except NotASdrName:
-            continue
-        double.add_existing(path, args.stations[0] if args.stations else None)
-    for sat in sats:
-        for granule in schedule.latest(SATELLITE_TO_SHORT[sat], now, args.granules):
-            add(granule)
+
+def _build(args: argparse.Namespace, sats: list[str], logger: logging.Logger) -> tuple[GinaDouble, _Feed]:
+    """The double of the command line, bound but not serving yet: its faults on, the files already in its
+    directory and each satellite's latest granules listed."""
+    double = GinaDouble(args.dir, args.host, args.port, rate=args.rate, slow_rate=args.slow_rate)
+    for fault, count in args.fault:
+        double.set_fault(fault, count)
+    feed = _Feed(double, args, sats, logger)
+    feed.add_existing()
+    feed.add_latest()
+    return double, feed
+
+
+def _run(double: GinaDouble, feed: _Feed, args: argparse.Namespace, stop: threading.Event,
+         logger: logging.Logger) -> None:
+    """Serve until ``stop`` is set, listing the feed's next granules every ``--every`` seconds; then stop the
+    double."""
     double.start()
     logger.info("serving %d files on %s/products.json (rate %s, faults %s, %s, %s)", len(double.served()),
                 double.url, args.rate or "uncapped",
@@ -1051,11 +1088,25 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.5):
             if args.every and time.monotonic() >= next_add:
                 next_add += args.every
-                add_granule()
+                feed.add_next()
                 logger.info("new granule listed; %d files served", len(double.served()))
     finally:
         double.stop()
         logger.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring): serve until SIGTERM or Ctrl-C, then exit 0."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from avoviirscollector.logs import setup_logging
+
+    logger = setup_logging("gina_double")
+    sats = _satellites(parser, args.satellites)
+    stop = threading.Event()
+    stop_on_signals(stop.set)
+    double, feed = _build(args, sats, logger)
+    _run(double, feed, args, stop, logger)
     return 0
 
 
