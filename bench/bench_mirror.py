@@ -272,6 +272,21 @@ def make_shape(shape: str, files: Path, pass_files: Path) -> tuple[str, str]:
     raise ValueError(shape)
 
 
+def shape_run(tool: str, shape: str, root: Path, work: Path, satellite: str, queues: str, extra: list[str]) -> float:
+    """One run of ``tool`` ("ours" or "aria2c") on the shape in ``root`` against a capped double; its wall time."""
+    double = Double(root, CAP, extra)  # a fresh one per run: the stall fault is for one response
+    try:
+        if tool == "ours":
+            wall, _cpu, _rss, status, placed = ours(double, work / "ours", queues.split(","))
+            if status != 0 or len(placed) != len(list((root / "files").glob("*.h5"))):
+                print(f"   ! {shape}: ours placed {len(placed)} files, exit {status}")
+        else:
+            wall, *_ = aria2(double, work / "aria2", double.listing(satellite), shape, quiet=True)
+    finally:
+        double.stop()
+    return wall
+
+
 def run_shapes(work: Path, shapes: list[str], have_aria2: bool) -> list[dict]:
     """Each shape against the capped double, ours and aria2c alternately, RUNS times; medians."""
     import statistics
@@ -286,17 +301,7 @@ def run_shapes(work: Path, shapes: list[str], have_aria2: bool) -> list[dict]:
         times: dict[str, list[float]] = {"ours": [], "aria2c": []}
         for _ in range(RUNS):
             for tool in ("ours", "aria2c") if have_aria2 else ("ours",):
-                double = Double(root, CAP, extra)  # a fresh one per run: the stall fault is for one response
-                try:
-                    if tool == "ours":
-                        wall, _cpu, _rss, status, placed = ours(double, work / "ours", queues.split(","))
-                        if status != 0 or len(placed) != len(list((root / "files").glob("*.h5"))):
-                            print(f"   ! {shape}: ours placed {len(placed)} files, exit {status}")
-                    else:
-                        wall, *_ = aria2(double, work / "aria2", double.listing(satellite), shape, quiet=True)
-                finally:
-                    double.stop()
-                times[tool].append(wall)
+                times[tool].append(shape_run(tool, shape, root, work, satellite, queues, extra))
         row = {"shape": shape, "files": len(list((root / "files").glob("*.h5"))), "mb": size / MB, "floor": floor,
                "ours": statistics.median(times["ours"]), "ours_runs": times["ours"]}
         if times["aria2c"]:
@@ -388,6 +393,101 @@ def print_listing_cost() -> None:
     print(f"{'CPU parsing listings (s)':30}{b['cpu_s']:>14,.1f}{a['cpu_s']:>14,.1f}{a['cpu_s'] / b['cpu_s']:>14.3f}")
 
 
+def capped_runs(capped: Double, work: Path, queues: list[str], listing: list[dict], pass_names: list[str],
+                pass_bytes: int, have_aria2: bool) -> dict[str, dict]:
+    """The pass against the capped double: ours, then aria2c over ``listing``; total time, first granule, CPU."""
+    results = {}
+    wall, cpu, _rss, status, times = ours(capped, work / "ours", queues)
+    results["ours"] = dict(total=wall, first=first_granule_time(times, pass_names),
+                           cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0 and len(times) == len(pass_names))
+    if have_aria2:
+        wall, cpu, _rss, status, times = aria2(capped, work / "aria2", listing, "capped")
+        results["aria2c"] = dict(total=wall, first=first_granule_time(times, pass_names),
+                                 cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0)
+    return results
+
+
+def uncapped_runs(uncapped: Double, work: Path, queues: list[str], pass_bytes: int, have_aria2: bool,
+                  results: dict[str, dict]) -> None:
+    """The pass against the uncapped double (ours, then aria2c): throughput into ``results``; then our peak RSS
+    fetching the one big file."""
+    wall, *_ = ours(uncapped, work / "ours", queues)
+    results["ours"]["uncapped"] = pass_bytes / MB / wall
+    if have_aria2:
+        wall, *_ = aria2(uncapped, work / "aria2", uncapped.listing("snpp"), "uncapped")
+        results["aria2c"]["uncapped"] = pass_bytes / MB / wall
+
+    _wall, _cpu, rss, status, _ = ours(uncapped, work / "ours", ["noaa20-imagery"])
+    results["ours"]["rss_mb"] = rss / 1024
+
+
+def one_new_file(capped: Double, work: Path, pass_names: list[str]) -> tuple[float | None, str]:
+    """One run that finds one new file (the newest granule's SVM16; the rest of the pass already in sdr/): from the
+    start of the run (listing included) to the file in sdr/; returns (seconds or None: never, its segment)."""
+    newest_start = max(parse_name(n).start_time for n in pass_names)
+    newest = next(n for n in pass_names if parse_name(n).start_time == newest_start and n.startswith("SVM16"))
+    base = work / "ours"
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "sdr").mkdir(parents=True)
+    for name in pass_names:
+        if name != newest:
+            os.link(work / "gina" / "files" / name, base / "sdr" / name)
+    env = dict(os.environ, VIIRS_BASE=str(base), GINA_URL=capped.url)
+    watch = Appearances(base / "sdr", lambda n: n == newest)
+    start = time.monotonic()
+    watch.start(start)
+    run_child([str(BIN / "mirror_gina"), "--once", "--queue", "snpp-moderate"], env)
+    watch.stop()
+    return watch.times.get(newest), newest.split("_")[0]
+
+
+def measure_pass(work: Path, pass_names: list[str], pass_bytes: int, have_aria2: bool) -> tuple[dict, float]:
+    """Everything measured on the pass, ours and aria2c's; returns (results, the cap-sum floor in s)."""
+    capped = Double(work / "gina", CAP)
+    uncapped = Double(work / "gina", None)
+    queues = ["snpp-moderate", "snpp-imagery"]
+    try:
+        floor = pass_bytes / (CONNECTIONS * CAP)
+        listing = capped.listing("snpp")
+        assert len(listing) == len(pass_names), (len(listing), len(pass_names))
+        results = capped_runs(capped, work, queues, listing, pass_names, pass_bytes, have_aria2)
+        uncapped_runs(uncapped, work, queues, pass_bytes, have_aria2, results)
+        results["ours"]["one_file"], results["ours"]["one_file_name"] = one_new_file(capped, work, pass_names)
+    finally:
+        capped.stop()
+        uncapped.stop()
+    return results, floor
+
+
+def ratio(x, y):
+    return f"{x / y:.2f}x" if x and y else "n/a"
+
+
+def report(results: dict, floor: float, pass_names: list[str], pass_bytes: int, rows: list[dict]) -> None:
+    """The pass's table (ours beside aria2c, the ratios and goals), the shapes' table and everything as JSON."""
+    o, a = results["ours"], results.get("aria2c")
+    print(f"   pass: {len(pass_names)} files, {pass_bytes / MB:.0f} MB; cap-sum floor {floor:.2f} s")
+    print(f"{'':34}{'ours':>12}{'aria2c':>12}   ratio ours/aria2c   goal")
+    fmt = "{:34}{:>12}{:>12}   {:<19} {}"
+    print(fmt.format("total time for the pass (s)", f"{o['total']:.2f}", f"{a['total']:.2f}" if a else "-",
+                     ratio(o["total"], a and a["total"]), "<= 1.00x, floor/ours >= 0.97"))
+    print(fmt.format("  floor / total", f"{floor / o['total']:.3f}", f"{floor / a['total']:.3f}" if a else "-", "", ""))
+    print(fmt.format("first complete btd granule (s)", f"{o['first']:.2f}" if o["first"] else "never",
+                     f"{a['first']:.2f}" if a and a["first"] else "-", ratio(o["first"], a and a["first"]),
+                     "<= 0.50x"))
+    print(fmt.format("CPU s per GB", f"{o['cpu_gb']:.2f}", f"{a['cpu_gb']:.2f}" if a else "-",
+                     ratio(o["cpu_gb"], a and a["cpu_gb"]), "<= 2.00x (aria2c + md5sum)"))
+    print(fmt.format(f"peak RSS, one {BIG / MB:.0f} MB file (MB)", f"{o['rss_mb']:.1f}", "-", "", "<= 80 MB"))
+    print(fmt.format("uncapped throughput (MB/s)", f"{o['uncapped']:.0f}", f"{a['uncapped']:.0f}" if a else "-",
+                     ratio(o["uncapped"], a and a["uncapped"]), ">= 0.80x"))
+    one = o.get("one_file")
+    print(fmt.format(f"one new {o['one_file_name']} listed -> in sdr/ (s)", f"{one:.2f}" if one else "never", "-",
+                     "", "+ 0-60 s cron wait (mean 30 s)"))
+    print("   all files placed by ours:", o["ok"], "| aria2c exit ok:", a["ok"] if a else "-")
+    print_shapes(rows)
+    print(json.dumps({"results": results, "floor": floor, "bytes": pass_bytes, "shapes": rows}, default=str))
+
+
 def main() -> int:
     only = os.environ.get("BENCH_ONLY", "")
     if only == "listing":
@@ -409,79 +509,9 @@ def main() -> int:
     pass_bytes = sum((files / n).stat().st_size for n in pass_names)
     print(f"   generated {len(names)} files ({pass_bytes / MB:.0f} MB pass + {BIG / MB:.0f} MB file) in "
           f"{time.monotonic() - t0:.1f} s")
-    capped = Double(work / "gina", CAP)
-    uncapped = Double(work / "gina", None)
-    queues = ["snpp-moderate", "snpp-imagery"]
-    results = {}
-    try:
-        floor = pass_bytes / (CONNECTIONS * CAP)
-        listing = capped.listing("snpp")
-        assert len(listing) == len(pass_names), (len(listing), len(pass_names))
-
-        wall, cpu, _rss, status, times = ours(capped, work / "ours", queues)
-        results["ours"] = dict(total=wall, first=first_granule_time(times, pass_names),
-                               cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0 and len(times) == len(pass_names))
-        if have_aria2:
-            wall, cpu, _rss, status, times = aria2(capped, work / "aria2", listing, "capped")
-            results["aria2c"] = dict(total=wall, first=first_granule_time(times, pass_names),
-                                     cpu_gb=cpu / (pass_bytes / 1e9), ok=status == 0)
-
-        wall, *_ = ours(uncapped, work / "ours", queues)
-        results["ours"]["uncapped"] = pass_bytes / MB / wall
-        if have_aria2:
-            wall, *_ = aria2(uncapped, work / "aria2", uncapped.listing("snpp"), "uncapped")
-            results["aria2c"]["uncapped"] = pass_bytes / MB / wall
-
-        _wall, _cpu, rss, status, _ = ours(uncapped, work / "ours", ["noaa20-imagery"])
-        results["ours"]["rss_mb"] = rss / 1024
-
-        # one run that finds one new file: from the start of the run (listing included) to the file in sdr/
-        newest_start = max(parse_name(n).start_time for n in pass_names)
-        newest = next(n for n in pass_names if parse_name(n).start_time == newest_start and n.startswith("SVM16"))
-        base = work / "ours"
-        shutil.rmtree(base, ignore_errors=True)
-        (base / "sdr").mkdir(parents=True)
-        for name in pass_names:
-            if name != newest:
-                os.link(files / name, base / "sdr" / name)
-        env = dict(os.environ, VIIRS_BASE=str(base), GINA_URL=capped.url)
-        watch = Appearances(base / "sdr", lambda n: n == newest)
-        start = time.monotonic()
-        watch.start(start)
-        run_child([str(BIN / "mirror_gina"), "--once", "--queue", "snpp-moderate"], env)
-        watch.stop()
-        results["ours"]["one_file"] = watch.times.get(newest)
-        results["ours"]["one_file_name"] = newest.split("_")[0]
-    finally:
-        capped.stop()
-        uncapped.stop()
-
+    results, floor = measure_pass(work, pass_names, pass_bytes, have_aria2)
     rows = run_shapes(work, shapes, have_aria2)
-    o, a = results["ours"], results.get("aria2c")
-
-    def ratio(x, y):
-        return f"{x / y:.2f}x" if x and y else "n/a"
-
-    print(f"   pass: {len(pass_names)} files, {pass_bytes / MB:.0f} MB; cap-sum floor {floor:.2f} s")
-    print(f"{'':34}{'ours':>12}{'aria2c':>12}   ratio ours/aria2c   goal")
-    fmt = "{:34}{:>12}{:>12}   {:<19} {}"
-    print(fmt.format("total time for the pass (s)", f"{o['total']:.2f}", f"{a['total']:.2f}" if a else "-",
-                     ratio(o["total"], a and a["total"]), "<= 1.00x, floor/ours >= 0.97"))
-    print(fmt.format("  floor / total", f"{floor / o['total']:.3f}", f"{floor / a['total']:.3f}" if a else "-", "", ""))
-    print(fmt.format("first complete btd granule (s)", f"{o['first']:.2f}" if o["first"] else "never",
-                     f"{a['first']:.2f}" if a and a["first"] else "-", ratio(o["first"], a and a["first"]),
-                     "<= 0.50x"))
-    print(fmt.format("CPU s per GB", f"{o['cpu_gb']:.2f}", f"{a['cpu_gb']:.2f}" if a else "-",
-                     ratio(o["cpu_gb"], a and a["cpu_gb"]), "<= 2.00x (aria2c + md5sum)"))
-    print(fmt.format(f"peak RSS, one {BIG / MB:.0f} MB file (MB)", f"{o['rss_mb']:.1f}", "-", "", "<= 80 MB"))
-    print(fmt.format("uncapped throughput (MB/s)", f"{o['uncapped']:.0f}", f"{a['uncapped']:.0f}" if a else "-",
-                     ratio(o["uncapped"], a and a["uncapped"]), ">= 0.80x"))
-    one = o.get("one_file")
-    print(fmt.format(f"one new {o['one_file_name']} listed -> in sdr/ (s)", f"{one:.2f}" if one else "never", "-",
-                     "", "+ 0-60 s cron wait (mean 30 s)"))
-    print("   all files placed by ours:", o["ok"], "| aria2c exit ok:", a["ok"] if a else "-")
-    print_shapes(rows)
-    print(json.dumps({"results": results, "floor": floor, "bytes": pass_bytes, "shapes": rows}, default=str))
+    report(results, floor, pass_names, pass_bytes, rows)
     if not os.environ.get("BENCH_DIR"):
         shutil.rmtree(work, ignore_errors=True)
     return 0

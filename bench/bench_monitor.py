@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -38,6 +39,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -55,11 +58,12 @@ SEGMENTS = sorted({s for segs in PRODUCTS.values() for s in segs})
 SIZE = 12_400_000
 
 
-def day_of_passes(now: dt.datetime) -> list[tuple[dt.datetime, dict, list[dict]]]:
-    """(placed time, mirror journal record, broker journal records) for a day ending ``now``, in time order."""
+def day_of_passes(now: dt.datetime) -> list[tuple[dt.datetime, str, dict]]:
+    """(placed time, "file" or "broker", journal record) for a day ending ``now``, in time order: a mirror journal
+    record per file, task_broker's journal records of the tasks."""
     events: list[tuple[dt.datetime, str, dict]] = []
     start_of_day = now - dt.timedelta(hours=24)
-    task_id = 0
+    task_ids = itertools.count(1)
     for sat_index, platform in enumerate(("npp", "j01", "j02")):
         first = start_of_day + ORBIT * sat_index / 4
         for orbit in range(14):
@@ -67,38 +71,52 @@ def day_of_passes(now: dt.datetime) -> list[tuple[dt.datetime, dict, list[dict]]
                 continue
             for granule in range(10):
                 start = first + orbit * ORBIT + granule * GRANULE
-                placed_base = start + dt.timedelta(minutes=20 + granule % 7 * 3)
-                if placed_base > now:
-                    continue
-                lacks = (orbit * 10 + granule) % 37 == 0
-                names = {}
-                for index, segment in enumerate(SEGMENTS):
-                    if lacks and segment == "SVM16":
-                        continue
-                    naive = start.replace(tzinfo=None)
-                    name = format_name(segment, platform, naive, naive + GRANULE, 40000 + orbit, naive)
-                    names[segment] = name
-                    at = placed_base + dt.timedelta(seconds=index * 3)
-                    events.append((at, "file", {"time": at.isoformat(), "name": name, "bytes": SIZE,
-                                                "md5": "0" * 32, "seconds": 2.5, "connections": 4}))
-                done = placed_base + dt.timedelta(seconds=len(SEGMENTS) * 3 + 5)
-                for product, needed in PRODUCTS.items():
-                    if not all(s in names for s in needed):
-                        continue
-                    task_id += 1
-                    dataset = [{"uid": names[s], "uri": f"/viirs/sdr/{names[s]}"} for s in needed]
-                    events.append((done, "broker", {"op": "put", "t": done.isoformat(), "task": {
-                        "id": task_id, "subject": f"/AVO/viirs/granule/{product}", "type": "dataset",
-                        "data": {"dataset": dataset}}}))
-                    taken = done + dt.timedelta(minutes=2 + task_id % 9)
-                    if taken < now:
-                        events.append((taken, "broker", {
-                            "op": "take", "t": taken.isoformat(), "id": task_id, "kind": "handed out",
-                            "worker": f"10.0.0.{task_id % 4 + 10}:5555",
-                            "granules": [[product, {"npp": "Suomi-NPP", "j01": "NOAA-20", "j02": "NOAA-21"}[platform],
-                                          naive.isoformat()]]}))
+                events += granule_events(platform, orbit, granule, start, now, task_ids)
     events.sort(key=lambda e: e[0])
     return [(at, kind, record) for at, kind, record in events]  # type: ignore[misc]
+
+
+def granule_events(platform: str, orbit: int, granule: int, start: dt.datetime, now: dt.datetime,
+                   task_ids: Iterator[int]) -> list[tuple[dt.datetime, str, dict]]:
+    """One granule's events: its files, placed 20-40 min after its start (none if that is after ``now``), then a
+    task per complete product (numbered from ``task_ids``)."""
+    placed_base = start + dt.timedelta(minutes=20 + granule % 7 * 3)
+    if placed_base > now:
+        return []
+    lacks = (orbit * 10 + granule) % 37 == 0
+    naive = start.replace(tzinfo=None)
+    events: list[tuple[dt.datetime, str, dict]] = []
+    names = {}
+    for index, segment in enumerate(SEGMENTS):
+        if lacks and segment == "SVM16":
+            continue
+        name = format_name(segment, platform, naive, naive + GRANULE, 40000 + orbit, naive)
+        names[segment] = name
+        at = placed_base + dt.timedelta(seconds=index * 3)
+        events.append((at, "file", {"time": at.isoformat(), "name": name, "bytes": SIZE,
+                                    "md5": "0" * 32, "seconds": 2.5, "connections": 4}))
+    done = placed_base + dt.timedelta(seconds=len(SEGMENTS) * 3 + 5)
+    for product, needed in PRODUCTS.items():
+        if all(s in names for s in needed):
+            events += task_events(next(task_ids), product, [names[s] for s in needed], platform, naive, done, now)
+    return events
+
+
+def task_events(task_id: int, product: str, files: list[str], platform: str, naive: dt.datetime, done: dt.datetime,
+                now: dt.datetime) -> list[tuple[dt.datetime, str, dict]]:
+    """task_broker's journal records of one task: put at ``done``, handed out 2-10 minutes later (if before ``now``)."""
+    dataset = [{"uid": name, "uri": f"/viirs/sdr/{name}"} for name in files]
+    events = [(done, "broker", {"op": "put", "t": done.isoformat(), "task": {
+        "id": task_id, "subject": f"/AVO/viirs/granule/{product}", "type": "dataset",
+        "data": {"dataset": dataset}}})]
+    taken = done + dt.timedelta(minutes=2 + task_id % 9)
+    if taken < now:
+        events.append((taken, "broker", {
+            "op": "take", "t": taken.isoformat(), "id": task_id, "kind": "handed out",
+            "worker": f"10.0.0.{task_id % 4 + 10}:5555",
+            "granules": [[product, {"npp": "Suomi-NPP", "j01": "NOAA-20", "j02": "NOAA-21"}[platform],
+                          naive.isoformat()]]}))
+    return events
 
 
 def cpu_seconds(pid: int) -> float:
@@ -150,6 +168,143 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+class Journals:
+    """The mirror's and task_broker's journals that monitor reads, appended as the day goes, and the queue length
+    they make, which the status stand-in publishes once they are flushed."""
+
+    def __init__(self, base: Path, status: StatusStandIn, now: dt.datetime) -> None:
+        self.sdr, self.status, self.length = base / "sdr", status, 0
+        self.mirror = open(base / "state" / MIRROR_JOURNAL, "a")
+        self.broker = open(base / "state" / BROKER_JOURNAL, "a")
+        self.broker.write(json.dumps({"format": "avoviirscollector-task-queue", "version": 2, "t": now.isoformat(),
+                                      "next_id": 1, "ledger_since": (now - dt.timedelta(days=2)).isoformat()}) + "\n")
+        self.broker.flush()
+
+    def append(self, kind: str, record: dict) -> None:
+        if kind == "file":
+            self.mirror.write(json.dumps(record, separators=(",", ":")) + "\n")
+            (self.sdr / record["name"]).touch()
+        else:
+            self.broker.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.length += 1 if record["op"] == "put" else -1
+
+    def flush(self) -> None:
+        self.mirror.flush()
+        self.broker.flush()
+        self.status.length = self.length
+
+
+@dataclass
+class Monitor:
+    """The monitor process under test, where it answers and where its output goes."""
+
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def get(self, path: str) -> bytes:
+        return urllib.request.urlopen(self.url + path, timeout=10).read()
+
+
+def make_base(tmp: Path) -> Path:
+    """A VIIRS_BASE with its folders and a task_broker log of one error line (the page shows it)."""
+    base = tmp / "viirs"
+    for sub in ("sdr", "tmp", "log", "state", "elements", "run"):
+        (base / sub).mkdir(parents=True)
+    (base / "log" / "task_broker.log").write_text(
+        "2026-01-01T00:00:00Z task_broker ERROR an example error line, as the page shows it\n")
+    return base
+
+
+def wait_serving(monitor: Monitor) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(monitor.url + "/metrics", timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline or monitor.proc.poll() is not None:
+                raise SystemExit(f"monitor did not start: {monitor.log.read_text()}") from None
+            time.sleep(0.05)
+
+
+def accelerated_ingest(monitor: Monitor, journals: Journals, events: list[tuple[dt.datetime, str, dict]], first: int,
+                       cut: dt.datetime, speed: float, files: int) -> float:
+    """1. The journal lines of ``events[first:]`` (from ``cut`` on) at ``speed`` times real time; prints the CPU
+    that costs monitor and returns it in % of a core at real-time rate."""
+    cpu0 = cpu_seconds(monitor.proc.pid)
+    wall0 = time.monotonic()
+    for at, kind, record in events[first:]:
+        due = wall0 + (at - cut).total_seconds() / speed
+        pause = due - time.monotonic()
+        if pause > 0:
+            journals.flush()
+            time.sleep(pause)
+        journals.append(kind, record)
+    journals.flush()
+    time.sleep(6)  # the last poll
+    ingest_cpu = cpu_seconds(monitor.proc.pid) - cpu0
+    ingest_wall = time.monotonic() - wall0
+    simulated = (events[-1][0] - cut).total_seconds()
+    got = monitor.get("/metrics").decode()
+    placed = sum(float(line.rsplit(" ", 1)[1]) for line in got.splitlines()
+                 if line.startswith("avo_files_placed_total{"))
+    print(f"ingest: {ingest_cpu:.2f} CPU s over {ingest_wall:.0f} s for {simulated / 3600:.1f} simulated "
+          f"hours; at real-time rate that is {100 * ingest_cpu / simulated:.4f}% of a core "
+          f"(avo_files_placed_total {placed:.0f} of {files})")
+    return 100 * ingest_cpu / simulated
+
+
+def real_time(monitor: Monitor, base: Path, idle: float, ingest: float) -> tuple[float, float]:
+    """2. ``idle`` seconds at real time with 24 h of history, scraped like Prometheus; prints the CPU and memory
+    that costs and returns (CPU with the ``ingest`` in % of a core, peak RSS in MB)."""
+    cpu1 = cpu_seconds(monitor.proc.pid)
+    wall1 = time.monotonic()
+    next_metrics = next_page = wall1
+    while time.monotonic() - wall1 < idle:
+        if time.monotonic() >= next_metrics:
+            monitor.get("/metrics")
+            next_metrics += 15
+        if time.monotonic() >= next_page:
+            monitor.get("/")
+            next_page += 30
+        time.sleep(0.2)
+    idle_cpu = cpu_seconds(monitor.proc.pid) - cpu1
+    idle_wall = time.monotonic() - wall1
+    fixed = 100 * idle_cpu / idle_wall
+    rss, peak = rss_mb(monitor.proc.pid)
+    total = fixed + ingest
+    print(f"real time with 24 h of history: {idle_cpu:.2f} CPU s over {idle_wall:.0f} s = {fixed:.2f}% "
+          f"of a core; with the ingest {total:.2f}% (goal < 2%)")
+    print(f"RSS {rss:.1f} MB, peak {peak:.1f} MB (goal < 100 MB); state/monitor.json "
+          f"{(base / 'state' / 'monitor.json').stat().st_size / 1e6:.2f} MB")
+    return total, peak
+
+
+def response_times(monitor: Monitor, requests: int) -> tuple[list[float], list[float]]:
+    """3. ``requests`` sequential GETs of /metrics and of /; prints p50, p99 and max, returns the times of both."""
+    metrics_times = timed_gets(monitor.url + "/metrics", requests)
+    page_times = timed_gets(monitor.url + "/", requests)
+    size_metrics = len(monitor.get("/metrics"))
+    size_page = len(monitor.get("/"))
+    for label, times, size in (("/metrics", metrics_times, size_metrics), ("/", page_times, size_page)):
+        print(f"GET {label:8s} ({size / 1000:.0f} kB): p50 {pct(times, 50) * 1e3:.1f} ms, "
+              f"p99 {pct(times, 99) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms (goal p99 < 200 ms)")
+    return metrics_times, page_times
+
+
+def screenshot(monitor: Monitor, path: Path, tmp: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("no chromium: no screenshot")
+        return
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={tmp / 'chromium'}", "--disable-dev-shm-usage",
+                    f"--screenshot={path.resolve()}", "--window-size=1140,1300",
+                    monitor.url + "/"], capture_output=True, timeout=120, check=True)
+    print(f"screenshot: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speed", type=float, default=120.0, help="simulated seconds per real second")
@@ -158,11 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", type=Path, help="save the page as headless Chromium renders it")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_monitor.") as tmp:
-        base = Path(tmp) / "viirs"
-        for sub in ("sdr", "tmp", "log", "state", "elements", "run"):
-            (base / sub).mkdir(parents=True)
-        (base / "log" / "task_broker.log").write_text(
-            "2026-01-01T00:00:00Z task_broker ERROR an example error line, as the page shows it\n")
+        base = make_base(Path(tmp))
         now = dt.datetime.now(dt.UTC)
         events = day_of_passes(now)
         files = sum(1 for _, kind, _ in events if kind == "file")
@@ -173,111 +324,26 @@ def main(argv: list[str] | None = None) -> int:
                    TASK_PORT=str(free_port()), PUBLISH_PORT=str(free_port()))
         status = StatusStandIn(update_port)
         status.start()
-        mirror = open(base / "state" / MIRROR_JOURNAL, "a")
-        broker = open(base / "state" / BROKER_JOURNAL, "a")
-        broker.write(json.dumps({"format": "avoviirscollector-task-queue", "version": 2, "t": now.isoformat(),
-                                 "next_id": 1, "ledger_since": (now - dt.timedelta(days=2)).isoformat()}) + "\n")
-        broker.flush()
+        journals = Journals(base, status, now)
         cut = now - dt.timedelta(hours=4)
         before = [e for e in events if e[0] < cut]
-        length = 0
         for _, kind, record in before:
-            if kind == "file":
-                mirror.write(json.dumps(record, separators=(",", ":")) + "\n")
-                (base / "sdr" / record["name"]).touch()
-            else:
-                broker.write(json.dumps(record, separators=(",", ":")) + "\n")
-                length += 1 if record["op"] == "put" else -1
-        mirror.flush()
-        broker.flush()
-        status.length = length
+            journals.append(kind, record)
+        journals.flush()
         log = open(Path(tmp) / "monitor.log", "ab")
         started = time.monotonic()
         proc = subprocess.Popen([str(BIN / "monitor")], env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{monitor_port}"
+        monitor = Monitor(proc, f"http://127.0.0.1:{monitor_port}", Path(tmp) / "monitor.log")
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/metrics", timeout=2).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise SystemExit(f"monitor did not start: {(Path(tmp) / 'monitor.log').read_text()}") from None
-                    time.sleep(0.05)
+            wait_serving(monitor)
             print(f"start with 20 h to rebuild from the journals ({sum(1 for e in before if e[1] == 'file')} files, "
                   f"{sum(1 for e in before if e[1] == 'broker')} broker records): serving after "
                   f"{time.monotonic() - started:.2f} s, {cpu_seconds(proc.pid):.2f} CPU s")
-            # 1. the last hours, accelerated
-            cpu0 = cpu_seconds(proc.pid)
-            wall0 = time.monotonic()
-            day_start = cut
-            for at, kind, record in events[len(before):]:
-                due = wall0 + (at - day_start).total_seconds() / args.speed
-                pause = due - time.monotonic()
-                if pause > 0:
-                    mirror.flush()
-                    broker.flush()
-                    status.length = length
-                    time.sleep(pause)
-                if kind == "file":
-                    mirror.write(json.dumps(record, separators=(",", ":")) + "\n")
-                    (base / "sdr" / record["name"]).touch()
-                else:
-                    broker.write(json.dumps(record, separators=(",", ":")) + "\n")
-                    length += 1 if record["op"] == "put" else -1
-            mirror.flush()
-            broker.flush()
-            status.length = length
-            time.sleep(6)  # the last poll
-            ingest_cpu = cpu_seconds(proc.pid) - cpu0
-            ingest_wall = time.monotonic() - wall0
-            simulated = (events[-1][0] - day_start).total_seconds()
-            got = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
-            placed = sum(float(line.rsplit(" ", 1)[1]) for line in got.splitlines()
-                         if line.startswith("avo_files_placed_total{"))
-            print(f"ingest: {ingest_cpu:.2f} CPU s over {ingest_wall:.0f} s for {simulated / 3600:.1f} simulated "
-                  f"hours; at real-time rate that is {100 * ingest_cpu / simulated:.4f}% of a core "
-                  f"(avo_files_placed_total {placed:.0f} of {files})")
-            # 2. real time, 24 h of history, scraped like Prometheus
-            cpu1 = cpu_seconds(proc.pid)
-            wall1 = time.monotonic()
-            next_metrics = next_page = wall1
-            while time.monotonic() - wall1 < args.idle:
-                if time.monotonic() >= next_metrics:
-                    urllib.request.urlopen(url + "/metrics", timeout=10).read()
-                    next_metrics += 15
-                if time.monotonic() >= next_page:
-                    urllib.request.urlopen(url + "/", timeout=10).read()
-                    next_page += 30
-                time.sleep(0.2)
-            idle_cpu = cpu_seconds(proc.pid) - cpu1
-            idle_wall = time.monotonic() - wall1
-            fixed = 100 * idle_cpu / idle_wall
-            rss, peak = rss_mb(proc.pid)
-            total = fixed + 100 * ingest_cpu / simulated
-            print(f"real time with 24 h of history: {idle_cpu:.2f} CPU s over {idle_wall:.0f} s = {fixed:.2f}% "
-                  f"of a core; with the ingest {total:.2f}% (goal < 2%)")
-            print(f"RSS {rss:.1f} MB, peak {peak:.1f} MB (goal < 100 MB); state/monitor.json "
-                  f"{(base / 'state' / 'monitor.json').stat().st_size / 1e6:.2f} MB")
-            # 3. response times
-            metrics_times = timed_gets(url + "/metrics", args.requests)
-            page_times = timed_gets(url + "/", args.requests)
-            size_metrics = len(urllib.request.urlopen(url + "/metrics", timeout=10).read())
-            size_page = len(urllib.request.urlopen(url + "/", timeout=10).read())
-            for label, times, size in (("/metrics", metrics_times, size_metrics), ("/", page_times, size_page)):
-                print(f"GET {label:8s} ({size / 1000:.0f} kB): p50 {pct(times, 50) * 1e3:.1f} ms, "
-                      f"p99 {pct(times, 99) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms (goal p99 < 200 ms)")
+            ingest = accelerated_ingest(monitor, journals, events, len(before), cut, args.speed, files)
+            total, peak = real_time(monitor, base, args.idle, ingest)
+            metrics_times, page_times = response_times(monitor, args.requests)
             if args.screenshot:
-                browser = shutil.which("chromium") or shutil.which("chromium-browser")
-                if browser is None:
-                    print("no chromium: no screenshot")
-                else:
-                    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                                    f"--user-data-dir={Path(tmp) / 'chromium'}", "--disable-dev-shm-usage",
-                                    f"--screenshot={args.screenshot.resolve()}", "--window-size=1140,1300",
-                                    url + "/"], capture_output=True, timeout=120, check=True)
-                    print(f"screenshot: {args.screenshot}")
+                screenshot(monitor, args.screenshot, Path(tmp))
             ok = total < 2.0 and peak < 100 and pct(metrics_times, 99) < 0.2 and pct(page_times, 99) < 0.2
             return 0 if ok else 1
         finally:
