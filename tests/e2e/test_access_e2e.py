@@ -67,7 +67,8 @@ def _foreign_subscriber_hears(port: int, publish) -> bool:
         context.term()
 
 
-def _refused_lines(suite: Suite, program: str) -> list[str]:
+def _refusals_logged(suite: Suite, program: str) -> list[str]:
+    """The lines of ``program``'s log that say it refused a connection."""
     log = (suite.base / "log" / f"{program}.log").read_text()
     return [line for line in log.splitlines() if "refused a connection" in line]
 
@@ -108,7 +109,7 @@ def test_only_allowed_clients_reach_the_public_ports_and_no_one_else_the_interna
     assert not _foreign_subscriber_hears(_trollstalker_port(answer), lambda: s.place(late))
 
     for program in ("task_broker", "msg_publisher"):
-        refused = _refused_lines(s, program)
+        refused = _refusals_logged(s, program)
         assert len(refused) == 1 and f"from {FOREIGN} to {program}: not in ALLOWED_CLIENTS" in refused[0], refused
     out = s.output.read_text()
     assert "ALLOWED_CLIENTS is not set" not in out and "the public ports accept 127.0.0.1" in out
