@@ -11,18 +11,21 @@ with avo_cron instead, and the test checks that the image says so.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from posttroll.message import Message
 
+from tests.e2e.harness import Sub, only_loopback
 from tests.support import free_ports, wait_until
 from tests.test_tle import Celestrak
 
@@ -30,6 +33,17 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "container-image"
 TOOLS = ("podman", "buildah", "runc", "debootstrap")
 SDR_NAME = "SVM16_npp_d20261123_t1000000_e1001255_b12345_c20261123101500000000_cspp_dev.h5"
+#: run by the container's python3: [uid, command line] of every process in it, as JSON
+PROCESS_LIST = ("import os, json; out = []\n"
+                "for p in os.listdir('/proc'):\n"
+                "    if p.isdigit():\n"
+                "        try:\n"
+                "            uid = [l for l in open(f'/proc/{p}/status') if l.startswith('Uid:')][0].split()[1]\n"
+                "            cmd = open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').decode()\n"
+                "        except OSError:\n"
+                "            continue\n"
+                "        out.append((int(uid), cmd))\n"
+                "print(json.dumps(out))")
 
 
 def _skip_reason() -> str | None:
@@ -109,11 +123,44 @@ def wait_all_running(cid: str, timeout: float = 90) -> dict:
     return wait_until(report, timeout, logs, every=1.0)
 
 
+def _first_message(port: int, prefix: str, settle: float, place: Callable[[], object], timeout: float) -> str | None:
+    """The first raw message a SUB on 127.0.0.1:``port`` for topics ``prefix`` gets within ``timeout`` seconds of
+    ``place()``, which is called ``settle`` seconds after it connected; None when none came."""
+    sub = Sub(port, prefix)
+    try:
+        time.sleep(settle)  # PUB/SUB: let the subscription reach the publisher first
+        place()
+        return sub.recv_raw(timeout)
+    finally:
+        sub.close()
+
+
+def _place_in_sdr(viirs: Path) -> None:
+    """An SDR file renamed into ``viirs``/sdr from tmp/, owned by the container's user (from this host)."""
+    tmp = viirs / "tmp" / (SDR_NAME + ".part")
+    tmp.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 1024)
+    os.chown(tmp, 2001, 2001)
+    os.replace(tmp, viirs / "sdr" / SDR_NAME)
+
+
+def _place_in_sdr_inside(cid: str, name: str) -> None:
+    """A file ``name`` written in /viirs/tmp and moved into /viirs/sdr by a shell inside the container ``cid``."""
+    podman("exec", cid, "sh", "-c", f"echo x > /viirs/tmp/{name} && mv /viirs/tmp/{name} /viirs/sdr/")
+
+
+def _tle_refresh(cid: str) -> tuple[subprocess.CompletedProcess, bytes]:
+    """``tle_refresh`` run in the container ``cid`` from a local stand-in for the TLE source: the run, and the TLE
+    set the stand-in served."""
+    celestrak = Celestrak()
+    try:
+        tle = podman("exec", "-e", f"TLE_URL={celestrak.url}", cid, "tle_refresh", check=False)
+    finally:
+        celestrak.close()
+    return tle, celestrak.body
+
+
 @needs_podman
 def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
-    import zmq
-    from posttroll.message import Message
-
     cid = container["id"]
     report = wait_all_running(cid)
     names = {p["name"] for p in report["programs"]}
@@ -126,18 +173,7 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
     assert "segment_gatherer-tir" in text.stdout and "disk:" in text.stdout
 
     # every process of the container runs as user 2001, supervisord among them
-    procs = podman("exec", cid, "python3", "-c",
-                   "import os, json; out = []\n"
-                   "for p in os.listdir('/proc'):\n"
-                   "    if p.isdigit():\n"
-                   "        try:\n"
-                   "            uid = [l for l in open(f'/proc/{p}/status') if l.startswith('Uid:')][0].split()[1]\n"
-                   "            cmd = open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').decode()\n"
-                   "        except OSError:\n"
-                   "            continue\n"
-                   "        out.append((int(uid), cmd))\n"
-                   "print(json.dumps(out))")
-    processes = json.loads(procs.stdout)
+    processes = json.loads(podman("exec", cid, "python3", "-c", PROCESS_LIST).stdout)
     assert any("supervisord" in cmd for _, cmd in processes)
     assert {uid for uid, _ in processes} == {2001}, processes
 
@@ -154,33 +190,18 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
     assert "No such file" in double.stdout and "ModuleNotFoundError" in double.stdout, double.stdout
 
     # a file placed in /viirs/sdr comes out on the publish port
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt_string(zmq.SUBSCRIBE, "pytroll://AVO/viirs/sdr")
-    sub.connect(f"tcp://127.0.0.1:{container['publish']}")
-    try:
-        time.sleep(0.5)  # PUB/SUB: let the subscription reach the publisher first
-        tmp = container["viirs"] / "tmp" / (SDR_NAME + ".part")
-        tmp.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 1024)
-        os.chown(tmp, 2001, 2001)
-        os.replace(tmp, container["viirs"] / "sdr" / SDR_NAME)
-        assert sub.poll(15_000), "no message on the publish port within 15 s"
-        msg = Message.decode(sub.recv_string())
-        assert msg.data["uid"] == SDR_NAME and msg.data["uri"] == f"/viirs/sdr/{SDR_NAME}"
-    finally:
-        sub.close()
+    raw = _first_message(container["publish"], "pytroll://AVO/viirs/sdr", 0.5,
+                         lambda: _place_in_sdr(container["viirs"]), 15)
+    assert raw is not None, "no message on the publish port within 15 s"
+    msg = Message.decode(raw)
+    assert msg.data["uid"] == SDR_NAME and msg.data["uri"] == f"/viirs/sdr/{SDR_NAME}"
 
     # the cron jobs run in the image: cleanup (dry run) and the TLE refresh from a local server
     dry = podman("exec", cid, "cleanup", "--dry-run", check=False)
     assert dry.returncode == 0 and "dry run: would remove 0 files" in dry.stdout, dry.stdout + dry.stderr
-    celestrak = Celestrak()
-    try:
-        tle = podman("exec", "-e", f"TLE_URL={celestrak.url}", cid, "tle_refresh", check=False)
-    finally:
-        celestrak.close()
+    tle, served = _tle_refresh(cid)
     assert tle.returncode == 0 and "TLEs updated" in tle.stdout, tle.stdout + tle.stderr
-    assert (container["viirs"] / "elements" / "tle.txt").read_bytes() == celestrak.body
+    assert (container["viirs"] / "elements" / "tle.txt").read_bytes() == served
 
     # the log files in the volume are readable by the operator, and SIGTERM (podman stop) drains and exits 0
     assert (container["viirs"] / "log" / "trollstalker.log").stat().st_mode & 0o044 == 0o044
@@ -227,6 +248,32 @@ def test_compose_config_validates():
     assert rendered(VIIRS_RETENTION="")["VIIRS_RETENTION"] in ("", None)
 
 
+@contextlib.contextmanager
+def _docker_api(sock: Path):
+    """podman's Docker API served on the unix socket ``sock`` while in the block (stopped after it)."""
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], env=podman_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
+
+
+def _compose_up(compose: list[str], env: dict[str, str], project: str) -> str:
+    """``up -d`` of the ``compose`` command with ``env``: the id of the ``project``'s container."""
+    up = subprocess.run([*compose, "up", "-d", "--no-build"], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    return podman("ps", "-q", "--filter", f"name={project}").stdout.split()[0]
+
+
+def _refused_by_the_publisher(cid: str) -> list[str]:
+    """The lines of the container's log where msg_publisher refused a connection."""
+    logs = podman("logs", cid, check=False)
+    return [line for line in (logs.stdout + logs.stderr).splitlines()
+            if "refused a connection" in line and "msg_publisher" in line]
+
+
 @needs_podman
 def test_compose_up_through_podmans_docker_api(image, tmp_path):
     """``docker-compose up`` of the repo's file (image swapped for the local build) through podman's Docker API.
@@ -235,76 +282,47 @@ def test_compose_up_through_podmans_docker_api(image, tmp_path):
     tests' private network namespace, which takes them away when it ends. Then again with ALLOWED_CLIENTS set to
     an address nobody here has: the subscriber on the mapped port is refused, seen as the bridge's gateway.
     """
-    import zmq
-    from posttroll.message import Message
-
     tool = shutil.which("docker-compose")
     if tool is None:
         pytest.skip("docker-compose not installed (apt-get install docker-compose)")
-    if [name for _, name in socket.if_nameindex()] != ["lo"]:
+    if not only_loopback():
         pytest.skip("bridge networking is tried only inside a loopback-only network namespace (scripts/loopback-netns)")
     sock = tmp_path / "podman.sock"
-    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], env=podman_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     override = tmp_path / "local-image.yml"
     override.write_text(f"services:\n  viirscollector:\n    image: {image}\n")
     project = f"avotest{os.getpid()}"
     compose = [tool, "-p", project, "-f", str(REPO / "docker-compose.yml"), "-f", str(override)]
     env = dict(podman_env(), DOCKER_HOST=f"unix://{sock}")
-    try:
-        wait_until(sock.exists, 10, f"podman's API socket {sock}")
-        up = subprocess.run([*compose, "up", "-d", "--no-build"], env=env, capture_output=True, text=True,
-                            timeout=120)
-        assert up.returncode == 0, up.stdout + up.stderr
-        cid = podman("ps", "-q", "--filter", f"name={project}").stdout.split()[0]
-        report = wait_all_running(cid)
-        assert len(report["programs"]) >= 9
-        inspect = json.loads(podman("inspect", cid).stdout)[0]
-        assert inspect["Config"]["User"] == "2001:2001" and inspect["HostConfig"]["RestartPolicy"]["Name"] == "always"
-        assert inspect["HostConfig"]["LogConfig"]["Type"] in ("json-file", "k8s-file")
-
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt_string(zmq.SUBSCRIBE, "pytroll://AVO/viirs/sdr")
-        sub.connect("tcp://127.0.0.1:29092")  # the port mapping of docker-compose.yml
+    with _docker_api(sock):
         try:
-            time.sleep(0.5)
-            podman("exec", cid, "sh", "-c", f"echo x > /viirs/tmp/{SDR_NAME} && mv /viirs/tmp/{SDR_NAME} /viirs/sdr/")
-            assert sub.poll(15_000), "nothing on the mapped publish port within 15 s"
-            assert Message.decode(sub.recv_string()).data["uid"] == SDR_NAME
-        finally:
-            sub.close()
+            wait_until(sock.exists, 10, f"podman's API socket {sock}")
+            cid = _compose_up(compose, env, project)
+            report = wait_all_running(cid)
+            assert len(report["programs"]) >= 9
+            inspect = json.loads(podman("inspect", cid).stdout)[0]
+            assert inspect["Config"]["User"] == "2001:2001"
+            assert inspect["HostConfig"]["RestartPolicy"]["Name"] == "always"
+            assert inspect["HostConfig"]["LogConfig"]["Type"] in ("json-file", "k8s-file")
+            # the port mapping of docker-compose.yml
+            raw = _first_message(29092, "pytroll://AVO/viirs/sdr", 0.5, lambda: _place_in_sdr_inside(cid, SDR_NAME), 15)
+            assert raw is not None, "nothing on the mapped publish port within 15 s"
+            assert Message.decode(raw).data["uid"] == SDR_NAME
 
-        # ALLOWED_CLIENTS through the same compose path: an address nobody here has. The suite must refuse this
-        # host's subscriber on the mapped port, say once which address it saw, and stay healthy (its own status
-        # comes from 127.0.0.1 inside the container).
-        env["ALLOWED_CLIENTS"] = "192.0.2.77"
-        up = subprocess.run([*compose, "up", "-d", "--no-build"], env=env, capture_output=True, text=True,
-                            timeout=120)
-        assert up.returncode == 0, up.stdout + up.stderr
-        cid = podman("ps", "-q", "--filter", f"name={project}").stdout.split()[0]
-        wait_all_running(cid)
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt_string(zmq.SUBSCRIBE, "")
-        sub.connect("tcp://127.0.0.1:29092")
-        try:
-            time.sleep(1.0)
+            # ALLOWED_CLIENTS through the same compose path: an address nobody here has. The suite must refuse this
+            # host's subscriber on the mapped port, say once which address it saw, and stay healthy (its own status
+            # comes from 127.0.0.1 inside the container).
+            env["ALLOWED_CLIENTS"] = "192.0.2.77"
+            cid = _compose_up(compose, env, project)
+            wait_all_running(cid)
             name = SDR_NAME.replace("b12345", "b12346")
-            podman("exec", cid, "sh", "-c", f"echo x > /viirs/tmp/{name} && mv /viirs/tmp/{name} /viirs/sdr/")
-            assert not sub.poll(5_000), "a refused subscriber got a message"
+            raw = _first_message(29092, "", 1.0, lambda: _place_in_sdr_inside(cid, name), 5)
+            assert raw is None, "a refused subscriber got a message"
+            refused = _refused_by_the_publisher(cid)
+            assert len(refused) == 1, refused
+            seen = refused[0].split("refused a connection from ")[1].split()[0]
+            print(f"\nthrough podman's port mapping the suite saw this host's connection come from {seen}")
+            assert seen != "127.0.0.1"  # the port mapping does not keep the source (README: Who may connect)
+            health = podman("healthcheck", "run", cid, check=False)
+            assert health.returncode == 0, health.stdout + health.stderr
         finally:
-            sub.close()
-        logs = podman("logs", cid, check=False)
-        refused = [line for line in (logs.stdout + logs.stderr).splitlines()
-                   if "refused a connection" in line and "msg_publisher" in line]
-        assert len(refused) == 1, refused
-        seen = refused[0].split("refused a connection from ")[1].split()[0]
-        print(f"\nthrough podman's port mapping the suite saw this host's connection come from {seen}")
-        assert seen != "127.0.0.1"  # the port mapping does not keep the source (README: Who may connect)
-        health = podman("healthcheck", "run", cid, check=False)
-        assert health.returncode == 0, health.stdout + health.stderr
-    finally:
-        subprocess.run([*compose, "down", "-v", "-t", "30"], env=env, capture_output=True, timeout=120)
-        service.terminate()
-        service.wait(timeout=10)
+            subprocess.run([*compose, "down", "-v", "-t", "30"], env=env, capture_output=True, timeout=120)

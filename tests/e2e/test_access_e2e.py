@@ -16,6 +16,7 @@ import pytest
 import zmq
 from posttroll.message import Message
 
+from avoviirscollector.status import collect
 from avoviirscollector.viirs import PRODUCTS, format_name
 from tests.broker_support import DeployedWorker
 from tests.e2e.harness import Suite
@@ -23,6 +24,7 @@ from tests.support import ask, endpoint, heard, wait_until
 
 pytestmark = pytest.mark.e2e
 FOREIGN = "127.0.0.2"
+START = dt.datetime(2001, 2, 1, 12)  # of the files placed (and when each was created)
 
 
 @pytest.fixture
@@ -31,68 +33,88 @@ def guarded(tmp_path):
         yield running
 
 
+def _tasks_of_an_allowed_worker(ports) -> list[bytes]:
+    """What a deployed-style tir worker from 127.0.0.1 received, once the NOAA-20 granule's task was among it."""
+    allowed = DeployedWorker(ports.task_port, ports.update_port, ["tir"])
+    allowed.start()
+    try:
+        wait_until(lambda: any(b"j01" in r or b"NOAA-20" in r for r in allowed.received), 30, "the granule's task")
+    finally:
+        allowed.stop()
+    return allowed.received
+
+
+def _trollstalker_port(answer: bytes) -> int:
+    """trollstalker's publisher port, from the nameserver's ``answer`` to a lookup of every service."""
+    trollstalker = next(a["URI"] for a in Message.decode(answer.decode()).data
+                        if "trollstalker" in str(a.get("name", "")) or "trollstalker" in str(a.get("service")))
+    return int(trollstalker.rsplit(":", 1)[1])
+
+
+def _foreign_subscriber_hears(port: int, publish) -> bool:
+    """Whether a SUB on ``port`` from 127.0.0.2 gets anything within 3 s of ``publish()``."""
+    context = zmq.Context()
+    probe = context.socket(zmq.SUB)
+    try:
+        probe.setsockopt(zmq.LINGER, 0)
+        probe.setsockopt(zmq.SUBSCRIBE, b"")
+        probe.connect(endpoint(port, source=FOREIGN))
+        time.sleep(0.5)  # the refused connection attempt is made before the file comes (nothing can show it)
+        publish()
+        return bool(probe.poll(3000))
+    finally:
+        probe.close(linger=0)
+        context.term()
+
+
+def _refusals_logged(suite: Suite, program: str) -> list[str]:
+    """The lines of ``program``'s log that say it refused a connection."""
+    log = (suite.base / "log" / f"{program}.log").read_text()
+    return [line for line in log.splitlines() if "refused a connection" in line]
+
+
 def test_only_allowed_clients_reach_the_public_ports_and_no_one_else_the_internal_ones(guarded):
     s = guarded
     ports = s.settings
-    context = zmq.Context()
-    try:
-        foreign = DeployedWorker(ports.task_port, ports.update_port, list(PRODUCTS), source=FOREIGN)
-        foreign.start()
-        s.wait_flowing()  # probe granules: tasks for every product are queued now
-        start = dt.datetime(2001, 2, 1, 12)
-        for segment in PRODUCTS["tir"]:
-            s.place(format_name(segment, "j01", start, start + dt.timedelta(seconds=85), 12345, start))
-        # public ports from 127.0.0.2: nothing at all
-        assert heard(ports.publish_port, 3, FOREIGN) == 0
-        assert ask(ports.task_port, json.dumps({"desired products": ["tir"], "just testing": True}).encode(),
-                   source=FOREIGN) is None
-        foreign.stop()
-        assert foreign.heard == 0 and not foreign.received and not foreign.latencies
-        # ... and from 127.0.0.1 everything
-        assert heard(ports.update_port, 2.5) >= 2
-        allowed = DeployedWorker(ports.task_port, ports.update_port, ["tir"])
-        allowed.start()
-        wait_until(lambda: any(b"j01" in r or b"NOAA-20" in r for r in allowed.received), 30, "the granule's task")
-        allowed.stop()
-        assert any(b"NOAA-20" in r and b"12345" in r for r in allowed.received), allowed.received
+    foreign = DeployedWorker(ports.task_port, ports.update_port, list(PRODUCTS), source=FOREIGN)
+    foreign.start()
+    s.wait_flowing()  # probe granules: tasks for every product are queued now
+    for segment in PRODUCTS["tir"]:
+        s.place(format_name(segment, "j01", START, START + dt.timedelta(seconds=85), 12345, START))
+    # public ports from 127.0.0.2: nothing at all
+    assert heard(ports.publish_port, 3, FOREIGN) == 0
+    assert ask(ports.task_port, json.dumps({"desired products": ["tir"], "just testing": True}).encode(),
+               source=FOREIGN) is None
+    foreign.stop()
+    assert foreign.heard == 0 and not foreign.received and not foreign.latencies
+    # ... and from 127.0.0.1 everything
+    assert heard(ports.update_port, 2.5) >= 2
+    received = _tasks_of_an_allowed_worker(ports)
+    assert any(b"NOAA-20" in r and b"12345" in r for r in received), received
 
-        # internal sockets: the nameserver answers 127.0.0.1 only
-        lookup = Message("/oper/ns", "request", {"service": ""}).encode().encode()
-        ns_port = int(s.env["POSTTROLL_NAMESERVER_PORT"])
-        answer = ask(ns_port, lookup, 5)
-        assert answer is not None and b"trollstalker" in answer
-        assert ask(ns_port, lookup, source=FOREIGN) is None
-        # registering a publisher of granules from 127.0.0.2 gets no "ok" and is not listed
-        fake = Message("/address/segment_gatherer_tir", "info",
-                       {"URI": "tcp://192.0.2.66:40000", "service": ["segment_gatherer_tir"]}).encode().encode()
-        assert ask(int(s.env["POSTTROLL_BROADCAST_PORT"]), fake, source=FOREIGN) is None
-        assert b"192.0.2.66" not in ask(ns_port, lookup, 5)
-        # the nameserver's address announcements and trollstalker's own publisher: nothing for 127.0.0.2
-        assert heard(int(s.env["POSTTROLL_ADDRESS_PUBLISH_PORT"]), 1.5, FOREIGN) == 0
-        trollstalker = next(a["URI"] for a in Message.decode(answer.decode()).data
-                            if "trollstalker" in str(a.get("name", "")) or "trollstalker" in str(a.get("service")))
-        stalker_port = int(trollstalker.rsplit(":", 1)[1])
-        probe = context.socket(zmq.SUB)
-        probe.setsockopt(zmq.LINGER, 0)
-        probe.setsockopt(zmq.SUBSCRIBE, b"")
-        probe.connect(endpoint(stalker_port, source=FOREIGN))
-        time.sleep(0.5)  # the refused connection attempt is made before the file comes (nothing can show it)
-        s.place(format_name("SVI05", "j01", start + dt.timedelta(minutes=5), start + dt.timedelta(minutes=6), 12345,
-                            start))
-        assert not probe.poll(3000)
-        probe.close(linger=0)
-    finally:
-        context.term()
+    # internal sockets: the nameserver answers 127.0.0.1 only
+    lookup = Message("/oper/ns", "request", {"service": ""}).encode().encode()
+    ns_port = int(s.env["POSTTROLL_NAMESERVER_PORT"])
+    answer = ask(ns_port, lookup, 5)
+    assert answer is not None and b"trollstalker" in answer
+    assert ask(ns_port, lookup, source=FOREIGN) is None
+    # registering a publisher of granules from 127.0.0.2 gets no "ok" and is not listed
+    fake = Message("/address/segment_gatherer_tir", "info",
+                   {"URI": "tcp://192.0.2.66:40000", "service": ["segment_gatherer_tir"]}).encode().encode()
+    assert ask(int(s.env["POSTTROLL_BROADCAST_PORT"]), fake, source=FOREIGN) is None
+    assert b"192.0.2.66" not in ask(ns_port, lookup, 5)
+    # the nameserver's address announcements and trollstalker's own publisher: nothing for 127.0.0.2
+    assert heard(int(s.env["POSTTROLL_ADDRESS_PUBLISH_PORT"]), 1.5, FOREIGN) == 0
+    late = format_name("SVI05", "j01", START + dt.timedelta(minutes=5), START + dt.timedelta(minutes=6), 12345, START)
+    assert not _foreign_subscriber_hears(_trollstalker_port(answer), lambda: s.place(late))
+
     for program in ("task_broker", "msg_publisher"):
-        log = (s.base / "log" / f"{program}.log").read_text()
-        refused = [line for line in log.splitlines() if "refused a connection" in line]
+        refused = _refusals_logged(s, program)
         assert len(refused) == 1 and f"from {FOREIGN} to {program}: not in ALLOWED_CLIENTS" in refused[0], refused
     out = s.output.read_text()
     assert "ALLOWED_CLIENTS is not set" not in out and "the public ports accept 127.0.0.1" in out
     status = s.supervisorctl("status")
     assert "RUNNING" in status
-    from avoviirscollector.status import collect
-
     report = collect(s.settings, wait=3, du_seconds=None)
     assert report.queue is not None  # status's own SUB (127.0.0.1) is let in
     assert {r["program"] for r in report.refused} == {"task_broker", "msg_publisher"}

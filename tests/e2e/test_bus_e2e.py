@@ -58,13 +58,14 @@ def gatherer_logs(suite, missing) -> str:
         (suite.base / "log" / f"segment_gatherer-{p}.log").read_text().splitlines()[-15:]) for p in products)
 
 
-def test_files_and_granules_of_every_platform_and_product(suite):
+def _place_and_collect_every_platform(suite) -> tuple[dict, list[str]]:
+    """One granule of every product per platform placed, the three platforms' files interleaved (their granules
+    start 10 s apart, orbits 40000, 40001, ...): {name: path} of the files, and the raw messages of the publish port
+    until every file and every dataset came (after the probe files of ``wait_flowing``)."""
     sub = suite.subscriber()
     try:
         suite.wait_flowing(sub)
         placed = {}
-        # the three platforms' granules start 10 s apart and their files arrive interleaved: each gatherer must
-        # still assemble one granule per platform
         granules = [granule_names(platform, 40000 + index,
                                   dt.datetime(2026, 11, 23, 10, 0, 0, 800000) + dt.timedelta(seconds=10 * index))
                     for index, platform in enumerate(PLATFORMS)]
@@ -72,50 +73,39 @@ def test_files_and_granules_of_every_platform_and_product(suite):
             for name in names:
                 placed[name] = suite.place(name)
         orbits = [40000 + index for index in range(len(PLATFORMS))]
-        raws = collect(sub, set(placed), {(p, orbit) for p in PRODUCTS for orbit in orbits})
+        return placed, collect(sub, set(placed), {(p, orbit) for p in PRODUCTS for orbit in orbits})
     finally:
         sub.close()
 
-    files = [Message.decode(r) for r in raws if Message.decode(r).type == "file"]
-    datasets = [m for m in (Message.decode(r) for r in raws) if m.type == "dataset" and m.data["orbit_number"] < 99000]
-    # exactly one file message per placed file (probe files of wait_flowing excluded)
-    counts = Counter(m.data["uid"] for m in files if m.data["uid"] in placed)
-    assert counts == Counter({name: 1 for name in placed})
-    for msg in files:
-        if msg.data["uid"] not in placed:
-            continue
-        name = parse_name(msg.data["uid"])
-        assert msg.subject == "/AVO/viirs/sdr"
-        data = msg.data
-        assert data["uri"] == str(placed[data["uid"]])
-        assert data["segment"] == name.segment
-        assert data["platform_name"] == PLATFORMS[name.platform][0]
-        assert data["orig_platform_name"] == name.platform
-        assert data["start_time"] == name.start_time and isinstance(data["start_time"], dt.datetime)
-        assert data["end_time"] == name.end_time and isinstance(data["end_time"], dt.datetime)
-        assert data["proctime"] == name.proctime
-        assert isinstance(data["orbit_number"], int) and data["orbit_number"] == name.orbit_number
-        assert data["sensor"] == ["viirs"]
-    # exactly one dataset per product granule, with the product's files
-    by_key = Counter((m.subject, m.data["platform_name"], m.data["orbit_number"]) for m in datasets)
-    expected = {(f"/AVO/viirs/granule/{p}", PLATFORMS[s][0], 40000 + i)
-                for p in PRODUCTS for i, s in enumerate(PLATFORMS)}
-    missing = expected - set(by_key)
-    assert not missing, f"missing datasets {sorted(missing)}; " + gatherer_logs(suite, missing)
-    assert set(by_key) == expected and set(by_key.values()) == {1}
-    for msg in datasets:
-        product = msg.subject.rsplit("/", 1)[-1]
-        segments = sorted(parse_name(item["uid"]).segment for item in msg.data["dataset"])
-        assert segments == sorted(PRODUCTS[product])
-        for item in msg.data["dataset"]:
-            assert item["uri"] == str(placed[item["uid"]])
-        assert isinstance(msg.data["start_time"], dt.datetime) and isinstance(msg.data["end_time"], dt.datetime)
-    # every message leaving on the publish port obeys posttroll 1.5's rules and round-trips today
-    for raw in raws:
-        assert legacy_rule_violations(raw) == []
-        assert Message.decode(raw).encode() == raw
-    if not legacy_available():
-        pytest.skip("posttroll 1.5 decoding not checked: no .venv-legacy (needs a Python < 3.12; make test builds it)")
+
+def _assert_file_message_names_its_file(msg: Message, placed: dict) -> None:
+    """A `file` message of a placed file: its fields are those of the file's name and path."""
+    name = parse_name(msg.data["uid"])
+    assert msg.subject == "/AVO/viirs/sdr"
+    data = msg.data
+    assert data["uri"] == str(placed[data["uid"]])
+    assert data["segment"] == name.segment
+    assert data["platform_name"] == PLATFORMS[name.platform][0]
+    assert data["orig_platform_name"] == name.platform
+    assert data["start_time"] == name.start_time and isinstance(data["start_time"], dt.datetime)
+    assert data["end_time"] == name.end_time and isinstance(data["end_time"], dt.datetime)
+    assert data["proctime"] == name.proctime
+    assert isinstance(data["orbit_number"], int) and data["orbit_number"] == name.orbit_number
+    assert data["sensor"] == ["viirs"]
+
+
+def _assert_dataset_holds_its_products_files(msg: Message, placed: dict) -> None:
+    """A `dataset` message: the product's segments, each file's placed path, start and end as datetimes."""
+    product = msg.subject.rsplit("/", 1)[-1]
+    segments = sorted(parse_name(item["uid"]).segment for item in msg.data["dataset"])
+    assert segments == sorted(PRODUCTS[product])
+    for item in msg.data["dataset"]:
+        assert item["uri"] == str(placed[item["uid"]])
+    assert isinstance(msg.data["start_time"], dt.datetime) and isinstance(msg.data["end_time"], dt.datetime)
+
+
+def _assert_legacy_decodes_as_today(raws: list[str]) -> None:
+    """posttroll 1.5 decodes every raw message to what today's posttroll decodes (times as naive datetimes)."""
     decoded = legacy_decode(raws)
     assert decoded["posttroll"].startswith("1.5")
     for raw, old in zip(raws, decoded["messages"], strict=True):
@@ -124,6 +114,37 @@ def test_files_and_granules_of_every_platform_and_product(suite):
         assert old["time"] == {"__datetime__": new.time.isoformat(), "aware": False}
         for key in ("start_time", "end_time"):
             assert old["data"][key] == {"__datetime__": new.data[key].isoformat(), "aware": False}
+
+
+def test_files_and_granules_of_every_platform_and_product(suite):
+    # the three platforms' granules start 10 s apart and their files arrive interleaved: each gatherer must
+    # still assemble one granule per platform
+    placed, raws = _place_and_collect_every_platform(suite)
+
+    files = [Message.decode(r) for r in raws if Message.decode(r).type == "file"]
+    datasets = [m for m in (Message.decode(r) for r in raws) if m.type == "dataset" and m.data["orbit_number"] < 99000]
+    # exactly one file message per placed file (probe files of wait_flowing excluded)
+    counts = Counter(m.data["uid"] for m in files if m.data["uid"] in placed)
+    assert counts == Counter({name: 1 for name in placed})
+    for msg in files:
+        if msg.data["uid"] in placed:
+            _assert_file_message_names_its_file(msg, placed)
+    # exactly one dataset per product granule, with the product's files
+    by_key = Counter((m.subject, m.data["platform_name"], m.data["orbit_number"]) for m in datasets)
+    expected = {(f"/AVO/viirs/granule/{p}", PLATFORMS[s][0], 40000 + i)
+                for p in PRODUCTS for i, s in enumerate(PLATFORMS)}
+    missing = expected - set(by_key)
+    assert not missing, f"missing datasets {sorted(missing)}; " + gatherer_logs(suite, missing)
+    assert set(by_key) == expected and set(by_key.values()) == {1}
+    for msg in datasets:
+        _assert_dataset_holds_its_products_files(msg, placed)
+    # every message leaving on the publish port obeys posttroll 1.5's rules and round-trips today
+    for raw in raws:
+        assert legacy_rule_violations(raw) == []
+        assert Message.decode(raw).encode() == raw
+    if not legacy_available():
+        pytest.skip("posttroll 1.5 decoding not checked: no .venv-legacy (needs a Python < 3.12; make test builds it)")
+    _assert_legacy_decodes_as_today(raws)
 
 
 def test_killed_programs_are_restarted_and_files_flow_again(suite):

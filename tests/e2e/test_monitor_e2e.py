@@ -77,14 +77,49 @@ def mirror_run(suite: Suite, double: GinaDouble) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path):
-    url = f"http://127.0.0.1:{suite.settings.monitor_port}"
+def _serve_npp_whole_and_j01_without_svi05(double: GinaDouble) -> list:
+    """The files of two granules served by the GINA double, one pass of each satellite from about 20 minutes ago:
+    every segment of npp's, all but SVI05 of j01's (so j01's tir lacks a file)."""
     schedule = Schedule()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     npp = schedule.latest("npp", now - dt.timedelta(minutes=20), 1)[0]
     j01 = schedule.latest("j01", now - dt.timedelta(minutes=20), 1)[0]
     served = double.add_scheduled(npp, segments=SEGMENTS, sizes=SIZES)
     served += double.add_scheduled(j01, segments=[s for s in SEGMENTS if s != "SVI05"], sizes=SIZES)  # tir lacks
+    return served
+
+
+def _healthz_status(url: str) -> int:
+    """The HTTP status of the monitor's /healthz (an error status too)."""
+    try:
+        return urllib.request.urlopen(url + "/healthz", timeout=20).status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _headless_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """``browser`` run headless with ``args`` (and its profile in ``profile``), its output as text."""
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--no-first-run", f"--user-data-dir={profile}", "--hide-scrollbars"]
+    return subprocess.run([*common, *args], capture_output=True, text=True, timeout=120)
+
+
+def _rendered_page(browser: str, profile: Path, url: str) -> str:
+    """The monitor's page (at ``url``/) as headless ``browser`` renders it: its DOM."""
+    dom = _headless_chromium(browser, profile, "--dump-dom", url + "/")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
+def _granule_cells(html: str) -> list[tuple[str, str, str, str, str]]:
+    """(class, satellite, product, files there, files needed) of each granule's cell of the page."""
+    return re.findall(r'<rect class="granule ([a-z -]+)" data-satellite="([^"]+)" data-product="(\w+)" '
+                      r'data-start="[^"]+" data-files="(\d+)/(\d+)"', html)
+
+
+def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path):
+    url = f"http://127.0.0.1:{suite.settings.monitor_port}"
+    served = _serve_npp_whole_and_j01_without_svi05(double)
     mirror_run(suite, double)
     placed = len(served)  # 12 + 11 files
     # 9 tasks: every product of npp's granule, all but tir of j01's
@@ -118,11 +153,7 @@ def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path
 
     # /healthz gives the verdict of `status --quick`
     quick = subprocess.run([str(BIN / "avo_status"), "--quick"], env=suite.env, capture_output=True, timeout=30)
-    try:
-        code = urllib.request.urlopen(url + "/healthz", timeout=20).status
-    except urllib.error.HTTPError as err:
-        code = err.code
-    assert (code == 200) == (quick.returncode == 0), quick.stdout
+    assert (_healthz_status(url) == 200) == (quick.returncode == 0), quick.stdout
 
     # the page, in a real browser
     browser = chromium()
@@ -130,15 +161,10 @@ def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path
         pytest.skip("chromium is not installed (make test installs Debian's chromium; apt-get install chromium)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "monitor.png"
-    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--hide-scrollbars"]
-    dom = subprocess.run([*common, "--dump-dom", url + "/"], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    html = dom.stdout
+    html = _rendered_page(browser, tmp_path / "chromium", url)
     satellites = set(re.findall(r'<tr class="satellite" data-satellite="([^"]+)"', html))
     assert satellites == {"Suomi-NPP", "NOAA-20"}
-    cells = re.findall(r'<rect class="granule ([a-z -]+)" data-satellite="([^"]+)" data-product="(\w+)" '
-                       r'data-start="[^"]+" data-files="(\d+)/(\d+)"', html)
+    cells = _granule_cells(html)
     assert len(cells) == 10
     incomplete = [(sat, product, have, need) for cls, sat, product, have, need in cells if "incomplete" in cls]
     assert incomplete == [("NOAA-20", "tir", "1", "2")]
@@ -147,8 +173,8 @@ def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path
     assert re.search(r'id="queue-now" class="warn" data-length="8"', html)
     assert html.count('class="program"') == len(programs)
     assert "<script" not in html
-    done = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1140,1250", url + "/"],
-                          capture_output=True, text=True, timeout=120)
+    done = _headless_chromium(browser, tmp_path / "chromium", f"--screenshot={shot}", "--window-size=1140,1250",
+                              url + "/")
     assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-2000:]
 
 
