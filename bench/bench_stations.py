@@ -69,6 +69,21 @@ WANTED = sorted({segment for segments in PRODUCTS.values() for segment in segmen
 
 
 # -- 1 and 2: a day at real volume -----------------------------------------------------------------------------------
+def list_granule(double: GinaDouble, platform: str, orbit_number: int, granule: dt.datetime, made: dt.datetime,
+                 stations: tuple[str, ...]) -> int:
+    """One granule's level-1 files as listed at ``stations`` (each copy a little later); the number of records."""
+    count = 0
+    for index, station in enumerate(stations):
+        copy = granule + dt.timedelta(seconds=COPY_OFFSET * index)
+        created = made + dt.timedelta(seconds=COPY_DELAY * index)
+        listed = (created + dt.timedelta(minutes=2)).replace(tzinfo=dt.UTC).timestamp()
+        for segment, size_mb in LEVEL1.items():
+            name = format_name(segment, platform, copy, granule + GRANULE, orbit_number, created)
+            double.add_listed(name, int(size_mb * 1e6), station, listed)
+            count += 1
+    return count
+
+
 def populate(double: GinaDouble, first: dt.datetime, days: float, rng: random.Random) -> int:
     """Four days of passes as listed records (see the module docstring); the number of records."""
     count = 0
@@ -81,14 +96,7 @@ def populate(double: GinaDouble, first: dt.datetime, days: float, rng: random.Ra
             for number in range(rng.randint(10, 11)):
                 granule = (start + GRANULE * number).replace(microsecond=0)
                 made = granule + GRANULE + dt.timedelta(minutes=rng.uniform(4, 12))
-                for index, station in enumerate(stations):
-                    copy = granule + dt.timedelta(seconds=COPY_OFFSET * index)
-                    created = made + dt.timedelta(seconds=COPY_DELAY * index)
-                    listed = (created + dt.timedelta(minutes=2)).replace(tzinfo=dt.UTC).timestamp()
-                    for segment, size_mb in LEVEL1.items():
-                        name = format_name(segment, platform, copy, granule + GRANULE, orbit_number, created)
-                        double.add_listed(name, int(size_mb * 1e6), station, listed)
-                        count += 1
+                count += list_granule(double, platform, orbit_number, granule, made, stations)
             start += ORBIT
             orbit_number += 1
     return count
@@ -183,6 +191,38 @@ def real_volume(poll: int, rng: random.Random) -> dict:
 
 
 # -- 3: listing -> task on the real suite ----------------------------------------------------------------------------
+def list_new_granules(double: GinaDouble, granules: int, rng: random.Random) -> dict[dt.datetime, float]:
+    """``granules`` new npp granules listed 8 to 25 s apart, at one station or both (the second 30 to 200 s later);
+    {granule start: when it was first listed}."""
+    listed: dict[dt.datetime, float] = {}
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    for index in range(granules):
+        start = now - dt.timedelta(minutes=40) + GRANULE * index
+        at = rng.choices(["both", "gilmore", "uafgina"], weights=[70, 15, 15])[0]
+        stations = STATIONS if at == "both" else (at,)
+        second = time.time() + rng.uniform(30, 200)
+        listed[start] = time.time()
+        double.add_granule_at_stations("npp", 80000 + index // 10, start, stations=stations,
+                                       segments=WANTED, scale=0.004,
+                                       listed_at=[None, second][:len(stations)])
+        time.sleep(rng.uniform(8, 25))
+    return listed
+
+
+def handed_out_after(worker: DeployedWorker, listed: dict[dt.datetime, float], deadline: float) -> dict[tuple, float]:
+    """{(product, granule start): seconds from first listing to the worker's task} until every product granule of
+    ``listed`` is handed out or the monotonic ``deadline``."""
+    waits: dict[tuple, float] = {}
+    while time.monotonic() < deadline and len(waits) < len(listed) * len(PRODUCTS):
+        for raw, when in zip(list(worker.received), list(worker.received_at), strict=False):
+            for key in read_task(raw).granules:
+                first = min((s for s in listed if abs((s - key[2]).total_seconds()) < 1), default=None)
+                if first is not None:
+                    waits.setdefault((key[0], first), when - listed[first])
+        time.sleep(0.5)
+    return waits
+
+
 def latencies(tmp: Path, env: dict[str, str], granules: int, rng: random.Random) -> tuple[list[float], int, int]:
     """(seconds from first listing to hand-out per product granule, granules never handed out, granules listed)."""
     with GinaDouble(tmp / "gina") as double:
@@ -195,27 +235,8 @@ def latencies(tmp: Path, env: dict[str, str], granules: int, rng: random.Random)
                                     hang_after=120)
             worker.start()
             time.sleep(rng.uniform(0, 60))  # start anywhere in a cron minute
-            now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-            for index in range(granules):
-                start = now - dt.timedelta(minutes=40) + GRANULE * index
-                at = rng.choices(["both", "gilmore", "uafgina"], weights=[70, 15, 15])[0]
-                stations = STATIONS if at == "both" else (at,)
-                second = time.time() + rng.uniform(30, 200)
-                listed[start] = time.time()
-                double.add_granule_at_stations("npp", 80000 + index // 10, start, stations=stations,
-                                               segments=WANTED, scale=0.004,
-                                               listed_at=[None, second][:len(stations)])
-                time.sleep(rng.uniform(8, 25))
-            deadline = time.monotonic() + 120
-            waits: dict[tuple, float] = {}
-            while time.monotonic() < deadline and len(waits) < len(listed) * len(PRODUCTS):
-                for raw, when in zip(list(worker.received), list(worker.received_at), strict=False):
-                    task = read_task(raw)
-                    for key in task.granules:
-                        first = min((s for s in listed if abs((s - key[2]).total_seconds()) < 1), default=None)
-                        if first is not None:
-                            waits.setdefault((key[0], first), when - listed[first])
-                time.sleep(0.5)
+            listed = list_new_granules(double, granules, rng)
+            waits = handed_out_after(worker, listed, time.monotonic() + 120)
             worker.stopping.set()
             worker.join(5)
         finally:
