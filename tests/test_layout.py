@@ -1,6 +1,7 @@
 """The code's shape, held by a test: what a maintainer can rely on when changing a module.
 
-- no function or method over 60 lines, none nested over 4 blocks deep (if/for/while/with/try/match);
+- no function or method over 60 lines, none nested over 4 blocks deep (if/for/while/with/try/match), in the package,
+  its tests, the benchmarks and the scripts;
 - no import circle between the package's modules (imports inside functions count too);
 - every public function and method has a caller somewhere in the package, bench/ or scripts/ (by name; the hooks
   that a library calls by name are listed in ``HOOKS``); a function only the tests call is dead code.
@@ -15,6 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "avoviirscollector"
+#: where the shape rules on function length and depth hold
+SHAPED = (PACKAGE, REPO / "tests", REPO / "bench", REPO / "scripts")
 MAX_LINES = 60
 MAX_DEPTH = 4
 BLOCKS = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.Match)
@@ -61,16 +64,23 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name in known}
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            for alias in node.names:
-                if f"{base}.{alias.name}" in known:
-                    found.add(f"{base}.{alias.name}")
-                elif base in known:
-                    found.add(base)
+            found |= imported_from(node, package, known)
     found.discard(name)
+    return found
+
+
+def imported_from(node: ast.ImportFrom, package: str, known: dict[str, Path]) -> set[str]:
+    """The package's modules that ``from ... import ...`` in ``package`` takes: a module itself or the one it names."""
+    base = node.module or ""
+    if node.level:
+        parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    found = set()
+    for alias in node.names:
+        if f"{base}.{alias.name}" in known:
+            found.add(f"{base}.{alias.name}")
+        elif base in known:
+            found.add(base)
     return found
 
 
@@ -104,8 +114,9 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_function_is_over_60_lines_or_nested_over_4_blocks():
+    """In the package, its tests, the benchmarks and the scripts."""
     long, deep = [], []
-    for path in modules().values():
+    for path in sorted(path for folder in SHAPED for path in folder.rglob("*.py")):
         for node in functions(ast.parse(path.read_text())):
             where = f"{path.relative_to(REPO)}:{node.lineno} {node.name}"
             if node.end_lineno - node.lineno + 1 > MAX_LINES:

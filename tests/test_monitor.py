@@ -329,19 +329,24 @@ def test_a_file_put_into_sdr_by_hand_counts_and_one_removed_by_hand_stops_counti
         watch.join(5)
 
 
-def test_page_renders_a_day_of_passes_quickly():
-    h = History()
-    now = NOW.timestamp()
+def _place_a_day_of_passes(h: History, now: float) -> None:
+    """14 passes of 12 granules of each satellite in the last day, every segment of every product placed 20 minutes
+    after the granule's start, but SVM16 of each pass's sixth granule."""
+    segments = {s for segs in PRODUCTS.values() for s in segs}
     for sat_index, platform in enumerate(("npp", "j01", "j02")):
         for orbit in range(14):
             for granule in range(12):
                 start = NOW - dt.timedelta(hours=23) + dt.timedelta(minutes=101 * orbit + 25 * sat_index,
                                                                     seconds=86 * granule)
-                for segment in {s for segs in PRODUCTS.values() for s in segs}:
-                    if granule == 5 and segment == "SVM16":
-                        continue
-                    at = start + dt.timedelta(minutes=20)
+                at = start + dt.timedelta(minutes=20)
+                for segment in segments - ({"SVM16"} if granule == 5 else set()):
                     h.placed_record(placed(segment, platform, start, at), now)
+
+
+def test_page_renders_a_day_of_passes_quickly():
+    h = History()
+    now = NOW.timestamp()
+    _place_a_day_of_passes(h, now)
     for minute in range(1440):
         h.queue_sample(now - WINDOW + minute * 60, minute % 14)
     started = time.perf_counter()
