@@ -71,7 +71,16 @@ def wait_metrics(url: str, predicate, timeout: float = 60) -> dict:
                       f"{ {k: v for k, v in got.items() if not k[0].startswith('avo_download')} }", every=1)
 
 
+@pytest.fixture
+def suite(mirrored_suite):
+    """The suite of these tests: GINA_URL on the double and cron stopped, so that the tests' own mirror_gina runs
+    fetch (see :func:`mirror_run`)."""
+    return mirrored_suite
+
+
 def mirror_run(suite: Suite, double: GinaDouble) -> None:
+    """One mirror_gina run of the test's, as cron would start it (cron is stopped: a run of its own, started at a
+    minute's turn, would hold the queues' locks and this run would skip them: nothing fetched)."""
     env = dict(suite.env, GINA_URL=double.url)
     proc = subprocess.run(MIRROR + QUEUES, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -121,6 +130,7 @@ def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path
     url = f"http://127.0.0.1:{suite.settings.monitor_port}"
     served = _serve_npp_whole_and_j01_without_svi05(double)
     mirror_run(suite, double)
+    suite.supervisorctl("start", "cron")  # stopped while the test's run fetched (its run would hold the queues' locks)
     placed = len(served)  # 12 + 11 files
     # 9 tasks: every product of npp's granule, all but tir of j01's
     got = wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == placed
