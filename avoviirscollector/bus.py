@@ -17,15 +17,15 @@ from typing import Any
 
 from posttroll.message import Message
 
+from avoviirscollector import isotime
+
 LEGACY_VERSION = "v1.01"
 LOG = logging.getLogger("bus")
 
 
 def naive_utc(value: dt.datetime) -> dt.datetime:
     """An aware datetime converted to UTC without tzinfo; a naive one is taken as UTC already."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
+    return isotime.naive(value)
 
 
 def legacy_data(value: Any) -> Any:

@@ -36,10 +36,9 @@ from avoviirscollector.viirs import (
 
 def _segment_order() -> tuple[str, ...]:
     """The order inside a granule, from ``viirs.PRODUCTS``: geolocation first (as in SPEC section 4), then the bands
-    product by product in ``viirs.PRODUCT_FETCH_ORDER`` (a product missing there comes last), so that the products
+    product by product in ``viirs.PRODUCT_FETCH_ORDER`` (every product: tests/test_mirror_gina.py), so that the products
     complete in that order: btd (SVM15, SVM16), tir (SVI05), mir (SVI04), vis (SVM03-05, SVI01), dnb (SVDNB)."""
-    products = [*PRODUCT_FETCH_ORDER, *(p for p in PRODUCTS if p not in PRODUCT_FETCH_ORDER)]
-    segments = [segment for product in products for segment in PRODUCTS[product]]
+    segments = [segment for product in PRODUCT_FETCH_ORDER for segment in PRODUCTS[product]]
     geolocation = [segment for segment in segments if segment in GEOLOCATION_SEGMENTS]
     return tuple(dict.fromkeys(geolocation + [segment for segment in segments if segment not in geolocation]))
 

@@ -24,14 +24,12 @@ from pathlib import Path
 
 import yaml
 
-from avoviirscollector.config import Settings, SettingsError, parse_facilities
+from avoviirscollector.config import DEFAULTS, Settings, SettingsError, parse_facilities
 from avoviirscollector.viirs import SATELLITE_TO_SHORT
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _QUEUE_KEYS = {"name", "satellite", "sensor", "level", "facility", "match", "connections", "backfill_days",
                "disabled"}
-#: the settings' defaults (config.py), for a queue built without settings
-_DEFAULTS = Settings()
 
 
 class QueueConfigError(ValueError):
@@ -45,9 +43,9 @@ class Queue:
     match: str
     sensor: str = "viirs"
     level: str = "level1"
-    facilities: tuple[str, ...] = _DEFAULTS.facilities  # (): every station
-    connections: int = _DEFAULTS.num_gina_connections
-    backfill_days: int = _DEFAULTS.gina_backfill_days
+    facilities: tuple[str, ...] = DEFAULTS.facilities  # (): every station
+    connections: int = DEFAULTS.num_gina_connections
+    backfill_days: int = DEFAULTS.gina_backfill_days
     disabled: bool = False
 
     @property

@@ -27,7 +27,7 @@ from pathlib import Path
 from avoviirscollector.isotime import stamp, utc
 from avoviirscollector.ondisk.state import MIRROR_COPIES, MIRROR_LISTINGS, MIRROR_SKIPPED, read_json
 
-MIRROR_SKIPPEDD_AGAIN = dt.timedelta(hours=24)  # an unusable record still listed is named again after a day
+SKIPPED_NAMED_AGAIN = dt.timedelta(hours=24)  # an unusable record still listed is named again after a day
 SKIPPED_MAX = 50_000  # unusable records remembered (the most recently named)
 
 
@@ -101,7 +101,7 @@ class SkippedRecords:
         fresh: dict[str, str] = {}
 
         def change(data: dict) -> None:
-            cutoff = now - MIRROR_SKIPPEDD_AGAIN
+            cutoff = now - SKIPPED_NAMED_AGAIN
             for digest, when in list(data.items()):
                 named = utc(when)
                 if named is None or named <= cutoff:

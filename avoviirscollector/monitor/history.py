@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from avoviirscollector import isotime
 from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of
 from avoviirscollector.isotime import epoch
 from avoviirscollector.monitor.latency import LATENCY_BUCKETS, Samples, key_text
@@ -55,7 +56,7 @@ EVENT_COUNTERS = {"recovered": "recovered", "in doubt": "in_doubt", "duplicate":
 
 
 def utc_epoch(naive: dt.datetime) -> float:
-    return naive.replace(tzinfo=dt.UTC).timestamp() if naive.tzinfo is None else naive.timestamp()
+    return isotime.parse(naive).timestamp()
 
 
 class Histogram:
