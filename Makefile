@@ -15,7 +15,7 @@ LEGACY_STAMP := $(LEGACY_VENV)/.installed
 VIIRS_BASE ?= $(CURDIR)/var
 PYTEST_ARGS ?=
 # pytest-xdist workers (each moves into a loopback-only network namespace of its own: tests/conftest.py); most
-# tests wait on processes, so four keep 2 cores busy (two workers used a third of them: pytest 11 min, four: 6)
+# tests wait on processes, so four keep 2 cores busy (two workers used a third of them: pytest 11 min; four: 6, make test 7)
 TEST_WORKERS ?= 4
 
 .PHONY: run test check lint bench demo clean container-image test-tools

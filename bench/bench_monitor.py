@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avoviirscollector.ondisk.state import BROKER_JOURNAL, MIRROR_JOURNAL  # noqa: E402
 from avoviirscollector.viirs import PRODUCTS, format_name  # noqa: E402
-from tests.broker_support import free_port  # noqa: E402
+from tests.support import free_port, percentile  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ORBIT = dt.timedelta(minutes=101.5)
@@ -161,11 +161,6 @@ def timed_gets(url: str, count: int) -> list[float]:
             reply.read()
         out.append(time.perf_counter() - started)
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 class Journals:
@@ -288,8 +283,8 @@ def response_times(monitor: Monitor, requests: int) -> tuple[list[float], list[f
     size_metrics = len(monitor.get("/metrics"))
     size_page = len(monitor.get("/"))
     for label, times, size in (("/metrics", metrics_times, size_metrics), ("/", page_times, size_page)):
-        print(f"GET {label:8s} ({size / 1000:.0f} kB): p50 {pct(times, 50) * 1e3:.1f} ms, "
-              f"p99 {pct(times, 99) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms (goal p99 < 200 ms)")
+        print(f"GET {label:8s} ({size / 1000:.0f} kB): p50 {percentile(times, 50) * 1e3:.1f} ms, "
+              f"p99 {percentile(times, 99) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms (goal p99 < 200 ms)")
     return metrics_times, page_times
 
 
@@ -344,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_times, page_times = response_times(monitor, args.requests)
             if args.screenshot:
                 screenshot(monitor, args.screenshot, Path(tmp))
-            ok = total < 2.0 and peak < 100 and pct(metrics_times, 99) < 0.2 and pct(page_times, 99) < 0.2
+            ok = total < 2.0 and peak < 100 and percentile(metrics_times, 99) < 0.2 and percentile(page_times, 99) < 0.2
             return 0 if ok else 1
         finally:
             proc.terminate()

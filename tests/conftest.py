@@ -22,7 +22,7 @@ _NETNS = pytest.StashKey[str]()  # the worker's network namespace (set by pytest
 
 
 def _enter_the_workers_namespace(config) -> None:
-    """With pytest-xdist (``make test`` runs two workers), each worker moves into a loopback-only network namespace
+    """With pytest-xdist (``make test`` runs four), each worker moves into a loopback-only network namespace
     of its own before any test runs: the suite's fixed posttroll ports (nameserver 5557, 21200, 16543), the
     addresses tests add to lo and every free port found are then the worker's alone, exactly as when one pytest
     runs in the namespace of ``scripts/loopback-netns``. Only inside such a namespace (where this process may

@@ -62,10 +62,12 @@ def test_only_allowed_clients_get_tasks_and_status(tmp_path, broker):
         send_until_visible(pub, broker, "tir", granule_data("tir", "NOAA-20", 70001, ASCENDING_TIME, tmp_path), 1)
     foreign = DeployedWorker(broker.task_port, broker.update_port, ["tir"], source=FOREIGN)
     foreign.start()
-    # a foreign client that asks without waiting for the status: its request is never delivered, so never answered
-    body = json.dumps({"desired products": ["tir"], "just testing": False}).encode()
-    assert ask(broker.task_port, body, 3.0, source=FOREIGN) is None
-    foreign.stop()
+    try:
+        # a foreign client that asks without waiting for the status: its request is never delivered, never answered
+        body = json.dumps({"desired products": ["tir"], "just testing": False}).encode()
+        assert ask(broker.task_port, body, 3.0, source=FOREIGN) is None
+    finally:
+        foreign.stop()
     assert foreign.heard == 0 and not foreign.received and not foreign.latencies
     with Status(broker.update_port) as status:  # the task is still there for the allowed worker
         assert status.wait_for(lambda s: True, 5)["queue length"] == 1
@@ -101,9 +103,12 @@ def test_ipv6_entries_admit_ipv6_workers_and_ipv4_peers_are_checked_as_ipv4(tmp_
             peers = {peer: count for c in read_refusals(broker.base / "state") for peer, count in c["peers"].items()}
             return all(peers.get(address, 0) >= 2 for address in (foreign6, FOREIGN))
 
-        wait_until(both_refused, 10, "the foreign workers refused")
+        try:
+            wait_until(both_refused, 10, "the foreign workers refused")
+        finally:
+            for worker in foreigners:
+                worker.stop()
         for worker in foreigners:
-            worker.stop()
             assert worker.heard == 0 and not worker.received and not worker.latencies
         allowed = served_worker(broker, source=allowed6, host="::1")
         assert allowed.heard > 0 and len(allowed.received) == 1, broker.log_text()[-3000:]

@@ -78,14 +78,16 @@ def test_only_allowed_clients_reach_the_public_ports_and_no_one_else_the_interna
     ports = s.settings
     foreign = DeployedWorker(ports.task_port, ports.update_port, list(PRODUCTS), source=FOREIGN)
     foreign.start()
-    s.wait_flowing()  # probe granules: tasks for every product are queued now
-    for segment in PRODUCTS["tir"]:
-        s.place(format_name(segment, "j01", START, START + dt.timedelta(seconds=85), 12345, START))
-    # public ports from 127.0.0.2: nothing at all
-    assert heard(ports.publish_port, 3, FOREIGN) == 0
-    assert ask(ports.task_port, json.dumps({"desired products": ["tir"], "just testing": True}).encode(),
-               source=FOREIGN) is None
-    foreign.stop()
+    try:
+        s.wait_flowing()  # probe granules: tasks for every product are queued now
+        for segment in PRODUCTS["tir"]:
+            s.place(format_name(segment, "j01", START, START + dt.timedelta(seconds=85), 12345, START))
+        # public ports from 127.0.0.2: nothing at all
+        assert heard(ports.publish_port, 3, FOREIGN) == 0
+        assert ask(ports.task_port, json.dumps({"desired products": ["tir"], "just testing": True}).encode(),
+                   source=FOREIGN) is None
+    finally:
+        foreign.stop()
     assert foreign.heard == 0 and not foreign.received and not foreign.latencies
     # ... and from 127.0.0.1 everything
     assert heard(ports.update_port, 2.5) >= 2

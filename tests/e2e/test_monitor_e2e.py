@@ -78,11 +78,10 @@ def suite(mirrored_suite):
     return mirrored_suite
 
 
-def mirror_run(suite: Suite, double: GinaDouble) -> None:
+def mirror_run(suite: Suite) -> None:
     """One mirror_gina run of the test's, as cron would start it (cron is stopped: a run of its own, started at a
     minute's turn, would hold the queues' locks and this run would skip them: nothing fetched)."""
-    env = dict(suite.env, GINA_URL=double.url)
-    proc = subprocess.run(MIRROR + QUEUES, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(MIRROR + QUEUES, env=suite.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -129,7 +128,7 @@ def _granule_cells(html: str) -> list[tuple[str, str, str, str, str]]:
 def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path):
     url = f"http://127.0.0.1:{suite.settings.monitor_port}"
     served = _serve_npp_whole_and_j01_without_svi05(double)
-    mirror_run(suite, double)
+    mirror_run(suite)
     suite.supervisorctl("start", "cron")  # stopped while the test's run fetched (its run would hold the queues' locks)
     placed = len(served)  # 12 + 11 files
     # 9 tasks: every product of npp's granule, all but tir of j01's
@@ -194,14 +193,14 @@ def test_files_placed_while_monitor_was_down_are_counted_and_its_history_kept(su
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     first = schedule.latest("npp", now - dt.timedelta(minutes=20), 2)
     served = double.add_scheduled(first[0], segments=SEGMENTS, sizes=SIZES)
-    mirror_run(suite, double)
+    mirror_run(suite)
     wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == len(served))
     time.sleep(1)  # a margin (not a condition) for the monitor's state before the stop writes it to monitor.json
     suite.supervisorctl("stop", "monitor")
     saved = json.loads((suite.settings.state_dir / "monitor.json").read_text())
     assert len(saved["files"]) == len(served) and saved["queue_samples"]
     more = double.add_scheduled(first[1], segments=SEGMENTS, sizes=SIZES)
-    mirror_run(suite, double)
+    mirror_run(suite)
     suite.supervisorctl("start", "monitor")
     got = wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == len(served) + len(more))
     time.sleep(6)  # one more poll: nothing is counted twice
