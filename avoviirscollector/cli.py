@@ -14,7 +14,10 @@ Commands
         announcements, the publishers of trollstalker and the gatherers) refuses any other peer.
         The supervisor (supervisor_auth.py): the control socket needs the user name and password of
         ``$VIIRS_BASE/run/supervisor.auth`` (0600; generated unless a private one is there). It forgets when
-        mirror_gina last listed GINA in full, so that the suite's first run lists the whole backfill window.
+        mirror_gina last listed GINA in full, so that the suite's first run lists the whole backfill window. At the
+        suite's first start (no ``state/task_queue.journal``) it starts task_broker's journal with the hand-out
+        ledger beginning then, before any program runs: granules completed from then on are tasked even if their
+        files were placed before task_broker came up; what was in ``sdr/`` before is the archive.
     ``avoviirscollector status [--json]``
         How things stand (see status.py).
     ``avoviirscollector tasks [list | drop ID | requeue --from TIME ...]``
@@ -30,6 +33,7 @@ import os
 import sys
 from pathlib import Path
 
+from avoviirscollector import isotime
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.ondisk.state import MIRROR_LISTINGS
 from avoviirscollector.supervisor_auth import ensure_credentials, supervisord_environment
@@ -80,6 +84,27 @@ def forget_listings(settings: Settings, log: logging.Logger) -> None:
     log.info("the first mirror_gina run lists GINA's whole backfill window")
 
 
+def begin_ledger(settings: Settings, log: logging.Logger) -> None:
+    """At the suite's first start (no task journal yet) start task_broker's journal with its hand-out ledger
+    beginning now, before supervisord runs any program: a granule placed before task_broker first came up (a slow
+    start on a busy host) is then recovered from sdr/ like any other, and the files that were in sdr/ before are the
+    archive, never tasked."""
+    import datetime as dt
+
+    from avoviirscollector.broker.store import JournalStore
+
+    store = JournalStore(settings.state_dir)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        started = store.begin(now)
+    except OSError as err:
+        log.warning("cannot start %s (%s): task_broker's first start will begin its ledger itself", store.path, err)
+        return
+    if started:
+        log.info("first start of the suite: task_broker's ledger begins at %s (granules completed in sdr/ from now on "
+                 "are tasked, those before are the archive)", isotime.stamp(now))
+
+
 def supervise(args: argparse.Namespace) -> int:
     settings = settings_or_exit("avoviirscollector")
     conf = Path(args.config).absolute()
@@ -92,6 +117,7 @@ def supervise(args: argparse.Namespace) -> int:
 
     log = setup_logging("avoviirscollector")
     forget_listings(settings, log)
+    begin_ledger(settings, log)
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
     access_environment(settings, env, log)

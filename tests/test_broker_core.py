@@ -126,7 +126,8 @@ def test_complete_granules_in_sdr_become_one_task_each_and_operators_steer_them(
     assert got["queue length"] == 3
     assert got["recovered (24 h)"] == 3 and got["tasks by product"] == {"btd": 2, "tir": 1}
     assert caplog.text.count("recovered granule") == 3
-    assert "recovered granule btd Suomi-NPP 2024-06-01T12:10:03.3 (no dataset from segment_gatherer-btd" in caplog.text
+    assert ("recovered granule btd Suomi-NPP 2024-06-01T12:10:03.3 (trollstalker announced no file message for its "
+            "GMTCO, SVM15, SVM16 (stopped or restarting when they were placed))") in caplog.text
     task = Message.decode(ask(core, ["btd"]))
     assert [item["uid"] for item in task.data["dataset"]] == btd
     assert task.data["platform_name"] == "Suomi-NPP" and task.data["pass_direction"] == "ascending"
@@ -171,6 +172,23 @@ def test_nothing_completed_before_the_first_start_with_no_ledger_is_recovered(ba
     clock.advance(11)
     assert reconcile(core, finder, [before, after]) == 0
     assert core.status()["tasks by product"] == {"mir": 1}
+
+
+def test_a_granule_placed_before_the_first_start_of_task_broker_but_after_the_suites_is_recovered(
+        base, clock, finder, caplog):
+    """``supervise`` begins the ledger at the suite's first start, before any program runs: a granule completed before
+    task_broker first came up (a slow start) is recovered, one from before the suite's start is the archive."""
+    caplog.set_level(logging.INFO, "task_broker")
+    archive = on_disk("btd", complete_at=clock.wall() - 5)
+    assert JournalStore(base / "state", now=clock.now).begin(clock.now() - dt.timedelta(seconds=2))
+    assert not JournalStore(base / "state", now=clock.now).begin(clock.now())  # once only
+    early = on_disk("mir", complete_at=clock.wall() - 1)  # placed before task_broker's first start
+    core = start(base, clock)
+    assert "no hand-out ledger" not in caplog.text
+    clock.advance(GRACE_SECONDS + 1)
+    assert reconcile(core, finder, [archive, early]) == 1
+    assert core.status()["tasks by product"] == {"mir": 1}
+    assert "(completed while task_broker was not following the bus (stopped or restarting))" in caplog.text
 
 
 def test_a_recovered_granule_that_came_by_the_bus_meanwhile_is_not_queued_twice(base, clock, finder, caplog):

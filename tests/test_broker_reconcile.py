@@ -5,7 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from avoviirscollector.broker.reconcile import Planner, SdrView, complete_between, gatherer_timeouts
+from avoviirscollector.broker.reconcile import (
+    GRACE_SECONDS,
+    Planner,
+    SdrView,
+    complete_between,
+    gatherer_timeouts,
+)
 from avoviirscollector.config import PACKAGE_ETC
 from avoviirscollector.granules import GranuleKey, OnDisk
 from avoviirscollector.viirs import PRODUCTS, format_name, parse_name
@@ -40,11 +46,88 @@ def test_nothing_completed_before_the_ledger_began_is_recovered():
     assert planner.plan([on_disk(complete_at=940)], lambda key: False, now=1000) == []
 
 
+def announce(planner: Planner, item: OnDisk, now: float) -> None:
+    for name in item.files:
+        planner.live.file(name.name, now)
+
+
+def deliver(planner: Planner, item: OnDisk, now: float) -> None:
+    planner.live.dataset(item.key.product, [item.key], [item.key], now)
+
+
+def granules(product: str, count: int, first_complete: float, start=T0) -> list[OnDisk]:
+    """``count`` consecutive granules of one satellite, completed on disk one a second from ``first_complete``."""
+    return [on_disk(product, complete_at=first_complete + n, start=start + dt.timedelta(seconds=85.35 * n))
+            for n in range(count)]
+
+
 def test_the_case_is_named():
     planner = Planner(3600, 0, started_at=500, timeouts={"btd": 600})
     assert "not following the bus" in planner.case(on_disk(complete_at=400))
     assert "late file" in planner.case(on_disk(complete_at=1700, first_at=1000))
-    assert "no dataset from segment_gatherer-btd" in planner.case(on_disk(complete_at=700, first_at=650))
+    silent = on_disk(complete_at=700, first_at=650)
+    assert planner.case(silent) == ("trollstalker announced no file message for its GMTCO, SVM15, SVM16 (stopped or "
+                                    "restarting when they were placed)")
+    announce(planner, silent, 701)
+    assert "no dataset from segment_gatherer-btd within 10 s of its files' messages (stopped" in planner.case(silent)
+    later = on_disk(complete_at=705, start=T0 + dt.timedelta(seconds=85.35))
+    announce(planner, later, 706)
+    deliver(planner, later, 707)
+    planner.live.learn([silent, later], 708)
+    assert "segment_gatherer-btd went on to later granules without a dataset" in planner.case(silent)
+
+
+def test_a_burst_that_a_gatherer_is_still_working_through_is_not_recovered():
+    """A hundred granules complete on disk within 100 s; the gatherer delivers one every 2 s, in order, so the last
+    ones' datasets come more than a minute after their files: none is recovered while it keeps delivering, and
+    when it stops (here after 80 of them) the rest are, GRACE_SECONDS after its last dataset."""
+    planner = Planner(window_seconds=3600, ledger_since=0, started_at=0)
+    burst = granules("dnb", 100, first_complete=1000)
+    for item in burst:
+        announce(planner, item, item.complete_at + 0.05)
+    recovered = []
+    for step in range(0, 260):
+        now = 1000 + step
+        if step % 2 == 0 and step // 2 < 80:
+            deliver(planner, burst[step // 2], now)
+        known = {item.key for item in burst[:min(80, step // 2 + 1)]}
+        recovered += [r.key for r in planner.plan(burst, known.__contains__, now)]
+        if step == 158:
+            assert recovered == []  # 100 s after the last file: the gatherer is still publishing
+    assert recovered == [item.key for item in burst[80:]]
+    assert "no dataset from segment_gatherer-dnb" in planner.case(burst[80])
+
+
+def test_a_granule_the_gatherer_went_past_is_recovered_while_the_burst_goes_on():
+    planner = Planner(window_seconds=3600, ledger_since=0, started_at=0)
+    burst = granules("tir", 30, first_complete=1000)
+    for item in burst:
+        announce(planner, item, item.complete_at)
+    lost = burst[3]
+    recovered = []
+    for step in range(60):
+        now = 1000 + step
+        if step % 2 == 0 and step // 2 != 3:
+            deliver(planner, burst[step // 2], now)
+        known = {item.key for item in burst[:step // 2 + 1]} - {lost.key}
+        recovered += [(now, r.key) for r in planner.plan(burst, known.__contains__, now)]
+    assert [key for _, key in recovered] == [lost.key]
+    assert recovered[0][0] <= lost.complete_at + GRACE_SECONDS + 1  # not held up by the rest of the burst
+    assert "went on to later granules" in planner.case(lost)
+
+
+def test_files_trollstalker_has_not_reached_yet_wait_and_files_it_went_past_are_recovered():
+    planner = Planner(window_seconds=3600, ledger_since=0, started_at=0)
+    burst = granules("mir", 40, first_complete=1000)  # all on disk at 1000..1039; trollstalker announces 1 a second
+    skipped = burst[5]
+    recovered = []
+    for step in range(90):
+        now = 1000 + step
+        if step < 40 and step != 5:
+            announce(planner, burst[step], now + 30)  # 30 s behind: a backlog
+        recovered += [r.key for r in planner.plan(burst, lambda key: False if key == skipped.key else True, now)]
+    assert recovered == [skipped.key]
+    assert "trollstalker announced no file message for its GITCO, SVI04" in planner.case(skipped)
 
 
 def test_slot_timeouts_come_from_the_gatherers_ini():

@@ -182,6 +182,23 @@ class Scan:
     found: list[OnDisk]
 
 
+@dataclass(frozen=True)
+class Announced:
+    """trollstalker's ``file`` message for one file placed in sdr/ (the live path's first stage)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A gatherer's ``dataset`` came: the granules taken from it (on their way to the direction finder) and every
+    granule it named (the live path's second stage)."""
+
+    product: str
+    taken: tuple[GranuleKey, ...]
+    named: tuple[GranuleKey, ...]
+
+
 class BrokerCore:
     """The queue, the ledger, the events and the journal, and every rule that changes them. One owner (the
     shell's main loop); no sockets, no threads."""
@@ -223,7 +240,7 @@ class BrokerCore:
             if when is not None:
                 self.events.append((when, str(op.get("kind")), _count(op)))
         now = self._now()
-        if loaded.ledger_since is None:
+        if loaded.ledger_since is None:  # a journal from before the ledger (``supervise`` starts one at first start)
             log.info("state: no hand-out ledger in %s yet: granules completed before now (%s) are not recovered",
                      self.store.path, isotime.stamp(now))
         self.ledger_since = loaded.ledger_since or now
@@ -257,7 +274,7 @@ class BrokerCore:
             if self.queue.get(task.id) is not None:
                 continue
             self.queue.restore(task)
-            self._event("in doubt")
+            self.events.append((self.wall(), "in doubt", 1))  # written by the compaction that follows the replay
             log.warning("hand-out of %s to %s at %s is in doubt (task_broker stopped uncleanly within %.0f s of "
                         "it; the reply may never have left): queued again in its place", task.describe(),
                         op.get("worker") or "an unknown worker", op.get("t"), DOUBT_SECONDS)
@@ -367,27 +384,39 @@ class BrokerCore:
 
     # -- granules ----------------------------------------------------------------------------------------------
 
-    def take_in(self, items: Iterable[Decided | Scan]) -> list[Resolve]:
+    def take_in(self, items: Iterable[Decided | Scan | Announced | Delivered]) -> list[Resolve]:
         """Act on what the threads handed over: queue decided granules (fsync'd before anything else becomes
-        visible), turn scans into the granules to recover; those are returned for the direction finder."""
+        visible), note what the live path said, turn scans into the granules to recover; those are returned for the
+        direction finder."""
         wrote = False
         resolves: list[Resolve] = []
         for item in items:
             try:
-                if isinstance(item, Scan):
-                    resolves.extend(self._reconcile(item.found))
-                else:
-                    wrote = self._admit(item.resolve, item.direction) or wrote
+                wrote = self._take(item, resolves) or wrote
             except Exception:  # noqa: BLE001 - one odd item must not stop the broker
                 log.exception("could not act on %s", type(item).__name__.lower())
         if wrote:
             self.writer.write(self.store.sync, "queued tasks")
         return resolves
 
+    def _take(self, item: Decided | Scan | Announced | Delivered, resolves: list[Resolve]) -> bool:
+        """Act on one item (granules to recover are added to ``resolves``); True when the journal was written."""
+        if isinstance(item, Scan):
+            resolves.extend(self._reconcile(item.found))
+        elif isinstance(item, Announced):
+            self.planner.live.file(item.name, self.wall())
+        elif isinstance(item, Delivered):
+            self.planner.live.dataset(item.product, item.taken, item.named, self.wall())
+        else:
+            return self._admit(item.resolve, item.direction)
+        return False
+
     def _admit(self, resolve: Resolve, direction: Direction) -> bool:
         """Queue one granule (one platform and start time); True when the journal was written."""
         granule, origin = resolve.granule, resolve.origin
         key = next(iter(keys_of(granule.product, granule.data.get("dataset", []))), None)
+        if origin == "live" and key is not None:
+            self.planner.live.queued(key)
         if origin == "recovered":
             self.planner.done(key)
             if self.queue.knows(key):

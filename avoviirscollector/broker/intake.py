@@ -3,7 +3,9 @@
 :class:`Ingest` follows ``/AVO/viirs/granule/<product>`` on the internal posttroll bus (every publisher, including
 those that start or restart later) and sorts each ``dataset`` message into granules by its file names
 (``granules.py``): only whole granules of one platform and start time go on (a gatherer slot keyed by start time
-alone can mix two satellites' files: logged at WARNING, the rest left to reconciliation with sdr/).
+alone can mix two satellites' files: logged at WARNING, the rest left to reconciliation with sdr/). It also follows
+trollstalker's ``file`` messages on ``/AVO/viirs/sdr``: with the datasets they tell the reconciliation how far the
+live path has come (``reconcile.LivePath``), so that a granule still on its way is not taken for a lost one.
 
 :class:`Resolver` decides the pass direction of each granule submitted (live, recovered or re-queued by an
 operator), one at a time, with the direction finder it is given (in the daemon the helper process of
@@ -16,17 +18,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from posttroll.message import Message
 
-from avoviirscollector.broker.core import TOPIC, Decided, Resolve
+from avoviirscollector.broker.core import TOPIC, Announced, Decided, Delivered, Resolve
 from avoviirscollector.broker.direction import Direction
 from avoviirscollector.broker.taskqueue import NotAGranule, parse_granule
 from avoviirscollector.bus import follow
-from avoviirscollector.granules import split_dataset
+from avoviirscollector.granules import keys_of, split_dataset
 
 log = logging.getLogger("task_broker")
+#: trollstalker's topic: one ``file`` message per file placed in sdr/
+FILE_TOPIC = "/AVO/viirs/sdr"
 
 
 class DirectionFinding(Protocol):
@@ -71,10 +76,12 @@ class Ingest(threading.Thread):
     the resolver (a gatherer slot keyed by start time alone can mix granules: only the complete ones are taken;
     the rest is left to reconciliation)."""
 
-    def __init__(self, resolver: Resolver, follow_bus=follow) -> None:
+    def __init__(self, resolver: Resolver, follow_bus=follow, heard: Callable[[Announced | Delivered], None] = None
+                 ) -> None:
         super().__init__(name="ingest", daemon=True)
         self.resolver = resolver
         self.follow_bus = follow_bus
+        self.heard = heard or (lambda item: None)  # what the live path said, for the broker's loop
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -89,7 +96,7 @@ class Ingest(threading.Thread):
                 self.stopping.wait(1)
 
     def _follow(self) -> None:
-        with self.follow_bus([TOPIC]) as sub:
+        with self.follow_bus([TOPIC, FILE_TOPIC]) as sub:
             log.info("following %s on the bus", TOPIC)
             for msg in sub.recv(timeout=0.25):  # wakes 4 times a second to see the stop flag
                 if self.stopping.is_set():
@@ -98,6 +105,9 @@ class Ingest(threading.Thread):
                     self.handle(msg)
 
     def handle(self, msg: Message) -> None:
+        if msg.type == "file":
+            self._announced(msg)
+            return
         try:
             granule = parse_granule(msg.subject, msg.type, msg.sender, msg.time, msg.data)
             split = split_dataset(granule.product, granule.data)
@@ -111,5 +121,13 @@ class Ingest(threading.Thread):
             log.warning("dataset from %s on %s mixes granules: %d complete taken; incomplete %s and %d foreign "
                         "entries left to reconciliation with sdr/", msg.sender, msg.subject, len(parts),
                         ", ".join(key.describe() for key in split.incomplete) or "none", split.foreign)
+        taken = tuple(key for part in parts for key in keys_of(granule.product, part.data.get("dataset", [])))
+        named = tuple(keys_of(granule.product, granule.data.get("dataset", [])))
+        self.heard(Delivered(granule.product, taken, named))
         for part in parts:
             self.resolver.submit(Resolve(part, "live"))
+
+    def _announced(self, msg: Message) -> None:
+        uid = msg.data.get("uid") if isinstance(msg.data, dict) else None
+        if isinstance(uid, str) and msg.subject.startswith(FILE_TOPIC):
+            self.heard(Announced(uid))

@@ -164,7 +164,7 @@ class TaskBroker:
         self.scan_seconds = scan_seconds
         self.incoming: queue.SimpleQueue = queue.SimpleQueue()
         self.resolver = Resolver(finder, self.incoming)
-        self.ingest = Ingest(self.resolver, follow_bus)
+        self.ingest = Ingest(self.resolver, follow_bus, self.incoming.put)
         self.sdr_view: SdrView | None = None
         self._stop = threading.Event()
 

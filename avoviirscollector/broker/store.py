@@ -130,6 +130,16 @@ class JournalStore:
         return {"format": FORMAT, "version": VERSION, "t": self.now().isoformat(), "next_id": next_id,
                 "ledger_since": ledger_since.isoformat()}
 
+    def begin(self, ledger_since: dt.datetime) -> bool:
+        """Start an empty journal whose ledger begins at ``ledger_since`` unless there is one (a file of any kind):
+        ``avoviirscollector supervise`` does this at the suite's first start, before any program can place a file,
+        so that a granule completed before task_broker first came up is recovered. True when it was written."""
+        if os.path.lexists(self.path):
+            return False
+        self.compact([], self.header(1, ledger_since))
+        self.close()
+        return True
+
     def compact(self, records: Iterable[dict], header: dict) -> None:
         """Atomically replace the journal by ``header`` and ``records`` (op objects), then append to it (blocking).
 

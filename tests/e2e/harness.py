@@ -82,7 +82,7 @@ class Sub:
 class Suite:
     """One supervised suite in ``tmp_path/viirs``; see the module docstring."""
 
-    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, conf: Path | None = None):
         if not only_loopback():
             raise RuntimeError("the suite must run in a loopback-only network namespace: use scripts/loopback-netns")
         self.base = tmp_path / "viirs"
@@ -103,18 +103,21 @@ class Suite:
         )
         self.env.update(extra_env or {})
         self.settings: Settings = load_settings(self.env)
+        self.conf = Path(conf or CONF)  # the repo's supervisord.conf unless a test gives a variant of it
         self.output = tmp_path / "supervisord.out"
         self.proc: subprocess.Popen | None = None
         self._probe = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, wait: bool = True) -> None:
+        """Start supervisord; with ``wait``, return once every program runs."""
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
-                [str(BIN / "avoviirscollector"), "supervise", "-c", str(CONF)],
+                [str(BIN / "avoviirscollector"), "supervise", "-c", str(self.conf)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
             )
-        self.wait_running(timeout)
+        if wait:
+            self.wait_running(timeout)
 
     def programs(self) -> dict[str, tuple[str, int | None]]:
         """{name: (state, pid)} as supervisorctl reports them (group prefixes removed)."""
@@ -177,7 +180,7 @@ class Suite:
     # -- helpers ---------------------------------------------------------------------------------------------------
     def supervisorctl(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
-            [str(BIN / "supervisorctl"), "-c", str(CONF), *args],
+            [str(BIN / "supervisorctl"), "-c", str(self.conf), *args],
             env=self.env, capture_output=True, text=True, timeout=30,
         )
         if check and result.returncode != 0:
