@@ -218,6 +218,8 @@ def test_a_hand_out_written_just_before_a_kill_is_queued_again_and_logged_in_dou
     again = Message.decode(ask(core, ["tir"]))
     assert again.data["orbit_number"] == first.data["orbit_number"]
     assert core.status()["in doubt (24 h)"] == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nothing written before the journal opened
+    assert [op for op in journal_ops(base) if op.get("kind") == "in doubt"]  # the event is in the journal
     second = Message.decode(ask(core, ["tir"]))
     for _ in range(3):  # the shell's ticks: marks written after it, so a kill now leaves nothing in doubt
         clock.advance(1)
