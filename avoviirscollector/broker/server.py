@@ -9,9 +9,11 @@ What it does (SPEC sections 6 and 10):
 - reconciles with ``sdr/``, the source of truth, every 5 s (``reconcile.py``; its view of sdr/ comes from one full
   pass at start and inotify from then on, so its cost follows the window, not the archive): every product granule
   complete on disk within ``RECOVERY_HOURS`` (by placement time) that is neither queued nor in the hand-out ledger,
-  10 s after it became complete, is queued like a live one and logged at WARNING with the case that lost it
-  (``recovered granule ... (<case>): complete in sdr/ for N s``). Granules completed before the first start with a
-  ledger (an upgrade, a new install) are not recovered;
+  once the live path has been silent about it for 10 s (it also follows trollstalker's ``file`` messages, so that
+  a catch-up the gatherers are still working through is waited for), is queued like a live one and logged at
+  WARNING with the case that lost it (``recovered granule ... (<case>): complete in sdr/ for N s``). Granules
+  completed before the ledger began (the suite's first start, or the first start of a version with a ledger) are
+  not recovered;
 - decides each granule's pass direction (TLE in ``$VIIRS_BASE/elements``, else the granule's geolocation file;
   the log line says which; the work is done by a helper child process, ``python -m
   avoviirscollector.broker.direction``, so that pyorbital/scipy and h5py never weigh on or crash the process
