@@ -82,7 +82,8 @@ class Sub:
 class Suite:
     """One supervised suite in ``tmp_path/viirs``; see the module docstring."""
 
-    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, conf: Path | None = None):
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, conf: Path | None = None,
+                 nice: int = 0):
         if not only_loopback():
             raise RuntimeError("the suite must run in a loopback-only network namespace: use scripts/loopback-netns")
         self.base = tmp_path / "viirs"
@@ -104,6 +105,7 @@ class Suite:
         self.env.update(extra_env or {})
         self.settings: Settings = load_settings(self.env)
         self.conf = Path(conf or CONF)  # the repo's supervisord.conf unless a test gives a variant of it
+        self.nice = nice  # added to the caller's niceness for the suite (a benchmark runs its clients above it)
         self.output = tmp_path / "supervisord.out"
         self.proc: subprocess.Popen | None = None
         self._probe = 0
@@ -113,7 +115,7 @@ class Suite:
         """Start supervisord; with ``wait``, return once every program runs."""
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
-                [str(BIN / "avoviirscollector"), "supervise", "-c", str(self.conf)],
+                ["nice", "-n", str(self.nice), str(BIN / "avoviirscollector"), "supervise", "-c", str(self.conf)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
             )
         if wait:
