@@ -25,6 +25,7 @@ stops the program at start with one line on stderr naming the variable and what 
 | VIIRS_MIN_FREE | 5% | percent of the filesystem (e.g. 5%) or bytes (e.g. 20G, 500M, 1000000); 0 turns it off |
 | SILENCE_HOURS | 3 | whole number 1..720: unhealthy when a queued satellite had nothing new listed for this long |
 | MIRROR_POLL_SECONDS | 15 | 0 or 5..55: a mirror_gina run lists what changed this often (0: once a run, by days) |
+| HEARTBEAT_TTL | 10 | seconds 2..300: clients of the public ports drop a connection silent this long (heartbeat.py) |
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class Settings:
     mirror_stale_minutes: int = 15
     silence_hours: int = 3
     mirror_poll_seconds: int = 15
+    heartbeat_ttl: int = 10  # seconds (ZMTP heartbeats of the public sockets, see heartbeat.py)
 
     @property
     def sdr_dir(self) -> Path:
@@ -286,6 +288,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mirror_stale_minutes=_int(env, "MIRROR_STALE_MINUTES", DEFAULTS.mirror_stale_minutes, 2, 10080),
         silence_hours=_int(env, "SILENCE_HOURS", DEFAULTS.silence_hours, 1, 720),
         mirror_poll_seconds=_poll_seconds(env),
+        heartbeat_ttl=_int(env, "HEARTBEAT_TTL", DEFAULTS.heartbeat_ttl, 2, 300),
     )
 
 

@@ -11,6 +11,8 @@ What it does
 
 Settings (environment, see config.py)
     PUBLISH_PORT (default 29092). ALLOWED_CLIENTS: only those peers may subscribe (ZAP, see access.py).
+    HEARTBEAT_TTL (default 10 s): ZMTP heartbeats, so a subscriber drops the connection of a host that hung or died
+    and connects again by itself (heartbeat.py).
     posttroll's own POSTTROLL_* variables choose the nameserver ports.
 
 Signals
@@ -34,6 +36,7 @@ from posttroll.message import MessageError
 from avoviirscollector import bus
 from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.config import settings_or_exit
+from avoviirscollector.heartbeat import send_heartbeats
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.signals import stop_on_signals
 
@@ -47,6 +50,7 @@ class PublisherConfig:
     port: int
     bind_host: str = "*"
     high_water_mark: int = 10000
+    heartbeat_ttl: float = 10.0  # seconds (heartbeat.py)
 
 
 def configure_keepalive(sock: zmq.Socket) -> None:
@@ -77,6 +81,7 @@ class MsgPublisher:
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, self.config.high_water_mark)
         configure_keepalive(pub)
+        send_heartbeats(pub, self.config.heartbeat_ttl)  # a subscriber drops a hung host's connection, and we its
         listen_dual_stack(pub)  # IPv6 and IPv4 subscribers (IPv6 entries of ALLOWED_CLIENTS can match)
         pub.bind(f"tcp://{self.config.bind_host}:{self.config.port}")
         return pub
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("msg_publisher", args.verbose)
     context = zmq.Context()  # the public PUB's own context: posttroll's sockets (the bus) are on another
     start_access_control(context, settings, LOG)  # ALLOWED_CLIENTS (SPEC 12): before the PUB is made
-    publisher = MsgPublisher(PublisherConfig(port=settings.publish_port), context=context)
+    publisher = MsgPublisher(PublisherConfig(port=settings.publish_port, heartbeat_ttl=settings.heartbeat_ttl),
+                             context=context)
     stop_on_signals(publisher.stop)
     publisher.run()
     return 0

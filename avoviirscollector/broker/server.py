@@ -59,8 +59,9 @@ when it succeeded.
 
 Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_PORT``, ``RECOVERY_HOURS``,
 ``AVO_ETC`` (the gatherers' slot timeouts, read to name the late-file case); ``MAILHOST``, ``LOG_SENDER``,
-``LOG_RECIPIENT`` (ERROR lines mailed, batched, when all three are set); the posttroll nameserver is
-``localhost``.
+``LOG_RECIPIENT`` (ERROR lines mailed, batched, when all three are set); ``HEARTBEAT_TTL`` (ZMTP heartbeats on
+TASK_PORT and UPDATE_PORT: a worker drops the connection of a host that hung or died, heartbeat.py); the posttroll
+nameserver is ``localhost``.
 
 Signals: SIGTERM or SIGINT publish the stopping status (deployed workers ask only while the queue length they last
 heard is above 0, and a request that reaches a broker after its last answer would leave its worker waiting
@@ -98,6 +99,7 @@ from avoviirscollector.broker.reconcile import SdrView, gatherer_timeouts
 from avoviirscollector.broker.store import JournalStore
 from avoviirscollector.bus import follow
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.heartbeat import send_heartbeats
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.signals import stop_on_signals
 
@@ -126,6 +128,8 @@ class Sockets:
         """Set the options and bind; False when TASK_PORT or UPDATE_PORT cannot be bound (logged)."""
         listen_dual_stack(self.router)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
         listen_dual_stack(self.status)
+        for sock in (self.router, self.status):  # a dead or hung peer is dropped at both ends (heartbeat.py)
+            send_heartbeats(sock, settings.heartbeat_ttl)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
         self.router.setsockopt(zmq.LINGER, 1000)

@@ -1,0 +1,28 @@
+"""ZMTP heartbeats on the public ZeroMQ sockets, so that a dead or hung peer is dropped at both ends.
+
+A host that loses power or hangs sends no FIN: without heartbeats a worker blocked in ``recv`` on a half-open
+connection waits for ever (TCP keepalive is off by default, and a REQ waiting for its reply sends nothing). ZeroMQ
+3.1's heartbeats fix that from the server's side alone: the suite's socket sends a PING every ``HEARTBEAT_TTL / 5``
+seconds carrying the TTL, and a client on libzmq 4.2 or newer (pyzmq, posttroll 1.5 with a recent libzmq), which
+sets no option itself, closes a connection on which nothing has come for the TTL and connects again by itself; the
+suite's side closes a connection whose peer has answered no PING for the TTL. A client on libzmq older than 4.2 speaks
+ZMTP 3.0: it gets no PING and drops nothing (it relies on TCP, as before).
+
+Setting: ``HEARTBEAT_TTL`` (seconds, default 10; config.py).
+"""
+
+from __future__ import annotations
+
+import zmq
+
+
+def interval_seconds(ttl: float) -> float:
+    """How often a PING goes out: a fifth of the TTL, at least every second."""
+    return max(1.0, ttl / 5)
+
+
+def send_heartbeats(sock: zmq.Socket, ttl: float) -> None:
+    """Heartbeats with ``ttl`` (seconds) on every connection ``sock`` makes or accepts from now on (set before bind)."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, int(interval_seconds(ttl) * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, int(ttl * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(ttl * 1000))
