@@ -49,7 +49,8 @@ def serve_step(listener: ZmtpListener, poller: zmq.Poller, push_after: float | N
     for request in listener.recv_requests():
         if on_event:
             on_event({"event": "request", "conn": request.conn_id, "peer": request.peer,
-                      "body": request.frames[-1][:100].decode("latin-1") if request.frames else ""})
+                      "body": request.frames[-1][:100].decode("latin-1") if request.frames else "",
+                      "after_push": request.after_push})
         if not hold:
             listener.reply(request.conn_id, answer(request))
     if push_after is not None:
@@ -67,7 +68,8 @@ class ThreadedListener:
         self.listener = ZmtpListener(0, host, **options)
         self.port = self.listener.port
         self.push_after, self.hold = push_after, hold
-        self.requests: list[Request] = []
+        self.requests: list[dict] = []
+        self.pushes: list[dict] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="zmtp-listener", daemon=True)
@@ -96,8 +98,8 @@ class ThreadedListener:
             other.close(linger=0)
 
     def _record(self, event: dict) -> None:
-        if event["event"] == "request":
-            self.requests.append(event)
+        event["at"] = time.monotonic()
+        (self.requests if event["event"] == "request" else self.pushes).append(event)
 
     def call(self, fn):
         with self._lock:
@@ -133,6 +135,14 @@ class ServerProcess:
             self.seen.append(event)
             if event["event"] == kind:
                 return event
+
+    def count(self, kind: str) -> int:
+        """How many events of ``kind`` came so far."""
+        while True:
+            try:
+                self.seen.append(self.events.get_nowait())
+            except queue.Empty:
+                return sum(event["event"] == kind for event in self.seen)
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
@@ -187,6 +197,42 @@ class RawPeer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class DelayProxy:
+    """One TCP connection relayed from a port of its own to ``upstream``, the server's bytes ``delay`` seconds late
+    (a slow path from the broker to a worker): a push is then still on the way when the worker sends."""
+
+    def __init__(self, upstream: int, delay: float) -> None:
+        self.delay = delay
+        self._listening = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listening.getsockname()[1]
+        self.upstream = upstream
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        client, _ = self._listening.accept()
+        server = socket.create_connection(("127.0.0.1", self.upstream))
+        late: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, None, late), daemon=True).start()
+        while (item := late.get()) is not None:
+            time.sleep(max(0.0, item[0] + self.delay - time.monotonic()))
+            client.sendall(item[1])
+        client.close()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket | None, late: queue.SimpleQueue | None) -> None:
+        try:
+            while data := source.recv(65536):
+                if late is not None:
+                    late.put((time.monotonic(), data))
+                else:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        if late is not None:
+            late.put(None)
 
 
 class LegacyClient:
