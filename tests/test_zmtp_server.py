@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import selectors
 import socket
 import threading
 import time
@@ -18,8 +19,8 @@ import zmq
 from avoviirscollector.access import Gate, RefusalLog
 from avoviirscollector.allowlist import parse_allowlist
 from avoviirscollector.broker.zmtp import codec
-from tests.support import endpoint, percentile, wait_until
-from tests.zmtp_support import LEGACY_PYTHON, LegacyClient, RawPeer, ThreadedListener
+from tests.support import endpoint, free_port, percentile, wait_until
+from tests.zmtp_support import LEGACY_PYTHON, LegacyClient, RawPeer, ServerProcess, ThreadedListener
 
 
 def connected(context: zmq.Context, kind: int, port: int, host: str = "127.0.0.1", source: str | None = None):
@@ -231,3 +232,83 @@ def test_a_stalled_peer_is_dropped_at_the_output_cap_and_never_delays_another(co
     with ThreadedListener(max_output=1024 * 1024) as server:
         latencies = served_meanwhile(server, context, stalled)
     assert max(latencies) < 2.0, f"p99 {percentile(latencies, 99)}, max {max(latencies)}"
+
+
+class AskingAllAlong:
+    """A REQ in a thread asking the server on ``port`` until stopped; every reply checked against its request."""
+
+    def __init__(self, context: zmq.Context, port: int) -> None:
+        self.req = connected(context, zmq.REQ, port)
+        self.answered, self.wrong = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            body = f"real{self.answered}".encode()
+            self.req.send(body)
+            if not self.req.poll(10000):
+                self.wrong.append(f"no reply to {body!r}")
+                return
+            reply = self.req.recv()
+            if reply != b"re:" + body:
+                self.wrong.append(f"{reply!r} for {body!r}")
+            self.answered += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def vanishing_peers(port: int, context: zmq.Context) -> None:
+    """Peers that go mid-request: a request then gone before the reply, half a frame, half a greeting, a REQ
+    closed right after its send."""
+    ask = codec.greeting() + codec.ready(b"REQ") + codec.encode_message([b"", b"vanish"])
+    for data in (ask, ask[:-3], codec.greeting()[:30]):
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.sendall(data)
+    for _ in range(30):
+        req = connected(context, zmq.REQ, port)
+        req.send(b"vanish")
+        req.close(linger=0)
+
+
+def silent_crowd(port: int, count: int, timeout: float) -> None:
+    """``count`` peers that connect and never speak, held until the server closes every one."""
+    crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    open_ones = selectors.DefaultSelector()
+    for sock in crowd:
+        open_ones.register(sock, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    try:
+        while open_ones.get_map() and time.monotonic() < deadline:
+            for key, _ in open_ones.select(0.5):
+                if key.fileobj.recv(1024) == b"":  # else the server's greeting
+                    open_ones.unregister(key.fileobj)
+        assert not open_ones.get_map(), f"{len(open_ones.get_map())} silent peers still open after {timeout} s"
+    finally:
+        open_ones.close()
+        for sock in crowd:
+            sock.close()
+
+
+def test_2000_silent_peers_and_vanishing_ones_while_a_real_req_is_served_throughout(context):
+    port = free_port()
+    server = ServerProcess(port, "--timeout", "2")
+    asking = AskingAllAlong(context, port)
+    rss = []
+    try:
+        for _ in range(4):
+            vanishing_peers(port, context)
+            silent_crowd(port, 2000, 15)
+            rss.append(server.rss_kb())
+        before = asking.answered
+        wait_until(lambda: asking.answered > before + 10, 10, "the real REQ still served")
+    finally:
+        asking.stop()
+        server.stop()
+    assert asking.wrong == [] and asking.answered > 100
+    print(f"real requests answered: {asking.answered}; server RSS after each round (kB): {rss}")
+    assert rss[-1] - rss[1] < 3 * 1024, rss
