@@ -7,9 +7,9 @@ sends ZMTP 3.1 heartbeats, so that:
 
 - every ``heartbeat_ivl`` seconds (2 s) each ZMTP 3.1 peer (libzmq >= 4.2) gets a PING with a TTL of
   ``heartbeat_ttl`` (10 s): libzmq then drops the connection by itself when nothing at all comes from us for the
-  TTL, and reconnects. A PING also follows every reply and push in the same write, and the handshake: libzmq
-  cancels its TTL timer on any message it receives and arms it only on a PING, so the last thing a peer got from us
-  is always a PING, and a client that sent a request to a host that then hung drops it after the TTL. A 3.1
+  TTL, and reconnects. A PING also follows our READY and every reply and push, in the same write: libzmq cancels
+  its TTL timer on any message it receives and arms it only on a PING, so the last thing a peer got from us must
+  always be a PING, or a client that sends its next request to a host that has hung since would wait for ever. A 3.1
   connection from which nothing (no frame, no PONG: any byte counts) came for ``timeout`` seconds (10 s) is closed.
 - ZMTP 3.0 peers (libzmq 4.0/4.1, whose greeting says minor version 0) get no PING: they would not know it. They
   are not timed out either (nothing can be asked of them, and an idle one is silent by nature); the kernel's TCP
@@ -22,7 +22,9 @@ sends ZMTP 3.1 heartbeats, so that:
   (libzmq's req.cpp eats pending messages when a send begins). That drop needs the push to have arrived before the
   send: a request that crossed the push on the wire would take the push as its reply and lose the real one. So a
   request that arrives within ``push_guard`` (0.5 s) of a push to its connection is marked ``after_push``: answer it
-  with the empty reply too (harmless in every case: the worker asks again).
+  with the empty reply too (harmless in every case: the worker asks again). 0.5 s is far above a LAN's round trip,
+  and below the deployed worker's 1 s pause after an empty reply, so a worker that took the push as its reply is
+  served normally when it asks again.
 
 Connections. Each gets an id (never reused) and is tracked from accept on: when its handshake completed, its
 Socket-Type, whether it ever sent a request, whether a request is pending (handed out by :meth:`recv_requests`, not
@@ -42,9 +44,10 @@ is dropped. A reply to a connection that has gone returns False (the caller puts
 into the buffer of a connection that dies before it is sent is lost, as with libzmq.
 
 Who may connect: ``allow`` (``peer_address -> bool``) is asked at accept, before a byte is read or written; a refused
-connection is closed at once. task_broker passes its ZAP handler's gate, ``functools.partial(gate.admits,
-where=PROGRAM)`` (access.py: logged once per address per hour, counted in ``state/refused-<program>.json``, the file
-flushed by the ZAP handler's thread), so both ports share one count.
+connection is closed at once. For task_broker that is its ZAP handler's gate (``start_access_control`` returns the
+handler): ``functools.partial(handler.gate.admits, where=PROGRAM)``, so a refusal is logged once per address per
+hour and counted in ``state/refused-task_broker.json`` as on UPDATE_PORT (access.py; the ZAP handler's thread
+writes the counts file every second), one count for both ports.
 
 Fitting the broker's loop. Everything runs in the caller's thread. :meth:`fileno` is an epoll descriptor that is
 readable whenever a connection or the listening socket needs attention: register the listener itself in the
@@ -111,7 +114,8 @@ class ConnectionInfo(NamedTuple):
     pending: bool  # a request handed out, not yet answered
     queued: int  # requests waiting behind the pending one
     pushed_at: float | None
-    output_bytes: int
+    input_bytes: int  # read, not yet a whole message (at most the 64 KiB limit and one read)
+    output_bytes: int  # waiting to be sent (at most max_output)
 
 
 class _Conn:
@@ -230,7 +234,8 @@ class ZmtpListener:
         if conn is None:
             return None
         return ConnectionInfo(conn.id, conn.peer, conn.socket_type, conn.minor, conn.opened_at, conn.ready_at,
-                              conn.requested, conn.pending, len(conn.queued), conn.pushed_at, len(conn.out))
+                              conn.requested, conn.pending, len(conn.queued), conn.pushed_at, conn.decoder.buffered,
+                              len(conn.out))
 
     def counts(self) -> dict[str, int]:
         """Counters since start: ``accepted``, ``refused``, ``requests``, ``pushed``, ``closed <reason>``, and the
