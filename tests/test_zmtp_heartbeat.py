@@ -13,6 +13,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from avoviirscollector.broker.zmtp import codec
+from avoviirscollector.broker.zmtp.listener import HEARTBEAT_IVL_S, HEARTBEAT_TTL_S
 from tests.broker_support import DeployedWorker
 from tests.support import free_port, wait_until
 from tests.zmtp_support import LEGACY_PYTHON, DelayProxy, LegacyClient, RawPeer, ServerProcess, ThreadedListener
@@ -53,27 +54,29 @@ def next_event(monitor: zmq.Socket, kind: int, timeout: float) -> float | None:
     return None
 
 
-def test_an_option_less_req_drops_a_stopped_server_within_the_ttl_and_is_served_once_it_resumes(context, servers):
+@pytest.mark.parametrize(("ivl", "ttl"), [(IVL, TTL), (HEARTBEAT_IVL_S, HEARTBEAT_TTL_S)], ids=["short", "defaults"])
+def test_an_option_less_req_drops_a_stopped_server_within_the_ttl_and_is_served_once_it_resumes(context, servers,
+                                                                                                 ivl, ttl):
     port = free_port()
-    server = servers(port, "--ivl", str(IVL), "--ttl", str(TTL), "--timeout", str(TTL))
+    server = servers(port, "--ivl", str(ivl), "--ttl", str(ttl), "--timeout", str(ttl))
     req = context.socket(zmq.REQ)  # no options, as the deployed worker's
     monitor = req.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     req.connect(f"tcp://127.0.0.1:{port}")
     req.send(b"first")
     assert req.poll(5000) and req.recv() == b"re:first"
-    time.sleep(1.5 * IVL)  # a PING or two after the reply
+    time.sleep(1.5 * ivl)  # a PING or two after the reply
     server.signal(signal.SIGSTOP)  # the host hangs: no FIN, no RST, nothing
     stopped = time.monotonic()
-    dropped = next_event(monitor, zmq.EVENT_DISCONNECTED, TTL + 5)
+    dropped = next_event(monitor, zmq.EVENT_DISCONNECTED, ttl + 5)
     assert dropped is not None, "the REQ kept its connection to the stopped server"
-    assert dropped - stopped <= TTL + 2, f"dropped {dropped - stopped:.1f} s after the stop"
+    assert dropped - stopped <= ttl + 2, f"dropped {dropped - stopped:.1f} s after the stop"
     req.send(b"meanwhile")  # queued in the REQ's pipe while it reconnects
     assert not req.poll(1000)
     server.signal(signal.SIGCONT)
     assert req.poll(10000), "the request sent meanwhile was not served after the server resumed"
     assert req.recv() == b"re:meanwhile"
     print(f"option-less REQ dropped the stopped server's connection {dropped - stopped:.2f} s after SIGSTOP "
-          f"(TTL {TTL} s, PING every {IVL} s)")
+          f"(TTL {ttl} s, PING every {ivl} s)")
 
 
 def test_the_listener_pings_and_closes_a_peer_that_stops_answering():

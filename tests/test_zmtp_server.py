@@ -213,6 +213,23 @@ def test_a_reply_to_a_connection_that_has_gone_returns_false(context):
         assert server.call(lambda listener: listener.reply(conn, [b"", b"task"])) is False
 
 
+def test_a_reply_after_a_stop_finds_the_connection_the_peer_dropped_meanwhile(context):
+    """The listener's process (or host) stops between taking a request and answering it; the peer drops the
+    connection meanwhile. The reply must not go into the dead socket (the kernel would take it): False."""
+    with ThreadedListener(hold=True) as server:
+        req = connected(context, zmq.REQ, server.port)
+        req.send(b"taken")
+        wait_until(lambda: server.requests, 5, "the request")
+        conn = server.requests[0]["conn"]
+
+        def stopped_then_reply(listener):  # the listener's loop does not run in here: as if stopped
+            req.close(linger=0)
+            time.sleep(1.5)
+            return listener.reply(conn, [b"", b"task"])
+
+        assert server.call(stopped_then_reply) is False
+
+
 def test_a_stalled_peer_is_dropped_at_the_output_cap_and_never_delays_another(context):
     def stalled():
         peer = RawPeer(server.port, socket_type=b"DEALER", rcvbuf=4096)

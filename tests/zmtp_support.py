@@ -25,7 +25,7 @@ from pathlib import Path
 import zmq
 
 from avoviirscollector.broker.zmtp import codec
-from avoviirscollector.broker.zmtp.listener import Request, ZmtpListener
+from avoviirscollector.broker.zmtp.listener import HEARTBEAT_IVL_S, HEARTBEAT_TTL_S, TIMEOUT_S, Request, ZmtpListener
 
 REPO = Path(__file__).resolve().parents[1]
 LEGACY_PYTHON = REPO / ".venv-legacy" / "bin" / "python"
@@ -268,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--push-after", type=float, default=None)
     parser.add_argument("--hold", action="store_true", help="take requests, never answer them")
-    parser.add_argument("--ivl", type=float, default=2.0)
-    parser.add_argument("--ttl", type=float, default=10.0)
-    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--ivl", type=float, default=HEARTBEAT_IVL_S)
+    parser.add_argument("--ttl", type=float, default=HEARTBEAT_TTL_S)
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="the heartbeat and handshake timeout")
     args = parser.parse_args(argv)
     listener = ZmtpListener(args.port, heartbeat_ivl=args.ivl, heartbeat_ttl=args.ttl, timeout=args.timeout,
                             handshake_timeout=args.timeout)

@@ -40,8 +40,12 @@ that) waits inside the listener and is handed out once the first is answered; wi
 
 Never blocking. Sockets are non-blocking; each connection has its own output buffer, written when its socket is
 writable, so a slow or stalled peer never delays another; a peer whose unsent output exceeds ``max_output`` (1 MiB)
-is dropped. A reply to a connection that has gone returns False (the caller puts the task back); a reply accepted
-into the buffer of a connection that dies before it is sent is lost, as with libzmq.
+is dropped. A reply to a connection that has gone returns False (the caller puts the task back). Before a reply to
+a connection from which nothing came for ``STALE_S`` (1 s), the listener reads it once more: had this process or
+its host been stopped between taking the request and answering it, the peer's libzmq has dropped the connection
+meanwhile (TTL), and its FIN is found now rather than after the reply was written into a dead socket (the kernel
+would take it and the task would be handed out to nobody). A reply accepted into the buffer of a connection that
+dies before it is sent is lost, as with libzmq.
 
 Who may connect: ``allow`` (``peer_address -> bool``) is asked at accept, before a byte is read or written; a refused
 connection is closed at once. For task_broker that is its ZAP handler's gate (``start_access_control`` returns the
@@ -76,6 +80,10 @@ HEARTBEAT_TTL_S = 10.0
 TIMEOUT_S = 10.0
 HANDSHAKE_TIMEOUT_S = 10.0
 PUSH_GUARD_S = 0.5
+#: a reply to a connection from which nothing came for this long first reads it, to find it gone (module docstring)
+STALE_S = 1.0
+#: out of descriptors: logged once a minute at most
+ACCEPT_WARN_EVERY_S = 60.0
 MAX_OUTPUT_BYTES = 1024 * 1024
 #: requests of one connection waiting behind its pending one, in bytes, before its reading pauses
 MAX_QUEUED_BYTES = 256 * 1024
@@ -161,6 +169,7 @@ class ZmtpListener:
         self._selector = selectors.DefaultSelector()  # epoll on Linux: one descriptor for the caller's poller
         self._selector.register(self._sock, selectors.EVENT_READ, None)
         self._accepting = True
+        self._accept_warned = float("-inf")
         self._conns: dict[int, _Conn] = {}
         self._ids = itertools.count(1)
         self._ready: list[Request] = []
@@ -204,6 +213,10 @@ class ZmtpListener:
             return False
         if not conn.pending:
             raise ValueError(f"connection {conn_id} has no request waiting for a reply")
+        if self.clock() - conn.heard > STALE_S:
+            self._read(conn)  # a FIN or RST that came while we were not looking
+            if conn.closed:
+                return False
         conn.pending = False
         if not self._send_data(conn, codec.encode_message(frames)):
             return False
@@ -265,7 +278,10 @@ class ZmtpListener:
                 return
             except OSError as err:  # out of descriptors: stop accepting until the next sweep
                 self._counts["accept failed"] += 1
-                self.log.warning("cannot accept a connection on %d (%s); trying again shortly", self.port, err)
+                if self.clock() - self._accept_warned >= ACCEPT_WARN_EVERY_S:
+                    self._accept_warned = self.clock()
+                    self.log.warning("cannot accept connections on %d (%s); trying again every %.1f s (logged once "
+                                     "a minute)", self.port, err, self._sweep_every)
                 self._selector.unregister(self._sock)
                 self._accepting = False
                 return
