@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=float, default=HEARTBEAT_TTL_S)
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="the heartbeat and handshake timeout")
     args = parser.parse_args(argv)
-    listener = ZmtpListener(args.port, heartbeat_ivl=args.ivl, heartbeat_ttl=args.ttl, timeout=args.timeout,
-                            handshake_timeout=args.timeout)
+    listener = ZmtpListener(args.port, "127.0.0.1", heartbeat_ivl=args.ivl, heartbeat_ttl=args.ttl,
+                            timeout=args.timeout, handshake_timeout=args.timeout)
     poller = zmq.Poller()
     poller.register(listener, zmq.POLLIN)
 
