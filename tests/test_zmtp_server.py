@@ -5,6 +5,7 @@ stopped or killed, as a process. Heartbeats and the push to silent peers are in 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -20,6 +21,7 @@ import zmq
 from avoviirscollector.access import Gate, RefusalLog
 from avoviirscollector.allowlist import parse_allowlist
 from avoviirscollector.broker.zmtp import codec
+from avoviirscollector.broker.zmtp import listener as listener_module
 from tests.support import endpoint, free_port, percentile, wait_until
 from tests.zmtp_support import LEGACY_PYTHON, LegacyClient, RawPeer, ServerProcess, ThreadedListener
 
@@ -117,6 +119,22 @@ def test_ipv4_and_ipv6_peers_on_one_socket_ipv4_shown_as_ipv4(context):
             req = connected(context, zmq.REQ, server.port, host)
             assert round_trips(req, 3, tag=host) == [f"re:{host}{index}".encode() for index in range(3)]
         assert {event["peer"] for event in server.requests} == {"127.0.0.1", "::1"}
+
+
+@pytest.mark.skipif(os.environ.get("AVO_IN_LOOPBACK_NETNS") != "1",
+                    reason="listens on every address: only inside the loopback-only network namespace (make test)")
+def test_on_a_host_without_ipv6_it_listens_on_ipv4_alone(monkeypatch, context):
+    bound = listener_module._bound
+
+    def no_ipv6(family, host, port):
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return bound(family, host, port)
+
+    monkeypatch.setattr(listener_module, "_bound", no_ipv6)
+    with ThreadedListener(host=None) as server:
+        assert server.listener._sock.family == socket.AF_INET
+        assert round_trips(connected(context, zmq.REQ, server.port), 2) == [b"re:r0", b"re:r1"]
 
 
 def test_refused_peers_are_closed_before_the_handshake_counted_and_logged_once(tmp_path, context, caplog):
