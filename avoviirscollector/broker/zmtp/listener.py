@@ -214,7 +214,9 @@ class ZmtpListener:
         if not conn.pending:
             raise ValueError(f"connection {conn_id} has no request waiting for a reply")
         if self.clock() - conn.heard > STALE_S:
-            self._read(conn)  # a FIN or RST that came while we were not looking
+            for _ in range(4):  # a FIN or RST that came while we were not looking (behind a PONG or two)
+                if not self._read(conn):
+                    break
             if conn.closed:
                 return False
         conn.pending = False
@@ -331,26 +333,29 @@ class ZmtpListener:
 
     # -- input -----------------------------------------------------------------------------------------------
 
-    def _read(self, conn: _Conn) -> None:
+    def _read(self, conn: _Conn) -> bool:
+        """Read what the socket has (one recv) and act on it; True when bytes came and the connection is open."""
         try:
             data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             self._drop(conn, "reset by peer")
-            return
+            return False
         if not data:
             self._drop(conn, "by peer")
-            return
+            return False
         conn.heard = self.clock()
         try:
             for event in conn.decoder.feed(data):
                 self._on_event(conn, event)
                 if conn.closed:
-                    return
+                    return False
         except codec.ProtocolError as err:
             self._drop(conn, "protocol error")
             self.log.info("closed the connection from %s on %d: %s", conn.peer, self.port, err)
+            return False
+        return True
 
     def _on_event(self, conn: _Conn, event: codec.Event) -> None:
         if isinstance(event, codec.Message):
