@@ -207,14 +207,17 @@ def test_a_recovered_granule_that_came_by_the_bus_meanwhile_is_not_queued_twice(
 # -- hand-outs in doubt --------------------------------------------------------------------------------------
 
 def test_a_hand_out_written_just_before_a_kill_is_queued_again_and_logged_in_doubt(base, clock, caplog):
-    seed_queue(base, ["tir"] * 2)
+    seed_queue(base, ["tir"] * 3)
     core = start(base, clock)
-    first = Message.decode(ask(core, ["tir"]))
+    sent = Message.decode(ask(core, ["tir"]))  # its reply was written to the worker's connection: not in doubt
+    reply, _task = core.request([json.dumps({"desired products": ["tir"]}).encode()], lambda: WORKER)
+    first = Message.decode(reply)  # taken, and the broker killed before the reply was written
     clock.advance(0.5)
-    kill(core)  # within a second of the hand-out: its reply may never have left
+    kill(core)  # within a second of the hand-outs
     core = start(base, clock)
     lines = [r.getMessage() for r in caplog.records if "is in doubt" in r.getMessage()]
     assert len(lines) == 1 and f"orbit {first.data['orbit_number']}" in lines[0]
+    assert f"orbit {sent.data['orbit_number']}" not in lines[0]
     again = Message.decode(ask(core, ["tir"]))
     assert again.data["orbit_number"] == first.data["orbit_number"]
     assert core.status()["in doubt (24 h)"] == 1

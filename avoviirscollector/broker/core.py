@@ -40,7 +40,7 @@ from pathlib import Path
 from avoviirscollector import isotime
 from avoviirscollector.broker.control import BadCommand, Command, parse_command
 from avoviirscollector.broker.direction import Direction
-from avoviirscollector.broker.protocol import BadRequest, encode_task, error_reply, parse_request
+from avoviirscollector.broker.protocol import MAX_REQUEST_BYTES, BadRequest, encode_task, error_reply, parse_request
 from avoviirscollector.broker.reconcile import Planner, complete_between
 from avoviirscollector.broker.store import DOUBT_SECONDS, JournalStore, Loaded
 from avoviirscollector.broker.taskqueue import (
@@ -217,6 +217,7 @@ class BrokerCore:
         self.ledger_since = self._now()
         self.events: deque[tuple[float, str, int]] = deque()  # (epoch, kind, count) of the last day's events
         self._recent: deque[tuple[float, Task]] = deque()  # hand-outs of the last 2 s (kept whole for compaction)
+        self._sent: set[int] = set()  # which of those were written to their worker's connection
         self._bad = RateLimitedWarning(log, "bad requests", clock=ticks)
         self._bad_pending = 0  # bad requests not yet in the journal (written as one counted event every 10 s)
         self._bad_written = 0.0
@@ -294,6 +295,8 @@ class BrokerCore:
             if entry.task_id in recent:  # a hand-out that may still be in doubt keeps its task whole
                 yield {"op": "put", "task": task_to_record(recent[entry.task_id])}
             yield {"op": "take", "t": entry.when.isoformat(), **entry.to_record()}
+            if entry.task_id in recent and entry.task_id in self._sent:
+                yield {"op": "sent", "id": entry.task_id}
         for when, kind, count in events:
             yield {"op": "event", "t": _iso(when), "kind": kind, **({"count": count} if count != 1 else {})}
 
@@ -344,12 +347,14 @@ class BrokerCore:
 
     # -- each second -------------------------------------------------------------------------------------------
 
-    def status(self, stopping: bool = False) -> dict:
-        """The status to publish: the queue and the day's counts; when ``stopping``, the last word before a stop."""
+    def status(self, stopping: bool = False, holding: bool = False) -> dict:
+        """The status to publish: the queue and the day's counts; when ``stopping``, the last word before a stop;
+        when ``holding``, no task waits for a moment (silent workers are being answered, ``silence.py``)."""
         message = self.queue.status()
-        if stopping:
-            message.update({"queue length": 0, "products waiting": [], "tasks by product": {}, "stopping": True,
+        if stopping or holding:
+            message.update({"queue length": 0, "products waiting": [], "tasks by product": {},
                             "queued": len(self.queue)})
+            message.update({"stopping": True} if stopping else {"answering silent workers": True})
         message.update({f"{kind} (24 h)": count for kind, count in self.counts().items()})
         if self.writer.behind:
             message["state behind"] = True
@@ -360,7 +365,7 @@ class BrokerCore:
         self._write_bad_requests()
         wall = self.wall()
         while self._recent and wall - self._recent[0][0] > 2 * DOUBT_SECONDS:
-            self._recent.popleft()
+            self._sent.discard(self._recent.popleft()[1].id)
         if self._marks:  # the journal's last record tells a later start when the broker was last alive
             self._marks -= 1
             self.writer.write(lambda: self.store.append({"op": "mark"}), "a mark")
@@ -509,9 +514,20 @@ class BrokerCore:
         return reply
 
     def delivered(self, task: Task) -> None:
-        """The reply carrying ``task`` went out."""
+        """The reply carrying ``task`` was written to its worker's connection: journaled (one ``os.write``, so it
+        outlives a kill of this process), so that a later start does not take the hand-out for one in doubt."""
         entry = self.queue.ledger_entry_of(task.id)
+        self._sent.add(task.id)
+        self.writer.write(lambda: self.store.append({"op": "sent", "id": task.id}), f"delivery of task {task.id}")
         log.info("handed out %s to %s", task.describe(), entry.worker if entry else "?")
+
+    def too_large(self, size: int) -> bytes:
+        """The error reply to a request of ``size`` bytes, over the limit (the listener read it to its end and threw
+        it away); counted as a bad request."""
+        self._bad_pending += 1
+        reason = f"request is {size} bytes, the limit is {MAX_REQUEST_BYTES}"
+        self._bad.warn("bad request answered with an error: %s", reason)
+        return error_reply(reason)
 
     def undelivered(self, task: Task, why: object) -> None:
         """The reply carrying ``task`` could not be delivered (the worker has gone): the task goes back in its

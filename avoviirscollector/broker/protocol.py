@@ -74,6 +74,15 @@ def encode_task(task: Task) -> bytes:
     return encode_legacy(msg).encode("utf-8")
 
 
+def split_request(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """A request's frames as the TASK_PORT listener gives them (no routing id) -> (envelope up to and including REQ's
+    empty delimiter, body frames); a DEALER that sends no delimiter has an empty envelope."""
+    for index, frame in enumerate(frames):
+        if frame == b"":
+            return frames[: index + 1], frames[index + 1:]
+    return [], frames
+
+
 def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """ROUTER frames -> (routing envelope including the empty delimiter, body frames)."""
     for index, frame in enumerate(frames):

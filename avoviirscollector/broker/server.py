@@ -85,26 +85,28 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 import zmq
 
 from avoviirscollector.access import listen_dual_stack, start_access_control
-from avoviirscollector.allowlist import shown_address
 from avoviirscollector.broker.control import control_address
 from avoviirscollector.broker.core import BrokerCore, Resolve, Scan
 from avoviirscollector.broker.direction_helper import DirectionHelper
 from avoviirscollector.broker.intake import DirectionFinding, Ingest, Resolver
-from avoviirscollector.broker.protocol import split_envelope
+from avoviirscollector.broker.protocol import split_envelope, split_request
 from avoviirscollector.broker.reconcile import SdrView, gatherer_timeouts
+from avoviirscollector.broker.silence import SILENT_AFTER_S, SilentWorkers
 from avoviirscollector.broker.store import JournalStore
+from avoviirscollector.broker.zmtp import ZmtpListener
 from avoviirscollector.bus import follow
 from avoviirscollector.config import Settings, settings_or_exit
-from avoviirscollector.heartbeat import send_heartbeats
+from avoviirscollector.heartbeat import interval_seconds, send_heartbeats
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.signals import stop_on_signals
 
 PROGRAM = "task_broker"
-ZMQ_MAX_MESSAGE = 256 * 1024 * 1024  # larger frames make ZeroMQ drop the connection (no worker sends those)
 STATUS_INTERVAL = 1.0
 POLL_SECONDS = 0.05
 #: how often the view of sdr/ hands the recovery window's complete granules to the loop
@@ -117,30 +119,29 @@ log = logging.getLogger(PROGRAM)
 
 
 class Sockets:
-    """The broker's three sockets: ROUTER on TASK_PORT, XPUB on UPDATE_PORT, the operators' ROUTER on ipc."""
+    """The broker's sockets: the ZMTP listener on TASK_PORT (``zmtp/``), XPUB on UPDATE_PORT, the operators' ROUTER on
+    ipc."""
 
-    def __init__(self, context: zmq.Context) -> None:
-        self.router = context.socket(zmq.ROUTER)
+    def __init__(self, context: zmq.Context, allow: Callable[[str], bool] | None = None) -> None:
+        self.allow = allow
+        self.tasks: ZmtpListener | None = None
         self.status = context.socket(zmq.XPUB)  # a PUB that hears each new subscriber: it gets a status at once
         self.control = context.socket(zmq.ROUTER)
 
     def bind(self, settings: Settings) -> bool:
         """Set the options and bind; False when TASK_PORT or UPDATE_PORT cannot be bound (logged)."""
-        listen_dual_stack(self.router)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
-        listen_dual_stack(self.status)
-        for sock in (self.router, self.status):  # a dead or hung peer is dropped at both ends (heartbeat.py)
-            send_heartbeats(sock, settings.heartbeat_ttl)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
-        self.router.setsockopt(zmq.LINGER, 1000)
+        listen_dual_stack(self.status)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
+        send_heartbeats(self.status, settings.heartbeat_ttl)  # a dead or hung peer is dropped (heartbeat.py)
         self.status.setsockopt(zmq.LINGER, 0)
         self.status.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only the first of each topic
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.MAXMSGSIZE, 65536)
+        ttl = settings.heartbeat_ttl
         try:
-            self.router.bind(f"tcp://*:{settings.task_port}")
+            self.tasks = ZmtpListener(settings.task_port, allow=self.allow, heartbeat_ivl=interval_seconds(ttl),
+                                      heartbeat_ttl=ttl, timeout=ttl, log=log)
             self.status.bind(f"tcp://*:{settings.update_port}")
-        except zmq.ZMQError as err:
+        except (OSError, zmq.ZMQError) as err:
             log.error("cannot bind TASK_PORT %d / UPDATE_PORT %d: %s", settings.task_port, settings.update_port, err)
             return False
         run_dir = settings.viirs_base / "run"
@@ -153,7 +154,9 @@ class Sockets:
         return True
 
     def close(self) -> None:
-        for sock in (self.router, self.status, self.control):
+        if self.tasks is not None:
+            self.tasks.close(flush_s=1.0)  # replies still buffered go out first
+        for sock in (self.status, self.control):
             sock.close()
 
 
@@ -172,6 +175,8 @@ class TaskBroker:
         self.resolver = Resolver(finder, self.incoming)
         self.ingest = Ingest(self.resolver, follow_bus, self.incoming.put)
         self.sdr_view: SdrView | None = None
+        self.silent = SilentWorkers()
+        self._held = False  # what the last status said of the hold
         self._stop = threading.Event()
 
     @classmethod
@@ -196,8 +201,8 @@ class TaskBroker:
                                 horizon=dt.timedelta(days=self.settings.gina_backfill_days + 1),
                                 interval=self.scan_seconds, clock=self.core.wall)
         context = zmq.Context()
-        start_access_control(context, self.settings, log)  # ALLOWED_CLIENTS (SPEC 12): before any socket is made
-        sockets = Sockets(context)
+        zap = start_access_control(context, self.settings, log)  # ALLOWED_CLIENTS (SPEC 12): before any socket
+        sockets = Sockets(context, None if zap is None else partial(zap.gate.admits, where=PROGRAM))
         threads_started = False
         try:
             if not sockets.bind(self.settings):
@@ -221,14 +226,14 @@ class TaskBroker:
 
     def _loop(self, sockets: Sockets) -> None:
         poller = zmq.Poller()
-        for sock in (sockets.router, sockets.control, sockets.status):
+        for sock in (sockets.tasks, sockets.control, sockets.status):
             poller.register(sock, zmq.POLLIN)
         next_status = time.monotonic()
         while not self._stop.is_set():
             self._take_in()
             now = time.monotonic()
-            if now >= next_status:
-                self._publish(sockets.status, self.core.status())
+            if self._answer_silent(sockets, now) or now >= next_status:
+                self._publish(sockets.status, self.core.status(holding=self.silent.holding(now)))
                 self.core.tick()
                 next_status = max(next_status + STATUS_INTERVAL, now)
                 continue
@@ -238,13 +243,25 @@ class TaskBroker:
             else:
                 wait = min(POLL_SECONDS, next_status - now)
             ready = dict(poller.poll(int(wait * 1000) + (wait > 0)))
-            if ready:
-                self._take_in()
-                self._handle(ready, sockets)
+            self._take_in()
+            self._handle(ready, sockets)
+
+    def _answer_silent(self, sockets: Sockets, now: float) -> bool:
+        """Push "no task" to the connections due it (``silence.py``); True when the hold began or ended now (the
+        status is published at once)."""
+        for conn_id in self.silent.step(sockets.tasks.silent(SILENT_AFTER_S), now):
+            info = sockets.tasks.info(conn_id)
+            if sockets.tasks.push_empty(conn_id):
+                log.info("answered the silent worker %s with no task (connected %.0f s ago and asked nothing: its "
+                         "request may have died with a previous task_broker or host)", info.peer if info else "?",
+                         now - info.ready_at if info and info.ready_at else 0)
+        holding = self.silent.holding(now)
+        changed, self._held = holding != self._held, holding
+        return changed
 
     def _handle(self, ready: dict, sockets: Sockets) -> None:
-        if sockets.router in ready:
-            self._serve(sockets.router)
+        sockets.tasks.handle(0)  # also runs its heartbeat timers: called every POLL_SECONDS at least
+        self._serve(sockets.tasks)
         if sockets.control in ready:
             self._control(sockets.control)
         if sockets.status in ready:
@@ -265,28 +282,26 @@ class TaskBroker:
         for resolve in resolves:
             self.resolver.submit(resolve)
 
-    def _serve(self, router: zmq.Socket, limit: int = 1000) -> int:
-        """Answer the requests waiting on the socket (up to ``limit``), each exactly once."""
-        served = 0
-        while served < limit and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            envelope, body = split_envelope([frame.bytes for frame in frames])
-            reply, task = self.core.request(body, lambda last=frames[-1]: _peer(last))
-            try:
-                router.send_multipart(envelope + [reply], zmq.NOBLOCK)
-            except zmq.ZMQError as err:
-                if task is not None:
-                    self.core.undelivered(task, err)
-                else:
-                    log.warning("could not deliver a reply (%s): the client has gone", err)
+    def _serve(self, tasks: ZmtpListener) -> int:
+        """Answer the requests the listener has received, each exactly once; how many."""
+        requests = tasks.recv_requests()
+        for request in requests:
+            envelope, body = split_request(request.frames)
+            task = None
+            if request.too_large:
+                reply = self.core.too_large(request.too_large)
+            elif request.after_push:  # it may have crossed the push on the wire: "no task" (silence.py)
+                reply = b""
             else:
+                reply, task = self.core.request(body, lambda peer=request.peer: peer)
+            if tasks.reply(request.conn_id, envelope + [reply]):
                 if task is not None:
                     self.core.delivered(task)
-            served += 1
-        return served
+            elif task is not None:
+                self.core.undelivered(task, "its connection has gone")
+            else:
+                log.warning("could not deliver a reply to %s: the client has gone", request.peer)
+        return len(requests)
 
     def _control(self, sock: zmq.Socket) -> None:
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -349,26 +364,16 @@ class TaskBroker:
         self._stop_threads()
         self._take_in()
         self.core.write_state()
-        self._answer_until_quiet(sockets.router)
+        self._answer_until_quiet(sockets.tasks)
         self.core.mark_clean_stop()
 
-    def _answer_until_quiet(self, router: zmq.Socket) -> None:
+    def _answer_until_quiet(self, tasks: ZmtpListener) -> None:
         quiet_until = time.monotonic() + QUIET_SECONDS
         give_up = time.monotonic() + STOP_ANSWERING_SECONDS
         while time.monotonic() < min(quiet_until, give_up):
-            if self._serve(router, limit=100000):
+            tasks.handle(0.02)
+            if self._serve(tasks):
                 quiet_until = time.monotonic() + QUIET_SECONDS
-            else:
-                router.poll(20)
-
-
-def _peer(frame: zmq.Frame) -> str:
-    """The worker's address as logged and kept in the ledger (an IPv4 peer of the dual-stack socket, which ZeroMQ
-    gives as ``::ffff:a.b.c.d``, as ``a.b.c.d``)."""
-    try:
-        return shown_address(frame.get("Peer-Address") or "")
-    except zmq.ZMQError:
-        return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,14 @@ File format: one JSON object per line, each with ``t``, the UTC time it was writ
   recovered, re-queued in doubt or refused as a duplicate, and the bad requests it answered with an error (``count``,
   when present, is how many one record stands for: bad requests are written every 10 s at most), kept a day (read by
   ``status`` and ``monitor``);
+- ``{"op": "sent", "id": N}``: the reply carrying hand-out N was written to its worker's connection (so it is not
+  in doubt after a kill);
 - ``{"op": "mark"}``: written once a second after hand-outs, so that the time of the last record tells when the
   broker was last alive;
 - ``{"op": "stop"}``: the last line of a clean stop. A journal that does not end with it was cut by a kill or a
-  crash: hand-outs written within :data:`DOUBT_SECONDS` of its last record are *in doubt* (the reply may never have
-  left) and :meth:`JournalStore.load` returns them so that the broker queues them again.
+  crash: hand-outs written within :data:`DOUBT_SECONDS` of its last record and with no ``sent`` record are *in
+  doubt* (the reply may never have left) and :meth:`JournalStore.load` returns them so that the broker queues them
+  again.
 
 Every line is written with one ``os.write`` on an ``O_APPEND`` descriptor (so it outlives a kill of the process at
 once); the caller decides when to ``fsync`` (the broker: queued tasks before they become visible, hand-outs within

@@ -274,6 +274,9 @@ def _replay(op: dict, out: Loaded, tasks: dict[int, Any], recent: list, decode: 
                 out.ledger.append(op)
             if task is not None and when is not None and op.get("kind", "handed out") == "handed out":
                 recent.append((when, task, op))
+        case "sent":  # the reply carrying that hand-out was written to its worker's connection: not in doubt
+            task_id = int(op["id"])
+            recent[:] = [item for item in recent if int(item[2]["id"]) != task_id]
         case "forget":
             out.ledger.append(op)
         case "event":
