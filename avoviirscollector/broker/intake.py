@@ -76,6 +76,7 @@ class Ingest(threading.Thread):
         self.resolver = resolver
         self.follow_bus = follow_bus
         self.stopping = threading.Event()
+        self.subscribed = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -91,6 +92,7 @@ class Ingest(threading.Thread):
     def _follow(self) -> None:
         with self.follow_bus([TOPIC]) as sub:
             log.info("following %s on the bus", TOPIC)
+            self.subscribed.set()
             for msg in sub.recv(timeout=0.25):  # wakes 4 times a second to see the stop flag
                 if self.stopping.is_set():
                     return
