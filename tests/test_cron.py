@@ -63,7 +63,8 @@ def test_runner_runs_due_jobs_without_overlap_and_stops_on_sigterm(tmp_path):
     # every second: append a line, then stay busy for 2.5 s, so most starts must be skipped as overlaps
     crontab.write_text(f"* * * * * * * echo run >> {marks}; sleep 2.5\n")
     proc = subprocess.Popen([str(BIN / "avo_cron"), "--runner", "builtin", str(crontab)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin"})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin",
+                                                                    "VIIRS_BASE": str(tmp_path)})
     try:
         time.sleep(5.5)  # five and a half seconds of a job due every second
         proc.send_signal(signal.SIGTERM)
@@ -97,7 +98,8 @@ def test_a_stop_reaches_the_running_job_itself_and_waits_for_its_drain(tmp_path)
     job.write_text(JOB)
     crontab.write_text(f"* * * * * * * {sys.executable} {job} {marks}\n")
     proc = subprocess.Popen([str(BIN / "avo_cron"), "--runner", "builtin", str(crontab)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin"})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin",
+                                                                    "VIIRS_BASE": str(tmp_path)})
     try:
         wait_until(lambda: marks.exists() and marks.read_text(), 10, "the job started")
         proc.send_signal(signal.SIGTERM)
