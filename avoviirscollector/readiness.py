@@ -270,12 +270,36 @@ def wait_ready(observe: Callable[[], Observation], timeout: float, judge: Judge 
 
 
 # ----------------------------------------------------------------------------------------------- I/O
-def pid_sockets(pid: int, proc: Path = Path("/proc")) -> Sockets:
+def net_tables(pid: int, proc: Path = Path("/proc")) -> list[str]:
+    """The TCP tables (``tcp``, and ``tcp6`` where there is IPv6) of the network namespace of ``pid``."""
+    tables = []
+    for name in ("tcp", "tcp6"):
+        try:
+            tables.append((proc / str(pid) / "net" / name).read_text())
+        except FileNotFoundError:  # no IPv6
+            continue
+    return tables
+
+
+class NetTables:
+    """:func:`net_tables` read once per network namespace (each read walks the kernel's whole table: ~5 ms)."""
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self.proc = proc
+        self._read: dict[str, list[str]] = {}
+
+    def of(self, pid: int) -> list[str]:
+        namespace = os.readlink(self.proc / str(pid) / "ns" / "net")
+        if namespace not in self._read:
+            self._read[namespace] = net_tables(pid, self.proc)
+        return self._read[namespace]
+
+
+def pid_sockets(pid: int, tables: NetTables) -> Sockets:
     """The TCP sockets of ``pid``: its socket inodes from ``/proc/<pid>/fd``, their rows in its ``net/tcp{,6}``."""
-    where = proc / str(pid)
     inodes = set()
     try:
-        with os.scandir(where / "fd") as entries:
+        with os.scandir(tables.proc / str(pid) / "fd") as entries:
             for entry in entries:
                 try:
                     target = os.readlink(entry.path)
@@ -283,17 +307,9 @@ def pid_sockets(pid: int, proc: Path = Path("/proc")) -> Sockets:
                     continue
                 if target.startswith("socket:["):
                     inodes.add(int(target[8:-1]))
+        return sockets_of(inodes, tables.of(pid))
     except OSError as err:
         return Sockets(error=f"{type(err).__name__}: {err}")
-    tables = []
-    for name in ("tcp", "tcp6"):
-        try:
-            tables.append((where / "net" / name).read_text())
-        except FileNotFoundError:  # no IPv6
-            continue
-        except OSError as err:
-            return Sockets(error=f"{type(err).__name__}: {err}")
-    return sockets_of(inodes, tables)
 
 
 class Collector:
@@ -320,6 +336,6 @@ class Collector:
             registrations = parse_registrations(registered_publishers(timeout=self.timeout))
         except Exception as err:  # noqa: BLE001 (a timeout or a ZeroMQ error: it does not answer)
             ns_error = f"{type(err).__name__}: {err}"
-        names = watched(p.name for p in programs)
-        sockets = {p.pid: pid_sockets(p.pid, self.proc) for p in programs if p.name in names and p.pid}
+        names, tables = watched(p.name for p in programs), NetTables(self.proc)
+        sockets = {p.pid: pid_sockets(p.pid, tables) for p in programs if p.name in names and p.pid}
         return Observation(time.monotonic(), programs, None, markers, registrations, ns_error, sockets)

@@ -622,7 +622,7 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
         restarts = _while_placing(suite, placer, killer, pool, sorted(restart_at), began, progress)
         if killer:
             killer.stop()
-        suite.wait_running(timeout=90)
+        suite.wait_ready(timeout=90)
         errors += _settled(suite, placer, settle, drain_timeout, due_after)
     finally:
         placer.stop()
