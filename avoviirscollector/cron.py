@@ -266,18 +266,19 @@ def start_detached(command: str) -> None:
 
 def wait_for_the_suite(settings: Settings, limit: float, stopping: threading.Event) -> None:
     """Wait until the rest of the suite is ready (readiness.py, cron itself left out), ``stopping`` seen every
-    0.2 s and each question answered within 0.4 s, for ``limit`` seconds at most; one line says how it went."""
+    0.2 s and each question given 0.35 s (so the flag is seen within a second), for ``limit`` seconds at most; one
+    line says how it went."""
     from avoviirscollector.readiness import Collector, Judge, wait_ready
 
-    outcome = wait_ready(Collector(settings, timeout=0.4).observe, limit, Judge(exclude={PROGRAM}),
+    outcome = wait_ready(Collector(settings, timeout=0.35).observe, limit, Judge(exclude={PROGRAM}),
                          stopping=stopping)
     if outcome.stopped:
         LOG.info("stopped while waiting for the rest of the suite to be ready: no job started")
     elif outcome.ready:
         LOG.info("the rest of the suite is ready after %.1f s: starting the jobs", outcome.seconds)
     else:
-        LOG.warning("the rest of the suite is not ready after %.0f s (%s): starting the jobs anyway",
-                    outcome.seconds, "; ".join(outcome.reasons))
+        LOG.warning("the rest of the suite is not ready after %g s (%s): starting the jobs anyway", limit,
+                    "; ".join(outcome.reasons))
 
 
 def main(argv: list[str] | None = None) -> int:
