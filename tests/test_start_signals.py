@@ -33,6 +33,7 @@ import pytest
 from avoviirscollector.config import load_settings
 from tests.support import free_ports, wait_until
 
+pytestmark = pytest.mark.processes  # real processes: make check (--in-process) leaves the module out
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
