@@ -41,4 +41,4 @@ def test_wait_ready_answers_at_once_names_a_stopped_gatherer_and_sees_it_back(su
     waited = re.search(r"the rest of the suite is ready after (\d+\.\d) s: starting the jobs", cron_log)
     assert waited, cron_log
     assert cron_log.index(waited.group(0)) < cron_log.index("starting at start: tle_refresh")
-    print(f"status --wait-ready on a ready suite: {tries} s; cron waited {waited.group(1)} s at start")
+    print(f"status --wait-ready on a ready suite: {[round(t, 2) for t in tries]} s; cron waited {waited.group(1)} s")
