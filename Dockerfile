@@ -65,7 +65,9 @@ VOLUME ["/viirs"]
 EXPOSE 19091 19191 29092 29093
 USER 2001:2001
 
-# Healthy: supervisord answers, every program RUNNING, task_broker's status heard, disk not full (see status.py).
-HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 CMD ["avo_status", "--quick"]
+# Healthy: the suite ready (every program RUNNING and ready, the bus connections made: waited for up to 15 s), then
+# supervisord answers, task_broker's status heard, mirror healthy, disk not full (see status.py and readiness.py).
+HEALTHCHECK --interval=60s --timeout=30s --start-period=90s --retries=3 \
+    CMD ["avo_status", "--quick", "--wait-ready", "--timeout", "15"]
 
 CMD ["avoviirscollector", "supervise", "-c", "/app/supervisord.conf"]

@@ -40,18 +40,20 @@ LEGACY_CLIENT_REQUIRES = [
     "six==1.17.0",
 ]
 
+# The daemons and jobs start through entry.py, which holds SIGTERM and SIGINT before their heavy imports (a stop at
+# any moment of a start is a clean one); the two commands an operator types do not need it.
 CONSOLE_SCRIPTS = [
     "avoviirscollector = avoviirscollector.cli:main",
-    "msg_publisher = avoviirscollector.msg_publisher:main",
-    "avo_cron = avoviirscollector.cron:main",
-    "avo_log_forwarder = avoviirscollector.log_forwarder:main",
-    "avo_wait_for = avoviirscollector.wait_for:main",
-    "mirror_gina = avoviirscollector.mirror.cli:main",
-    "cleanup = avoviirscollector.cleanup:main",
-    "tle_refresh = avoviirscollector.tle:main",
+    "msg_publisher = avoviirscollector.entry:msg_publisher",
+    "avo_cron = avoviirscollector.entry:avo_cron",
+    "avo_log_forwarder = avoviirscollector.entry:avo_log_forwarder",
+    "avo_wait_for = avoviirscollector.entry:avo_wait_for",
+    "mirror_gina = avoviirscollector.entry:mirror_gina",
+    "cleanup = avoviirscollector.entry:cleanup",
+    "tle_refresh = avoviirscollector.entry:tle_refresh",
     "avo_status = avoviirscollector.status:main",
-    "task_broker = avoviirscollector.broker.server:main",
-    "monitor = avoviirscollector.monitor.server:main",
+    "task_broker = avoviirscollector.entry:task_broker",
+    "monitor = avoviirscollector.entry:monitor",
 ]
 
 setup(

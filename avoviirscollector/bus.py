@@ -118,6 +118,15 @@ class Follower:
             yield msg
 
 
+def registered_publishers(timeout: float = 1.0, nameserver: str = "localhost") -> list[dict]:
+    """Every publisher registered with the nameserver (``{"URI": "tcp://host:port", "service": [...], ...}``, the
+    nameserver's own address announcer included); raises ``TimeoutError`` (or a ZeroMQ error) when it does not
+    answer within ``timeout`` seconds."""
+    from posttroll.ns import get_pub_address
+
+    return list(get_pub_address("", timeout=timeout, nameserver=nameserver))
+
+
 def follow(topics: list[str], nameserver: str = "localhost") -> Follower:
     """A :class:`Follower` of ``topics`` (use it as a context manager, then iterate ``recv(timeout=1)``)."""
     return Follower(topics, nameserver)

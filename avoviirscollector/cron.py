@@ -18,12 +18,26 @@ Crontab syntax (the subset supercronic and cron share)
 
 Options
     ``--runner builtin`` forces this runner even where supercronic is installed. ``--check`` parses and exits.
-    ``--at-start COMMAND`` (repeatable) also starts COMMAND once, in the background, when avo_cron starts (the suite
-    fetches its TLEs this way instead of waiting up to an hour for the first refresh); the schedule does not wait
-    for it, and its output goes to this program's stdout like the jobs'.
+    ``--at-start COMMAND`` (repeatable) also starts COMMAND once, in the background, when avo_cron starts its jobs
+    (the suite fetches its TLEs this way instead of waiting up to an hour for the first refresh); the schedule does
+    not wait for it, and its output goes to this program's stdout like the jobs'.
+    ``--wait-ready SECONDS`` (supervisord.conf gives 60; default 0, no wait): before any job (the ``--at-start``
+    ones too) wait until the rest of the suite is ready (readiness.py: every program but cron itself RUNNING and
+    ready, the bus connections made), so the first mirror_gina run never places a file before the gatherers and
+    task_broker listen; after SECONDS start anyway, with a WARNING naming what is not ready. One line says how long
+    it waited.
+
+Ready
+    Once its handlers are installed and the crontab parsed (before that wait) it writes
+    ``$VIIRS_BASE/run/ready/cron.json`` (ready.py), removed when it stops; handed over to supercronic (exec, the same
+    pid) the marker stays, and is stale once supercronic has stopped.
+
+Settings (environment, see config.py): ``VIIRS_BASE``; posttroll's ``POSTTROLL_*`` ports (the readiness wait); the
+jobs read theirs from the same environment.
 
 Signals
-    SIGTERM, SIGINT: start nothing new, pass SIGTERM to running jobs, wait up to 30 s for them, exit 0.
+    SIGTERM, SIGINT: start nothing new, pass SIGTERM to running jobs, wait up to 30 s for them, exit 0 (during the
+    readiness wait: exit 0 within a second, no job started).
     Each job runs in a process group of its own and gets the SIGTERM once, from here, to its whole group. supervisord
     stops the ``cron`` program as a group (``stopasgroup``) for supercronic, which passes no signal on to its jobs
     (they are in its group): either way a mirror_gina run drains its downloads and exits, releasing its queues'
@@ -45,10 +59,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.ready import ReadyMarker
 from avoviirscollector.signals import stop_on_signals
 
-LOG = logging.getLogger("cron")
+PROGRAM = "cron"  # its name in supervisord.conf, of its log and its ready marker
+LOG = logging.getLogger(PROGRAM)
 
 SHORTCUTS = {
     "@yearly": "0 0 1 1 *",
@@ -167,10 +184,11 @@ def shell_line(command: str) -> str:
 class CronRunner:
     """Start due lines every second; never two runs of one line at once."""
 
-    def __init__(self, lines: list[CronLine], clock=lambda: dt.datetime.now(dt.UTC)):
+    def __init__(self, lines: list[CronLine], clock=lambda: dt.datetime.now(dt.UTC),
+                 stopping: threading.Event | None = None):
         self.lines = lines
         self._clock = clock
-        self._stop = threading.Event()
+        self._stop = stopping or threading.Event()
         self._running: dict[int, subprocess.Popen] = {}
 
     def stop(self) -> None:
@@ -246,15 +264,36 @@ def start_detached(command: str) -> None:
     os.waitpid(pid, 0)
 
 
+def wait_for_the_suite(settings: Settings, limit: float, stopping: threading.Event) -> None:
+    """Wait until the rest of the suite is ready (readiness.py, cron itself left out), ``stopping`` seen every
+    0.2 s and each question given 0.35 s (so the flag is seen within a second), for ``limit`` seconds at most; one
+    line says how it went."""
+    from avoviirscollector.readiness import Collector, Judge, wait_ready
+
+    outcome = wait_ready(Collector(settings, timeout=0.35).observe, limit, Judge(exclude={PROGRAM}),
+                         stopping=stopping)
+    if outcome.stopped:
+        LOG.info("stopped while waiting for the rest of the suite to be ready: no job started")
+    elif outcome.ready:
+        LOG.info("the rest of the suite is ready after %.1f s: starting the jobs", outcome.seconds)
+    else:
+        LOG.warning("the rest of the suite is not ready after %g s (%s): starting the jobs anyway", limit,
+                    "; ".join(outcome.reasons))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="avo_cron", description=__doc__.split("\n\n")[0])
     parser.add_argument("crontab", type=Path)
     parser.add_argument("--runner", choices=("auto", "builtin"), default="auto")
     parser.add_argument("--check", action="store_true", help="parse the crontab and exit")
     parser.add_argument("--at-start", action="append", default=[], metavar="COMMAND",
-                        help="run COMMAND once in the background at start (repeatable)")
+                        help="run COMMAND once in the background when the jobs start (repeatable)")
+    parser.add_argument("--wait-ready", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for the rest of the suite to be ready before any job (default 0)")
     args = parser.parse_args(argv)
-    setup_logging("cron")
+    setup_logging(PROGRAM)
+    stopping = threading.Event()
+    stop_on_signals(stopping.set)
     try:
         lines = parse_crontab(args.crontab.read_text())
     except (OSError, CrontabError) as err:
@@ -262,15 +301,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         return 0
-    for command in args.at_start:
-        start_detached(command)
-    supercronic = shutil.which("supercronic")
-    if supercronic and args.runner == "auto":
-        LOG.info("handing %s to %s", args.crontab, supercronic)
-        os.execv(supercronic, [supercronic, str(args.crontab)])
-    runner = CronRunner(lines)
-    stop_on_signals(runner.stop)
-    runner.run()
+    settings = settings_or_exit("avo_cron")
+    with ReadyMarker(settings.viirs_base, PROGRAM) as ready:
+        ready.set()
+        if args.wait_ready > 0:
+            wait_for_the_suite(settings, args.wait_ready, stopping)
+        if stopping.is_set():
+            return 0
+        for command in args.at_start:
+            start_detached(command)
+        supercronic = shutil.which("supercronic")
+        if supercronic and args.runner == "auto":
+            LOG.info("handing %s to %s", args.crontab, supercronic)
+            os.execv(supercronic, [supercronic, str(args.crontab)])  # the marker stays: the same pid goes on
+        CronRunner(lines, stopping=stopping).run()
     return 0
 
 

@@ -15,8 +15,13 @@ Settings (environment, see config.py)
     and connects again by itself (heartbeat.py).
     posttroll's own POSTTROLL_* variables choose the nameserver ports.
 
+Ready
+    Once ``PUBLISH_PORT`` is bound and the bus subscribed it writes ``$VIIRS_BASE/run/ready/msg_publisher.json``
+    (ready.py), removed when it stops. Until the nameserver answers it asks again every second (one line says it
+    waits), so a stop meanwhile is seen.
+
 Signals
-    SIGTERM, SIGINT: stop within a second, close the sockets, exit 0.
+    SIGTERM, SIGINT: stop within a second (also while it waits for the nameserver), close the sockets, exit 0.
 
 Logs
     One line at start, one summary line a minute while messages flow (forwarded / dropped), one per error.
@@ -38,6 +43,7 @@ from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.config import settings_or_exit
 from avoviirscollector.heartbeat import send_heartbeats
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.ready import ReadyMarker
 from avoviirscollector.signals import stop_on_signals
 
 LOG = logging.getLogger("msg_publisher")
@@ -64,9 +70,12 @@ def configure_keepalive(sock: zmq.Socket) -> None:
 class MsgPublisher:
     """Forward the internal bus to a public PUB socket until :meth:`stop` is called."""
 
-    def __init__(self, config: PublisherConfig, follow=bus.follow, context: zmq.Context | None = None):
+    def __init__(self, config: PublisherConfig, follow=bus.follow, context: zmq.Context | None = None,
+                 ready: ReadyMarker | None = None, ask_nameserver=bus.registered_publishers):
         self.config = config
         self._follow = follow
+        self._ready = ready
+        self._ask_nameserver = ask_nameserver
         self._context = context or zmq.Context.instance()
         self._stop = threading.Event()
         self.forwarded = 0
@@ -103,13 +112,34 @@ class MsgPublisher:
         pub = self._open_pub()
         self._last_summary, self._last_count = time.monotonic(), (0, 0)
         try:
+            if not self._nameserver_answers():
+                return
             with self._follow([""]) as sub:  # subscribed (and the nameserver asked) before the start line
                 LOG.info("publishing the internal bus on tcp://%s:%d", self.config.bind_host, self.config.port)
+                if self._ready is not None:
+                    self._ready.set()
                 while not self._stop.is_set():
                     self._forward_until_stop(pub, sub)
         finally:
+            if self._ready is not None:
+                self._ready.clear()
             pub.close(linger=0)
             LOG.info("stopped after forwarding %d messages (%d dropped)", self.forwarded, self.dropped)
+
+    def _nameserver_answers(self) -> bool:
+        """Ask the nameserver every second until it answers (True) or :meth:`stop` (False): posttroll's subscriber
+        would wait 10 s for it, deaf to a stop."""
+        said = False
+        while not self._stop.is_set():
+            try:
+                self._ask_nameserver(timeout=0.8)
+                return True
+            except Exception as err:  # noqa: BLE001 (a timeout or a ZeroMQ error: not up yet)
+                if not said:
+                    LOG.info("waiting for the posttroll nameserver (%s: %s)", type(err).__name__, err)
+                    said = True
+            self._stop.wait(0.2)
+        return False
 
     def _forward_until_stop(self, pub: zmq.Socket, sub) -> None:
         """Forward what the bus brings until :meth:`stop`; an undecodable message is logged and ends the round."""
@@ -142,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     context = zmq.Context()  # the public PUB's own context: posttroll's sockets (the bus) are on another
     start_access_control(context, settings, LOG)  # ALLOWED_CLIENTS (SPEC 12): before the PUB is made
     publisher = MsgPublisher(PublisherConfig(port=settings.publish_port, heartbeat_ttl=settings.heartbeat_ttl),
-                             context=context)
+                             context=context, ready=ReadyMarker(settings.viirs_base, "msg_publisher"))
     stop_on_signals(publisher.stop)
     publisher.run()
     return 0

@@ -24,14 +24,28 @@ What it shows
 Readable in a terminal by default; ``--json`` prints one JSON object for scripts (same content).
 ``--quick`` skips the folder walk (the HEALTHCHECK uses it: it runs every minute).
 
+Ready (``--wait-ready [--timeout S]``, default 60 s)
+    Waits, judging again every 0.2 s, until the suite is ready, not only RUNNING (readiness.py): every program
+    RUNNING; task_broker, msg_publisher, monitor and cron have written their ready marker
+    (``$VIIRS_BASE/run/ready/<program>.json``, ready.py) with the pid supervisord reports; the nameserver answers;
+    trollstalker and every gatherer have registered their publisher on a port their pid listens on; and the bus
+    connections are made (each gatherer to trollstalker, task_broker to each gatherer, msg_publisher to all of
+    them: established TCP connections seen on two reads 0.25 s apart, from ``/proc``). Then it prints ``ready in
+    X s`` and exits 0; after the timeout it prints ``not ready after X s`` and the reasons, one a line, and exits 1.
+    On a ready suite it answers within a second. With ``--quick`` (the image's HEALTHCHECK: ``avo_status --quick
+    --wait-ready --timeout 15``) or ``--report`` the report below follows once ready, and the exit status is its
+    verdict's; with ``--json`` the readiness is one JSON object (``ready``, ``seconds``, ``reasons``), or the
+    ``ready`` and ``ready_seconds`` keys of the report's.
+
 Exit status: 0 healthy; 1 unhealthy, with the reasons listed: supervisord does not answer, a program is not
 RUNNING, task_broker is configured but its status was not heard within ``--wait`` seconds (default 3), the
 filesystem is 98% full or more, or the mirror is unhealthy: no mirror_gina run succeeded for
 ``MIRROR_STALE_MINUTES``, files GINA listed over an hour ago are neither placed nor given up on, or a satellite of
 the queues had nothing new listed for ``SILENCE_HOURS`` (health.py judges; the monitor's ``/healthz`` the same way);
 2 a bad setting.
-Settings (environment, see config.py): ``VIIRS_BASE``, ``UPDATE_PORT``. Reads files and sockets only; changes
-nothing. Signals: none handled (it runs for a few seconds at most).
+Settings (environment, see config.py): ``VIIRS_BASE``, ``UPDATE_PORT``; posttroll's ``POSTTROLL_*`` port variables
+(the nameserver, for ``--wait-ready``). Reads files, sockets and ``/proc`` only; changes nothing. Signals: none
+handled (it runs for a few seconds at most, or ``--timeout`` seconds waiting for readiness).
 """
 
 from __future__ import annotations
@@ -60,6 +74,7 @@ from avoviirscollector.ondisk.state import (
 )
 from avoviirscollector.ondisk.usage import disk_use
 from avoviirscollector.queue_status import DAY_COUNTS, first_status, not_heard
+from avoviirscollector.readiness import Collector, Outcome, wait_ready
 from avoviirscollector.supervisor_client import ask_programs
 
 PROGRAM = "avo_status"
@@ -306,6 +321,25 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
     return report
 
 
+def render_ready(outcome: Outcome) -> str:
+    """``ready in X s``, or ``not ready after X s`` and the reasons, one a line."""
+    if outcome.ready:
+        return f"ready in {outcome.seconds:.2f} s\n"
+    return f"not ready after {outcome.seconds:.1f} s\n" + "".join(f"  {reason}\n" for reason in outcome.reasons)
+
+
+def _wait_ready(settings: Settings, args: argparse.Namespace) -> tuple[Outcome, bool]:
+    """Wait for readiness; (the outcome, whether the report follows: asked for, and the suite ready)."""
+    outcome = wait_ready(Collector(settings).observe, args.timeout)
+    report_too = outcome.ready and (args.quick or args.report)
+    if not args.json:
+        sys.stdout.write(render_ready(outcome))
+    elif not report_too:
+        print(json.dumps({"ready": outcome.ready, "seconds": outcome.seconds, "reasons": outcome.reasons}))
+    sys.stdout.flush()
+    return outcome, report_too
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="How the VIIRS collection suite stands.")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
@@ -313,12 +347,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=10, help="files and errors shown (default 10)")
     parser.add_argument("--wait", type=float, default=3.0, help="seconds to wait for task_broker (default 3)")
     parser.add_argument("--du-seconds", type=float, default=3.0, help="time limit of the folder walk (default 3)")
+    parser.add_argument("--wait-ready", action="store_true",
+                        help="wait until the suite is ready (readiness.py), not only RUNNING; with --quick or "
+                             "--report, the report follows once it is")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds --wait-ready waits (default 60)")
+    parser.add_argument("--report", action="store_true", help="with --wait-ready: the whole report once ready")
     args = parser.parse_args(argv)
     settings = settings_or_exit(PROGRAM)
+    readiness = None
+    if args.wait_ready:
+        readiness, report_too = _wait_ready(settings, args)
+        if not report_too:
+            return 0 if readiness.ready else 1
     report = collect(settings, lines=args.lines, wait=args.wait, du_seconds=None if args.quick else args.du_seconds)
     if args.json:
         out = asdict(report)
         out["healthy"] = report.healthy
+        if readiness is not None:
+            out.update(ready=readiness.ready, ready_seconds=readiness.seconds)
         print(json.dumps(out, indent=2, default=str))
     else:
         sys.stdout.write(render_text(report))

@@ -13,11 +13,14 @@ network namespace that has only loopback (``scripts/loopback-netns``: nothing le
   every minute (``VIIRS_BASE`` in ``--dir``, default ``./var/demo``, emptied at start);
 - a worker like the deployed viirsprocessor, taking every product's tasks.
 
-The monitor serves on ``MONITOR_PORT`` inside the namespace; the demo brings it out to this host's
-``127.0.0.1:--port`` through a Unix socket (namespaces share the filesystem, not the network) and prints the address:
-open it in a browser, watch the passes come in, complete, be tasked and handed out, with their latency per station.
-Ctrl-C stops everything. ``--screenshot FILE --after S`` saves the page as headless Chromium shows it after S seconds
-and stops (the README's picture, ``docs/monitor.png``, is made so).
+The suite is started first and the demo waits until it is ready (``avoviirscollector status --wait-ready``: every
+program ready, the bus connections made), and only then starts the GINA double, so that no granule is listed, and
+none placed, before the gatherers and task_broker listen. The monitor serves on ``MONITOR_PORT`` inside the
+namespace; the demo brings it out to this host's ``127.0.0.1:--port`` through a Unix socket (namespaces share the
+filesystem, not the network) and prints the address once the suite is ready: open it in a browser, watch the passes
+come in, complete, be tasked and handed out, with their latency per station. Ctrl-C stops everything.
+``--screenshot FILE --after S`` saves the page as headless Chromium shows it after S seconds and stops (the README's
+picture, ``docs/monitor.png``, is made so).
 """
 
 from __future__ import annotations
@@ -95,28 +98,25 @@ def inside(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     gina_port, tle_port = free_port(), free_port()
-    double = subprocess.Popen(
-        [sys.executable, "-m", "tests.gina_double", "--port", str(gina_port), "--dir", str(base / "gina"),
-         "--granules", str(args.granules), "--every", "2", "--scale", "0.004", "--latency", "12",
-         "--stations", "gilmore,uafgina", "--station-lag", str(args.station_lag), "--one-station-every", "4"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tles = ThreadingHTTPServer(("127.0.0.1", tle_port), partial(_Quiet, directory=str(REPO / "tests" / "data")))
     threading.Thread(target=tles.serve_forever, daemon=True).start()
     suite = Suite(base, extra_env={
         "GINA_URL": f"http://127.0.0.1:{gina_port}", "TLE_URL": f"http://127.0.0.1:{tle_port}/weather.txt",
         "MONITOR_PORT": "29093", "TASK_PORT": "19091", "UPDATE_PORT": "19191", "PUBLISH_PORT": "29092"})
-    worker = None
+    worker = double = None
     unix = socket.socket(socket.AF_UNIX)
     try:
-        suite.start(timeout=60)
+        began = time.monotonic()
+        suite.start(timeout=90)  # ready, not only RUNNING: the double's feed starts once the gatherers listen
+        double = _start_double(args, base, gina_port)
         worker = DeployedWorker(19091, 19191, list(PRODUCTS), hang_after=3600)
         worker.start()
         unix.bind(str(args.sock))
         unix.listen(64)
         threading.Thread(target=bridge, args=(unix, lambda: socket.create_connection(("127.0.0.1", 29093)),
                                                stopping), daemon=True).start()
-        print(f"demo: the suite runs with {CONF.name} in {suite.base}; the GINA double lists two stations' passes",
-              flush=True)
+        print(f"demo: the suite is ready ({time.monotonic() - began:.0f} s; {CONF.name} in {suite.base}) and the "
+              f"GINA double lists two stations' passes: open http://127.0.0.1:{args.port}/", flush=True)
         began = time.monotonic()
         while not stopping.wait(1.0):
             if args.screenshot and time.monotonic() - began >= args.after:
@@ -128,11 +128,25 @@ def inside(args: argparse.Namespace) -> int:
             worker.stopping.set()
             worker.join(5)
         suite.stop()
-        double.terminate()
-        double.wait(10)
+        if double is not None:
+            double.terminate()
+            double.wait(10)
         tles.shutdown()
         unix.close()
     return 0
+
+
+def _start_double(args: argparse.Namespace, base: Path, port: int) -> subprocess.Popen:
+    """The GINA double (two stations, a granule of each satellite every 85 s), serving once this returns."""
+    from tests.support import wait_for_port
+
+    double = subprocess.Popen(
+        [sys.executable, "-m", "tests.gina_double", "--port", str(port), "--dir", str(base / "gina"),
+         "--granules", str(args.granules), "--every", "2", "--scale", "0.004", "--latency", "12",
+         "--stations", "gilmore,uafgina", "--station-lag", str(args.station_lag), "--one-station-every", "4"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 30)
+    return double
 
 
 def screenshot(path: Path, scratch: Path) -> None:
@@ -175,15 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     sock.unlink(missing_ok=True)
     listener = socket.create_server(("127.0.0.1", args.port))
     command = [str(REPO / "scripts" / "loopback-netns"), sys.executable, "-m", "tests.demo", "--inside",
-               "--sock", str(sock), "--dir", str(args.dir), "--granules", str(args.granules),
+               "--sock", str(sock), "--dir", str(args.dir), "--granules", str(args.granules), "--port", str(args.port),
                "--station-lag", str(args.station_lag), "--after", str(args.after)]
     if args.screenshot:
         command += ["--screenshot", str(args.screenshot.resolve())]
     child = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     stopping = threading.Event()
     threading.Thread(target=bridge, args=(listener, lambda: _unix(sock), stopping), daemon=True).start()
-    print(f"demo: starting the suite (about 20 s); then open http://127.0.0.1:{args.port}/ (Ctrl-C stops)",
-          flush=True)
+    print("demo: starting the suite (Ctrl-C stops); the address follows once it is ready", flush=True)
     try:
         return child.wait()
     except KeyboardInterrupt:

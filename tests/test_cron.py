@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from avoviirscollector.cron import CronLine, CrontabError, parse_crontab, shell_line
-from tests.support import wait_until
+from avoviirscollector.cron import CronLine, CrontabError, parse_crontab, shell_line, wait_for_the_suite
+from tests.support import settings_for, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,13 +59,32 @@ def test_repo_crontab_parses():
     assert result.returncode == 0, result.stdout
 
 
+def job_env(base: Path) -> dict[str, str]:
+    """avo_cron's environment: the console scripts on PATH, its ready marker under ``base``."""
+    return {**os.environ, "PATH": f"{BIN}:/usr/bin:/bin", "VIIRS_BASE": str(base)}
+
+
+def test_the_wait_for_the_suite_gives_up_with_a_warning_or_stops_at_once(tmp_path, caplog):
+    stopping = threading.Event()
+    with caplog.at_level(logging.INFO, logger="cron"):
+        began = time.monotonic()
+        wait_for_the_suite(settings_for(tmp_path), 0.5, stopping)  # no supervisord there: never ready
+        assert 0.5 <= time.monotonic() - began < 2
+        stopping.set()
+        wait_for_the_suite(settings_for(tmp_path), 60, stopping)
+    warning, stopped = caplog.records[-2:]
+    assert warning.levelname == "WARNING" and "not ready after 0.5 s (supervisord does not answer" in warning.message
+    assert "starting the jobs anyway" in warning.message
+    assert stopped.message == "stopped while waiting for the rest of the suite to be ready: no job started"
+
+
 def test_runner_runs_due_jobs_without_overlap_and_stops_on_sigterm(tmp_path):
     marks = tmp_path / "marks"
     crontab = tmp_path / "crontab"
     # every second: append a line, then stay busy for 2.5 s, so most starts must be skipped as overlaps
     crontab.write_text(f"* * * * * * * echo run >> {marks}; sleep 2.5\n")
     proc = subprocess.Popen([str(BIN / "avo_cron"), "--runner", "builtin", str(crontab)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin"})
+                            stderr=subprocess.STDOUT, text=True, env=job_env(tmp_path))
     try:
         time.sleep(5.5)  # five and a half seconds of a job due every second
         proc.send_signal(signal.SIGTERM)
@@ -97,7 +118,7 @@ def test_a_stop_reaches_the_running_job_itself_and_waits_for_its_drain(tmp_path)
     job.write_text(JOB)
     crontab.write_text(f"* * * * * * * {sys.executable} {job} {marks}\n")
     proc = subprocess.Popen([str(BIN / "avo_cron"), "--runner", "builtin", str(crontab)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{BIN}:/usr/bin:/bin"})
+                            stderr=subprocess.STDOUT, text=True, env=job_env(tmp_path))
     try:
         wait_until(lambda: marks.exists() and marks.read_text(), 10, "the job started")
         proc.send_signal(signal.SIGTERM)

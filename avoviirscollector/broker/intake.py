@@ -83,6 +83,7 @@ class Ingest(threading.Thread):
         self.follow_bus = follow_bus
         self.heard = heard or (lambda item: None)  # what the live path said, for the broker's loop
         self.stopping = threading.Event()
+        self.subscribed = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -98,6 +99,7 @@ class Ingest(threading.Thread):
     def _follow(self) -> None:
         with self.follow_bus([TOPIC, FILE_TOPIC]) as sub:
             log.info("following %s on the bus", TOPIC)
+            self.subscribed.set()
             for msg in sub.recv(timeout=0.25):  # wakes 4 times a second to see the stop flag
                 if self.stopping.is_set():
                     return

@@ -63,6 +63,10 @@ Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_P
 TASK_PORT and UPDATE_PORT: a worker drops the connection of a host that hung or died, heartbeat.py); the posttroll
 nameserver is ``localhost``.
 
+Ready: once its state is loaded, ``TASK_PORT`` and ``UPDATE_PORT`` are bound, its threads are started and its bus
+follower has subscribed, it writes ``$VIIRS_BASE/run/ready/task_broker.json`` (ready.py; it serves meanwhile, the
+marker is written from its loop, which sees the stop flag every 50 ms), removed when it stops.
+
 Signals: SIGTERM or SIGINT publish the stopping status (deployed workers ask only while the queue length they last
 heard is above 0, and a request that reaches a broker after its last answer would leave its worker waiting
 forever), stop taking bus messages, queue (and write) those already received, write the state, answer every
@@ -104,6 +108,7 @@ from avoviirscollector.bus import follow
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.heartbeat import interval_seconds, send_heartbeats
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.ready import ReadyMarker
 from avoviirscollector.signals import stop_on_signals
 
 PROGRAM = "task_broker"
@@ -177,6 +182,7 @@ class TaskBroker:
         self.sdr_view: SdrView | None = None
         self.silent = SilentWorkers()
         self._held = False  # what the last status said of the hold
+        self.ready = ReadyMarker(settings.viirs_base, PROGRAM)
         self._stop = threading.Event()
 
     @classmethod
@@ -216,6 +222,7 @@ class TaskBroker:
             self._shutdown(sockets)
             return 0
         finally:
+            self.ready.clear()
             if threads_started:
                 self._stop_threads()
             self.core.close()
@@ -229,8 +236,12 @@ class TaskBroker:
         for sock in (sockets.tasks, sockets.control, sockets.status):
             poller.register(sock, zmq.POLLIN)
         next_status = time.monotonic()
+        marked = False
         while not self._stop.is_set():
             self._take_in()
+            if not marked and self.ingest.subscribed.is_set():  # ready: see the module docstring
+                self.ready.set()
+                marked = True
             now = time.monotonic()
             if self._answer_silent(sockets, now) or now >= next_status:
                 self._publish(sockets.status, self.core.status(holding=self.silent.holding(now)))
@@ -359,6 +370,7 @@ class TaskBroker:
         resend it to the next broker). So the first thing a stop does is publish a status with ``queue length`` 0
         and ``"stopping": true`` (``"queued"`` keeps the real count): the workers stop asking within a message's
         time, the requests already sent are answered, and the quiet comes."""
+        self.ready.clear()  # stopping: no longer ready
         self._publish(sockets.status, self.core.status(stopping=True))
         log.info("stopping: workers told so; no more bus messages; answering the requests received")
         self._stop_threads()

@@ -52,6 +52,8 @@ total`` {station} (its copies left alone, each once), and over 24 h ``avo_statio
 median lead when it came first) and ``avo_passes_one_station`` {station}.
 
 Settings (environment, see config.py): ``VIIRS_BASE``, ``MONITOR_PORT``, ``UPDATE_PORT``, ``ALLOWED_CLIENTS``.
+Ready: once it serves HTTP and its first poll is done it writes ``$VIIRS_BASE/run/ready/monitor.json`` (ready.py),
+removed when it stops. It follows no posttroll bus (only task_broker's status stream).
 Signals: SIGTERM or SIGINT save the state and exit 0 within a second.
 """
 
@@ -92,6 +94,7 @@ from avoviirscollector.ondisk.state import (
 )
 from avoviirscollector.ondisk.usage import disk_use
 from avoviirscollector.queue_status import not_heard, parse_queue_status, subscribe
+from avoviirscollector.ready import ReadyMarker
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.supervisor_client import ask_programs
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
@@ -525,13 +528,17 @@ def run(settings: Settings, stopping: threading.Event) -> int:
     serving.start()
     log.info("serving /, /metrics and /healthz on port %d%s", settings.monitor_port,
              "" if settings.allowed_clients is None else " (ALLOWED_CLIENTS only)")
+    ready = ReadyMarker(settings.viirs_base, PROGRAM)
     try:
+        if not stopping.is_set():
+            ready.set()
         while not stopping.wait(POLL_SECONDS):
             try:
                 monitor.poll()
             except Exception:  # noqa: BLE001 - a bad record or file must not stop the monitor
                 log.exception("reading the suite's state failed; trying again in %.0f s", POLL_SECONDS)
     finally:
+        ready.clear()
         server.shutdown()
         server.server_close()
         watch.stop()

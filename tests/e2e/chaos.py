@@ -183,7 +183,8 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         cycle: list[str] = []
-        while not self.stopping.wait(self.rng.uniform(self.low, self.high)):
+        wait = self.rng.uniform(self.low, self.high)
+        while not self.stopping.wait(wait):
             if not cycle:  # every program once, in a random order, before any of them again
                 cycle = self.rng.sample(self.programs, len(self.programs))
             program = cycle.pop()
@@ -194,8 +195,10 @@ class Killer(threading.Thread):
                     pid = self.suite.pid(program)
                     os.kill(pid, signal.SIGKILL)
                     self.kills.append((time.time(), program, pid))
+                    wait = self.rng.uniform(self.low, self.high)
                 except (RuntimeError, KeyError, OSError, TimeoutError, ValueError):
                     self.skipped += 1  # not running right now (starting, backoff, suite restarting)
+                    wait = 0.5  # the next program soon: a busy host must not make the run a quiet one
 
     def stop(self) -> None:
         self.stopping.set()
@@ -622,7 +625,7 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
         restarts = _while_placing(suite, placer, killer, pool, sorted(restart_at), began, progress)
         if killer:
             killer.stop()
-        suite.wait_running(timeout=90)
+        suite.wait_ready(timeout=90)
         errors += _settled(suite, placer, settle, drain_timeout, due_after)
     finally:
         placer.stop()

@@ -1,7 +1,9 @@
 """The supervised suite for end-to-end tests and benchmarks: real supervisord with the repo's supervisord.conf.
 
 :class:`Suite` starts ``avoviirscollector supervise`` in a temp ``VIIRS_BASE`` with free ports (the suite's three
-and posttroll's nameserver ports), waits until every program is RUNNING, and always stops everything. It must run
+and posttroll's nameserver ports), waits until the suite is ready (``avoviirscollector status --wait-ready``: every
+program RUNNING and ready, the bus connections made; RUNNING alone says only that a program stayed up for
+``startsecs``), and always stops everything. It must run
 inside a loopback-only network namespace (``scripts/loopback-netns``, which ``make test`` uses): posttroll
 publishers advertise the default route's address otherwise.
 """
@@ -24,8 +26,10 @@ import zmq
 from posttroll.message import Message
 
 from avoviirscollector.config import PACKAGE_ETC, Settings, load_settings
+from avoviirscollector.supervisor_client import ERRORS as SUPERVISOR_ERRORS
+from avoviirscollector.supervisor_client import socket_path, supervisor_programs
 from avoviirscollector.viirs import PRODUCTS, format_name
-from tests.support import free_ports, wait_until
+from tests.support import WaitTimeout, free_ports, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -111,41 +115,67 @@ class Suite:
         self._probe = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
-    def start(self, timeout: float = 30, wait: bool = True) -> None:
-        """Start supervisord; with ``wait``, return once every program runs."""
+    def start(self, timeout: float = 90, wait: bool = True) -> None:
+        """supervise started; with ``wait``, returns once the suite is ready (generous: a busy host is slow)."""
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
                 ["nice", "-n", str(self.nice), str(BIN / "avoviirscollector"), "supervise", "-c", str(self.conf)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
             )
         if wait:
-            self.wait_running(timeout)
+            self.wait_ready(timeout)
 
     def programs(self) -> dict[str, tuple[str, int | None]]:
-        """{name: (state, pid)} as supervisorctl reports them (group prefixes removed)."""
-        out = self.supervisorctl("status", check=False)
-        states = {}
-        for line in out.splitlines():
-            words = line.split()
-            if len(words) < 2:
-                continue
-            name = words[0].split(":")[-1]
-            pid = int(words[3].rstrip(",")) if len(words) > 3 and words[2] == "pid" else None
-            states[name] = (words[1], pid)
-        return states
+        """{name: (state, pid)} as supervisord reports them (group prefixes removed), asked through its socket (as
+        ``status`` asks: fast on a busy host, where a supervisorctl process takes seconds); {} while it does not
+        answer."""
+        try:
+            found = supervisor_programs(socket_path(self.base), timeout=10)
+        except SUPERVISOR_ERRORS:
+            return {}
+        return {info["name"].split(":")[-1]: (info["state"], info["pid"] or None) for info in found}
 
-    def wait_running(self, timeout: float = 30, since: dict[str, int | None] | None = None) -> dict:
-        """Wait until every program is RUNNING (and, given ``since``, has a pid other than the one there)."""
+    def wait_ready(self, timeout: float = 90, since: dict[str, int | None] | None = None) -> float:
+        """Wait until ``avoviirscollector status --wait-ready`` says the suite is ready, and, given ``since``
+        ({program: its pid before}), first until each of those programs has another pid (a program just killed is
+        still RUNNING with its old pid until supervisord notices). The seconds it took; :class:`WaitTimeout` with
+        the reasons when it is not ready in time."""
+        began = time.monotonic()
+        if since:
+            self._wait_restarted(since, timeout)
+        left = max(1.0, timeout - (time.monotonic() - began))
+        status = subprocess.Popen(
+            [str(BIN / "avoviirscollector"), "status", "--wait-ready", "--timeout", f"{left:.1f}"],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        while True:
+            try:
+                out, _ = status.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if not self._supervisord_alive(raising=False):
+                    status.kill()
+                    status.communicate()
+                    self._supervisord_alive()
+        if status.returncode != 0:
+            raise WaitTimeout(f"the suite ready within {timeout:g} s: {out.strip()}")
+        return time.monotonic() - began
 
-        def all_running() -> dict | None:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"supervisord exited ({self.proc.returncode}): {self.output.read_text()[-2000:]}")
+    def _wait_restarted(self, since: dict[str, int | None], timeout: float) -> None:
+        def restarted() -> dict | None:
+            self._supervisord_alive()
             states = self.programs()
-            running = states and all(state == "RUNNING" for state, _ in states.values())
-            restarted = since is None or all(states[n][1] != pid for n, pid in since.items())
-            return states if running and restarted else None
+            new = all(states.get(name, (None, pid))[1] not in (pid, None) for name, pid in since.items())
+            return states if new else None
 
-        return wait_until(all_running, timeout, lambda: f"every program RUNNING (now {self.programs()})", every=0.2)
+        wait_until(restarted, timeout, lambda: f"new pids for {since} (now {self.programs()})", every=0.2)
+
+    def _supervisord_alive(self, raising: bool = True) -> bool:
+        """False (or RuntimeError with its output's tail) when the supervisord this suite started has exited."""
+        if self.proc is None or self.proc.poll() is None:
+            return True
+        if raising:
+            raise RuntimeError(f"supervisord exited ({self.proc.returncode}): {self.output.read_text()[-2000:]}")
+        return False
 
     def stop(self, timeout: float = 30) -> None:
         if self.proc is None:
@@ -162,7 +192,7 @@ class Suite:
             self.proc.wait()
             self.proc = None
 
-    def restart(self, timeout: float = 30) -> None:
+    def restart(self, timeout: float = 90) -> None:
         """Stop the whole suite with SIGTERM to supervisord (as Ctrl-C of ``make run``), start it on the same base."""
         self.stop(timeout)
         self.start(timeout)

@@ -135,7 +135,7 @@ def test_supervisord_restarts_a_sigkilled_broker_with_its_queue(broker_suite):
     place_granule(suite, "j01", 50012, ASCENDING_TIME + MINUTE * 2, segments=PRODUCTS["mir"])
     old = suite.pid("task_broker")
     os.kill(old, signal.SIGKILL)
-    suite.wait_running(timeout=30, since={"task_broker": old})
+    suite.wait_ready(timeout=90, since={"task_broker": old})
     after = wait_queue(suite, queued)
     assert after["queue length"] >= queued
     # the restarted broker follows the gatherers that were already running

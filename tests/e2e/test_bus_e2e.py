@@ -155,7 +155,7 @@ def test_killed_programs_are_restarted_and_files_flow_again(suite):
         before = {name: suite.pid(name) for name in victims}
         for pid in before.values():
             os.kill(pid, signal.SIGKILL)
-        suite.wait_running(timeout=30, since=before)
+        suite.wait_ready(timeout=90, since=before)
         sub.close()
         sub = suite.subscriber()
         suite.wait_flowing(sub)

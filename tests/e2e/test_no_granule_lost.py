@@ -172,7 +172,7 @@ def test_b_gatherer_sigkilled_between_the_files(suite, workers):
     two_files_held(suite, granule)
     old = suite.pid("segment_gatherer-btd")
     os.kill(old, signal.SIGKILL)
-    suite.wait_running(timeout=60, since={"segment_gatherer-btd": old})
+    suite.wait_ready(timeout=90, since={"segment_gatherer-btd": old})
     # the restarted gatherer hears other granules first (here wait_flowing's probes), as it would in the field
     suite.wait_flowing()
     suite.place(granule.names[2])

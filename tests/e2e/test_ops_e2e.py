@@ -73,7 +73,7 @@ def test_cleanup_beside_the_running_suite_spares_what_is_in_use(suite):
     assert "removed 1 files" in result.stdout
     # logs written since they were aged count as kept; the others are spared because supervisord has them open
     assert int(re.search(r"(\d+) in use", result.stdout).group(1)) >= 1
-    suite.wait_running(timeout=5)  # the suite did not notice
+    suite.wait_ready(timeout=30)  # the suite did not notice
 
 
 def processes_of(base) -> list[str]:
