@@ -66,7 +66,7 @@ def test_a_ready_suite_is_ready_on_the_second_read_a_quarter_second_later():
     judge = Judge()
     first = judge.reasons(ready_suite(10.0))
     assert first and all("is new: seen for 0.00 s" in reason for reason in first)
-    assert len(first) == len(required_links(PIDS)) == 5 + 5 + 6
+    assert len(first) == len(required_links(PIDS)) == 5 + 6 + 6
     assert judge.due == 10.0 + STEADY_SECONDS
     assert judge.reasons(ready_suite(10.1)) != []  # two reads, but not 0.25 s apart
     assert judge.reasons(ready_suite(10.0 + STEADY_SECONDS)) == []
@@ -76,7 +76,7 @@ def test_the_links_required_are_the_bus_subscriptions():
     links = set(required_links(PIDS))
     assert ("segment_gatherer-btd", "trollstalker") in links and ("task_broker", "segment_gatherer-btd") in links
     assert ("msg_publisher", "trollstalker") in links and ("msg_publisher", "segment_gatherer-vis") in links
-    assert ("task_broker", "trollstalker") not in links  # the broker follows /AVO/viirs/granule only
+    assert ("task_broker", "trollstalker") in links  # the broker follows trollstalker's file messages too
     assert not any("monitor" in link for link in links)  # monitor follows no posttroll bus
     assert (service_of("trollstalker"), service_of("segment_gatherer-dnb")) == ("trollstalker_viirs",
                                                                                 "segment_gatherer_dnb")
