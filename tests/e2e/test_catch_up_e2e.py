@@ -137,8 +137,12 @@ def test_granules_placed_before_task_brokers_first_start_are_tasked(tmp_path):
         (suite.settings.sdr_dir / name).write_bytes(b"x")
     try:
         suite.start(wait=False)
-        wait_until(lambda: all(state == "RUNNING" for name, (state, _) in suite.programs().items()
-                               if name != "task_broker"), 60, "every program but task_broker running")
+        def all_but_the_broker() -> bool:
+            states = suite.programs()
+            return "task_broker" in states and all(state == "RUNNING" for name, (state, _) in states.items()
+                                                   if name != "task_broker")
+
+        wait_until(all_but_the_broker, 90, "every program but task_broker running")
         assert suite.programs()["task_broker"][0] == "STOPPED"
         suite.wait_flowing()  # the bus carries granules through to msg_publisher: the gatherers listen
         starts = burst_starts(2, NOW - dt.timedelta(hours=1))
