@@ -21,17 +21,19 @@ What it does (SPEC sections 6 and 10):
   newest copy), one already handed out or dropped is refused and logged (never a second task), else it merges
   into a queued task of the same identity (subject, platform, orbit, direction) whose start is within 30 minutes
   or becomes a new task;
-- answers requests on ``TASK_PORT`` (default 19091), a ZeroMQ ROUTER that speaks to any number of REQ workers:
+- answers requests on ``TASK_PORT`` (default 19091) with its own ZMTP listener (``zmtp/``: the server side of a
+  ROUTER, for any number of REQ workers, with ZMTP heartbeats, ``HEARTBEAT_TTL``):
   request ``{"desired products": ["tir", ...], "just testing": false}``, reply the oldest task of a desired
   product as a posttroll message (v1.01, naive UTC datetimes, data key ``pass_direction`` added), removed from the
   queue unless "just testing", or empty bytes when nothing matches. **Every request gets exactly one reply**:
   anything malformed (not JSON, not an object, a missing or mistyped key, an empty product list, more than
   64 KiB) is answered with ``{"error": "..."}``, and counted: in the journal as one ``bad request`` event with a
   ``count`` every 10 s at most (monitor reads it), and in the status stream. Replies never wait for another
-  worker. (Only a single frame over 256 MiB is refused by ZeroMQ itself, which drops that connection; no worker
-  sends such a thing. And a worker whose request was in flight when the broker process died gets no reply from the
-  next one: a REQ socket does not resend, so a worker with no timeout must be restarted then.) Each hand-out is
-  logged with the worker's address and kept in the ledger for ``RECOVERY_HOURS`` and one hour more;
+  worker. (A frame over 256 MiB or bytes that are not ZMTP close that connection alone.) A connection that has
+  asked nothing for 3 s after its handshake (a worker whose request died with a previous broker process or host,
+  or an idle one) is sent "no task", inside a hold of the status (``silence.py``), so that a deployed worker with
+  no timeout never waits for ever. Each hand-out is logged with the worker's address and kept in the ledger for
+  ``RECOVERY_HOURS`` and one hour more, and journaled as ``sent`` once its reply is in the connection;
 - publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}, "recovered (24 h)": N,
   "in doubt (24 h)": N, "duplicate (24 h)": N, "bad request (24 h)": N}`` (and ``"state behind": true`` while its
   journal cannot be written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always, and at once to each

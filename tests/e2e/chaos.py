@@ -613,12 +613,15 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
     began = time.monotonic()
     s = suite.settings
     pool = [DrainingWorker(s.task_port, s.update_port) for _ in range(workers)]
+    # and one as deployed: no timeout, no reconnect (watched with a deadline only: a reply over 60 s is a hang)
+    deployed = DeployedWorker(s.task_port, s.update_port, list(PRODUCTS), hang_after=60)
     placer = Placer(suite, placements)
     killer = Killer(suite, *kill_every, rng=random.Random(rng_seed)) if kill_every else None
     restarts, errors = 0, []
     try:
         for worker in pool:
             worker.start()
+        deployed.start()
         placer.start()
         if killer:
             killer.start()
@@ -633,9 +636,12 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
             killer.stop()
         for worker in pool:
             worker.stop()
+        deployed.stop()
     errors += placer.errors
+    if deployed.hung:
+        errors.append("the deployed-style worker (no timeout) waited over 60 s for a reply")
     broker = BrokerLog.read(suite.base / "log" / "task_broker.log")
-    raws = [raw for worker in pool for raw in worker.received]
+    raws = [raw for worker in pool for raw in worker.received] + list(deployed.received)
     due = complete_on_disk(s.sdr_dir, older_than=due_after)
     complete = complete_on_disk(s.sdr_dir)
     result = account(due, raws, broker.in_doubt_tasks)
