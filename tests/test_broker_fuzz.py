@@ -5,6 +5,9 @@ the broker still hands out tasks afterwards."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from pathlib import Path
 
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 from posttroll.message import Message
 
 from tests.broker_support import Broker, Status, request, seed_queue
+from tests.zmtp_support import connected, silent_crowd, vanishing_peers
 
 PRODUCTS = ["tir", "mir", "btd", "vis", "dnb"]
 KEEP = "keep"  # a product no fuzzed request asks for: its task must still be there at the end
@@ -115,3 +119,56 @@ def test_ten_thousand_random_requests_from_several_sockets_each_get_exactly_one_
             sock.close()
         context.term()
         broker.stop()
+
+
+def _rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def test_thousands_of_peers_that_never_speak_or_vanish_mid_request_while_a_worker_is_served(tmp_path):
+    """Against the task_broker process: four rounds of peers that go mid-request (a request then gone, half a
+    frame, half a greeting, a REQ closed after its send) and 2,000 that connect and never speak (closed by the
+    broker's handshake timeout), while a REQ asks throughout: every one of its requests answered once with the task
+    it asked about (``just testing``), the broker's RSS flat, the task still there at the end."""
+    base = tmp_path / "viirs"
+    seed_queue(base, ["tir"])
+    broker = Broker(base)
+    broker.start()
+    context = zmq.Context()
+    asking = threading.Event()
+    answered, wrong = [0], []
+
+    def ask_all_along() -> None:
+        req = connected(context, zmq.REQ, broker.task_port)
+        body = json.dumps({"desired products": ["tir"], "just testing": True}).encode()
+        while not asking.is_set():
+            req.send(body)
+            if not req.poll(10000):
+                wrong.append("no reply within 10 s")
+                return
+            reply = req.recv()
+            if not reply.startswith(b"pytroll://AVO/viirs/granule/tir "):
+                wrong.append(reply[:80])
+            answered[0] += 1
+        req.close(linger=0)
+
+    thread = threading.Thread(target=ask_all_along, daemon=True)
+    thread.start()
+    rss = []
+    try:
+        for _ in range(4):
+            vanishing_peers(broker.task_port, context)
+            silent_crowd(broker.task_port, 2000, 20)
+            rss.append(_rss_kb(broker.proc.pid))
+        before = answered[0]
+        time.sleep(1)
+        assert answered[0] > before, "the worker is no longer served"
+    finally:
+        asking.set()
+        thread.join(15)
+        context.term()
+        broker.stop()
+    print(f"\nrequests answered meanwhile: {answered[0]}; task_broker RSS after each round (kB): {rss}")
+    assert wrong == [] and answered[0] > 100
+    assert rss[-1] - rss[1] < 3 * 1024, rss

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import queue
+import selectors
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import zmq
 
 from avoviirscollector.broker.zmtp import codec
 from avoviirscollector.broker.zmtp.listener import HEARTBEAT_IVL_S, HEARTBEAT_TTL_S, TIMEOUT_S, Request, ZmtpListener
+from tests.support import endpoint
 
 REPO = Path(__file__).resolve().parents[1]
 LEGACY_PYTHON = REPO / ".venv-legacy" / "bin" / "python"
@@ -261,6 +263,48 @@ class LegacyClient:
                 self.proc.kill()
                 self.proc.wait()
         self.proc.stdout.close()
+
+
+def connected(context: zmq.Context, kind: int, port: int, host: str = "127.0.0.1", source: str | None = None):
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if ":" in host:
+        sock.setsockopt(zmq.IPV6, 1)
+    sock.connect(endpoint(port, host, source))
+    return sock
+
+
+def vanishing_peers(port: int, context: zmq.Context) -> None:
+    """Peers that go mid-request: a request then gone before the reply, half a frame, half a greeting, a REQ
+    closed right after its send."""
+    ask = codec.greeting() + codec.ready(b"REQ") + codec.encode_message([b"", b"vanish"])
+    for data in (ask, ask[:-3], codec.greeting()[:30]):
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.sendall(data)
+    for _ in range(30):
+        req = connected(context, zmq.REQ, port)
+        req.send(b"vanish")
+        req.close(linger=0)
+
+
+def silent_crowd(port: int, count: int, timeout: float) -> None:
+    """``count`` peers that connect and never speak, held until the server closes every one."""
+    crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    open_ones = selectors.DefaultSelector()
+    for sock in crowd:
+        open_ones.register(sock, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    try:
+        while open_ones.get_map() and time.monotonic() < deadline:
+            for key, _ in open_ones.select(0.5):
+                if key.fileobj.recv(1024) == b"":  # else the server's greeting
+                    open_ones.unregister(key.fileobj)
+        assert not open_ones.get_map(), f"{len(open_ones.get_map())} silent peers still open after {timeout} s"
+    finally:
+        open_ones.close()
+        for sock in crowd:
+            sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
