@@ -245,7 +245,9 @@ class TaskBroker:
                 self.ready.set()
                 marked = True
             now = time.monotonic()
-            if self._answer_silent(sockets, now) or now >= next_status:
+            if self._answer_silent(sockets, now):  # the hold began or ended: say so at once
+                self._publish(sockets.status, self.core.status(holding=self.silent.holding(now)))
+            if now >= next_status:
                 self._publish(sockets.status, self.core.status(holding=self.silent.holding(now)))
                 self.core.tick()
                 next_status = max(next_status + STATUS_INTERVAL, now)
