@@ -360,7 +360,8 @@ def _passes(h: History, now: float) -> list[str]:
 
 def _queue(view: View) -> list[str]:
     h, now, live = view.history, view.now, view.live
-    current = live["queue length"] if live else None
+    current = live.get("queued", live["queue length"]) if live else None  # "queued": the real count while it
+    # says 0 (a stop, or a moment's hold while silent workers are answered)
     handed_24h = sum(1 for when, kind, _ in h.handed.values() if kind == "handed out" and when >= now - WINDOW)
     parts = ["<h2>Queue</h2>"]
     if live is None:
