@@ -86,18 +86,19 @@ def hang_round(suite: Suite, workers: list[Worker]) -> list[float]:
     pid = suite.pid("task_broker")
     os.kill(pid, signal.SIGSTOP)
     hung = time.monotonic()
-    took = []
     try:
-        for worker in workers:
-            dropped = None
-            while dropped is None and time.monotonic() - hung < 60:
-                if worker.events.poll(100):
-                    if recv_monitor_message(worker.events)["event"] == zmq.EVENT_DISCONNECTED:
-                        dropped = time.monotonic() - hung
-            took.append(dropped if dropped is not None else float("inf"))
+        took = [dropped_after(worker, hung) for worker in workers]
     finally:
         os.kill(pid, signal.SIGCONT)
     return took
+
+
+def dropped_after(worker: Worker, since: float, limit: float = 60) -> float:
+    """Seconds from ``since`` (monotonic) to the worker's REQ dropping its connection (inf: not within ``limit``)."""
+    while time.monotonic() - since < limit:
+        if worker.events.poll(100) and recv_monitor_message(worker.events)["event"] == zmq.EVENT_DISCONNECTED:
+            return time.monotonic() - since
+    return float("inf")
 
 
 def main(argv: list[str] | None = None) -> int:
