@@ -69,7 +69,8 @@ def case_env(base: Path) -> dict[str, str]:
     task, update, publish, monitor, dead = free_ports(5)
     return {**os.environ, "VIIRS_BASE": str(base), "TASK_PORT": str(task), "UPDATE_PORT": str(update),
             "PUBLISH_PORT": str(publish), "MONITOR_PORT": str(monitor), "PATH": f"{BIN}:/usr/bin:/bin",
-            "GINA_URL": f"http://127.0.0.1:{dead}", "TLE_URL": f"http://127.0.0.1:{dead}/weather.txt"}
+            "GINA_URL": f"http://127.0.0.1:{dead}", "TLE_URL": f"http://127.0.0.1:{dead}/weather.txt",
+            "PYTHONFAULTHANDLER": "1"}
 
 
 def group_gone(pgid: int) -> bool:
@@ -98,7 +99,12 @@ def one_case(tmp: Path, command: list[str], signum: int, moment: float) -> str |
     try:
         time.sleep(max(0.0, moment - 0.005))  # Popen returns once the child has exec'd: that is the spawn
         proc.send_signal(signum)
-        code = proc.wait(30)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:  # its threads' tracebacks (PYTHONFAULTHANDLER) say where it is stuck
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(10)
+            return f"no exit within 30 s of the signal:\n{(tmp / 'output').read_text(errors='replace')[-6000:]}"
         wait_until(lambda: group_gone(proc.pid), 10, "no process of the case left")
     finally:
         if proc.poll() is None or not group_gone(proc.pid):
