@@ -11,6 +11,7 @@ import trollsift
 from avoviirscollector.config import PACKAGE_ETC
 from avoviirscollector.granules import START_TOLERANCE
 from avoviirscollector.viirs import (
+    INI_PATTERN,
     PRODUCTS,
     TROLLSIFT_PATTERN,
     NotASdrName,
@@ -58,9 +59,28 @@ def test_geolocation_segments():
 def test_trollstalker_ini_uses_the_pattern():
     ini = configparser.RawConfigParser()
     ini.read(PACKAGE_ETC / "trollstalker.ini")
-    assert ini["viirs"]["filepattern"] == TROLLSIFT_PATTERN
+    assert ini["viirs"]["filepattern"] == INI_PATTERN
     assert ini["viirs"]["nameservers"] == "localhost"
     assert trollsift.parse(TROLLSIFT_PATTERN, EXAMPLE)["start_time"] == parse_name(EXAMPLE).start_time
+
+
+@pytest.mark.parametrize("name", [EXAMPLE, EXAMPLE.replace("_t1828348_e1829590_", "_t2359300_e0000554_")])
+def test_trollstalker_gives_full_start_and_end_times_with_its_pattern(name):
+    """trollstalker's own parsing (pytroll-collectors' EventProcessor, without its publisher) on the ini's pattern:
+    the message data carries the start and end as full datetimes (the end on the next day past midnight), and no
+    ``start_date``; its day-stepping loop runs at most once."""
+    from pytroll_collectors.trollstalker import EventProcessor
+    from trollsift import Parser
+
+    processor = EventProcessor.__new__(EventProcessor)
+    processor.file_parser, processor.instrument, processor.custom_vars = Parser(INI_PATTERN), "viirs", {}
+    processor.aliases = {"platform_name": {"npp": "Suomi-NPP"}}
+    processor.tbus_orbit, processor.granule_length = False, 0
+    info = processor.parse_file_info(f"/viirs/sdr/{name}")
+    sdr = parse_name(name)
+    assert (info["start_time"], info["end_time"]) == (sdr.start_time, sdr.end_time)
+    assert "start_date" not in info and "end_date" not in info
+    assert (info["platform_name"], info["orig_platform_name"], info["segment"]) == ("Suomi-NPP", "npp", "SVM16")
 
 
 def test_segment_gatherer_ini_matches_products():
@@ -70,7 +90,7 @@ def test_segment_gatherer_ini_matches_products():
     for product, segments in PRODUCTS.items():
         section = ini[product]
         # the gatherer compares names rebuilt from parsed fields: the platform field must not be the aliased one
-        assert section["pattern"] == TROLLSIFT_PATTERN.replace("{platform_name}", "{platform_shortname}")
+        assert section["pattern"] == INI_PATTERN.replace("{platform_name}", "{platform_shortname}")
         for key in ("critical_files", "wanted_files", "all_files"):
             assert sorted(section[key].split(",")) == sorted(":" + s for s in segments)
         assert section["publish_topic"] == f"/AVO/viirs/granule/{product}"

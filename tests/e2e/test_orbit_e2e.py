@@ -41,7 +41,8 @@ def test_six_digit_orbit_becomes_file_dataset_and_task_messages(tmp_path):
                     files[orbit] = files.get(orbit, 0) + 1
                 elif orbit in granules and msg.type == "dataset":
                     datasets.add((msg.subject.rsplit("/", 1)[-1], orbit))
-                return want <= datasets
+                # both: a gatherer's dataset can reach msg_publisher before trollstalker's last file messages
+                return want <= datasets and all(files.get(orbit) == len(SEGMENTS) for orbit in granules)
 
             wait_until(every_dataset_heard, 30, lambda: f"a dataset for {sorted(want - datasets)}", every=0)
         finally:
