@@ -585,7 +585,7 @@ def standalone(tmp_path, *args: str):
             try:
                 requests.get(f"{url}/products.json", timeout=2)
                 return True
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer on a busy host
                 return False
 
         wait_until(answering, 30, "the double's command line answering", 0.1)

@@ -140,12 +140,20 @@ def judge(base: Path, before: dict, code: int, signum: int, output: str) -> str 
 
 
 def run_cases(tmp_path: Path, command: list[str], moments: tuple[float, ...]) -> dict[str, str]:
-    """Every (signal, moment) case of ``command`` in parallel threads: {case: what went wrong}."""
+    """Every (signal, moment) case of ``command`` in parallel threads: {case: what went wrong}.
+
+    The programs are started with SIGINT at its default, as supervisord starts them: a test run started in the
+    background of a shell script inherits SIGINT ignored, and a program whose SIGINT came before its own handler
+    would then never hear it (seen: avo_cron waited on for ever after a SIGINT at 0.1 s)."""
     cases = [(signum, moment) for signum in SIGNALS for moment in moments]
-    with ThreadPoolExecutor(len(cases)) as pool:
-        futures = {f"{signal.Signals(signum).name} at {moment} s": pool.submit(
-            one_case, tmp_path / f"{signum}-{moment}", command, signum, moment) for signum, moment in cases}
-        return {name: problem for name, future in futures.items() if (problem := future.result()) is not None}
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler here: SIG_DFL after exec
+    try:
+        with ThreadPoolExecutor(len(cases)) as pool:
+            futures = {f"{signal.Signals(signum).name} at {moment} s": pool.submit(
+                one_case, tmp_path / f"{signum}-{moment}", command, signum, moment) for signum, moment in cases}
+            return {name: problem for name, future in futures.items() if (problem := future.result()) is not None}
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("program", sorted(DAEMONS))
