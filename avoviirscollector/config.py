@@ -31,7 +31,7 @@ stops the program at start with one line on stderr naming the variable and what 
 | PAIR_INTERFACE | unset | with PAIR_PEER: the interface that carries PAIR_ADDRESS (e.g. eth0) |
 | PAIR_ROUTER_ID | unset | with PAIR_PEER: VRRP virtual router id 1..255, the same on both hosts, unique on the LAN |
 | PAIR_WITNESS | unset | with PAIR_PEER: an IPv4 address a host must reach to hold PAIR_ADDRESS (the site's gateway) |
-| PAIR_PRIORITY | 100 (with PAIR_PEER) | VRRP priority 1..254: the higher takes the address when both start together |
+| PAIR_PRIORITY | 100 (with PAIR_PEER) | VRRP priority 1..254: the higher keeps the address when two actives meet |
 
 The pair's settings are all unset by default: a single host, and nothing of pair/ starts. PAIR_PEER set makes
 the pair: PAIR_ADDRESS, PAIR_INTERFACE, PAIR_ROUTER_ID and PAIR_WITNESS are then needed; any of them set without

@@ -39,7 +39,7 @@ def test_the_configuration_says_what_the_settings_say(tmp_path):
                  "advert_int 1", "check_unicast_src", "192.0.2.10/24 dev eth0", "enable_script_security",
                  "script_user root", "init_fail", "fall 2", "rise 2", "fifo_write_vrrp_states_on_reload",
                  f"vrrp_notify_fifo {tmp_path}/ka/notify.fifo",
-                 'script "/usr/bin/ping -c 1 -W 1 -n -q 192.0.2.1"',
+                 'script "/usr/bin/ping -c 1 -W 0.3 -n -q 192.0.2.1"', "timeout 1",
                  'vrrp_notify_fifo_script "/opt/venv/bin/avoviirscollector pair notify --base /viirs --release '
                  '192.0.2.10/24 eth0"'):
         assert f"    {line}\n" in text, line

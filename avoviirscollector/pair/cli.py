@@ -26,8 +26,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from avoviirscollector.config import settings_or_exit
-from avoviirscollector.pair.keepalived import (INSTANCE, KeepalivedFiles, keepalived_argv, keepalived_config,
-                                               notify_command)
+from avoviirscollector.pair.keepalived import (
+    INSTANCE,
+    KeepalivedFiles,
+    keepalived_argv,
+    keepalived_config,
+    notify_command,
+)
 from avoviirscollector.pair.role import Notifier, boot_id, read_role, role_path
 
 DEFAULT_DIR = Path("/run/avoviirscollector-pair")

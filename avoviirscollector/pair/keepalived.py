@@ -3,15 +3,21 @@ process), and the command line that runs it.
 
 What the configuration says, and why:
 
-- one ``vrrp_instance`` (``avo_pair``), ``state BACKUP`` on both hosts with ``nopreempt``: at a common start the
-  higher ``PAIR_PRIORITY`` takes the address after about 3.6 s (three missed adverts plus the skew); afterwards the
-  holder keeps it and a host that returns is the standby (a failback is a second interruption for nothing);
+- one ``vrrp_instance`` (``avo_pair``), ``state BACKUP`` on both hosts with ``nopreempt``: at a start the first host
+  whose wait of about 3.6 s ends takes the address (three missed adverts plus a skew of (256 - priority)/256 s, so a
+  higher ``PAIR_PRIORITY`` is ahead by (p1 - p2)/256 s only: 39 ms for 100 against 90); afterwards the holder keeps
+  it and a host that returns is the standby (a failback is a second interruption for nothing). Priority does decide
+  when two actives see each other again (after a split): the lower one gives the address up;
 - ``advert_int 1``: the standby takes over about 3 to 3.7 s after the active's last advert;
 - ``unicast_peer`` (``PAIR_PEER``) with ``check_unicast_src``, not VRRP's multicast group 224.0.0.18: the adverts
   go to the other host only, a LAN whose switches filter multicast still carries them, and another VRRP pair on
   the site with the same router id cannot join or disturb this one (the suite's rule is no multicast on the wire);
-- ``track_script`` pinging ``PAIR_WITNESS`` each second (``fall 2``, ``init_fail``): a host that cannot reach the
-  witness goes to FAULT and gives the address up (2-3 s); at start it holds nothing before two pings succeeded;
+- ``track_script`` pinging ``PAIR_WITNESS`` each second, waiting 0.3 s for the answer (``fall 2``, ``init_fail``):
+  a host that cannot reach the witness goes to FAULT and gives the address up 1.3 to 2.3 s after it lost it (the
+  next ping, up to 1 s later, fails after 0.3 s, the one after that 1 s later); the other host takes the address
+  no sooner than 2.6 s after the last advert it heard (three adverts plus the skew of priority 100, less up to one
+  advert), so an active cut off from the witness and the peer together has given the address up before the peer
+  takes it. The witness is a LAN neighbour (the gateway): 0.3 s is hundreds of times its answer time;
 - the notify FIFO (``vrrp_notify_fifo``) read by ``avoviirscollector pair notify``, which keepalived starts and
   stops itself: unlike notify scripts, which keepalived runs in parallel (two close changes can finish in the wrong
   order), the FIFO delivers the changes in order (keepalived.conf(5));
@@ -34,6 +40,7 @@ WITNESS_SCRIPT = "avo_witness"
 ADVERT_SECONDS = 1
 WITNESS_FALL = 2
 WITNESS_RISE = 2
+WITNESS_WAIT = 0.3  # seconds a ping waits for the witness's answer
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ def keepalived_config(pair: PairSettings, files: KeepalivedFiles, ping: str, not
     """keepalived.conf for this host: the PAIR_* settings, the FIFO of ``files``, ``ping`` (its absolute path) for
     the witness, and ``notify`` (the command keepalived starts to read the FIFO, see :func:`notify_command`)."""
     notify_line = " ".join(_word(part, "the notify command's word") for part in notify)
-    witness = f"{_word(ping, 'the ping program')} -c 1 -W 1 -n -q {pair.witness}"
+    witness = f"{_word(ping, 'the ping program')} -c 1 -W {WITNESS_WAIT} -n -q {pair.witness}"
     return f"""\
 # keepalived for avoviirscollector's pair, written from the PAIR_* settings by `avoviirscollector pair` at each
 # start: edit the settings, not this file.
@@ -91,7 +98,7 @@ global_defs {{
 vrrp_script {WITNESS_SCRIPT} {{
     script "{witness}"
     interval 1
-    timeout 2
+    timeout 1
     fall {WITNESS_FALL}
     rise {WITNESS_RISE}
     init_fail
