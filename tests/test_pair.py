@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from avoviirscollector.config import load_settings
 from avoviirscollector.pair import cli as pair_cli
@@ -170,3 +171,45 @@ def test_the_notify_reader_follows_keepalived_to_its_end(tmp_path, how):
         assert " WARNING role STOP (was MASTER after " in log[-1]
     else:
         assert role.note == "", role
+
+
+def test_the_pair_compose_file_is_the_suite_beside_keepalived():
+    """docker-compose.pair.yml: the suite as docker-compose.yml has it (the same settings; PAIR_* required), on the
+    host's network with no ports; keepalived on the host's network with NET_ADMIN and NET_RAW, root, the same
+    PAIR_* and the shared volume (its role file), built from Dockerfile.keepalived, started by our command."""
+    repo = Path(__file__).resolve().parent.parent
+    single = yaml.safe_load((repo / "docker-compose.yml").read_text())["services"]["viirscollector"]
+    pair = yaml.safe_load((repo / "docker-compose.pair.yml").read_text())["services"]
+    suite, keepalived = pair["viirscollector"], pair["keepalived"]
+    assert set(suite["environment"]) == set(single["environment"])
+    for name, value in suite["environment"].items():
+        if name.startswith("PAIR_") and name != "PAIR_PRIORITY":
+            assert value.startswith(f"${{{name}:?"), (name, value)
+        else:
+            assert value == single["environment"][name], name
+    assert suite["network_mode"] == "host" and "ports" not in suite and suite["volumes"] == single["volumes"]
+    assert keepalived["network_mode"] == "host" and set(keepalived["cap_add"]) == {"NET_ADMIN", "NET_RAW"}
+    assert keepalived["user"] == "0:0" and keepalived["restart"] == "always"
+    assert {k: v for k, v in suite["environment"].items() if k.startswith("PAIR_")} == {
+        k: v for k, v in keepalived["environment"].items() if k.startswith("PAIR_")}
+    assert keepalived["environment"]["VIIRS_BASE"] == "/viirs" and keepalived["volumes"] == single["volumes"]
+    assert keepalived["build"]["dockerfile"] == "Dockerfile.keepalived"
+    dockerfile = (repo / "Dockerfile.keepalived").read_text()
+    assert 'CMD ["avoviirscollector", "pair", "keepalived", "--dir", "/run/avoviirscollector-pair"]' in dockerfile
+    assert "keepalived iputils-ping iproute2" in dockerfile and "HEALTHCHECK" in dockerfile
+
+
+def test_the_pair_compose_file_validates():
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose) to validate the file")
+    repo = Path(__file__).resolve().parent.parent
+    command = [tool, "-f", str(repo / "docker-compose.pair.yml"), "config"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAIR_")}
+    missing = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode != 0 and "set PAIR_" in missing.stderr  # a pair needs its settings: compose says so
+    given = subprocess.run(command, capture_output=True, text=True, env={**env, **PAIR}, timeout=60)
+    assert given.returncode == 0, given.stderr
+    services = yaml.safe_load(given.stdout)["services"]
+    assert services["keepalived"]["environment"]["PAIR_PEER"] == "192.0.2.12"
+    assert services["viirscollector"]["environment"]["PAIR_PRIORITY"] == "90"

@@ -55,7 +55,8 @@ def started(lab: PairLab) -> str:
                         "one host holding the address, the other the standby")
     assert len(sample.holders) == 1, sample
     active = next(iter(sample.holders))
-    assert sample.roles == {active: "MASTER", other(active): "BACKUP"}, sample
+    wait_until(lambda: (s := lab.sample()).roles == {active: "MASTER", other(active): "BACKUP"} and
+               s.holders == {active}, ROLE_LAG, f"{active}'s role file MASTER, the other's BACKUP")
     if active != "a":
         print(f"\nb took the address at the start (a: {sample.roles['a']})")
     wait_until(lambda: lab.watchers["w1"].now() == active, 5, f"w1 answered by {active}")
