@@ -52,8 +52,9 @@ container-image: $(STAMP)
 	  scripts/container-image tools >/dev/null && scripts/container-image build >/dev/null \
 	  || echo "make: WARNING: the container image could not be built; the container test will skip and say why"; fi
 
-# monitor's tests need Debian's chromium (the page in a headless browser) and prometheus (promtool for the rules):
-# installed here when missing, like the container tools; AVO_TEST_TOOLS=0 skips it (those tests then skip).
+# monitor's tests need Debian's chromium (the page in a headless browser) and prometheus (promtool for the rules), the
+# pair's tests keepalived and ping: installed here when missing, like the container tools; AVO_TEST_TOOLS=0 skips it
+# (those tests then skip).
 test-tools:
 	@scripts/test-tools
 

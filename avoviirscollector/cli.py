@@ -22,6 +22,8 @@ Commands
         How things stand (see status.py).
     ``avoviirscollector tasks [list | drop ID | requeue --from TIME ...]``
         List, drop and re-queue task_broker's tasks (see tasks.py).
+    ``avoviirscollector pair config|keepalived|notify|role``
+        keepalived for two hosts, one collector, from the PAIR_* settings (see pair/cli.py).
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     sup.add_argument("-c", "--config", default="supervisord.conf", help="supervisord.conf (default ./%(default)s)")
     commands.add_parser("status", help="how things stand", add_help=False)
     commands.add_parser("tasks", help="list, drop and re-queue tasks", add_help=False)
+    commands.add_parser("pair", help="keepalived for two hosts, one collector (PAIR_* settings)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "status":
         from avoviirscollector import status
@@ -151,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         from avoviirscollector import tasks
 
         return tasks.main(rest)
+    if args.command == "pair":
+        from avoviirscollector.pair import cli as pair_cli
+
+        return pair_cli.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return supervise(args)

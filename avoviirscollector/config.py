@@ -26,11 +26,23 @@ stops the program at start with one line on stderr naming the variable and what 
 | SILENCE_HOURS | 3 | whole number 1..720: unhealthy when a queued satellite had nothing new listed for this long |
 | MIRROR_POLL_SECONDS | 15 | 0 or 5..55: a mirror_gina run lists what changed this often (0: once a run, by days) |
 | HEARTBEAT_TTL | 10 | seconds 2..300: clients of the public ports drop a connection silent this long (heartbeat.py) |
+| PAIR_PEER | unset (one host) | the other host's IPv4 address: two hosts, one collector (pair/); needs the next four |
+| PAIR_ADDRESS | unset | with PAIR_PEER: the virtual IPv4 address with its prefix (e.g. 192.0.2.10/24) |
+| PAIR_INTERFACE | unset | with PAIR_PEER: the interface that carries PAIR_ADDRESS (e.g. eth0) |
+| PAIR_ROUTER_ID | unset | with PAIR_PEER: VRRP virtual router id 1..255, the same on both hosts, unique on the LAN |
+| PAIR_WITNESS | unset | with PAIR_PEER: an IPv4 address a host must reach to hold PAIR_ADDRESS (the site's gateway) |
+| PAIR_PRIORITY | 100 (with PAIR_PEER) | VRRP priority 1..254: the higher keeps the address when two actives meet |
+
+The pair's settings are all unset by default: a single host, and nothing of pair/ starts. PAIR_PEER set makes
+the pair: PAIR_ADDRESS, PAIR_INTERFACE, PAIR_ROUTER_ID and PAIR_WITNESS are then needed; any of them set without
+PAIR_PEER is an error (IPv4 only: VRRP over IPv6 needs version 3, which keepalived's pair here does not use).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,6 +111,22 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class PairSettings:
+    """Two hosts, one collector (the PAIR_* settings): what keepalived on this host needs to share one address
+    with the other host (pair/keepalived.py writes its configuration from this). Only there when PAIR_PEER is set.
+
+    ``address`` is the virtual (service) address with its prefix: workers, subscribers and operators use it only.
+    ``witness`` is an address both hosts must reach to hold it (a host that cannot, steps down)."""
+
+    peer: ipaddress.IPv4Address
+    address: ipaddress.IPv4Interface
+    interface: str
+    router_id: int
+    witness: ipaddress.IPv4Address
+    priority: int = 100
+
+
+@dataclass(frozen=True)
 class Settings:
     """The suite's settings (SPEC section 3). Build with :func:`load_settings`."""
 
@@ -128,6 +156,7 @@ class Settings:
     silence_hours: int = 3
     mirror_poll_seconds: int = 15
     heartbeat_ttl: int = 10  # seconds (ZMTP heartbeats of the public sockets, see heartbeat.py)
+    pair: PairSettings | None = None  # None: one host (PAIR_PEER unset); else two hosts share PAIR_ADDRESS
 
     @property
     def sdr_dir(self) -> Path:
@@ -244,6 +273,73 @@ def _poll_seconds(env: Mapping[str, str]) -> int:
     return value
 
 
+#: the PAIR_* settings: all or none (PAIR_PRIORITY has a default)
+PAIR_NEEDED = ("PAIR_ADDRESS", "PAIR_INTERFACE", "PAIR_ROUTER_ID", "PAIR_WITNESS")
+PAIR_EXAMPLES = {"PAIR_ADDRESS": "the virtual IPv4 address with its prefix, e.g. 192.0.2.10/24",
+                 "PAIR_INTERFACE": "the interface that carries PAIR_ADDRESS, e.g. eth0",
+                 "PAIR_ROUTER_ID": "the VRRP virtual router id, a whole number from 1 to 255",
+                 "PAIR_WITNESS": "an IPv4 address both hosts reach, e.g. the site's gateway"}
+_INTERFACE_NAME = re.compile(r"[^\s/:]{1,15}")
+
+
+def _ipv4(name: str, raw: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        value = ipaddress.IPv4Address(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not valid: expected {what}") from None
+    if value.is_unspecified or value.is_multicast or value.is_loopback:
+        raise SettingsError(f"{name}={raw!r} is not valid: expected {what}")
+    return value
+
+
+def _pair_address(raw: str) -> ipaddress.IPv4Interface:
+    accepted = "the virtual IPv4 address with its prefix length, e.g. 192.0.2.10/24"
+    try:
+        value = ipaddress.IPv4Interface(raw)
+    except ValueError:
+        raise SettingsError(f"PAIR_ADDRESS={raw!r} is not valid: expected {accepted}") from None
+    network = value.network
+    edge = value.ip in (network.network_address, network.broadcast_address) and network.prefixlen < 31
+    if "/" not in raw or edge:
+        raise SettingsError(f"PAIR_ADDRESS={raw!r} is not valid: expected {accepted}")
+    if value.ip.is_unspecified or value.ip.is_multicast or value.ip.is_loopback:
+        raise SettingsError(f"PAIR_ADDRESS={raw!r} is not valid: expected {accepted}")
+    return value
+
+
+def _pair(env: Mapping[str, str]) -> PairSettings | None:
+    """The PAIR_* settings: None when none is set (one host); all of PAIR_NEEDED with PAIR_PEER, else an error."""
+    peer_raw = _optional(env, "PAIR_PEER")
+    given = {name: _optional(env, name) for name in PAIR_NEEDED}
+    router_id = _int(env, "PAIR_ROUTER_ID", None, 1, 255)
+    priority = _int(env, "PAIR_PRIORITY", None, 1, 254)
+    if peer_raw is None:
+        stray = [name for name, raw in given.items() if raw is not None] + (["PAIR_PRIORITY"] if priority else [])
+        if stray:
+            raise SettingsError(f"{stray[0]}={env[stray[0]].strip()!r} is set but PAIR_PEER is not: expected "
+                                f"PAIR_PEER and {', '.join(PAIR_NEEDED)} all set (two hosts), or none (one host)")
+        return None
+    peer = _ipv4("PAIR_PEER", peer_raw, "the other host's IPv4 address, e.g. 192.0.2.12")
+    for name, raw in given.items():
+        if raw is None:
+            raise SettingsError(f"PAIR_PEER={peer_raw!r} needs {name}: expected {PAIR_EXAMPLES[name]}")
+    address = _pair_address(given["PAIR_ADDRESS"])
+    interface = given["PAIR_INTERFACE"]
+    if not _INTERFACE_NAME.fullmatch(interface) or interface in (".", ".."):
+        raise SettingsError(f"PAIR_INTERFACE={interface!r} is not valid: expected a network interface name of 1 to "
+                            f"15 characters without blanks, '/' or ':', e.g. eth0")
+    witness = _ipv4("PAIR_WITNESS", given["PAIR_WITNESS"], PAIR_EXAMPLES["PAIR_WITNESS"])
+    if address.ip == peer:
+        raise SettingsError(f"PAIR_ADDRESS={given['PAIR_ADDRESS']!r} is PAIR_PEER's own address: expected a free "
+                            f"address that either host can take")
+    if witness in (peer, address.ip):
+        which = "PAIR_PEER" if witness == peer else "PAIR_ADDRESS"
+        raise SettingsError(f"PAIR_WITNESS={given['PAIR_WITNESS']!r} is {which}: expected a third address both "
+                            f"hosts reach (e.g. the site's gateway), not one of the pair's")
+    return PairSettings(peer=peer, address=address, interface=interface, router_id=router_id, witness=witness,
+                        priority=priority or PairSettings.priority)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment strictly; raise :class:`SettingsError` on the first bad value."""
     env = os.environ if env is None else env
@@ -289,6 +385,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         silence_hours=_int(env, "SILENCE_HOURS", DEFAULTS.silence_hours, 1, 720),
         mirror_poll_seconds=_poll_seconds(env),
         heartbeat_ttl=_int(env, "HEARTBEAT_TTL", DEFAULTS.heartbeat_ttl, 2, 300),
+        pair=_pair(env),
     )
 
 

@@ -183,3 +183,45 @@ def test_the_readme_and_compose_file_show_the_defaults_config_py_has():
     assert read - readme_names == set(), "settings missing from the README's table"
     assert read - set(doc) == set(), "settings missing from config.py's docstring"
     assert read - set(environment) - {"AVO_ETC"} == set(), "settings missing from docker-compose.yml"
+
+
+PAIR = {"PAIR_PEER": "192.0.2.12", "PAIR_ADDRESS": "192.0.2.10/24", "PAIR_INTERFACE": "eth0", "PAIR_ROUTER_ID": "51",
+        "PAIR_WITNESS": "192.0.2.1"}
+
+
+def test_pair_is_unset_by_default_and_read_whole():
+    assert load_settings({}).pair is None and DEFAULTS.pair is None
+    pair = load_settings(PAIR).pair
+    assert (str(pair.peer), str(pair.address), pair.interface, pair.router_id, str(pair.witness), pair.priority) == (
+        "192.0.2.12", "192.0.2.10/24", "eth0", 51, "192.0.2.1", 100)
+    assert load_settings({**PAIR, "PAIR_PRIORITY": "254"}).pair.priority == 254
+
+
+PAIR_BAD = [
+    ({"PAIR_ADDRESS": "192.0.2.10/24"}, "PAIR_ADDRESS='192.0.2.10/24' is set but PAIR_PEER is not: expected PAIR_PEER "
+                                        "and PAIR_ADDRESS, PAIR_INTERFACE, PAIR_ROUTER_ID, PAIR_WITNESS all set"),
+    ({"PAIR_PRIORITY": "90"}, "PAIR_PRIORITY='90' is set but PAIR_PEER is not"),
+    ({**PAIR, "PAIR_PEER": "peerhost"}, "PAIR_PEER='peerhost' is not valid: expected the other host's IPv4 address"),
+    ({**PAIR, "PAIR_PEER": "2001:db8::2"}, "PAIR_PEER='2001:db8::2' is not valid"),
+    ({k: v for k, v in PAIR.items() if k != "PAIR_WITNESS"}, "PAIR_PEER='192.0.2.12' needs PAIR_WITNESS: expected an "
+                                                             "IPv4 address both hosts reach"),
+    ({k: v for k, v in PAIR.items() if k != "PAIR_ROUTER_ID"}, "PAIR_PEER='192.0.2.12' needs PAIR_ROUTER_ID"),
+    ({**PAIR, "PAIR_ADDRESS": "192.0.2.10"}, "PAIR_ADDRESS='192.0.2.10' is not valid: expected the virtual IPv4 "
+                                             "address with its prefix length"),
+    ({**PAIR, "PAIR_ADDRESS": "192.0.2.255/24"}, "PAIR_ADDRESS='192.0.2.255/24' is not valid"),
+    ({**PAIR, "PAIR_ADDRESS": "192.0.2.12/24"}, "PAIR_ADDRESS='192.0.2.12/24' is PAIR_PEER's own address"),
+    ({**PAIR, "PAIR_INTERFACE": "eth0:1"}, "PAIR_INTERFACE='eth0:1' is not valid: expected a network interface name"),
+    ({**PAIR, "PAIR_INTERFACE": "a-very-long-interface"}, "PAIR_INTERFACE='a-very-long-interface' is not valid"),
+    ({**PAIR, "PAIR_ROUTER_ID": "0"}, "PAIR_ROUTER_ID='0' is out of range: expected a whole number from 1 to 255"),
+    ({**PAIR, "PAIR_PRIORITY": "255"}, "PAIR_PRIORITY='255' is out of range: expected a whole number from 1 to 254"),
+    ({**PAIR, "PAIR_WITNESS": "192.0.2.12"}, "PAIR_WITNESS='192.0.2.12' is PAIR_PEER: expected a third address"),
+    ({**PAIR, "PAIR_WITNESS": "192.0.2.10"}, "PAIR_WITNESS='192.0.2.10' is PAIR_ADDRESS"),
+    ({**PAIR, "PAIR_WITNESS": "gateway"}, "PAIR_WITNESS='gateway' is not valid: expected an IPv4 address"),
+]
+
+
+@pytest.mark.parametrize("env,message", PAIR_BAD)
+def test_bad_pair_setting_is_named(env, message):
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert message in str(err.value)
