@@ -213,3 +213,33 @@ def test_the_pair_compose_file_validates():
     services = yaml.safe_load(given.stdout)["services"]
     assert services["keepalived"]["environment"]["PAIR_PEER"] == "192.0.2.12"
     assert services["viirscollector"]["environment"]["PAIR_PRIORITY"] == "90"
+
+
+def test_pid_files_of_a_keepalived_gone_are_stale(tmp_path):
+    """A pid file counts only when its pid is a keepalived on this configuration; a pid now held by another program
+    (a sleep here), by this very process (pid 1 in a restarted container), by a keepalived of another configuration
+    or by nobody is stale, and so is a file that is not a pid."""
+    from avoviirscollector.pair.keepalived import running_keepalived
+
+    files = KeepalivedFiles(tmp_path / "ka")
+    files.folder.mkdir()
+    proc = tmp_path / "proc"
+
+    def fake(pid: int, *argv: str) -> None:
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(word.encode() for word in argv) + b"\0")
+
+    fake(700, "/usr/sbin/keepalived", "--dont-fork", "--use-file", str(files.config), "--pid", str(files.pid))
+    fake(701, "/usr/sbin/keepalived", "--use-file", "/etc/keepalived/other.conf")
+    fake(702, "sleep", "1000")
+    for pid, live in ((700, True), (701, False), (702, False), (703, False), (os.getpid(), False)):
+        files.pid.write_text(f"{pid}\n")
+        files.vrrp_pid.write_text("not a pid\n")
+        assert running_keepalived(files, proc) == ({files.pid: 700} if live else {}), pid
+    files.vrrp_pid.write_text("700\n")
+    files.pid.unlink()
+    assert running_keepalived(files, proc) == {files.vrrp_pid: 700}
+    with subprocess.Popen(["sleep", "30"]) as sleeper:  # the real /proc: a live pid that is not keepalived
+        files.vrrp_pid.write_text(f"{sleeper.pid}\n")
+        assert running_keepalived(files) == {}
+        sleeper.kill()

@@ -7,7 +7,9 @@ Commands
         is unset (one host: there is nothing to configure) or ping is missing.
     ``avoviirscollector pair keepalived [--dir DIR]``
         The same, then exec keepalived in the foreground on it (VRRP only, its log on stdout): the command of the
-        keepalived service of docker-compose.pair.yml. Runs as root (keepalived needs NET_ADMIN).
+        keepalived service of docker-compose.pair.yml. Runs as root (keepalived needs NET_ADMIN). Exit status 2
+        when a keepalived already runs on DIR; pid files left by one that died are removed (saying so), and the
+        role file says STOP ("keepalived starting") until keepalived says the role.
     ``avoviirscollector pair notify --base VIIRS_BASE [--release ADDRESS INTERFACE] FIFO``
         keepalived's notify FIFO script, started and stopped by keepalived: writes ``run/pair.role`` (role.py).
     ``avoviirscollector pair role [--json]``
@@ -22,9 +24,11 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
+from avoviirscollector import isotime
 from avoviirscollector.config import settings_or_exit
 from avoviirscollector.pair.keepalived import (
     INSTANCE,
@@ -32,8 +36,9 @@ from avoviirscollector.pair.keepalived import (
     keepalived_argv,
     keepalived_config,
     notify_command,
+    running_keepalived,
 )
-from avoviirscollector.pair.role import Notifier, boot_id, read_role, role_path
+from avoviirscollector.pair.role import Notifier, Role, boot_id, read_role, role_path, write_role
 
 DEFAULT_DIR = Path("/run/avoviirscollector-pair")
 PROGRAM = "avoviirscollector pair"
@@ -76,9 +81,33 @@ def run_keepalived(folder: Path) -> int:
     if isinstance(written, int):
         return written
     files, _ = written
+    live = running_keepalived(files)
+    if live:
+        pids = ", ".join(str(pid) for pid in sorted(set(live.values())))
+        return _fail(f"keepalived already runs on {files.folder} (pid {pids}): stop it first")
+    for path in (files.pid, files.vrrp_pid):
+        if path.exists():
+            print(f"{PROGRAM}: removing the stale pid file {path} ({_first_word(path)!r}: no keepalived of "
+                  f"{files.config} runs with that pid), or keepalived would exit saying it is already running")
+            path.unlink(missing_ok=True)
+    settings = settings_or_exit(PROGRAM)
+    before = read_role(settings.viirs_base)
+    try:  # the last word of the keepalived before (MASTER, say) is not true now: nothing is held until it says
+        write_role(settings.viirs_base, Role("STOP", isotime.stamp(time.time(), micro=True),
+                                             before.role if before else None, settings.pair.priority, boot_id(),
+                                             "keepalived starting"))
+    except OSError as err:
+        print(f"{PROGRAM}: cannot write the role file {role_path(settings.viirs_base)}: {err}", file=sys.stderr)
     sys.stdout.flush()
     os.execv(keepalived, keepalived_argv(keepalived, files))
     return 0  # not reached
+
+
+def _first_word(path: Path) -> str:
+    try:
+        return path.read_text().strip()[:20]
+    except OSError:
+        return ""
 
 
 def notify(args: argparse.Namespace) -> int:

@@ -23,10 +23,16 @@ What the configuration says, and why:
   order), the FIFO delivers the changes in order (keepalived.conf(5));
 - ``enable_script_security`` with ``script_user root``: keepalived runs the scripts as root and refuses one whose
   path a non-root user could change.
+
+keepalived's pid files outlive a SIGKILL, a host that lost power and a container restarted (its file system is
+kept): keepalived then reads a pid that a process of today may hold (in a container, pid 1 is the new keepalived
+itself) and exits 0 with "daemon is already running", for ever. :func:`running_keepalived` tells a live keepalived
+on these files from a stale file, so ``avoviirscollector pair keepalived`` removes stale ones before it starts.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +71,35 @@ class KeepalivedFiles:
     @property
     def vrrp_pid(self) -> Path:
         return self.folder / "vrrp.pid"
+
+
+def running_keepalived(files: KeepalivedFiles, proc: Path = Path("/proc")) -> dict[Path, int]:
+    """The pid files of ``files`` naming a keepalived that runs now on ``files.config`` (its command line says
+    ``--use-file`` with that path), each with its pid. A file whose pid is gone, is another program (or this very
+    process), or is a keepalived on another configuration is stale: not in the answer."""
+    live: dict[Path, int] = {}
+    for path in (files.pid, files.vrrp_pid):
+        try:
+            pid = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid <= 0 or pid == os.getpid():
+            continue
+        try:
+            argv = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [word.decode("utf-8", "replace") for word in argv]
+        if words and Path(words[0]).name == "keepalived" and _uses(words, files.config):
+            live[path] = pid
+    return live
+
+
+def _uses(words: list[str], config: Path) -> bool:
+    for flag in ("--use-file", "-f"):
+        if flag in words[:-1] and words[words.index(flag) + 1] == str(config):
+            return True
+    return f"--use-file={config}" in words
 
 
 def _word(value: str, what: str) -> str:

@@ -100,8 +100,8 @@ class Netns:
     def command(self, *args: str) -> list[str]:
         return ["nsenter", f"--net={self.path}", *args]
 
-    def sh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=20)
+    def sh(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=20, env=env)
         if check and result.returncode != 0:
             raise RuntimeError(f"{self.name}: {' '.join(args)}: {result.stderr.strip()}")
         return result

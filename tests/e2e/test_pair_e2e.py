@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.pair import HOSTS, PairLab, Sample, missing_tools
+from tests.e2e.pair import BIN, HOSTS, PairLab, Sample, missing_tools
 from tests.support import percentile, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -261,3 +261,29 @@ def test_the_standby_cut_off_changes_nothing_for_the_active(lab):
     print(f"\nstandby {standby} cut off: FAULT after {got['FAULT']:.2f} s, {active} held the address throughout; "
           f"{standby} standby again after {back:.2f} s")
     assert got["FAULT"] is not None and lab.watchers["w1"].seen(t0) == {active}
+
+
+def test_a_host_back_with_pid_files_naming_live_processes_is_the_standby(lab):
+    """keepalived's pid files outlive a host that lost power: the host back finds pids that processes of today may
+    hold (here: live ones put there on purpose), on which keepalived alone would exit 0 "daemon is already running"
+    (a restart loop for ever, the role file saying MASTER from before). ``pair keepalived`` removes them, saying so,
+    and the host is the standby. A second ``pair keepalived`` beside a running one is refused (exit 2, the role
+    file untouched)."""
+    active = started(lab)
+    standby = other(active)
+    lab.delete_host(active)
+    wait_until(lambda: lab.sample().holders == {standby}, 10, f"{standby} holding the address")
+    host = lab.hosts[active]
+    folder = host.base / "keepalived"
+    live = lab.lan.holder.pid, lab.hosts[standby].keepalived.pid
+    for path, pid in zip(("keepalived.pid", "vrrp.pid"), live, strict=True):
+        (folder / path).write_text(f"{pid}\n")
+    returns_as_standby(lab, lambda name: host_back(lab, name), active)
+    assert "removing the stale pid file" in host.log.read_text()
+
+    before = lab.role(standby)
+    second = lab.hosts[standby].ns.sh(str(BIN / "avoviirscollector"), "pair", "keepalived", "--dir",
+                                      str(lab.hosts[standby].base / "keepalived"), check=False,
+                                      env=lab.hosts[standby].env())
+    assert second.returncode == 2 and "keepalived already runs on" in second.stderr, second
+    assert lab.role(standby) == before == "MASTER" and lab.sample().holders == {standby}
