@@ -37,8 +37,8 @@ from pathlib import Path
 
 from avoviirscollector.config import Settings
 from avoviirscollector.formatting import human_bytes
-from avoviirscollector.granules import GranuleKey, GranuleMap
-from avoviirscollector.isotime import utc
+from avoviirscollector.granules import GranuleMap
+from avoviirscollector.ondisk.journal import Take
 from avoviirscollector.ondisk.sdr import names_by_start
 from avoviirscollector.ondisk.state import BROKER_JOURNAL, FREE_SPACE_LOCK, read_broker_journal
 from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
@@ -82,15 +82,10 @@ def protected(state_dir: Path, now: dt.datetime) -> tuple[set[str], GranuleMap]:
             except NotASdrName:
                 continue
             granules[(sdr.platform_name, sdr.start_time)] = None
-    for op in loaded.ledger:
-        when = utc(op.get("t"))
-        if op.get("op") != "take" or when is None or now - when > HANDED_OUT_KEEP:
+    for record in loaded.ledger:
+        if not isinstance(record, Take) or record.t is None or now - record.t > HANDED_OUT_KEEP:
             continue
-        for key in op.get("granules") or []:
-            try:
-                granule = GranuleKey.from_json(key)
-            except (TypeError, ValueError):
-                continue
+        for granule in record.granules or ():
             granules[(granule.platform_name, granule.start_time)] = None
     return names, granules
 

@@ -96,6 +96,7 @@ def seed_queue(base: Path, products: list[str], orbit: int = 40000, files_of: st
     those of ``files_of`` when given (for made-up product names), else of the task's product. The tasks, in order."""
     from avoviirscollector.broker.store import JournalStore
     from avoviirscollector.broker.taskqueue import TaskQueue, parse_granule, task_to_record
+    from avoviirscollector.ondisk.journal import Put
 
     queue = TaskQueue()
     now = dt.datetime.now(dt.UTC)
@@ -104,7 +105,7 @@ def seed_queue(base: Path, products: list[str], orbit: int = 40000, files_of: st
         data = granule_data(files_of or product, "NOAA-20", orbit + index, start, base)
         queue.offer(parse_granule(f"/AVO/viirs/granule/{product}", "dataset", "gatherer@test", now, data), "ascending")
     store = JournalStore(base / "state")
-    store.compact(({"op": "put", "task": task_to_record(task)} for task in queue), store.header(queue.next_id, now))
+    store.compact((Put(task_to_record(task)) for task in queue), store.header(queue.next_id, now))
     store.close()
     return list(queue)
 

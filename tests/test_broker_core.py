@@ -22,6 +22,7 @@ from avoviirscollector.broker.store import JOURNAL_NAME, JournalStore
 from avoviirscollector.broker.taskqueue import TaskQueue, parse_granule, task_to_record
 from avoviirscollector.config import PACKAGE_ETC
 from avoviirscollector.granules import GranuleKey, OnDisk
+from avoviirscollector.ondisk.journal import Mark, Put, Stop
 from avoviirscollector.viirs import PRODUCTS, format_name, parse_name
 from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME, FakeClock, granule_data, place, seed_queue
 from tests.test_broker_protocol import BAD
@@ -295,11 +296,11 @@ def test_a_task_put_back_after_a_failed_delivery_is_queued_and_not_in_the_ledger
     queue = TaskQueue()
     task, _, _ = queue.admit(granule, "ascending")
     store = JournalStore(base / "state")
-    store.compact(iter([{"op": "put", "task": task_to_record(task)}]), store.header(queue.next_id, now))
+    store.compact(iter([Put(task_to_record(task))]), store.header(queue.next_id, now))
     queue.take(["btd"], when=now, worker=WORKER)
-    store.take(task.id, **queue.ledger()[0].to_record())
-    store.put(task_to_record(task))  # the reply could not be delivered: put back
-    store.append({"op": "stop"})
+    store.append(queue.ledger()[0].to_take())
+    store.append(Put(task_to_record(task)))  # the reply could not be delivered: put back
+    store.append(Stop())
     store.close()
     core = start(base, clock)
     assert [t.id for t in core.queue] == [task.id] and core.queue.ledger() == []
@@ -437,12 +438,12 @@ def test_a_journal_of_mostly_dead_records_is_compacted_in_steps_between_requests
     seed_queue(base, ["tir"])
     core = start(base, clock)
     for _ in range(10000):  # dead records (marks, as after hand-outs): just under the limit with one task live
-        core.store.append({"op": "mark"})
+        core.store.append(Mark())
     clock.advance(1)
     core.tick()
     assert not core.store.compacting
     for _ in range(5):
-        core.store.append({"op": "mark"})
+        core.store.append(Mark())
     clock.advance(1)
     core.tick()
     assert core.store.compacting and core.compaction_due

@@ -14,6 +14,7 @@ from avoviirscollector.broker.taskqueue import (
     task_from_record,
     task_to_record,
 )
+from avoviirscollector.ondisk.journal import decode, encode
 from avoviirscollector.viirs import format_name
 
 T0 = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -282,4 +283,4 @@ def test_hand_out_records_round_trip():
     queue.admit(sdr_granule(), "ascending")
     queue.take(["btd"], when=NOW, worker="10.0.0.1")
     entry = queue.ledger()[0]
-    assert HandOut.from_record(entry.to_record()) == entry
+    assert HandOut.from_take(decode(encode(entry.to_take()))) == entry

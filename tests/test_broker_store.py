@@ -9,7 +9,9 @@ import logging
 
 import pytest
 
-from avoviirscollector.broker.store import DOUBT_SECONDS, FORMAT, JOURNAL_NAME, JournalStore
+from avoviirscollector.broker.store import DOUBT_SECONDS, JOURNAL_NAME, JournalStore
+from avoviirscollector.granules import GranuleKey
+from avoviirscollector.ondisk.journal import FORMAT, Event, Forget, Put, Stop, Take
 
 SINCE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -19,7 +21,7 @@ def record(task_id: int, orbit: int = 1) -> dict:
 
 
 def compact(store: JournalStore, records: list[dict], next_id: int) -> None:
-    store.compact(({"op": "put", "task": r} for r in records), store.header(next_id, SINCE))
+    store.compact((Put(r) for r in records), store.header(next_id, SINCE))
 
 
 def load(path) -> tuple[list, int]:
@@ -34,9 +36,9 @@ def test_missing_file_is_an_empty_queue(tmp_path):
 def test_replay_puts_merges_and_takes(tmp_path):
     store = JournalStore(tmp_path)
     compact(store, [record(1), record(2)], next_id=3)
-    store.put(record(3))
-    store.put(record(1, orbit=7))  # a merge rewrites the task in place
-    store.take(2)
+    store.append(Put(record(3)))
+    store.append(Put(record(1, orbit=7)))  # a merge rewrites the task in place
+    store.append(Take(2))
     store.close()
     records, next_id = load(tmp_path)
     assert records == [record(1, orbit=7), record(3)]
@@ -46,8 +48,8 @@ def test_replay_puts_merges_and_takes(tmp_path):
 def test_next_id_survives_taking_the_newest_task(tmp_path):
     store = JournalStore(tmp_path)
     compact(store, [], next_id=1)
-    store.put(record(1))
-    store.take(1)
+    store.append(Put(record(1)))
+    store.append(Take(1))
     store.close()
     assert load(tmp_path) == ([], 2)
 
@@ -60,7 +62,7 @@ def test_compaction_is_one_atomic_rename_and_leaves_no_temp_file(tmp_path):
     assert (tmp_path / JOURNAL_NAME).stat().st_ino != inode_before
     assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL_NAME]
     assert oct((tmp_path / JOURNAL_NAME).stat().st_mode & 0o777) == "0o644"
-    store.put(record(3))  # appends to the new file
+    store.append(Put(record(3)))  # appends to the new file
     store.close()
     assert [r["id"] for r in load(tmp_path)[0]] == [1, 2, 3]
 
@@ -109,8 +111,8 @@ def test_needs_compaction_after_many_takes(tmp_path):
     compact(store, [record(i) for i in range(1, 11)], next_id=11)
     assert not store.needs_compaction(10)
     for i in range(11, 5100):
-        store.put(record(i), sync=False)
-        store.take(i, sync=False)
+        store.append(Put(record(i)))
+        store.append(Take(i))
     assert store.needs_compaction(10)
     compact(store, [record(i) for i in range(1, 11)], next_id=5100)
     assert not store.needs_compaction(10)
@@ -121,21 +123,21 @@ def test_stepwise_compaction_keeps_every_operation_made_meanwhile(tmp_path):
     store = JournalStore(tmp_path)
     compact(store, [record(i) for i in range(1, 2001)], next_id=2001)
     for i in range(1, 1001):
-        store.take(i, sync=False)
+        store.append(Take(i))
     snapshot = [record(i) for i in range(1001, 2001)]
-    store.start_compaction(({"op": "put", "task": r} for r in snapshot), store.header(2001, SINCE))
+    store.start_compaction((Put(r) for r in snapshot), store.header(2001, SINCE))
     assert store.compacting
     steps = 0
     done = False
     while not done:
         steps += 1
         if steps == 2:  # operations while the new file is being written
-            store.put(record(2001))
-            store.take(1001)
-            store.put(record(1500, orbit=9))
+            store.append(Put(record(2001)))
+            store.append(Take(1001))
+            store.append(Put(record(1500, orbit=9)))
         done = store.compaction_step(budget=0.0005)
     assert steps > 3 and not store.compacting
-    store.put(record(2002))  # appends go to the new file
+    store.append(Put(record(2002)))  # appends go to the new file
     store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL_NAME]
     assert (tmp_path / JOURNAL_NAME).stat().st_size < 2000 * 60
@@ -147,9 +149,9 @@ def test_stepwise_compaction_keeps_every_operation_made_meanwhile(tmp_path):
 def test_an_interrupted_compaction_leaves_the_old_journal_whole(tmp_path):
     store = JournalStore(tmp_path)
     compact(store, [record(1), record(2)], next_id=3)
-    store.take(1)
-    store.start_compaction(iter([{"op": "put", "task": record(2)}]), store.header(3, SINCE))
-    store.put(record(3))
+    store.append(Take(1))
+    store.start_compaction(iter([Put(record(2))]), store.header(3, SINCE))
+    store.append(Put(record(3)))
     # the process dies here: nothing renamed, the old journal has every operation
     assert load(tmp_path) == ([record(2), record(3)], 4)
     store.abort_compaction()
@@ -162,7 +164,7 @@ def test_a_failed_compaction_leaves_the_old_journal_whole_and_no_temp_file(tmp_p
     compact(store, [record(1)], next_id=2)
 
     def records():
-        yield {"op": "put", "task": record(2)}
+        yield Put(record(2))
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
@@ -174,17 +176,18 @@ def test_a_failed_compaction_leaves_the_old_journal_whole_and_no_temp_file(tmp_p
 def test_the_ledger_events_and_ledger_since_come_back(tmp_path):
     store = JournalStore(tmp_path)
     compact(store, [record(1), record(2)], next_id=3)
-    granules = [["tir", "Suomi-NPP", "2026-01-01T00:00:00.300000"]]
-    store.take(1, kind="handed out", worker="127.0.0.1", granules=granules, what="task 1")
-    store.append({"op": "forget", "granules": granules})
-    store.append({"op": "event", "kind": "recovered"})
-    store.append({"op": "stop"})
+    granules = (GranuleKey.from_json(["tir", "Suomi-NPP", "2026-01-01T00:00:00.300000"]),)
+    store.append(Take(1, "handed out", "127.0.0.1", granules, "task 1"))
+    store.append(Forget(granules))
+    store.append(Event("recovered"))
+    store.append(Stop())
     store.close()
     loaded = JournalStore(tmp_path).load()
     assert [r["id"] for r in loaded.tasks] == [2]
-    assert [op["op"] for op in loaded.ledger] == ["take", "forget"]
-    assert loaded.ledger[0]["worker"] == "127.0.0.1" and loaded.ledger[0]["granules"] == granules
-    assert [op["kind"] for op in loaded.events] == ["recovered"]
+    assert [type(record) for record in loaded.ledger] == [Take, Forget]
+    assert loaded.ledger[0].worker == "127.0.0.1" and loaded.ledger[0].granules == granules
+    assert loaded.ledger[0].t is not None and loaded.ledger[0].what == "task 1"
+    assert [event.kind for event in loaded.events] == ["recovered"]
     assert loaded.ledger_since == SINCE
     assert loaded.clean and loaded.in_doubt == []
 
@@ -223,7 +226,7 @@ def test_after_an_unclean_stop_the_hand_outs_of_its_last_second_are_in_doubt(tmp
     loaded = JournalStore(tmp_path).load()
     assert not loaded.clean
     assert loaded.tasks == []
-    assert sorted((task["id"], op["worker"]) for task, op in loaded.in_doubt) == [(2, "b"), (3, "c")]
+    assert sorted((task["id"], take.worker) for task, take in loaded.in_doubt) == [(2, "b"), (3, "c")]
     _lines(tmp_path / JOURNAL_NAME, [{"op": "stop", "t": at(6)}])  # the same journal, stopped cleanly
     assert JournalStore(tmp_path).load().in_doubt == []
 

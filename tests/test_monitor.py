@@ -19,6 +19,7 @@ from avoviirscollector.config import load_settings
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, WINDOW, History, Source
 from avoviirscollector.monitor.server import LIVE_SECONDS, Monitor, make_server
+from avoviirscollector.ondisk.journal import decode
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import new_lines
 from avoviirscollector.status import collect
@@ -85,10 +86,10 @@ def test_completeness_tasks_and_hand_outs_per_granule():
     for segment in ("GITCO", "SVI05", "SVI04"):  # tir complete, mir complete, no other product
         h.placed_record(placed(segment, "npp", start, NOW - dt.timedelta(minutes=50)), NOW.timestamp())
     tir = [{"uid": name(s, "npp", start), "uri": "/x"} for s in PRODUCTS["tir"]]
-    h.broker_record({"op": "put", "t": NOW.isoformat(), "task": {"id": 1, "subject": "/AVO/viirs/granule/tir",
-                                                                 "data": {"dataset": tir}}}, NOW.timestamp())
-    h.broker_record({"op": "take", "t": NOW.isoformat(), "id": 1, "kind": "handed out", "worker": "10.0.0.5",
-                     "granules": [["tir", "Suomi-NPP", start.replace(tzinfo=None).isoformat()]]}, NOW.timestamp())
+    h.broker_record(decode({"op": "put", "t": NOW.isoformat(), "task": {"id": 1, "subject": "/AVO/viirs/granule/tir",
+                                                                 "data": {"dataset": tir}}}), NOW.timestamp())
+    h.broker_record(decode({"op": "take", "t": NOW.isoformat(), "id": 1, "kind": "handed out", "worker": "10.0.0.5",
+                     "granules": [["tir", "Suomi-NPP", start.replace(tzinfo=None).isoformat()]]}), NOW.timestamp())
     rows = {row.key.product: row for row in h.granules(NOW.timestamp())}
     assert rows["tir"].complete and rows["tir"].tasked and rows["tir"].handed_out == "10.0.0.5"
     assert rows["mir"].complete and not rows["mir"].tasked
@@ -102,12 +103,12 @@ def test_completeness_tasks_and_hand_outs_per_granule():
 def test_events_count_their_count_and_a_rewritten_journal_counts_nothing_twice():
     h = History()
     t1 = (NOW - dt.timedelta(minutes=5)).isoformat()
-    h.broker_record({"op": "event", "t": t1, "kind": "bad request", "count": 7}, NOW.timestamp())
-    h.broker_record({"op": "event", "t": t1, "kind": "recovered"}, NOW.timestamp())
+    h.broker_record(decode({"op": "event", "t": t1, "kind": "bad request", "count": 7}), NOW.timestamp())
+    h.broker_record(decode({"op": "event", "t": t1, "kind": "recovered"}), NOW.timestamp())
     # after a compaction the same records come again, then a new one
     newest = NOW.timestamp() - 300
-    h.broker_record({"op": "event", "t": t1, "kind": "bad request", "count": 7}, NOW.timestamp(), newest)
-    h.broker_record({"op": "event", "t": NOW.isoformat(), "kind": "bad request"}, NOW.timestamp(), newest)
+    h.broker_record(decode({"op": "event", "t": t1, "kind": "bad request", "count": 7}), NOW.timestamp(), newest)
+    h.broker_record(decode({"op": "event", "t": NOW.isoformat(), "kind": "bad request"}), NOW.timestamp(), newest)
     assert h.counter("bad_requests") == {(): 8}
     assert h.counter("recovered") == {(): 1}
 

@@ -17,6 +17,7 @@ from avoviirscollector.config import load_settings
 from avoviirscollector.monitor import latency, page
 from avoviirscollector.monitor.history import History
 from avoviirscollector.monitor.server import Monitor, make_server
+from avoviirscollector.ondisk.journal import Record, as_json, decode
 from avoviirscollector.viirs import format_name
 from tests.support import free_port
 from tests.test_monitor import metrics, write_lines
@@ -46,17 +47,17 @@ def journal(name: str, listed: dt.datetime | None, placed: dt.datetime, station:
     return record
 
 
-def put(task_id: int, product: str, names: list[str], at: dt.datetime | None) -> dict:
+def put(task_id: int, product: str, names: list[str], at: dt.datetime | None) -> Record:
     record = {"op": "put", "task": {"id": task_id, "subject": f"/AVO/viirs/granule/{product}",
                                     "data": {"dataset": [{"uid": n, "uri": f"/viirs/sdr/{n}"} for n in names]}}}
     if at is not None:
         record["t"] = iso(at)
-    return record
+    return decode(record)
 
 
-def take(task_id: int, product: str, platform: str, start: dt.datetime, at: dt.datetime) -> dict:
-    return {"op": "take", "t": iso(at), "id": task_id, "kind": "handed out", "worker": "10.0.0.5",
-            "granules": [[product, platform, start.isoformat()]]}
+def take(task_id: int, product: str, platform: str, start: dt.datetime, at: dt.datetime) -> Record:
+    return decode({"op": "take", "t": iso(at), "id": task_id, "kind": "handed out", "worker": "10.0.0.5",
+                   "granules": [[product, platform, start.isoformat()]]})
 
 
 def copy(station: str, of: str, of_station: str, listed: dt.datetime | None, of_listed: dt.datetime | None,
@@ -368,8 +369,8 @@ def test_metrics_of_latency_and_stations_from_the_journals_and_copies(base):
     (base.state_dir / "mirror_gina.copies.json").write_text(json.dumps(copies))
     write_lines(base.state_dir / "task_queue.journal", [
         {"format": "avoviirscollector-task-queue", "version": 2, "t": iso(T0), "next_id": 1},
-        put(1, "tir", PASS_A, T0 + dt.timedelta(seconds=70)),
-        take(1, "tir", "NOAA-20", UAFGINA_START, T0 + dt.timedelta(seconds=100))])
+        as_json(put(1, "tir", PASS_A, T0 + dt.timedelta(seconds=70))),
+        as_json(take(1, "tir", "NOAA-20", UAFGINA_START, T0 + dt.timedelta(seconds=100)))])
     monitor = Monitor(base, clock=lambda: now)
     monitor.poll()
     monitor.poll()  # copies.json unchanged: not read again, nothing counted twice

@@ -55,6 +55,7 @@ from avoviirscollector.broker.taskqueue import (
     task_to_record,
 )
 from avoviirscollector.granules import GranuleKey, OnDisk, granule_data, keys_of
+from avoviirscollector.ondisk.journal import Event, Forget, Header, Mark, Put, Record, Sent, Stop, Take
 
 TOPIC = "/AVO/viirs/granule"
 #: the ledger keeps a hand-out this long beyond RECOVERY_HOURS
@@ -233,13 +234,12 @@ class BrokerCore:
 
     def load(self) -> None:
         """Replay the journal, queue again the hand-outs in doubt, compact; reconciliation starts from now."""
-        loaded = self.store.load(decode=task_from_record)
+        loaded = self.store.load(decode_task=task_from_record)
         self.queue = TaskQueue(loaded.tasks, next_id=loaded.next_id)
         self._replay_ledger(loaded.ledger)
-        for op in loaded.events:
-            when = isotime.epoch(op.get("t"))
-            if when is not None:
-                self.events.append((when, str(op.get("kind")), _count(op)))
+        for event in loaded.events:
+            if event.t is not None:
+                self.events.append((event.t.timestamp(), event.kind, event.count))
         now = self._now()
         if loaded.ledger_since is None:  # a journal from before the ledger (``supervise`` starts one at first start)
             log.info("state: no hand-out ledger in %s yet: granules completed before now (%s) are not recovered",
@@ -255,14 +255,14 @@ class BrokerCore:
         self.planner = Planner(self.window.total_seconds(), self.ledger_since.timestamp(), self.wall(),
                                self.timeouts)
 
-    def _replay_ledger(self, ops: list[dict]) -> None:
-        for op in ops:
+    def _replay_ledger(self, records: list[Take | Forget]) -> None:
+        for record in records:
             try:
-                if op["op"] == "take":
-                    self.queue.record(HandOut.from_record(op))
+                if isinstance(record, Take):
+                    self.queue.record(HandOut.from_take(record))
                 else:
-                    self.queue.forget(GranuleKey.from_json(key) for key in op["granules"])
-            except (ValueError, KeyError, TypeError) as err:
+                    self.queue.forget(record.granules)
+            except ValueError as err:
                 log.error("state: a ledger record of %s is damaged (%s): skipped", self.store.path, err)
         for task in self.queue:  # a hand-out whose reply could not be delivered was put back: queued, not handed out
             self.queue.unrecord(task.id)
@@ -271,14 +271,14 @@ class BrokerCore:
         if not loaded.clean:
             log.warning("state: task_broker did not stop cleanly last time (last record %s)",
                         isotime.stamp(loaded.last_time, micro=True) if loaded.last_time else "none")
-        for task, op in loaded.in_doubt:
+        for task, take in loaded.in_doubt:
             if self.queue.get(task.id) is not None:
                 continue
             self.queue.restore(task)
             self.events.append((self.wall(), "in doubt", 1))  # written by the compaction that follows the replay
             log.warning("hand-out of %s to %s at %s is in doubt (task_broker stopped uncleanly within %.0f s of "
                         "it; the reply may never have left): queued again in its place", task.describe(),
-                        op.get("worker") or "an unknown worker", op.get("t"), DOUBT_SECONDS)
+                        take.worker or "an unknown worker", isotime.stamp(take.t, micro=True), DOUBT_SECONDS)
 
     def recovery_since(self, now: float) -> float:
         """The oldest completion time a scan of sdr/ needs to report (for the view of sdr/)."""
@@ -287,20 +287,20 @@ class BrokerCore:
     # -- the journal -------------------------------------------------------------------------------------------
 
     def _records(self, tasks: list[Task], ledger: list[HandOut], events: list[tuple[float, str, int]],
-                 recent: dict[int, Task]) -> Iterator[dict]:
-        """Ops of a compacted journal (made lazily: a task is serialised when its turn comes)."""
+                 recent: dict[int, Task]) -> Iterator[Record]:
+        """The records of a compacted journal (made lazily: a task is serialised when its turn comes)."""
         for task in tasks:
-            yield {"op": "put", "task": task_to_record(task)}
+            yield Put(task_to_record(task))
         for entry in ledger:
             if entry.task_id in recent:  # a hand-out that may still be in doubt keeps its task whole
-                yield {"op": "put", "task": task_to_record(recent[entry.task_id])}
-            yield {"op": "take", "t": entry.when.isoformat(), **entry.to_record()}
+                yield Put(task_to_record(recent[entry.task_id]))
+            yield entry.to_take()
             if entry.task_id in recent and entry.task_id in self._sent:
-                yield {"op": "sent", "id": entry.task_id}
+                yield Sent(entry.task_id)
         for when, kind, count in events:
-            yield {"op": "event", "t": _iso(when), "kind": kind, **({"count": count} if count != 1 else {})}
+            yield Event(kind, count, dt.datetime.fromtimestamp(when, dt.UTC))
 
-    def _snapshot(self) -> tuple[Iterator[dict], dict]:
+    def _snapshot(self) -> tuple[Iterator[Record], Header]:
         recent = {task.id: task for _, task in self._recent}
         records = self._records(list(self.queue), self.queue.ledger(), list(self.events), recent)
         return records, self.store.header(self.queue.next_id, self.ledger_since)
@@ -315,8 +315,7 @@ class BrokerCore:
     def _event(self, kind: str, count: int = 1) -> None:
         now = self.wall()
         self.events.append((now, kind, count))
-        extra = {"count": count} if count != 1 else {}
-        self.writer.write(lambda: self.store.append({"op": "event", "kind": kind, **extra}), f"a {kind} event")
+        self.writer.write(lambda: self.store.append(Event(kind, count)), f"a {kind} event")
 
     def _write_bad_requests(self, force: bool = False) -> None:
         """Bad requests reach the journal as one ``bad request`` event with their ``count``, every 10 s at most."""
@@ -368,7 +367,7 @@ class BrokerCore:
             self._sent.discard(self._recent.popleft()[1].id)
         if self._marks:  # the journal's last record tells a later start when the broker was last alive
             self._marks -= 1
-            self.writer.write(lambda: self.store.append({"op": "mark"}), "a mark")
+            self.writer.write(lambda: self.store.append(Mark()), "a mark")
         if self._unsynced:
             self._unsynced = False
             self.writer.write(self.store.sync, "hand-outs")
@@ -435,7 +434,7 @@ class BrokerCore:
                      isotime.stamp(entry.when))
             return False
         self._encoded[task.id] = encode_task(task)
-        self.writer.write(lambda: self.store.put(task_to_record(task), sync=False), task.describe())
+        self.writer.write(lambda: self.store.append(Put(task_to_record(task))), task.describe())
         done = (f"{'merged into' if outcome == ADMIT_MERGED else 'queued as'} {task.describe()}, pass direction "
                 f"{direction.describe()}")
         if origin == "recovered":
@@ -489,7 +488,7 @@ class BrokerCore:
         except Exception:  # noqa: BLE001 - a task that cannot be encoded must not block its product for ever
             log.exception("dropped %s: it cannot be encoded", task.describe())
             entry = self.queue.drop(task.id, self._now(), "task_broker")
-            self.writer.write(lambda: self.store.take(task.id, **entry.to_record()), f"drop of task {task.id}")
+            self.writer.write(lambda: self.store.append(entry.to_take(), sync=True), f"drop of task {task.id}")
             return error_reply(f"task {task.id} could not be encoded; ask again"), None
         if request.just_testing:
             return reply, None
@@ -501,7 +500,7 @@ class BrokerCore:
         self._encoded.pop(task.id, None)
         entry = self.queue.ledger_entry_of(task.id)
         # written (it survives a kill of this process) before the reply goes out; fsync'd at the next tick
-        self.writer.write(lambda: self.store.take(task.id, sync=False, **entry.to_record()),
+        self.writer.write(lambda: self.store.append(entry.to_take()),
                           f"hand-out of task {task.id}")
         self._recent.append((self.wall(), task))
         self._unsynced = True
@@ -518,7 +517,7 @@ class BrokerCore:
         outlives a kill of this process), so that a later start does not take the hand-out for one in doubt."""
         entry = self.queue.ledger_entry_of(task.id)
         self._sent.add(task.id)
-        self.writer.write(lambda: self.store.append({"op": "sent", "id": task.id}), f"delivery of task {task.id}")
+        self.writer.write(lambda: self.store.append(Sent(task.id)), f"delivery of task {task.id}")
         log.info("handed out %s to %s", task.describe(), entry.worker if entry else "?")
 
     def too_large(self, size: int) -> bytes:
@@ -534,7 +533,7 @@ class BrokerCore:
         place."""
         self.queue.restore(task)
         self._encoded[task.id] = encode_task(task)
-        self.writer.write(lambda: self.store.put(task_to_record(task)), f"return of {task.id}")
+        self.writer.write(lambda: self.store.append(Put(task_to_record(task)), sync=True), f"return of {task.id}")
         log.warning("could not deliver %s (%s): put back in its place", task.describe(), why)
 
     # -- operators ---------------------------------------------------------------------------------------------
@@ -556,7 +555,7 @@ class BrokerCore:
         if command.name == "list":
             return {
                 "queued": [_task_summary(task) for task in self.queue],
-                "handed out": [entry.to_record() for entry in self.queue.ledger()],
+                "handed out": [entry.to_json() for entry in self.queue.ledger()],
             }, []
         if command.name == "drop":
             return self._drop(command.task_id), []
@@ -567,7 +566,7 @@ class BrokerCore:
         if entry is None:
             return {"error": f"no queued task {task_id}"}
         self._encoded.pop(entry.task_id, None)
-        self.writer.write(lambda: self.store.take(entry.task_id, sync=True, **entry.to_record()),
+        self.writer.write(lambda: self.store.append(entry.to_take(), sync=True),
                           f"drop of task {entry.task_id}")
         log.warning("dropped %s for an operator", entry.what)
         return {"dropped": entry.what}
@@ -579,8 +578,7 @@ class BrokerCore:
         keys = [item.key for item in found]
         forgotten = self.queue.forget(keys)
         if forgotten:
-            self.writer.write(lambda: self.store.append(
-                {"op": "forget", "granules": [key.to_json() for key in forgotten]}, sync=True),
+            self.writer.write(lambda: self.store.append(Forget(tuple(forgotten)), sync=True),
                 f"re-queue of {len(forgotten)} granules")
         resolves = [Resolve(self._granule_of(item.key.product, item.files), "operator")
                     for item in sorted(found, key=lambda item: item.key)]
@@ -601,7 +599,7 @@ class BrokerCore:
     def mark_clean_stop(self) -> None:
         """The journal's last record: the stop was clean (no hand-out is in doubt at the next start)."""
         self._write_bad_requests(force=True)
-        self.writer.write(lambda: self.store.append({"op": "stop"}, sync=True), "the clean stop")
+        self.writer.write(lambda: self.store.append(Stop(), sync=True), "the clean stop")
         log.info("stopped: %d tasks queued and written to %s", len(self.queue), self.store.path)
 
     def close(self) -> None:
@@ -616,12 +614,3 @@ def _task_summary(task: Task) -> dict:
             "start_time": task.start_time.isoformat(), "end_time": task.end_time.isoformat(),
             "files": len(task.data.get("dataset", [])),
             "granules": [key.to_json() for key in sorted(keys_of(task.product, task.data.get("dataset", [])))]}
-
-
-def _count(op: dict) -> int:
-    count = op.get("count", 1)
-    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()

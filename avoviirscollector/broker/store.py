@@ -1,26 +1,10 @@
 """Persistence of the task queue and its hand-out ledger: an append-only journal, ``state/task_queue.journal``.
 
-File format: one JSON object per line, each with ``t``, the UTC time it was written. The first line is the header
-``{"format": "avoviirscollector-task-queue", "version": 2, "next_id": N, "ledger_since": "<ISO time>"}``
-(``ledger_since``: since when the ledger is complete; a version 1 file, from before the ledger, has none). Then:
-
-- ``{"op": "put", "task": {...}}``: a new or merged task, the full record;
-- ``{"op": "take", "id": N, "kind": "handed out"|"dropped", "worker": "<address>", "granules": [...], "what":
-  "..."}``: a task left the queue (a hand-out to a worker, or an operator's drop); also the ledger entry that keeps
-  its granules from being queued twice (version 1 takes carry only the id);
-- ``{"op": "forget", "granules": [...]}``: an operator re-queued these granules (they leave the ledger);
-- ``{"op": "event", "kind": "recovered"|"in doubt"|"duplicate"|"bad request", "count": N}``: what the broker
-  recovered, re-queued in doubt or refused as a duplicate, and the bad requests it answered with an error (``count``,
-  when present, is how many one record stands for: bad requests are written every 10 s at most), kept a day (read by
-  ``status`` and ``monitor``);
-- ``{"op": "sent", "id": N}``: the reply carrying hand-out N was written to its worker's connection (so it is not
-  in doubt after a kill);
-- ``{"op": "mark"}``: written once a second after hand-outs, so that the time of the last record tells when the
-  broker was last alive;
-- ``{"op": "stop"}``: the last line of a clean stop. A journal that does not end with it was cut by a kill or a
-  crash: hand-outs written within :data:`DOUBT_SECONDS` of its last record and with no ``sent`` record are *in
-  doubt* (the reply may never have left) and :meth:`JournalStore.load` returns them so that the broker queues them
-  again.
+File format: one JSON object per line, the records of ``ondisk/journal.py`` (one type each, encoded and decoded
+there only): a header, then ``put``, ``take``, ``forget``, ``event``, ``sent``, ``mark`` and ``stop``, each with
+``t``, the UTC time it was written. A journal that does not end with ``stop`` was cut by a kill or a crash:
+hand-outs written within :data:`DOUBT_SECONDS` of its last record and with no ``sent`` record are *in doubt* (the
+reply may never have left) and :meth:`JournalStore.load` returns them so that the broker queues them again.
 
 Every line is written with one ``os.write`` on an ``O_APPEND`` descriptor (so it outlives a kill of the process at
 once); the caller decides when to ``fsync`` (the broker: queued tasks before they become visible, hand-outs within
@@ -48,27 +32,24 @@ Reading is forgiving but loud:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from avoviirscollector.fsutil import fsync_dir
+from avoviirscollector.ondisk.journal import Header, Record, encode, stamped
 from avoviirscollector.ondisk.state import (  # noqa: F401 - DOUBT_SECONDS and Loaded are the store's API too
-    BROKER_FORMAT,
     BROKER_JOURNAL,
     DOUBT_SECONDS,
     Loaded,
     read_broker_journal,
 )
 
-FORMAT = BROKER_FORMAT
-VERSION = 2
 JOURNAL_NAME = BROKER_JOURNAL
 
 log = logging.getLogger("task_broker.store")
@@ -76,10 +57,6 @@ log = logging.getLogger("task_broker.store")
 
 def _stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-
-
-def _line(obj: dict) -> bytes:
-    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
 
 
 def _now() -> dt.datetime:
@@ -101,12 +78,12 @@ class JournalStore:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
-    def load(self, decode: Callable[[dict], Any] = lambda record: record) -> Loaded:
-        """Replay the journal (``ondisk.state.read_broker_journal``: the live tasks in queue order, each record
-        passed through ``decode``, the next task id, the ledger records, the events, and the hand-outs in doubt
-        after an unclean stop), and deal with a bad file as the module docstring says: a foreign one is moved aside,
-        a damaged one copied, and each is logged. Never raises for a bad file."""
-        loaded = read_broker_journal(self.path, decode)
+    def load(self, decode_task: Callable[[Mapping], Any] = lambda record: record) -> Loaded:
+        """Replay the journal (``ondisk.state.read_broker_journal``: the live tasks in queue order, each task
+        record passed through ``decode_task``, the next task id, the ledger records, the events, and the hand-outs
+        in doubt after an unclean stop), and deal with a bad file as the module docstring says: a foreign one is
+        moved aside, a damaged one copied, and each is logged. Never raises for a bad file."""
+        loaded = read_broker_journal(self.path, decode_task)
         if loaded.empty:
             log.warning("state file %s is empty: starting with an empty queue", self.path)
         elif loaded.foreign:
@@ -129,9 +106,8 @@ class JournalStore:
 
     # -- writing ---------------------------------------------------------------------------------------------
 
-    def header(self, next_id: int, ledger_since: dt.datetime) -> dict:
-        return {"format": FORMAT, "version": VERSION, "t": self.now().isoformat(), "next_id": next_id,
-                "ledger_since": ledger_since.isoformat()}
+    def header(self, next_id: int, ledger_since: dt.datetime) -> Header:
+        return Header(next_id, ledger_since, self.now())
 
     def begin(self, ledger_since: dt.datetime) -> bool:
         """Start an empty journal whose ledger begins at ``ledger_since`` unless there is one (a file of any kind):
@@ -143,8 +119,8 @@ class JournalStore:
         self.close()
         return True
 
-    def compact(self, records: Iterable[dict], header: dict) -> None:
-        """Atomically replace the journal by ``header`` and ``records`` (op objects), then append to it (blocking).
+    def compact(self, records: Iterable[Record], header: Header) -> None:
+        """Atomically replace the journal by ``header`` and ``records``, then append to it (blocking).
 
         Raises OSError (the disk is full, say) with the old journal left whole and the new one removed."""
         self.abort_compaction()
@@ -153,9 +129,9 @@ class JournalStore:
         count = 0
         try:
             with open(tmp, "wb") as out:
-                out.write(_line(header))
+                out.write(encode(header))
                 for record in records:
-                    out.write(_line(record))
+                    out.write(encode(record))
                     count += 1
                 out.flush()
                 os.fsync(out.fileno())
@@ -169,12 +145,13 @@ class JournalStore:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.records_written = count
 
-    def append(self, obj: dict, sync: bool = False) -> None:
-        """Append one op (its time ``t`` added); durable on return when ``sync``. OSError when it cannot be written
-        (then the file may end with a torn line: the broker stops appending until a compaction has succeeded)."""
+    def append(self, record: Record, sync: bool = False) -> None:
+        """Append one record (its time ``t`` added, unless it has one); durable on return when ``sync``. OSError
+        when it cannot be written (then the file may end with a torn line: the broker stops appending until a
+        compaction has succeeded)."""
         if self._fd is None:
             raise OSError(f"{self.path} is not open for appending (no compaction has succeeded yet)")
-        data = _line({"op": obj.pop("op"), "t": self.now().isoformat(), **obj})
+        data = encode(stamped(record, self.now()))
         written = os.write(self._fd, data)
         if written != len(data):  # a regular file short write means the disk is full
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
@@ -183,14 +160,6 @@ class JournalStore:
         if self._job is not None:
             self._job.pending.append(data)
         self.records_written += 1
-
-    def put(self, record: dict, sync: bool = True) -> None:
-        """Record a new or updated task; durable on return when ``sync``."""
-        self.append({"op": "put", "task": record}, sync)
-
-    def take(self, task_id: int, sync: bool = True, **ledger: Any) -> None:
-        """Record that a task left the queue (with its ledger entry's fields); durable on return when ``sync``."""
-        self.append({"op": "take", **ledger, "id": task_id}, sync)
 
     def sync(self) -> None:
         if self._fd is not None:
@@ -202,7 +171,7 @@ class JournalStore:
     def compacting(self) -> bool:
         return self._job is not None
 
-    def start_compaction(self, records: Iterator[dict], header: dict) -> None:
+    def start_compaction(self, records: Iterator[Record], header: Header) -> None:
         """Begin writing a compacted journal of ``records`` (ops, made lazily) without blocking the caller.
 
         The caller keeps appending to the current journal; every line appended meanwhile is also kept and goes
@@ -213,7 +182,7 @@ class JournalStore:
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, _line(header))
+            _write_all(fd, encode(header))
         except OSError:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -236,7 +205,7 @@ class JournalStore:
             deadline = time.perf_counter() + budget
             chunk = []
             for record in job.records:
-                chunk.append(_line(record))
+                chunk.append(encode(record))
                 job.count += 1
                 if len(chunk) >= 16 and time.perf_counter() >= deadline:
                     break
@@ -289,7 +258,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class _Compaction:
-    def __init__(self, tmp: Path, fd: int, records: Iterator[dict]) -> None:
+    def __init__(self, tmp: Path, fd: int, records: Iterator[Record]) -> None:
         self.tmp, self.fd, self.records = tmp, fd, records
         self.pending: list[bytes] = []
         self.count = 0

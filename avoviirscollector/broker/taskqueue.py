@@ -35,6 +35,7 @@ from typing import Any
 
 from avoviirscollector import isotime
 from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of, merge_files, same_start
+from avoviirscollector.ondisk.journal import DROPPED, HANDED_OUT, Take, as_json
 
 MERGE_WINDOW = dt.timedelta(minutes=30)
 DIRECTIONS = ("ascending", "descending", "unknown")
@@ -163,22 +164,25 @@ class HandOut:
     task_id: int
     when: dt.datetime
     worker: str  # the worker's address ("" when unknown), or "operator" for a drop
-    kind: str  # "handed out" or "dropped"
+    kind: str  # HANDED_OUT or DROPPED
     granules: tuple[GranuleKey, ...]
     what: str  # the task's description at that moment
 
-    def to_record(self) -> dict:
-        return {"id": self.task_id, "t": self.when.isoformat(), "worker": self.worker, "kind": self.kind,
-                "granules": [key.to_json() for key in self.granules], "what": self.what}
+    def to_take(self) -> Take:
+        """The journal's record of this entry."""
+        return Take(self.task_id, self.kind, self.worker, self.granules, self.what, self.when)
 
     @classmethod
-    def from_record(cls, record: Mapping) -> HandOut:
-        """Inverse of :meth:`to_record`; ValueError, KeyError or TypeError on a malformed record."""
-        kind = record.get("kind", "handed out")
-        if kind not in ("handed out", "dropped"):
-            raise ValueError(f"unknown hand-out kind {kind!r}")
-        return cls(int(record["id"]), _utc(record["t"], "t"), str(record.get("worker", "")), kind,
-                   tuple(GranuleKey.from_json(key) for key in record.get("granules", [])), str(record.get("what", "")))
+    def from_take(cls, take: Take) -> HandOut:
+        """The entry a journal's take with its granules records; ValueError for one without its time or granules
+        (a version 1 take)."""
+        if take.t is None or take.granules is None:
+            raise ValueError(f"take of task {take.id} has no {'time' if take.t is None else 'granules'}")
+        return cls(take.id, take.t, take.worker, take.kind, take.granules, take.what)
+
+    def to_json(self) -> dict:
+        """The entry as the operators' ``list`` shows it (the journal's take without its ``op``)."""
+        return as_json(self.to_take(), with_op=False)
 
 
 ADMIT_QUEUED, ADMIT_MERGED, ADMIT_DUPLICATE = "queued", "merged", "duplicate"
@@ -288,7 +292,7 @@ class TaskQueue:
         if task is not None and not just_testing:
             self._remove(task)
             if when is not None:
-                self.record(HandOut(task.id, when, worker, "handed out", tuple(sorted(granules_of(task))),
+                self.record(HandOut(task.id, when, worker, HANDED_OUT, tuple(sorted(granules_of(task))),
                                     task.describe()))
         return task
 
@@ -298,7 +302,7 @@ class TaskQueue:
         if task is None:
             return None
         self._remove(task)
-        entry = HandOut(task.id, when, who, "dropped", tuple(sorted(granules_of(task))), task.describe())
+        entry = HandOut(task.id, when, who, DROPPED, tuple(sorted(granules_of(task))), task.describe())
         self.record(entry)
         return entry
 

@@ -39,6 +39,7 @@ from avoviirscollector.granules import GranuleKey, GranuleMap, keys_of
 from avoviirscollector.isotime import epoch
 from avoviirscollector.monitor.latency import LATENCY_BUCKETS, Samples, key_text
 from avoviirscollector.monitor.stations import CopyNote, StationRow, copy_notes, label, station_rows
+from avoviirscollector.ondisk.journal import DROPPED, HANDED_OUT, Event, Put, Record, Take
 from avoviirscollector.ondisk.state import PlacedRecord, Source  # noqa: F401 - Source: also ours
 from avoviirscollector.viirs import PRODUCTS, NotASdrName, SdrName, parse_name
 
@@ -328,24 +329,24 @@ class History:
                 self.listed[name] = first
 
     # -- task_broker ----------------------------------------------------------------------------------------------
-    def broker_record(self, op: Mapping, now: float, rewritten_before: float | None = None) -> None:
+    def broker_record(self, record: Record, now: float, rewritten_before: float | None = None) -> None:
         """One record of task_broker's journal. ``rewritten_before``: the journal was rewritten; records with a
         time at or before it were taken already."""
-        kind = op.get("op")
-        when = epoch(op.get("t"))
-        if rewritten_before is not None and when is not None and when <= rewritten_before and kind != "put":
+        when = record.t.timestamp() if record.t is not None else None
+        if rewritten_before is not None and when is not None and when <= rewritten_before and \
+                not isinstance(record, Put):
             return
         if when is not None and when < now - KEEP:
             return
-        if kind == "put":  # a compaction's puts have no time: they tell which granules are tasked, not when
-            self._put(op.get("task"), when if when is not None else now, when is not None)
-        elif kind == "take":
-            self._take(op, when if when is not None else now)
-        elif kind == "event":
-            counter = EVENT_COUNTERS.get(str(op.get("kind")))
-            if counter is not None:
-                count = op.get("count", 1)
-                self.count(counter, (), float(count) if isinstance(count, int) and count > 0 else 1.0)
+        match record:
+            case Put():  # a compaction's puts have no time: they tell which granules are tasked, not when
+                self._put(record.task, when if when is not None else now, when is not None)
+            case Take():
+                self._take(record, when if when is not None else now)
+            case Event():
+                counter = EVENT_COUNTERS.get(record.kind)
+                if counter is not None:
+                    self.count(counter, (), float(record.count))
 
     def _put(self, task: Any, when: float, timed: bool = True) -> None:
         if not isinstance(task, Mapping):
@@ -388,25 +389,18 @@ class History:
         if times is not None and times.listed_last is not None:
             self.observe_leg("listed_to_handed_out", key.platform_name, station, when, when - times.listed_last)
 
-    def _take(self, op: Mapping, when: float) -> None:
-        kind = str(op.get("kind", "handed out"))
-        worker = str(op.get("worker", ""))
-        keys = []
-        for raw in op.get("granules", []) or []:
-            try:
-                keys.append(GranuleKey.from_json(raw))
-            except (TypeError, ValueError):
-                continue
+    def _take(self, take: Take, when: float) -> None:
+        kind, worker, keys = take.kind, take.worker, take.granules or ()
         if keys:
             product, satellite = keys[0].product, keys[0].platform_name
         else:
             product, satellite = "?", "?"
-        self.count("handed_out" if kind == "handed out" else "dropped", (product, satellite))
+        self.count("handed_out" if kind == HANDED_OUT else "dropped", (product, satellite))
         self.changes.append((when, -1))
         self._oldest_granule = min(self._oldest_granule, when)
         for key in keys:
             before = self.handed.get(key)
-            if kind == "handed out" and (before is None or before[1] != "handed out"):
+            if kind == HANDED_OUT and (before is None or before[1] != HANDED_OUT):
                 self._handed_out(key, when)
             self.handed[key] = (when, kind, worker)
             self.tasked.setdefault(key, when)
@@ -517,8 +511,8 @@ class History:
                 rows.append(GranuleRow(
                     key, len(present), len(needed), tuple(s for s in needed if s not in segments),
                     max((segments[s] for s in present), default=max(w for _, w in members)),
-                    key in self.tasked, (handed[2] if handed[1] == "handed out" else None) if handed else None,
-                    bool(handed and handed[1] == "dropped")))
+                    key in self.tasked, (handed[2] if handed[1] == HANDED_OUT else None) if handed else None,
+                    bool(handed and handed[1] == DROPPED)))
         rows.sort(key=lambda row: (row.key.start_time, row.key.platform_name, row.key.product))
         return rows
 

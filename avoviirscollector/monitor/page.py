@@ -25,6 +25,7 @@ from avoviirscollector.formatting import human_bytes
 from avoviirscollector.monitor.history import WINDOW, GranuleRow, History
 from avoviirscollector.monitor.latency import LEG_TITLES, LEGS
 from avoviirscollector.monitor.stations import StationRow
+from avoviirscollector.ondisk.journal import HANDED_OUT
 from avoviirscollector.viirs import PRODUCTS
 
 REFRESH_SECONDS = 30
@@ -362,7 +363,7 @@ def _queue(view: View) -> list[str]:
     h, now, live = view.history, view.now, view.live
     current = live.get("queued", live["queue length"]) if live else None  # "queued": the real count while it
     # says 0 (a stop, or a moment's hold while silent workers are answered)
-    handed_24h = sum(1 for when, kind, _ in h.handed.values() if kind == "handed out" and when >= now - WINDOW)
+    handed_24h = sum(1 for when, kind, _ in h.handed.values() if kind == HANDED_OUT and when >= now - WINDOW)
     parts = ["<h2>Queue</h2>"]
     if live is None:
         parts.append('<div class="bad" id="queue-now">task_broker status not heard</div>')

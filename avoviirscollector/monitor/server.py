@@ -79,6 +79,7 @@ from avoviirscollector.isotime import epoch
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.monitor import page, sources
 from avoviirscollector.monitor.history import KEEP, History, Source
+from avoviirscollector.ondisk import journal
 from avoviirscollector.ondisk.log_errors import last_errors
 from avoviirscollector.ondisk.sdr import SdrWatch
 from avoviirscollector.ondisk.state import (
@@ -208,11 +209,10 @@ class Monitor:
             source = self._source(BROKER_JOURNAL)
             newest = source.newest
             lines, rewritten = new_lines(s.state_dir / BROKER_JOURNAL, source)
-            for record in json_records(lines):
+            for record in journal.records(lines):
                 h.broker_record(record, now, newest if rewritten else None)
-                when = epoch(record.get("t"))
-                if when is not None and when > source.newest:
-                    source.newest = when
+                if record.t is not None and record.t.timestamp() > source.newest:
+                    source.newest = record.t.timestamp()
             source = self._source("supervisord.log")
             newest = source.newest
             lines, rewritten = new_lines(s.log_dir / "supervisord.log", source)

@@ -4,8 +4,8 @@ Each file has one writer (named below; the README's table says what each holds a
 only reads it, through the readers here, which never write, move, lock or copy a file of another program.
 
 - :data:`BROKER_JOURNAL`: task_broker (``broker/store.py``); JSON lines, a header then ``put``, ``take``,
-  ``forget``, ``event``, ``mark`` and ``stop`` records (store.py says what each means); :func:`read_broker_journal`
-  replays it.
+  ``forget``, ``event``, ``sent``, ``mark`` and ``stop`` records, each one type of ``ondisk/journal.py`` (which
+  says what each means, and encodes and decodes them); :func:`read_broker_journal` replays it.
 - :data:`MIRROR_JOURNAL`: mirror_gina (``mirror/place.py``); JSON lines, one per placed file (:class:`PlacedRecord`).
 - :data:`MIRROR_FAILURES`, :data:`MIRROR_HEALTH`, :data:`MIRROR_LISTINGS`, :data:`MIRROR_SKIPPED`,
   :data:`MIRROR_COPIES`: mirror_gina (``mirror/backoff.py``, ``health.py``, ``state_files.py``); one JSON object
@@ -25,7 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avoviirscollector.isotime import epoch, utc
+from avoviirscollector.isotime import epoch
+from avoviirscollector.ondisk.journal import (
+    HANDED_OUT,
+    Event,
+    Forget,
+    Put,
+    Record,
+    Sent,
+    Stop,
+    Take,
+    decode,
+    decode_header,
+)
 
 BROKER_JOURNAL = "task_queue.journal"
 MIRROR_JOURNAL = "mirror_gina.journal"
@@ -37,9 +49,6 @@ MIRROR_COPIES = "mirror_gina.copies.json"
 MONITOR_STATE = "monitor.json"
 FREE_SPACE_LOCK = "free_space.lock"
 
-#: the broker journal's header: ``{"format": BROKER_FORMAT, "version": 2, ...}``
-BROKER_FORMAT = "avoviirscollector-task-queue"
-BROKER_READABLE_VERSIONS = (1, 2)
 #: hand-outs written this close to the last record of a journal cut by a kill are in doubt
 DOUBT_SECONDS = 1.0
 #: a growing file is read at most this much at a time (a journal read in one go never holds more in memory)
@@ -196,12 +205,12 @@ class Loaded:
 
     tasks: list[Any] = field(default_factory=list)  # the live tasks (decoded), in queue order
     next_id: int = 1
-    ledger: list[dict] = field(default_factory=list)  # take and forget records, in order
-    events: list[dict] = field(default_factory=list)
+    ledger: list[Take | Forget] = field(default_factory=list)  # takes with their granules, and forgets, in order
+    events: list[Event] = field(default_factory=list)
     ledger_since: dt.datetime | None = None  # None: no ledger yet (a new or version 1 journal)
     clean: bool = True  # the journal ends with a clean stop (or is new)
     last_time: dt.datetime | None = None  # the time of its last record
-    in_doubt: list[tuple[Any, dict]] = field(default_factory=list)  # (task, its take record), if not clean
+    in_doubt: list[tuple[Any, Take]] = field(default_factory=list)  # (task, its take), if not clean
     # how the file was (the store acts on these: it moves a foreign file aside, keeps a copy of a damaged one)
     empty: bool = False
     foreign: bool = False
@@ -209,83 +218,59 @@ class Loaded:
     cut: int = 0  # bytes of a last line without its newline (a write cut short by a kill), dropped
 
 
-def _op_time(op: Mapping) -> dt.datetime | None:
-    return utc(op.get("t"))
-
-
-def broker_header(line: bytes) -> dict | None:
-    """The header of a broker journal, or None when ``line`` is not one this version reads."""
-    try:
-        header = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(header, dict) or header.get("format") != BROKER_FORMAT:
-        return None
-    if header.get("version") not in BROKER_READABLE_VERSIONS:
-        return None
-    return header
-
-
-def read_broker_journal(path: Path, decode: Callable[[dict], Any] = lambda record: record) -> Loaded:
+def read_broker_journal(path: Path, decode_task: Callable[[Mapping], Any] = lambda record: record) -> Loaded:
     """Replay task_broker's journal, read-only: the live tasks in queue order (each task record passed through
-    ``decode``; a record it refuses with ValueError, KeyError or TypeError counts as a damaged line), the next task
-    id, the ledger records, the events, and the hand-outs in doubt after an unclean stop. Streams the file one line
-    at a time; never raises for a bad file (what is wrong with it is in the result); a missing file is empty."""
+    ``decode_task``; a record it refuses with ValueError, KeyError or TypeError counts as a damaged line, as does
+    a line that is no record of ``ondisk/journal.py``), the next task id, the ledger records, the events, and the
+    hand-outs in doubt after an unclean stop. Streams the file one line at a time; never raises for a bad file
+    (what is wrong with it is in the result); a missing file is empty."""
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
         return Loaded()
     with handle:
         first = handle.readline()
-        header = broker_header(first) if first.endswith(b"\n") else None
+        header = decode_header(first) if first.endswith(b"\n") else None
         if header is None:
             return Loaded(empty=not first, foreign=bool(first))
-        out = Loaded(next_id=int(header.get("next_id", 1)), ledger_since=utc(header.get("ledger_since")),
-                     last_time=_op_time(header))
+        out = Loaded(next_id=header.next_id, ledger_since=header.ledger_since, last_time=header.t)
         tasks: dict[int, Any] = {}
-        recent: list[tuple[dt.datetime, Any, dict]] = []  # hand-outs of the last DOUBT_SECONDS so far
+        recent: list[tuple[dt.datetime, Any, Take]] = []  # hand-outs of the last DOUBT_SECONDS so far
         for number, line in enumerate(handle, start=2):
             if not line.endswith(b"\n"):
                 out.cut = len(line)
                 break
             try:
-                _replay(json.loads(line), out, tasks, recent, decode)
+                _replay(decode(line), out, tasks, recent, decode_task)
             except (ValueError, KeyError, TypeError) as err:
                 out.damaged.append((number, str(err)[:200]))
     out.tasks = [tasks[key] for key in sorted(tasks)]
     if not out.clean:
-        out.in_doubt = [(task, op) for _, task, op in recent]
+        out.in_doubt = [(task, take) for _, task, take in recent]
     return out
 
 
-def _replay(op: dict, out: Loaded, tasks: dict[int, Any], recent: list, decode: Callable[[dict], Any]) -> None:
-    kind = op["op"]
-    when = _op_time(op)
-    match kind:
-        case "put":
-            task_id = int(op["task"]["id"])
-            tasks[task_id] = decode(op["task"])
+def _replay(record: Record, out: Loaded, tasks: dict[int, Any], recent: list,
+            decode_task: Callable[[Mapping], Any]) -> None:
+    match record:
+        case Put():
+            task_id = int(record.task["id"])
+            tasks[task_id] = decode_task(record.task)
             out.next_id = max(out.next_id, task_id + 1)
-        case "take":
-            task_id = int(op["id"])
-            task = tasks.pop(task_id, None)
-            out.next_id = max(out.next_id, task_id + 1)
-            if "granules" in op:
-                out.ledger.append(op)
-            if task is not None and when is not None and op.get("kind", "handed out") == "handed out":
-                recent.append((when, task, op))
-        case "sent":  # the reply carrying that hand-out was written to its worker's connection: not in doubt
-            task_id = int(op["id"])
-            recent[:] = [item for item in recent if int(item[2]["id"]) != task_id]
-        case "forget":
-            out.ledger.append(op)
-        case "event":
-            out.events.append(op)
-        case "mark" | "stop":
-            pass
-        case _:
-            raise ValueError(f"unknown op {kind!r}")
-    out.clean = kind == "stop"
-    if when is not None:
-        out.last_time = when
-        recent[:] = [item for item in recent if item[0] >= when - dt.timedelta(seconds=DOUBT_SECONDS)]
+        case Take():
+            task = tasks.pop(record.id, None)
+            out.next_id = max(out.next_id, record.id + 1)
+            if record.granules is not None:
+                out.ledger.append(record)
+            if task is not None and record.t is not None and record.kind == HANDED_OUT:
+                recent.append((record.t, task, record))
+        case Sent():  # the reply carrying that hand-out was written to its worker's connection: not in doubt
+            recent[:] = [item for item in recent if item[2].id != record.id]
+        case Forget():
+            out.ledger.append(record)
+        case Event():
+            out.events.append(record)
+    out.clean = isinstance(record, Stop)
+    if record.t is not None:
+        out.last_time = record.t
+        recent[:] = [item for item in recent if item[0] >= record.t - dt.timedelta(seconds=DOUBT_SECONDS)]
