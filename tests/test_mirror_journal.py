@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 
-from avoviirscollector.mirror.place import Journal, read_journal
+from avoviirscollector.mirror.place import Journal
+from avoviirscollector.ondisk.state import read_placed
 from avoviirscollector.viirs import format_name
 from tests.mirror_support import add_pass
 from tests.test_mirror_cli import MIRROR, _env
@@ -69,7 +70,7 @@ def test_journal_keeps_the_longer_of_listing_window_and_recovery_hours_and_drops
     keep = dt.timedelta(days=3)  # backfill 2 days + 1
     remembered = journal.remembered(keep, now)
     assert remembered == {names["fresh"], names["two_days"], names["late_copy"]}
-    assert sorted(r["name"] for r in read_journal(journal.path)) == sorted(remembered)  # compacted
+    assert sorted(placed.name for _, placed in read_placed(journal.path)) == sorted(remembered)  # compacted
     assert journal.remembered(dt.timedelta(hours=168), now) == remembered
     # RECOVERY_HOURS longer than the listing window: it decides
     journal.path.write_text(json.dumps(_record(names["four_days"], naive - ages["four_days"])) + "\n")

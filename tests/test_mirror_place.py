@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from avoviirscollector.mirror.place import Journal, PlacementError, place_file, read_journal
+from avoviirscollector.mirror.place import Journal, PlacementError, place_file
+from avoviirscollector.ondisk.state import read_placed
 from tests.gina_double import make_sdr_file
 
 NAME = "SVM16_npp_d20261123_t1000000_e1001254_b70000_c20261123101000000000_cspp_dev.h5"
@@ -63,16 +64,16 @@ def test_journal_survives_a_torn_last_line(dirs):
     with open(journal.path, "ab") as fh:  # a run killed in the middle of its write
         fh.write(b'{"time":"2026-11-23T10:00:00Z","name":"b.h5","by')
     journal.append("c.h5", 30, "n" * 32, 0.25, 2)
-    records = list(read_journal(journal.path))
+    records = [raw for raw, _ in read_placed(journal.path)]
     assert [r["name"] for r in records] == ["a.h5", "c.h5"]
     assert records[1] == {"time": records[1]["time"], "name": "c.h5", "bytes": 30, "md5": "n" * 32,
                           "seconds": 0.25, "connections": 2}
-    assert list(read_journal(dirs / "state" / "missing")) == []
+    assert list(read_placed(dirs / "state" / "missing")) == []
 
 
 def test_journal_keeps_when_the_listing_first_showed_the_file(dirs):
     journal = Journal(dirs / "state")
     journal.append("a.h5", 10, "m" * 32, 1.5, 4, listed="2026-11-23T09:58:00Z")
     journal.append("b.h5", 10, "m" * 32, 1.5, 4)
-    first, second = read_journal(journal.path)
+    first, second = (raw for raw, _ in read_placed(journal.path))
     assert first["listed"] == "2026-11-23T09:58:00Z" and "listed" not in second

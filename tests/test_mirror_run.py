@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from avoviirscollector.mirror.place import read_journal
+from avoviirscollector.ondisk.state import read_placed
 from tests.gina_double import GinaDouble
 from tests.mirror_support import SIZES, START, Captured, SdrWatch, add_pass, run_mirror, settings_for
 
@@ -38,7 +38,7 @@ def test_places_every_file_once_then_second_run_fetches_nothing(tmp_path, double
     placed = log.starting("placed ")
     assert len(placed) == len(expected)
     assert all(" bytes=" in line and " MB/s=" in line and " connections=" in line for line in placed)
-    journal = list(read_journal(settings.state_dir / "mirror_gina.journal"))
+    journal = [raw for raw, _ in read_placed(settings.state_dir / "mirror_gina.journal")]
     assert sorted(r["name"] for r in journal) == sorted(expected)
     assert all(r["md5"] == expected[r["name"]] for r in journal)
     # several connections per file, reused across files: far fewer TCP connections than requests (uncapped on
@@ -97,7 +97,7 @@ def test_fault_never_shows_in_sdr_and_next_run_completes(tmp_path, double, fault
     assert watch.violations == []
     assert sorted(os.listdir(settings.sdr_dir)) == sorted(expected)
     assert os.listdir(settings.tmp_dir) == []
-    names = [r["name"] for r in read_journal(settings.state_dir / "mirror_gina.journal")]
+    names = [placed.name for _, placed in read_placed(settings.state_dir / "mirror_gina.journal")]
     assert sorted(names) == sorted(expected)  # each file placed exactly once
 
 

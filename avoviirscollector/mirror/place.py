@@ -23,7 +23,7 @@ import errno
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from avoviirscollector import isotime
@@ -238,9 +238,3 @@ def _remembered(record: PlacedRecord, horizon: float, horizon_key: str) -> bool:
     if record.time is None and key is None:
         return True
     return (record.time is not None and record.time >= horizon) or (key is not None and key >= horizon_key)
-
-
-def read_journal(path: Path) -> Iterator[dict]:
-    """The journal's records as written, oldest first, streaming; torn or foreign lines are skipped."""
-    for raw, _placed in read_placed(path):
-        yield raw

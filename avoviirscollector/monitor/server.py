@@ -98,13 +98,12 @@ from avoviirscollector.queue_status import not_heard, parse_queue_status, subscr
 from avoviirscollector.ready import ReadyMarker
 from avoviirscollector.signals import stop_on_signals
 from avoviirscollector.supervisor_client import ask_programs
-from avoviirscollector.viirs import PLATFORMS, NotASdrName, parse_name
+from avoviirscollector.viirs import NotASdrName, parse_name
 
 PROGRAM = "monitor"
 POLL_SECONDS = 5.0
 SAVE_SECONDS = 30.0
 LIVE_SECONDS = 10.0  # the broker's status counts as current this long (it publishes once a second)
-SATELLITE_OF = {sat: name for name, sat in PLATFORMS.values()}  # "snpp" -> "Suomi-NPP"
 
 NOT_POLLED = "monitor has not read the suite's state yet"
 

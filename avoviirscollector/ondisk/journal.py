@@ -110,7 +110,6 @@ class Stop:
 
 
 Record = Put | Take | Forget | Event | Sent | Mark | Stop
-OPS: dict[str, type] = {kind.op: kind for kind in (Put, Take, Forget, Event, Sent, Mark, Stop)}
 
 
 def stamped[R: (Put, Take, Forget, Event, Sent, Mark, Stop)](record: R, when: dt.datetime) -> R:

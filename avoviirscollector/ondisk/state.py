@@ -11,8 +11,8 @@ only reads it, through the readers here, which never write, move, lock or copy a
   :data:`MIRROR_COPIES`: mirror_gina (``mirror/backoff.py``, ``health.py``, ``state_files.py``); one JSON object
   each (:func:`read_json`).
 - :data:`MONITOR_STATE`: monitor (its history); ``mail-<program>.json``: the mail handler (mailer.py);
-  ``refused-<program>.json``: access.py; :func:`mirror_lock` and :data:`FREE_SPACE_LOCK`: mirror_gina and the
-  free-space sweep.
+  ``refused-<program>.json``: access.py; ``mirror_gina.<queue>.lock`` (``mirror/engine.py``) and
+  :data:`FREE_SPACE_LOCK`: mirror_gina and the free-space sweep.
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ FREE_SPACE_LOCK = "free_space.lock"
 DOUBT_SECONDS = 1.0
 #: a growing file is read at most this much at a time (a journal read in one go never holds more in memory)
 MAX_READ = 64 * 1024 * 1024
-
-
-def mirror_lock(queue: str) -> str:
-    """The name of mirror_gina's lock of one queue."""
-    return f"mirror_gina.{queue}.lock"
 
 
 def read_json(path: Path) -> dict:

@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 from posttroll.message import Message
 
-from avoviirscollector.mirror.place import read_journal
+from avoviirscollector.ondisk.state import read_placed
 from avoviirscollector.viirs import PRODUCTS
 from tests.e2e.harness import Suite
 from tests.mirror_support import SIZES, SdrWatch
@@ -80,7 +80,7 @@ def test_faulty_runs_then_clean_run_one_file_message_per_placed_file(mirrored_su
     assert Counter(m.data["uid"] for m in files) == Counter({name: 1 for name in expected})
     for msg in files:
         assert msg.data["uri"] == str(suite.settings.sdr_dir / msg.data["uid"])
-    journal = [r["name"] for r in read_journal(suite.settings.state_dir / "mirror_gina.journal")]
+    journal = [placed.name for _, placed in read_placed(suite.settings.state_dir / "mirror_gina.journal")]
     assert Counter(journal) == Counter({name: 1 for name in expected})
     datasets = {m.subject.rsplit("/", 1)[-1] for m in messages if m.type == "dataset"
                 and m.data["orbit_number"] == 71234}
