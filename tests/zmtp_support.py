@@ -11,6 +11,7 @@ prints one JSON line per event on stdout (``listening``, ``request``, ``pushed``
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import queue
@@ -61,6 +62,9 @@ def serve_step(listener: ZmtpListener, poller: zmq.Poller, push_after: float | N
                 on_event({"event": "pushed", "conn": conn_id})
 
 
+_BESIDE = itertools.count()
+
+
 class ThreadedListener:
     """A listener serving in a thread. ``call(fn)`` runs ``fn(listener)`` between two turns of its loop (the
     listener is not thread-safe) and returns what it returned."""
@@ -88,7 +92,9 @@ class ThreadedListener:
     def _run(self) -> None:
         context = zmq.Context.instance()
         other = context.socket(zmq.PAIR)  # a zmq socket beside the listener, as the broker's loop has
-        other.bind(f"inproc://beside-{id(self)}")
+        # a name of its own: a closed socket's inproc name is freed later by libzmq's reaper thread (on a busy host
+        # after the next listener, which id(self) may name the same, has started)
+        other.bind(f"inproc://beside-{next(_BESIDE)}")
         poller = zmq.Poller()
         poller.register(self.listener, zmq.POLLIN)
         poller.register(other, zmq.POLLIN)
