@@ -60,6 +60,14 @@ def _up(got: dict) -> dict[str, float]:
     return {labels[0][1]: value for (name, labels), value in got.items() if name == "avo_program_up"}
 
 
+def _placed_and_tasked(url: str, placed: int) -> dict:
+    """The metrics once ``placed`` files and 9 tasks are in (every product of npp's granule, all but tir of j01's),
+    from a poll of supervisord made after cron started (the monitor asks it every POLL_SECONDS: on a busy host the
+    poll that sees the tasks may come before cron ran)."""
+    return wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == placed
+                        and m.get(("avo_queue_length", ())) == 9 and _up(m).get("cron") == 1, timeout=90)
+
+
 def wait_metrics(url: str, predicate, timeout: float = 60) -> dict:
     """The monitor's metrics once ``predicate`` holds for them (a page not served yet counts as no metrics)."""
     got: dict = {}
@@ -136,11 +144,7 @@ def test_metrics_page_and_health_tell_what_the_suite_did(suite, double, tmp_path
     mirror_run(suite)
     suite.supervisorctl("start", "cron")  # stopped while the test's run fetched (its run would hold the queues' locks)
     placed = len(served)  # 12 + 11 files
-    # 9 tasks: every product of npp's granule, all but tir of j01's; and a poll of supervisord's since cron started
-    # (the monitor asks it every POLL_SECONDS: on a busy host the poll that sees the tasks may come before cron ran)
-    got = wait_metrics(url, lambda m: total(m, "avo_files_placed_total") == placed
-                       and m.get(("avo_queue_length", ())) == 9
-                       and _up(m).get("cron") == 1, timeout=90)
+    got = _placed_and_tasked(url, placed)
     assert total(got, "avo_files_placed_total", satellite="NOAA-20") == 11
     assert total(got, "avo_files_placed_total", satellite="Suomi-NPP", band="SVI05") == 1
     assert total(got, "avo_bytes_placed_total") == sum(s.size for s in served)
