@@ -116,6 +116,9 @@ from avoviirscollector.signals import stop_on_signals
 PROGRAM = "task_broker"
 STATUS_INTERVAL = 1.0
 POLL_SECONDS = 0.05
+#: at most this many items the threads brought are acted on between two turns of the requests: a flood of granules
+#: (a backfill, a burst) queues up behind the workers, not the workers behind it
+TAKE_IN_PER_TURN = 100
 #: how often the view of sdr/ hands the recovery window's complete granules to the loop
 SCAN_SECONDS = 5.0
 #: a stop answers requests until none has come for QUIET_SECONDS, for STOP_ANSWERING_SECONDS at most
@@ -240,7 +243,7 @@ class TaskBroker:
         next_status = time.monotonic()
         marked = False
         while not self._stop.is_set():
-            self._take_in()
+            behind = self._take_in()
             if not marked and self.ingest.subscribed.is_set():  # ready: see the module docstring
                 self.ready.set()
                 marked = True
@@ -256,7 +259,7 @@ class TaskBroker:
                 self.core.compaction_step()
                 wait = 0.0
             else:
-                wait = min(POLL_SECONDS, next_status - now)
+                wait = 0.0 if behind else min(POLL_SECONDS, next_status - now)
             ready = dict(poller.poll(int(wait * 1000) + (wait > 0)))
             self._take_in()
             self._handle(ready, sockets)
@@ -282,16 +285,19 @@ class TaskBroker:
         if sockets.status in ready:
             self._greet(sockets.status)
 
-    def _take_in(self) -> None:
-        """Hand everything the threads brought to the core; the granules it wants recovered go to the resolver."""
+    def _take_in(self, limit: int | None = TAKE_IN_PER_TURN) -> bool:
+        """Hand what the threads brought to the core, up to ``limit`` items (None: everything; the rest waits for
+        the next turn, after the requests); the granules it wants recovered go to the resolver. True when items
+        may be left."""
         items = []
-        while True:
+        while limit is None or len(items) < limit:
             try:
                 items.append(self.incoming.get_nowait())
             except queue.Empty:
                 break
         if items:
             self._submit(self.core.take_in(items))
+        return limit is not None and len(items) >= limit
 
     def _submit(self, resolves: list[Resolve]) -> None:
         for resolve in resolves:
@@ -378,7 +384,7 @@ class TaskBroker:
         self._publish(sockets.status, self.core.status(stopping=True))
         log.info("stopping: workers told so; no more bus messages; answering the requests received")
         self._stop_threads()
-        self._take_in()
+        self._take_in(limit=None)
         self.core.write_state()
         self._answer_until_quiet(sockets.tasks)
         self.core.mark_clean_stop()
