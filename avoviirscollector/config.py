@@ -32,6 +32,7 @@ stops the program at start with one line on stderr naming the variable and what 
 | PAIR_ROUTER_ID | unset | with PAIR_PEER: VRRP virtual router id 1..255, the same on both hosts, unique on the LAN |
 | PAIR_WITNESS | unset | with PAIR_PEER: an IPv4 address a host must reach to hold PAIR_ADDRESS (the site's gateway) |
 | PAIR_PRIORITY | 100 (with PAIR_PEER) | VRRP priority 1..254: the higher keeps the address when two actives meet |
+| PAIR_REPLICATION_PORT | 19291 (with PAIR_PEER) | TCP port 1..65535, not one of the four above: hand-outs to the peer |
 
 The pair's settings are all unset by default: a single host, and nothing of pair/ starts. PAIR_PEER set makes
 the pair: PAIR_ADDRESS, PAIR_INTERFACE, PAIR_ROUTER_ID and PAIR_WITNESS are then needed; any of them set without
@@ -124,6 +125,7 @@ class PairSettings:
     router_id: int
     witness: ipaddress.IPv4Address
     priority: int = 100
+    replication_port: int = 19291  # task_broker's hand-outs to the other host (broker/replication.py)
 
 
 @dataclass(frozen=True)
@@ -313,8 +315,10 @@ def _pair(env: Mapping[str, str]) -> PairSettings | None:
     given = {name: _optional(env, name) for name in PAIR_NEEDED}
     router_id = _int(env, "PAIR_ROUTER_ID", None, 1, 255)
     priority = _int(env, "PAIR_PRIORITY", None, 1, 254)
+    replication_port = _int(env, "PAIR_REPLICATION_PORT", None, 1, 65535)
     if peer_raw is None:
         stray = [name for name, raw in given.items() if raw is not None] + (["PAIR_PRIORITY"] if priority else [])
+        stray += ["PAIR_REPLICATION_PORT"] if replication_port else []
         if stray:
             raise SettingsError(f"{stray[0]}={env[stray[0]].strip()!r} is set but PAIR_PEER is not: expected "
                                 f"PAIR_PEER and {', '.join(PAIR_NEEDED)} all set (two hosts), or none (one host)")
@@ -337,7 +341,8 @@ def _pair(env: Mapping[str, str]) -> PairSettings | None:
         raise SettingsError(f"PAIR_WITNESS={given['PAIR_WITNESS']!r} is {which}: expected a third address both "
                             f"hosts reach (e.g. the site's gateway), not one of the pair's")
     return PairSettings(peer=peer, address=address, interface=interface, router_id=router_id, witness=witness,
-                        priority=priority or PairSettings.priority)
+                        priority=priority or PairSettings.priority,
+                        replication_port=replication_port or PairSettings.replication_port)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -358,6 +363,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shown = ", ".join(f"{k}={v}" for k, v in ports.items())
         raise SettingsError(f"TASK_PORT, UPDATE_PORT, PUBLISH_PORT and MONITOR_PORT must differ: got {shown}")
     mail_user, mail_password_file = _mail_login(env)
+    pair = _pair(env)
+    if pair is not None and pair.replication_port in ports.values():
+        raise SettingsError(f"PAIR_REPLICATION_PORT={pair.replication_port} is one of TASK_PORT, UPDATE_PORT, "
+                            f"PUBLISH_PORT and MONITOR_PORT: expected a port of its own")
     return Settings(
         viirs_base=Path(base_raw).absolute(),
         retention_days=_int(env, "VIIRS_RETENTION", DEFAULTS.retention_days, 0, None),
@@ -385,7 +394,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         silence_hours=_int(env, "SILENCE_HOURS", DEFAULTS.silence_hours, 1, 720),
         mirror_poll_seconds=_poll_seconds(env),
         heartbeat_ttl=_int(env, "HEARTBEAT_TTL", DEFAULTS.heartbeat_ttl, 2, 300),
-        pair=_pair(env),
+        pair=pair,
     )
 
 

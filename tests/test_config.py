@@ -195,12 +195,17 @@ def test_pair_is_unset_by_default_and_read_whole():
     assert (str(pair.peer), str(pair.address), pair.interface, pair.router_id, str(pair.witness), pair.priority) == (
         "192.0.2.12", "192.0.2.10/24", "eth0", 51, "192.0.2.1", 100)
     assert load_settings({**PAIR, "PAIR_PRIORITY": "254"}).pair.priority == 254
+    assert pair.replication_port == 19291
+    assert load_settings({**PAIR, "PAIR_REPLICATION_PORT": "20000"}).pair.replication_port == 20000
 
 
 PAIR_BAD = [
     ({"PAIR_ADDRESS": "192.0.2.10/24"}, "PAIR_ADDRESS='192.0.2.10/24' is set but PAIR_PEER is not: expected PAIR_PEER "
                                         "and PAIR_ADDRESS, PAIR_INTERFACE, PAIR_ROUTER_ID, PAIR_WITNESS all set"),
     ({"PAIR_PRIORITY": "90"}, "PAIR_PRIORITY='90' is set but PAIR_PEER is not"),
+    ({"PAIR_REPLICATION_PORT": "20000"}, "PAIR_REPLICATION_PORT='20000' is set but PAIR_PEER is not"),
+    ({**PAIR, "PAIR_REPLICATION_PORT": "19091"}, "PAIR_REPLICATION_PORT=19091 is one of TASK_PORT"),
+    ({**PAIR, "PAIR_REPLICATION_PORT": "0"}, "PAIR_REPLICATION_PORT='0' is out of range"),
     ({**PAIR, "PAIR_PEER": "peerhost"}, "PAIR_PEER='peerhost' is not valid: expected the other host's IPv4 address"),
     ({**PAIR, "PAIR_PEER": "2001:db8::2"}, "PAIR_PEER='2001:db8::2' is not valid"),
     ({k: v for k, v in PAIR.items() if k != "PAIR_WITNESS"}, "PAIR_PEER='192.0.2.12' needs PAIR_WITNESS: expected an "

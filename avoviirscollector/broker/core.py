@@ -50,17 +50,21 @@ from avoviirscollector.broker.taskqueue import (
     HandOut,
     Task,
     TaskQueue,
+    granules_of,
     parse_granule,
     task_from_record,
     task_to_record,
 )
-from avoviirscollector.granules import GranuleKey, OnDisk, granule_data, keys_of
-from avoviirscollector.ondisk.journal import Event, Forget, Header, Mark, Put, Record, Sent, Stop, Take
+from avoviirscollector.granules import GranuleKey, GranuleMap, OnDisk, granule_data, keys_of
+from avoviirscollector.ondisk.journal import HANDED_OUT, Event, Forget, Header, Mark, Put, Record, Sent, Stop, Take
 
 TOPIC = "/AVO/viirs/granule"
 #: the ledger keeps a hand-out this long beyond RECOVERY_HOURS
 LEDGER_MARGIN = dt.timedelta(hours=1)
-EVENT_KINDS = ("recovered", "in doubt", "duplicate", "bad request")
+EVENT_KINDS = ("recovered", "in doubt", "duplicate", "bad request", "handed out twice")
+#: a hand-out of the pair's other host whose reply it did not say had left, replicated this long before this host
+#: became the active one, is in doubt (queued again here): the other host may have died before its reply left
+PEER_DOUBT_SECONDS = 30.0
 #: bad requests are written to the journal as one event with their count at most this often
 BAD_REQUEST_EVERY = 10.0
 PRUNE_EVERY = 60.0
@@ -183,6 +187,17 @@ class Scan:
     found: list[OnDisk]
 
 
+@dataclass
+class PeerHandOut:
+    """A hand-out the pair's other host replicated here with its task, kept a while in case this host becomes the
+    active one before the other host said its reply had left (``sent``)."""
+
+    received: float  # epoch seconds
+    task: Task
+    take: Take
+    sent: bool = False
+
+
 @dataclass(frozen=True)
 class Announced:
     """trollstalker's ``file`` message for one file placed in sdr/ (the live path's first stage)."""
@@ -226,6 +241,8 @@ class BrokerCore:
         self._unsynced = False
         self._marks = 0
         self._next_prune = 0.0
+        self._peer_recent: dict[int, PeerHandOut] = {}  # the other host's task id -> its recent hand-out
+        self._doubted = GranuleMap()  # granules queued again as in doubt at a promotion (not "handed out twice")
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.wall(), dt.UTC)
@@ -346,14 +363,16 @@ class BrokerCore:
 
     # -- each second -------------------------------------------------------------------------------------------
 
-    def status(self, stopping: bool = False, holding: bool = False) -> dict:
+    def status(self, stopping: bool = False, holding: bool = False, standby: bool = False) -> dict:
         """The status to publish: the queue and the day's counts; when ``stopping``, the last word before a stop;
-        when ``holding``, no task waits for a moment (silent workers are being answered, ``silence.py``)."""
+        when ``holding``, no task waits for a moment (silent workers are being answered, ``silence.py``); when
+        ``standby``, none waits here (the pair's other host serves, ``replication.py``)."""
         message = self.queue.status()
-        if stopping or holding:
+        if stopping or holding or standby:
             message.update({"queue length": 0, "products waiting": [], "tasks by product": {},
                             "queued": len(self.queue)})
-            message.update({"stopping": True} if stopping else {"answering silent workers": True})
+            message.update({"stopping": True} if stopping else
+                           {"standby": True} if standby else {"answering silent workers": True})
         message.update({f"{kind} (24 h)": count for kind, count in self.counts().items()})
         if self.writer.behind:
             message["state behind"] = True
@@ -365,6 +384,9 @@ class BrokerCore:
         wall = self.wall()
         while self._recent and wall - self._recent[0][0] > 2 * DOUBT_SECONDS:
             self._sent.discard(self._recent.popleft()[1].id)
+        for peer_id, item in list(self._peer_recent.items()):
+            if wall - item.received > 2 * PEER_DOUBT_SECONDS:
+                del self._peer_recent[peer_id]
         if self._marks:  # the journal's last record tells a later start when the broker was last alive
             self._marks -= 1
             self.writer.write(lambda: self.store.append(Mark()), "a mark")
@@ -427,6 +449,10 @@ class BrokerCore:
                 log.info("granule %s reached the queue by the bus meanwhile: not recovered", key.describe())
                 return False
         task, outcome, entry = self.queue.admit(granule, direction.value)
+        if outcome == ADMIT_DUPLICATE and entry.by:  # the pair's other host handed it out first: as it should be
+            log.info("%s granule %s was %s by %s as its task %s to %s: not queued here", origin,
+                     key.describe() if key else granule.subject, entry.kind, entry.by, entry.what, entry.worker or "?")
+            return False
         if outcome == ADMIT_DUPLICATE:
             self._event("duplicate")
             log.info("dropped %s granule %s: it was %s as task %d to %s at %s (never a second task)", origin,
@@ -535,6 +561,108 @@ class BrokerCore:
         self._encoded[task.id] = encode_task(task)
         self.writer.write(lambda: self.store.append(Put(task_to_record(task)), sync=True), f"return of {task.id}")
         log.warning("could not deliver %s (%s): put back in its place", task.describe(), why)
+
+    # -- the pair's other host ----------------------------------------------------------------------------------
+
+    def handout_records(self, task: Task) -> tuple[Put, Take] | None:
+        """The records of the hand-out of ``task`` that travel to the pair's other host: the task as it was handed
+        out, and its ledger entry (None when it has none)."""
+        entry = self.queue.ledger_entry_of(task.id)
+        return None if entry is None else (Put(task_to_record(task)), entry.to_take())
+
+    def own_hand_outs(self) -> list[Take]:
+        """This host's own ledger (not what the other host told it), oldest first: what a catch-up sends."""
+        return [entry.to_take() for entry in self.queue.ledger() if not entry.by]
+
+    def peer_took(self, take: Take, task: Task | None, by: str) -> bool:
+        """A hand-out (or a drop) that the pair's other host ``by`` made and replicated here: its granules leave
+        this queue or are kept as taken (``TaskQueue.withdraw``); a granule this host had handed out itself is
+        counted and logged (``handed out twice``: two actives at once). True when the journal was written (the
+        caller syncs it before it acknowledges)."""
+        if take.granules is None:
+            raise ValueError(f"take of task {take.id} has no granules")
+        done = self.queue.withdraw(take.granules, take.t or self._now(), take.worker, take.kind, take.what, by)
+        if take.kind == HANDED_OUT and task is not None and (done.entries or done.changed or
+                                                             any(entry.by for entry in done.known)):
+            self._peer_recent[take.id] = PeerHandOut(self.wall(), task, take)  # not if only this host handed it out
+        for changed in done.changed:
+            self._encoded[changed.id] = encode_task(changed)
+            self.writer.write(lambda task=changed: self.store.append(Put(task_to_record(task))), changed.describe())
+        for entry in done.entries:
+            self._encoded.pop(entry.task_id, None)
+            self.writer.write(lambda entry=entry: self.store.append(entry.to_take()), f"peer's task {take.id}")
+        twice = [entry for entry in done.known if not entry.by and entry.kind == HANDED_OUT
+                 and take.kind == HANDED_OUT and not any(key in self._doubted for key in entry.granules)]
+        if twice:
+            self._event("handed out twice", len(twice))
+            for entry in twice:
+                log.error("%s was handed out by both hosts: here as task %d to %s at %s, by %s to %s at %s (two "
+                          "actives at once)", entry.what, entry.task_id, entry.worker or "?",
+                          isotime.stamp(entry.when), by, take.worker or "?", isotime.stamp(take.t) if take.t else "?")
+        if done.entries or done.changed:
+            log.info("%s %s %s to %s: %d tasks left this queue, %d lost files, %d granules kept as taken", by,
+                     take.kind, take.what, take.worker or "?", sum(1 for e in done.entries if e.task_id != take.id),
+                     len(done.changed), sum(len(e.granules) for e in done.entries))
+        return bool(done.entries or done.changed)
+
+    def sync(self, what: str) -> None:
+        """fsync what was appended (before the other host is told its hand-outs are written here)."""
+        self.writer.write(self.store.sync, what)
+
+    def peer_sent(self, peer_id: int) -> None:
+        """The other host said the reply of its hand-out ``peer_id`` left: not in doubt if this host takes over."""
+        item = self._peer_recent.get(peer_id)
+        if item is not None:
+            item.sent = True
+
+    def promoted(self) -> int:
+        """This host became the active one: the other host's hand-outs of the last :data:`PEER_DOUBT_SECONDS`
+        whose reply it did not say had left are in doubt (it may have died before the reply left): their granules
+        are queued again, counted and logged at WARNING (at most one duplicate per worker that was asking, never a
+        lost granule). How many."""
+        now = self.wall()
+        doubted = [item for item in self._peer_recent.values()
+                   if not item.sent and now - item.received <= PEER_DOUBT_SECONDS]
+        self._peer_recent.clear()
+        queued = sum(self._requeue_peer(item) for item in doubted)
+        if doubted:
+            self.writer.write(self.store.sync, "hand-outs in doubt")
+        return queued
+
+    def _requeue_peer(self, item: PeerHandOut) -> bool:
+        for key in item.take.granules or ():
+            self._doubted[key] = None
+        queued, outcome = self._queue_peer_task(item.task)
+        if queued is not None:
+            self._event("in doubt")
+        log.warning("hand-out of %s by the other host to %s at %s is in doubt (this host took over before that "
+                    "host said its reply had left): %s", item.take.what, item.take.worker or "an unknown worker",
+                    isotime.stamp(item.take.t, micro=True) if item.take.t else "?",
+                    f"queued again as {queued.describe()}" if queued is not None else f"not queued ({outcome})")
+        return queued is not None
+
+    def _queue_peer_task(self, task: Task) -> tuple[Task | None, str]:
+        """Queue here a task of the other host's whose granules its hand-out had taken (their entries of the other
+        host leave the ledger; one of this host's own stays, and the granule with it)."""
+        keys = [key for key in granules_of(task)
+                if (entry := self.queue.ledger_entry(key)) is not None and entry.by]
+        forgotten = self.queue.forget(keys)
+        if forgotten:
+            self.writer.write(lambda: self.store.append(Forget(tuple(forgotten))), "the other host's hand-out")
+        granule = parse_granule(task.subject, task.atype, task.sender, task.time, task.data)
+        queued, outcome, _ = self.queue.admit(granule, task.pass_direction)
+        if queued is not None:
+            self._encoded[queued.id] = encode_task(queued)
+            self.writer.write(lambda: self.store.append(Put(task_to_record(queued))), queued.describe())
+        return queued, outcome
+
+    def peer_returned(self, task: Task) -> None:
+        """The other host could not deliver its hand-out of ``task`` (the worker had gone) and queued it again: so
+        does this host."""
+        self._peer_recent.pop(task.id, None)
+        queued, outcome = self._queue_peer_task(task)
+        log.info("the other host queued %s again (its worker had gone): %s here", task.describe(),
+                 queued.describe() if queued is not None else outcome)
 
     # -- operators ---------------------------------------------------------------------------------------------
 

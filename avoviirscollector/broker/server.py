@@ -96,6 +96,7 @@ from functools import partial
 
 import zmq
 
+from avoviirscollector import isotime
 from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.broker.control import control_address
 from avoviirscollector.broker.core import BrokerCore, Resolve, Scan
@@ -103,6 +104,7 @@ from avoviirscollector.broker.direction_helper import DirectionHelper
 from avoviirscollector.broker.intake import DirectionFinding, Ingest, Resolver
 from avoviirscollector.broker.protocol import split_envelope, split_request
 from avoviirscollector.broker.reconcile import SdrView, gatherer_timeouts
+from avoviirscollector.broker.replication import Replication
 from avoviirscollector.broker.silence import SILENT_AFTER_S, SilentWorkers
 from avoviirscollector.broker.store import JournalStore
 from avoviirscollector.broker.zmtp import ZmtpListener
@@ -110,6 +112,7 @@ from avoviirscollector.bus import follow
 from avoviirscollector.config import Settings, settings_or_exit
 from avoviirscollector.heartbeat import interval_seconds, send_heartbeats
 from avoviirscollector.logs import setup_logging
+from avoviirscollector.pair.role import RoleWatch
 from avoviirscollector.ready import ReadyMarker
 from avoviirscollector.signals import stop_on_signals
 
@@ -189,6 +192,12 @@ class TaskBroker:
         self._held = False  # what the last status said of the hold
         self.ready = ReadyMarker(settings.viirs_base, PROGRAM)
         self._stop = threading.Event()
+        # two hosts, one collector (PAIR_PEER): only the active host hands out tasks, and each hand-out is on the
+        # other host before its reply leaves (replication.py); one host: always serving, nothing replicated
+        self.role = RoleWatch(settings.viirs_base) if settings.pair else None
+        self.pair: Replication | None = None
+        self.serving = self.role is None
+        self.promoted_at: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, follow_bus=follow, scan_seconds: float = SCAN_SECONDS) -> TaskBroker:
@@ -218,6 +227,14 @@ class TaskBroker:
         try:
             if not sockets.bind(self.settings):
                 return 1
+            if self.settings.pair is not None:
+                self.pair = Replication(self.settings.pair, self.core, context)
+                if not self.pair.bind():
+                    return 1
+                self._follow_role()
+                if not self.serving:
+                    log.info("pair: this host is not the active one (role %s): it queues, and hands out nothing",
+                             self.role.role.role if self.role.role else "unknown: no role file yet")
             log.info("serving tasks on %d, status on %d; reconciling with %s every %.0f s (window %d hours)",
                      self.settings.task_port, self.settings.update_port, self.settings.sdr_dir, self.scan_seconds,
                      self.settings.recovery_hours)
@@ -232,27 +249,32 @@ class TaskBroker:
                 self._stop_threads()
             self.core.close()
             sockets.close()
+            if self.pair is not None:
+                self.pair.close()
             context.term()
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def _loop(self, sockets: Sockets) -> None:
         poller = zmq.Poller()
-        for sock in (sockets.tasks, sockets.control, sockets.status):
+        for sock in (sockets.tasks, sockets.control, sockets.status, *(self.pair.sockets if self.pair else ())):
             poller.register(sock, zmq.POLLIN)
         next_status = time.monotonic()
         marked = False
         while not self._stop.is_set():
             behind = self._take_in()
+            self._follow_role()
             if not marked and self.ingest.subscribed.is_set():  # ready: see the module docstring
                 self.ready.set()
                 marked = True
             now = time.monotonic()
             if self._answer_silent(sockets, now):  # the hold began or ended: say so at once
-                self._publish(sockets.status, self.core.status(holding=self.silent.holding(now)))
+                self._publish(sockets.status, self._status(now))
             if now >= next_status:
-                self._publish(sockets.status, self.core.status(holding=self.silent.holding(now)))
+                self._publish(sockets.status, self._status(now))
                 self.core.tick()
+                if self.pair is not None:
+                    self.pair.tick()
                 next_status = max(next_status + STATUS_INTERVAL, now)
                 continue
             if self.core.compaction_due:  # advances in small steps between requests
@@ -263,6 +285,32 @@ class TaskBroker:
             ready = dict(poller.poll(int(wait * 1000) + (wait > 0)))
             self._take_in()
             self._handle(ready, sockets)
+
+    def _status(self, now: float) -> dict:
+        """The status to publish now: the core's, and with a pair the role and the link (a standby says no task
+        waits: its workers would ask the wrong host)."""
+        message = self.core.status(holding=self.silent.holding(now), standby=not self.serving)
+        if self.pair is not None:
+            role = self.role.role
+            message["pair"] = {"role": role.role if role else None, "serving": self.serving, **self.pair.status(),
+                               "last promotion": isotime.stamp(self.promoted_at) if self.promoted_at else None}
+        return message
+
+    def _follow_role(self) -> None:
+        """Serve when this host is the active one of the pair (its role file: MASTER since this boot), not else.
+        Becoming active queues again the other host's hand-outs in doubt (``BrokerCore.promoted``)."""
+        if self.role is None or self.role.active == self.serving:
+            return
+        self.serving = not self.serving
+        role = self.role.role
+        if self.serving:
+            self.promoted_at = time.time()
+            doubted = self.core.promoted()
+            log.warning("pair: this host is the active one (%s since %s): it hands out tasks; %d hand-outs of the "
+                        "other host were in doubt and are queued again", role.role, role.since, doubted)
+        else:
+            log.warning("pair: this host is no longer the active one (%s): it hands out nothing",
+                        f"{role.role} since {role.since}" if role else "no role file")
 
     def _answer_silent(self, sockets: Sockets, now: float) -> bool:
         """Push "no task" to the connections due it (``silence.py``); True when the hold began or ended now (the
@@ -279,6 +327,8 @@ class TaskBroker:
 
     def _handle(self, ready: dict, sockets: Sockets) -> None:
         sockets.tasks.handle(0)  # also runs its heartbeat timers: called every POLL_SECONDS at least
+        if self.pair is not None:  # the other host's hand-outs first: a granule it handed out is not offered here
+            self.pair.handle()
         self._serve(sockets.tasks)
         if sockets.control in ready:
             self._control(sockets.control)
@@ -313,13 +363,21 @@ class TaskBroker:
                 reply = self.core.too_large(request.too_large)
             elif request.after_push:  # it may have crossed the push on the wire: "no task" (silence.py)
                 reply = b""
+            elif not self.serving:  # the pair's standby: the other host serves
+                reply = b""
             else:
                 reply, task = self.core.request(body, lambda peer=request.peer: peer)
+            if task is not None and self.pair is not None:
+                self.pair.replicate(task)  # on the other host before the reply leaves
             if tasks.reply(request.conn_id, envelope + [reply]):
                 if task is not None:
                     self.core.delivered(task)
+                    if self.pair is not None:
+                        self.pair.sent(task.id)
             elif task is not None:
                 self.core.undelivered(task, "its connection has gone")
+                if self.pair is not None:
+                    self.pair.returned(task)
             else:
                 log.warning("could not deliver a reply to %s: the client has gone", request.peer)
         return len(requests)
@@ -351,7 +409,7 @@ class TaskBroker:
                 break
             subscribed = subscribed or frame[:1] == b"\x01"
         if subscribed:
-            self._publish(status, self.core.status())
+            self._publish(status, self._status(time.monotonic()))
 
     # -- threads and the stop ----------------------------------------------------------------------------------
 

@@ -167,10 +167,11 @@ class HandOut:
     kind: str  # HANDED_OUT or DROPPED
     granules: tuple[GranuleKey, ...]
     what: str  # the task's description at that moment
+    by: str = ""  # "": this host; else the pair's other host (its address) handed it out and replicated it here
 
     def to_take(self) -> Take:
         """The journal's record of this entry."""
-        return Take(self.task_id, self.kind, self.worker, self.granules, self.what, self.when)
+        return Take(self.task_id, self.kind, self.worker, self.granules, self.what, self.when, self.by)
 
     @classmethod
     def from_take(cls, take: Take) -> HandOut:
@@ -178,7 +179,7 @@ class HandOut:
         (a version 1 take)."""
         if take.t is None or take.granules is None:
             raise ValueError(f"take of task {take.id} has no {'time' if take.t is None else 'granules'}")
-        return cls(take.id, take.t, take.worker, take.kind, take.granules, take.what)
+        return cls(take.id, take.t, take.worker, take.kind, take.granules, take.what, take.by)
 
     def to_json(self) -> dict:
         """The entry as the operators' ``list`` shows it (the journal's take without its ``op``)."""
@@ -186,6 +187,15 @@ class HandOut:
 
 
 ADMIT_QUEUED, ADMIT_MERGED, ADMIT_DUPLICATE = "queued", "merged", "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """What a hand-out made by the pair's other host did to this queue (:meth:`TaskQueue.withdraw`)."""
+
+    entries: tuple[HandOut, ...] = ()  # new ledger entries: tasks that left whole, granules kept as taken
+    changed: tuple[Task, ...] = ()  # tasks that held some of those granules: they stay, with their other files
+    known: tuple[HandOut, ...] = ()  # entries that held some of those granules already (nothing new for them)
 
 
 class TaskQueue:
@@ -340,7 +350,8 @@ class TaskQueue:
             entry = self._ledger[task_id]
             left = tuple(k for k in entry.granules if k[:2] != key[:2] or not same_start(k[2], key[2]))
             if left:
-                self._ledger[task_id] = HandOut(entry.task_id, entry.when, entry.worker, entry.kind, left, entry.what)
+                self._ledger[task_id] = HandOut(entry.task_id, entry.when, entry.worker, entry.kind, left, entry.what,
+                                                entry.by)
             else:
                 del self._ledger[task_id]
         return forgotten
@@ -382,6 +393,44 @@ class TaskQueue:
                 return None, ADMIT_DUPLICATE, entry
         task, merged = self.offer(granule, pass_direction)
         return task, ADMIT_MERGED if merged else ADMIT_QUEUED, None
+
+    def withdraw(self, keys: Iterable[GranuleKey], when: dt.datetime, worker: str, kind: str, what: str,
+                 by: str) -> Withdrawn:
+        """The pair's other host (``by``) handed these granules out (or dropped them): a task that holds only them
+        leaves the queue as that hand-out; a task that holds other granules too keeps those (its files of the
+        granules taken leave it); granules this queue has not seen are kept as taken (a new ledger entry), so that
+        they are refused when they come. Granules the ledger holds already are left as they are (``known``)."""
+        wanted = GranuleMap((key, None) for key in keys)
+        known: dict[int, HandOut] = {}
+        held: dict[int, list[GranuleKey]] = {}
+        loose: list[GranuleKey] = []
+        for key in wanted:
+            entry = self.ledger_entry(key)
+            if entry is not None:
+                known[entry.task_id] = entry
+            elif (task_id := self._by_granule.get(key)) is not None:
+                held.setdefault(task_id, []).append(key)
+            else:
+                loose.append(key)
+        entries, changed = [], []
+        for task_id, taken in held.items():
+            task = self._tasks[task_id]
+            own = granules_of(task)
+            self._remove(task)
+            if all(key in wanted for key in own):
+                entries.append(HandOut(task.id, when, worker, kind, tuple(sorted(own)), what, by))
+                self.record(entries[-1])
+                continue
+            task.data["dataset"] = [item for item in task.data.get("dataset", [])
+                                    if not any(key in wanted for key in keys_of(task.product, [item]))]
+            self._insert(task)
+            changed.append(task)
+            loose.extend(taken)
+        if loose:
+            entries.append(HandOut(self.next_id, when, worker, kind, tuple(sorted(loose)), what, by))
+            self.next_id += 1
+            self.record(entries[-1])
+        return Withdrawn(tuple(entries), tuple(changed), tuple(known.values()))
 
     def products_waiting(self) -> list[str]:
         return sorted(self._by_product)

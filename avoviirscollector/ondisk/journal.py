@@ -10,7 +10,9 @@ absent on the records a compaction copies without one, such as the puts of the l
   the queue's: ``broker/taskqueue.task_to_record``);
 - :class:`Take` ``{"op": "take", "id": N, "kind": "handed out"|"dropped", "worker": "<address>", "granules": [...],
   "what": "..."}``: a task left the queue (a hand-out to a worker, or a drop); also the ledger entry that keeps its
-  granules from being queued twice (a version 1 take carries only the id: ``granules`` None);
+  granules from being queued twice (a version 1 take carries only the id: ``granules`` None); with ``"by":
+  "<address>"`` when the pair's other host handed it out and replicated it here (``broker/replication.py``): this
+  host's task of those granules left its queue, or its granules are kept as taken;
 - :class:`Forget` ``{"op": "forget", "granules": [...]}``: an operator re-queued these granules (they leave the
   ledger);
 - :class:`Event` ``{"op": "event", "kind": "recovered"|"in doubt"|"duplicate"|"bad request", "count": N}``: what the
@@ -72,6 +74,7 @@ class Take:
     granules: tuple[GranuleKey, ...] | None = None  # None: a version 1 take (no ledger entry)
     what: str = ""
     t: dt.datetime | None = None
+    by: str = ""  # "": this host handed it out; else the pair's other host did (its address), and told this one
     op: ClassVar[str] = "take"
 
 
@@ -140,6 +143,8 @@ def as_json(record: Record | Header, with_op: bool = True) -> dict:
             if record.granules is not None:
                 out["granules"] = [key.to_json() for key in record.granules]
             out["what"] = record.what
+            if record.by:
+                out["by"] = record.by
         case Forget():
             out["granules"] = [key.to_json() for key in record.granules]
         case Event():
@@ -216,7 +221,7 @@ def decode(line: bytes | str | Mapping) -> Record:
                 raise ValueError(f"unknown hand-out kind {kind!r}")
             granules = _keys(obj["granules"]) if "granules" in obj else None
             return Take(_int(obj.get("id"), "id"), kind, _str(obj.get("worker", ""), "worker"), granules,
-                        _str(obj.get("what", ""), "what"), t)
+                        _str(obj.get("what", ""), "what"), t, _str(obj.get("by", ""), "by"))
         case "forget":
             return Forget(_keys(obj.get("granules")), t)
         case "event":

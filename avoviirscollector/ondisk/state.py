@@ -257,7 +257,7 @@ def _replay(record: Record, out: Loaded, tasks: dict[int, Any], recent: list,
             out.next_id = max(out.next_id, record.id + 1)
             if record.granules is not None:
                 out.ledger.append(record)
-            if task is not None and record.t is not None and record.kind == HANDED_OUT:
+            if task is not None and record.t is not None and record.kind == HANDED_OUT and not record.by:
                 recent.append((record.t, task, record))
         case Sent():  # the reply carrying that hand-out was written to its worker's connection: not in doubt
             recent[:] = [item for item in recent if item[2].id != record.id]

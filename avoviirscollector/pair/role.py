@@ -95,6 +95,35 @@ def read_role(viirs_base: Path) -> Role | None:
                 data.get("boot_id"), str(data.get("note") or ""))
 
 
+class RoleWatch:
+    """This host's role as the role file says it, read again only when the file changed (one ``stat`` a look):
+    what task_broker asks before it hands out a task."""
+
+    def __init__(self, viirs_base: Path, boot: str | None = None) -> None:
+        self.viirs_base = viirs_base
+        self.path = role_path(viirs_base)
+        self.boot = boot_id() if boot is None else boot
+        self.role: Role | None = None
+        self._stamp: tuple[int, int, int] | None = None
+
+    def read(self) -> Role | None:
+        try:
+            info = os.stat(self.path)
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self.role = None if stamp is None else read_role(self.viirs_base)
+        return self.role
+
+    @property
+    def active(self) -> bool:
+        """MASTER since this boot (:meth:`Role.active`)."""
+        role = self.read()
+        return role is not None and role.active(self.boot)
+
+
 def _make_dir_like_base(viirs_base: Path, folder: Path) -> None:
     """``folder`` under ``viirs_base``, made (if missing) with the owner of ``viirs_base``: the reader runs as root
     in its own container, and a root-owned ``run/`` or ``log/`` would lock the suite's own user out."""
