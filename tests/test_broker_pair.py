@@ -165,15 +165,27 @@ def test_a_hand_out_the_other_host_could_not_deliver_is_queued_here_again(hosts,
     assert b.promoted() == 0  # not in doubt: it is queued
 
 
-def test_own_hand_outs_are_what_a_catch_up_sends(hosts, finder):
-    """A catch-up sends this host's own ledger, not what the other host told it."""
+def test_a_catch_up_sends_the_whole_ledger_and_a_host_learns_its_own_hand_outs_back(tmp_path, hosts, finder, clock):
+    """A catch-up sends the ledger: this host's own entries and the other host's (with their ``by``). The active
+    lost the end of its journal with its power (here: its journal without its last hand-out) and queues that task
+    again at its start; the standby's catch-up gives it back as its own hand-out: it leaves the queue, and nothing
+    is counted twice."""
     a, b = hosts
     both(hosts, finder, "tir", ASCENDING_TIME)
     both(hosts, finder, "btd", ASCENDING_TIME)
+    journal = a.store.path
+    before = journal.read_bytes()
     replicate(b, *hand_out(a, ["tir"]))
     ask(b, ["btd"])
-    assert [take.what.split()[2] for take in b.own_hand_outs()] == ["btd"]
-    assert [take.what.split()[2] for take in a.own_hand_outs()] == ["tir"]
+    assert [(take.what.split()[2], take.by) for take in b.hand_outs()] == [("tir", PEER), ("btd", "")]
+    kill(a)
+    journal.write_bytes(before)  # what was on the disk: the hand-out was never synced
+    a = start(tmp_path / "a", clock)
+    assert a.status()["tasks by product"] == {"btd": 1, "tir": 1}
+    for take in b.hand_outs():
+        a.peer_took(decode(encode(take)), None, "" if take.by else "192.0.2.12")
+    assert len(a.queue) == 0 and a.status()["handed out twice (24 h)"] == 0
+    assert sorted((e.what.split()[2], e.by) for e in a.queue.ledger()) == [("btd", "192.0.2.12"), ("tir", "")]
 
 
 def test_the_link_starts_alone_catches_up_and_is_whole_until_an_answer_is_missed(clock):

@@ -570,19 +570,21 @@ class BrokerCore:
         entry = self.queue.ledger_entry_of(task.id)
         return None if entry is None else (Put(task_to_record(task)), entry.to_take())
 
-    def own_hand_outs(self) -> list[Take]:
-        """This host's own ledger (not what the other host told it), oldest first: what a catch-up sends."""
-        return [entry.to_take() for entry in self.queue.ledger() if not entry.by]
+    def hand_outs(self) -> list[Take]:
+        """The ledger, oldest first, as a catch-up sends it: this host's own entries, and the other host's (with
+        their ``by``: so a host that lost the end of its journal with its power learns its own hand-outs back)."""
+        return [entry.to_take() for entry in self.queue.ledger()]
 
     def peer_took(self, take: Take, task: Task | None, by: str) -> bool:
         """A hand-out (or a drop) that the pair's other host ``by`` made and replicated here: its granules leave
         this queue or are kept as taken (``TaskQueue.withdraw``); a granule this host had handed out itself is
-        counted and logged (``handed out twice``: two actives at once). True when the journal was written (the
-        caller syncs it before it acknowledges)."""
+        counted and logged (``handed out twice``: two actives at once). ``by`` empty: a hand-out of this host's
+        own that the other host told back (a catch-up). True when the journal was written (the caller syncs it
+        before it acknowledges)."""
         if take.granules is None:
             raise ValueError(f"take of task {take.id} has no granules")
         done = self.queue.withdraw(take.granules, take.t or self._now(), take.worker, take.kind, take.what, by)
-        if take.kind == HANDED_OUT and task is not None and (done.entries or done.changed or
+        if by and take.kind == HANDED_OUT and task is not None and (done.entries or done.changed or
                                                              any(entry.by for entry in done.known)):
             self._peer_recent[take.id] = PeerHandOut(self.wall(), task, take)  # not if only this host handed it out
         for changed in done.changed:
@@ -591,7 +593,7 @@ class BrokerCore:
         for entry in done.entries:
             self._encoded.pop(entry.task_id, None)
             self.writer.write(lambda entry=entry: self.store.append(entry.to_take()), f"peer's task {take.id}")
-        twice = [entry for entry in done.known if not entry.by and entry.kind == HANDED_OUT
+        twice = [entry for entry in done.known if by and not entry.by and entry.kind == HANDED_OUT
                  and take.kind == HANDED_OUT and not any(key in self._doubted for key in entry.granules)]
         if twice:
             self._event("handed out twice", len(twice))
@@ -600,7 +602,8 @@ class BrokerCore:
                           "actives at once)", entry.what, entry.task_id, entry.worker or "?",
                           isotime.stamp(entry.when), by, take.worker or "?", isotime.stamp(take.t) if take.t else "?")
         if done.entries or done.changed:
-            log.info("%s %s %s to %s: %d tasks left this queue, %d lost files, %d granules kept as taken", by,
+            log.info("%s %s %s to %s: %d tasks left this queue, %d lost files, %d granules kept as taken",
+                     by or "this host (told back by the other host)",
                      take.kind, take.what, take.worker or "?", sum(1 for e in done.entries if e.task_id != take.id),
                      len(done.changed), sum(len(e.granules) for e in done.entries))
         return bool(done.entries or done.changed)

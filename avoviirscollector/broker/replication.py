@@ -19,9 +19,11 @@ The link (:class:`PeerLink`, pure) is in one of three states, each change logged
 - ``alone``: the other host did not answer in time or is not connected (the DEALER sends only to a connected peer,
   and drops a peer silent for :data:`SILENT_SECONDS`): hand-outs go on without waiting, and a probe goes out every
   second. This is where the broker starts;
-- ``catching up``: a probe was answered: this host sends the whole of its own ledger (its own hand-outs and drops
-  of the last ``RECOVERY_HOURS`` and one hour; the other host applies each once, so sending one twice is harmless),
+- ``catching up``: a probe was answered: this host sends the whole of its ledger (the hand-outs and drops of the
+  last ``RECOVERY_HOURS`` and one hour; the other host applies each once, so sending one twice is harmless),
   then a probe; that probe's answer makes the pair whole. Hand-outs meanwhile wait for their answer as when whole.
+  What this host learnt from the other goes back too, with its ``by``: a host whose power failed may have lost the
+  end of its journal (its last hand-outs), and learns them back so.
 
 What is not replicated: an operator's re-queue (``Forget``) stays on the host where it was made; tasks themselves
 are not (each host queues the granules its own gatherers complete).
@@ -229,7 +231,7 @@ class Replication:
             self._send([])
 
     def _catch_up(self) -> None:
-        takes = self.core.own_hand_outs()
+        takes = self.core.hand_outs()
         for start in range(0, len(takes), CATCH_UP_BATCH):
             if self._send([encode(take) for take in takes[start:start + CATCH_UP_BATCH]]) is None:
                 return
@@ -308,7 +310,8 @@ class Replication:
         if isinstance(record, Put):
             return task_from_record(record.task)
         if isinstance(record, Take):
-            self.core.peer_took(record, task, self.peer)
+            # a take with ``by`` is this host's own, told back (the sender learnt it from this host)
+            self.core.peer_took(record, None if record.by else task, "" if record.by else self.peer)
             self.received += record.kind == HANDED_OUT
         elif isinstance(record, Sent):
             self.core.peer_sent(record.id)

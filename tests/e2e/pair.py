@@ -24,6 +24,7 @@ namespaces, and checks that no namespace it made is left, also when the test fai
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -59,6 +60,18 @@ while True:
     c, _ = s.accept()
     c.sendall(sys.argv[1].encode())
     c.close()
+"""
+
+
+# The first status a subscriber of 127.0.0.1:PORT hears within 3 s, as one JSON line
+STATUS = """
+import sys, zmq
+sock = zmq.Context().socket(zmq.SUB)
+sock.setsockopt(zmq.SUBSCRIBE, b"")
+sock.setsockopt(zmq.LINGER, 0)
+sock.connect(f"tcp://127.0.0.1:{sys.argv[1]}")
+if sock.poll(3000):
+    print(sock.recv().decode())
 """
 
 
@@ -278,6 +291,20 @@ class PairLab:
         host = self.hosts[name]
         host.keepalived = host.ns.start(str(BIN / "avoviirscollector"), "pair", "keepalived", "--dir",
                                         str(host.base / "keepalived"), output=host.log, env=host.env())
+
+    def start_broker(self, name: str, extra: dict[str, str]) -> subprocess.Popen:
+        """task_broker on host ``name`` with the host's settings and ``extra`` (ports, HEARTBEAT_TTL...); its log in
+        ``VIIRS_BASE/log``. No nameserver runs on the host: its queue is what its journal holds and what its view of
+        sdr/ recovers, and the other host's hand-outs."""
+        host = self.hosts[name]
+        (host.base / "log").mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **host.env(), **extra}
+        return host.ns.start(str(BIN / "task_broker"), output=host.base / "log" / "task_broker.out", env=env)
+
+    def status(self, name: str, port: int) -> dict | None:
+        """The status task_broker on host ``name`` publishes on ``port`` (asked from inside the host), or None."""
+        result = self.hosts[name].ns.sh(sys.executable, "-c", STATUS, str(port), check=False)
+        return json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
 
     def kill_keepalived(self, name: str) -> None:
         """SIGKILL keepalived's processes (its process group: the parent and its VRRP child)."""

@@ -1,0 +1,157 @@
+"""Two hosts, one collector: the pair's task_brokers with real keepalived, on two hosts made of network namespaces
+(pair.py's lab), and two workers written like the deployed ones asking the service address only.
+
+Both hosts queue the same granules (each its own queue: their journals are seeded alike, as their own gatherers
+would fill them). The active hands out; each hand-out is on the standby before its reply leaves; the standby hands
+out nothing. The active host is then deleted mid-flow (every process SIGKILLed, its namespace gone, as a host that
+lost power): the standby holds the address, its broker serves, the workers (whose connections to the dead host
+the heartbeats drop) get tasks again, every granule is handed out, and none twice beyond the hand-outs counted in
+doubt. The old active comes back as the standby and is caught up: its queue holds nothing the new active handed out.
+Then granules completed on both hosts meanwhile go through a second failover, the other way.
+
+Run with ``-s`` to see the figures. Skipped like test_pair_e2e.py without root, keepalived or ping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections import Counter
+
+import pytest
+from posttroll.message import Message
+
+from avoviirscollector.broker.taskqueue import task_from_record
+from avoviirscollector.ondisk.state import read_broker_journal
+from tests.broker_support import ASCENDING_TIME, TLE_FILE, DeployedWorker, place, seed_queue
+from tests.e2e.pair import ADDRESS, PairLab, missing_tools
+from tests.e2e.test_pair_e2e import started
+from tests.support import wait_until
+
+pytestmark = pytest.mark.e2e
+TASKS = 40
+LATER = 12  # granules placed in both hosts' sdr/ for the second failover
+LATER_START = ASCENDING_TIME + dt.timedelta(hours=3)
+PORTS = {"TASK_PORT": "19093", "UPDATE_PORT": "19193", "HEARTBEAT_TTL": "4"}
+PACE = 0.3  # seconds a worker takes over a task (the deployed one: 10 s)
+FIRST_TASK_LIMIT = 15.0  # seconds from the failure to a task at the address (the issue's goal)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make network namespaces, veth pairs and a bridge")
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (scripts/test-tools installs keepalived and iputils-ping)")
+    with PairLab(tmp_path) as made:
+        yield made
+
+
+class Worker(DeployedWorker):
+    """The deployed worker's loop, in its own host's namespace (its sockets are made there), taking PACE s a task."""
+
+    def __init__(self, lab: PairLab, name: str) -> None:
+        super().__init__(int(PORTS["TASK_PORT"]), int(PORTS["UPDATE_PORT"]), ["tir"], hang_after=30.0,
+                         host=ADDRESS)
+        self.netns = lab.workers[name].path
+
+    def run(self) -> None:
+        with open(self.netns) as fd:
+            os.setns(fd.fileno(), os.CLONE_NEWNET)
+        super().run()
+
+    def take(self, reply: bytes) -> None:
+        super().take(reply)
+        if reply:
+            time.sleep(PACE)
+
+
+def granule(raw: bytes) -> tuple[str, str]:
+    data = Message.decode(raw).data
+    return data["platform_name"], data["start_time"].isoformat()
+
+
+def queued(lab: PairLab, name: str) -> list:
+    """The tasks host ``name``'s journal holds queued (read-only replay)."""
+    return read_broker_journal(lab.hosts[name].base / "state" / "task_queue.journal", task_from_record).tasks
+
+
+def brokers(lab: PairLab) -> None:
+    for name, host in lab.hosts.items():
+        seed_queue(host.base, ["tir"] * TASKS)
+        (host.base / "elements").mkdir(exist_ok=True)
+        (host.base / "elements" / "weather.txt").write_bytes(TLE_FILE.read_bytes())
+        lab.start_broker(name, PORTS)
+    for name in lab.hosts:
+        wait_until(lambda name=name: lab.status(name, int(PORTS["UPDATE_PORT"])), 20, f"task_broker of {name}")
+
+
+def link_whole(lab: PairLab, name: str) -> bool:
+    return (lab.status(name, int(PORTS["UPDATE_PORT"])) or {}).get("pair", {}).get("link") == "whole"
+
+
+def fail_over(lab: PairLab, active: str, expected: int, handed_before: int) -> tuple[Counter, float, dict]:
+    """Two workers ask the address; once ``handed_before`` tasks were handed out, host ``active`` is deleted; the
+    other serves until its queue is empty. What the workers got (by granule), the seconds from the failure to the
+    first task at the address, and the new active's status."""
+    standby = next(name for name in lab.hosts if name != active)
+    port = int(PORTS["UPDATE_PORT"])
+    workers = [Worker(lab, name) for name in lab.workers]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_until(lambda: sum(len(w.received) for w in workers) >= handed_before, 60, f"tasks handed out by {active}")
+        failed_at = time.time()
+        lab.delete_host(active)
+        wait_until(lambda: (s := lab.status(standby, port)) and s["pair"]["serving"], 15, f"{standby} serving")
+        first = wait_until(lambda: min((t for w in workers for t in w.received_at if t > failed_at), default=None),
+                           FIRST_TASK_LIMIT + 5, "a task at the address after the failure")
+        wait_until(lambda: (lab.status(standby, port) or {}).get("queue length") == 0, 60, f"{standby} drained")
+        wait_until(lambda: all(w.settled for w in workers), 10, "the workers heard the queue is empty")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert not any(worker.hung for worker in workers)
+    got = Counter(granule(raw) for worker in workers for raw in worker.received)
+    status = lab.status(standby, port)
+    twice = sum(count - 1 for count in got.values())
+    print(f"\nfailover {active} -> {standby}: first task at the address {first - failed_at:.1f} s after {active} was "
+          f"deleted; {sum(got.values())} hand-outs of {expected} granules, {twice} twice, in doubt "
+          f"{status['in doubt (24 h)']}")
+    assert len(got) == expected, f"granules never handed out: {expected - len(got)}"
+    assert twice <= status["in doubt (24 h)"] <= 2 * len(workers)
+    assert status["handed out twice (24 h)"] == 0
+    return got, first - failed_at, status
+
+
+def come_back(lab: PairLab, name: str) -> None:
+    """Host ``name`` returns (its VIIRS_BASE kept like a disk): the standby, caught up with every hand-out."""
+    serving = next(other for other in lab.hosts if other != name)
+    lab.add_host(name)
+    lab.start_broker(name, PORTS)
+    lab.start_keepalived(name)
+    wait_until(lambda: link_whole(lab, serving), 30, f"{serving}'s link to the returning {name} whole")
+    returned = lab.status(name, int(PORTS["UPDATE_PORT"]))
+    assert returned["standby"] is True and returned["pair"]["role"] == "BACKUP"
+    assert returned["queued"] == 0 and queued(lab, name) == [], "the returning host still queues handed-out tasks"
+
+
+def test_failover_both_ways_hands_every_granule_out_once_and_the_returning_host_is_caught_up(lab):
+    """Seeded granules through a failover a -> b, the return of a, then granules completed meanwhile on both hosts
+    (placed in both sdr/: each broker's reconciliation queues them) through a failover b -> a."""
+    brokers(lab)
+    active = started(lab)
+    standby = next(name for name in lab.hosts if name != active)
+    wait_until(lambda: link_whole(lab, active), 15, f"{active}'s link to {standby} whole")
+    assert lab.status(standby, int(PORTS["UPDATE_PORT"]))["standby"] is True
+    _, first, _ = fail_over(lab, active, TASKS, handed_before=10)
+    assert first <= FIRST_TASK_LIMIT
+    come_back(lab, active)
+    for index in range(LATER):
+        for host in lab.hosts.values():
+            place(host.base, "tir", "j01", LATER_START + dt.timedelta(minutes=2 * index), orbit=41000 + index)
+    wait_until(lambda: (lab.status(standby, int(PORTS["UPDATE_PORT"])) or {}).get("queue length") == LATER, 30,
+               f"the {LATER} granules placed queued by {standby}")
+    _, first, _ = fail_over(lab, standby, LATER, handed_before=4)
+    assert first <= FIRST_TASK_LIMIT
