@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import zmq
 
 #: the broker's counts of the last day (its status stream), shown when present
-DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)")
+DAY_COUNTS = ("recovered (24 h)", "in doubt (24 h)", "duplicate (24 h)", "handed out twice (24 h)")
 
 
 def parse_queue_status(frames: list[bytes]) -> dict | None:
@@ -41,6 +41,10 @@ def parse_queue_status(frames: list[bytes]) -> dict | None:
                    "tasks by product": {str(k): v for k, v in by_product.items() if isinstance(v, int)}
                    if isinstance(by_product, dict) else {}}
             out.update({key: data[key] for key in DAY_COUNTS if isinstance(data.get(key), int)})
+            if isinstance(data.get("pair"), dict):  # two hosts: this host's role and its link to the other
+                out["pair"] = data["pair"]
+            if data.get("standby") is True and isinstance(data.get("queued"), int):
+                out.update(standby=True, queued=data["queued"])
             return out
     return None
 
@@ -78,3 +82,17 @@ def first_status(port: int, wait: float) -> dict | None:
             if status is not None:
                 return status
         return None
+
+
+def pair_line(pair: dict) -> str:
+    """One line for task_broker's ``pair`` status: this host's role, the link to the other host."""
+    role = pair.get("role") or "unknown (no role file)"
+    doing = "serving" if pair.get("serving") else "hands out nothing"
+    line = f"pair: this host {role}, {doing}; the other host {pair.get('peer')}: link {pair.get('link')}"
+    if pair.get("alone since"):
+        line += f" since {pair['alone since']} (its hand-outs are not on the other host)"
+    if pair.get("unanswered"):
+        line += f", {pair['unanswered']} unanswered ({pair.get('lag seconds')} s)"
+    if pair.get("last promotion"):
+        line += f"; active since {pair['last promotion']}"
+    return line

@@ -73,7 +73,7 @@ from avoviirscollector.ondisk.state import (
     tail_lines,
 )
 from avoviirscollector.ondisk.usage import disk_use
-from avoviirscollector.queue_status import DAY_COUNTS, first_status, not_heard
+from avoviirscollector.queue_status import DAY_COUNTS, first_status, not_heard, pair_line
 from avoviirscollector.readiness import Collector, Outcome, wait_ready
 from avoviirscollector.supervisor_client import ask_programs
 
@@ -205,10 +205,14 @@ def _queue_lines(report: Report) -> list[str]:
     counts = queue.get("tasks by product") or {}
     waiting = ", ".join(f"{p} {counts[p]}" if p in counts else p for p in queue["products waiting"])
     out = [f"queue: {queue['queue length']} tasks waiting; by product: {waiting or 'none'}"]
+    if queue.get("standby"):
+        out = [f"queue: {queue['queued']} tasks queued here; this host is the standby: the other host hands out"]
     day = [f"{queue[key]} {key[:-7]}" for key in DAY_COUNTS if key in queue]
     if day:
         out.append(f"granules in the last 24 h: {', '.join(day)} (recovered from sdr/ after the bus missed them; "
-                   f"hand-outs re-queued in doubt; duplicates refused)")
+                   f"hand-outs re-queued in doubt; duplicates refused; handed out by both hosts of a pair)")
+    if isinstance(queue.get("pair"), dict):
+        out.append(pair_line(queue["pair"]))
     return out
 
 

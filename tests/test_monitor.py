@@ -356,6 +356,19 @@ def test_page_renders_a_day_of_passes_quickly():
     assert html.count('class="granule incomplete') >= 1 and html.count("<svg") >= 3
 
 
+def test_the_page_of_a_standby_shows_its_own_queue_and_the_pair():
+    """A standby's status says no task waits (0): the page shows what it queues, its role and the link."""
+    pair = {"role": "BACKUP", "serving": False, "peer": "192.0.2.11", "link": "alone",
+            "alone since": "2026-12-04T03:09:47Z"}
+    live = {"queue length": 0, "products waiting": [], "standby": True, "queued": 4, "pair": pair}
+    html = page.render(page.View(now=NOW.timestamp(), history=History(), live=live))
+    assert 'data-length="4"' in html
+    assert ('<div id="pair" class="bad" data-role="BACKUP" data-link="alone">pair: this host BACKUP, hands out '
+            'nothing; the other host 192.0.2.11: link alone since 2026-12-04T03:09:47Z') in html
+    assert 'id="pair" class="ok"' in page.render(page.View(now=NOW.timestamp(), history=History(),
+                                                           live={**live, "pair": {**pair, "link": "whole"}}))
+
+
 def test_allowed_clients_gate_the_monitor_port(tmp_path):
     settings = load_settings({"VIIRS_BASE": str(tmp_path / "viirs"), "MONITOR_PORT": str(free_port()),
                               "ALLOWED_CLIENTS": "10.9.9.9"})

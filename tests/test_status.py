@@ -50,6 +50,27 @@ def test_queue_status_from_json():
         assert parse_queue_status([junk]) is None
 
 
+def test_a_pair_host_shows_its_role_and_link_and_a_standby_its_own_queue():
+    """A standby publishes no task waiting (its workers would ask the wrong host): status shows what it queues, its
+    role and the link; an active alone says since when its hand-outs are not on the other host."""
+    pair = {"role": "BACKUP", "serving": False, "peer": "192.0.2.11", "link": "whole", "alone since": None,
+            "unanswered": 0, "lag seconds": 0.0, "received": 12, "last promotion": None}
+    standby = {"queue length": 0, "products waiting": [], "tasks by product": {}, "standby": True, "queued": 7,
+               "handed out twice (24 h)": 0, "pair": pair}
+    parsed = parse_queue_status([json.dumps(standby).encode()])
+    assert parsed["standby"] is True and parsed["queued"] == 7 and parsed["pair"] == pair
+    text = render_text(Report(time="t", viirs_base="/viirs", queue=parsed))
+    assert "queue: 7 tasks queued here; this host is the standby: the other host hands out" in text
+    assert "pair: this host BACKUP, hands out nothing; the other host 192.0.2.11: link whole" in text
+    alone = {**pair, "role": "MASTER", "serving": True, "link": "alone", "alone since": "2026-12-04T03:09:47Z",
+             "last promotion": "2026-12-04T03:09:46Z"}
+    active = parse_queue_status([json.dumps({"queue length": 2, "products waiting": ["tir"], "pair": alone}).encode()])
+    text = render_text(Report(time="t", viirs_base="/viirs", queue=active))
+    assert "queue: 2 tasks waiting" in text
+    assert ("pair: this host MASTER, serving; the other host 192.0.2.11: link alone since 2026-12-04T03:09:47Z (its "
+            "hand-outs are not on the other host); active since 2026-12-04T03:09:46Z") in text
+
+
 def test_journal_is_read_tolerantly_with_rates_and_the_last_hour():
     lines = [
         json.dumps({"name": "GITCO_old.h5", "bytes": 50_000_000, "seconds": 10.0, "md5": "x",

@@ -53,7 +53,7 @@ ACQUISITION_BUCKETS = (300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400
 LISTING_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
 #: task_broker's journal event kinds and the counter each feeds
 EVENT_COUNTERS = {"recovered": "recovered", "in doubt": "in_doubt", "duplicate": "duplicate",
-                  "bad request": "bad_requests"}
+                  "bad request": "bad_requests", "handed out twice": "handed_out_twice"}
 
 
 def utc_epoch(naive: dt.datetime) -> float:

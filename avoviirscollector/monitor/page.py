@@ -26,6 +26,7 @@ from avoviirscollector.monitor.history import WINDOW, GranuleRow, History
 from avoviirscollector.monitor.latency import LEG_TITLES, LEGS
 from avoviirscollector.monitor.stations import StationRow
 from avoviirscollector.ondisk.journal import HANDED_OUT
+from avoviirscollector.queue_status import pair_line
 from avoviirscollector.viirs import PRODUCTS
 
 REFRESH_SECONDS = 30
@@ -373,6 +374,12 @@ def _queue(view: View) -> list[str]:
         parts.append(f'<div id="queue-now" class="{queue_class(current)}" data-length="{current}">'
                      f'<b>{current}</b> tasks waiting{": " + by_product if by_product else ""}; '
                      f'{handed_24h} handed out in 24 h{"; " + day if day else ""}</div>')
+        if isinstance(live.get("pair"), dict):  # two hosts: this host's role and its link to the other
+            pair = live["pair"]
+            whole = pair.get("link") == "whole"
+            parts.append(f'<div id="pair" class="{"ok" if whole else "bad"}" '
+                         f'data-role="{escape(str(pair.get("role")))}" data-link="{escape(str(pair.get("link")))}">'
+                         f'{escape(pair_line(pair))}</div>')
     parts.append(queue_chart(h.queue_samples, now, current))
     return parts
 

@@ -42,7 +42,10 @@ Metrics: ``avo_files_placed_total`` and ``avo_bytes_placed_total`` {satellite, b
 ``avo_granules_expected`` {product, satellite} (last 24 h) and ``avo_granules_tasked_total``; ``avo_files_listed_
 not_placed`` and ``avo_files_given_up`` {satellite}; ``avo_queue_length``, ``avo_tasks`` {product};
 ``avo_tasks_handed_out_total`` and ``avo_tasks_dropped_total`` {product, satellite}; ``avo_bad_requests_total``,
-``avo_granules_recovered_total``, ``avo_handouts_in_doubt_total``, ``avo_duplicates_refused_total``;
+``avo_granules_recovered_total``, ``avo_handouts_in_doubt_total``, ``avo_duplicates_refused_total``,
+``avo_handouts_twice_total`` (granules handed out by both hosts of a pair); with a pair (PAIR_PEER),
+``avo_pair_active``, ``avo_pair_whole``, ``avo_pair_replication_lag_seconds`` and
+``avo_pair_last_promotion_timestamp_seconds``;
 ``avo_mirror_last_success_timestamp_seconds``, ``avo_mirror_last_run_timestamp_seconds``; ``avo_program_up``
 {program}, ``avo_program_starts_total`` {program}; ``avo_filesystem_free_bytes``, ``avo_filesystem_size_bytes``;
 ``avo_last_granule_timestamp_seconds`` and ``avo_last_granule_delay_seconds`` {satellite}; ``avo_healthy``;
@@ -364,6 +367,20 @@ class Monitor:
         yield counter("avo_granules_recovered", "Granules task_broker recovered from sdr/", "recovered", [])
         yield counter("avo_handouts_in_doubt", "Hand-outs re-queued in doubt after a kill", "in_doubt", [])
         yield counter("avo_duplicates_refused", "Granules refused as already handed out", "duplicate", [])
+        yield counter("avo_handouts_twice", "Granules handed out by both hosts of a pair (two actives at once)",
+                      "handed_out_twice", [])
+        pair = live.get("pair") if live is not None else None
+        if isinstance(pair, dict):  # two hosts (PAIR_PEER): this host's role and its link to the other
+            yield GaugeMetricFamily("avo_pair_active", "1 when this host is the pair's active one (hands out tasks)",
+                                    value=1 if pair.get("serving") else 0)
+            yield GaugeMetricFamily("avo_pair_whole", "1 when the other host of the pair has every hand-out",
+                                    value=1 if pair.get("link") == "whole" else 0)
+            yield GaugeMetricFamily("avo_pair_replication_lag_seconds", "Age of the oldest hand-out the other host "
+                                    "has not answered", value=float(pair.get("lag seconds") or 0.0))
+            promoted = epoch(pair["last promotion"]) if pair.get("last promotion") else None
+            if promoted is not None:
+                yield GaugeMetricFamily("avo_pair_last_promotion_timestamp_seconds", "When this host last became "
+                                        "the active one", value=promoted)
 
     def _suite_metrics(self) -> Iterator:
         """mirror_gina's last runs, the programs, the disk, the newest granule per satellite, the verdict."""
