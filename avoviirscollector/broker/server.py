@@ -55,6 +55,14 @@ journal does not end with a clean stop, hand-outs written within one second of i
 a pass processed twice costs less than a pass missed). A reply that cannot be delivered because the worker has
 gone puts the task back in its place.
 
+Two hosts (``PAIR_PEER`` set; README "Two hosts"): only the active host hands out tasks (its role file
+``run/pair.role`` says MASTER since this boot, written by keepalived's notify reader, ``pair/role.py``); the standby
+answers every request with "no task" and publishes ``queue length`` 0 with ``"standby": true`` and its count in
+``queued``. Every hand-out is sent to the other host on ``PAIR_REPLICATION_PORT`` and written there before its reply
+leaves (``replication.py``), and the other host's hand-outs are taken off this queue; becoming the active queues
+again the other host's hand-outs in doubt. The status carries ``pair``: role, serving, peer, link (whole, alone,
+catching up), alone since, unanswered, lag seconds, received, last promotion.
+
 On a full disk (any failed write) the broker goes on serving from memory, says so in one ERROR line a minute,
 stops appending (a torn line could follow) and tries every 10 s to write its whole state anew; one INFO line says
 when it succeeded.
@@ -62,8 +70,8 @@ when it succeeded.
 Settings (environment, see config.py): ``VIIRS_BASE``, ``TASK_PORT``, ``UPDATE_PORT``, ``RECOVERY_HOURS``,
 ``AVO_ETC`` (the gatherers' slot timeouts, read to name the late-file case); ``MAILHOST``, ``LOG_SENDER``,
 ``LOG_RECIPIENT`` (ERROR lines mailed, batched, when all three are set); ``HEARTBEAT_TTL`` (ZMTP heartbeats on
-TASK_PORT and UPDATE_PORT: a worker drops the connection of a host that hung or died, heartbeat.py); the posttroll
-nameserver is ``localhost``.
+TASK_PORT and UPDATE_PORT: a worker drops the connection of a host that hung or died, heartbeat.py); ``PAIR_PEER``
+and ``PAIR_REPLICATION_PORT`` (two hosts); the posttroll nameserver is ``localhost``.
 
 Ready: once its state is loaded, ``TASK_PORT`` and ``UPDATE_PORT`` are bound, its threads are started and its bus
 follower has subscribed, it writes ``$VIIRS_BASE/run/ready/task_broker.json`` (ready.py; it serves meanwhile, the
