@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.broker_support import DeployedWorker
 from tests.support import wait_until
 
 NET = "192.0.2"
@@ -370,3 +371,24 @@ class PairLab:
         left = [ns.name for ns in self.made if pids_in(ns.inode)]
         self.made.clear()
         assert not left, f"processes left in the namespaces of {left}"
+
+
+class PairWorker(DeployedWorker):
+    """The deployed worker's loop (``broker_support.DeployedWorker``) in a worker's namespace (its sockets are made
+    there), asking the service address ADDRESS and taking ``pace`` seconds over each task (the deployed one: 10)."""
+
+    def __init__(self, lab: PairLab, name: str, task_port: int, update_port: int, pace: float,
+                 products: tuple[str, ...] = ("tir",)) -> None:
+        super().__init__(task_port, update_port, list(products), hang_after=30.0, host=ADDRESS)
+        self.netns = lab.workers[name].path
+        self.pace = pace
+
+    def run(self) -> None:
+        with open(self.netns) as fd:
+            os.setns(fd.fileno(), os.CLONE_NEWNET)
+        super().run()
+
+    def take(self, reply: bytes) -> None:
+        super().take(reply)
+        if reply:
+            time.sleep(self.pace)

@@ -23,8 +23,8 @@ from posttroll.message import Message
 
 from avoviirscollector.broker.taskqueue import task_from_record
 from avoviirscollector.ondisk.state import read_broker_journal
-from tests.broker_support import ASCENDING_TIME, TLE_FILE, DeployedWorker, place, seed_queue
-from tests.e2e.pair import ADDRESS, PairLab, missing_tools
+from tests.broker_support import ASCENDING_TIME, TLE_FILE, place, seed_queue
+from tests.e2e.pair import PairLab, PairWorker, missing_tools
 from tests.e2e.test_pair_e2e import started
 from tests.support import wait_until
 
@@ -46,25 +46,6 @@ def lab(tmp_path):
         pytest.skip(f"needs {', '.join(missing)} (scripts/test-tools installs keepalived and iputils-ping)")
     with PairLab(tmp_path) as made:
         yield made
-
-
-class Worker(DeployedWorker):
-    """The deployed worker's loop, in its own host's namespace (its sockets are made there), taking PACE s a task."""
-
-    def __init__(self, lab: PairLab, name: str) -> None:
-        super().__init__(int(PORTS["TASK_PORT"]), int(PORTS["UPDATE_PORT"]), ["tir"], hang_after=30.0,
-                         host=ADDRESS)
-        self.netns = lab.workers[name].path
-
-    def run(self) -> None:
-        with open(self.netns) as fd:
-            os.setns(fd.fileno(), os.CLONE_NEWNET)
-        super().run()
-
-    def take(self, reply: bytes) -> None:
-        super().take(reply)
-        if reply:
-            time.sleep(PACE)
 
 
 def granule(raw: bytes) -> tuple[str, str]:
@@ -97,7 +78,7 @@ def fail_over(lab: PairLab, active: str, expected: int, handed_before: int) -> t
     first task at the address, and the new active's status."""
     standby = next(name for name in lab.hosts if name != active)
     port = int(PORTS["UPDATE_PORT"])
-    workers = [Worker(lab, name) for name in lab.workers]
+    workers = [PairWorker(lab, name, int(PORTS["TASK_PORT"]), int(PORTS["UPDATE_PORT"]), PACE) for name in lab.workers]
     for worker in workers:
         worker.start()
     try:
