@@ -401,6 +401,8 @@ class TaskBroker:
                 log.warning("could not answer a control request (%s)", err)
 
     def _publish(self, status: zmq.Socket, message: dict) -> None:
+        if self.settings.pair is None:  # one host: the status as before pairs (nothing can be handed out twice)
+            message.pop("handed out twice (24 h)", None)
         try:
             status.send_json(message, zmq.NOBLOCK)
         except zmq.ZMQError as err:
