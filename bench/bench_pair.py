@@ -59,6 +59,42 @@ print(json.dumps(out))
 """
 
 
+# The floor of a replicated hand-out: a DEALER on host a sending one small message to a ROUTER on host b and waiting
+# for its answer, as replication.py does, with nothing done in between; prints the round trips as JSON
+ECHO_SERVER = """
+import sys, zmq
+sock = zmq.Context().socket(zmq.ROUTER)
+sock.bind(f"tcp://*:{sys.argv[1]}")
+while True:
+    frames = sock.recv_multipart()
+    sock.send_multipart([frames[0], b"ok", frames[2]])
+"""
+ECHO_CLIENT = """
+import json, sys, time, zmq
+sock = zmq.Context().socket(zmq.DEALER)
+sock.connect(f"tcp://{sys.argv[1]}:{sys.argv[2]}")
+out = []
+for seq in range(-10, int(sys.argv[3])):
+    started = time.perf_counter()
+    sock.send_multipart([b"records", str(seq).encode(), b"x" * 2000])
+    sock.recv_multipart()
+    if seq >= 0:
+        out.append(time.perf_counter() - started)
+print(json.dumps(out))
+"""
+
+
+def echo_floor(lab: PairLab, requests: int) -> list[float]:
+    server = lab.hosts["b"].ns.start(sys.executable, "-c", ECHO_SERVER, "19391")
+    try:
+        time.sleep(0.3)  # the bind
+        result = lab.hosts["a"].ns.sh(sys.executable, "-c", ECHO_CLIENT, HOSTS["b"][0], "19391", str(requests))
+        return json.loads(result.stdout)
+    finally:
+        server.kill()
+        server.wait(5)
+
+
 def prepare(lab: PairLab, tasks: int) -> None:
     """Both hosts' VIIRS_BASE made anew with ``tasks`` queued and the test TLEs."""
     for host in lab.hosts.values():
@@ -118,6 +154,9 @@ def latency_phase(lab: PairLab, requests: int, tasks: int) -> None:
               f"p99 {figures[pair][1]:6.2f} ms  ({requests} hand-outs, {tasks} queued)")
     print(f"  the pair adds p50 {figures[True][0] - figures[False][0]:+.2f} ms, p99 "
           f"{figures[True][1] - figures[False][1]:+.2f} ms (goal: p99 at most +2 ms)")
+    floor = echo_floor(lab, requests)
+    print(f"  reference: a bare pyzmq DEALER -> ROUTER round trip a -> b, 2 kB: p50 {percentile(floor, 50) * 1000:.2f} "
+          f"ms, p99 {percentile(floor, 99) * 1000:.2f} ms (the floor of what a replicated hand-out adds)")
 
 
 def one_failover(lab: PairLab, active: str, workers: list[PairWorker]) -> tuple[float, float]:

@@ -56,8 +56,8 @@ def hand_out(active: BrokerCore, products: list[str]) -> tuple[Put, Take]:
 
 
 def replicate(standby: BrokerCore, put: Put, take: Take) -> bool:
-    wrote = standby.peer_took(take, task_from_record(put.task), PEER)
-    standby.sync("test")
+    wrote = standby.peer_took(take, put.task, PEER)
+    standby.written()
     return wrote
 
 

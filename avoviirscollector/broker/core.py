@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,7 +193,7 @@ class PeerHandOut:
     active one before the other host said its reply had left (``sent``)."""
 
     received: float  # epoch seconds
-    task: Task
+    task: Mapping  # the task's record (``task_to_record``), decoded only if it is queued again here
     take: Take
     sent: bool = False
 
@@ -575,12 +575,12 @@ class BrokerCore:
         their ``by``: so a host that lost the end of its journal with its power learns its own hand-outs back)."""
         return [entry.to_take() for entry in self.queue.ledger()]
 
-    def peer_took(self, take: Take, task: Task | None, by: str) -> bool:
+    def peer_took(self, take: Take, task: Mapping | None, by: str) -> bool:
         """A hand-out (or a drop) that the pair's other host ``by`` made and replicated here: its granules leave
         this queue or are kept as taken (``TaskQueue.withdraw``); a granule this host had handed out itself is
         counted and logged (``handed out twice``: two actives at once). ``by`` empty: a hand-out of this host's
-        own that the other host told back (a catch-up). True when the journal was written (the caller syncs it
-        before it acknowledges)."""
+        own that the other host told back (a catch-up). ``task`` is the task's record as handed out (decoded only
+        if it is queued again here). True when the journal was written (the caller marks it :meth:`written`)."""
         if take.granules is None:
             raise ValueError(f"take of task {take.id} has no granules")
         done = self.queue.withdraw(take.granules, take.t or self._now(), take.worker, take.kind, take.what, by)
@@ -608,9 +608,10 @@ class BrokerCore:
                      len(done.changed), sum(len(e.granules) for e in done.entries))
         return bool(done.entries or done.changed)
 
-    def sync(self, what: str) -> None:
-        """fsync what was appended (before the other host is told its hand-outs are written here)."""
-        self.writer.write(self.store.sync, what)
+    def written(self) -> None:
+        """The other host's hand-outs were appended (each one ``os.write``: they outlive a kill of this process, as
+        this host's own hand-outs do before their reply leaves); fsync'd at the next tick, as those are."""
+        self._unsynced = True
 
     def peer_sent(self, peer_id: int) -> None:
         """The other host said the reply of its hand-out ``peer_id`` left: not in doubt if this host takes over."""
@@ -635,7 +636,12 @@ class BrokerCore:
     def _requeue_peer(self, item: PeerHandOut) -> bool:
         for key in item.take.granules or ():
             self._doubted[key] = None
-        queued, outcome = self._queue_peer_task(item.task)
+        try:
+            queued, outcome = self._queue_peer_task(task_from_record(item.task))
+        except (ValueError, KeyError, TypeError) as err:
+            log.error("hand-out of %s by the other host is in doubt, but its task record is damaged (%s): not "
+                      "queued again; re-queue its granules with `avoviirscollector tasks requeue`", item.take.what, err)
+            return False
         if queued is not None:
             self._event("in doubt")
         log.warning("hand-out of %s by the other host to %s at %s is in doubt (this host took over before that "

@@ -8,7 +8,8 @@ line one record of ``ondisk/journal.py``: a ``put`` (the task as it was handed o
 ``sent`` (the reply of that hand-out left), a ``put`` alone (its reply could not be delivered: the task is queued
 again), or none (a probe). The receiver applies them
 (:meth:`BrokerCore.peer_took`: the granules leave its queue or are kept as taken; :meth:`BrokerCore.peer_sent`),
-fsyncs its journal once for all the messages it read, then answers each with ``[b"ok", seq]``; a message it cannot
+writes them to its journal (each record one ``os.write``: it outlives a kill of the process; fsync'd within a
+second, as the active's own hand-out is), then answers each with ``[b"ok", seq]``; a message it cannot
 read is answered ``[b"error", seq, why]`` and logged. A message from another address is dropped (one WARNING line an
 hour per address).
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import zmq
 
@@ -277,7 +278,7 @@ class Replication:
                 continue
             answers.append([frames[0].bytes, *self._apply([frame.bytes for frame in frames[1:]])])
         if answers:
-            self.core.sync("the other host's hand-outs")
+            self.core.written()
             for answer in answers:
                 try:
                     self.inbound.send_multipart(answer, zmq.NOBLOCK)
@@ -290,25 +291,26 @@ class Replication:
         if message[0] != KIND or not seq.isdigit():
             log.error("pair: a message from %s that is not one: %r", self.peer, message[:2])
             return [b"error", seq, b"not a records message"]
-        task: Task | None = None  # a put waits for its take; a put alone: the task was queued again there
+        task: Mapping | None = None  # a put waits for its take; a put alone: the task was queued again there
         try:
             for line in message[2:]:
                 task = self._record(decode(line), task)
             if task is not None:
-                self.core.peer_returned(task)
+                self.core.peer_returned(task_from_record(task))
         except (ValueError, KeyError, TypeError) as err:
             log.error("pair: a record from %s cannot be read (%s): its message %s is refused", self.peer, err,
                       seq.decode())
             return [b"error", seq, str(err)[:200].encode()]
         return [b"ok", seq]
 
-    def _record(self, record: Record, task: Task | None) -> Task | None:
-        """Apply one record; ``task`` is the put read before it (its take may follow). The put that waits now."""
-        if task is not None and not (isinstance(record, Take) and record.id == task.id):
-            self.core.peer_returned(task)  # a put alone
+    def _record(self, record: Record, task: Mapping | None) -> Mapping | None:
+        """Apply one record; ``task`` is the record of the put read before it (its take may follow). The put that
+        waits now."""
+        if task is not None and not (isinstance(record, Take) and record.id == task.get("id")):
+            self.core.peer_returned(task_from_record(task))  # a put alone
             task = None
         if isinstance(record, Put):
-            return task_from_record(record.task)
+            return record.task
         if isinstance(record, Take):
             # a take with ``by`` is this host's own, told back (the sender learnt it from this host)
             self.core.peer_took(record, None if record.by else task, "" if record.by else self.peer)

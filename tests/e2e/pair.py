@@ -320,11 +320,13 @@ class PairLab:
     def delete_host(self, name: str) -> None:
         """Host ``name`` vanishes: every process in its namespace SIGKILLed, the namespace and its veth gone."""
         host = self.hosts[name]
-        host.ns.kill_all()
-        self.made.remove(host.ns)
+        ns = host.ns
+        ns.kill_all()
+        self.made.remove(ns)
         host.ns, host.keepalived = None, None
-        wait_until(lambda: self.lan.sh("ip", "link", "show", f"v{name}", check=False).returncode != 0, 5,
-                   f"host {name}'s port gone with its namespace")
+        # the kernel frees a namespace (and its veth) in a work queue of its own, later on a busy host
+        wait_until(lambda: self.lan.sh("ip", "link", "show", f"v{name}", check=False).returncode != 0, 15,
+                   lambda: f"host {name}'s port gone with its namespace (processes left in it: {pids_in(ns.inode)})")
 
     def split(self, on: bool) -> None:
         """The hosts lose each other (bridge port isolation on va and vb); both still reach the witness and workers."""
