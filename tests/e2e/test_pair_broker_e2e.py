@@ -136,3 +136,44 @@ def test_failover_both_ways_hands_every_granule_out_once_and_the_returning_host_
                f"the {LATER} granules placed queued by {standby}")
     _, first, _ = fail_over(lab, standby, LATER, handed_before=4)
     assert first <= FIRST_TASK_LIMIT
+
+
+def test_the_standby_dies_and_returns_while_the_active_serves_on_and_it_misses_nothing(lab):
+    """The standby is deleted mid-flow: the active goes on alone (no hand-out waits on the dead host beyond one
+    0.5 s answer at most), says so, and when the standby returns it is caught up: its queue holds what the active
+    still queues and nothing it handed out, and the pair is whole again."""
+    brokers(lab)
+    active = started(lab)
+    standby = next(name for name in lab.hosts if name != active)
+    port = int(PORTS["UPDATE_PORT"])
+    wait_until(lambda: link_whole(lab, active), 15, f"{active}'s link to {standby} whole")
+    workers = [PairWorker(lab, name, int(PORTS["TASK_PORT"]), int(PORTS["UPDATE_PORT"]), PACE) for name in lab.workers]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_until(lambda: sum(len(w.received) for w in workers) >= 5, 30, f"tasks handed out by {active}")
+        lab.delete_host(standby)
+        wait_until(lambda: (lab.status(active, port) or {}).get("pair", {}).get("link") == "alone", 15,
+                   f"{active} saying it serves alone")
+        handed = sum(len(w.received) for w in workers)
+        wait_until(lambda: sum(len(w.received) for w in workers) >= handed + 10, 30, f"{active} serving alone")
+        lab.add_host(standby)
+        lab.start_broker(standby, PORTS)
+        lab.start_keepalived(standby)
+        wait_until(lambda: link_whole(lab, active), 30, f"{active}'s link to the returning {standby} whole")
+        waiting = {task.data["start_time"] for task in queued(lab, active)}
+        back = {task.data["start_time"] for task in queued(lab, standby)}
+        assert back - waiting == set(), "the returning standby queues granules the active handed out"
+        wait_until(lambda: (lab.status(active, port) or {}).get("queue length") == 0, 60, f"{active} drained")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert not any(worker.hung for worker in workers)
+    slowest = max(latency for worker in workers for latency in worker.latencies)
+    got = Counter(granule(raw) for worker in workers for raw in worker.received)
+    print(f"\nstandby {standby} deleted and back: {sum(got.values())} hand-outs of {TASKS}, the slowest reply "
+          f"{slowest * 1000:.0f} ms")
+    assert len(got) == TASKS and sum(got.values()) == TASKS
+    assert slowest < 1.5
+    wait_until(lambda: queued(lab, standby) == [], 10, f"the standby {standby} told of every hand-out")
+    assert lab.status(standby, port)["standby"] is True
