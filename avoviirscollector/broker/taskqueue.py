@@ -238,7 +238,8 @@ class TaskQueue:
         for key in granules_of(task):
             self._by_granule[key] = task.id
 
-    def _remove(self, task: Task) -> None:
+    def _remove(self, task: Task) -> set[GranuleKey]:
+        """Take ``task`` out of the queue and its indexes; its granules (parsed from its file names once)."""
         del self._tasks[task.id]
         ids = self._by_product[task.product]
         del ids[task.id]
@@ -248,9 +249,11 @@ class TaskQueue:
         same.remove(task.id)
         if not same:
             del self._by_identity[task.identity]
-        for key in granules_of(task):
+        keys = granules_of(task)
+        for key in keys:
             if self._by_granule.get(key) == task.id:
                 del self._by_granule[key]
+        return keys
 
     def offer(self, granule: Granule, pass_direction: str) -> tuple[Task, bool]:
         """Queue a granule: merge it into a matching task (returns it, True) or append a new task (it, False).
@@ -300,10 +303,9 @@ class TaskQueue:
         With ``when``, the hand-out goes into the ledger (see :meth:`ledger_entry`)."""
         task = self.peek(desired)
         if task is not None and not just_testing:
-            self._remove(task)
+            keys = self._remove(task)
             if when is not None:
-                self.record(HandOut(task.id, when, worker, HANDED_OUT, tuple(sorted(granules_of(task))),
-                                    task.describe()))
+                self.record(HandOut(task.id, when, worker, HANDED_OUT, tuple(sorted(keys)), task.describe()))
         return task
 
     def drop(self, task_id: int, when: dt.datetime, who: str = "operator") -> HandOut | None:
@@ -311,8 +313,7 @@ class TaskQueue:
         task = self._tasks.get(task_id)
         if task is None:
             return None
-        self._remove(task)
-        entry = HandOut(task.id, when, who, DROPPED, tuple(sorted(granules_of(task))), task.describe())
+        entry = HandOut(task.id, when, who, DROPPED, tuple(sorted(self._remove(task))), task.describe())
         self.record(entry)
         return entry
 
@@ -415,8 +416,7 @@ class TaskQueue:
         entries, changed = [], []
         for task_id, taken in held.items():
             task = self._tasks[task_id]
-            own = granules_of(task)
-            self._remove(task)
+            own = self._remove(task)
             if all(key in wanted for key in own):
                 entries.append(HandOut(task.id, when, worker, kind, tuple(sorted(own)), what, by))
                 self.record(entries[-1])
