@@ -267,9 +267,13 @@ class Replication:
                 log.info("pair: whole again: %s has every hand-out of this host (%.1f s alone)", self.peer, alone)
 
     def _receive(self) -> None:
+        """The other host's messages, applied and answered; at most :data:`CATCH_UP_BATCH` records a turn of the
+        loop (a catch-up of thousands waits behind the workers' requests, as a flood of granules does)."""
         answers: list[list[bytes]] = []
-        while self.inbound.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        records = 0
+        while records < CATCH_UP_BATCH and self.inbound.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = self.inbound.recv_multipart(zmq.NOBLOCK, copy=False)
+            records += max(1, len(frames) - 3)
             if len(frames) < 2:
                 continue
             address = frames[1].get("Peer-Address")
