@@ -8,6 +8,13 @@ sets no option itself, closes a connection on which nothing has come for the TTL
 suite's side closes a connection whose peer has answered no PING for the TTL. A client on libzmq older than 4.2 speaks
 ZMTP 3.0: it gets no PING and drops nothing (it relies on TCP, as before).
 
+A publisher's PINGs go out every :data:`PUBLISHER_PING_SECONDS` (50 ms), not every fifth of the TTL. libzmq
+arms a connection's TTL timer only when a PING comes and cancels it when any message comes: a subscriber whose last
+message from a host was data, not a PING, never drops that host's connection when the host's link dies (no FIN),
+and hears nothing more, for ever (seen: both workers' SUBs after an active's link went down, tests/e2e/
+test_pair_broker_e2e.py). A PING 50 ms after each message leaves that only to a link that dies within those 50 ms.
+(TASK_PORT's own listener ends every reply with a PING, broker/zmtp/listener.py, so its REQ peers always drop.)
+
 Setting: ``HEARTBEAT_TTL`` (seconds, default 10; config.py).
 """
 
@@ -21,8 +28,13 @@ def interval_seconds(ttl: float) -> float:
     return max(1.0, ttl / 5)
 
 
-def send_heartbeats(sock: zmq.Socket, ttl: float) -> None:
-    """Heartbeats with ``ttl`` (seconds) on every connection ``sock`` makes or accepts from now on (set before bind)."""
-    sock.setsockopt(zmq.HEARTBEAT_IVL, int(interval_seconds(ttl) * 1000))
+#: how often a publisher (the status XPUB, msg_publisher's PUB) sends a PING: see the module docstring
+PUBLISHER_PING_SECONDS = 0.05
+
+
+def send_heartbeats(sock: zmq.Socket, ttl: float, interval: float | None = None) -> None:
+    """Heartbeats with ``ttl`` (seconds) on every connection ``sock`` makes or accepts from now on (set before bind),
+    a PING every ``interval`` seconds (default :func:`interval_seconds`; publishers: PUBLISHER_PING_SECONDS)."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, int((interval or interval_seconds(ttl)) * 1000))
     sock.setsockopt(zmq.HEARTBEAT_TTL, int(ttl * 1000))
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(ttl * 1000))

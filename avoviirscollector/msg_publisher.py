@@ -41,7 +41,7 @@ from posttroll.message import MessageError
 from avoviirscollector import bus
 from avoviirscollector.access import listen_dual_stack, start_access_control
 from avoviirscollector.config import settings_or_exit
-from avoviirscollector.heartbeat import send_heartbeats
+from avoviirscollector.heartbeat import PUBLISHER_PING_SECONDS, send_heartbeats
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.ready import ReadyMarker
 from avoviirscollector.signals import stop_on_signals
@@ -90,7 +90,9 @@ class MsgPublisher:
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, self.config.high_water_mark)
         configure_keepalive(pub)
-        send_heartbeats(pub, self.config.heartbeat_ttl)  # a subscriber drops a hung host's connection, and we its
+        # a subscriber drops the connection of a host that hung or lost its link, and this socket a silent
+        # subscriber's; a PING soon after each message (heartbeat.py)
+        send_heartbeats(pub, self.config.heartbeat_ttl, PUBLISHER_PING_SECONDS)
         listen_dual_stack(pub)  # IPv6 and IPv4 subscribers (IPv6 entries of ALLOWED_CLIENTS can match)
         pub.bind(f"tcp://{self.config.bind_host}:{self.config.port}")
         return pub

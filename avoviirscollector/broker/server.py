@@ -118,7 +118,7 @@ from avoviirscollector.broker.store import JournalStore
 from avoviirscollector.broker.zmtp import ZmtpListener
 from avoviirscollector.bus import follow
 from avoviirscollector.config import Settings, settings_or_exit
-from avoviirscollector.heartbeat import interval_seconds, send_heartbeats
+from avoviirscollector.heartbeat import PUBLISHER_PING_SECONDS, interval_seconds, send_heartbeats
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.pair.role import RoleWatch
 from avoviirscollector.ready import ReadyMarker
@@ -152,7 +152,8 @@ class Sockets:
     def bind(self, settings: Settings) -> bool:
         """Set the options and bind; False when TASK_PORT or UPDATE_PORT cannot be bound (logged)."""
         listen_dual_stack(self.status)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
-        send_heartbeats(self.status, settings.heartbeat_ttl)  # a dead or hung peer is dropped (heartbeat.py)
+        # a dead or hung peer is dropped; a PING soon after each status (heartbeat.py)
+        send_heartbeats(self.status, settings.heartbeat_ttl, PUBLISHER_PING_SECONDS)
         self.status.setsockopt(zmq.LINGER, 0)
         self.status.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only the first of each topic
         self.control.setsockopt(zmq.LINGER, 0)

@@ -17,6 +17,7 @@ import datetime as dt
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from posttroll.message import Message
@@ -26,7 +27,7 @@ from avoviirscollector.ondisk.state import read_broker_journal
 from tests.broker_support import ASCENDING_TIME, TLE_FILE, place, seed_queue
 from tests.e2e.pair import PairLab, PairWorker, missing_tools
 from tests.e2e.test_pair_e2e import started
-from tests.support import wait_until
+from tests.support import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.e2e
 TASKS = 40
@@ -72,10 +73,11 @@ def link_whole(lab: PairLab, name: str) -> bool:
     return (lab.status(name, int(PORTS["UPDATE_PORT"])) or {}).get("pair", {}).get("link") == "whole"
 
 
-def fail_over(lab: PairLab, active: str, expected: int, handed_before: int) -> tuple[Counter, float, dict]:
-    """Two workers ask the address; once ``handed_before`` tasks were handed out, host ``active`` is deleted; the
-    other serves until its queue is empty. What the workers got (by granule), the seconds from the failure to the
-    first task at the address, and the new active's status."""
+def fail_over(lab: PairLab, active: str, expected: int, handed_before: int,
+              fault: Callable[[PairLab, str], None] = PairLab.delete_host) -> tuple[Counter, float, dict]:
+    """Two workers ask the address; once ``handed_before`` tasks were handed out, host ``active`` fails (``fault``:
+    deleted, by default); the other serves until its queue is empty. What the workers got (by granule), the seconds
+    from the failure to the first task at the address, and the new active's status."""
     standby = next(name for name in lab.hosts if name != active)
     port = int(PORTS["UPDATE_PORT"])
     workers = [PairWorker(lab, name, int(PORTS["TASK_PORT"]), int(PORTS["UPDATE_PORT"]), PACE) for name in lab.workers]
@@ -84,12 +86,12 @@ def fail_over(lab: PairLab, active: str, expected: int, handed_before: int) -> t
     try:
         wait_until(lambda: sum(len(w.received) for w in workers) >= handed_before, 60, f"tasks handed out by {active}")
         failed_at = time.time()
-        lab.delete_host(active)
+        fault(lab, active)
         wait_until(lambda: (s := lab.status(standby, port)) and s["pair"]["serving"], 15, f"{standby} serving")
         first = wait_until(lambda: min((t for w in workers for t in w.received_at if t > failed_at), default=None),
                            FIRST_TASK_LIMIT + 5, "a task at the address after the failure")
         wait_until(lambda: (lab.status(standby, port) or {}).get("queue length") == 0, 60, f"{standby} drained")
-        wait_until(lambda: all(w.settled for w in workers), 10, "the workers heard the queue is empty")
+        settled = all_settled(workers, strict=fault is PairLab.delete_host)
     finally:
         for worker in workers:
             worker.stop()
@@ -97,13 +99,28 @@ def fail_over(lab: PairLab, active: str, expected: int, handed_before: int) -> t
     got = Counter(granule(raw) for worker in workers for raw in worker.received)
     status = lab.status(standby, port)
     twice = sum(count - 1 for count in got.values())
-    print(f"\nfailover {active} -> {standby}: first task at the address {first - failed_at:.1f} s after {active} was "
-          f"deleted; {sum(got.values())} hand-outs of {expected} granules, {twice} twice, in doubt "
-          f"{status['in doubt (24 h)']}")
+    print(f"\nfailover {active} -> {standby}: first task at the address {first - failed_at:.1f} s after {active} "
+          f"failed ({fault.__name__}); {sum(got.values())} hand-outs of {expected} granules, {twice} twice, in doubt "
+          f"{status['in doubt (24 h)']}; {settled} of {len(workers)} workers heard the new active's status")
     assert len(got) == expected, f"granules never handed out: {expected - len(got)}"
     assert twice <= status["in doubt (24 h)"] <= 2 * len(workers)
     assert status["handed out twice (24 h)"] == 0
     return got, first - failed_at, status
+
+
+def all_settled(workers: list[PairWorker], strict: bool) -> int:
+    """Wait (10 s) for every worker to have heard that the queue is empty; how many did. With ``strict`` all must.
+
+    After a link-down failover a worker's SUB can stay on its dead connection for ever: libzmq arms a peer's TTL
+    timer only on a PING and cancels it on any message, and the status XPUB's last message before the cut may have
+    been a status (README "Two hosts", known gap). Its REQ follows (TASK_PORT's listener ends every reply with a
+    PING); such a worker keeps asking on its last status, so it is answered, but it cannot hear new tasks."""
+    try:
+        wait_until(lambda: all(w.settled for w in workers), 10, "the workers heard the queue is empty")
+    except WaitTimeout:
+        if strict:
+            raise
+    return sum(1 for w in workers if w.settled)
 
 
 def come_back(lab: PairLab, name: str) -> None:
@@ -177,3 +194,28 @@ def test_the_standby_dies_and_returns_while_the_active_serves_on_and_it_misses_n
     assert slowest < 1.5
     wait_until(lambda: queued(lab, standby) == [], 10, f"the standby {standby} told of every hand-out")
     assert lab.status(standby, port)["standby"] is True
+
+
+def link_down(lab: PairLab, name: str) -> None:
+    lab.link(name, False)
+
+
+def test_the_active_losing_its_link_stops_serving_and_comes_back_as_the_standby_caught_up(lab):
+    """The active's link down (its switch port: no FIN reaches anyone, its processes live on): keepalived puts it in
+    FAULT and its broker stops handing out; the workers' dead connections are dropped by the heartbeats and the
+    other host serves them; every granule once. Its link back: it stays the standby (no preemption), is caught up
+    and queues nothing that was handed out."""
+    brokers(lab)
+    active = started(lab)
+    standby = next(name for name in lab.hosts if name != active)
+    port = int(PORTS["UPDATE_PORT"])
+    wait_until(lambda: link_whole(lab, active), 15, f"{active}'s link to {standby} whole")
+    _, first, _ = fail_over(lab, active, TASKS, handed_before=10, fault=link_down)
+    assert first <= FIRST_TASK_LIMIT
+    assert lab.status(active, port)["pair"]["serving"] is False  # FAULT: asked from inside the cut-off host
+    lab.link(active, True)
+    wait_until(lambda: link_whole(lab, standby), 30, f"{standby}'s link to {active} whole again")
+    back = wait_until(lambda: (s := lab.status(active, port)) and s["pair"]["role"] == "BACKUP" and s, 15,
+                      f"{active} the standby")
+    assert back["standby"] is True
+    wait_until(lambda: queued(lab, active) == [], 10, f"{active} told of every hand-out")
