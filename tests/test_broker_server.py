@@ -274,19 +274,24 @@ def take_while_fed_then_kill(broker: Broker, status: Status, feed, seconds: floa
                              acknowledged: int) -> int:
     """One round: granules fed from a thread while a worker takes tasks for ``seconds``, then a SIGKILL. The
     orbits handed out are appended to ``handed``; the most acknowledged (queue length seen + handed out before) is
-    returned."""
+    returned.
+
+    A status read now may have been published before the previous request's hand-out, and so still count that task
+    in its queue length (a busy host delivered one that late: 182 acknowledged of the 181 tasks the broker ever
+    queued). So it is added to the hand-outs made before the previous request, not this one."""
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(stop,), daemon=True)
     feeder.start()
     try:
         until = time.monotonic() + seconds
+        before = len(handed)
         while time.monotonic() < until:
-            before = len(handed)
+            earlier, before = before, len(handed)
             reply = request(broker.task_port, b'{"desired products": ["vis"]}', timeout=5)
             if reply:
                 handed.append(Message.decode(reply).data["orbit_number"])
             while (got := status.next(0.01)) is not None:  # the worker is slower than the feed
-                acknowledged = max(acknowledged, got["queue length"] + before)
+                acknowledged = max(acknowledged, got["queue length"] + earlier)
         broker.signal(signal.SIGKILL)
         broker.wait(5)
     finally:
