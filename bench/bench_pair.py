@@ -20,6 +20,7 @@ Needs root, keepalived and ping. Run inside a loopback-only network namespace: `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -188,9 +189,11 @@ def failover_phase(lab: PairLab, failovers: int) -> None:
     workers = [PairWorker(lab, name, TASK_PORT, UPDATE_PORT, 0.2) for name in lab.workers]
     for worker in workers:
         worker.start()
-    moved, first = [], []
+    moved, first, began = [], [], []
+    started_at = time.time()
     try:
         for _ in range(failovers):
+            began.append(time.time() - started_at)
             wait_until(lambda held={active}: lab.holders() == held, 10, f"{active} holding the address")
             m, f = one_failover(lab, active, workers)
             moved.append(m)
@@ -200,7 +203,12 @@ def failover_phase(lab: PairLab, failovers: int) -> None:
     finally:
         for worker in workers:
             worker.stop()
-    assert not any(worker.hung for worker in workers), "a worker waited for ever"
+    hung = [f"{w.netns}: request sent {w.hung_since - started_at:.1f} s after the first failover began"
+            for w in workers if w.hung]
+    if hung and os.environ.get("BENCH_PAIR_KEEP"):
+        for name in lab.workers:
+            print(name, lab.workers[name].sh("ss", "-tnoi").stdout)
+    assert not hung, f"a worker waited for ever ({hung}; failovers began at {[round(t, 1) for t in began]} s)"
     print(f"  over {failovers} failovers: address moved p50 {percentile(moved, 50):.2f} s, max {max(moved):.2f} s "
           f"(goal 5 s); first task p50 {percentile(first, 50):.2f} s, max {max(first):.2f} s (goal 15 s)")
 
@@ -214,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0 or missing_tools():
         print(f"skipped: needs root and {', '.join(missing_tools()) or 'nothing else'}")
         return 0
-    with tempfile.TemporaryDirectory() as tmp, PairLab(Path(tmp)) as lab:
+    keep = os.environ.get("BENCH_PAIR_KEEP")  # a folder: the hosts' VIIRS_BASE (logs) are kept there
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()) as tmp, PairLab(Path(tmp)) as lab:
         print("hand-out latency, one host vs a pair (veth LAN):")
         latency_phase(lab, args.requests, args.tasks)
         print("failover (keepalived, task_brokers, two deployed-style workers on the service address):")

@@ -308,6 +308,7 @@ class DeployedWorker(threading.Thread):
         self.received_at: list[float] = []  # when each task came (epoch seconds), in step with received
         self.empty = 0
         self.hung = False
+        self.hung_since: float | None = None
         self.waiting = False  # what the last status read said: a task waits
         self.in_flight = False
         self.stopping = threading.Event()
@@ -342,6 +343,7 @@ class DeployedWorker(threading.Thread):
                 client.send(request_body)
                 if not client.poll(int(self.hang_after * 1000)):
                     self.hung = True
+                    self.hung_since = time.time() - self.hang_after  # when the unanswered request was sent
                     return
                 reply = client.recv()
                 self.latencies.append(time.perf_counter() - sent)
