@@ -14,7 +14,6 @@ Run with ``-s`` to see the figures. Skipped like test_pair_e2e.py without root, 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from posttroll.message import Message
 from avoviirscollector.broker.taskqueue import task_from_record
 from avoviirscollector.ondisk.state import read_broker_journal
 from tests.broker_support import ASCENDING_TIME, TLE_FILE, place, seed_queue
-from tests.e2e.pair import PairLab, PairWorker, missing_tools
+from tests.e2e.pair import PairLab, PairWorker
 from tests.e2e.test_pair_e2e import started
 from tests.support import WaitTimeout, wait_until
 
@@ -36,17 +35,6 @@ LATER_START = ASCENDING_TIME + dt.timedelta(hours=3)
 PORTS = {"TASK_PORT": "19093", "UPDATE_PORT": "19193", "HEARTBEAT_TTL": "4"}
 PACE = 0.3  # seconds a worker takes over a task (the deployed one: 10 s)
 FIRST_TASK_LIMIT = 15.0  # seconds from the failure to a task at the address (the goal)
-
-
-@pytest.fixture
-def lab(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to make network namespaces, veth pairs and a bridge")
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/test-tools installs keepalived and iputils-ping)")
-    with PairLab(tmp_path) as made:
-        yield made
 
 
 def granule(raw: bytes) -> tuple[str, str]:

@@ -14,13 +14,12 @@ installs them with apt-get for ``make test``); skipped, saying which, without th
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.pair import BIN, HOSTS, PairLab, Sample, missing_tools
+from tests.e2e.pair import BIN, HOSTS, PairLab, Sample
 from tests.support import percentile, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -28,18 +27,6 @@ RUNS = 2  # failovers per kind of fault, one each way (the figures over more run
 MOVE_LIMIT = 5.0  # seconds: the goal for the address to be on the standby
 ROLE_LAG = 1.0  # seconds: a role file follows its host's address within this
 NO_PREEMPT_SECONDS = 3.0  # the returning host is watched this long after it is the standby (three adverts)
-
-
-@pytest.fixture
-def lab(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to make network namespaces, veth pairs and a bridge")
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/test-tools installs keepalived and iputils-ping with "
-                    f"apt-get for make test)")
-    with PairLab(tmp_path) as made:
-        yield made
 
 
 def other(name: str) -> str:
