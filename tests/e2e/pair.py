@@ -47,6 +47,7 @@ ROUTER_ID = 51
 PROBE_PORT = 19091
 HOSTS = {"a": (f"{NET}.11", 100), "b": (f"{NET}.12", 90)}
 WORKERS = {"w1": f"{NET}.21", "w2": f"{NET}.22"}
+END = object()  # a mark that is no answer
 BIN = Path(sys.executable).parent
 TOOLS = ("ip", "bridge", "nsenter", "unshare", "setpriv", "keepalived", "ping")
 
@@ -225,6 +226,20 @@ class Watcher:
         until = time.monotonic() if until is None else until
         before = [got for at, got in self.changes if at <= after]
         return set(before[-1:]) | {got for at, got in self.changes if after < at <= until}
+
+    def longest(self, answer: str | None, after: float) -> float:
+        """The longest stretch after ``after`` during which ``answer`` answered (0 when it never did)."""
+        before = [got for at, got in self.changes if at <= after]
+        marks: list[tuple[float, object]] = [(after, before[-1])] if before else []
+        marks += [(at, got) for at, got in self.changes if at > after]
+        marks.append((time.monotonic(), END))
+        longest, start = 0.0, None
+        for at, got in marks:
+            if start is not None and got != answer:
+                longest, start = max(longest, at - start), None
+            if start is None and got == answer:
+                start = at
+        return longest
 
     def stop(self) -> None:
         self.running = False

@@ -247,7 +247,11 @@ def test_the_standby_cut_off_changes_nothing_for_the_active(lab):
     back = returns_as_standby(lab, lambda name: lab.cut_off([name], False), standby)
     print(f"\nstandby {standby} cut off: FAULT after {got['FAULT']:.2f} s, {active} held the address throughout; "
           f"{standby} standby again after {back:.2f} s")
-    assert got["FAULT"] is not None and lab.watchers["w1"].seen(t0) == {active}
+    # a probe may go unanswered for a moment on a busy host (its 0.2 s timeout: seen once, with no other host
+    # answering); the active kept serving: no other host answered, and no silence lasted a second
+    watcher = lab.watchers["w1"]
+    assert got["FAULT"] is not None and watcher.seen(t0) - {None} == {active}, watcher.changes
+    assert watcher.longest(None, t0) < 1.0, watcher.changes
 
 
 def test_a_host_back_with_pid_files_naming_live_processes_is_the_standby(lab):
