@@ -20,6 +20,10 @@ It does:
   hand-out written before the reply goes out and fsync'd at the next tick; a reply that cannot be delivered puts
   the task back in its place (:meth:`BrokerCore.undelivered`);
 - **operator commands** (:meth:`BrokerCore.control`): list, drop, re-queue (``control.py``);
+- **the pair's other host** (``replication.py`` carries the records): its hand-outs taken off this queue or kept
+  as taken (:meth:`BrokerCore.peer_took`), the records of this host's own (:meth:`BrokerCore.handout_records`,
+  :meth:`BrokerCore.hand_outs`), and at a promotion its hand-outs in doubt queued again
+  (:meth:`BrokerCore.promoted`);
 - **each second** (:meth:`BrokerCore.tick`): the status to publish (:meth:`BrokerCore.status`, returned as a
   value), bad requests written as one counted event every 10 s at most, marks after hand-outs, the fsync of
   hand-outs, the ledger pruned to ``RECOVERY_HOURS`` and one hour, and the compaction policy (a compaction starts

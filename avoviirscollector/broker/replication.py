@@ -245,7 +245,7 @@ class Replication:
     # -- receiving ---------------------------------------------------------------------------------------------
 
     def handle(self) -> None:
-        """What came on the two sockets: the other host's answers, and its records (applied, synced, answered)."""
+        """What came on the two sockets: the other host's answers, and its records (applied, written, answered)."""
         self._acks()
         self._receive()
 
