@@ -14,7 +14,14 @@ from posttroll.message import Message
 
 from avoviirscollector.broker.core import PEER_DOUBT_SECONDS, BrokerCore
 from avoviirscollector.broker.direction import DirectionFinder
-from avoviirscollector.broker.replication import ALONE, CATCHING_UP, WHOLE, PeerLink
+from avoviirscollector.broker.replication import (
+    ALONE,
+    CATCHING_UP,
+    PROBE_SECONDS,
+    SILENT_LINK_SECONDS,
+    WHOLE,
+    PeerLink,
+)
 from avoviirscollector.broker.taskqueue import task_from_record
 from avoviirscollector.ondisk.journal import Put, Take, decode, encode
 from tests.broker_support import ASCENDING_TIME, FakeClock, granule_data
@@ -142,9 +149,12 @@ def test_a_granule_handed_out_by_both_hosts_is_counted_and_logged(hosts, finder,
     a, b = hosts
     both(hosts, finder, "tir", ASCENDING_TIME)
     ask(b, ["tir"])
-    replicate(b, *hand_out(a, ["tir"]))
+    twice = hand_out(a, ["tir"])
+    replicate(b, *twice)
     assert b.status()["handed out twice (24 h)"] == 1
     assert "was handed out by both hosts" in caplog.text
+    replicate(b, *twice)  # a second catch-up (the link was lost again right after the first) counts nothing more
+    assert b.status()["handed out twice (24 h)"] == 1
     both(hosts, finder, "btd", ASCENDING_TIME)
     doubted = hand_out(a, ["btd"])
     replicate(b, *doubted)
@@ -206,3 +216,40 @@ def test_the_link_starts_alone_catches_up_and_is_whole_until_an_answer_is_missed
     assert link.lag() == (0, 0.0)
     clock.advance(1.0)
     assert link.probe_due()
+
+
+def test_a_whole_link_with_nothing_to_send_probes_and_is_alone_when_its_answers_stop(clock):
+    """A link that died while no hand-out went out (a standby, an active between passes) is found alone within a few
+    seconds: a probe after a second with nothing sent, and a message unanswered for SILENT_LINK_SECONDS."""
+    link = PeerLink(clock.ticks)
+    link.acked(link.next())
+    link.catching_up(last := link.next())
+    assert not link.probe_due()  # catching up: the catch-up's own probe is out
+    link.acked(last)
+    assert link.state == WHOLE and not link.probe_due()  # just sent
+    clock.advance(PROBE_SECONDS)
+    assert link.probe_due()
+    probe = link.next()
+    clock.advance(PROBE_SECONDS)
+    assert not link.probe_due() and not link.silent()  # its answer awaited
+    assert link.acked(probe) is None and link.state == WHOLE
+    clock.advance(PROBE_SECONDS)
+    assert link.probe_due()
+    link.next()  # never answered
+    clock.advance(SILENT_LINK_SECONDS)
+    assert not link.silent()
+    clock.advance(0.1)
+    assert link.silent() and link.lost() and link.state == ALONE and not link.silent()
+
+
+def test_an_answer_settles_every_message_sent_before_it(clock):
+    """Answers come in order: probes lost while the other host was away are not awaited once a later one is
+    answered (else the link, whole again, would find them unanswered and be alone at once)."""
+    link = PeerLink(clock.ticks)
+    lost = [link.next() for _ in range(3)]  # probes while alone, never answered
+    clock.advance(5.0)
+    link.acked(answered := link.next())
+    link.catching_up(last := link.next())
+    link.acked(last)
+    assert link.state == WHOLE and link.unacked == {} and not link.silent()
+    assert max(lost) < answered

@@ -247,6 +247,7 @@ class BrokerCore:
         self._next_prune = 0.0
         self._peer_recent: dict[int, PeerHandOut] = {}  # the other host's task id -> its recent hand-out
         self._doubted = GranuleMap()  # granules queued again as in doubt at a promotion (not "handed out twice")
+        self._twice: set[tuple[int, str, int]] = set()  # (own task, other host, its task) counted handed out twice
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.wall(), dt.UTC)
@@ -598,7 +599,9 @@ class BrokerCore:
             self._encoded.pop(entry.task_id, None)
             self.writer.write(lambda entry=entry: self.store.append(entry.to_take()), f"peer's task {take.id}")
         twice = [entry for entry in done.known if by and not entry.by and entry.kind == HANDED_OUT
-                 and take.kind == HANDED_OUT and not any(key in self._doubted for key in entry.granules)]
+                 and take.kind == HANDED_OUT and not any(key in self._doubted for key in entry.granules)
+                 and (entry.task_id, by, take.id) not in self._twice]  # a second catch-up counts nothing again
+        self._twice.update((entry.task_id, by, take.id) for entry in twice)
         if twice:
             self._event("handed out twice", len(twice))
             for entry in twice:

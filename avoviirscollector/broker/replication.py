@@ -16,7 +16,9 @@ hour per address).
 The link (:class:`PeerLink`, pure) is in one of three states, each change logged:
 
 - ``whole``: every hand-out waits for the other host's answer, at most :data:`ACK_SECONDS`, before its reply
-  leaves (on a LAN the wait is a fraction of a millisecond);
+  leaves (on a LAN the wait is a fraction of a millisecond). A link with nothing to send for a second sends a
+  probe; a message unanswered for :data:`SILENT_LINK_SECONDS` makes it alone: a link that died while no hand-out
+  went out (a standby, an active between passes) is said alone within about 3 s, not at the next hand-out;
 - ``alone``: the other host did not answer in time or is not connected (the DEALER sends only to a connected peer,
   and drops a peer silent for :data:`SILENT_SECONDS`): hand-outs go on without waiting, and a probe goes out every
   second. This is where the broker starts;
@@ -47,8 +49,11 @@ from avoviirscollector.ondisk.journal import HANDED_OUT, Put, Record, Sent, Take
 WHOLE, ALONE, CATCHING_UP = "whole", "alone", "catching up"
 #: a hand-out waits this long at most for the other host's answer; then the link is alone and the reply leaves
 ACK_SECONDS = 0.5
-#: a probe of the other host this often while alone
+#: a probe of the other host this often while alone, and after this long with nothing sent while whole
 PROBE_SECONDS = 1.0
+#: a whole link whose oldest message has waited this long for its answer is alone (a hand-out waits ACK_SECONDS;
+#: a probe, a sent may wait longer behind the other host's work on a busy host)
+SILENT_LINK_SECONDS = 2.0
 #: the DEALER drops a connection to the other host that has been silent this long (ZMTP heartbeats)
 SILENT_SECONDS = 3.0
 #: records per message of a catch-up
@@ -72,6 +77,7 @@ class PeerLink:
         self.catch_up_seq: int | None = None  # the probe that ends a catch-up
         self._probe_at = float("-inf")
         self.last_ack: float | None = None
+        self.last_sent = float("-inf")
 
     @property
     def waits(self) -> bool:
@@ -81,7 +87,7 @@ class PeerLink:
     def next(self) -> int:
         """The sequence number of a message being sent now."""
         self.seq += 1
-        self.unacked[self.seq] = self.clock()
+        self.unacked[self.seq] = self.last_sent = self.clock()
         return self.seq
 
     def acked(self, seq: int) -> str | None:
@@ -89,7 +95,8 @@ class PeerLink:
         when the pair just became whole, else None."""
         now = self.clock()
         self.last_ack = now
-        self.unacked.pop(seq, None)
+        for earlier in [earlier for earlier in self.unacked if earlier <= seq]:
+            del self.unacked[earlier]  # answers come in order: one never given before this one never comes
         if self.state == ALONE:
             self._enter(CATCHING_UP, now)
             return CATCHING_UP
@@ -110,14 +117,22 @@ class PeerLink:
         return True
 
     def probe_due(self) -> bool:
-        """Alone and no probe went out for :data:`PROBE_SECONDS` (the probe is then due and counted as sent)."""
+        """A probe is due (and counted as sent): alone and none went out for :data:`PROBE_SECONDS`, or whole with
+        nothing sent for that long and nothing waiting for an answer."""
         now = self.clock()
-        if self.state != ALONE or now < self._probe_at:
+        if self.state == CATCHING_UP or now < self._probe_at:
+            return False
+        if self.state == WHOLE and (self.unacked or now - self.last_sent < PROBE_SECONDS):
             return False
         self._probe_at = now + PROBE_SECONDS
         for seq in [seq for seq, sent in self.unacked.items() if now - sent > 10 * PROBE_SECONDS]:
             del self.unacked[seq]  # probes nobody answered: forgotten
         return True
+
+    def silent(self) -> bool:
+        """Whole, and the oldest message has waited over :data:`SILENT_LINK_SECONDS` for its answer."""
+        return self.state == WHOLE and bool(self.unacked) and \
+            self.clock() - min(self.unacked.values()) > SILENT_LINK_SECONDS
 
     def lag(self) -> tuple[int, float]:
         """Messages the other host has not answered, and the age of the oldest (0 when none)."""
@@ -227,8 +242,10 @@ class Replication:
                         "it answers again", self.peer, why)
 
     def tick(self) -> None:
-        """Each second: a probe while alone."""
-        if self.link.probe_due():
+        """Each second: a probe while alone or idle; a whole link whose answers stopped is alone."""
+        if self.link.silent():
+            self._lost(f"no answer for {SILENT_LINK_SECONDS:.0f} s")
+        elif self.link.probe_due():
             self._send([])
 
     def _catch_up(self) -> None:
