@@ -37,7 +37,8 @@ def config_text(tmp_path: Path) -> str:
 def test_the_configuration_says_what_the_settings_say(tmp_path):
     text = config_text(tmp_path)
     for line in ("state BACKUP", "nopreempt", "interface eth0", "virtual_router_id 51", "priority 90",
-                 "advert_int 1", "check_unicast_src", "192.0.2.10/24 dev eth0", "enable_script_security",
+                 "advert_int 1", "garp_master_refresh 5", "check_unicast_src", "192.0.2.10/24 dev eth0",
+                 "enable_script_security",
                  "script_user root", "init_fail", "fall 2", "rise 2", "fifo_write_vrrp_states_on_reload",
                  f"vrrp_notify_fifo {tmp_path}/ka/notify.fifo",
                  'script "/usr/bin/ping -c 1 -W 0.3 -n -q 192.0.2.1"', "timeout 1",

@@ -9,6 +9,12 @@ What the configuration says, and why:
   it and a host that returns is the standby (a failback is a second interruption for nothing). Priority does decide
   when two actives see each other again (after a split): the lower one gives the address up;
 - ``advert_int 1``: the standby takes over about 3 to 3.7 s after the active's last advert;
+- ``garp_master_refresh`` (:data:`GARP_REFRESH_SECONDS`): the active repeats its gratuitous ARP every few seconds,
+  not only at its takeover and when it hears a lower priority (the heal of a split). A worker whose ARP entry for
+  the address names the other host (it answered last during a split, or it lost its processes with its kernel
+  alive and still answers ARP for the address) sends its packets there, where they vanish, until the entry ages
+  (30 s and more on Linux, and a TCP connection backs off meanwhile); with the refresh it follows within a few
+  seconds. One ARP packet on the LAN every few seconds;
 - ``unicast_peer`` (``PAIR_PEER``) with ``check_unicast_src``, not VRRP's multicast group 224.0.0.18: the adverts
   go to the other host only, a LAN whose switches filter multicast still carries them, and another VRRP pair on
   the site with the same router id cannot join or disturb this one (the suite's rule is no multicast on the wire);
@@ -47,6 +53,7 @@ ADVERT_SECONDS = 1
 WITNESS_FALL = 2
 WITNESS_RISE = 2
 WITNESS_WAIT = 0.3  # seconds a ping waits for the witness's answer
+GARP_REFRESH_SECONDS = 5  # the active's gratuitous ARP repeated this often
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,7 @@ vrrp_instance {INSTANCE} {{
     virtual_router_id {pair.router_id}
     priority {pair.priority}
     advert_int {ADVERT_SECONDS}
+    garp_master_refresh {GARP_REFRESH_SECONDS}
     unicast_peer {{
         {pair.peer}
     }}
