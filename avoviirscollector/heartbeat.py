@@ -8,12 +8,13 @@ sets no option itself, closes a connection on which nothing has come for the TTL
 suite's side closes a connection whose peer has answered no PING for the TTL. A client on libzmq older than 4.2 speaks
 ZMTP 3.0: it gets no PING and drops nothing (it relies on TCP, as before).
 
-A publisher's PINGs go out every :data:`PUBLISHER_PING_SECONDS` (50 ms), not every fifth of the TTL. libzmq
+msg_publisher's PINGs go out every :data:`PUBLISHER_PING_SECONDS` (50 ms), not every fifth of the TTL. libzmq
 arms a connection's TTL timer only when a PING comes and cancels it when any message comes: a subscriber whose last
 message from a host was data, not a PING, never drops that host's connection when the host's link dies (no FIN),
-and hears nothing more, for ever (seen: both workers' SUBs after an active's link went down, tests/e2e/
-test_pair_broker_e2e.py). A PING 50 ms after each message leaves that only to a link that dies within those 50 ms.
-(TASK_PORT's own listener ends every reply with a PING, broker/zmtp/listener.py, so its REQ peers always drop.)
+and hears nothing more, for ever. A PING 50 ms after each message leaves that only to a link that dies within those
+50 ms. task_broker's two ports are served by our own ZMTP servers instead, which end every reply and every status
+with a PING (broker/zmtp/), so their peers always drop a dead host: a worker's SUB that stayed on a dead host
+would never ask again (seen in the pair's chaos run, tests/e2e/test_pair_chaos.py).
 
 Setting: ``HEARTBEAT_TTL`` (seconds, default 10; config.py).
 """
@@ -28,7 +29,7 @@ def interval_seconds(ttl: float) -> float:
     return max(1.0, ttl / 5)
 
 
-#: how often a publisher (the status XPUB, msg_publisher's PUB) sends a PING: see the module docstring
+#: how often msg_publisher's PUB sends a PING: see the module docstring
 PUBLISHER_PING_SECONDS = 0.05
 
 

@@ -4,8 +4,8 @@ measured in the same run.
 
 libzmq arms a connection's TTL timer only when a PING arrives and cancels it when any message arrives. A subscriber
 whose last message before the cut was data, not a PING, never drops the connection (no FIN comes: the link is
-dead). heartbeat.py makes the publishers PING every 50 ms, so that only a cut within 50 ms of a message leaves a
-subscriber behind.
+dead). task_broker's status publisher (broker/zmtp/publisher.py) follows every status with a PING, so no cut can
+leave a subscriber behind (before it, libzmq's XPUB with a PING every 50 ms left the cuts within 50 ms of a status).
 
 On host a of the pair lab (tests/e2e/pair.py: network namespaces, a veth on a bridge): task_broker as one host
 (status once a second on UPDATE_PORT, heartbeats with HEARTBEAT_TTL 4) and, as the reference, a bare XPUB sending

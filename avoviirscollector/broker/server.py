@@ -37,7 +37,8 @@ What it does (SPEC sections 6 and 10):
 - publishes ``{"queue length": N, "products waiting": [...], "tasks by product": {...}, "recovered (24 h)": N,
   "in doubt (24 h)": N, "duplicate (24 h)": N, "bad request (24 h)": N}`` (and ``"state behind": true`` while its
   journal cannot be written) as JSON on ``UPDATE_PORT`` (default 19191) once a second, always, and at once to each
-  new subscriber (an XPUB socket: ``status`` and the HEALTHCHECK need not wait for the next second); and when it stops,
+  new subscriber (``status`` and the HEALTHCHECK need not wait for the next second), each status followed by a PING
+  (``zmtp/publisher.py``: a subscriber always drops a host that died); and when it stops,
   one last status with ``"queue length": 0``, ``"stopping": true`` and the real count in ``"queued"``, so that
   workers stop asking a broker that is about to go (see Signals);
 - serves operators on ``ipc://$VIIRS_BASE/run/task_broker.ctl`` (``avoviirscollector tasks``: list, drop,
@@ -95,6 +96,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import queue
 import threading
@@ -105,7 +107,7 @@ from functools import partial
 import zmq
 
 from avoviirscollector import isotime
-from avoviirscollector.access import listen_dual_stack, start_access_control
+from avoviirscollector.access import start_access_control
 from avoviirscollector.broker.control import control_address
 from avoviirscollector.broker.core import BrokerCore, Resolve, Scan
 from avoviirscollector.broker.direction_helper import DirectionHelper
@@ -116,9 +118,10 @@ from avoviirscollector.broker.replication import Replication
 from avoviirscollector.broker.silence import SILENT_AFTER_S, SilentWorkers
 from avoviirscollector.broker.store import JournalStore
 from avoviirscollector.broker.zmtp import ZmtpListener
+from avoviirscollector.broker.zmtp.publisher import ZmtpPublisher
 from avoviirscollector.bus import follow
 from avoviirscollector.config import Settings, settings_or_exit
-from avoviirscollector.heartbeat import PUBLISHER_PING_SECONDS, interval_seconds, send_heartbeats
+from avoviirscollector.heartbeat import interval_seconds
 from avoviirscollector.logs import setup_logging
 from avoviirscollector.pair.role import RoleWatch
 from avoviirscollector.ready import ReadyMarker
@@ -140,30 +143,28 @@ log = logging.getLogger(PROGRAM)
 
 
 class Sockets:
-    """The broker's sockets: the ZMTP listener on TASK_PORT (``zmtp/``), XPUB on UPDATE_PORT, the operators' ROUTER on
-    ipc."""
+    """The broker's sockets: the ZMTP listener on TASK_PORT and the publisher on UPDATE_PORT (``zmtp/``), the
+    operators' ROUTER on ipc."""
 
     def __init__(self, context: zmq.Context, allow: Callable[[str], bool] | None = None) -> None:
         self.allow = allow
         self.tasks: ZmtpListener | None = None
-        self.status = context.socket(zmq.XPUB)  # a PUB that hears each new subscriber: it gets a status at once
+        # UPDATE_PORT: our own publisher, a PING after every status (zmtp/publisher.py: a subscriber then always
+        # drops a dead host); it tells of each new subscriber, who gets a status at once
+        self.status: ZmtpPublisher | None = None
         self.control = context.socket(zmq.ROUTER)
 
     def bind(self, settings: Settings) -> bool:
         """Set the options and bind; False when TASK_PORT or UPDATE_PORT cannot be bound (logged)."""
-        listen_dual_stack(self.status)  # IPv6 and IPv4 peers (IPv6 entries of ALLOWED_CLIENTS can match)
-        # a dead or hung peer is dropped; a PING soon after each status (heartbeat.py)
-        send_heartbeats(self.status, settings.heartbeat_ttl, PUBLISHER_PING_SECONDS)
-        self.status.setsockopt(zmq.LINGER, 0)
-        self.status.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only the first of each topic
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.MAXMSGSIZE, 65536)
         ttl = settings.heartbeat_ttl
+        beats = {"allow": self.allow, "heartbeat_ivl": interval_seconds(ttl), "heartbeat_ttl": ttl, "timeout": ttl,
+                 "log": log}
         try:
-            self.tasks = ZmtpListener(settings.task_port, allow=self.allow, heartbeat_ivl=interval_seconds(ttl),
-                                      heartbeat_ttl=ttl, timeout=ttl, log=log)
-            self.status.bind(f"tcp://*:{settings.update_port}")
-        except (OSError, zmq.ZMQError) as err:
+            self.tasks = ZmtpListener(settings.task_port, **beats)
+            self.status = ZmtpPublisher(settings.update_port, **beats)
+        except OSError as err:
             log.error("cannot bind TASK_PORT %d / UPDATE_PORT %d: %s", settings.task_port, settings.update_port, err)
             return False
         run_dir = settings.viirs_base / "run"
@@ -176,10 +177,10 @@ class Sockets:
         return True
 
     def close(self) -> None:
-        if self.tasks is not None:
-            self.tasks.close(flush_s=1.0)  # replies still buffered go out first
-        for sock in (self.status, self.control):
-            sock.close()
+        for server in (self.tasks, self.status):
+            if server is not None:
+                server.close(flush_s=1.0)  # replies and the last status still buffered go out first
+        self.control.close()
 
 
 class TaskBroker:
@@ -341,8 +342,9 @@ class TaskBroker:
         self._serve(sockets.tasks)
         if sockets.control in ready:
             self._control(sockets.control)
-        if sockets.status in ready:
-            self._greet(sockets.status)
+        sockets.status.handle(0)  # subscribers, their PONGs, the heartbeat timers
+        if sockets.status.subscribed():  # a new subscriber gets the status now, not at the next second
+            self._publish(sockets.status, self._status(time.monotonic()))
 
     def _take_in(self, limit: int | None = TAKE_IN_PER_TURN) -> bool:
         """Hand what the threads brought to the core, up to ``limit`` items (None: everything; the rest waits for
@@ -401,26 +403,13 @@ class TaskBroker:
             except zmq.ZMQError as err:
                 log.warning("could not answer a control request (%s)", err)
 
-    def _publish(self, status: zmq.Socket, message: dict) -> None:
+    def _publish(self, status: ZmtpPublisher, message: dict) -> None:
+        """The status to every subscriber, each followed by a PING (a new subscriber is sent one at once:
+        ``avoviirscollector status`` and the HEALTHCHECK answer within milliseconds; the others get one more,
+        which is harmless)."""
         if self.settings.pair is None:  # one host: the status as before pairs (nothing can be handed out twice)
             message.pop("handed out twice (24 h)", None)
-        try:
-            status.send_json(message, zmq.NOBLOCK)
-        except zmq.ZMQError as err:
-            log.warning("status not published: %s", err)
-
-    def _greet(self, status: zmq.Socket) -> None:
-        """A new subscriber on UPDATE_PORT gets the status now, not at the next second (``avoviirscollector status``
-        and the HEALTHCHECK then answer within milliseconds); the others get one more status, which is harmless."""
-        subscribed = False
-        while status.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            try:
-                frame = status.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            subscribed = subscribed or frame[:1] == b"\x01"
-        if subscribed:
-            self._publish(status, self._status(time.monotonic()))
+        status.publish([json.dumps(message).encode()])
 
     # -- threads and the stop ----------------------------------------------------------------------------------
 

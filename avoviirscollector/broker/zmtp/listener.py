@@ -159,6 +159,12 @@ class ZmtpListener:
     """The listener (module docstring). ``port`` 0 picks a free one (:attr:`port`); ``host`` binds one address
     instead of every IPv6 and IPv4 one."""
 
+    #: the peers' Socket-Types it accepts, the READY it answers with, and what a peer of another type is told
+    #: (``publisher.py`` changes these)
+    peer_types = PEER_TYPES
+    ready_command = READY
+    refusal = "invalid socket type: this is a ROUTER for REQ and DEALER peers"
+
     def __init__(self, port: int, host: str | None = None, *, allow: Callable[[str], bool] | None = None,
                  heartbeat_ivl: float = HEARTBEAT_IVL_S, heartbeat_ttl: float = HEARTBEAT_TTL_S,
                  timeout: float = TIMEOUT_S, handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
@@ -389,14 +395,14 @@ class ZmtpListener:
         # PONG: its arrival was all it had to say; other commands are ignored (ZMTP 3.1)
 
     def _handshake(self, conn: _Conn, properties: dict[str, bytes]) -> None:
-        kind = PEER_TYPES.get(properties.get("socket-type", b""))
+        kind = self.peer_types.get(properties.get("socket-type", b""))
         if kind is None:
-            self._write(conn, codec.error("invalid socket type: this is a ROUTER for REQ and DEALER peers"))
+            self._write(conn, codec.error(self.refusal))
             raise codec.ProtocolError(f"Socket-Type {properties.get('socket-type')!r} refused")
         conn.socket_type = kind
         conn.ready_at = conn.last_ping = self.clock()
         self._counts[f"handshakes ZMTP 3.{conn.minor}"] += 1
-        self._write(conn, READY + self._ping if conn.minor else READY)
+        self._write(conn, self.ready_command + self._ping if conn.minor else self.ready_command)
 
     def _take(self, conn: _Conn, frames: list[bytes], too_large: int) -> None:
         if conn.ready_at is None:
