@@ -87,10 +87,12 @@ class Suite:
     """One supervised suite in ``tmp_path/viirs``; see the module docstring."""
 
     def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, conf: Path | None = None,
-                 nice: int = 0):
+                 nice: int = 0, netns: str | None = None, base: Path | None = None):
         if not only_loopback():
             raise RuntimeError("the suite must run in a loopback-only network namespace: use scripts/loopback-netns")
-        self.base = tmp_path / "viirs"
+        self.base = base or tmp_path / "viirs"
+        # a host of the pair's lab (tests/e2e/pair.py): its programs run in that network namespace
+        self.enter = ["nsenter", f"--net={netns}"] if netns else []
         task, update, publish, ns, bcast, addr, dead, monitor = free_ports(8)
         self.env = dict(os.environ)
         self.env.update(
@@ -119,7 +121,8 @@ class Suite:
         """supervise started; with ``wait``, returns once the suite is ready (generous: a busy host is slow)."""
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
-                ["nice", "-n", str(self.nice), str(BIN / "avoviirscollector"), "supervise", "-c", str(self.conf)],
+                [*self.enter, "nice", "-n", str(self.nice), str(BIN / "avoviirscollector"), "supervise", "-c",
+                 str(self.conf)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
             )
         if wait:
@@ -145,7 +148,7 @@ class Suite:
             self._wait_restarted(since, timeout)
         left = max(1.0, timeout - (time.monotonic() - began))
         status = subprocess.Popen(
-            [str(BIN / "avoviirscollector"), "status", "--wait-ready", "--timeout", f"{left:.1f}"],
+            [*self.enter, str(BIN / "avoviirscollector"), "status", "--wait-ready", "--timeout", f"{left:.1f}"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         while True:
             try:
@@ -212,7 +215,7 @@ class Suite:
     # -- helpers ---------------------------------------------------------------------------------------------------
     def supervisorctl(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
-            [str(BIN / "supervisorctl"), "-c", str(self.conf), *args],
+            [*self.enter, str(BIN / "supervisorctl"), "-c", str(self.conf), *args],
             env=self.env, capture_output=True, text=True, timeout=30,
         )
         if check and result.returncode != 0:

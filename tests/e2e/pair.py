@@ -1,7 +1,8 @@
 """A pair of hosts made of network namespaces, for the tests of keepalived and the pair's role (test_pair_e2e.py).
 
 Everything lives in network namespaces made here, under the test's own (loopback-only) one, which it never
-changes: each namespace is held by a ``sleep`` that dies with the test process (``setpriv --pdeathsig KILL``), and
+changes: each namespace is held by a ``sleep`` that dies with the test (``setpriv --pdeathsig KILL``: with the thread
+that started it, so start hosts and their processes from the main thread), and
 commands run inside with ``nsenter --net``. Addresses are in 192.0.2.0/24 (TEST-NET-1), nothing is routed out.
 
     lan      br0  192.0.2.1/24  the site's switch; its own address is the witness (the gateway, PAIR_WITNESS)
