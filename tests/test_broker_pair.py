@@ -147,6 +147,8 @@ def test_a_granule_handed_out_by_both_hosts_is_counted_and_logged(hosts, finder,
     counted (``handed out twice``) and logged at ERROR. A granule this host queued again as in doubt and handed out
     is not counted when the old hand-out comes again in a catch-up."""
     a, b = hosts
+    a.promoted()
+    b.promoted()  # the split: both serve
     both(hosts, finder, "tir", ASCENDING_TIME)
     ask(b, ["tir"])
     twice = hand_out(a, ["tir"])
@@ -162,6 +164,33 @@ def test_a_granule_handed_out_by_both_hosts_is_counted_and_logged(hosts, finder,
     ask(b, ["btd"])
     replicate(b, *doubted)
     assert b.status()["handed out twice (24 h)"] == 1
+
+
+def test_a_hand_out_after_this_host_stopped_serving_is_no_split(hosts, finder, clock, caplog):
+    """A failover, not a split: the active hands a granule out and stops (it died, or stepped down); the other host
+    takes over, queues that hand-out again as in doubt and hands the granule out once more. When the first host
+    learns of it (the catch-up after its return), it counts nothing as handed out twice: it was not serving then.
+    The second host counted the repeat as in doubt."""
+    a, b = hosts
+    a.promoted()
+    both(hosts, finder, "tir", ASCENDING_TIME)
+    replicate(b, *hand_out(a, ["tir"]))  # its reply may not have left: no sent follows
+    clock.advance(1)
+    a.demoted()
+    clock.advance(1)
+    assert b.promoted() == 1
+    clock.advance(1)
+    again = hand_out(b, ["tir"])
+    a.peer_took(again[1], again[0].task, "192.0.2.12")
+    assert a.status()["handed out twice (24 h)"] == 0 and b.status()["in doubt (24 h)"] == 1
+    assert "was handed out by both hosts" not in caplog.text
+    a.promoted()  # serving again: a hand-out of the other host's now is two actives at once
+    both(hosts, finder, "btd", ASCENDING_TIME)
+    ask(a, ["btd"])
+    clock.advance(1)
+    split = hand_out(b, ["btd"])
+    a.peer_took(split[1], split[0].task, "192.0.2.12")
+    assert a.status()["handed out twice (24 h)"] == 1
 
 
 def test_a_hand_out_the_other_host_could_not_deliver_is_queued_here_again(hosts, finder):

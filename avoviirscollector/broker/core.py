@@ -65,6 +65,8 @@ from avoviirscollector.ondisk.journal import HANDED_OUT, Event, Forget, Header, 
 TOPIC = "/AVO/viirs/granule"
 #: the ledger keeps a hand-out this long beyond RECOVERY_HOURS
 LEDGER_MARGIN = dt.timedelta(hours=1)
+#: the two hosts' clocks (NTP) and a record's time agree within this: "this host served at that time" allows it
+CLOCK_MARGIN_SECONDS = 1.0
 EVENT_KINDS = ("recovered", "in doubt", "duplicate", "bad request", "handed out twice")
 #: a hand-out of the pair's other host whose reply it did not say had left, replicated this long before this host
 #: became the active one, is in doubt (queued again here): the other host may have died before its reply left
@@ -248,6 +250,10 @@ class BrokerCore:
         self._peer_recent: dict[int, PeerHandOut] = {}  # the other host's task id -> its recent hand-out
         self._doubted = GranuleMap()  # granules queued again as in doubt at a promotion (not "handed out twice")
         self._twice: set[tuple[int, str, int]] = set()  # (own task, other host, its task) counted handed out twice
+        # when this process handed out tasks as the pair's active host (wall times): a hand-out of the other host's
+        # is "handed out twice" only if it came while this host served too (two actives at once)
+        self._serving_since: float | None = None
+        self._served: deque[tuple[float, float]] = deque()
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.wall(), dt.UTC)
@@ -600,6 +606,7 @@ class BrokerCore:
             self.writer.write(lambda entry=entry: self.store.append(entry.to_take()), f"peer's task {take.id}")
         twice = [entry for entry in done.known if by and not entry.by and entry.kind == HANDED_OUT
                  and take.kind == HANDED_OUT and not any(key in self._doubted for key in entry.granules)
+                 and self._served_at(take.t)  # not the other host's hand-out after this one stopped serving
                  and (entry.task_id, by, take.id) not in self._twice]  # a second catch-up counts nothing again
         self._twice.update((entry.task_id, by, take.id) for entry in twice)
         if twice:
@@ -626,12 +633,35 @@ class BrokerCore:
         if item is not None:
             item.sent = True
 
+    def _served_at(self, when: dt.datetime | None) -> bool:
+        """Whether this process served (handed out as the active host) at ``when``: a granule this host handed
+        out that the other host handed out too then was two actives at once (a split). One the other host handed
+        out after this host stopped serving (this host died or stepped down, the other took over and queued this
+        host's hand-out again as in doubt) is not: that one is counted as in doubt, there. A process restarted
+        since knows nothing of its former life: it counts what comes while it serves now."""
+        if when is None:
+            return False
+        at = when.timestamp()  # the other host's clock, to the microsecond: a second's margin either way
+        if self._serving_since is not None and at >= self._serving_since - CLOCK_MARGIN_SECONDS:
+            return True
+        return any(start - CLOCK_MARGIN_SECONDS <= at <= end + CLOCK_MARGIN_SECONDS for start, end in self._served)
+
+    def demoted(self) -> None:
+        """This host stopped being the active one (see :meth:`_served_at`)."""
+        if self._serving_since is not None:
+            self._served.append((self._serving_since, self.wall()))
+            self._serving_since = None
+        while self._served and self._served[0][1] < self.wall() - 86400:
+            self._served.popleft()
+
     def promoted(self) -> int:
         """This host became the active one: the other host's hand-outs of the last :data:`PEER_DOUBT_SECONDS`
         whose reply it did not say had left are in doubt (it may have died before the reply left): their granules
         are queued again, counted and logged at WARNING (at most one duplicate per worker that was asking, never a
         lost granule). How many."""
         now = self.wall()
+        if self._serving_since is None:
+            self._serving_since = now
         doubted = [item for item in self._peer_recent.values()
                    if not item.sent and now - item.received <= PEER_DOUBT_SECONDS]
         self._peer_recent.clear()

@@ -319,6 +319,7 @@ class TaskBroker:
             log.warning("pair: this host is the active one (%s since %s): it hands out tasks; %d hand-outs of the "
                         "other host were in doubt and are queued again", role.role, role.since, doubted)
         else:
+            self.core.demoted()
             log.warning("pair: this host is no longer the active one (%s): it hands out nothing",
                         f"{role.role} since {role.since}" if role else "no role file")
 
