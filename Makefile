@@ -3,7 +3,7 @@
 #   make test   lint and the full test suite (in a loopback-only network namespace)
 #   make check  lint and the tests that run in pytest's own process (no daemons, no container): the edit loop
 #   make demo   the suite against the GINA double (two stations) in a loopback-only namespace; its monitor on
-#               http://127.0.0.1:29093/ of this host
+#               http://127.0.0.1:29093/ of this host (PAIR=1: two hosts and a failover; root, keepalived, ping)
 # Everything they need is installed into ./.venv from setup.py (the one place where versions are pinned).
 
 PYTHON ?= $(shell scripts/find-python)
@@ -72,7 +72,7 @@ check: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --in-process $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m tests.demo $(DEMO_ARGS)
+	$(BIN)/python -m tests.$(if $(PAIR),demo_pair,demo) $(DEMO_ARGS)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; scripts/loopback-netns $(BIN)/python $$b || exit 1; done

@@ -149,16 +149,19 @@ def _start_double(args: argparse.Namespace, base: Path, port: int) -> subprocess
     return double
 
 
-def screenshot(path: Path, scratch: Path) -> None:
+def screenshot(path: Path, scratch: Path, url: str = "http://127.0.0.1:29093/", enter: list[str] | None = None) -> None:
+    """The page at ``url`` as headless Chromium shows it, saved in ``path`` (``enter``: a command prefix that runs the
+    browser elsewhere, e.g. ``nsenter --net=...``)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         print("demo: no chromium here (apt-get install chromium): no screenshot", flush=True)
         return
     with open(scratch / "chromium.log", "wb") as out:  # not pipes: chromium's helpers may outlive it holding them
         browser_run = subprocess.Popen(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            [*(enter or []), browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run",
              f"--user-data-dir={scratch / 'chromium'}", "--hide-scrollbars", f"--screenshot={path.resolve()}",
-             "--window-size=1140,1500", "http://127.0.0.1:29093/"],
+             "--window-size=1140,1500", url],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             browser_run.wait(120)
