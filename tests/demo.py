@@ -85,18 +85,24 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 
+def fresh(folder: Path) -> tuple[Path, threading.Event]:
+    """The demo's folder emptied, and an event SIGTERM and SIGINT set (inside the namespace)."""
+    base = folder.resolve()
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    return base, stopping
+
+
 def inside(args: argparse.Namespace) -> int:
     from avoviirscollector.viirs import PRODUCTS
     from tests.broker_support import DeployedWorker
     from tests.e2e.harness import CONF, Suite
     from tests.support import free_port
 
-    base = args.dir.resolve()
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    base, stopping = fresh(args.dir)
     gina_port, tle_port = free_port(), free_port()
     tles = ThreadingHTTPServer(("127.0.0.1", tle_port), partial(_Quiet, directory=str(REPO / "tests" / "data")))
     threading.Thread(target=tles.serve_forever, daemon=True).start()
@@ -173,33 +179,47 @@ def screenshot(path: Path, scratch: Path, url: str = "http://127.0.0.1:29093/", 
 
 
 # -- on this host --------------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
+def demo_parser(prog: str, description: str, folder: str) -> argparse.ArgumentParser:
+    """The options both demos take (``--dir`` defaults to ``var/<folder>``; ``--inside`` and ``--sock`` are the
+    namespace side's)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--port", type=int, default=29093, help="this host's port for the monitor (%(default)s)")
-    parser.add_argument("--dir", type=Path, default=REPO / "var" / "demo", help="the demo's files (%(default)s)")
+    parser.add_argument("--dir", type=Path, default=REPO / "var" / folder, help="the demo's files (%(default)s)")
     parser.add_argument("--granules", type=int, default=8, help="granules per satellite at start (%(default)s)")
-    parser.add_argument("--station-lag", type=float, default=25.0,
-                        help="uafgina lists its copies S seconds after gilmore (%(default)s)")
-    parser.add_argument("--screenshot", type=Path, help="save the page here after --after seconds, then stop")
-    parser.add_argument("--after", type=float, default=240.0, help="seconds before the screenshot (%(default)s)")
+    parser.add_argument("--screenshot", type=Path, help="save the page after --after seconds, then stop")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sock", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = demo_parser("demo", __doc__.split("\n\n")[0], "demo")
+    parser.add_argument("--station-lag", type=float, default=25.0,
+                        help="uafgina lists its copies S seconds after gilmore (%(default)s)")
+    parser.add_argument("--after", type=float, default=240.0, help="seconds before the screenshot (%(default)s)")
     args = parser.parse_args(argv)
     if args.inside:
         return inside(args)
+    extra = ["--granules", str(args.granules), "--station-lag", str(args.station_lag), "--after", str(args.after)]
+    return launch("tests.demo", args, extra, "demo: starting the suite (Ctrl-C stops); the address follows once it "
+                                             "is ready")
+
+
+def launch(module: str, args: argparse.Namespace, extra: list[str], hello: str) -> int:
+    """Run ``module --inside`` in a loopback-only namespace and bring its page out to ``127.0.0.1:args.port``
+    through a Unix socket beside ``args.dir``; Ctrl-C stops it (its exit status)."""
     args.dir.mkdir(parents=True, exist_ok=True)
     sock = args.dir.resolve().parent / f".{args.dir.name}.monitor.sock"
     sock.unlink(missing_ok=True)
     listener = socket.create_server(("127.0.0.1", args.port))
-    command = [str(REPO / "scripts" / "loopback-netns"), sys.executable, "-m", "tests.demo", "--inside",
-               "--sock", str(sock), "--dir", str(args.dir), "--granules", str(args.granules), "--port", str(args.port),
-               "--station-lag", str(args.station_lag), "--after", str(args.after)]
+    command = [str(REPO / "scripts" / "loopback-netns"), sys.executable, "-m", module, "--inside",
+               "--sock", str(sock), "--dir", str(args.dir), "--port", str(args.port), *extra]
     if args.screenshot:
         command += ["--screenshot", str(args.screenshot.resolve())]
     child = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     stopping = threading.Event()
     threading.Thread(target=bridge, args=(listener, lambda: _unix(sock), stopping), daemon=True).start()
-    print("demo: starting the suite (Ctrl-C stops); the address follows once it is ready", flush=True)
+    print(hello, flush=True)
     try:
         return child.wait()
     except KeyboardInterrupt:

@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from tests.demo import REPO, _unix, bridge, screenshot
+from tests.demo import REPO, bridge, demo_parser, fresh, launch, screenshot
 
 GINA_PORT, TLE_PORT, MONITOR_PORT = 8080, 8081, 29093
 
@@ -49,12 +46,7 @@ def inside(args: argparse.Namespace) -> int:
     if os.geteuid() != 0 or missing_tools():
         print(f"demo: needs root and {', '.join(missing_tools()) or 'nothing else'}", flush=True)
         return 2
-    base = args.dir.resolve()
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    base, stopping = fresh(args.dir)
     unix = socket.socket(socket.AF_UNIX)
     with PairLab(base / "lab") as lab:
         suites = PairSuites(lab, base, {"GINA_URL": f"http://{WITNESS}:{GINA_PORT}", "MONITOR_PORT": str(MONITOR_PORT),
@@ -151,42 +143,17 @@ def _line(lab, suites) -> str:
 
 # -- on this host --------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="demo_pair", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=29093, help="this host's port for the page (%(default)s)")
-    parser.add_argument("--dir", type=Path, default=REPO / "var" / "demo-pair", help="the demo's files (%(default)s)")
-    parser.add_argument("--granules", type=int, default=8, help="granules per satellite at start (%(default)s)")
+    parser = demo_parser("demo_pair", __doc__.split("\n\n")[0], "demo-pair")
     parser.add_argument("--fail-after", type=float, default=150.0,
                         help="seconds after the pair is whole until the active is deleted (%(default)s)")
     parser.add_argument("--down", type=float, default=40.0, help="seconds the deleted host is away (%(default)s)")
-    parser.add_argument("--screenshot", type=Path, help="save the page --after seconds after the failover, then stop")
     parser.add_argument("--after", type=float, default=30.0, help="seconds after the failover (%(default)s)")
-    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--sock", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inside:
         return inside(args)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    sock = args.dir.resolve().parent / f".{args.dir.name}.monitor.sock"
-    sock.unlink(missing_ok=True)
-    listener = socket.create_server(("127.0.0.1", args.port))
-    command = [str(REPO / "scripts" / "loopback-netns"), sys.executable, "-m", "tests.demo_pair", "--inside",
-               "--sock", str(sock), "--dir", str(args.dir), "--granules", str(args.granules), "--port", str(args.port),
-               "--fail-after", str(args.fail_after), "--down", str(args.down), "--after", str(args.after)]
-    if args.screenshot:
-        command += ["--screenshot", str(args.screenshot.resolve())]
-    child = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    stopping = threading.Event()
-    threading.Thread(target=bridge, args=(listener, lambda: _unix(sock), stopping), daemon=True).start()
-    print("demo: starting two hosts (Ctrl-C stops); the address follows once the pair is whole", flush=True)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        return child.wait(60)
-    finally:
-        stopping.set()
-        listener.close()
-        sock.unlink(missing_ok=True)
+    return launch("tests.demo_pair", args, ["--granules", str(args.granules), "--fail-after", str(args.fail_after),
+                                             "--down", str(args.down), "--after", str(args.after)],
+                  "demo: starting two hosts (Ctrl-C stops); the address follows once the pair is whole")
 
 
 if __name__ == "__main__":

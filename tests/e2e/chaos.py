@@ -153,12 +153,16 @@ class Placer(threading.Thread):
             wait = begin + placement.at - time.monotonic()
             if wait > 0 and self.stopping.wait(wait):
                 return
-            try:
-                self.suite.place(placement.name)
-                self.placed.append(placement.name)
-                self.last_placed = time.monotonic()
-            except OSError as err:
-                self.errors.append(f"{placement.name}: {err}")
+            self.place(placement.name)
+
+    def place(self, name: str) -> None:
+        """One file, now (``pair_chaos.PairPlacer`` places it on every host instead)."""
+        try:
+            self.suite.place(name)
+            self.placed.append(name)
+            self.last_placed = time.monotonic()
+        except OSError as err:
+            self.errors.append(f"{name}: {err}")
 
     def stop(self) -> None:
         self.stopping.set()

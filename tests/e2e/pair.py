@@ -287,9 +287,13 @@ class PairLab:
         return ns
 
     def _plug(self, name: str, address: str) -> Netns:
-        """A new namespace with eth0 (``address``/24) joined to br0 by the veth port ``v<name>``."""
+        """A new namespace with eth0 (``address``/24) joined to br0 by the veth port ``v<name>``. eth0's MAC is made
+        from the address, so a host made again has the MAC it had, as a real host's NIC keeps its own (a random one
+        would leave the other host's ARP entry naming a MAC gone until it fails over, seconds of a catch-up)."""
         ns = self._netns(name)
-        self.lan.sh("ip", "link", "add", f"v{name}", "type", "veth", "peer", "name", "eth0", "netns", ns.path)
+        mac = "02:00:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+        self.lan.sh("ip", "link", "add", f"v{name}", "type", "veth", "peer", "name", "eth0", "address", mac, "netns",
+                    ns.path)
         self.lan.sh("ip", "link", "set", f"v{name}", "master", "br0", "up")
         ns.sh("ip", "addr", "add", f"{address}/{PREFIX}", "dev", "eth0")
         ns.sh("ip", "link", "set", "eth0", "up")

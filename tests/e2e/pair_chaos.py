@@ -110,18 +110,14 @@ class PairSuites:
             suite.stop(timeout=10)
 
 
-class PairPlacer(threading.Thread):
-    """Places the scheduled files on time on every host that is ready; a host that is not keeps a backlog, placed
-    by :meth:`catch_up` when it is back."""
+class PairPlacer(chaos.Placer):
+    """Places the scheduled files on time on every host that is ready (``chaos.Placer``'s clock); a host that is not
+    keeps a backlog, placed by :meth:`catch_up` when it is back."""
 
     def __init__(self, suites: PairSuites, placements: list[chaos.Placement]) -> None:
-        super().__init__(daemon=True)
-        self.suites, self.placements = suites, placements
-        self.placed: list[str] = []
+        super().__init__(suites, placements)
+        self.suites = suites
         self.backlog: dict[str, list[str]] = {name: [] for name in suites.lab.hosts}
-        self.last_placed = time.monotonic()
-        self.errors: list[str] = []
-        self.stopping = threading.Event()
 
     def _place(self, name: str, file: str) -> None:
         try:
@@ -129,20 +125,15 @@ class PairPlacer(threading.Thread):
         except OSError as err:
             self.errors.append(f"{name}: {file}: {err}")
 
-    def run(self) -> None:
-        begin = time.monotonic()
-        for placement in self.placements:
-            wait = begin + placement.at - time.monotonic()
-            if wait > 0 and self.stopping.wait(wait):
-                return
-            with self.suites.lock:
-                for name in self.suites.lab.hosts:
-                    if name in self.suites.ready:
-                        self._place(name, placement.name)
-                    else:
-                        self.backlog[name].append(placement.name)
-            self.placed.append(placement.name)
-            self.last_placed = time.monotonic()
+    def place(self, name: str) -> None:
+        with self.suites.lock:
+            for host in self.suites.lab.hosts:
+                if host in self.suites.ready:
+                    self._place(host, name)
+                else:
+                    self.backlog[host].append(name)
+        self.placed.append(name)
+        self.last_placed = time.monotonic()
 
     def catch_up(self, name: str) -> int:
         """Place on host ``name`` every file it missed (its mirror_gina's first run after its return). How many."""
@@ -152,10 +143,6 @@ class PairPlacer(threading.Thread):
                 self._place(name, file)
         self.last_placed = time.monotonic()
         return len(missed)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
 
 
 @dataclass

@@ -305,4 +305,5 @@ def test_a_split_where_both_hosts_reach_the_workers_counts_every_granule_both_ha
     assert len(got) == TASKS, f"granules never handed out: {TASKS - len(got)}"
     assert duplicates == twice[active], (duplicates, twice, doubt)  # each one counted; nothing no worker got twice
     assert twice[standby] <= duplicates and doubt[active] == 0, (duplicates, twice, doubt)
-    assert statuses[standby]["standby"] is True and statuses[server]["pair"]["serving"] is True
+    after = next(name for name in lab.hosts if name != server)  # the standby after the heal (the lower priority)
+    assert statuses[after]["standby"] is True and statuses[server]["pair"]["serving"] is True
