@@ -90,8 +90,7 @@ def _start_servers(lab, args: argparse.Namespace, base: Path) -> None:
 def _page_bridge(lab, unix: socket.socket, address: str, stopping: threading.Event) -> None:
     """Join each connection to the Unix socket with one to the service address's monitor, made from worker w2's
     namespace (this thread enters it: a thread's sockets are made in its own network namespace)."""
-    with open(lab.workers["w2"].path) as fd:
-        os.setns(fd.fileno(), os.CLONE_NEWNET)
+    lab.workers["w2"].enter_here()
     bridge(unix, lambda: socket.create_connection((address, MONITOR_PORT), timeout=5), stopping)
 
 
@@ -119,26 +118,12 @@ def _watch(args: argparse.Namespace, lab, suites, worker, stopping: threading.Ev
             print(f"demo: {deleted} is back ({back_at - failed_at:.0f} s after it went) as the standby", flush=True)
         if now - last_note >= 30:
             last_note = now
-            print(f"demo: {_line(lab, suites)}; the worker has had {len(worker.received)} tasks"
+            print(f"demo: {suites.summary()}; the worker has had {len(worker.received)} tasks"
                   f"{' (it waited for ever!)' if worker.hung else ''}", flush=True)
         if args.screenshot and failed_at is not None and now - failed_at >= args.after:
             screenshot(args.screenshot, args.dir.resolve(), url=f"http://{ADDRESS}:{MONITOR_PORT}/",
                        enter=lab.workers["w2"].command())
             return
-
-
-def _line(lab, suites) -> str:
-    parts = []
-    for name in lab.hosts:
-        status = suites.status(name)
-        pair = status.get("pair")
-        if not pair:
-            parts.append(f"{name} away")
-            continue
-        queued = status.get("queued", status.get("queue length"))
-        parts.append(f"{name} {pair.get('role')} (serving {pair.get('serving')}, link {pair.get('link')}, "
-                     f"{queued} queued)")
-    return ", ".join(parts)
 
 
 # -- on this host --------------------------------------------------------------------------------------------------

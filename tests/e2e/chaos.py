@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,13 +196,22 @@ class Killer(threading.Thread):
                 if self.stopping.is_set():
                     return
                 try:
-                    pid = self.suite.pid(program)
-                    os.kill(pid, signal.SIGKILL)
-                    self.kills.append((time.time(), program, pid))
-                    wait = self.rng.uniform(self.low, self.high)
+                    kill = self.kill(program)
                 except (RuntimeError, KeyError, OSError, TimeoutError, ValueError):
-                    self.skipped += 1  # not running right now (starting, backoff, suite restarting)
+                    kill = None  # not running right now (starting, backoff, suite restarting)
+                if kill is None:
+                    self.skipped += 1
                     wait = 0.5  # the next program soon: a busy host must not make the run a quiet one
+                else:
+                    self.kills.append(kill)
+                    wait = self.rng.uniform(self.low, self.high)
+
+    def kill(self, program: str) -> tuple | None:
+        """SIGKILL ``program`` now; what :attr:`kills` records of it (``pair_chaos.PairKiller`` picks a host
+        first), None when there was nothing to kill."""
+        pid = self.suite.pid(program)
+        os.kill(pid, signal.SIGKILL)
+        return time.time(), program, pid
 
     def stop(self) -> None:
         self.stopping.set()
@@ -592,15 +601,17 @@ def _while_placing(suite, placer: Placer, killer: Killer | None, pool: list[Drai
     return restarts
 
 
-def _settled(suite, placer: Placer, settle: float, drain_timeout: float, due_after: float) -> list[str]:
-    """The queue drained, one more reconciliation period, every granule complete for ``due_after`` s, the queue
-    drained again and a moment for late duplicates. What went wrong."""
+def settled(empty: Callable[[float], bool], placer: Placer, settle: float, drain_timeout: float,
+            due_after: float) -> list[str]:
+    """The queue drained (``empty(timeout)``: whether it was within that long), one more reconciliation period,
+    every granule complete for ``due_after`` s, the queue drained again and a moment for late duplicates. What went
+    wrong."""
     errors = []
-    if not queue_empty(suite, drain_timeout):
+    if not empty(drain_timeout):
         errors.append(f"the queue did not drain in {drain_timeout} s")
     # one more reconciliation period (what it finds comes now), and every granule complete for due_after s
     time.sleep(max(settle, placer.last_placed + due_after + 1 - time.monotonic()))
-    if not queue_empty(suite, drain_timeout):
+    if not empty(drain_timeout):
         errors.append(f"the queue did not drain in {drain_timeout} s after the last reconciliation")
     time.sleep(2.0)  # workers ask again on stale statuses: a task handed out twice would come now
     return errors
@@ -633,7 +644,7 @@ def run(suite, placements: list[Placement], workers: int = 4, kill_every: tuple[
         if killer:
             killer.stop()
         suite.wait_ready(timeout=90)
-        errors += _settled(suite, placer, settle, drain_timeout, due_after)
+        errors += settled(lambda timeout: queue_empty(suite, timeout), placer, settle, drain_timeout, due_after)
     finally:
         placer.stop()
         if killer:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import zmq
@@ -87,12 +88,12 @@ class Suite:
     """One supervised suite in ``tmp_path/viirs``; see the module docstring."""
 
     def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, conf: Path | None = None,
-                 nice: int = 0, netns: str | None = None, base: Path | None = None):
+                 nice: int = 0, enter: Sequence[str] = (), base: Path | None = None):
         if not only_loopback():
             raise RuntimeError("the suite must run in a loopback-only network namespace: use scripts/loopback-netns")
         self.base = base or tmp_path / "viirs"
-        # a host of the pair's lab (tests/e2e/pair.py): its programs run in that network namespace
-        self.enter = ["nsenter", f"--net={netns}"] if netns else []
+        # a command prefix that runs the suite's programs elsewhere: a host of the pair's lab (``Netns.command()``)
+        self.enter = list(enter)
         task, update, publish, ns, bcast, addr, dead, monitor = free_ports(8)
         self.env = dict(os.environ)
         self.env.update(

@@ -116,6 +116,12 @@ class Netns:
     def command(self, *args: str) -> list[str]:
         return ["nsenter", f"--net={self.path}", *args]
 
+    def enter_here(self) -> None:
+        """Move the calling thread into this namespace (setns is a thread's: the sockets it makes from now on are
+        made in here; the process's other threads stay where they are)."""
+        with open(self.path) as fd:
+            os.setns(fd.fileno(), os.CLONE_NEWNET)
+
     def sh(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=20, env=env)
         if check and result.returncode != 0:
@@ -198,8 +204,7 @@ class Watcher:
         self.thread.start()
 
     def _run(self) -> None:
-        with open(self.ns.path) as fd:
-            os.setns(fd.fileno(), os.CLONE_NEWNET)
+        self.ns.enter_here()
         last: object = object()
         while self.running:
             try:
@@ -410,15 +415,28 @@ class PairWorker(DeployedWorker):
     def __init__(self, lab: PairLab, name: str, task_port: int, update_port: int, pace: float,
                  products: tuple[str, ...] = ("tir",)) -> None:
         super().__init__(task_port, update_port, list(products), hang_after=30.0, host=ADDRESS)
-        self.netns = lab.workers[name].path
+        self.ns = lab.workers[name]
+        self.netns = self.ns.path
         self.pace = pace
 
     def run(self) -> None:
-        with open(self.netns) as fd:
-            os.setns(fd.fileno(), os.CLONE_NEWNET)
+        self.ns.enter_here()
         super().run()
 
     def take(self, reply: bytes) -> None:
         super().take(reply)
         if reply:
             time.sleep(self.pace)
+
+
+def drained(status: dict | None) -> bool:
+    """The status says no task is queued: ``queue length`` 0 and, when the broker says 0 for a moment only (a hold
+    while it answers silent workers, a standby), its real count ``queued`` 0 too."""
+    return status is not None and status.get("queue length") == 0 and status.get("queued", 0) == 0
+
+
+def worker_states(workers: dict[str, PairWorker]) -> dict[str, str]:
+    """Each worker's tasks and statuses heard, and what its last status said (w: a task waits; f: a request in
+    flight), for progress lines and failure messages."""
+    return {name: f"{len(w.received)}/{w.heard}{'w' if w.waiting else ''}{'f' if w.in_flight else ''}"
+            for name, w in workers.items()}

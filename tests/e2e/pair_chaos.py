@@ -3,7 +3,7 @@ both, programs SIGKILLed on random hosts, the active host deleted now and then, 
 deployed ones on the service address, and the accounting of chaos.py across the pair.
 
 - **The hosts.** Each runs the suite as production does: ``avoviirscollector supervise`` with the repo's
-  supervisord.conf in the host's namespace (``Suite(netns=...)``), its ``PAIR_*`` settings, and keepalived beside it
+  supervisord.conf in the host's namespace (``Suite(enter=...)``), its ``PAIR_*`` settings, and keepalived beside it
   (``avoviirscollector pair keepalived``, as its own service). The three service ports are the same on both; the
   workers know only the service address.
 - **The stream** (:class:`PairPlacer`) stands for both hosts' mirror_gina: each file is placed (into tmp/, renamed
@@ -35,7 +35,7 @@ from pathlib import Path
 from avoviirscollector.viirs import PRODUCTS
 from tests.e2e import chaos
 from tests.e2e.harness import Suite
-from tests.e2e.pair import PairLab, PairWorker
+from tests.e2e.pair import PairLab, PairWorker, drained, worker_states
 from tests.support import WaitTimeout, wait_until
 
 #: the service ports, the same on both hosts (the workers' settings name one); heartbeats as the README advises
@@ -59,7 +59,7 @@ class PairSuites:
         for name in names:
             host = self.lab.hosts[name]
             suite = Suite(self.tmp / f"{name}-run", extra_env={**host.env(), **PORTS, **self.extra},
-                          netns=host.ns.path, base=host.base)
+                          enter=host.ns.command(), base=host.base)
             suite.output.parent.mkdir(parents=True, exist_ok=True)
             self.suites[name] = suite
             suite.start(wait=False)
@@ -72,14 +72,16 @@ class PairSuites:
         """Host ``name``'s broker status ({} while the host is away or its broker does not publish)."""
         return (self.lab.status(name, self.port) or {}) if self.lab.hosts[name].ns else {}
 
-    def queued(self) -> dict[str, int | None]:
-        """Each host's real count of tasks queued (None: no status), and whether it serves (a star)."""
-        out = {}
+    def summary(self) -> str:
+        """Each host's role, whether it serves, its link and its real count of tasks queued ("away": no status)."""
+        parts = []
         for name in self.lab.hosts:
             status = self.status(name)
-            star = "*" if status.get("pair", {}).get("serving") else ""
-            out[name + star] = status.get("queued", status.get("queue length"))
-        return out
+            pair = status.get("pair")
+            queued = status.get("queued", status.get("queue length"))
+            parts.append(f"{name} {pair.get('role')} (serving {pair.get('serving')}, link {pair.get('link')}, "
+                         f"{queued} queued)" if pair else f"{name} away")
+        return ", ".join(parts)
 
     def active(self) -> str | None:
         """The host whose broker serves (None: none does now)."""
@@ -154,39 +156,24 @@ class HostFault:
     missed: int  # files it was given when back
 
 
-class PairKiller(threading.Thread):
-    """Every ``low``..``high`` s a program of a random ready host SIGKILLed (its supervisord restarts it): each of
-    ``chaos.KILLABLE`` once, in a random order, before any again."""
+class PairKiller(chaos.Killer):
+    """``chaos.Killer`` on the pair: each program of ``chaos.KILLABLE`` once, in a random order, before any again,
+    every ``low``..``high`` s, each time on a random host that is ready. Its :attr:`kills` are (time, host,
+    program, pid)."""
 
     def __init__(self, suites: PairSuites, low: float, high: float, rng: random.Random) -> None:
-        super().__init__(daemon=True)
-        self.suites, self.low, self.high, self.rng = suites, low, high, rng
-        self.kills: list[tuple[float, str, str, int]] = []  # (time, host, program, pid)
-        self.skipped = 0
-        self.stopping = threading.Event()
+        super().__init__(suites, low, high, chaos.KILLABLE, rng)
+        self.suites = suites
+        self.lock = suites.lock  # the placer's lock too: a host is not deleted or made again in the middle
 
-    def run(self) -> None:
-        cycle: list[str] = []
-        while not self.stopping.wait(self.rng.uniform(self.low, self.high)):
-            if not cycle:  # every program once, in a random order, before any of them again (chaos.Killer's rule)
-                cycle = self.rng.sample(chaos.KILLABLE, len(chaos.KILLABLE))
-            with self.suites.lock:
-                ready = sorted(self.suites.ready)
-                if not ready:
-                    self.skipped += 1
-                    continue
-                name = self.rng.choice(ready)
-                program = cycle.pop()
-                try:
-                    pid = self.suites.suites[name].pid(program)
-                    os.kill(pid, signal.SIGKILL)
-                    self.kills.append((time.time(), name, program, pid))
-                except (RuntimeError, KeyError, OSError, TimeoutError, ValueError):
-                    self.skipped += 1  # not running right now (starting, in backoff)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(30)
+    def kill(self, program: str) -> tuple | None:
+        ready = sorted(self.suites.ready)
+        if not ready:
+            return None
+        name = self.rng.choice(ready)
+        pid = self.suites.suites[name].pid(program)
+        os.kill(pid, signal.SIGKILL)
+        return time.time(), name, program, pid
 
 
 def host_fault(suites: PairSuites, placer: PairPlacer, down: float, began: float) -> HostFault:
@@ -249,8 +236,8 @@ def run(lab: PairLab, tmp: Path, placements: list[chaos.Placement], extra: dict[
     began = time.monotonic()
     errors: list[str] = []
     statuses: dict[str, dict] = {}
-    workers = [PairWorker(lab, name, int(PORTS["TASK_PORT"]), suites.port, 0.05, tuple(PRODUCTS))
-               for name in lab.workers]
+    workers = {name: PairWorker(lab, name, int(PORTS["TASK_PORT"]), suites.port, 0.05, tuple(PRODUCTS))
+               for name in lab.workers}
     placer = PairPlacer(suites, placements)
     killer = PairKiller(suites, *kill_every, random.Random(seed))
     faults: list[HostFault] = []
@@ -260,7 +247,7 @@ def run(lab: PairLab, tmp: Path, placements: list[chaos.Placement], extra: dict[
         wait_until(suites.whole, 60, "the pair whole at the start")
         with suites.lock:
             suites.ready.update(lab.hosts)
-        for worker in workers:
+        for worker in workers.values():
             worker.start()
         placer.start()
         killer.start()
@@ -272,8 +259,8 @@ def run(lab: PairLab, tmp: Path, placements: list[chaos.Placement], extra: dict[
             if progress and time.monotonic() - last_note >= 10:
                 last_note = time.monotonic()
                 progress(f"{last_note - began:.0f} s: {len(placer.placed)}/{len(placements)} files, "
-                         f"{sum(len(w.received) for w in workers)} tasks, {len(killer.kills)} kills, "
-                         f"{len(faults)} hosts deleted; queued {suites.queued()}; workers {worker_states(workers)}")
+                         f"{sum(len(w.received) for w in workers.values())} tasks, {len(killer.kills)} kills, "
+                         f"{len(faults)} hosts deleted; {suites.summary()}; workers {worker_states(workers)}")
             placer.join(0.5)
         killer.stop()
         errors += placer.errors
@@ -282,47 +269,40 @@ def run(lab: PairLab, tmp: Path, placements: list[chaos.Placement], extra: dict[
     finally:
         placer.stop()
         killer.stop()
-        for worker in workers:
+        for worker in workers.values():
             worker.stop()
         suites.stop()
     logs = [chaos.BrokerLog.read(host.base / "log" / "task_broker.log") for host in lab.hosts.values()]
     in_doubt = set().union(*(log.in_doubt_tasks for log in logs))
     due = set().union(*(chaos.complete_on_disk(host.base / "sdr", older_than=due_after) for host in lab.hosts.values()))
-    result = chaos.account(due, [raw for worker in workers for raw in worker.received], in_doubt)
+    result = chaos.account(due, [raw for worker in workers.values() for raw in worker.received], in_doubt)
     return PairReport(
         placed_files=len(placer.placed), result=result, in_doubt_lines=sum(len(log.in_doubt) for log in logs),
         kills=killer.kills, faults=faults,
         twice_counted={name: status.get("handed out twice (24 h)", -1) for name, status in statuses.items()},
         in_doubt_counted={name: status.get("in doubt (24 h)", -1) for name, status in statuses.items()},
-        hung=[name for name, worker in zip(lab.workers, workers, strict=True) if worker.hung],
+        hung=[name for name, worker in workers.items() if worker.hung],
         seconds=time.monotonic() - began, errors=errors)
 
 
-def worker_states(workers: list[PairWorker]) -> list[str]:
-    """Each worker's tasks, statuses heard, and what its last status said (w: a task waits; f: a request in flight)."""
-    return [f"{len(w.received)}/{w.heard}{'w' if w.waiting else ''}{'f' if w.in_flight else ''}" for w in workers]
-
-
 def settle(suites: PairSuites, placer: PairPlacer, due_after: float, drain_timeout: float) -> list[str]:
-    """The pair whole, the serving host's queue drained, every file placed ``due_after`` s ago (the brokers'
-    reconciliation had its chance), drained again, and a moment for late duplicates. What went wrong."""
-    errors = []
-    for what, done in (("the pair whole", suites.whole), ("the queue drained", lambda: drained(suites))):
-        try:
-            wait_until(done, drain_timeout, what)
-        except WaitTimeout as err:
-            errors.append(str(err))
-    time.sleep(max(0.0, placer.last_placed + due_after + 1 - time.monotonic()))  # a window: files due
+    """The pair whole, then ``chaos.settled`` on the serving host's queue. What went wrong."""
     try:
-        wait_until(lambda: drained(suites), drain_timeout, "the queue drained after the last reconciliation")
+        wait_until(suites.whole, drain_timeout, "the pair whole")
     except WaitTimeout as err:
-        errors.append(str(err))
-    time.sleep(2.0)  # a window: workers ask again on stale statuses; a task handed out twice would come now
-    return errors
+        return [str(err)]
+
+    def empty(timeout: float) -> bool:
+        try:
+            wait_until(lambda: pair_drained(suites), timeout, "the queue drained")
+            return True
+        except WaitTimeout:
+            return False
+
+    return chaos.settled(empty, placer, 0.0, drain_timeout, due_after)
 
 
-def drained(suites: PairSuites) -> bool:
+def pair_drained(suites: PairSuites) -> bool:
+    """The serving host's status says no task is queued."""
     active = suites.active()
-    status = suites.status(active) if active is not None else {}
-    return status.get("queue length") == 0 and status.get("queued", 0) == 0  # queued: the real count in a hold
-
+    return active is not None and drained(suites.status(active))

@@ -25,7 +25,7 @@ from posttroll.message import Message
 from avoviirscollector.broker.taskqueue import task_from_record
 from avoviirscollector.ondisk.state import read_broker_journal
 from tests.broker_support import ASCENDING_TIME, TLE_FILE, place, seed_queue
-from tests.e2e.pair import ADDRESS, PairLab, PairWorker
+from tests.e2e.pair import ADDRESS, PairLab, PairWorker, drained, worker_states
 from tests.e2e.test_pair_e2e import started
 from tests.support import WaitTimeout, wait_until
 
@@ -56,12 +56,6 @@ def brokers(lab: PairLab) -> None:
         lab.start_broker(name, PORTS)
     for name in lab.hosts:
         wait_until(lambda name=name: lab.status(name, int(PORTS["UPDATE_PORT"])), 20, f"task_broker of {name}")
-
-
-def drained(status: dict | None) -> bool:
-    """The status says no task is queued: ``queue length`` 0 and, when the broker says 0 for a moment only (a hold
-    while it answers silent workers, a standby), its real count ``queued`` 0 too."""
-    return status is not None and status["queue length"] == 0 and status.get("queued", 0) == 0
 
 
 def link_whole(lab: PairLab, name: str) -> bool:
@@ -229,11 +223,6 @@ def pin(lab: PairLab, worker: str, host: str | None) -> None:
         ns.sh("ip", "neigh", "del", ADDRESS, "dev", "eth0", check=False)
     else:
         ns.sh("ip", "neigh", "replace", ADDRESS, "lladdr", mac_of(lab, host), "dev", "eth0", "nud", "permanent")
-
-
-def worker_states(workers: dict[str, PairWorker]) -> dict[str, dict]:
-    return {name: {"tasks": len(w.received), "heard": w.heard, "waiting": w.waiting, "in flight": w.in_flight,
-                   "empty": w.empty} for name, w in workers.items()}
 
 
 SPLIT_PACE = 0.5  # seconds a worker takes over a task during the split: the queue must outlast it
