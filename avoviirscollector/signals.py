@@ -9,6 +9,11 @@ Two stages, so that a stop at any moment of a start is a clean one:
 2. :func:`stop_on_signals`, called by the program once it has something to stop, installs the real handlers; a
    signal remembered by stage 1 is carried over (``stop()`` is called at once), so none is lost in between.
 
+One SIGINT comes before stage 1 and is not death by signal: CPython, between importing ``site`` and running the
+console script's first line, checks whether the script is a zip archive; a KeyboardInterrupt raised there is
+printed ("Failed checking if argv[0] is an import path entry") and dropped, and the script runs on as if no stop
+had come. ``PyErr_Print`` leaves it in ``sys.last_exc``: :func:`hold_stop_signals` takes it for the SIGINT it was.
+
 Programs without handlers of their own (cleanup, tle_refresh) get the default dispositions back from
 :func:`restore_default_signals` once they are imported.
 """
@@ -16,6 +21,7 @@ Programs without handlers of their own (cleanup, tle_refresh) get the default di
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -27,9 +33,13 @@ def _remember(signum: int, _frame: object) -> None:
 
 
 def hold_stop_signals() -> None:
-    """Remember SIGTERM and SIGINT instead of dying of them (the first stage; see the module docstring)."""
+    """Remember SIGTERM and SIGINT instead of dying of them (the first stage; see the module docstring).
+
+    A SIGINT that CPython's own start dropped (``sys.last_exc``, see the module docstring) is remembered too."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, _remember)
+    if isinstance(getattr(sys, "last_exc", None), KeyboardInterrupt):
+        _requested.append(signal.SIGINT)
 
 
 def stop_requested() -> bool:
