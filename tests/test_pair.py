@@ -19,7 +19,16 @@ import yaml
 from avoviirscollector.config import load_settings
 from avoviirscollector.pair import cli as pair_cli
 from avoviirscollector.pair.keepalived import KeepalivedFiles, keepalived_argv, keepalived_config, notify_command
-from avoviirscollector.pair.role import Role, parse_fifo_line, read_role, role_path, write_role
+from avoviirscollector.pair.role import (
+    HEARTBEAT_SECONDS,
+    STALE_SECONDS,
+    Role,
+    RoleWatch,
+    parse_fifo_line,
+    read_role,
+    role_path,
+    write_role,
+)
 from tests.support import wait_until
 
 PAIR = {"PAIR_PEER": "192.0.2.12", "PAIR_ADDRESS": "192.0.2.10/24", "PAIR_INTERFACE": "eth0", "PAIR_ROUTER_ID": "51",
@@ -106,6 +115,25 @@ def test_the_role_file_is_written_whole_and_read_back(tmp_path):
         assert read_role(tmp_path) is None, garbage
 
 
+def test_a_master_whose_role_file_nobody_touches_is_not_active(tmp_path):
+    """keepalived's container killed whole leaves MASTER in the file and nobody to say STOP: the watch counts it
+    for nothing once the reader's heartbeat (the file's modification time) is STALE_SECONDS old."""
+    now = [1_000_000.0]
+    watch = RoleWatch(tmp_path, boot="boot-1", clock=lambda: now[0])
+    assert watch.read() is None and watch.age() is None and not watch.stale and not watch.active
+    write_role(tmp_path, Role("MASTER", "2026-12-03T14:31:58.123456Z", "BACKUP", 100, "boot-1"))
+    os.utime(role_path(tmp_path), (now[0], now[0]))
+    assert watch.active and watch.age() == 0.0
+    now[0] += STALE_SECONDS
+    assert watch.active and not watch.stale  # STALE_SECONDS old: still its word
+    now[0] += 0.5
+    assert watch.stale and not watch.active and watch.role.role == "MASTER"
+    os.utime(role_path(tmp_path), (now[0], now[0]))  # the reader's next touch
+    assert watch.active and watch.age() == 0.0
+    write_role(tmp_path, Role("BACKUP", "2026-12-03T14:32:58.123456Z", "MASTER", 100, "boot-1"))
+    assert not watch.active and watch.role.role == "BACKUP"
+
+
 def test_pair_commands_on_one_host_say_there_is_no_pair(tmp_path, monkeypatch, capsys):
     for name in PAIR:
         monkeypatch.delenv(name, raising=False)
@@ -151,6 +179,30 @@ FAKE_KEEPALIVED = textwrap.dedent("""
     os.write(out, b'INSTANCE "avo_pair" STOP 100\\n')
     reader.wait(timeout=10)
 """)
+
+
+def test_the_notify_reader_touches_the_role_file_while_keepalived_runs(tmp_path):
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux)")
+    lines = ['INSTANCE "avo_pair" MASTER 100'] + ["# keepalived runs"] * 15  # 0.3 s apart: about 4.5 s alive
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_KEEPALIVED, str(tmp_path / "notify.fifo"), str(tmp_path),
+                             "kill", *lines])
+    try:
+        wait_until(lambda: (r := read_role(tmp_path)) and r.role == "MASTER", 10, "the reader's MASTER")
+        watch = RoleWatch(tmp_path)
+        written = role_path(tmp_path).stat()
+        ages, touched = [], []
+        while fake.poll() is None:
+            ages.append(watch.age())
+            info = role_path(tmp_path).stat()
+            if info.st_ino == written.st_ino:  # touched, not written again (its STOP comes after the end)
+                touched.append(info.st_mtime)
+            time.sleep(0.1)
+        assert len(ages) >= 20 and max(ages) < HEARTBEAT_SECONDS + 1.0, ages  # never near STALE_SECONDS
+        assert max(touched) > written.st_mtime + 2 * HEARTBEAT_SECONDS, (written.st_mtime, touched)
+    finally:
+        fake.kill()
+        fake.wait()
 
 
 @pytest.mark.parametrize("how", ["kill", "stop"])

@@ -57,12 +57,14 @@ a pass processed twice costs less than a pass missed). A reply that cannot be de
 gone puts the task back in its place.
 
 Two hosts (``PAIR_PEER`` set; README "Two hosts"): only the active host hands out tasks (its role file
-``run/pair.role`` says MASTER since this boot, written by keepalived's notify reader, ``pair/role.py``); the standby
+``run/pair.role`` says MASTER since this boot, written by keepalived's notify reader, ``pair/role.py``, and touched
+by it within the last 3 s); the standby
 answers every request with "no task" and publishes ``queue length`` 0 with ``"standby": true`` and its count in
 ``queued``. Every hand-out is sent to the other host on ``PAIR_REPLICATION_PORT`` and written there before its reply
 leaves (``replication.py``), and the other host's hand-outs are taken off this queue; becoming the active queues
 again the other host's hand-outs in doubt. The status carries ``pair``: role, serving, peer, link (whole, alone,
-catching up), alone since, unanswered, lag seconds, received, last promotion.
+catching up), alone since, unanswered, lag seconds, received, last promotion; role stale (keepalived's reader
+has not touched the role file for 3 s: MASTER in it counts for nothing).
 
 On a full disk (any failed write) the broker goes on serving from memory, says so in one ERROR line a minute,
 stops appending (a torn line could follow) and tries every 10 s to write its whole state anew; one INFO line says
@@ -302,7 +304,8 @@ class TaskBroker:
         message = self.core.status(holding=self.silent.holding(now), standby=not self.serving)
         if self.pair is not None:
             role = self.role.role
-            message["pair"] = {"role": role.role if role else None, "serving": self.serving, **self.pair.status(),
+            message["pair"] = {"role": role.role if role else None, "role stale": self.role.stale,
+                               "serving": self.serving, **self.pair.status(),
                                "last promotion": isotime.stamp(self.promoted_at) if self.promoted_at else None}
         return message
 
@@ -320,8 +323,13 @@ class TaskBroker:
                         "other host were in doubt and are queued again", role.role, role.since, doubted)
         else:
             self.core.demoted()
-            log.warning("pair: this host is no longer the active one (%s): it hands out nothing",
-                        f"{role.role} since {role.since}" if role else "no role file")
+            if role is not None and role.active(self.role.boot) and self.role.stale:
+                log.warning("pair: this host is no longer the active one: its role file says %s since %s but "
+                            "keepalived's reader has not touched it for %.0f s (keepalived's container killed?): it "
+                            "hands out nothing", role.role, role.since, self.role.age() or 0.0)
+            else:
+                log.warning("pair: this host is no longer the active one (%s): it hands out nothing",
+                            f"{role.role} since {role.since}" if role else "no role file")
 
     def _answer_silent(self, sockets: Sockets, now: float) -> bool:
         """Push "no task" to the connections due it (``silence.py``); True when the hold began or ended now (the

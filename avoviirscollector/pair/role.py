@@ -16,6 +16,13 @@ change of state, in order, writes the file and logs one line in ``$VIIRS_BASE/lo
 with SIGKILL says nothing and leaves its address on the interface; the reader then sees its parent gone (the
 kernel sends it the SIGTERM keepalived asked for at its death), writes STOP with a note and, given ``--release``,
 deletes the address itself, so this host does not answer for it while the other host takes it over.
+
+While keepalived runs, the reader touches the file every :data:`HEARTBEAT_SECONDS`. A file untouched for
+:data:`STALE_SECONDS` is no word from keepalived (:attr:`RoleWatch.stale`): MASTER in it then makes nobody active.
+That is keepalived's container killed whole (``docker kill``: SIGKILL to its first process takes every process of
+the container with it, the reader too): nobody says STOP and the address stays on the interface until the
+container starts again (keepalived, starting as BACKUP, takes it off; measured by tests/e2e/test_pair_container_e2e.py),
+and this host's task_broker must not go on serving beside the other host's.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +50,10 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 DRAIN_SECONDS = 1.0
 #: once keepalived (the reader's parent) is gone, what it wrote before is read for this long
 GONE_SECONDS = 0.2
+#: while keepalived runs, its reader touches the role file this often ...
+HEARTBEAT_SECONDS = 1.0
+#: ... and a role file untouched this long is no word from keepalived: MASTER in it makes nobody active
+STALE_SECONDS = 3.0
 
 
 def boot_id() -> str | None:
@@ -97,13 +109,18 @@ def read_role(viirs_base: Path) -> Role | None:
 
 class RoleWatch:
     """This host's role as the role file says it, read again only when the file changed (one ``stat`` a look):
-    what task_broker asks before it hands out a task."""
+    what task_broker asks before it hands out a task. ``clock`` gives the time the file's modification time is
+    compared with (the same kernel's clock in every container of the host)."""
 
-    def __init__(self, viirs_base: Path, boot: str | None = None) -> None:
+    def __init__(self, viirs_base: Path, boot: str | None = None, stale_after: float = STALE_SECONDS,
+                 clock: Callable[[], float] = time.time) -> None:
         self.viirs_base = viirs_base
         self.path = role_path(viirs_base)
         self.boot = boot_id() if boot is None else boot
+        self.stale_after = stale_after
+        self.clock = clock
         self.role: Role | None = None
+        self.touched: float | None = None  # the file's modification time: its writer's last touch
         self._stamp: tuple[int, int, int] | None = None
 
     def read(self) -> Role | None:
@@ -115,13 +132,25 @@ class RoleWatch:
         if stamp != self._stamp:
             self._stamp = stamp
             self.role = None if stamp is None else read_role(self.viirs_base)
+            self.touched = None if stamp is None else info.st_mtime
         return self.role
+
+    def age(self) -> float | None:
+        """Seconds since the role file was last written or touched (None: no file)."""
+        self.read()
+        return None if self.touched is None else max(0.0, self.clock() - self.touched)
+
+    @property
+    def stale(self) -> bool:
+        """The file has not been touched for ``stale_after`` s: keepalived's reader is gone without a word."""
+        age = self.age()
+        return age is not None and age > self.stale_after
 
     @property
     def active(self) -> bool:
-        """MASTER since this boot (:meth:`Role.active`)."""
+        """MASTER since this boot (:meth:`Role.active`), in a file keepalived's reader still touches."""
         role = self.read()
-        return role is not None and role.active(self.boot)
+        return role is not None and role.active(self.boot) and not self.stale
 
 
 def _make_dir_like_base(viirs_base: Path, folder: Path) -> None:
@@ -188,10 +217,14 @@ class Notifier:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
+        touched = 0.0
         try:
             while self.stop_at is None or time.monotonic() < self.stop_at:
                 if os.getppid() != self.parent:  # keepalived is gone: read what it wrote, then end
                     self.stop_at = min(self.stop_at or float("inf"), time.monotonic() + GONE_SECONDS)
+                elif time.monotonic() - touched >= HEARTBEAT_SECONDS:
+                    touched = time.monotonic()
+                    self._touch()
                 ready, _, _ = select.select([fd], [], [], 0.2)
                 if ready:
                     self._take(os.read(fd, 65536))
@@ -200,6 +233,11 @@ class Notifier:
         if os.getppid() != self.parent:
             self._gone()
         return 0
+
+    def _touch(self) -> None:
+        """The heartbeat: the role file's modification time set to now (keepalived still runs)."""
+        with contextlib.suppress(OSError):
+            os.utime(role_path(self.viirs_base))
 
     def _take(self, data: bytes) -> None:
         self.buffer += data
