@@ -45,11 +45,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check avoviirscollector tests bench
 
 # The container test needs podman, buildah, runc, debootstrap (and docker-compose for the compose checks): installed
-# with apt-get and the image built (cached) here, before the tests enter their network namespace.
+# with apt-get and the images built (cached) here, before the tests enter their network namespace: the suite's, and
+# the pair's keepalived image on it.
 # AVO_CONTAINER_TEST=0 skips installing, building and the test.
 container-image: $(STAMP)
 	@if [ "$${AVO_CONTAINER_TEST:-1}" != 0 ]; then \
 	  scripts/container-image tools >/dev/null && scripts/container-image build >/dev/null \
+	  && scripts/container-image keepalived >/dev/null \
 	  || echo "make: WARNING: the container image could not be built; the container test will skip and say why"; fi
 
 # monitor's tests need Debian's chromium (the page in a headless browser) and prometheus (promtool for the rules), the
