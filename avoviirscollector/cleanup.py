@@ -186,7 +186,7 @@ class Cleaner:
 
     def _walk(self, dir_fd: int, path: str, top: str, depth: int) -> bool:
         """Process one open folder; return True when it is (or in a dry run would be) empty afterwards."""
-        policy, summary, locked, open_paths = self.policy, self.summary, self.locked, self.open_paths
+        summary = self.summary
         remaining = 0
         try:
             entries = list(os.scandir(dir_fd))
@@ -201,25 +201,7 @@ class Cleaner:
                 continue  # gone meanwhile
             mode = st.st_mode
             if stat.S_ISREG(mode):
-                if not policy.file_expired(top, depth, st.st_mtime):
-                    summary.kept += 1
-                    remaining += 1
-                    continue
-                if (st.st_dev, st.st_ino) in locked or (open_paths and f"{path}/{name}" in open_paths):
-                    summary.in_use += 1
-                    remaining += 1
-                    continue
-                if not self.dry_run:
-                    try:
-                        os.unlink(name, dir_fd=dir_fd)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as err:
-                        self._error(f"cannot remove {path}/{name}: {err.strerror}")
-                        remaining += 1
-                        continue
-                summary.files += 1
-                summary.bytes += st.st_size
+                remaining += self._file(dir_fd, path, name, st, top, depth)
             elif stat.S_ISDIR(mode):
                 if st.st_dev != self._device:
                     remaining += 1  # another filesystem mounted here: not ours to clean
@@ -232,6 +214,28 @@ class Cleaner:
                     summary.links += 1
                 remaining += 1  # links, sockets, fifos, devices: never touched
         return remaining == 0
+
+    def _file(self, dir_fd: int, path: str, name: str, st: os.stat_result, top: str, depth: int) -> int:
+        """One regular file: kept (not expired, or in use), removed (or counted as such in a dry run), or not
+        removable; 1 when it is still there afterwards, 0 when it is gone."""
+        summary = self.summary
+        if not self.policy.file_expired(top, depth, st.st_mtime):
+            summary.kept += 1
+            return 1
+        if (st.st_dev, st.st_ino) in self.locked or (self.open_paths and f"{path}/{name}" in self.open_paths):
+            summary.in_use += 1
+            return 1
+        if not self.dry_run:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return 0
+            except OSError as err:
+                self._error(f"cannot remove {path}/{name}: {err.strerror}")
+                return 1
+        summary.files += 1
+        summary.bytes += st.st_size
+        return 0
 
     def _folder(self, parent_fd: int, parent: str, name: str, top: str, depth: int, mtime: float) -> bool:
         """Clean one subfolder; return True when it was removed (or would be in a dry run)."""

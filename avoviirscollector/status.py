@@ -107,7 +107,7 @@ class Report:
         return not self.problems
 
 
-def parse_journal(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
+def recent_placements(lines: list[str], now: float, count: int) -> tuple[list[dict], dict]:
     """The last ``count`` placed files (name, bytes, seconds, MB/s, time) and the last hour's totals.
 
     Tolerant: lines that are not JSON objects, or lack fields, are skipped or shown with what they have. The time
@@ -308,7 +308,7 @@ def collect(settings: Settings, lines: int = 10, wait: float = 3.0, du_seconds: 
         cut = journal.stat().st_size > 4 * TAIL_BYTES
     except OSError:
         journal_lines, cut = [], False
-    report.last_files, report.last_hour = parse_journal(journal_lines, now, lines)
+    report.last_files, report.last_hour = recent_placements(journal_lines, now, lines)
     report.stations = station_summary(journal_lines, read_json(settings.state_dir / MIRROR_COPIES), now, cut)
     report.last_errors = last_errors(settings.log_dir, lines)
     report.disk = disk_use(settings.viirs_base, du_seconds)

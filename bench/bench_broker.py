@@ -28,7 +28,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avoviirscollector.broker.direction_helper import DirectionHelper  # noqa: E402
+from avoviirscollector.broker.direction_client import DirectionClient  # noqa: E402
 from avoviirscollector.broker.protocol import encode_task  # noqa: E402
 from tests.broker_support import ASCENDING_TIME, Broker, Status, seed_queue  # noqa: E402
 from tests.support import percentile  # noqa: E402
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(goal p99 <= 5 ms)")
         print(f"broker RSS: {rss_loaded / 1024:.1f} MB loaded, {rss_now / 1024:.1f} MB after the runs, "
               f"peak {rss_peak / 1024:.1f} MB (goal <= 80 MB)")
-        helper = DirectionHelper(base / "elements")
+        helper = DirectionClient(base / "elements")
         try:
             found = helper.find("NOAA-20", ASCENDING_TIME, [])
             helper_rss, _ = rss_kb(helper.proc.pid)

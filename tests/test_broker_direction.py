@@ -1,7 +1,7 @@
 """Pass direction: from the test TLE set with pyorbital, and from a granule's geolocation file as the fallback.
 
 The element store has its tests in test_broker_direction_elements.py, the helper process in
-test_broker_direction_helper.py; the geolocation reader's are here, next to the fallback that uses it."""
+test_broker_direction_client.py; the geolocation reader's are here, next to the fallback that uses it."""
 
 from __future__ import annotations
 
@@ -124,10 +124,10 @@ def test_local_path_of_dataset_uris():
 
 
 def test_the_broker_side_loads_no_science_stack():
-    """The broker imports Direction from here and DirectionHelper from direction_helper: pyorbital, scipy, numpy,
+    """The broker imports Direction from here and DirectionClient from direction_client: pyorbital, scipy, numpy,
     h5py (and requests, which tle.py's downloader uses) must stay in the helper process."""
     code = ("import sys; from avoviirscollector.broker.direction import Direction; "
-            "from avoviirscollector.broker.direction_helper import DirectionHelper; "
+            "from avoviirscollector.broker.direction_client import DirectionClient; "
             "import avoviirscollector.broker.server; "
             "print(sorted(m for m in ('pyorbital', 'scipy', 'numpy', 'h5py', 'requests') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

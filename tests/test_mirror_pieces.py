@@ -104,6 +104,39 @@ def test_busy_slot_cannot_take():
         plan.take(0)
 
 
+def _hand_out(plan: PiecePlan, connections: int, busy: dict[int, int]) -> None:
+    """Every idle connection asks for a piece (the probe first), as the downloader's connections do."""
+    for slot in range(connections):
+        if slot in busy:
+            continue
+        req = plan.probe(slot) if plan.needs_probe else plan.take(slot) or plan.steal(slot)
+        if req:
+            busy[slot] = req.end
+
+
+def _transfer(plan: PiecePlan, busy: dict[int, int], written: bytearray, rng: random.Random) -> None:
+    """Each busy connection fails (3 %) or receives a random number of bytes, kept where the plan says."""
+    for slot in list(busy):
+        own = plan.owned.get(slot)
+        if own is None:
+            del busy[slot]
+            continue
+        if rng.random() < 0.03:  # the piece fails
+            plan.release(slot)
+            del busy[slot]
+            continue
+        n = rng.randint(1, 40 * K)
+        keep = plan.accept(slot, own.pos, min(n, busy[slot] - own.pos))
+        written[own.pos:own.pos + keep] = b"\x01" * keep
+        plan.wrote(slot, keep)
+        if plan.cut(slot) or own.pos >= busy[slot]:
+            follow = plan.finished(slot)
+            if follow:
+                busy[slot] = follow.end
+            else:
+                del busy[slot]
+
+
 @settings(max_examples=150, deadline=None)
 @given(total=st.integers(1, 3_000_000), connections=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
 def test_any_schedule_covers_the_file_exactly(total, connections, seed):
@@ -115,36 +148,10 @@ def test_any_schedule_covers_the_file_exactly(total, connections, seed):
     for _ in range(100_000):
         if plan.complete:
             break
-        for slot in range(connections):
-            if slot in busy:
-                continue
-            if plan.needs_probe:
-                req = plan.probe(slot)
-            else:
-                req = plan.take(slot) or plan.steal(slot)
-            if req:
-                busy[slot] = req.end
+        _hand_out(plan, connections, busy)
         if plan.total is None and busy:
             plan.set_total(total)
-        for slot in list(busy):
-            own = plan.owned.get(slot)
-            if own is None:
-                del busy[slot]
-                continue
-            if rng.random() < 0.03:  # the piece fails
-                plan.release(slot)
-                del busy[slot]
-                continue
-            n = rng.randint(1, 40 * K)
-            keep = plan.accept(slot, own.pos, min(n, busy[slot] - own.pos))
-            written[own.pos:own.pos + keep] = b"\x01" * keep
-            plan.wrote(slot, keep)
-            if plan.cut(slot) or own.pos >= busy[slot]:
-                follow = plan.finished(slot)
-                if follow:
-                    busy[slot] = follow.end
-                else:
-                    del busy[slot]
+        _transfer(plan, busy, written, rng)
     assert plan.complete
     assert all(written)
     assert plan.done.intervals() == [(0, total)]

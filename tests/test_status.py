@@ -20,7 +20,7 @@ from avoviirscollector.ondisk.usage import disk_use
 from avoviirscollector.queue_status import parse_queue_status
 from avoviirscollector.status import (
     Report,
-    parse_journal,
+    recent_placements,
     render_text,
     station_summary,
 )
@@ -85,7 +85,7 @@ def test_journal_is_read_tolerantly_with_rates_and_the_last_hour():
         json.dumps({"name": "SVI05_c.h5", "time": "yesterday-ish"}),
         " " * 40,  # a record blanked after its rename failed (full disk)
     ]
-    last, hour = parse_journal(lines, NOW, 3)
+    last, hour = recent_placements(lines, NOW, 3)
     assert [e["name"] for e in last] == ["SVI05_c.h5", "SVM15_b.h5", "SVM16_a.h5"]
     assert last[2]["mb_per_s"] == 5.0 and last[1]["mb_per_s"] is None and last[0]["bytes"] is None
     assert hour == {"files": 2, "bytes": 30_000_000, "mb_per_s": 7.5}

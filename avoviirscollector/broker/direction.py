@@ -8,7 +8,7 @@ says which method gave it (``tle``, ``geolocation`` or ``none``) and why, and th
 
 Where it runs: :class:`DirectionFinder` does the work in a helper child process that task_broker starts,
 ``python -m avoviirscollector.broker.direction ELEMENTS_DIR`` (:func:`main`; :func:`serve` is its side of the line
-protocol described in ``direction_helper.py``); the broker talks to it through ``direction_helper.DirectionHelper``.
+protocol described in ``direction_client.py``); the broker talks to it through ``direction_client.DirectionClient``.
 So pyorbital, scipy, numpy and h5py never load into the process that holds the queue, and a crash reading someone's
 HDF5 file cannot take the queue down. Importing this module loads none of them either: the broker imports
 :class:`Direction` from here.

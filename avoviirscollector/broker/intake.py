@@ -9,7 +9,7 @@ live path has come (``reconcile.LivePath``), so that a granule still on its way 
 
 :class:`Resolver` decides the pass direction of each granule submitted (live, recovered or re-queued by an
 operator), one at a time, with the direction finder it is given (in the daemon the helper process of
-``direction_helper.py``), and hands the result to the broker's loop as a ``core.Decided`` on its queue. A granule
+``direction_client.py``), and hands the result to the broker's loop as a ``core.Decided`` on its queue. A granule
 whose direction cannot be found is still queued, as ``unknown``.
 """
 
@@ -35,7 +35,7 @@ FILE_TOPIC = "/AVO/viirs/sdr"
 
 
 class DirectionFinding(Protocol):
-    """What the resolver needs of a direction finder (``DirectionHelper`` in the daemon)."""
+    """What the resolver needs of a direction finder (``DirectionClient`` in the daemon)."""
 
     def find(self, platform_name, start_time, dataset) -> Direction: ...
 

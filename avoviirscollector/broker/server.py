@@ -112,7 +112,7 @@ from avoviirscollector import isotime
 from avoviirscollector.access import start_access_control
 from avoviirscollector.broker.control import control_address
 from avoviirscollector.broker.core import BrokerCore, Resolve, Scan
-from avoviirscollector.broker.direction_helper import DirectionHelper
+from avoviirscollector.broker.direction_client import DirectionClient
 from avoviirscollector.broker.intake import DirectionFinding, Ingest, Resolver
 from avoviirscollector.broker.protocol import split_envelope, split_request
 from avoviirscollector.broker.reconcile import SdrView, gatherer_timeouts
@@ -218,7 +218,7 @@ class TaskBroker:
         core = BrokerCore(JournalStore(settings.state_dir), settings.sdr_dir,
                           dt.timedelta(hours=settings.recovery_hours),
                           gatherer_timeouts(settings.etc_dir / "segment_gatherer.ini"))
-        return cls(settings, core, DirectionHelper(settings.elements_dir), follow_bus, scan_seconds)
+        return cls(settings, core, DirectionClient(settings.elements_dir), follow_bus, scan_seconds)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish (safe from a signal handler: only sets a flag)."""

@@ -490,24 +490,12 @@ class Downloader:
         log.debug("connection %d: %s bytes %d-%d", slot.index, active.job.name, req.start, req.end - 1)
 
     def _assign(self, slot: _Slot, pending: Iterator[FileJob], outcomes: list[Outcome]) -> bool:
+        """Give the idle connection ``slot`` its next request, in this order: a free piece (or the probe) of a file
+        already started, half of what a far slower connection has left, a rescue of a stalling one, a piece of the
+        next file (not while a probe's answer is due), the end of someone's piece. False: nothing to do now."""
         now = time.monotonic()
         ready = [a for a in self._active if a.not_before <= now]
-        for active in ready:  # a free piece of a file already started
-            if active.plan.needs_probe:
-                self._start(slot, active, active.plan.probe(slot.index))
-                return True
-            req = active.plan.take(slot.index)
-            if req:
-                self._start(slot, active, req)
-                return True
-        for active in ready:  # a connection far behind: take half of what it has left
-            if active.plan.largest_remaining() >= self.steal_big:
-                req = active.plan.steal(slot.index, self.steal_big)
-                if req:
-                    log.debug("connection %d steals from a slower one", slot.index)
-                    self._start(slot, active, req)
-                    return True
-        if self._rescue(slot, now):  # a file already started goes before the next one
+        if self._share_started(slot, ready) or self._rescue(slot, now):  # files already started go first
             return True
         if any(a.plan.total is None and a.plan.owned and now - a.probe_sent < PROBE_WAIT for a in self._active):
             # A probe is on its way: its response headers (one round trip) give the size, and then this
@@ -515,21 +503,45 @@ class Downloader:
             # fewer connections (4 configured gave 3 per file) and finish every file late instead of one by one.
             # A probe that does not answer soon is not waited for (a slow server start).
             return False
-        while len(self._active) < self.connections + 1:  # the next file
+        if self._open_next(slot, pending, outcomes):
+            return True
+        for active in ready:  # anything left to share
+            req = active.plan.steal(slot.index, 2 * self.min_piece)
+            if req:
+                log.debug("connection %d steals the end of a piece", slot.index)
+                self._start(slot, active, req)
+                return True
+        return False
+
+    def _share_started(self, slot: _Slot, ready: list[_Active]) -> bool:
+        """A free piece (or the probe) of a file already started; else half of what a connection far behind has
+        left (at least ``steal_big``)."""
+        for active in ready:
+            if active.plan.needs_probe:
+                self._start(slot, active, active.plan.probe(slot.index))
+                return True
+            req = active.plan.take(slot.index)
+            if req:
+                self._start(slot, active, req)
+                return True
+        for active in ready:
+            if active.plan.largest_remaining() >= self.steal_big:
+                req = active.plan.steal(slot.index, self.steal_big)
+                if req:
+                    log.debug("connection %d steals from a slower one", slot.index)
+                    self._start(slot, active, req)
+                    return True
+        return False
+
+    def _open_next(self, slot: _Slot, pending: Iterator[FileJob], outcomes: list[Outcome]) -> bool:
+        """Open the next files of ``pending`` (up to one more than the connections) until one has a request for
+        ``slot``; a file that cannot be opened, or was already whole, is an outcome at once."""
+        while len(self._active) < self.connections + 1:
             job = next(pending, None)
             if job is None:
-                break
-            try:
-                active = _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece,
-                                 self.max_piece)
-            except BlockingIOError:
-                outcomes.append(Outcome(job, False, reason="another run is fetching it",
-                                        fault=Fault.SKIPPED))
-                continue
-            except OSError as err:
-                reason = os_reason(err)
-                outcomes.append(Outcome(job, False, reason=f"cannot open its temp file: {reason}",
-                                        next_step="the next run tries again", fault=Fault.LOCAL))
+                return False
+            active = self._open(job, outcomes)
+            if active is None:
                 continue
             self._active.append(active)
             if active.plan.complete:  # resumed, and nothing was missing
@@ -539,13 +551,19 @@ class Downloader:
             if req:
                 self._start(slot, active, req)
                 return True
-        for active in ready:  # anything left to share
-            req = active.plan.steal(slot.index, 2 * self.min_piece)
-            if req:
-                log.debug("connection %d steals the end of a piece", slot.index)
-                self._start(slot, active, req)
-                return True
         return False
+
+    def _open(self, job: FileJob, outcomes: list[Outcome]) -> _Active | None:
+        """``job``'s temp file opened (and locked) for this run, or None with its outcome said."""
+        try:
+            return _Active(job, self.tmp_dir, self.connections, self.probe_size, self.min_piece, self.max_piece)
+        except BlockingIOError:
+            outcomes.append(Outcome(job, False, reason="another run is fetching it", fault=Fault.SKIPPED))
+        except OSError as err:
+            reason = os_reason(err)
+            outcomes.append(Outcome(job, False, reason=f"cannot open its temp file: {reason}",
+                                    next_step="the next run tries again", fault=Fault.LOCAL))
+        return None
 
     def _rescue(self, slot: _Slot, now: float) -> bool:
         """The last resort of an idle connection: a transfer so slow that this one would finish its bytes much
@@ -629,16 +647,7 @@ class Downloader:
         if active not in self._active:
             return
         if curl_errno == 0 and not tr.checked:
-            tr.status = slot.curl.getinfo(pycurl.RESPONSE_CODE)
-            try:
-                self._check_response(slot, tr)
-                tr.checked = True
-                if tr.request_end > tr.start:
-                    tr.error = "empty response"
-            except _Fatal as err:
-                tr.error, tr.fatal, tr.fault = str(err), True, err.fault
-            except ValueError as err:
-                tr.error = str(err)
+            self._check_ended(slot, tr)
         if not tr.error and (tr.cut or (curl_errno == 0 and tr.pos >= tr.request_end)):
             if tr.pos - tr.start >= 4 * self.min_piece:
                 self._rate_ref = max(self._rate_ref, tr.rate(time.monotonic()))
@@ -649,7 +658,25 @@ class Downloader:
             elif plan.complete and not self._busy_on(active):
                 self._finish_file(active, outcomes)
             return
-        # a failure of this piece
+        self._piece_failed(slot, tr, curl_errno, message, outcomes)
+
+    def _check_ended(self, slot: _Slot, tr: _Transfer) -> None:
+        """A transfer that ended without a body checked now: its status and headers (an empty answer is an error)."""
+        tr.status = slot.curl.getinfo(pycurl.RESPONSE_CODE)
+        try:
+            self._check_response(slot, tr)
+            tr.checked = True
+            if tr.request_end > tr.start:
+                tr.error = "empty response"
+        except _Fatal as err:
+            tr.error, tr.fatal, tr.fault = str(err), True, err.fault
+        except ValueError as err:
+            tr.error = str(err)
+
+    def _piece_failed(self, slot: _Slot, tr: _Transfer, curl_errno: int, message: str,
+                      outcomes: list[Outcome]) -> None:
+        """A piece failed: its file given up (fatal, no progress or too many attempts), or retried after a backoff."""
+        active, plan = tr.file, tr.file.plan
         if not tr.error:
             tr.error = self._describe(curl_errno, message, tr)
         progressed = tr.pos > tr.start

@@ -125,14 +125,8 @@ def as_json(record: Record | Header, with_op: bool = True) -> dict:
     """The JSON object of a record (or the header); without its ``op`` when not ``with_op`` (the operators' list
     of hand-outs shows the takes so)."""
     if isinstance(record, Header):
-        out: dict[str, Any] = {"format": FORMAT, "version": record.version}
-        if record.t is not None:
-            out["t"] = record.t.isoformat()
-        out["next_id"] = record.next_id
-        if record.ledger_since is not None:
-            out["ledger_since"] = record.ledger_since.isoformat()
-        return out
-    out = {"op": record.op} if with_op else {}
+        return _header_json(record)
+    out: dict[str, Any] = {"op": record.op} if with_op else {}
     if record.t is not None:
         out["t"] = record.t.isoformat()
     match record:
@@ -153,6 +147,16 @@ def as_json(record: Record | Header, with_op: bool = True) -> dict:
                 out["count"] = record.count
         case Sent():
             out["id"] = record.id
+    return out
+
+
+def _header_json(header: Header) -> dict[str, Any]:
+    out: dict[str, Any] = {"format": FORMAT, "version": header.version}
+    if header.t is not None:
+        out["t"] = header.t.isoformat()
+    out["next_id"] = header.next_id
+    if header.ledger_since is not None:
+        out["ledger_since"] = header.ledger_since.isoformat()
     return out
 
 

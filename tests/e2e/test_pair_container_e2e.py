@@ -120,6 +120,56 @@ def granules_received(worker: PairWorker) -> list:
     return [key for raw in list(worker.received) for key in chaos.read_task(raw).granules]
 
 
+def keepalived_container_killed(lab: PairLab, containers: Containers, worker: PairWorker, active: str,
+                                 start: dt.datetime) -> None:
+    """keepalived's container killed whole on ``active``: nobody says STOP and the address stays there; the other
+    host takes it, ``active``'s broker stops on its stale role file, the worker is served by the other (a granule
+    placed at ``start``); the container started again, the pair is whole with the other host active."""
+    standby = next(name for name in lab.hosts if name != active)
+    t0 = time.monotonic()
+    containers.kill(active, "keepalived")
+    moved = wait_until(lambda: standby in lab.holders() and time.monotonic() - t0, 10, f"the address on {standby}",
+                       every=0.05)
+    stopped = wait_until(lambda: pair_state(lab)[active].get("serving") is False and time.monotonic() - t0, 15,
+                         lambda: f"{active}'s broker no longer serving: {pair_state(lab)}")
+    left_on = active in lab.holders()
+    assert pair_state(lab)[active]["role stale"] is True and pair_state(lab)[active]["role"] == "MASTER"
+    log = (lab.hosts[active].base / "log" / "task_broker.log").read_text()
+    assert "keepalived's reader has not touched it" in log, log[-2000:]
+    print(f"\nkeepalived's container killed on {active}: address on {standby} after {moved:.2f} s, {active}'s "
+          f"broker stopped serving after {stopped:.2f} s; the address left on {active} too: {left_on}")
+    assert moved <= MOVE_LIMIT
+    wait_until(lambda: pair_state(lab)[standby].get("serving") is True, 10, f"{standby} serving")
+    handed = len(granules_received(worker))
+    place_granule(lab, 70001, start)
+    wait_until(lambda: len(granules_received(worker)) == handed + len(PRODUCTS), 60,
+               lambda: f"the granule's tasks from {standby}: {pair_state(lab)}")
+    containers.restart(active, "keepalived")
+    wait_until(lambda: whole_with(lab, standby), 30,
+               lambda: f"the pair whole again, {standby} active: {lab.holders()} {pair_state(lab)}")
+
+
+def host_containers_killed(lab: PairLab, containers: Containers, worker: PairWorker, active: str,
+                           start: dt.datetime) -> None:
+    """Both containers of ``active`` killed (its suite and keepalived; the host itself up): the address on the
+    other host within MOVE_LIMIT, the worker served there (a granule placed at ``start``), its queue drained."""
+    other = next(name for name in lab.hosts if name != active)
+    t0 = time.monotonic()
+    containers.kill(active, "suite")
+    containers.kill(active, "keepalived")
+    moved = wait_until(lambda: lab.holders() >= {other} and time.monotonic() - t0, 10, f"the address on {other}",
+                       every=0.05)
+    wait_until(lambda: pair_state(lab)[other].get("serving") is True, 15,
+               lambda: f"{other} serving again: {pair_state(lab)}")
+    print(f"both containers of {active} killed: the address on {other} after {moved:.2f} s")
+    assert moved <= MOVE_LIMIT
+    handed = len(granules_received(worker))
+    place_granule(lab, 70001, start)
+    wait_until(lambda: len(granules_received(worker)) == handed + len(PRODUCTS), 60,
+               lambda: f"the granule's tasks from {other}: {pair_state(lab)}")
+    wait_until(lambda: drained(lab.status(other, UPDATE_PORT)), 30, f"{other}'s queue drained")
+
+
 def test_the_pairs_images_fail_over_when_keepalived_or_the_whole_suite_is_killed(lab, images, tmp_path):
     containers = Containers(lab, images)
     worker = PairWorker(lab, "w1", int(PORTS["TASK_PORT"]), UPDATE_PORT, 0.2, tuple(PRODUCTS))
@@ -137,43 +187,8 @@ def test_the_pairs_images_fail_over_when_keepalived_or_the_whole_suite_is_killed
         place_granule(lab, 70001, granule[0])
         wait_until(lambda: len(granules_received(worker)) == len(PRODUCTS), 60,
                    lambda: f"the first granule's tasks from {active}: {pair_state(lab)}")
-
-        # keepalived's container killed whole on the active: nobody says STOP, the address stays there
-        t0 = time.monotonic()
-        containers.kill(active, "keepalived")
-        moved = wait_until(lambda: standby in lab.holders() and time.monotonic() - t0, 10,
-                           f"the address on {standby}", every=0.05)
-        stopped = wait_until(lambda: pair_state(lab)[active].get("serving") is False and time.monotonic() - t0, 15,
-                             lambda: f"{active}'s broker no longer serving: {pair_state(lab)}")
-        left_on = active in lab.holders()
-        assert pair_state(lab)[active]["role stale"] is True and pair_state(lab)[active]["role"] == "MASTER"
-        log = (lab.hosts[active].base / "log" / "task_broker.log").read_text()
-        assert "keepalived's reader has not touched it" in log, log[-2000:]
-        print(f"\nkeepalived's container killed on {active}: address on {standby} after {moved:.2f} s, {active}'s "
-              f"broker stopped serving after {stopped:.2f} s; the address left on {active} too: {left_on}")
-        assert moved <= MOVE_LIMIT
-        wait_until(lambda: pair_state(lab)[standby].get("serving") is True, 10, f"{standby} serving")
-        place_granule(lab, 70001, granule[1])
-        wait_until(lambda: len(granules_received(worker)) == 2 * len(PRODUCTS), 60,
-                   lambda: f"the second granule's tasks from {standby}: {pair_state(lab)}")
-        containers.restart(active, "keepalived")
-        wait_until(lambda: whole_with(lab, standby), 30,
-                   lambda: f"the pair whole again, {standby} active: {lab.holders()} {pair_state(lab)}")
-
-        # the new active's two containers killed: the address goes back
-        t0 = time.monotonic()
-        containers.kill(standby, "suite")
-        containers.kill(standby, "keepalived")
-        moved_back = wait_until(lambda: lab.holders() >= {active} and time.monotonic() - t0, 10,
-                                f"the address back on {active}", every=0.05)
-        wait_until(lambda: pair_state(lab)[active].get("serving") is True, 15,
-                   lambda: f"{active} serving again: {pair_state(lab)}")
-        print(f"both containers of {standby} killed: the address on {active} after {moved_back:.2f} s")
-        assert moved_back <= MOVE_LIMIT
-        place_granule(lab, 70001, granule[2])
-        wait_until(lambda: len(granules_received(worker)) == 3 * len(PRODUCTS), 60,
-                   lambda: f"the third granule's tasks from {active}: {pair_state(lab)}")
-        wait_until(lambda: drained(lab.status(active, UPDATE_PORT)), 30, f"{active}'s queue drained")
+        keepalived_container_killed(lab, containers, worker, active, granule[1])
+        host_containers_killed(lab, containers, worker, standby, granule[2])
         time.sleep(2.0)  # the worker asks again: a task handed out twice would come now
     finally:
         worker.stop()

@@ -113,6 +113,39 @@ def collected(lab: PairLab, listed: set) -> dict[str, int]:
     return counts
 
 
+def fail_over_mid_flow(suites: PairSuites, workers: dict[str, PairWorker], feed: Feed, began: float) -> int:
+    """Once the workers have had TASKS_BEFORE tasks, the active deleted, DOWN s away, back with its disk as the
+    standby; returns the tasks handed out before the deletion. From the main thread: the lab's processes die with
+    the thread that started them."""
+    wait_until(lambda: sum(len(w.received) for w in workers.values()) >= TASKS_BEFORE, 90,
+               lambda: f"{TASKS_BEFORE} tasks before a host is deleted: {suites.summary()}")
+    assert not feed.done.is_set(), "the flow ended before the failover: make ROUNDS larger"
+    deleted = wait_until(suites.active, 30, "a host serving before it is deleted")
+    handed_before = sum(len(w.received) for w in workers.values())
+    print(f"\n{time.monotonic() - began:.0f} s: deleting {deleted}; {suites.summary()}; "
+          f"workers {worker_states(workers)}")
+    suites.delete(deleted)
+    time.sleep(DOWN)
+    suites.bring_back(deleted)
+    wait_until(suites.whole, 90, f"the pair whole again after {deleted} came back")
+    print(f"{time.monotonic() - began:.0f} s: {deleted} back as the standby; {suites.summary()}")
+    return handed_before
+
+
+def settle(lab: PairLab, suites: PairSuites, workers: dict[str, PairWorker], feed: Feed, until: float) -> set:
+    """The feed ended (by ``until``), every host holding every complete granule GINA lists (its own cron's
+    mirror_gina, whatever it missed while it was away), the pair whole and its queue drained; those granules."""
+    assert feed.done.wait(max(0.0, until - time.monotonic())), "the feed never ended"
+    assert not feed.errors, feed.errors
+    listed = chaos.complete_on_disk(feed.double.files_dir)
+    wait_until(lambda: set(collected(lab, listed).values()) == {len(listed)}, 150,
+               lambda: f"both hosts holding all {len(listed)} complete granules GINA lists: {collected(lab, listed)}")
+    wait_until(lambda: suites.whole() and pair_drained(suites), SLOT_TIMEOUT + 60,
+               lambda: f"the pair whole and its queue drained: {suites.summary()}; workers {worker_states(workers)}")
+    time.sleep(3.0)  # the workers ask again on the statuses that follow: a task handed out twice would come now
+    return listed
+
+
 def test_both_hosts_mirror_gina_and_every_granule_is_in_one_task_across_a_failover(lab, tmp_path):
     etc = short_slot_etc(tmp_path / "etc", SLOT_TIMEOUT)
     double = double_in(lab.lan, tmp_path / "gina", GINA_PORT)
@@ -121,7 +154,6 @@ def test_both_hosts_mirror_gina_and_every_granule_is_in_one_task_across_a_failov
     workers = {name: PairWorker(lab, name, int(PORTS["TASK_PORT"]), suites.port, 1.0, tuple(PRODUCTS))
                for name in lab.workers}
     feed = Feed(double)
-    deleted = None
     began = time.monotonic()
     try:
         suites.start()
@@ -130,29 +162,8 @@ def test_both_hosts_mirror_gina_and_every_granule_is_in_one_task_across_a_failov
             worker.start()
         feed.start()
         flow = time.monotonic()
-        wait_until(lambda: sum(len(w.received) for w in workers.values()) >= TASKS_BEFORE, 90,
-                   lambda: f"{TASKS_BEFORE} tasks before a host is deleted: {suites.summary()}")
-        assert not feed.done.is_set(), "the flow ended before the failover: make ROUNDS larger"
-        deleted = wait_until(suites.active, 30, "a host serving before it is deleted")
-        handed_before = sum(len(w.received) for w in workers.values())
-        print(f"\n{time.monotonic() - began:.0f} s: deleting {deleted}; {suites.summary()}; "
-              f"workers {worker_states(workers)}")
-        suites.delete(deleted)  # from the main thread: the lab's processes die with the thread that started them
-        time.sleep(DOWN)
-        suites.bring_back(deleted)
-        wait_until(suites.whole, 90, f"the pair whole again after {deleted} came back")
-        print(f"{time.monotonic() - began:.0f} s: {deleted} back as the standby; {suites.summary()}")
-        assert feed.done.wait(max(0.0, flow + EVERY * ROUNDS + 30 - time.monotonic())), "the feed never ended"
-        assert not feed.errors, feed.errors
-        listed = chaos.complete_on_disk(double.files_dir)
-        # every host collects everything: its own cron's mirror_gina, whatever it missed while it was away
-        wait_until(lambda: set(collected(lab, listed).values()) == {len(listed)}, 150,
-                   lambda: f"both hosts holding all {len(listed)} complete granules GINA lists: "
-                           f"{collected(lab, listed)}")
-        wait_until(lambda: suites.whole() and pair_drained(suites), SLOT_TIMEOUT + 60,
-                   lambda: f"the pair whole and its queue drained: {suites.summary()}; "
-                           f"workers {worker_states(workers)}")
-        time.sleep(3.0)  # the workers ask again on the statuses that follow: a task handed out twice would come now
+        handed_before = fail_over_mid_flow(suites, workers, feed, began)
+        listed = settle(lab, suites, workers, feed, flow + EVERY * ROUNDS + 30)
         statuses = {name: suites.status(name) for name in lab.hosts}
     finally:
         feed.stopping.set()

@@ -32,7 +32,7 @@ log = logging.getLogger("task_broker.direction")
 HELPER_MODULE = "avoviirscollector.broker.direction"
 
 
-class DirectionHelper:
+class DirectionClient:
     """The broker's side of the helper: same ``find`` as ``DirectionFinder``, answered by a child process.
 
     The child is started on first use and again after it failed; an answer that takes longer than ``timeout``

@@ -6,7 +6,7 @@ import io
 import json
 
 from avoviirscollector.broker.direction import serve
-from avoviirscollector.broker.direction_helper import DirectionHelper
+from avoviirscollector.broker.direction_client import DirectionClient
 from tests.broker_support import ASCENDING_TIME, DESCENDING_TIME
 
 
@@ -26,7 +26,7 @@ def test_protocol_one_answer_per_request_line_even_for_bad_ones(elements):
 
 
 def test_helper_process_answers_and_comes_back_after_being_killed_or_too_slow(elements):
-    helper = DirectionHelper(elements)
+    helper = DirectionClient(elements)
     try:
         up = helper.find("NOAA-21", ASCENDING_TIME, [])
         assert (up.value, up.method) == ("ascending", "tle")
