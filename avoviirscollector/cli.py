@@ -2,12 +2,14 @@
 
 Commands
     ``avoviirscollector supervise [-c supervisord.conf]``
-        Check every setting (one line and exit status 2 on a bad one), create the ``$VIIRS_BASE`` folders, then
-        exec supervisord in the foreground with the given file (default ``./supervisord.conf``). It exports
-        ``VIIRS_BASE`` (absolute), ``AVO_BIN`` (the folder of this Python's console scripts) and ``AVO_ETC`` (the
-        setting: the package's etc folder unless set) for the file's ``%(ENV_...)s`` references, and puts
-        ``AVO_BIN`` first on PATH for
-        the cron jobs. supervisord handles the signals from then on: SIGTERM or Ctrl-C stops every program.
+        Check every setting (one line and exit status 2 on a bad one) and that ``$AVO_ETC/segment_gatherer.ini``
+        has every product of ``viirs.PRODUCTS`` as it is (one line a disagreement, exit status 2), create the
+        ``$VIIRS_BASE`` folders, write the gatherers' programs (``run/gatherers.conf``, gatherers.py, which the file
+        includes), then exec supervisord in the foreground with the given file (default ``./supervisord.conf``).
+        It exports ``VIIRS_BASE`` (absolute), ``AVO_BIN`` (the folder of this Python's console scripts) and
+        ``AVO_ETC`` (the setting: the package's etc folder unless set) for the file's ``%(ENV_...)s`` references,
+        and puts ``AVO_BIN`` first on PATH for the cron jobs. supervisord handles the signals from then on: SIGTERM
+        or Ctrl-C stops every program.
         Access (SPEC section 12): with ``ALLOWED_CLIENTS`` unset it logs one WARNING that every address may connect
         to the public ports. It sets ``POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES`` (unless already set) to this host's
         own addresses, so that posttroll's ZAP check on every internal socket (nameserver, registrations, address
@@ -37,8 +39,10 @@ from pathlib import Path
 
 from avoviirscollector import isotime
 from avoviirscollector.config import Settings, settings_or_exit
+from avoviirscollector.gatherers import ini_problems, write_programs
 from avoviirscollector.ondisk.state import MIRROR_LISTINGS
 from avoviirscollector.supervisor_auth import ensure_credentials, supervisord_environment
+from avoviirscollector.viirs import PRODUCTS
 
 INTERNAL_ALLOW = "POSTTROLL_AUTHORIZED_CLIENT_ADDRESSES"
 
@@ -113,6 +117,11 @@ def supervise(args: argparse.Namespace) -> int:
     if not conf.is_file():
         print(f"avoviirscollector: no supervisord configuration at {conf}", file=sys.stderr)
         return 2
+    problems = ini_problems(settings.etc_dir / "segment_gatherer.ini", PRODUCTS)
+    if problems:
+        for problem in problems:
+            print(f"avoviirscollector: {problem}", file=sys.stderr)
+        return 2
     settings.make_dirs()
     (settings.viirs_base / "run").mkdir(mode=0o755, exist_ok=True)
     from avoviirscollector.logs import setup_logging
@@ -120,6 +129,7 @@ def supervise(args: argparse.Namespace) -> int:
     log = setup_logging("avoviirscollector")
     forget_listings(settings, log)
     begin_ledger(settings, log)
+    write_programs(settings.viirs_base, PRODUCTS)  # the gatherers' programs, which supervisord.conf includes
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
     access_environment(settings, env, log)

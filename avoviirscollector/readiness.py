@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avoviirscollector.config import Settings
+from avoviirscollector.gatherers import PROGRAM_PREFIX
 from avoviirscollector.ready import read_markers
 from avoviirscollector.supervisor_client import ERRORS, socket_path, supervisor_programs
 
@@ -46,8 +47,8 @@ MARKED = ("task_broker", "msg_publisher", "monitor", "cron")
 TROLLSTALKER = "trollstalker"
 #: trollstalker's publisher's service: ``trollstalker_`` and its ini section (``-C viirs`` in supervisord.conf)
 TROLLSTALKER_SERVICE = "trollstalker_viirs"
-#: the gatherers' program names start so; each one's service is ``segment_gatherer_<product>``
-GATHERER_PREFIX = "segment_gatherer-"
+#: the gatherers' program names start so (gatherers.py); each one's service is ``segment_gatherer_<product>``
+GATHERER_PREFIX = PROGRAM_PREFIX
 #: a connection counts when seen on two reads at least this far apart
 STEADY_SECONDS = 0.25
 TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"

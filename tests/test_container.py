@@ -25,6 +25,8 @@ import pytest
 import yaml
 from posttroll.message import Message
 
+from avoviirscollector.gatherers import program_names
+from avoviirscollector.viirs import PRODUCTS
 from tests.e2e.harness import Sub, only_loopback
 from tests.support import free_ports, wait_until
 from tests.test_tle import Celestrak
@@ -165,7 +167,7 @@ def test_image_runs_the_suite_as_user_2001_healthy_and_publishing(container):
     report = wait_all_running(cid)
     names = {p["name"] for p in report["programs"]}
     assert {"nameserver", "trollstalker", "msg_publisher", "cron"} <= names
-    assert sum(1 for name in names if "segment_gatherer" in name) == 5
+    assert {name.split(":")[-1] for name in names if "segment_gatherer" in name} == set(program_names(PRODUCTS))
 
     # the status command in its text form, as an operator runs it
     text = podman("exec", cid, "avo_status", "--wait", "1.5", check=False)
