@@ -6,6 +6,7 @@ of what the file gives."""
 from __future__ import annotations
 
 import configparser
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -78,7 +79,20 @@ def test_supervisord_reads_the_repos_file_with_the_written_programs(tmp_path, mo
     assert {"nameserver", "trollstalker", "task_broker", "msg_publisher"} <= set(groups)
 
 
-def test_a_sixth_product_is_its_entry_in_products_and_its_section_in_the_ini(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def root_logging():
+    """The root logger's handlers and level as they were before the test (supervise sets its own)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_a_sixth_product_is_its_entry_in_products_and_its_section_in_the_ini(tmp_path, monkeypatch, capsys,
+                                                                              root_logging):
     """PRODUCTS with a sixth product: supervise refuses the package's ini (no section for it), saying so; given an
     etc folder whose ini has the section, it writes six programs before it would exec supervisord, and supervisord's
     reader finds six gatherers in the repo's file."""
