@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -70,8 +70,10 @@ def podman_env() -> dict[str, str]:
     return env
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], env=podman_env(), capture_output=True, text=True, check=check,
+def podman(*args: str, check: bool = True, timeout: float = 120,
+           enter: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """podman with the test storage's environment; ``enter`` runs it elsewhere (a pair lab host's ``nsenter``)."""
+    return subprocess.run([*enter, "podman", *args], env=podman_env(), capture_output=True, text=True, check=check,
                           timeout=timeout)
 
 

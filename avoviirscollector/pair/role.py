@@ -138,19 +138,26 @@ class RoleWatch:
     def age(self) -> float | None:
         """Seconds since the role file was last written or touched (None: no file)."""
         self.read()
-        return None if self.touched is None else max(0.0, self.clock() - self.touched)
+        return self._age()
 
     @property
     def stale(self) -> bool:
         """The file has not been touched for ``stale_after`` s: keepalived's reader is gone without a word."""
-        age = self.age()
-        return age is not None and age > self.stale_after
+        self.read()
+        return self._stale()
 
     @property
     def active(self) -> bool:
-        """MASTER since this boot (:meth:`Role.active`), in a file keepalived's reader still touches."""
+        """MASTER since this boot (:meth:`Role.active`), in a file keepalived's reader still touches (one ``stat``)."""
         role = self.read()
-        return role is not None and role.active(self.boot) and not self.stale
+        return role is not None and role.active(self.boot) and not self._stale()
+
+    def _age(self) -> float | None:
+        return None if self.touched is None else max(0.0, self.clock() - self.touched)
+
+    def _stale(self) -> bool:
+        age = self._age()
+        return age is not None and age > self.stale_after
 
 
 def _make_dir_like_base(viirs_base: Path, folder: Path) -> None:

@@ -30,7 +30,7 @@ from tests.e2e import chaos
 from tests.e2e.pair import PairLab, PairWorker, drained
 from tests.e2e.pair_chaos import PORTS
 from tests.support import wait_until
-from tests.test_container import SCRIPT, needs_podman, podman_env
+from tests.test_container import SCRIPT, needs_podman, podman
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), needs_podman]
 MOVE_LIMIT = 5.0  # s: the goal for the address to be on the standby
@@ -56,8 +56,7 @@ class Containers:
         self.ids: dict[tuple[str, str], str] = {}  # (host, "suite" | "keepalived") -> container id
 
     def podman(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(self.lab.hosts[host].ns.command("podman", *args), env=podman_env(),
-                                capture_output=True, text=True, timeout=120)
+        result = podman(*args, check=False, enter=self.lab.hosts[host].ns.command())
         assert not check or result.returncode == 0, f"podman {' '.join(args)} on {host}: {result.stderr[-2000:]}"
         return result
 
@@ -93,7 +92,7 @@ class Containers:
 
     def remove(self) -> None:
         for cid in self.ids.values():
-            subprocess.run(["podman", "rm", "-f", "-t", "2", cid], env=podman_env(), capture_output=True, timeout=120)
+            podman("rm", "-f", "-t", "2", cid, check=False)
 
 
 def pair_state(lab: PairLab) -> dict[str, dict]:
